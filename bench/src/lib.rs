@@ -1,0 +1,1 @@
+//! Benchmarks of blueshift; the decode microbenchmark is `benches/decode.rs`.

@@ -1,0 +1,3 @@
+//! The `blueshift` command.
+
+fn main() {}
