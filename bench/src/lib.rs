@@ -1,1 +1,4 @@
-//! Benchmarks of blueshift; the decode microbenchmark is `benches/decode.rs`.
+//! Benchmarks of blueshift. The decode microbenchmark is `benches/decode.rs`; [`tpcb`] generates
+//! its input.
+
+pub mod tpcb;

@@ -1,3 +1,100 @@
-//! The `blueshift` command.
+//! The `blueshift` command: parses arguments into validated settings and calls the engine.
+//!
+//! `main` stays thin: it sets up logging, runs one subcommand, prints the error chain once and
+//! exits with a code by error class (0 done, 1 failed, 2 bad usage).
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod migrate;
+mod plan;
+mod source;
+mod tail;
+
+/// Move a live PostgreSQL database from blue to green with no write downtime.
+#[derive(Debug, Parser)]
+#[command(name = "blueshift", version, about, long_about = None)]
+struct Cli {
+    /// Log verbosity: error, warn, info, debug or trace (or a tracing filter such as
+    /// `blueshift_decoder=debug`). The `RUST_LOG` variable wins when set.
+    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Tail(tail::TailArgs),
+    Migrate(migrate::MigrateArgs),
+    Plan(plan::PlanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("blueshift")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Tail(args) => tail::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
+            Command::Plan(args) => plan::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints the error chain once, on stderr, and picks the exit code.
+fn report(e: &anyhow::Error) -> ExitCode {
+    let mut text = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        text.push_str(&format!("\n  caused by: {cause}"));
+    }
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{text}");
+    }
+    ExitCode::FAILURE
+}
+
+/// Completes on SIGINT or SIGTERM: the signal to drain what is in flight and stop.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
