@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod migrate;
 mod plan;
 mod source;
@@ -17,9 +18,10 @@ mod tail;
 #[command(name = "blueshift", version, about, long_about = None)]
 struct Cli {
     /// Log verbosity: error, warn, info, debug or trace (or a tracing filter such as
-    /// `blueshift_decoder=debug`). The `RUST_LOG` variable wins when set.
-    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
-    log: String,
+    /// `blueshift_decoder=debug`); default info (warn for the demo). The `RUST_LOG` variable
+    /// wins when set.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -27,6 +29,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Demo(demo::DemoArgs),
     Tail(tail::TailArgs),
     Migrate(migrate::MigrateArgs),
     Plan(plan::PlanArgs),
@@ -34,7 +37,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_level));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("blueshift")
@@ -45,6 +52,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Plan(args) => plan::run(args).await,

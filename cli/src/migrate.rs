@@ -55,14 +55,18 @@ pub(crate) struct MigrateArgs {
 #[derive(Debug, clap::Subcommand)]
 enum MigrateCommand {
     /// Show every version: applied, pending, changed-on-disk, missing-on-disk, failed, baseline.
-    #[command(after_help = "Example:\n  blueshift migrate status --database postgresql://app@green:5432/app --dir migrations")]
+    #[command(
+        after_help = "Example:\n  blueshift migrate status --database postgresql://app@green:5432/app --dir migrations"
+    )]
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Apply the pending migrations, each in its own transaction.
-    #[command(after_help = "Examples:\n  blueshift migrate up --dry-run\n  blueshift migrate up --to 12 --database postgresql://app@green:5432/app")]
+    #[command(
+        after_help = "Examples:\n  blueshift migrate up --dry-run\n  blueshift migrate up --to 12 --database postgresql://app@green:5432/app"
+    )]
     Up {
         /// Stop after this version (inclusive).
         #[arg(long, value_name = "VERSION", value_parser = clap::value_parser!(i64).range(1..))]
@@ -72,7 +76,9 @@ enum MigrateCommand {
         dry_run: bool,
     },
     /// Revert applied migrations with their down scripts (by default only the newest).
-    #[command(after_help = "Examples:\n  blueshift migrate down              # revert the newest migration\n  blueshift migrate down --to 3       # revert everything above V3\n  blueshift migrate down --to 0 --dry-run")]
+    #[command(
+        after_help = "Examples:\n  blueshift migrate down              # revert the newest migration\n  blueshift migrate down --to 3       # revert everything above V3\n  blueshift migrate down --to 0 --dry-run"
+    )]
     Down {
         /// Revert every version above this one (0: all).
         #[arg(long, value_name = "VERSION", value_parser = clap::value_parser!(i64).range(0..))]
@@ -89,7 +95,9 @@ enum MigrateCommand {
     #[command(after_help = "Example:\n  blueshift migrate validate || blueshift migrate repair")]
     Repair,
     /// Adopt an existing database: scripts up to VERSION count as applied.
-    #[command(after_help = "Example:\n  blueshift migrate baseline --version 7 --description \"schema as of the 2024 dump\"")]
+    #[command(
+        after_help = "Example:\n  blueshift migrate baseline --version 7 --description \"schema as of the 2024 dump\""
+    )]
     Baseline {
         /// The version the database is at.
         #[arg(long, value_name = "VERSION", value_parser = clap::value_parser!(i64).range(1..))]
@@ -99,7 +107,9 @@ enum MigrateCommand {
         description: String,
     },
     /// Create the next `V<version>__<description>.sql` and its `.down.sql`.
-    #[command(after_help = "Example:\n  blueshift migrate new \"add users email\"   # V4__add_users_email.sql + .down.sql")]
+    #[command(
+        after_help = "Example:\n  blueshift migrate new \"add users email\"   # V4__add_users_email.sql + .down.sql"
+    )]
     New {
         /// What the migration does; becomes the file name.
         description: String,
@@ -298,9 +308,8 @@ fn status_json(status: &Status) -> serde_json::Value {
 }
 
 fn print_run(run: &Run) {
-    let from = run
-        .from
-        .map_or_else(|| "no version".to_owned(), |v| v.to_string());
+    let name = |v: Option<Version>| v.map_or_else(|| "no version".to_owned(), |v| v.to_string());
+    let from = name(run.from);
     if run.dry_run {
         println!("dry run: nothing runs and the database is not changed");
     }
@@ -332,7 +341,12 @@ fn print_run(run: &Run) {
             s.statements
         );
     }
-    println!("the database was at {from}");
+    let to = name(run.to);
+    if run.dry_run {
+        println!("the database would go from {from} to {to}");
+    } else {
+        println!("the database went from {from} to {to}");
+    }
 }
 
 /// `forever`, or a duration.
@@ -380,9 +394,6 @@ mod tests {
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("s").is_err());
         assert_eq!(parse_lock_wait("forever"), Ok(LockWait::Forever));
-        assert_eq!(
-            parse_lock_wait("0s"),
-            Ok(LockWait::Bounded(Duration::ZERO))
-        );
+        assert_eq!(parse_lock_wait("0s"), Ok(LockWait::Bounded(Duration::ZERO)));
     }
 }

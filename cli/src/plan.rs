@@ -70,7 +70,10 @@ pub(crate) async fn run(args: PlanArgs) -> anyhow::Result<()> {
 
 fn print_plan(plan: &SchemaPlan) {
     match &plan.publication {
-        Some(p) => println!("tables of publication {} on blue, compared with green", quote_ident(p)),
+        Some(p) => println!(
+            "tables of publication {} on blue, compared with green",
+            quote_ident(p)
+        ),
         None => println!("every user table on blue, compared with green"),
     }
     for t in &plan.tables {
@@ -103,8 +106,12 @@ fn print_table(t: &TablePlan) {
         .map(|c| {
             [
                 quote_ident(&c.name),
-                c.blue.as_ref().map_or("-".to_owned(), |b| b.type_name.clone()),
-                c.green.as_ref().map_or("-".to_owned(), |g| g.type_name.clone()),
+                c.blue
+                    .as_ref()
+                    .map_or("-".to_owned(), |b| b.type_name.clone()),
+                c.green
+                    .as_ref()
+                    .map_or("-".to_owned(), |g| g.type_name.clone()),
                 c.verdict.to_string(),
                 c.note.clone(),
             ]

@@ -14,5 +14,6 @@ pub(crate) fn parse(flag: &str, conninfo: &str) -> anyhow::Result<ConnectConfig>
             "the connection string carries a password, which other users can read in the process list; use ~/.pgpass or PGPASSWORD instead"
         );
     }
-    ConnectConfig::from_conninfo(conninfo).with_context(|| format!("invalid {flag} connection string"))
+    ConnectConfig::from_conninfo(conninfo)
+        .with_context(|| format!("invalid {flag} connection string"))
 }

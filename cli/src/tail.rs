@@ -32,7 +32,12 @@ The password comes from ~/.pgpass or PGPASSWORD; one inside --source works but i
 other users in the process list.")]
 pub(crate) struct TailArgs {
     /// Source (blue) database: a libpq URI or key=value string. PG* variables fill the gaps.
-    #[arg(long, value_name = "URI", env = "BLUESHIFT_SOURCE", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URI",
+        env = "BLUESHIFT_SOURCE",
+        hide_env_values = true
+    )]
     source: String,
 
     /// Publication to stream (repeat for several).
@@ -40,7 +45,12 @@ pub(crate) struct TailArgs {
     publications: Vec<String>,
 
     /// Permanent logical replication slot (pgoutput) to stream from.
-    #[arg(long, value_name = "NAME", conflicts_with = "temporary_slot", required_unless_present = "temporary_slot")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "temporary_slot",
+        required_unless_present = "temporary_slot"
+    )]
     slot: Option<String>,
 
     /// Create --slot when it does not exist.

@@ -28,4 +28,15 @@ pub mod xid;
 
 pub use lsn::{Lsn, ParseLsnError};
 pub use oid::Oid;
+pub use pgoutput::{
+    decode_message, DecodeContext, DecodeError, PgOutputDecoder, PgOutputMessage, ProtocolVersion,
+};
+pub use relation::{RelationCache, RelationInfo};
 pub use xid::Xid;
+
+// The replication connection.
+pub use config::{ConfigError, ConnectConfig, Password};
+pub use connection::{ReplicationConnection, ReplicationError, ServerError};
+pub use stream::{
+    FeedbackHandle, ReplicationFrame, ReplicationStream, StartOptions, StatusOptions,
+};

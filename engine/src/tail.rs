@@ -106,12 +106,11 @@ impl<W: Write> TailSink for JsonLines<W> {
         message: &PgOutputMessage,
         relations: &RelationCache,
     ) -> Result<(), TailError> {
-        let value = render::render(lsn, message, relations).map_err(|source| {
-            TailError::Render {
+        let value =
+            render::render(lsn, message, relations).map_err(|source| TailError::Render {
                 lsn,
                 source: Box::new(source),
-            }
-        })?;
+            })?;
         serde_json::to_writer(&mut self.out, &value)
             .map_err(|e| TailError::Output(io::Error::from(e)))?;
         self.out.write_all(b"\n").map_err(TailError::Output)
@@ -194,9 +193,9 @@ pub struct TailSummary {
 /// Streams from the slot into `sink` until `shutdown` completes, `until` is reached, or the
 /// server ends the stream. Every run ends with a final status update, so what the sink flushed
 /// is acknowledged.
-pub async fn tail(
+pub async fn tail<S: TailSink + ?Sized>(
     options: TailOptions,
-    sink: &mut dyn TailSink,
+    sink: &mut S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<TailSummary, TailError> {
     let mut connection = ReplicationConnection::connect(&options.source).await?;
@@ -244,7 +243,7 @@ pub async fn tail(
     // Inside Begin … Commit (or Begin Prepare … Prepare): keepalives must not be acknowledged.
     let mut in_transaction = false;
 
-    let acknowledge = |sink: &mut dyn TailSink, lsn: Lsn, summary: &mut TailSummary| {
+    let acknowledge = |sink: &mut S, lsn: Lsn, summary: &mut TailSummary| {
         sink.flush().map_err(TailError::Output)?;
         feedback.set_flushed(lsn);
         feedback.set_applied(lsn);

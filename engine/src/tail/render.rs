@@ -350,7 +350,10 @@ mod tests {
             xid: None,
             relation: Oid(16_384),
             old: Some(OldTuple::Key(TupleData {
-                columns: vec![ColumnValue::Text(Bytes::from_static(b"1")), ColumnValue::Null],
+                columns: vec![
+                    ColumnValue::Text(Bytes::from_static(b"1")),
+                    ColumnValue::Null,
+                ],
             })),
             new: TupleData {
                 columns: vec![

@@ -1,0 +1,182 @@
+//! Startup and authentication of a replication connection.
+//!
+//! Implements the start-up phase of
+//! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>: the
+//! `StartupMessage` with `replication=database`, then trust, cleartext, MD5 and SCRAM-SHA-256
+//! (<https://www.postgresql.org/docs/current/sasl-authentication.html>, without channel
+//! binding), then the `ParameterStatus` / `BackendKeyData` messages up to the first
+//! `ReadyForQuery`.
+//!
+//! The password is read only when the server asks for one (so the password file is opened only
+//! then), goes straight into the outgoing message and is never logged.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+
+use super::error::{AuthError, ReplicationError};
+use super::message::{read_message, BackendMessage};
+use super::transport::Transport;
+use super::{log_notice, BackendKey, Session};
+use crate::config::{ConnectConfig, Password};
+
+const DURING_AUTH: &str = "authenticating";
+const DURING_STARTUP: &str = "waiting for the server to accept the connection";
+
+/// Sends the startup message, authenticates, and collects the session parameters.
+pub(super) async fn startup(
+    transport: &mut Transport,
+    read_buf: &mut BytesMut,
+    config: &ConnectConfig,
+) -> Result<Session, ReplicationError> {
+    let mut params = vec![
+        ("user", config.user()),
+        ("database", config.dbname()),
+        ("replication", "database"),
+        ("client_encoding", "UTF8"),
+    ];
+    if let Some(name) = config.application_name() {
+        params.push(("application_name", name));
+    }
+    if let Some(options) = config.options() {
+        params.push(("options", options));
+    }
+    let mut out = BytesMut::new();
+    frontend::startup_message(params, &mut out).map_err(|_| nul_byte("a startup parameter"))?;
+    send(transport, &mut out, "sending the startup message").await?;
+
+    authenticate(transport, read_buf, config).await?;
+    tracing::debug!(server = %config, "authenticated");
+
+    let mut parameters = HashMap::new();
+    let mut backend_key = None;
+    loop {
+        match read_message(transport, read_buf, DURING_STARTUP).await? {
+            BackendMessage::ParameterStatus { name, value } => {
+                parameters.insert(name, value);
+            }
+            BackendMessage::BackendKeyData {
+                process_id,
+                secret_key,
+            } => backend_key = Some(BackendKey::new(process_id, secret_key)),
+            BackendMessage::NoticeResponse(notice) => log_notice(&notice),
+            BackendMessage::ErrorResponse(e) => return Err(e.into()),
+            BackendMessage::ReadyForQuery { .. } => break,
+            other => return Err(other.unexpected(DURING_STARTUP)),
+        }
+    }
+    Session::new(config.to_string(), parameters, backend_key)
+}
+
+/// Answers authentication requests until `AuthenticationOk`.
+async fn authenticate(
+    transport: &mut Transport,
+    read_buf: &mut BytesMut,
+    config: &ConnectConfig,
+) -> Result<(), ReplicationError> {
+    let mut out = BytesMut::new();
+    let password = |method: &'static str| {
+        config.password_for_auth().ok_or_else(|| {
+            ReplicationError::from(AuthError::PasswordRequired {
+                method,
+                user: config.user().to_owned(),
+            })
+        })
+    };
+    loop {
+        match read_message(transport, read_buf, DURING_AUTH).await? {
+            BackendMessage::AuthenticationOk => return Ok(()),
+            BackendMessage::AuthenticationCleartextPassword => {
+                tracing::debug!(method = "password", "server requested authentication");
+                let password = password("password")?;
+                frontend::password_message(password.expose().as_bytes(), &mut out)
+                    .map_err(|_| nul_byte("the password"))?;
+                send(transport, &mut out, DURING_AUTH).await?;
+            }
+            BackendMessage::AuthenticationMd5Password { salt } => {
+                tracing::debug!(method = "md5", "server requested authentication");
+                let password = password("md5")?;
+                let hash = md5_hash(config.user().as_bytes(), password.expose().as_bytes(), salt);
+                frontend::password_message(hash.as_bytes(), &mut out)
+                    .expect("an MD5 hash is hex, without NUL");
+                send(transport, &mut out, DURING_AUTH).await?;
+            }
+            BackendMessage::AuthenticationSasl { mechanisms } => {
+                tracing::debug!(method = "sasl", mechanisms = ?mechanisms, "server requested authentication");
+                if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
+                    return Err(AuthError::NoSaslMechanism {
+                        offered: mechanisms.join(", "),
+                    }
+                    .into());
+                }
+                let password = password(SCRAM_SHA_256)?;
+                scram(transport, read_buf, &mut out, &password).await?;
+            }
+            BackendMessage::AuthenticationUnsupported { method } => {
+                return Err(AuthError::UnsupportedMethod { method }.into());
+            }
+            BackendMessage::NoticeResponse(notice) => log_notice(&notice),
+            BackendMessage::ErrorResponse(e) => return Err(e.into()),
+            other => return Err(other.unexpected(DURING_AUTH)),
+        }
+    }
+}
+
+/// The SCRAM-SHA-256 exchange, up to and including the server's final message.
+async fn scram(
+    transport: &mut Transport,
+    read_buf: &mut BytesMut,
+    out: &mut BytesMut,
+    password: &Password,
+) -> Result<(), ReplicationError> {
+    let scram_err = |source| ReplicationError::from(AuthError::Scram { source });
+    let mut scram = ScramSha256::new(password.expose().as_bytes(), ChannelBinding::unsupported());
+    frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), out)
+        .expect("the mechanism name has no NUL and the message is short");
+    send(transport, out, DURING_AUTH).await?;
+
+    match read_message(transport, read_buf, DURING_AUTH).await? {
+        BackendMessage::AuthenticationSaslContinue { data } => {
+            scram.update(&data).map_err(scram_err)?
+        }
+        BackendMessage::ErrorResponse(e) => return Err(e.into()),
+        other => return Err(other.unexpected("waiting for AuthenticationSASLContinue")),
+    }
+    frontend::sasl_response(scram.message(), out).expect("a SCRAM client-final message is short");
+    send(transport, out, DURING_AUTH).await?;
+
+    match read_message(transport, read_buf, DURING_AUTH).await? {
+        BackendMessage::AuthenticationSaslFinal { data } => scram.finish(&data).map_err(scram_err),
+        BackendMessage::ErrorResponse(e) => Err(e.into()),
+        other => Err(other.unexpected("waiting for AuthenticationSASLFinal")),
+    }
+}
+
+/// Encoding failed: a text with a NUL byte (set after the configuration was parsed).
+fn nul_byte(what: &str) -> ReplicationError {
+    ReplicationError::InvalidOption {
+        problem: format!("{what} contains a NUL byte, which PostgreSQL cannot accept"),
+    }
+}
+
+/// Writes and flushes `out`, then clears it.
+async fn send(
+    transport: &mut Transport,
+    out: &mut BytesMut,
+    during: &'static str,
+) -> Result<(), ReplicationError> {
+    transport
+        .write_all(out)
+        .await
+        .map_err(ReplicationError::io(during))?;
+    transport
+        .flush()
+        .await
+        .map_err(ReplicationError::io(during))?;
+    out.clear();
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! SQL connections for the stages that run ordinary SQL (migrations, schema comparison): a
+//! `tokio_postgres::Client` built from blueshift's connection settings, its connection task, and
+//! the server's errors in a form fit for messages (SQLSTATE, message, detail, hint, position).
+//!
+//! The replication connection is the decoder's; this module never speaks the replication
+//! protocol.
+
+use std::fmt;
+use std::time::Duration;
+
+use blueshift_decoder::config::{ConnectConfig, Host};
+use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::error::ErrorPosition;
+use tokio_postgres::{Client, NoTls};
+use tracing::{debug, warn};
+
+/// How long to wait for a connection when the settings say nothing.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {target} — check that the server is up and the connection settings are right")]
+pub struct ClientError {
+    /// Where we tried to connect, without the password.
+    pub target: String,
+    /// Why.
+    #[source]
+    pub source: SqlError,
+}
+
+/// An error of a SQL statement: either the server's own error report or a failure of the client
+/// or the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The server answered with an error.
+    #[error(transparent)]
+    Server(Box<ServerError>),
+    /// The client or the connection failed (closed connection, I/O, protocol).
+    #[error(transparent)]
+    Client(tokio_postgres::Error),
+}
+
+impl SqlError {
+    /// The server's SQLSTATE, if the server reported the error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            SqlError::Server(e) => Some(&e.sqlstate),
+            SqlError::Client(_) => None,
+        }
+    }
+
+    /// The server's report, if the server reported the error.
+    pub fn server(&self) -> Option<&ServerError> {
+        match self {
+            SqlError::Server(e) => Some(e),
+            SqlError::Client(_) => None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for SqlError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match ServerError::from_error(&e) {
+            Some(server) => SqlError::Server(Box::new(server)),
+            None => SqlError::Client(e),
+        }
+    }
+}
+
+/// The server's error report (an `ErrorResponse`), kept whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ServerError {
+    /// `ERROR`, `FATAL`, …
+    pub severity: String,
+    /// The five-character SQLSTATE.
+    pub sqlstate: String,
+    /// The primary message.
+    pub message: String,
+    /// The optional detail.
+    pub detail: Option<String>,
+    /// The optional hint.
+    pub hint: Option<String>,
+    /// 1-based character offset of the error in the statement sent, when the server gives one.
+    pub position: Option<u32>,
+    /// Where the error happened inside a function or internal query, when it did (`CONTEXT`).
+    pub context: Option<String>,
+}
+
+impl ServerError {
+    /// The server's report inside a client error, if there is one.
+    pub fn from_error(e: &tokio_postgres::Error) -> Option<ServerError> {
+        let db = e.as_db_error()?;
+        Some(ServerError {
+            severity: db.severity().to_owned(),
+            sqlstate: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+            detail: db.detail().map(str::to_owned),
+            hint: db.hint().map(str::to_owned),
+            position: match db.position() {
+                Some(ErrorPosition::Original(p)) => Some(*p),
+                Some(ErrorPosition::Internal { .. }) | None => None,
+            },
+            context: db.where_().map(str::to_owned),
+        })
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.severity, self.sqlstate, self.message)?;
+        if let Some(detail) = &self.detail {
+            write!(f, "; detail: {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; hint: {hint}")?;
+        }
+        if let Some(context) = &self.context {
+            write!(f, "; context: {}", context.replace('\n', " / "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens a SQL connection and spawns its connection task. `application_name` is used unless the
+/// settings name one. The task ends when the client is dropped; its handle is returned so that
+/// the owner can await it.
+pub async fn connect(
+    config: &ConnectConfig,
+    application_name: &str,
+) -> Result<(Client, JoinHandle<()>), ClientError> {
+    let tokio = tokio_config(config, application_name);
+    let target = config.to_string();
+    debug!(target = %target, application_name, "connecting");
+    let (client, connection) = tokio.connect(NoTls).await.map_err(|e| ClientError {
+        target: target.clone(),
+        source: SqlError::from(e),
+    })?;
+    let handle = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(target = %target, error = %e, "sql connection ended with an error");
+        }
+    });
+    Ok((client, handle))
+}
+
+/// blueshift's connection settings as a `tokio_postgres::Config`. TLS is off: the settings refuse
+/// the modes that need it.
+pub fn tokio_config(config: &ConnectConfig, application_name: &str) -> tokio_postgres::Config {
+    let mut tokio = tokio_postgres::Config::new();
+    match config.host() {
+        Host::Tcp(name) => tokio.host(name),
+        Host::Unix(dir) => tokio.host_path(dir),
+    };
+    tokio
+        .port(config.port())
+        .user(config.user())
+        .dbname(config.dbname())
+        .application_name(config.application_name().unwrap_or(application_name))
+        .ssl_mode(SslMode::Disable)
+        .connect_timeout(config.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+    if let Some(password) = config.password_for_auth() {
+        tokio.password(password.expose());
+    }
+    if let Some(options) = config.options() {
+        tokio.options(options);
+    }
+    tokio
+}

@@ -1,0 +1,108 @@
+//! Blue's schema compared with green's: what a running logical replication stream can carry.
+//!
+//! ```text
+//!   blue (source)                      green (target)
+//!   pg_publication_tables ─┐       ┌── pg_class / pg_attribute
+//!   pg_class / pg_attribute├─ catalog ─┤   pg_cast / pg_type (casts)
+//!                          └──▶ plan ◀──┘
+//!                 per table: columns, verdicts, column mappings
+//! ```
+//!
+//! - [`catalog`]: reads published tables, their columns, replica identity and keys.
+//! - [`cast`]: whether and how green converts blue's values of one type into another.
+//! - [`plan`]: the comparison, its verdicts (fine, cast, warning, blocked), and per table the
+//!   column mapping (blue column → green column, with or without a cast) that applying and
+//!   backfilling reuse.
+
+use std::fmt;
+
+pub mod cast;
+pub mod catalog;
+pub mod plan;
+
+pub use cast::CastKind;
+pub use catalog::{Column, PublishedTable, ReplicaIdentity, Table};
+pub use plan::{plan, ColumnMapping, ColumnPlan, Note, SchemaPlan, TablePlan, Verdict};
+
+use crate::client::SqlError;
+
+/// Why a schema comparison failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The publication named does not exist on blue.
+    #[error("publication {} does not exist on blue — create it (CREATE PUBLICATION …) or pass the name of an existing one", quote_ident(publication))]
+    NoPublication {
+        /// The name given.
+        publication: String,
+    },
+    /// A catalog query failed.
+    #[error("cannot {what}")]
+    Query {
+        /// What blueshift was reading.
+        what: String,
+        /// Why.
+        #[source]
+        source: SqlError,
+    },
+}
+
+impl SchemaError {
+    pub(crate) fn query(what: &str, e: tokio_postgres::Error) -> SchemaError {
+        SchemaError::Query {
+            what: what.to_owned(),
+            source: e.into(),
+        }
+    }
+}
+
+/// A schema-qualified name. Displayed quoted: `"public"."my table"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QualifiedName {
+    /// The schema.
+    pub schema: String,
+    /// The table (or type) name.
+    pub name: String,
+}
+
+impl QualifiedName {
+    /// A name from its two parts.
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> QualifiedName {
+        QualifiedName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            quote_ident(&self.schema),
+            quote_ident(&self.name)
+        )
+    }
+}
+
+/// An identifier quoted for SQL and for messages: `"name"`, inner `"` doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_always_quoted() {
+        assert_eq!(
+            QualifiedName::new("public", "users").to_string(),
+            r#""public"."users""#
+        );
+        assert_eq!(
+            QualifiedName::new("my schema", r#"it's "q" ü"#).to_string(),
+            r#""my schema"."it's ""q"" ü""#
+        );
+    }
+}

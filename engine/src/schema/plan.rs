@@ -1,0 +1,445 @@
+//! Blue's tables compared with green's, column by column, with a verdict on whether logical
+//! replication can carry each difference, and the column mapping (blue column → green column,
+//! with or without a cast) that applying and backfilling use.
+//!
+//! Verdicts, per column and per table (the worst of its columns and notes):
+//!
+//! | difference                                   | verdict  |
+//! |----------------------------------------------|----------|
+//! | same column, same type                       | fine     |
+//! | column only on blue (dropped on green)       | fine     |
+//! | column only on green, nullable / default / identity / generated | fine |
+//! | column only on green, `NOT NULL` without default | blocked |
+//! | type change with an assignment cast          | cast     |
+//! | type change without one                      | blocked  |
+//! | blue key column dropped on green             | blocked  |
+//! | green column generated, blue sends values    | blocked  |
+//! | `NOT NULL` on green, nullable on blue        | warning  |
+//! | table missing on green                       | blocked  |
+//! | blue table without primary key / replica identity | warning |
+
+use std::fmt;
+
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+use super::cast::{CastKind, Casts, Conversion};
+use super::catalog::{self, Column, ReplicaIdentity, Table};
+use super::{QualifiedName, SchemaError};
+
+/// Whether replication can carry a difference. Ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Nothing to do.
+    Fine,
+    /// Carried with a cast on green; values that do not fit fail.
+    Cast,
+    /// Carried, but something may fail or be slow: read the note.
+    Warning,
+    /// Cannot be carried: fix it before starting sync.
+    Blocked,
+}
+
+impl Verdict {
+    /// `fine`, `cast`, `warning`, `blocked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Fine => "fine",
+            Verdict::Cast => "cast",
+            Verdict::Warning => "warning",
+            Verdict::Blocked => "blocked",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One column name on blue, green or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnPlan {
+    /// The name.
+    pub name: String,
+    /// Blue's column, if blue publishes one of this name.
+    pub blue: Option<Column>,
+    /// Green's column, if green has one of this name.
+    pub green: Option<Column>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The cast green applies, if any.
+    pub cast: Option<CastKind>,
+    /// What happens, and for anything not fine, the fix.
+    pub note: String,
+}
+
+/// A table-level remark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// How serious.
+    pub verdict: Verdict,
+    /// What, and the fix.
+    pub message: String,
+}
+
+/// Where one blue column's values go on green.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMapping {
+    /// The blue column.
+    pub blue: String,
+    /// The green column.
+    pub green: String,
+    /// Green's column type (`format_type`), for an explicit cast.
+    pub green_type: String,
+    /// The cast green applies, `None` for the same type.
+    pub cast: Option<CastKind>,
+}
+
+/// One published blue table compared with green's table of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePlan {
+    /// The table.
+    pub table: QualifiedName,
+    /// Whether green has it.
+    pub on_green: bool,
+    /// Blue's replica identity.
+    pub replica_identity: ReplicaIdentity,
+    /// Every column of either side, blue's order first, then green's additions.
+    pub columns: Vec<ColumnPlan>,
+    /// Table-level remarks.
+    pub notes: Vec<Note>,
+    /// The worst verdict of the columns and notes.
+    pub verdict: Verdict,
+}
+
+impl TablePlan {
+    /// The blue columns that land in a green column, with the cast if any. Blocked columns are
+    /// left out.
+    pub fn column_mappings(&self) -> Vec<ColumnMapping> {
+        self.columns
+            .iter()
+            .filter(|c| c.verdict != Verdict::Blocked)
+            .filter_map(|c| {
+                let (_, green) = (c.blue.as_ref()?, c.green.as_ref()?);
+                Some(ColumnMapping {
+                    blue: c.name.clone(),
+                    green: c.name.clone(),
+                    green_type: green.type_name.clone(),
+                    cast: c.cast,
+                })
+            })
+            .collect()
+    }
+
+    /// The column named `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnPlan> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Every published table compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaPlan {
+    /// The publication read, if one was given.
+    pub publication: Option<String>,
+    /// The tables, by name.
+    pub tables: Vec<TablePlan>,
+}
+
+impl SchemaPlan {
+    /// The worst verdict of all tables (fine when there are none).
+    pub fn verdict(&self) -> Verdict {
+        self.tables
+            .iter()
+            .map(|t| t.verdict)
+            .max()
+            .unwrap_or(Verdict::Fine)
+    }
+
+    /// The table `schema.name`.
+    pub fn table(&self, schema: &str, name: &str) -> Option<&TablePlan> {
+        self.tables
+            .iter()
+            .find(|t| t.table.schema == schema && t.table.name == name)
+    }
+
+    /// The plan as JSON, for `blueshift plan --json`.
+    pub fn to_json(&self) -> Value {
+        let tables: Vec<Value> = self
+            .tables
+            .iter()
+            .map(|t| {
+                let columns: Vec<Value> = t
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "name": c.name,
+                            "blue_type": c.blue.as_ref().map(|b| &b.type_name),
+                            "green_type": c.green.as_ref().map(|g| &g.type_name),
+                            "verdict": c.verdict.as_str(),
+                            "cast": c.cast.map(CastKind::as_str),
+                            "note": c.note,
+                        })
+                    })
+                    .collect();
+                let notes: Vec<Value> = t
+                    .notes
+                    .iter()
+                    .map(|n| json!({"verdict": n.verdict.as_str(), "message": n.message}))
+                    .collect();
+                json!({
+                    "schema": t.table.schema,
+                    "table": t.table.name,
+                    "verdict": t.verdict.as_str(),
+                    "on_green": t.on_green,
+                    "replica_identity": t.replica_identity.as_str(),
+                    "notes": notes,
+                    "columns": columns,
+                })
+            })
+            .collect();
+        json!({
+            "publication": self.publication,
+            "verdict": self.verdict().as_str(),
+            "tables": tables,
+        })
+    }
+}
+
+/// Compares every table `publication` publishes on blue (every user table without one) with
+/// green's table of the same name.
+pub async fn plan(
+    blue: &Client,
+    green: &Client,
+    publication: Option<&str>,
+) -> Result<SchemaPlan, SchemaError> {
+    let published = catalog::published_tables(blue, publication).await?;
+    let names: Vec<QualifiedName> = published.iter().map(|p| p.name.clone()).collect();
+    let blue_tables = catalog::read_tables(blue, &names).await?;
+    let green_tables = catalog::read_tables(green, &names).await?;
+    let mut casts = Casts::new(green);
+    let mut tables = Vec::with_capacity(published.len());
+    for p in &published {
+        // A table dropped on blue since the publication was read: nothing to compare.
+        let Some(blue_table) = blue_tables.iter().find(|t| t.name == p.name) else {
+            continue;
+        };
+        let blue_columns: Vec<&Column> = blue_table
+            .columns
+            .iter()
+            .filter(|c| p.columns.as_ref().is_none_or(|list| list.contains(&c.name)))
+            .collect();
+        let green_table = green_tables.iter().find(|t| t.name == p.name);
+        tables.push(compare(blue_table, &blue_columns, green_table, &mut casts).await?);
+    }
+    Ok(SchemaPlan {
+        publication: publication.map(str::to_owned),
+        tables,
+    })
+}
+
+async fn compare(
+    blue: &Table,
+    blue_columns: &[&Column],
+    green: Option<&Table>,
+    casts: &mut Casts<'_>,
+) -> Result<TablePlan, SchemaError> {
+    let mut notes = identity_notes(blue);
+    let Some(green) = green else {
+        notes.push(Note {
+            verdict: Verdict::Blocked,
+            message: format!(
+                "table {} does not exist on green — create it with a migration before starting sync",
+                blue.name
+            ),
+        });
+        return Ok(finish(blue, false, Vec::new(), notes));
+    };
+    let mut columns = Vec::new();
+    for b in blue_columns {
+        let plan = match green.column(&b.name) {
+            Some(g) => both(b, g, casts).await?,
+            None => only_on_blue(b),
+        };
+        columns.push(plan);
+    }
+    for g in &green.columns {
+        if !blue_columns.iter().any(|b| b.name == g.name) {
+            columns.push(only_on_green(g));
+        }
+    }
+    Ok(finish(blue, true, columns, notes))
+}
+
+fn finish(blue: &Table, on_green: bool, columns: Vec<ColumnPlan>, notes: Vec<Note>) -> TablePlan {
+    let verdict = columns
+        .iter()
+        .map(|c| c.verdict)
+        .chain(notes.iter().map(|n| n.verdict))
+        .max()
+        .unwrap_or(Verdict::Fine);
+    TablePlan {
+        table: blue.name.clone(),
+        on_green,
+        replica_identity: blue.replica_identity,
+        columns,
+        notes,
+        verdict,
+    }
+}
+
+fn identity_notes(blue: &Table) -> Vec<Note> {
+    let message = match blue.replica_identity {
+        ReplicaIdentity::Nothing => format!(
+            "table {} has REPLICA IDENTITY NOTHING on blue; UPDATE and DELETE cannot be \
+             replicated — add a primary key or set REPLICA IDENTITY FULL",
+            blue.name
+        ),
+        ReplicaIdentity::Default if !blue.has_primary_key => format!(
+            "table {} has no primary key on blue; UPDATE and DELETE cannot be replicated — add \
+             a primary key or set REPLICA IDENTITY FULL",
+            blue.name
+        ),
+        ReplicaIdentity::Full => {
+            return vec![Note {
+                verdict: Verdict::Fine,
+                message: format!(
+                    "table {} has REPLICA IDENTITY FULL on blue: updates and deletes are matched \
+                     on every column",
+                    blue.name
+                ),
+            }]
+        }
+        _ => return Vec::new(),
+    };
+    vec![Note {
+        verdict: Verdict::Warning,
+        message,
+    }]
+}
+
+async fn both(b: &Column, g: &Column, casts: &mut Casts<'_>) -> Result<ColumnPlan, SchemaError> {
+    let column = crate::schema::quote_ident(&b.name);
+    let (mut verdict, cast, mut note) = if g.generated {
+        (
+            Verdict::Blocked,
+            None,
+            format!(
+                "green computes {column} (GENERATED ALWAYS … STORED), so blue's values cannot be \
+                 written — drop the expression on green or leave the column out of the publication"
+            ),
+        )
+    } else {
+        match casts.conversion(b, g, g.type_oid).await? {
+            Conversion::Same => (Verdict::Fine, None, "same type".to_owned()),
+            Conversion::Cast(kind) => {
+                let risk = match kind {
+                    CastKind::Assignment => {
+                        format!("; values out of range for {} fail", g.type_name)
+                    }
+                    CastKind::Length => format!("; values that exceed {} fail", g.type_name),
+                    CastKind::Binary | CastKind::Implicit | CastKind::Io => String::new(),
+                };
+                (
+                    Verdict::Cast,
+                    Some(kind),
+                    format!(
+                        "{} → {} by {} cast on green{risk}",
+                        b.type_name,
+                        g.type_name,
+                        kind.as_str()
+                    ),
+                )
+            }
+            Conversion::Impossible(why) => (
+                Verdict::Blocked,
+                None,
+                format!(
+                    "{why} — give {column} on green a type blue's {} converts to, or create an \
+                     assignment cast (CREATE CAST … AS ASSIGNMENT)",
+                    b.type_name
+                ),
+            ),
+        }
+    };
+    if verdict < Verdict::Warning && g.not_null && !b.not_null && !b.in_key {
+        verdict = Verdict::Warning;
+        note = format!(
+            "{note}; NOT NULL on green but nullable on blue: a NULL from blue fails on green — \
+             fill the NULLs on blue, or add the constraint on green after cutover"
+        );
+    }
+    Ok(ColumnPlan {
+        name: b.name.clone(),
+        blue: Some(b.clone()),
+        green: Some(g.clone()),
+        verdict,
+        cast,
+        note,
+    })
+}
+
+fn only_on_blue(b: &Column) -> ColumnPlan {
+    let column = crate::schema::quote_ident(&b.name);
+    let (verdict, note) = if b.in_key {
+        (
+            Verdict::Blocked,
+            format!(
+                "key column {column} is missing on green; UPDATE and DELETE find their row by it \
+                 — keep it on green until after cutover"
+            ),
+        )
+    } else {
+        (
+            Verdict::Fine,
+            "dropped on green: blue's values are not carried".to_owned(),
+        )
+    };
+    ColumnPlan {
+        name: b.name.clone(),
+        blue: Some(b.clone()),
+        green: None,
+        verdict,
+        cast: None,
+        note,
+    }
+}
+
+fn only_on_green(g: &Column) -> ColumnPlan {
+    let column = crate::schema::quote_ident(&g.name);
+    let (verdict, note) = if g.generated {
+        (Verdict::Fine, "added on green, computed there".to_owned())
+    } else if g.identity {
+        (
+            Verdict::Fine,
+            "added on green, filled by its identity".to_owned(),
+        )
+    } else if let Some(default) = &g.default {
+        (
+            Verdict::Fine,
+            format!("added on green, takes its default {default}"),
+        )
+    } else if !g.not_null {
+        (Verdict::Fine, "added on green, takes NULL".to_owned())
+    } else {
+        (
+            Verdict::Blocked,
+            format!(
+                "added on green as NOT NULL without a default: rows from blue have no value for \
+                 it — add a default (ALTER TABLE … ALTER COLUMN {column} SET DEFAULT …) or allow \
+                 NULL"
+            ),
+        )
+    };
+    ColumnPlan {
+        name: g.name.clone(),
+        blue: None,
+        green: Some(g.clone()),
+        verdict,
+        cast: None,
+        note,
+    }
+}
