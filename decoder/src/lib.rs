@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod ident;
 pub mod lsn;
 pub mod oid;
 pub mod pgoutput;

@@ -85,10 +85,7 @@ impl fmt::Display for QualifiedName {
     }
 }
 
-/// An identifier quoted for SQL and for messages: `"name"`, inner `"` doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use blueshift_decoder::ident::quote_ident;
 
 #[cfg(test)]
 mod tests {

@@ -573,10 +573,7 @@ fn default_base_dir() -> PathBuf {
     }
 }
 
-/// `"name"`, with inner double quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use blueshift_decoder::ident::quote_ident;
 
 fn write_hba(data_dir: &Path, test_lines: &[String]) -> anyhow::Result<()> {
     let mut hba = String::from("# blueshift test harness\n");

@@ -103,6 +103,17 @@ impl ReplicaIdentity {
             _ => None,
         }
     }
+
+    /// The setting in lower case, as `psql` and JSON output show it: `default`, `nothing`,
+    /// `full`, `index`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaIdentity::Default => "default",
+            ReplicaIdentity::Nothing => "nothing",
+            ReplicaIdentity::Full => "full",
+            ReplicaIdentity::Index => "index",
+        }
+    }
 }
 
 impl fmt::Display for ReplicaIdentity {

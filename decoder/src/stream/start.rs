@@ -255,9 +255,7 @@ fn publication_list(names: &[String]) -> String {
         if i > 0 {
             list.push(',');
         }
-        list.push('"');
-        list.push_str(&name.replace('"', "\"\""));
-        list.push('"');
+        list.push_str(&crate::ident::quote_ident(name));
     }
     list
 }

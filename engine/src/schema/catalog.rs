@@ -8,39 +8,7 @@ use tokio_postgres::Client;
 
 use super::{QualifiedName, SchemaError};
 
-/// A table's `REPLICA IDENTITY`: what UPDATE and DELETE carry to find the old row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaIdentity {
-    /// The primary key (if there is one).
-    Default,
-    /// Nothing: UPDATE and DELETE cannot be replicated.
-    Nothing,
-    /// Every column.
-    Full,
-    /// A chosen unique index.
-    Index,
-}
-
-impl ReplicaIdentity {
-    fn from_char(c: i8) -> ReplicaIdentity {
-        match u8::try_from(c).unwrap_or(b'd') {
-            b'n' => ReplicaIdentity::Nothing,
-            b'f' => ReplicaIdentity::Full,
-            b'i' => ReplicaIdentity::Index,
-            _ => ReplicaIdentity::Default,
-        }
-    }
-
-    /// `default`, `nothing`, `full`, `index`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplicaIdentity::Default => "default",
-            ReplicaIdentity::Nothing => "nothing",
-            ReplicaIdentity::Full => "full",
-            ReplicaIdentity::Index => "index",
-        }
-    }
-}
+pub use blueshift_decoder::pgoutput::ReplicaIdentity;
 
 /// One column, as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +197,10 @@ pub async fn read_tables(
         .iter()
         .map(|r| Table {
             name: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
-            replica_identity: ReplicaIdentity::from_char(r.get(3)),
+            replica_identity: u8::try_from(r.get::<_, i8>(3))
+                .ok()
+                .and_then(ReplicaIdentity::from_byte)
+                .unwrap_or(ReplicaIdentity::Default),
             has_primary_key: r.get(4),
             columns: by_table.remove(&r.get::<_, u32>(0)).unwrap_or_default(),
         })

@@ -78,7 +78,7 @@ pub(crate) fn render(
             );
             o.insert(
                 "replica_identity".into(),
-                Value::from(r.replica_identity.to_string().to_lowercase()),
+                Value::from(r.replica_identity.as_str()),
             );
             let columns = r
                 .columns
