@@ -1,8 +1,30 @@
-//! Applies decoded changes to green. One applier = one connection to green (sync issue).
+//! Applies decoded changes to green. One [`Applier`] = one connection to green with its own
+//! replication origin, applying whole source transactions exactly once (sync issue).
 //!
-//! [`transaction`] defines what is applied: whole source transactions, in blue's commit order,
-//! built by the engine's transaction assembler.
+//! - [`transaction`] defines what is applied: whole source transactions, in blue's commit
+//!   order, built by the engine's transaction assembler.
+//! - [`applier`] runs them on green (`BEGIN`, origin setup, the changes, `COMMIT`), through
+//!   statements built per table and shape (`statement`), matched by column name against green's
+//!   catalog (`target`), with every value sent as a parameter exactly as blue printed it
+//!   (`value`).
+//! - [`error`] classifies what goes wrong as transient or definite.
+//! - [`client`] opens SQL connections from blueshift's connection settings.
 
+pub mod applier;
+mod change;
+pub mod client;
+pub mod error;
+mod origin;
+pub mod outcome;
+mod pipeline;
+pub mod session;
+mod statement;
+mod target;
 pub mod transaction;
+mod value;
 
+pub use applier::Applier;
+pub use error::{class_of_sqlstate, ApplyError, ErrorClass, Operation};
+pub use outcome::{ApplyOutcome, RowCounts, Staged};
+pub use session::{ApplierOptions, SynchronousCommit};
 pub use transaction::{Change, Changes, Origin, SpilledChanges, Transaction};

@@ -7,10 +7,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cleanup;
 mod demo;
 mod migrate;
 mod plan;
 mod source;
+mod status;
+mod sync;
 mod tail;
 
 /// Move a live PostgreSQL database from blue to green with no write downtime.
@@ -30,9 +33,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Demo(demo::DemoArgs),
+    Sync(sync::SyncArgs),
     Tail(tail::TailArgs),
     Migrate(migrate::MigrateArgs),
     Plan(plan::PlanArgs),
+    Status(status::StatusArgs),
+    Cleanup(cleanup::CleanupArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,9 +59,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Sync(args) => sync::run(args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Plan(args) => plan::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Cleanup(args) => cleanup::run(args).await,
         }
     });
     match result {

@@ -3,7 +3,12 @@
 //! schema migrations (`migrate`) and the blue/green schema comparison (`schema`).
 
 pub mod assembler;
-pub mod client;
+pub mod cleanup;
+pub mod metrics;
 pub mod migrate;
 pub mod schema;
+pub mod status;
+pub mod sync;
 pub mod tail;
+
+pub use blueshift_applier::client;

@@ -38,6 +38,12 @@ pub(super) async fn startup(
         ("database", config.dbname()),
         ("replication", "database"),
         ("client_encoding", "UTF8"),
+        // pgoutput sends values in the walsender session's output formats: pin them to what
+        // any server parses back exactly, whatever blue's configuration says (as native
+        // subscribers do).
+        ("DateStyle", "ISO"),
+        ("IntervalStyle", "postgres"),
+        ("extra_float_digits", "3"),
     ];
     if let Some(name) = config.application_name() {
         params.push(("application_name", name));

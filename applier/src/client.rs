@@ -1,6 +1,7 @@
-//! SQL connections for the stages that run ordinary SQL (migrations, schema comparison): a
-//! `tokio_postgres::Client` built from blueshift's connection settings, its connection task, and
-//! the server's errors in a form fit for messages (SQLSTATE, message, detail, hint, position).
+//! SQL connections: a `tokio_postgres::Client` built from blueshift's connection settings, its
+//! connection task, and the server's errors in a form fit for messages (SQLSTATE, message,
+//! detail, hint, position). Appliers use it for green; the engine's stages that run ordinary SQL
+//! (migrations, schema comparison) use it through `blueshift_engine::client`.
 //!
 //! The replication connection is the decoder's; this module never speaks the replication
 //! protocol.
@@ -14,6 +15,8 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, warn};
+
+use crate::error::ErrorClass;
 
 /// How long to wait for a connection when the settings say nothing.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +44,31 @@ pub enum SqlError {
     Client(tokio_postgres::Error),
 }
 
+impl ClientError {
+    /// Whether retrying can help (see [`class_of_sqlstate`](crate::error::class_of_sqlstate)).
+    pub fn class(&self) -> ErrorClass {
+        self.source.class()
+    }
+
+    /// True when [`class`](Self::class) is transient.
+    pub fn is_transient(&self) -> bool {
+        self.class() == ErrorClass::Transient
+    }
+}
+
 impl SqlError {
+    /// Whether retrying can help: the server's SQLSTATE decides (see
+    /// [`class_of_sqlstate`](crate::error::class_of_sqlstate)); a failure of the client or the
+    /// connection is transient.
+    pub fn class(&self) -> ErrorClass {
+        crate::error::class_of_sql_error(self)
+    }
+
+    /// True when [`class`](Self::class) is transient.
+    pub fn is_transient(&self) -> bool {
+        self.class() == ErrorClass::Transient
+    }
+
     /// The server's SQLSTATE, if the server reported the error.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {

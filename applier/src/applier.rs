@@ -1,0 +1,314 @@
+//! `Applier`: one connection to green that applies whole source transactions, exactly once.
+//!
+//! A transaction is applied as
+//!
+//! ```text
+//! BEGIN;
+//! SELECT pg_replication_origin_xact_setup(<commit LSN on blue>, <commit time on blue>);
+//! <its changes, in blue's order>;
+//! COMMIT;
+//! ```
+//!
+//! on a session bound to the applier's replication origin, so green records, atomically with
+//! the commit, that it holds everything up to that commit. A transaction whose commit LSN is at
+//! or before the origin's progress is already on green and is skipped: re-delivery after a
+//! restart applies nothing twice.
+//!
+//! [`Applier::apply`] does it all; [`Applier::begin_and_apply`], [`Applier::commit`] and
+//! [`Applier::rollback`] split it so that the engine can run several appliers' statements in
+//! parallel and still issue the COMMITs in blue's commit order.
+
+use blueshift_decoder::config::ConnectConfig;
+use blueshift_decoder::Lsn;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tracing::{debug, info, warn};
+
+use crate::change::ChangeWriter;
+use crate::client::{self, SqlError};
+use crate::error::ApplyError;
+use crate::origin;
+use crate::outcome::{ApplyOutcome, RowCounts, Staged};
+use crate::pipeline::Pipeline;
+use crate::session::{self, ApplierOptions};
+use crate::statement::StatementCache;
+use crate::target::TargetCache;
+use crate::transaction::Transaction;
+use crate::value::Value;
+
+/// Tags the open transaction with its source commit LSN and time.
+const XACT_SETUP: &str =
+    "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)";
+
+/// Commits, then reads where green's WAL stands, in one round trip.
+const COMMIT: &str = "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()::text";
+
+/// One connection to green, applying transactions under its own replication origin.
+#[derive(Debug)]
+pub struct Applier {
+    client: Client,
+    connection: JoinHandle<()>,
+    options: ApplierOptions,
+    /// The commit LSN of the last transaction green holds under this origin: read at connect,
+    /// then advanced by every commit of this session.
+    progress: Lsn,
+    xact_setup: Statement,
+    targets: TargetCache,
+    statements: StatementCache,
+    open: Option<Staged>,
+}
+
+impl Applier {
+    /// Connects to green, pins the session (see [`session`](crate::session)), creates the
+    /// replication origin when missing, binds it to the session and reads its progress.
+    pub async fn connect(
+        green: &ConnectConfig,
+        options: ApplierOptions,
+    ) -> Result<Applier, ApplyError> {
+        origin::validate_name(&options.origin_name)?;
+        let (client, connection) = client::connect(green, &options.application_name)
+            .await
+            .map_err(ApplyError::Connect)?;
+        session::pin(&client, &options).await?;
+        origin::set_up(&client, &options.origin_name).await?;
+        let progress = origin::progress(&client, &options.origin_name).await?;
+        let xact_setup = client
+            .prepare(XACT_SETUP)
+            .await
+            .map_err(|e| ApplyError::Origin {
+                action: "prepare the transaction setup of",
+                name: options.origin_name.clone(),
+                source: SqlError::from(e),
+            })?;
+        info!(
+            origin = %options.origin_name,
+            progress = %progress,
+            synchronous_commit = options.synchronous_commit.as_str(),
+            "applier connected"
+        );
+        Ok(Applier {
+            client,
+            connection,
+            statements: StatementCache::new(options.statement_cache_capacity),
+            options,
+            progress,
+            xact_setup,
+            targets: TargetCache::default(),
+            open: None,
+        })
+    }
+
+    /// The replication origin's name.
+    pub fn origin_name(&self) -> &str {
+        &self.options.origin_name
+    }
+
+    /// The commit LSN of the last transaction this applier knows green holds (read at connect,
+    /// advanced by each commit). With `synchronous_commit = off` it may be ahead of what is
+    /// flushed; [`origin_progress`](Self::origin_progress) says what is durable.
+    pub fn progress(&self) -> Lsn {
+        self.progress
+    }
+
+    /// True when the connection to green is gone; the applier must then be replaced.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// The origin's durable progress on green (`pg_replication_origin_progress(name, true)`):
+    /// the commit LSN of the last transaction applied under it whose commit is flushed.
+    pub async fn origin_progress(&mut self) -> Result<Lsn, ApplyError> {
+        let durable = origin::progress(&self.client, &self.options.origin_name).await?;
+        self.progress = self.progress.max(durable);
+        Ok(durable)
+    }
+
+    /// Applies `tx` and commits it; skips it when green already holds it. On error nothing of
+    /// it stays on green and the origin's progress is unchanged.
+    pub async fn apply(&mut self, tx: &mut Transaction) -> Result<ApplyOutcome, ApplyError> {
+        self.begin_and_apply(tx).await?;
+        self.commit().await
+    }
+
+    /// Opens a transaction on green and applies every change of `tx`, without committing; or,
+    /// when green already holds `tx`, sends nothing and stages a skip. Follow with
+    /// [`commit`](Self::commit) or [`rollback`](Self::rollback). On error the transaction is
+    /// rolled back already.
+    pub async fn begin_and_apply(&mut self, tx: &mut Transaction) -> Result<Staged, ApplyError> {
+        if self.open.is_some() {
+            return Err(ApplyError::Misuse(
+                "begin_and_apply while a transaction is open; commit or roll it back first",
+            ));
+        }
+        let commit_lsn = tx.commit_lsn;
+        if commit_lsn <= self.progress {
+            debug!(commit_lsn = %commit_lsn, progress = %self.progress, "transaction already on green, skipped");
+            let staged = Staged {
+                commit_lsn,
+                skipped: true,
+                rows: RowCounts::default(),
+            };
+            self.open = Some(staged);
+            return Ok(staged);
+        }
+        self.client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| transaction_error("BEGIN", commit_lsn, e))?;
+        self.open = Some(Staged {
+            commit_lsn,
+            skipped: false,
+            rows: RowCounts::default(),
+        });
+        match self.apply_changes(tx).await {
+            Ok(rows) => {
+                let staged = Staged {
+                    commit_lsn,
+                    skipped: false,
+                    rows,
+                };
+                self.open = Some(staged);
+                Ok(staged)
+            }
+            Err(e) => {
+                if let Err(rollback) = self.rollback().await {
+                    warn!(commit_lsn = %commit_lsn, error = %rollback, "rollback after a failed apply failed too");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_changes(&mut self, tx: &mut Transaction) -> Result<RowCounts, ApplyError> {
+        let commit_lsn = tx.commit_lsn;
+        let lsn = commit_lsn.to_string();
+        let time = tx.commit_time.to_string();
+        let params = [Value::Text(lsn.as_bytes()), Value::Text(time.as_bytes())];
+        self.client
+            .execute(&self.xact_setup, &[&params[0], &params[1]])
+            .await
+            .map_err(|e| transaction_error("pg_replication_origin_xact_setup", commit_lsn, e))?;
+        let mut writer = ChangeWriter {
+            client: &self.client,
+            targets: &mut self.targets,
+            statements: &mut self.statements,
+            insert_batch_rows: self.options.insert_batch_rows,
+            pipeline: Pipeline::new(&self.client, self.options.pipeline_depth),
+        };
+        writer
+            .write_all(&mut tx.changes, |source| ApplyError::Spill {
+                commit_lsn: lsn.clone(),
+                source,
+            })
+            .await?;
+        Ok(writer.pipeline.rows)
+    }
+
+    /// Commits the transaction staged by [`begin_and_apply`](Self::begin_and_apply) and
+    /// reports it. Reports a staged skip without touching green.
+    pub async fn commit(&mut self) -> Result<ApplyOutcome, ApplyError> {
+        let staged = self.open.take().ok_or(ApplyError::Misuse(
+            "commit without a transaction staged by begin_and_apply",
+        ))?;
+        if staged.skipped {
+            return Ok(ApplyOutcome {
+                commit_lsn: staged.commit_lsn,
+                skipped: true,
+                rows: staged.rows,
+                green_lsn: None,
+            });
+        }
+        let messages = self
+            .client
+            .simple_query(COMMIT)
+            .await
+            .map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
+        self.progress = self.progress.max(staged.commit_lsn);
+        let text = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let green_lsn: Lsn = text
+            .parse()
+            .map_err(|_| ApplyError::BadLsn { value: text })?;
+        debug!(
+            commit_lsn = %staged.commit_lsn,
+            green_lsn = %green_lsn,
+            inserted = staged.rows.inserted,
+            updated = staged.rows.updated,
+            deleted = staged.rows.deleted,
+            truncated = staged.rows.truncated,
+            "transaction applied"
+        );
+        Ok(ApplyOutcome {
+            commit_lsn: staged.commit_lsn,
+            skipped: false,
+            rows: staged.rows,
+            green_lsn: Some(green_lsn),
+        })
+    }
+
+    /// Rolls back the staged transaction, if any: green keeps nothing of it and the origin's
+    /// progress does not move.
+    pub async fn rollback(&mut self) -> Result<(), ApplyError> {
+        match self.open.take() {
+            Some(staged) if !staged.skipped => self
+                .client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(|e| transaction_error("ROLLBACK", staged.commit_lsn, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets what green's catalog said about the tables (after DDL on green).
+    pub fn forget_tables(&mut self) {
+        self.targets.clear();
+    }
+
+    /// Closes the connection and waits for its task to end.
+    pub async fn close(self) {
+        let Applier {
+            client, connection, ..
+        } = self;
+        drop(client);
+        if let Err(e) = connection.await {
+            warn!(error = %e, "applier connection task failed");
+        }
+    }
+}
+
+fn transaction_error(step: &'static str, commit_lsn: Lsn, e: tokio_postgres::Error) -> ApplyError {
+    ApplyError::Transaction {
+        step,
+        commit_lsn: commit_lsn.to_string(),
+        source: SqlError::from(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The engine runs appliers on tokio's multi-threaded runtime: their futures must be `Send`.
+    #[allow(dead_code)]
+    async fn futures_are_send(applier: &mut Applier, tx: &mut Transaction) {
+        let apply = applier.apply(tx);
+        assert_send(&apply);
+        drop(apply);
+        let staged = applier.begin_and_apply(tx);
+        assert_send(&staged);
+        drop(staged);
+        assert_send(&applier.commit());
+        assert_send(&applier.rollback());
+        assert_send(&Applier::connect(
+            &ConnectConfig::from_conninfo_with_env("host=x", |_| None).expect("conninfo"),
+            ApplierOptions::new("o"),
+        ));
+    }
+}

@@ -1,0 +1,509 @@
+//! Turning a transaction's changes into statements on green, in blue's order.
+//!
+//! Consecutive inserts into one table are sent together as multi-row INSERTs (at most
+//! `insert_batch_rows` rows and 65535 parameters each; a remainder goes in power-of-two sized
+//! statements, so each table needs only a few prepared shapes). An UPDATE sets every column
+//! that was sent — an unchanged TOAST value is left out, so green keeps its own copy — and
+//! finds its row by the replica identity key, or under REPLICA IDENTITY FULL by all old values
+//! NULL-safe, touching exactly one row even among duplicates. An UPDATE or DELETE that finds no
+//! row means green diverged: an error, never a silent skip. Statements go through the
+//! [`Pipeline`](crate::pipeline::Pipeline), answered in order.
+
+use std::borrow::Cow;
+use std::io;
+use std::sync::Arc;
+
+use blueshift_decoder::pgoutput::{ColumnValue, OldTuple, ReplicaIdentity, TupleData};
+use blueshift_decoder::relation::RelationInfo;
+use tokio_postgres::{Client, Statement};
+
+use crate::client::SqlError;
+use crate::error::{ApplyError, Operation};
+use crate::pipeline::Pipeline;
+use crate::statement::{self, Locate, Shape, StatementCache};
+use crate::target::{TargetCache, TargetTable};
+use crate::transaction::{Change, Changes, SpilledChanges};
+
+/// PostgreSQL's limit on the parameters of one statement.
+const MAX_PARAMETERS: usize = 65_535;
+
+/// The changes of a transaction, one at a time, borrowed when in memory.
+enum Cursor<'c> {
+    Memory(std::slice::Iter<'c, Change>),
+    Spilled {
+        changes: &'c mut dyn SpilledChanges,
+        read: u64,
+    },
+}
+
+impl<'c> Cursor<'c> {
+    fn new(changes: &'c mut Changes) -> Self {
+        match changes {
+            Changes::InMemory(changes) => Cursor::Memory(changes.iter()),
+            Changes::Spilled(spilled) => Cursor::Spilled {
+                changes: spilled.as_mut(),
+                read: 0,
+            },
+        }
+    }
+
+    fn next(&mut self) -> io::Result<Option<Cow<'c, Change>>> {
+        match self {
+            Cursor::Memory(changes) => Ok(changes.next().map(Cow::Borrowed)),
+            Cursor::Spilled { changes, read } => {
+                let change = changes.next_change()?;
+                if change.is_some() {
+                    *read += 1;
+                } else if *read != changes.len() {
+                    // A spill is read once: applying it again (after a rollback) would silently
+                    // apply fewer changes than blue committed.
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the spilled transaction gave {read} of its {} changes (was it \
+                             applied before and rolled back? a spill can be read only once)",
+                            changes.len()
+                        ),
+                    ));
+                }
+                Ok(change.map(Cow::Owned))
+            }
+        }
+    }
+}
+
+/// Writes changes to green inside an open transaction.
+pub(crate) struct ChangeWriter<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) targets: &'a mut TargetCache,
+    pub(crate) statements: &'a mut StatementCache,
+    pub(crate) insert_batch_rows: usize,
+    pub(crate) pipeline: Pipeline<'a>,
+}
+
+impl ChangeWriter<'_> {
+    /// Applies every change, in order, and waits for every answer. `on_spill_error` turns a
+    /// spill file error into the transaction's error. The error returned is the first in
+    /// blue's order: a statement that failed in the pipeline explains the failures after it.
+    pub(crate) async fn write_all(
+        &mut self,
+        changes: &mut Changes,
+        on_spill_error: impl Fn(io::Error) -> ApplyError,
+    ) -> Result<(), ApplyError> {
+        match self.write_changes(changes, on_spill_error).await {
+            Ok(()) => self.pipeline.drain().await,
+            Err(e) => Err(self.pipeline.explain(e).await),
+        }
+    }
+
+    async fn write_changes(
+        &mut self,
+        changes: &mut Changes,
+        on_spill_error: impl Fn(io::Error) -> ApplyError,
+    ) -> Result<(), ApplyError> {
+        let mut cursor = Cursor::new(changes);
+        let mut batch: Vec<Cow<'_, TupleData>> = Vec::new();
+        let mut batch_target: Option<Arc<TargetTable>> = None;
+        loop {
+            let change = match cursor.next() {
+                Ok(Some(change)) => change,
+                Ok(None) => break,
+                Err(e) => return Err(on_spill_error(e)),
+            };
+            let (relation, row) = match change {
+                Cow::Borrowed(Change::Insert { relation, new }) => {
+                    (Cow::Borrowed(relation), Cow::Borrowed(new))
+                }
+                Cow::Owned(Change::Insert { relation, new }) => {
+                    (Cow::Owned(relation), Cow::Owned(new))
+                }
+                other => {
+                    if let Some(target) = batch_target.take() {
+                        self.insert(&target, &batch).await?;
+                        batch.clear();
+                    }
+                    self.write_one(&other).await?;
+                    continue;
+                }
+            };
+            let target = self.resolve(&relation).await?;
+            let same = batch_target
+                .as_ref()
+                .is_some_and(|t| Arc::ptr_eq(t, &target));
+            if !same || batch.len() >= self.max_rows(&target) {
+                if let Some(previous) = batch_target.take() {
+                    self.insert(&previous, &batch).await?;
+                    batch.clear();
+                }
+            }
+            batch_target = Some(target);
+            batch.push(row);
+        }
+        if let Some(target) = batch_target {
+            self.insert(&target, &batch).await?;
+        }
+        Ok(())
+    }
+
+    /// The target table of `relation`, loaded from green's catalog on first use.
+    async fn resolve(
+        &mut self,
+        relation: &Arc<RelationInfo>,
+    ) -> Result<Arc<TargetTable>, ApplyError> {
+        self.targets.resolve(self.client, relation).await
+    }
+
+    /// Rows per INSERT statement on `target`.
+    fn max_rows(&self, target: &TargetTable) -> usize {
+        match target.columns.len() {
+            0 => 1,
+            width => self.insert_batch_rows.clamp(1, MAX_PARAMETERS / width),
+        }
+    }
+
+    /// Inserts `rows` into `target`: full statements of `max_rows`, the rest in powers of two.
+    async fn insert(
+        &mut self,
+        target: &Arc<TargetTable>,
+        rows: &[Cow<'_, TupleData>],
+    ) -> Result<(), ApplyError> {
+        let max = self.max_rows(target);
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let n = if rest.len() >= max {
+                max
+            } else {
+                1 << rest.len().ilog2()
+            };
+            let (chunk, after) = rest.split_at(n);
+            rest = after;
+            let mut params = Vec::with_capacity(n * target.columns.len());
+            for row in chunk {
+                check_width(target, row)?;
+                for (column, value) in target.columns.iter().zip(&row.columns) {
+                    if matches!(value, ColumnValue::UnchangedToast) {
+                        return Err(ApplyError::ToastInInsert {
+                            table: target.display.clone(),
+                            column: column.name.clone(),
+                        });
+                    }
+                    params.push(value.clone());
+                }
+            }
+            let statement = self.statement(target, Shape::Insert { rows: n }).await?;
+            self.pipeline
+                .send(Arc::clone(target), Operation::Insert, statement, params)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one UPDATE, DELETE or TRUNCATE (or a lone INSERT).
+    async fn write_one(&mut self, change: &Change) -> Result<(), ApplyError> {
+        match change {
+            Change::Insert { relation, new } => {
+                let target = self.resolve(relation).await?;
+                self.insert(&target, &[Cow::Borrowed(new)]).await
+            }
+            Change::Update { relation, old, new } => {
+                let target = self.resolve(relation).await?;
+                check_width(&target, new)?;
+                let set: Box<[usize]> = present(new);
+                let (locate, source) =
+                    locate(&target, relation, Operation::Update, old.as_ref(), new)?;
+                let mut params: Vec<ColumnValue> =
+                    set.iter().map(|&c| new.columns[c].clone()).collect();
+                push_locating(&mut params, &locate, source);
+                let statement = self
+                    .statement(&target, Shape::Update { set, locate })
+                    .await?;
+                self.pipeline
+                    .send(target, Operation::Update, statement, params)
+                    .await
+            }
+            Change::Delete { relation, old } => {
+                let target = self.resolve(relation).await?;
+                let (locate, source) =
+                    locate(&target, relation, Operation::Delete, Some(old), old.tuple())?;
+                let mut params = Vec::with_capacity(locate.columns().len());
+                push_locating(&mut params, &locate, source);
+                let statement = self.statement(&target, Shape::Delete { locate }).await?;
+                self.pipeline
+                    .send(target, Operation::Delete, statement, params)
+                    .await
+            }
+            Change::Truncate {
+                relations,
+                cascade,
+                restart_identity,
+            } => {
+                let mut targets = Vec::with_capacity(relations.len());
+                for relation in relations {
+                    targets.push(self.resolve(relation).await?);
+                }
+                // Not pipelined: an unprepared statement is sent in two steps.
+                self.pipeline.drain().await?;
+                let names: Vec<&str> = targets.iter().map(|t| t.quoted.as_str()).collect();
+                let sql = statement::truncate_sql(&names, *cascade, *restart_identity);
+                self.client
+                    .execute(&sql, &[])
+                    .await
+                    .map_err(|e| ApplyError::Statement {
+                        table: targets
+                            .iter()
+                            .map(|t| t.display.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        operation: Operation::Truncate,
+                        source: SqlError::from(e),
+                    })?;
+                self.pipeline.rows.truncated += u64::try_from(targets.len()).unwrap_or(u64::MAX);
+                Ok(())
+            }
+        }
+    }
+
+    /// The prepared statement of `shape` on `target`, prepared on first use.
+    async fn statement(
+        &mut self,
+        target: &TargetTable,
+        shape: Shape,
+    ) -> Result<Statement, ApplyError> {
+        if let Some(statement) = self.statements.get(target.id, &shape) {
+            return Ok(statement);
+        }
+        let operation = match shape {
+            Shape::Insert { .. } => Operation::Insert,
+            Shape::Update { .. } => Operation::Update,
+            Shape::Delete { .. } => Operation::Delete,
+        };
+        let sql = statement::sql(target, &shape);
+        let statement = self
+            .client
+            .prepare(&sql)
+            .await
+            .map_err(|e| ApplyError::Statement {
+                table: target.display.clone(),
+                operation,
+                source: SqlError::from(e),
+            })?;
+        tracing::debug!(table = %target.display, operation = %operation, cached = self.statements.len(), "statement prepared");
+        self.statements.insert(target.id, shape, statement.clone());
+        Ok(statement)
+    }
+}
+
+/// A row must carry one value per column of its relation.
+fn check_width(target: &TargetTable, row: &TupleData) -> Result<(), ApplyError> {
+    if row.columns.len() == target.columns.len() {
+        Ok(())
+    } else {
+        Err(ApplyError::RowShape {
+            table: target.display.clone(),
+            expected: target.columns.len(),
+            got: row.columns.len(),
+        })
+    }
+}
+
+/// Indexes of the columns that carry a value (not unchanged TOAST).
+fn present(row: &TupleData) -> Box<[usize]> {
+    row.columns
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !matches!(v, ColumnValue::UnchangedToast))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// How to find the row of an UPDATE or DELETE, and the row image holding the values to find it
+/// by: the old tuple when sent (whole under REPLICA IDENTITY FULL, else the key), else the new
+/// row's key columns.
+fn locate<'t>(
+    target: &TargetTable,
+    relation: &RelationInfo,
+    operation: Operation,
+    old: Option<&'t OldTuple>,
+    new: &'t TupleData,
+) -> Result<(Locate, &'t TupleData), ApplyError> {
+    let by_key = |source: &'t TupleData| {
+        if target.key.is_empty() {
+            Err(ApplyError::NoReplicaIdentity {
+                table: target.display.clone(),
+                operation,
+            })
+        } else {
+            Ok((Locate::Key(target.key.clone().into()), source))
+        }
+    };
+    match old {
+        Some(OldTuple::Full(old)) => {
+            check_width(target, old)?;
+            Ok((Locate::Full(present(old)), old))
+        }
+        Some(OldTuple::Key(old)) => {
+            check_width(target, old)?;
+            by_key(old)
+        }
+        None if relation.replica_identity() == ReplicaIdentity::Full => {
+            Ok((Locate::Full(present(new)), new))
+        }
+        None => by_key(new),
+    }
+}
+
+/// Appends the values the WHERE clause finds the row by.
+fn push_locating(params: &mut Vec<ColumnValue>, locate: &Locate, source: &TupleData) {
+    for &c in locate.columns() {
+        params.push(match &source.columns[c] {
+            ColumnValue::UnchangedToast => ColumnValue::Null,
+            value => value.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::TargetColumn;
+    use blueshift_decoder::pgoutput::{RelationBody, RelationColumn};
+    use blueshift_decoder::Oid;
+    use bytes::Bytes;
+
+    fn relation(identity: ReplicaIdentity, keys: &[bool]) -> RelationInfo {
+        RelationInfo::from_message(&RelationBody {
+            xid: None,
+            oid: Oid(1),
+            namespace: "public".into(),
+            name: "t".into(),
+            replica_identity: identity,
+            columns: keys
+                .iter()
+                .enumerate()
+                .map(|(i, &is_key)| RelationColumn {
+                    is_key,
+                    name: format!("c{i}"),
+                    type_oid: Oid(25),
+                    type_modifier: -1,
+                })
+                .collect(),
+        })
+    }
+
+    fn target(relation: &RelationInfo) -> TargetTable {
+        TargetTable {
+            id: 1,
+            display: relation.name().to_string(),
+            quoted: "\"public\".\"t\"".into(),
+            partitioned: false,
+            columns: relation
+                .columns()
+                .iter()
+                .map(|c| TargetColumn {
+                    name: c.name.clone(),
+                    quoted: format!("\"{}\"", c.name),
+                    compare_as_text: false,
+                })
+                .collect(),
+            key: relation.key_columns().to_vec(),
+        }
+    }
+
+    fn text(s: &'static str) -> ColumnValue {
+        ColumnValue::Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    fn tuple(columns: Vec<ColumnValue>) -> TupleData {
+        TupleData { columns }
+    }
+
+    #[test]
+    fn locates_by_old_key_new_key_or_full_row() {
+        let keyed = relation(ReplicaIdentity::Default, &[true, false, false]);
+        let t = target(&keyed);
+        let new = tuple(vec![
+            text("1"),
+            ColumnValue::UnchangedToast,
+            ColumnValue::Null,
+        ]);
+        assert_eq!(&*present(&new), &[0, 2]);
+
+        let (found, source) = locate(&t, &keyed, Operation::Update, None, &new).unwrap();
+        assert_eq!(found, Locate::Key(vec![0].into()));
+        assert_eq!(source, &new);
+
+        let old = OldTuple::Key(tuple(vec![text("0"), ColumnValue::Null, ColumnValue::Null]));
+        let (found, source) = locate(&t, &keyed, Operation::Update, Some(&old), &new).unwrap();
+        assert_eq!(found, Locate::Key(vec![0].into()));
+        assert_eq!(source, old.tuple());
+        let mut params = Vec::new();
+        push_locating(&mut params, &found, source);
+        assert_eq!(params, vec![text("0")]);
+
+        let full_rel = relation(ReplicaIdentity::Full, &[true, true, true]);
+        let old = OldTuple::Full(tuple(vec![
+            text("0"),
+            ColumnValue::UnchangedToast,
+            ColumnValue::Null,
+        ]));
+        let (found, _) = locate(
+            &target(&full_rel),
+            &full_rel,
+            Operation::Delete,
+            Some(&old),
+            old.tuple(),
+        )
+        .unwrap();
+        assert_eq!(found, Locate::Full(vec![0, 2].into()));
+
+        let keyless = relation(ReplicaIdentity::Default, &[false, false, false]);
+        let err = locate(&target(&keyless), &keyless, Operation::Update, None, &new).unwrap_err();
+        assert!(
+            matches!(err, ApplyError::NoReplicaIdentity { .. }),
+            "{err:?}"
+        );
+
+        let short = OldTuple::Key(tuple(vec![text("0")]));
+        let err = locate(&t, &keyed, Operation::Delete, Some(&short), short.tuple()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApplyError::RowShape {
+                    expected: 3,
+                    got: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Spill(Vec<Change>, u64);
+
+    impl SpilledChanges for Spill {
+        fn next_change(&mut self) -> io::Result<Option<Change>> {
+            Ok(self.0.pop())
+        }
+
+        fn len(&self) -> u64 {
+            self.1
+        }
+    }
+
+    #[test]
+    fn a_spill_is_read_once() {
+        let rel = Arc::new(relation(ReplicaIdentity::Default, &[true]));
+        let change = Change::Insert {
+            relation: rel,
+            new: tuple(vec![text("1")]),
+        };
+        let mut changes = Changes::Spilled(Box::new(Spill(vec![change], 1)));
+        let mut cursor = Cursor::new(&mut changes);
+        assert!(matches!(cursor.next(), Ok(Some(Cow::Owned(_)))));
+        assert!(matches!(cursor.next(), Ok(None)));
+        let mut again = Cursor::new(&mut changes);
+        let err = again.next().unwrap_err();
+        assert!(err.to_string().contains("0 of its 1"), "{err}");
+    }
+}

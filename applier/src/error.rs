@@ -1,0 +1,367 @@
+//! `ApplyError`: why a transaction could not be applied to green, and whether retrying can help.
+//!
+//! Every error names the object (table, column, origin) and the fix. Row values never appear in
+//! the text: a row of blue's data is not something to print into a log. The server's own report
+//! (SQLSTATE, message, detail, hint) is kept whole as the `source`.
+//!
+//! [`ApplyError::class`] sorts errors once, at this boundary: [`ErrorClass::Transient`] (reconnect
+//! and resume from green's durable progress) or [`ErrorClass::Definite`] (stop; an operator must
+//! act). The SQLSTATE → class mapping is the one function [`class_of_sqlstate`].
+
+use std::io;
+
+use crate::client::{ClientError, SqlError};
+
+/// What to do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The connection or the server went away, or the transaction lost a race (serialization
+    /// failure, deadlock): reconnect with backoff and resume from green's durable progress.
+    Transient,
+    /// Retrying the same input gives the same error: stop, an operator must act.
+    Definite,
+}
+
+/// The class of a SQLSTATE. Connection exceptions (`08…`), operator intervention (`57P01`
+/// admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now), insufficient resources
+/// (`53…`, e.g. too many connections), serialization failure (`40001`), deadlock (`40P01`),
+/// lock not available (`55P03`) and object in use (`55006`: a replication origin still held by
+/// the previous session of a reconnecting applier) are transient; everything else is definite.
+pub fn class_of_sqlstate(sqlstate: &str) -> ErrorClass {
+    match sqlstate {
+        "40001" | "40P01" | "55P03" | "55006" | "57P01" | "57P02" | "57P03" => {
+            ErrorClass::Transient
+        }
+        s if s.starts_with("08") || s.starts_with("53") => ErrorClass::Transient,
+        _ => ErrorClass::Definite,
+    }
+}
+
+/// The class of a SQL error: the server's SQLSTATE when it reported one; a failure of the client
+/// or the connection (closed socket, I/O) is transient.
+pub fn class_of_sql_error(error: &SqlError) -> ErrorClass {
+    match error.sqlstate() {
+        Some(sqlstate) => class_of_sqlstate(sqlstate),
+        None => ErrorClass::Transient,
+    }
+}
+
+/// The row operation a statement carried out, for messages and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `INSERT`.
+    Insert,
+    /// `UPDATE`.
+    Update,
+    /// `DELETE`.
+    Delete,
+    /// `TRUNCATE`.
+    Truncate,
+}
+
+impl Operation {
+    /// The SQL keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "INSERT",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Truncate => "TRUNCATE",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why applying to green failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The connection to green could not be opened.
+    #[error("applier cannot connect to green")]
+    Connect(#[source] ClientError),
+
+    /// A session setting could not be pinned at connect.
+    #[error(
+        "cannot set {setting} on green's applier session — the applier's role needs the right \
+         to set it (superuser, or GRANT SET ON PARAMETER {setting} on PostgreSQL 15+)"
+    )]
+    Session {
+        /// The setting.
+        setting: &'static str,
+        /// The server's error.
+        #[source]
+        source: SqlError,
+    },
+
+    /// The replication origin name is unusable.
+    #[error(
+        "replication origin name {name:?} cannot be used: {reason} — choose another slot name \
+         or origin prefix"
+    )]
+    InvalidOriginName {
+        /// The name.
+        name: String,
+        /// Why: too long, empty, reserved.
+        reason: String,
+    },
+
+    /// The replication origin could not be created, set up or read.
+    #[error(
+        "cannot {action} replication origin {name:?} on green — the applier's role must be a \
+         superuser or have REPLICATION, and no other session may be using the origin"
+    )]
+    Origin {
+        /// What was being done: `create`, `set up`, `read the progress of`.
+        action: &'static str,
+        /// The origin's name.
+        name: String,
+        /// The server's error.
+        #[source]
+        source: SqlError,
+    },
+
+    /// Green returned an LSN that is not one.
+    #[error("green returned {value:?} where an LSN was expected")]
+    BadLsn {
+        /// What it returned.
+        value: String,
+    },
+
+    /// Green's catalog could not be read for a table.
+    #[error("cannot read green's catalog for table \"{table}\"")]
+    Catalog {
+        /// The table, `schema.name`.
+        table: String,
+        /// The server's error.
+        #[source]
+        source: SqlError,
+    },
+
+    /// The table does not exist on green.
+    #[error(
+        "table \"{table}\" does not exist on green — create it there (e.g. with `blueshift \
+         migrate`) before syncing, or leave it out of the publication"
+    )]
+    MissingTable {
+        /// The table, `schema.name`.
+        table: String,
+    },
+
+    /// A column that blue sends does not exist on green.
+    #[error(
+        "column \"{column}\" of table \"{table}\" exists on blue but not on green — add it to \
+         green (e.g. with `blueshift migrate`) or drop it from the publication's column list"
+    )]
+    MissingColumn {
+        /// The table, `schema.name`.
+        table: String,
+        /// The column.
+        column: String,
+    },
+
+    /// A column that blue sends is a generated column on green.
+    #[error(
+        "column \"{column}\" of table \"{table}\" is a generated column on green but blue sends \
+         its values — make it an ordinary column on green or leave it out of the publication"
+    )]
+    GeneratedColumn {
+        /// The table, `schema.name`.
+        table: String,
+        /// The column.
+        column: String,
+    },
+
+    /// An inserted row carries an unchanged-TOAST marker, which only an UPDATE may (malformed
+    /// input).
+    #[error(
+        "an inserted row of table \"{table}\" has no value for column \"{column}\" (unchanged \
+         TOAST) — the decoded stream is inconsistent; restart the sync from green's progress"
+    )]
+    ToastInInsert {
+        /// The table, `schema.name`.
+        table: String,
+        /// The column.
+        column: String,
+    },
+
+    /// A row image does not have one value per column of its relation (malformed input).
+    #[error(
+        "a row of table \"{table}\" has {got} values but its Relation message lists {expected} \
+         columns — the decoded stream is inconsistent; restart the sync from green's progress"
+    )]
+    RowShape {
+        /// The table, `schema.name`.
+        table: String,
+        /// Columns in the Relation message.
+        expected: usize,
+        /// Values in the row.
+        got: usize,
+    },
+
+    /// An UPDATE or DELETE cannot say which row it means.
+    #[error(
+        "{operation} on table \"{table}\" cannot be applied: the table has no replica identity \
+         key — add a primary key or set REPLICA IDENTITY FULL (or USING INDEX) on blue"
+    )]
+    NoReplicaIdentity {
+        /// The table, `schema.name`.
+        table: String,
+        /// `UPDATE` or `DELETE`.
+        operation: Operation,
+    },
+
+    /// An UPDATE or DELETE found no row on green.
+    #[error(
+        "{operation} on table \"{table}\" found no matching row on green: green has diverged \
+         from blue — re-copy the table (backfill) or run `blueshift verify` to find the \
+         differing rows"
+    )]
+    RowNotFound {
+        /// The table, `schema.name`.
+        table: String,
+        /// `UPDATE` or `DELETE`.
+        operation: Operation,
+    },
+
+    /// A statement on a table failed on green.
+    #[error("{operation} on table \"{table}\" failed on green")]
+    Statement {
+        /// The table(s), `schema.name`.
+        table: String,
+        /// The operation.
+        operation: Operation,
+        /// The server's error.
+        #[source]
+        source: SqlError,
+    },
+
+    /// A transaction-control step failed on green.
+    #[error(
+        "{step} failed on green while applying the transaction committed at {commit_lsn} on blue"
+    )]
+    Transaction {
+        /// `BEGIN`, `pg_replication_origin_xact_setup`, `COMMIT`, `ROLLBACK`, ….
+        step: &'static str,
+        /// The transaction's commit LSN on blue (`X/Y`).
+        commit_lsn: String,
+        /// The server's error.
+        #[source]
+        source: SqlError,
+    },
+
+    /// The spill file of a large transaction could not be read back.
+    #[error(
+        "cannot read back the spilled changes of the transaction committed at {commit_lsn} on \
+         blue — check the spill directory's disk and permissions"
+    )]
+    Spill {
+        /// The transaction's commit LSN on blue (`X/Y`).
+        commit_lsn: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// `begin_and_apply` was called while a transaction is still open, or `commit` while none
+    /// is: the caller broke the applier's protocol.
+    #[error("applier misuse: {0} — this is a bug in the caller")]
+    Misuse(&'static str),
+}
+
+impl ApplyError {
+    /// Whether retrying (after a reconnect) can help.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ApplyError::Connect(e) => class_of_sql_error(&e.source),
+            ApplyError::Session { source, .. }
+            | ApplyError::Origin { source, .. }
+            | ApplyError::Catalog { source, .. }
+            | ApplyError::Statement { source, .. }
+            | ApplyError::Transaction { source, .. } => class_of_sql_error(source),
+            ApplyError::InvalidOriginName { .. }
+            | ApplyError::BadLsn { .. }
+            | ApplyError::MissingTable { .. }
+            | ApplyError::MissingColumn { .. }
+            | ApplyError::GeneratedColumn { .. }
+            | ApplyError::RowShape { .. }
+            | ApplyError::ToastInInsert { .. }
+            | ApplyError::NoReplicaIdentity { .. }
+            | ApplyError::RowNotFound { .. }
+            | ApplyError::Spill { .. }
+            | ApplyError::Misuse(_) => ErrorClass::Definite,
+        }
+    }
+
+    /// True when [`class`](Self::class) is transient.
+    pub fn is_transient(&self) -> bool {
+        self.class() == ErrorClass::Transient
+    }
+
+    /// The server's SQLSTATE, when green reported the error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            ApplyError::Connect(e) => e.source.sqlstate(),
+            ApplyError::Session { source, .. }
+            | ApplyError::Origin { source, .. }
+            | ApplyError::Catalog { source, .. }
+            | ApplyError::Statement { source, .. }
+            | ApplyError::Transaction { source, .. } => source.sqlstate(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_classes() {
+        for transient in [
+            "40001", "40P01", "57P01", "57P02", "57P03", "08006", "08003", "53300", "55006",
+            "55P03",
+        ] {
+            assert_eq!(
+                class_of_sqlstate(transient),
+                ErrorClass::Transient,
+                "{transient}"
+            );
+        }
+        for definite in [
+            "23505", "42P01", "42703", "22P02", "XX000", "0A000", "25P02",
+        ] {
+            assert_eq!(
+                class_of_sqlstate(definite),
+                ErrorClass::Definite,
+                "{definite}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_name_object_and_fix_without_values() {
+        let e = ApplyError::MissingColumn {
+            table: "public.t".into(),
+            column: "c".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("\"c\"") && text.contains("\"public.t\"") && text.contains("add"));
+        assert_eq!(e.class(), ErrorClass::Definite);
+        let e = ApplyError::RowNotFound {
+            table: "s.x".into(),
+            operation: Operation::Delete,
+        };
+        assert!(e.to_string().starts_with("DELETE on table \"s.x\""));
+        assert!(e.to_string().contains("diverged"));
+        assert!(!e.is_transient());
+        let e = ApplyError::InvalidOriginName {
+            name: "none".into(),
+            reason: "it is reserved".into(),
+        };
+        assert!(e.to_string().contains("reserved"));
+    }
+}

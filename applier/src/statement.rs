@@ -1,0 +1,332 @@
+//! The statements an applier runs on green: their SQL text, built from quoted identifiers and
+//! numbered parameters only, and a bounded cache of the prepared statements.
+//!
+//! A statement is identified by its target table (one mapping per relation description) and
+//! its [`Shape`]: the operation plus what varies from row to row — the number of rows of a
+//! multi-row INSERT, the columns an UPDATE sets (unchanged TOAST values are left out), and how
+//! the row is found (by key, or for REPLICA IDENTITY FULL by every old column that was sent).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use tokio_postgres::Statement;
+
+use crate::target::TargetTable;
+
+/// How an UPDATE or DELETE finds its row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Locate {
+    /// `col = $n AND …` over these column indexes: the replica identity key.
+    Key(Box<[usize]>),
+    /// REPLICA IDENTITY FULL: exactly one row whose columns at these indexes are NOT DISTINCT
+    /// FROM the old values, found through its `ctid` so that duplicates are touched once.
+    Full(Box<[usize]>),
+}
+
+impl Locate {
+    /// The column indexes whose values follow the SET values as parameters.
+    pub(crate) fn columns(&self) -> &[usize] {
+        match self {
+            Locate::Key(c) | Locate::Full(c) => c,
+        }
+    }
+}
+
+/// What varies between statements of one table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Shape {
+    /// A multi-row INSERT of this many rows.
+    Insert {
+        /// Rows per statement.
+        rows: usize,
+    },
+    /// An UPDATE setting the columns at these indexes.
+    Update {
+        /// Columns set, in order.
+        set: Box<[usize]>,
+        /// How the row is found.
+        locate: Locate,
+    },
+    /// A DELETE.
+    Delete {
+        /// How the row is found.
+        locate: Locate,
+    },
+}
+
+/// The SQL text of `shape` on `table`. Parameters are numbered in order: INSERT row by row,
+/// column by column; UPDATE the SET columns, then the locating columns; DELETE the locating
+/// columns.
+pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
+    match shape {
+        Shape::Insert { rows } => insert_sql(table, *rows),
+        Shape::Update { set, locate } => {
+            let mut sql = format!("UPDATE {} SET ", table.quoted);
+            if set.is_empty() {
+                // Nothing changed but unchanged TOAST: still find (and lock) the row.
+                if let Some(first) = table.columns.first() {
+                    let _ = write!(sql, "{0} = {0}", first.quoted);
+                }
+            }
+            for (n, &c) in set.iter().enumerate() {
+                if n > 0 {
+                    sql.push_str(", ");
+                }
+                let _ = write!(sql, "{} = ${}", table.columns[c].quoted, n + 1);
+            }
+            push_locate(&mut sql, table, locate, set.len() + 1);
+            sql
+        }
+        Shape::Delete { locate } => {
+            let mut sql = format!("DELETE FROM {}", table.quoted);
+            push_locate(&mut sql, table, locate, 1);
+            sql
+        }
+    }
+}
+
+fn insert_sql(table: &TargetTable, rows: usize) -> String {
+    if table.columns.is_empty() {
+        return format!("INSERT INTO {} DEFAULT VALUES", table.quoted);
+    }
+    let mut sql = format!("INSERT INTO {} (", table.quoted);
+    for (n, column) in table.columns.iter().enumerate() {
+        if n > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&column.quoted);
+    }
+    // Blue's value wins over green's identity column, as in native apply.
+    sql.push_str(") OVERRIDING SYSTEM VALUE VALUES ");
+    let width = table.columns.len();
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..width {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", row * width + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Appends the WHERE clause; the first locating parameter is `$first`.
+fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: usize) {
+    match locate {
+        Locate::Key(columns) => {
+            sql.push_str(" WHERE ");
+            for (n, &c) in columns.iter().enumerate() {
+                if n > 0 {
+                    sql.push_str(" AND ");
+                }
+                let _ = write!(sql, "{} = ${}", table.columns[c].quoted, first + n);
+            }
+        }
+        Locate::Full(columns) => {
+            let row_id = if table.partitioned {
+                "(tableoid, ctid)"
+            } else {
+                "ctid"
+            };
+            let inner_id = if table.partitioned {
+                "tableoid, ctid"
+            } else {
+                "ctid"
+            };
+            let _ = write!(
+                sql,
+                " WHERE {row_id} = (SELECT {inner_id} FROM {} WHERE ",
+                table.quoted
+            );
+            if columns.is_empty() {
+                sql.push_str("true");
+            }
+            for (n, &c) in columns.iter().enumerate() {
+                if n > 0 {
+                    sql.push_str(" AND ");
+                }
+                let column = &table.columns[c];
+                if column.compare_as_text {
+                    let _ = write!(
+                        sql,
+                        "{}::text IS NOT DISTINCT FROM ${}::text",
+                        column.quoted,
+                        first + n
+                    );
+                } else {
+                    let _ = write!(sql, "{} IS NOT DISTINCT FROM ${}", column.quoted, first + n);
+                }
+            }
+            sql.push_str(" LIMIT 1)");
+        }
+    }
+}
+
+/// `TRUNCATE` of the given quoted table names, with the flags blue sent.
+pub(crate) fn truncate_sql(tables: &[&str], cascade: bool, restart_identity: bool) -> String {
+    let mut sql = format!("TRUNCATE TABLE {}", tables.join(", "));
+    if restart_identity {
+        sql.push_str(" RESTART IDENTITY");
+    }
+    if cascade {
+        sql.push_str(" CASCADE");
+    }
+    sql
+}
+
+/// Prepared statements by target table and shape, least recently used evicted first.
+#[derive(Debug)]
+pub(crate) struct StatementCache {
+    by_table: HashMap<u64, HashMap<Shape, (Statement, u64)>>,
+    len: usize,
+    capacity: usize,
+    clock: u64,
+}
+
+impl StatementCache {
+    /// An empty cache holding at most `capacity` statements (at least one).
+    pub(crate) fn new(capacity: usize) -> Self {
+        StatementCache {
+            by_table: HashMap::new(),
+            len: 0,
+            capacity: capacity.max(1),
+            clock: 0,
+        }
+    }
+
+    /// The cached statement, marked as just used.
+    pub(crate) fn get(&mut self, table: u64, shape: &Shape) -> Option<Statement> {
+        self.clock += 1;
+        let entry = self.by_table.get_mut(&table)?.get_mut(shape)?;
+        entry.1 = self.clock;
+        Some(entry.0.clone())
+    }
+
+    /// Caches a statement, evicting the least recently used one when full.
+    pub(crate) fn insert(&mut self, table: u64, shape: Shape, statement: Statement) {
+        if self.len >= self.capacity {
+            self.evict_oldest();
+        }
+        self.clock += 1;
+        if self
+            .by_table
+            .entry(table)
+            .or_default()
+            .insert(shape, (statement, self.clock))
+            .is_none()
+        {
+            self.len += 1;
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .by_table
+            .iter()
+            .flat_map(|(table, shapes)| {
+                shapes
+                    .iter()
+                    .map(move |(shape, (_, used))| (*used, *table, shape))
+            })
+            .min_by_key(|(used, _, _)| *used)
+            .map(|(_, table, shape)| (table, shape.clone()));
+        if let Some((table, shape)) = oldest {
+            if let Some(shapes) = self.by_table.get_mut(&table) {
+                if shapes.remove(&shape).is_some() {
+                    self.len -= 1;
+                }
+                if shapes.is_empty() {
+                    self.by_table.remove(&table);
+                }
+            }
+        }
+    }
+
+    /// Number of statements cached.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::TargetColumn;
+
+    fn table(partitioned: bool) -> TargetTable {
+        let column = |name: &str, compare_as_text: bool| TargetColumn {
+            name: name.to_owned(),
+            quoted: blueshift_decoder::ident::quote_ident(name),
+            compare_as_text,
+        };
+        TargetTable {
+            id: 1,
+            display: "s.x; DROP TABLE y".into(),
+            quoted: "\"s\".\"x; DROP TABLE y\"".into(),
+            partitioned,
+            columns: vec![
+                column("id", false),
+                column("We\"ird", false),
+                column("j", true),
+            ],
+            key: vec![0],
+        }
+    }
+
+    #[test]
+    fn insert_numbers_parameters_row_by_row() {
+        assert_eq!(
+            sql(&table(false), &Shape::Insert { rows: 2 }),
+            "INSERT INTO \"s\".\"x; DROP TABLE y\" (\"id\", \"We\"\"ird\", \"j\") OVERRIDING \
+             SYSTEM VALUE VALUES ($1, $2, $3), ($4, $5, $6)"
+        );
+    }
+
+    #[test]
+    fn update_by_key_and_full() {
+        let t = table(false);
+        let by_key = Shape::Update {
+            set: vec![1, 2].into(),
+            locate: Locate::Key(vec![0].into()),
+        };
+        assert_eq!(
+            sql(&t, &by_key),
+            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"We\"\"ird\" = $1, \"j\" = $2 WHERE \"id\" = $3"
+        );
+        let full = Shape::Delete {
+            locate: Locate::Full(vec![0, 2].into()),
+        };
+        assert_eq!(
+            sql(&t, &full),
+            "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE ctid = (SELECT ctid FROM \
+             \"s\".\"x; DROP TABLE y\" WHERE \"id\" IS NOT DISTINCT FROM $1 AND \
+             \"j\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
+        );
+        let parted = sql(
+            &table(true),
+            &Shape::Update {
+                set: vec![].into(),
+                locate: Locate::Full(vec![].into()),
+            },
+        );
+        assert_eq!(
+            parted,
+            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"id\" = \"id\" WHERE (tableoid, ctid) = \
+             (SELECT tableoid, ctid FROM \"s\".\"x; DROP TABLE y\" WHERE true LIMIT 1)"
+        );
+    }
+
+    #[test]
+    fn truncate_flags() {
+        assert_eq!(
+            truncate_sql(&["\"a\".\"b\"", "\"c\".\"d\""], true, true),
+            "TRUNCATE TABLE \"a\".\"b\", \"c\".\"d\" RESTART IDENTITY CASCADE"
+        );
+        assert_eq!(
+            truncate_sql(&["\"t\""], false, false),
+            "TRUNCATE TABLE \"t\""
+        );
+    }
+}

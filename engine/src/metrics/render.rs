@@ -1,0 +1,316 @@
+//! The Prometheus text exposition format (version 0.0.4) of a [`MetricsSnapshot`]: for each
+//! metric a `# HELP` and a `# TYPE` line, then its samples. See
+//! <https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format>.
+
+use std::fmt::Write as _;
+
+use super::{class_label, ErrorClass, MetricsSnapshot, ROW_OPS};
+
+/// The `Content-Type` of [`render`]'s output.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every series of `s`.
+pub(super) fn render(s: &MetricsSnapshot) -> String {
+    let mut out = Exposition(String::with_capacity(2048));
+    out.header(
+        "blueshift_lag_bytes",
+        "gauge",
+        "WAL bytes between blue's current position and green's durable position.",
+    );
+    out.sample("blueshift_lag_bytes", &[], Value::Int(s.lag_bytes));
+    out.header(
+        "blueshift_lag_seconds",
+        "gauge",
+        "Seconds since blue committed the last transaction green durably holds (0 when caught up).",
+    );
+    out.sample("blueshift_lag_seconds", &[], Value::Float(s.lag_seconds));
+
+    out.header(
+        "blueshift_applied_transactions_total",
+        "counter",
+        "Source transactions committed on green.",
+    );
+    out.sample(
+        "blueshift_applied_transactions_total",
+        &[],
+        Value::Int(s.applied_transactions),
+    );
+    out.header(
+        "blueshift_applied_rows_total",
+        "counter",
+        "Rows applied on green, by operation (truncate counts tables).",
+    );
+    for (op, count) in ROW_OPS {
+        out.sample(
+            "blueshift_applied_rows_total",
+            &[("op", op)],
+            Value::Int(count(&s.applied_rows)),
+        );
+    }
+
+    out.header(
+        "blueshift_apply_latency_seconds",
+        "summary",
+        "Time from hand-off to an applier to the commit on green, per source transaction.",
+    );
+    for (quantile, seconds) in s.latency_quantiles {
+        let q = quantile.to_string();
+        out.sample(
+            "blueshift_apply_latency_seconds",
+            &[("quantile", &q)],
+            Value::Float(seconds),
+        );
+    }
+    out.sample(
+        "blueshift_apply_latency_seconds_sum",
+        &[],
+        Value::Float(s.latency_sum_seconds),
+    );
+    out.sample(
+        "blueshift_apply_latency_seconds_count",
+        &[],
+        Value::Int(s.latency_count),
+    );
+
+    out.header(
+        "blueshift_queue_depth_transactions",
+        "gauge",
+        "Items waiting in each pipeline queue.",
+    );
+    for (queue, depth) in &s.queues {
+        out.sample(
+            "blueshift_queue_depth_transactions",
+            &[("queue", queue)],
+            Value::Int(*depth),
+        );
+    }
+
+    out.header(
+        "blueshift_slot_retained_wal_bytes",
+        "gauge",
+        "WAL bytes blue retains for the replication slot (current position minus restart_lsn).",
+    );
+    out.sample(
+        "blueshift_slot_retained_wal_bytes",
+        &[],
+        Value::Int(s.retained_wal_bytes),
+    );
+
+    out.header(
+        "blueshift_errors_total",
+        "counter",
+        "Errors handled, by class: transient (reconnected and resumed) or definite (stopped).",
+    );
+    for class in [ErrorClass::Transient, ErrorClass::Definite] {
+        let n = match class {
+            ErrorClass::Transient => s.errors_transient,
+            ErrorClass::Definite => s.errors_definite,
+        };
+        out.sample(
+            "blueshift_errors_total",
+            &[("class", class_label(class))],
+            Value::Int(n),
+        );
+    }
+
+    out.header(
+        "blueshift_spilled_bytes_total",
+        "counter",
+        "Bytes of in-progress transactions written to spill files.",
+    );
+    out.sample(
+        "blueshift_spilled_bytes_total",
+        &[],
+        Value::Int(s.spilled_bytes),
+    );
+    out.header(
+        "blueshift_spilled_transactions_total",
+        "counter",
+        "Transactions that went past the memory limit and were spilled to disk.",
+    );
+    out.sample(
+        "blueshift_spilled_transactions_total",
+        &[],
+        Value::Int(s.spilled_transactions),
+    );
+    out.0
+}
+
+/// A sample value.
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+/// The text being built. Writing to a `String` cannot fail, hence the ignored results.
+struct Exposition(String);
+
+impl Exposition {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Value) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{key}=\"{}\"", escape_label_value(value));
+            }
+            self.0.push('}');
+        }
+        self.0.push(' ');
+        match value {
+            Value::Int(n) => {
+                let _ = write!(self.0, "{n}");
+            }
+            Value::Float(x) => self.0.push_str(&format_float(x)),
+        }
+        self.0.push('\n');
+    }
+}
+
+/// A float as Prometheus reads it: `NaN`, `+Inf`, `-Inf`, or Rust's shortest round-trip
+/// decimal form (never an exponent).
+fn format_float(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".to_owned()
+    } else if x == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if x == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        x.to_string()
+    }
+}
+
+/// `\` → `\\`, newline → `\n` (HELP text).
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// `\` → `\\`, `"` → `\"`, newline → `\n` (label values).
+fn escape_label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::super::{Metrics, RowCounts};
+    use super::*;
+
+    /// Parses the exposition line by line: HELP and TYPE per name, samples by `name{labels}`.
+    fn parse(text: &str) -> (BTreeMap<String, String>, BTreeMap<String, f64>) {
+        let mut types = BTreeMap::new();
+        let mut samples = BTreeMap::new();
+        let mut helped = Vec::new();
+        assert!(text.ends_with('\n'));
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("HELP has a text");
+                assert!(!help.is_empty());
+                helped.push(name.to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE has a kind");
+                assert_eq!(
+                    helped.last().map(String::as_str),
+                    Some(name),
+                    "HELP before TYPE"
+                );
+                assert!(["gauge", "counter", "summary"].contains(&kind), "{line}");
+                assert!(types.insert(name.to_owned(), kind.to_owned()).is_none());
+            } else {
+                let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+                let name = series.split('{').next().expect("a name");
+                assert!(name.starts_with("blueshift_"), "{line}");
+                let family = name
+                    .strip_suffix("_sum")
+                    .or_else(|| name.strip_suffix("_count"))
+                    .filter(|f| types.get(*f).map(String::as_str) == Some("summary"))
+                    .unwrap_or(name);
+                assert!(types.contains_key(family), "sample before its TYPE: {line}");
+                let value: f64 = value.parse().expect("a number");
+                assert!(samples.insert(series.to_owned(), value).is_none(), "{line}");
+            }
+        }
+        (types, samples)
+    }
+
+    #[test]
+    fn an_empty_registry_exports_every_series_at_zero() {
+        let (types, samples) = parse(&Metrics::new().render());
+        assert_eq!(types.len(), 10);
+        assert_eq!(types["blueshift_apply_latency_seconds"], "summary");
+        assert_eq!(types["blueshift_errors_total"], "counter");
+        assert_eq!(types["blueshift_lag_bytes"], "gauge");
+        for (series, value) in &samples {
+            assert_eq!(*value, 0.0, "{series}");
+        }
+        assert!(samples.contains_key("blueshift_applied_rows_total{op=\"truncate\"}"));
+        assert!(samples.contains_key("blueshift_apply_latency_seconds{quantile=\"0.999\"}"));
+        assert!(samples.contains_key("blueshift_errors_total{class=\"definite\"}"));
+    }
+
+    #[test]
+    fn renders_recorded_values() {
+        let m = Metrics::new();
+        m.transaction_applied(
+            &RowCounts {
+                inserted: 5,
+                truncated: 1,
+                ..RowCounts::default()
+            },
+            Duration::from_millis(3),
+        );
+        m.set_lag(4096, 0.25);
+        m.set_queue_depth("decoded", 7);
+        m.set_queue_depth("odd\"name\\", 1);
+        m.set_retained_wal(1 << 40);
+        m.error(ErrorClass::Definite);
+        m.spilled(1024);
+        m.transaction_spilled();
+        let text = m.render();
+        let (_, s) = parse(&text);
+        assert_eq!(s["blueshift_applied_transactions_total"], 1.0);
+        assert_eq!(s["blueshift_applied_rows_total{op=\"insert\"}"], 5.0);
+        assert_eq!(s["blueshift_applied_rows_total{op=\"truncate\"}"], 1.0);
+        assert_eq!(s["blueshift_applied_rows_total{op=\"update\"}"], 0.0);
+        assert_eq!(s["blueshift_lag_bytes"], 4096.0);
+        assert_eq!(s["blueshift_lag_seconds"], 0.25);
+        assert_eq!(
+            s["blueshift_queue_depth_transactions{queue=\"decoded\"}"],
+            7.0
+        );
+        assert_eq!(
+            s["blueshift_queue_depth_transactions{queue=\"odd\\\"name\\\\\"}"],
+            1.0
+        );
+        assert_eq!(s["blueshift_slot_retained_wal_bytes"], (1u64 << 40) as f64);
+        assert_eq!(s["blueshift_errors_total{class=\"definite\"}"], 1.0);
+        assert_eq!(s["blueshift_errors_total{class=\"transient\"}"], 0.0);
+        assert_eq!(s["blueshift_spilled_bytes_total"], 1024.0);
+        assert_eq!(s["blueshift_spilled_transactions_total"], 1.0);
+        assert_eq!(s["blueshift_apply_latency_seconds_count"], 1.0);
+        assert_eq!(s["blueshift_apply_latency_seconds_sum"], 0.003);
+        let p50 = s["blueshift_apply_latency_seconds{quantile=\"0.5\"}"];
+        assert!((p50 - 0.003).abs() <= 0.003 * 0.001, "{p50}");
+    }
+
+    #[test]
+    fn floats_use_prometheus_spellings() {
+        assert_eq!(format_float(f64::NAN), "NaN");
+        assert_eq!(format_float(f64::INFINITY), "+Inf");
+        assert_eq!(format_float(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_float(0.000001), "0.000001");
+        assert_eq!(format_float(2.0), "2");
+    }
+}

@@ -1,0 +1,380 @@
+//! `status`: where a blue → green sync stands, read from the two servers alone (no running
+//! `blueshift sync` needed).
+//!
+//! ```text
+//!   blue                                          green
+//!   pg_replication_slots (slot)  ──┐      ┌── pg_replication_origin (blueshift_<slot>_<n>)
+//!   pg_current_wal_lsn()         ──┴ Status ┴── pg_replication_origin_progress(name, true)
+//! ```
+//!
+//! - [`slot`]: the slot on blue (active? plugin, `confirmed_flush_lsn`, `restart_lsn`,
+//!   `wal_status`, `safe_wal_size`) and blue's current WAL position; the WAL retained is
+//!   `pg_current_wal_lsn() - restart_lsn`.
+//! - [`origin`]: the appliers' origins on green; their maximum progress is green's durable
+//!   position, and the lag is blue's current position minus it.
+//!
+//! Lag in *seconds* is not reported here: green's origins record blue's commit LSNs, not
+//! times, and blue keeps no map from LSN to time (`pg_last_committed_xact()` gives only the
+//! newest commit, and only with `track_commit_timestamp`). The running sync knows the commit
+//! time of what it applied and exports it as `blueshift_lag_seconds`.
+
+pub mod origin;
+pub mod slot;
+
+use std::fmt;
+
+use blueshift_decoder::config::ConnectConfig;
+use blueshift_decoder::ident::quote_ident;
+use blueshift_decoder::Lsn;
+use serde_json::{json, Value};
+
+pub use origin::{durable_position, origin_name, origin_worker, OriginProgress, ORIGIN_PREFIX};
+pub use slot::SlotInfo;
+
+use crate::client::{self, ClientError, SqlError};
+
+/// The slot name blueshift uses when none is given.
+pub const DEFAULT_SLOT: &str = "blueshift";
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The source.
+    Blue,
+    /// The target.
+    Green,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Blue => "blue",
+            Side::Green => "green",
+        })
+    }
+}
+
+/// What to look at.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// Blue's connection settings.
+    pub source: ConnectConfig,
+    /// Green's connection settings.
+    pub target: ConnectConfig,
+    /// The slot on blue; its appliers' origins on green are `blueshift_<slot>_<n>`.
+    pub slot: String,
+}
+
+/// Why `status` could not tell.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The slot name is not one PostgreSQL accepts.
+    #[error("invalid replication slot name {slot:?}: slot names may contain only lower case letters, digits and underscores, at most 63 of them")]
+    InvalidSlotName {
+        /// The name given.
+        slot: String,
+    },
+    /// A server could not be reached.
+    #[error("cannot reach {side}")]
+    Connect {
+        /// Which one.
+        side: Side,
+        /// Why.
+        #[source]
+        source: ClientError,
+    },
+    /// A catalog query failed.
+    #[error("cannot read {what} on {side} ({target}) — if permission was denied, connect as a superuser (the replication origin functions are superuser-only by default)")]
+    Query {
+        /// Which server.
+        side: Side,
+        /// Where, without the password.
+        target: String,
+        /// What was being read.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: SqlError,
+    },
+    /// The slot does not exist on blue.
+    #[error("replication slot {slot:?} does not exist on blue ({target}) — start the sync with `blueshift sync --source … --target … --slot {slot}`, or pass the --slot it uses")]
+    NoSlot {
+        /// The slot.
+        slot: String,
+        /// Blue, without the password.
+        target: String,
+    },
+    /// No origin of the slot exists on green.
+    #[error("green ({target}) has no replication origin of slot {slot:?} (named {ORIGIN_PREFIX}{slot}_<n>) — no applier of this slot has started yet; start them with `blueshift sync --source … --target … --slot {slot}`")]
+    NoOrigins {
+        /// The slot.
+        slot: String,
+        /// Green, without the password.
+        target: String,
+    },
+}
+
+/// Where a sync stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The slot on blue.
+    pub slot: SlotInfo,
+    /// Blue's `pg_current_wal_lsn()`.
+    pub blue_current_lsn: Lsn,
+    /// `pg_current_wal_lsn() - restart_lsn`: WAL blue keeps for the slot; `None` when the slot
+    /// has no `restart_lsn` (its WAL was lost).
+    pub retained_wal_bytes: Option<u64>,
+    /// The slot's origins on green, by applier number.
+    pub origins: Vec<OriginProgress>,
+    /// The maximum of the origins' progress: what green durably holds; `None` before the first
+    /// applied transaction.
+    pub green_lsn: Option<Lsn>,
+    /// Blue's current position minus green's durable one; `None` before the first applied
+    /// transaction.
+    pub lag_bytes: Option<u64>,
+}
+
+/// Reads the slot on blue and its origins on green (both servers at once).
+pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
+    let slot_name = options.slot.as_str();
+    if blueshift_decoder::connection::validate_slot_name(slot_name).is_err() {
+        return Err(StatusError::InvalidSlotName {
+            slot: slot_name.to_owned(),
+        });
+    }
+    let (blue, green) = tokio::join!(
+        read_blue(&options.source, slot_name),
+        read_green(&options.target, slot_name)
+    );
+    let (slot, blue_current_lsn) = blue?;
+    let origins = green?;
+    if origins.is_empty() {
+        return Err(StatusError::NoOrigins {
+            slot: slot_name.to_owned(),
+            target: options.target.to_string(),
+        });
+    }
+    let green_lsn = durable_position(&origins);
+    Ok(Status {
+        retained_wal_bytes: slot
+            .restart_lsn
+            .map(|restart| blue_current_lsn.bytes_since(restart)),
+        lag_bytes: green_lsn.map(|green| blue_current_lsn.bytes_since(green)),
+        slot,
+        blue_current_lsn,
+        origins,
+        green_lsn,
+    })
+}
+
+async fn read_blue(config: &ConnectConfig, slot: &str) -> Result<(SlotInfo, Lsn), StatusError> {
+    let (client, _connection) = connect(Side::Blue, config).await?;
+    let query_error = |what| {
+        move |source| StatusError::Query {
+            side: Side::Blue,
+            target: config.to_string(),
+            what,
+            source,
+        }
+    };
+    let info = slot::read(&client, slot)
+        .await
+        .map_err(query_error("pg_replication_slots"))?
+        .ok_or_else(|| StatusError::NoSlot {
+            slot: slot.to_owned(),
+            target: config.to_string(),
+        })?;
+    let current = slot::current_wal_lsn(&client)
+        .await
+        .map_err(query_error("pg_current_wal_lsn()"))?;
+    Ok((info, current))
+}
+
+async fn read_green(
+    config: &ConnectConfig,
+    slot: &str,
+) -> Result<Vec<OriginProgress>, StatusError> {
+    let (client, _connection) = connect(Side::Green, config).await?;
+    origin::read(&client, slot)
+        .await
+        .map_err(|source| StatusError::Query {
+            side: Side::Green,
+            target: config.to_string(),
+            what: "the replication origins",
+            source,
+        })
+}
+
+async fn connect(
+    side: Side,
+    config: &ConnectConfig,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), StatusError> {
+    client::connect(config, "blueshift status")
+        .await
+        .map_err(|source| StatusError::Connect { side, source })
+}
+
+impl Status {
+    /// The status as one JSON object (LSNs as `X/Y` strings, sizes in bytes, absent values as
+    /// `null`).
+    pub fn to_json(&self) -> Value {
+        let lsn = |l: Option<Lsn>| l.map(|l| l.to_string());
+        json!({
+            "slot": {
+                "name": self.slot.name,
+                "plugin": self.slot.plugin,
+                "slot_type": self.slot.slot_type,
+                "database": self.slot.database,
+                "active": self.slot.active,
+                "active_pid": self.slot.active_pid,
+                "confirmed_flush_lsn": lsn(self.slot.confirmed_flush_lsn),
+                "restart_lsn": lsn(self.slot.restart_lsn),
+                "wal_status": self.slot.wal_status,
+                "safe_wal_size": self.slot.safe_wal_size,
+            },
+            "blue": {
+                "current_lsn": self.blue_current_lsn.to_string(),
+                "retained_wal_bytes": self.retained_wal_bytes,
+            },
+            "green": {
+                "origins": self.origins.iter().map(|o| json!({
+                    "name": o.name,
+                    "worker": o.worker,
+                    "progress": lsn(o.progress),
+                })).collect::<Vec<_>>(),
+                "durable_lsn": lsn(self.green_lsn),
+            },
+            "lag_bytes": self.lag_bytes,
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    /// A readable table, one fact per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.slot;
+        let lsn = |l: Option<Lsn>| l.map_or_else(|| "-".to_owned(), |l| l.to_string());
+        writeln!(f, "blue")?;
+        row(f, "slot", &quote_ident(&s.name))?;
+        let kind = match (&s.plugin, &s.database) {
+            (Some(plugin), Some(db)) => format!("{} ({plugin}, database {db})", s.slot_type),
+            _ => s.slot_type.clone(),
+        };
+        row(f, "type", &kind)?;
+        let state = match (s.active, s.active_pid) {
+            (true, Some(pid)) => format!("active (pid {pid})"),
+            (true, None) => "active".to_owned(),
+            (false, _) => "inactive".to_owned(),
+        };
+        row(f, "state", &state)?;
+        row(f, "current WAL LSN", &self.blue_current_lsn.to_string())?;
+        row(f, "confirmed_flush_lsn", &lsn(s.confirmed_flush_lsn))?;
+        row(f, "restart_lsn", &lsn(s.restart_lsn))?;
+        let retained = self
+            .retained_wal_bytes
+            .map_or_else(|| "- (the slot has no restart_lsn)".to_owned(), bytes);
+        row(f, "WAL retained", &retained)?;
+        if let Some(wal_status) = &s.wal_status {
+            row(f, "wal_status", wal_status)?;
+        }
+        if s.wal_status.is_some() {
+            let safe = match s.safe_wal_size {
+                Some(n) => bytes(u64::try_from(n).unwrap_or(0)),
+                None => "unlimited".to_owned(),
+            };
+            row(f, "safe_wal_size", &safe)?;
+        }
+        writeln!(f, "green")?;
+        for o in &self.origins {
+            let progress = o
+                .progress
+                .map_or_else(|| "- (nothing applied yet)".to_owned(), |l| l.to_string());
+            row(f, &format!("origin {}", o.name), &progress)?;
+        }
+        let durable = self
+            .green_lsn
+            .map_or_else(|| "- (nothing applied yet)".to_owned(), |l| l.to_string());
+        row(f, "durable position", &durable)?;
+        writeln!(f, "lag")?;
+        let lag = self
+            .lag_bytes
+            .map_or_else(|| "- (green has applied nothing yet)".to_owned(), bytes);
+        row(f, "behind blue", &lag)?;
+        row(
+            f,
+            "seconds",
+            "not known from the servers; see blueshift_lag_seconds of the running sync",
+        )
+    }
+}
+
+fn row(f: &mut fmt::Formatter<'_>, label: &str, value: &str) -> fmt::Result {
+    writeln!(f, "  {label:<28} {value}")
+}
+
+/// `n bytes`, with a binary-prefixed size beside it from 1 KiB on.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    // Precision loss only past 2^53 bytes, far beyond any WAL.
+    let mut size = n as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{n} bytes ({size:.1} {})", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes(0), "0 bytes");
+        assert_eq!(bytes(1023), "1023 bytes");
+        assert_eq!(bytes(1536), "1536 bytes (1.5 KiB)");
+        assert_eq!(bytes(16 << 20), "16777216 bytes (16.0 MiB)");
+    }
+
+    #[test]
+    fn renders_a_table_and_json() {
+        let status = Status {
+            slot: SlotInfo {
+                name: "s".into(),
+                plugin: Some("pgoutput".into()),
+                slot_type: "logical".into(),
+                database: Some("app".into()),
+                active: true,
+                active_pid: Some(42),
+                restart_lsn: Some(Lsn(0x100)),
+                confirmed_flush_lsn: Some(Lsn(0x200)),
+                wal_status: Some("reserved".into()),
+                safe_wal_size: None,
+            },
+            blue_current_lsn: Lsn(0x1_0000_0300),
+            retained_wal_bytes: Some(0x1_0000_0200),
+            origins: vec![OriginProgress {
+                name: "blueshift_s_0".into(),
+                worker: 0,
+                progress: Some(Lsn(0xABC)),
+            }],
+            green_lsn: Some(Lsn(0xABC)),
+            lag_bytes: Some(0x1_0000_0300 - 0xABC),
+        };
+        let text = status.to_string();
+        assert!(text.contains("active (pid 42)"), "{text}");
+        assert!(text.contains("origin blueshift_s_0"), "{text}");
+        assert!(text.contains("0/ABC"), "{text}");
+        assert!(text.contains("unlimited"), "{text}");
+        let v = status.to_json();
+        assert_eq!(v["blue"]["current_lsn"], "1/300");
+        assert_eq!(v["green"]["durable_lsn"], "0/ABC");
+        assert_eq!(v["green"]["origins"][0]["progress"], "0/ABC");
+        assert_eq!(v["slot"]["active_pid"], 42);
+        assert_eq!(v["lag_bytes"], 0x1_0000_0300u64 - 0xABC);
+    }
+}

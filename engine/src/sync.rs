@@ -1,0 +1,445 @@
+//! `sync`: keeps green caught up with blue, exactly once, whatever crashes.
+//!
+//! This module only wires the stages together; the work is in the crates and modules it wires.
+//!
+//! ```text
+//!  blue ──WAL──► ReplicationStream ──► PgOutputDecoder ──► TxAssembler ──► Scheduler
+//!                  ▲ (decoder)            (decoder)       (assembler,      (writesets,
+//!                  │                                       spills to disk)  commit order)
+//!                  │                                                           │ bounded job queue
+//!                  │ flushed = end of the last transaction                     ▼
+//!                  └──────────── committed on green, in order ◄──── appliers 0..N (applier crate)
+//!                                                                              │
+//!                                                                              ▼
+//!                                                                            green
+//! ```
+//!
+//! - One reader task ([`reader`]) owns the stream, the decoder, the assembler and the scheduler.
+//! - N applier tasks ([`worker`]) share one bounded job queue: a slow green fills it and the
+//!   reader stops reading, so memory stays bounded.
+//! - Each applier has its own replication origin on green (`blueshift_<slot>_<n>`), set up in
+//!   every transaction it applies. On start, the maximum of their progress is the last
+//!   transaction green holds: streaming resumes there and anything at or before it is skipped.
+//! - The slot is told *flushed* only up to the end of the last transaction committed on green in
+//!   order (the appliers commit with `synchronous_commit = on`, so committed is durable).
+//!
+//! Transient errors (a connection lost, blue or green restarting) end the attempt; [`run`]
+//! reconnects with backoff and resumes from green's durable position. Definite errors stop.
+
+mod order;
+mod preflight;
+mod reader;
+mod scheduler;
+mod worker;
+mod writeset;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blueshift_applier::{Applier, ApplierOptions, ApplyError, ErrorClass};
+use blueshift_decoder::config::ConnectConfig;
+use blueshift_decoder::connection::{
+    CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
+};
+use blueshift_decoder::pgoutput::{DecodeError, PgOutputDecoder, ProtocolVersion};
+use blueshift_decoder::stream::{OriginFilter, StartOptions, StatusOptions, Streaming};
+use blueshift_decoder::Lsn;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinSet;
+
+use crate::assembler::{AssembleError, AssemblerOptions, TxAssembler};
+use crate::client;
+use crate::metrics::Metrics;
+use order::CommitOrder;
+use scheduler::Scheduler;
+use writeset::KeyCatalog;
+
+pub use preflight::{PreflightError, PUBLICATION_COMMENT};
+
+/// The prefix of every replication origin blueshift creates; transactions that arrive on blue
+/// with such an origin were applied by blueshift and are not sent back.
+pub const ORIGIN_PREFIX: &str = "blueshift_";
+
+/// Everything `sync` needs, validated.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Blue.
+    pub source: ConnectConfig,
+    /// Green.
+    pub target: ConnectConfig,
+    /// The publication on blue.
+    pub publication: String,
+    /// Create the publication (for all tables) when it does not exist.
+    pub create_publication: bool,
+    /// The logical replication slot on blue.
+    pub slot: String,
+    /// Number of appliers (connections to green).
+    pub workers: usize,
+    /// Transactions queued for the appliers at most.
+    pub queue_capacity: usize,
+    /// Bytes of in-progress transactions held in memory before spilling to disk.
+    pub max_txn_memory: usize,
+    /// Where spill files go.
+    pub spill_dir: PathBuf,
+    /// How often standby status goes to blue.
+    pub status_interval: Duration,
+    /// How long a transaction waits for its commit turn, holding its locks, before it rolls
+    /// back and re-runs after the head of line.
+    pub turn_timeout: Duration,
+    /// First and longest wait between reconnection attempts.
+    pub backoff: (Duration, Duration),
+}
+
+/// Why sync stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A preflight check failed.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    /// The replication connection to blue failed.
+    #[error("replication from blue failed")]
+    Source(#[source] ReplicationError),
+    /// Blue ended the replication stream.
+    #[error("blue ended the replication stream")]
+    SourceEnded,
+    /// A payload could not be decoded.
+    #[error("could not decode the pgoutput message at {lsn}")]
+    Decode {
+        /// Where the frame starts.
+        lsn: Lsn,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// The message sequence could not be assembled into transactions.
+    #[error("could not assemble the transaction at {lsn}")]
+    Assemble {
+        /// Where the frame starts.
+        lsn: Lsn,
+        /// Why.
+        #[source]
+        source: AssembleError,
+    },
+    /// A transaction could not be applied to green.
+    #[error("could not apply transaction #{seq} to green")]
+    Apply {
+        /// Its number in this run.
+        seq: u64,
+        /// Why.
+        #[source]
+        source: ApplyError,
+    },
+    /// Green's unique indexes could not be read.
+    #[error(transparent)]
+    KeyCatalog(#[from] writeset::KeyCatalogError),
+    /// A SQL connection to blue or green failed.
+    #[error("{what}")]
+    Sql {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: client::ClientError,
+    },
+    /// Every applier stopped.
+    #[error("the appliers stopped")]
+    AppliersGone,
+    /// A task panicked or was cancelled.
+    #[error("a sync task ended abnormally")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl SyncError {
+    fn apply(seq: u64, source: ApplyError) -> SyncError {
+        SyncError::Apply { seq, source }
+    }
+
+    /// Whether reconnecting and resuming may help: a lost connection, a server restarting,
+    /// a serialization failure. Everything else needs an operator.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Source(e) => {
+                e.is_io()
+                    || matches!(
+                        e,
+                        ReplicationError::Closed { .. } | ReplicationError::Connect { .. }
+                    )
+                    || e.sqlstate().is_some_and(|s| {
+                        blueshift_applier::class_of_sqlstate(s) == ErrorClass::Transient
+                    })
+            }
+            SyncError::SourceEnded => true,
+            SyncError::Apply { source, .. } => source.is_transient(),
+            SyncError::Sql { source, .. } => source.is_transient(),
+            SyncError::KeyCatalog(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// How a sync run ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncSummary {
+    /// Transactions scheduled in the last attempt.
+    pub transactions: u64,
+    /// Reconnections after transient errors.
+    pub reconnects: u64,
+}
+
+/// Runs sync until `shutdown` completes (then drains what is in flight and returns) or a
+/// definite error stops it. Transient errors reconnect with backoff.
+pub async fn run(
+    config: SyncConfig,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<SyncSummary, SyncError> {
+    let shutdown = shutdown_signal(shutdown);
+    preflight::check(&config).await?;
+    let mut summary = SyncSummary::default();
+    let mut wait = config.backoff.0;
+    loop {
+        let started = std::time::Instant::now();
+        let result = attempt(&config, &metrics, shutdown.clone()).await;
+        if started.elapsed() > config.backoff.1 {
+            // It ran well for a while: the next failure starts the backoff afresh.
+            wait = config.backoff.0;
+        }
+        match result {
+            Ok(transactions) => {
+                summary.transactions = transactions;
+                return Ok(summary);
+            }
+            Err(e) if e.is_transient() && !shutdown.fired() => {
+                metrics.error(ErrorClass::Transient);
+                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "sync interrupted; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.clone().wait() => return Ok(summary),
+                }
+                wait = (wait * 2).min(config.backoff.1);
+                summary.reconnects += 1;
+            }
+            Err(e) => {
+                metrics.error(ErrorClass::Definite);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// One connection to blue and N to green, until shutdown or an error.
+async fn attempt(
+    config: &SyncConfig,
+    metrics: &Metrics,
+    shutdown: Shutdown,
+) -> Result<u64, SyncError> {
+    // Green: one applier per worker, each with its own origin; the maximum of their progress
+    // is the last transaction green holds.
+    let mut appliers = Vec::with_capacity(config.workers);
+    let mut resume_after = Lsn::INVALID;
+    for n in 0..config.workers {
+        let options = ApplierOptions::new(origin_name(&config.slot, n));
+        let mut applier = Applier::connect(&config.target, options)
+            .await
+            .map_err(|e| SyncError::apply(0, e))?;
+        resume_after = resume_after.max(
+            applier
+                .origin_progress()
+                .await
+                .map_err(|e| SyncError::apply(0, e))?,
+        );
+        appliers.push(applier);
+    }
+    let (green, green_conn) = client::connect(&config.target, "blueshift sync")
+        .await
+        .map_err(|source| SyncError::Sql {
+            what: format!("could not connect to green ({})", config.target),
+            source,
+        })?;
+
+    // Blue: the slot, created when absent.
+    let mut blue = ReplicationConnection::connect(&config.source)
+        .await
+        .map_err(SyncError::Source)?;
+    ensure_slot(&mut blue, &config.slot).await?;
+    let major = blue.server_major();
+    let start = StartOptions {
+        publication_names: vec![config.publication.clone()],
+        proto_version: None,
+        binary: false,
+        messages: false,
+        streaming: Streaming::On,
+        origin: (major >= 16).then_some(OriginFilter::None),
+        two_phase: false,
+    };
+    let mut stream = blue
+        .start_replication(
+            &config.slot,
+            resume_after,
+            start,
+            StatusOptions {
+                interval: config.status_interval,
+            },
+        )
+        .await
+        .map_err(SyncError::Source)?;
+    tracing::info!(slot = %config.slot, resume_after = %resume_after, workers = config.workers, "sync started");
+    let version =
+        ProtocolVersion::try_from(stream.proto_version()).map_err(|_| SyncError::SourceEnded)?;
+    let feedback = stream.feedback();
+
+    let order = CommitOrder::new(0);
+    let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
+    let jobs = Arc::new(Mutex::new(job_rx));
+    let mut tasks = JoinSet::new();
+    for (n, applier) in appliers.into_iter().enumerate() {
+        let task = worker::run(
+            n,
+            applier,
+            Arc::clone(&jobs),
+            order.clone(),
+            feedback.clone(),
+            metrics.clone(),
+            config.turn_timeout,
+        );
+        tasks.spawn(task);
+    }
+    let assembler = TxAssembler::new(AssemblerOptions {
+        max_memory: config.max_txn_memory,
+        // The assembler owns its folder (and clears it at start): one per slot.
+        spill_dir: config
+            .spill_dir
+            .join(format!("blueshift_spill_{}", config.slot)),
+        skip_origin_prefix: Some(ORIGIN_PREFIX.to_owned()),
+    })
+    .map_err(|source| SyncError::Assemble {
+        lsn: resume_after,
+        source,
+    })?;
+    let reader = reader::Reader {
+        decoder: PgOutputDecoder::new(version),
+        assembler,
+        scheduler: Scheduler::starting_at(1),
+        keys: KeyCatalog::default(),
+        green,
+        resume_after,
+        order: order.clone(),
+        jobs: job_tx,
+        feedback: feedback.clone(),
+        metrics: metrics.clone(),
+    };
+
+    // Read until shutdown or error; an applier failing ends reading too.
+    let outcome = {
+        let read = reader.run(&mut stream, shutdown.wait());
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                r = &mut read => break r,
+                Some(done) = tasks.join_next() => {
+                    match done {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break Err(e),
+                        Err(e) => break Err(SyncError::Task(e)),
+                    }
+                }
+            }
+        }
+    };
+    // The reader (and with it the job sender) is gone: appliers drain the queue and stop. On
+    // error they are aborted; their open transactions roll back with their connections.
+    let drained = if outcome.is_ok() {
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => result = Err(SyncError::Task(e)),
+            }
+        }
+        result
+    } else {
+        tasks.shutdown().await;
+        Ok(())
+    };
+    // A final status update carries the last flushed position.
+    if let Err(e) = stream.close().await {
+        tracing::debug!(error = %e, "the replication stream did not end cleanly");
+    }
+    green_conn.abort();
+    let scheduled = outcome?;
+    drained?;
+    tracing::info!(flushed = %feedback.flushed(), transactions = scheduled, "sync stopped");
+    Ok(scheduled)
+}
+
+/// Creates the slot when it does not exist.
+async fn ensure_slot(blue: &mut ReplicationConnection, slot: &str) -> Result<(), SyncError> {
+    blueshift_decoder::connection::validate_slot_name(slot).map_err(SyncError::Source)?;
+    // The name is validated ([a-z0-9_]), so it is safe inside a literal.
+    let rows = blue
+        .simple_query(&format!(
+            "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}'"
+        ))
+        .await
+        .map_err(SyncError::Source)?;
+    if rows.is_empty() {
+        let created = blue
+            .create_slot(
+                slot,
+                CreateSlotOptions {
+                    temporary: false,
+                    snapshot: SnapshotAction::NoExport,
+                    two_phase: false,
+                },
+            )
+            .await
+            .map_err(SyncError::Source)?;
+        tracing::info!(slot, consistent_point = %created.consistent_point, "created the replication slot");
+    }
+    Ok(())
+}
+
+/// The replication origin of applier `n` of `slot`.
+pub fn origin_name(slot: &str, n: usize) -> String {
+    format!("{ORIGIN_PREFIX}{slot}_{n}")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A shutdown request that every attempt can wait on, and that stays fired.
+#[derive(Debug, Clone)]
+struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    fn fired(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    async fn wait(self) {
+        let mut rx = self.0;
+        let _ = rx.wait_for(|fired| *fired).await;
+    }
+}
+
+/// Turns the caller's shutdown future into a [`Shutdown`] every attempt can wait on.
+fn shutdown_signal(signal: impl Future<Output = ()> + Send + 'static) -> Shutdown {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        tracing::info!("shutdown requested: draining what is in flight");
+        let _ = tx.send(true);
+    });
+    Shutdown(rx)
+}

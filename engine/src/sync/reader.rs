@@ -1,0 +1,140 @@
+//! The reader task: blue's replication stream → `pgoutput` decoder → transaction assembler →
+//! scheduler → the appliers' job queue.
+//!
+//! It skips transactions green already holds (commit LSN at or before the appliers' durable
+//! origin progress: that is what makes a restart exactly-once), and when nothing is in flight and
+//! no transaction is open, lets a keepalive's position be acknowledged so an idle blue releases
+//! WAL.
+
+use blueshift_decoder::pgoutput::PgOutputDecoder;
+use blueshift_decoder::stream::{FeedbackHandle, ReplicationFrame, ReplicationStream};
+use blueshift_decoder::Lsn;
+use tokio::sync::mpsc;
+
+use super::order::CommitOrder;
+use super::scheduler::Scheduler;
+use super::worker::Job;
+use super::writeset::KeyCatalog;
+use super::SyncError;
+use crate::assembler::{Assembled, TxAssembler};
+use crate::metrics::Metrics;
+
+/// What the reader needs besides the stream.
+pub(crate) struct Reader {
+    pub(crate) decoder: PgOutputDecoder,
+    pub(crate) assembler: TxAssembler,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) keys: KeyCatalog,
+    /// A connection to green for reading unique indexes.
+    pub(crate) green: tokio_postgres::Client,
+    /// Transactions committing at or before this are on green already.
+    pub(crate) resume_after: Lsn,
+    pub(crate) order: CommitOrder,
+    pub(crate) jobs: mpsc::Sender<Job>,
+    pub(crate) feedback: FeedbackHandle,
+    pub(crate) metrics: Metrics,
+}
+
+impl Reader {
+    /// Reads until the stream ends or `shutdown` completes; returns how many transactions it
+    /// scheduled.
+    pub(crate) async fn run(
+        mut self,
+        stream: &mut ReplicationStream,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<u64, SyncError> {
+        tokio::pin!(shutdown);
+        let mut scheduled = 0u64;
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(scheduled),
+                frame = stream.next() => frame.map_err(SyncError::Source)?,
+            };
+            let Some(frame) = frame else {
+                return Err(SyncError::SourceEnded);
+            };
+            match frame {
+                ReplicationFrame::XLogData {
+                    wal_start, data, ..
+                } => {
+                    let message =
+                        self.decoder
+                            .decode(data)
+                            .map_err(|source| SyncError::Decode {
+                                lsn: wal_start,
+                                source,
+                            })?;
+                    let Some(assembled) =
+                        self.assembler
+                            .push(message)
+                            .map_err(|source| SyncError::Assemble {
+                                lsn: wal_start,
+                                source,
+                            })?
+                    else {
+                        continue;
+                    };
+                    self.dispatch(assembled).await?;
+                    scheduled += 1;
+                }
+                ReplicationFrame::Keepalive { wal_end, .. } => {
+                    let idle = self.order.committed() + 1 == self.scheduler.next_seq()
+                        && !self.assembler.in_transaction()
+                        && !self.decoder.in_stream();
+                    if idle {
+                        self.feedback.set_flushed(wal_end);
+                        self.feedback.set_applied(wal_end);
+                    }
+                }
+            }
+            self.metrics.set_queue_depth(
+                "apply",
+                u64::try_from(self.jobs.max_capacity() - self.jobs.capacity()).unwrap_or(0),
+            );
+        }
+    }
+
+    async fn dispatch(&mut self, assembled: Assembled) -> Result<(), SyncError> {
+        let (tx, end_lsn, commit_lsn) = match assembled {
+            Assembled::Transaction(tx) => {
+                let (end, commit) = (tx.end_lsn, tx.commit_lsn);
+                (Some(tx), end, commit)
+            }
+            Assembled::Skipped {
+                end_lsn,
+                commit_lsn,
+                ..
+            } => (None, end_lsn, commit_lsn),
+        };
+        if commit_lsn <= self.resume_after {
+            // Applied before a restart: green's origin progress already covers it.
+            tracing::debug!(commit_lsn = %commit_lsn, "already on green; skipped");
+            return Ok(());
+        }
+        let committed = self.order.committed();
+        let slot = match &tx {
+            Some(tx) => {
+                self.keys
+                    .load_for(&self.green, tx)
+                    .await
+                    .map_err(SyncError::KeyCatalog)?;
+                let ws = self.keys.writeset(tx);
+                self.scheduler.schedule(&ws, committed)
+            }
+            None => self
+                .scheduler
+                .schedule(&super::writeset::Writeset::default(), committed),
+        };
+        let job = Job {
+            seq: slot.seq,
+            after: slot.after,
+            tx,
+            end_lsn,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| SyncError::AppliersGone)
+    }
+}

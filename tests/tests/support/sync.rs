@@ -1,0 +1,196 @@
+//! Shared by the `sync_*` tests: a blue and a green cluster, the real `blueshift sync` binary,
+//! and row-for-row comparison of tables.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use blueshift_tests::{blueshift_binary, eventually, Cluster, ClusterOptions, PgBinaries};
+
+/// Blue and green, each with database `app`.
+pub(crate) struct Pair {
+    pub(crate) blue: Cluster,
+    pub(crate) green: Cluster,
+    pub(crate) logs: tempfile::TempDir,
+}
+
+impl Pair {
+    /// Both on the default binaries.
+    pub(crate) fn new(name: &str) -> Pair {
+        let bins = PgBinaries::from_env().expect("PostgreSQL binaries");
+        Pair::with(name, bins.clone(), bins, &[])
+    }
+
+    /// Blue and green on the given binaries, blue with extra settings.
+    pub(crate) fn with(
+        name: &str,
+        blue_bins: PgBinaries,
+        green_bins: PgBinaries,
+        blue_settings: &[(&str, &str)],
+    ) -> Pair {
+        let mut opts = ClusterOptions::new(blue_bins).name(&format!("{name}-blue"));
+        for (k, v) in blue_settings {
+            opts = opts.setting(k, v);
+        }
+        let blue = Cluster::start(opts).expect("blue starts");
+        let green = Cluster::start(ClusterOptions::new(green_bins).name(&format!("{name}-green")))
+            .expect("green starts");
+        blue.create_database("app").expect("blue db");
+        green.create_database("app").expect("green db");
+        Pair {
+            blue,
+            green,
+            logs: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Runs the same DDL on both.
+    pub(crate) fn schema(&self, sql: &str) {
+        self.blue.psql("app", sql).expect("schema on blue");
+        self.green.psql("app", sql).expect("schema on green");
+    }
+
+    /// `blueshift sync` between the two, with extra arguments; stderr goes to a log file that
+    /// is printed if the test fails.
+    pub(crate) fn sync(&self, extra: &[&str]) -> Sync {
+        let log = self.logs.path().join(format!(
+            "sync-{}.log",
+            std::fs::read_dir(self.logs.path())
+                .map(|d| d.count())
+                .unwrap_or(0)
+        ));
+        let child = Command::new(blueshift_binary())
+            .arg("sync")
+            .args(["--source", &self.blue.uri("app")])
+            .args(["--target", &self.green.uri("app")])
+            .args(["--publication", "pub", "--slot", "bs"])
+            .args(["--status-interval", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info,blueshift_engine=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("blueshift sync starts");
+        let mut sync = Sync {
+            child: Some(child),
+            log,
+        };
+        // Changes count from the slot's creation (backfill is another stage): wait until
+        // streaming has started before the test writes.
+        eventually(Duration::from_secs(60), || {
+            anyhow::ensure!(
+                sync.running(),
+                "blueshift sync exited:\n{}",
+                sync.log_text()
+            );
+            let active = self.blue.psql(
+                "app",
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bs' AND active",
+            )?;
+            anyhow::ensure!(active == "1", "the slot is not streaming yet");
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        sync
+    }
+
+    /// Waits until every table in `tables` holds the same rows on green as on blue.
+    pub(crate) fn converge(&self, tables: &[&str], within: Duration) {
+        eventually(within, || {
+            for t in tables {
+                let b = fingerprint(&self.blue, t)?;
+                let g = fingerprint(&self.green, t)?;
+                anyhow::ensure!(b == g, "table {t}: blue {b} / green {g}");
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("green did not converge: {e:#}"));
+    }
+
+    /// blue's current WAL position.
+    pub(crate) fn blue_lsn(&self) -> String {
+        self.blue
+            .psql("app", "SELECT pg_current_wal_lsn()")
+            .expect("lsn")
+    }
+
+    /// The slot's confirmed position on blue.
+    pub(crate) fn confirmed(&self) -> String {
+        self.blue
+            .psql(
+                "app",
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'bs'",
+            )
+            .expect("slot")
+    }
+}
+
+/// Row count and a hash of the sorted rows as text: equal fingerprints mean the same rows, no
+/// more, no fewer, no duplicate.
+pub(crate) fn fingerprint(c: &Cluster, table: &str) -> anyhow::Result<String> {
+    // Fixed output formats, whatever the server's defaults, so equal values print equally.
+    c.psql(
+        "app",
+        &format!(
+            "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3; SET timezone = UTC;
+             SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM {table} x"
+        ),
+    )
+}
+
+/// A running `blueshift sync`.
+pub(crate) struct Sync {
+    child: Option<Child>,
+    pub(crate) log: PathBuf,
+}
+
+impl Sync {
+    /// SIGKILL, no warning.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reaped");
+        }
+    }
+
+    /// SIGTERM; returns whether it exited 0.
+    pub(crate) fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let status = child.wait().expect("reaped");
+        status.success()
+    }
+
+    /// Whether it is still running.
+    pub(crate) fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    /// Its log so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Sync {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "===== blueshift sync log {} =====\n{}\n===== end =====",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+        self.kill9();
+    }
+}
