@@ -104,7 +104,7 @@ impl Changes {
 }
 
 /// The changes of a spilled transaction, read back in order.
-pub trait SpilledChanges: Send + fmt::Debug {
+pub trait SpilledChanges: Send + Sync + fmt::Debug {
     /// The next change; `None` after the last.
     fn next_change(&mut self) -> io::Result<Option<Change>>;
 

@@ -1,8 +1,6 @@
-//! `blueshift demo`: a throwaway blue cluster, a live write workload, and blueshift decoding
-//! its WAL as it happens, then a check that every change blue committed was decoded.
-//!
-//! This is the README's first command. It grows with the engine: once streaming sync lands it
-//! starts green too and proves green equals blue row for row.
+//! `blueshift demo`: two throwaway clusters, blue and green, a live write workload on blue,
+//! `blueshift sync` keeping green caught up (live lag and throughput), then proof that green
+//! equals blue row for row. The README's first command.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -12,19 +10,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use blueshift_decoder::config::ConnectConfig;
-use blueshift_decoder::pgoutput::PgOutputMessage;
-use blueshift_decoder::relation::RelationCache;
-use blueshift_decoder::Lsn;
-use blueshift_engine::tail::{self, SlotChoice, TailError, TailOptions, TailSink};
+use blueshift_engine::metrics::Metrics;
+use blueshift_engine::sync::{self, SyncConfig};
 use blueshift_tests::{Cluster, ClusterOptions, PgBinaries};
 
-/// Start a throwaway PostgreSQL cluster, write to it live, and watch blueshift decode it.
+/// Start throwaway blue and green clusters, write to blue live, and watch blueshift keep green
+/// caught up; then prove green equals blue row for row.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   blueshift demo                       # 10 seconds of writes on the default PostgreSQL
   blueshift demo --duration 30 --pg-major 18
-  blueshift demo --keep                # leave the cluster running and print its URI")]
+  blueshift demo --keep                # leave the clusters running and print their URIs")]
 pub(crate) struct DemoArgs {
     /// Seconds of live writes.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
@@ -38,7 +35,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, value_name = "N")]
     pg_major: Option<u32>,
 
-    /// Leave the cluster running at the end and print how to reach and remove it.
+    /// Leave both clusters running at the end and print how to reach and remove them.
     #[arg(long)]
     keep: bool,
 }
@@ -48,7 +45,6 @@ CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance bigint N
 CREATE TABLE transfers (id bigserial PRIMARY KEY, from_id int NOT NULL, to_id int NOT NULL,
                         amount bigint NOT NULL, at timestamptz NOT NULL DEFAULT now());
 INSERT INTO accounts SELECT g, 'owner ' || g, 1000 FROM generate_series(1, 1000) g;
-CREATE PUBLICATION demo_pub FOR TABLE accounts, transfers;
 ";
 
 /// What the workload committed (and, mirrored, what was decoded).
@@ -58,9 +54,6 @@ struct Counts {
     inserts: AtomicU64,
     updates: AtomicU64,
     deletes: AtomicU64,
-    bytes: AtomicU64,
-    /// End LSN of the last decoded commit.
-    end_lsn: AtomicU64,
 }
 
 impl Counts {
@@ -74,52 +67,6 @@ impl Counts {
     }
 }
 
-/// Counts decoded changes instead of printing them.
-struct CountingSink(Arc<Counts>);
-
-impl TailSink for CountingSink {
-    fn message(
-        &mut self,
-        _lsn: Lsn,
-        message: &PgOutputMessage,
-        _relations: &RelationCache,
-    ) -> Result<(), TailError> {
-        let c = &self.0;
-        let counter = match message {
-            PgOutputMessage::Insert(i) => {
-                add_bytes(c, &i.new);
-                &c.inserts
-            }
-            PgOutputMessage::Update(u) => {
-                add_bytes(c, &u.new);
-                &c.updates
-            }
-            PgOutputMessage::Delete(_) => &c.deletes,
-            PgOutputMessage::Commit(commit) => {
-                c.end_lsn.store(commit.end_lsn.0, Ordering::Relaxed);
-                &c.transactions
-            }
-            _ => return Ok(()),
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn add_bytes(c: &Counts, tuple: &blueshift_decoder::pgoutput::TupleData) {
-    let n: usize = tuple
-        .columns
-        .iter()
-        .filter_map(|v| v.bytes().map(|b| b.len()))
-        .sum();
-    c.bytes
-        .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-}
-
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bins = match (&args.pg_bin, args.pg_major) {
         (Some(dir), _) => PgBinaries::at(dir)?,
@@ -127,53 +74,64 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         (None, None) => PgBinaries::from_env()?,
     };
     say(&format!(
-        "starting a throwaway blue cluster (PostgreSQL {})",
+        "starting two throwaway clusters, blue and green (PostgreSQL {})",
         bins.version()
     ));
-    let blue =
-        tokio::task::spawn_blocking(move || Cluster::start(ClusterOptions::new(bins).name("blue")))
-            .await
-            .context("cluster start task")??;
-    blue.create_database("demo")?;
-    blue.psql("demo", SCHEMA)?;
+    let (blue, green) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Cluster, Cluster)> {
+            let blue = Cluster::start(ClusterOptions::new(bins.clone()).name("blue"))?;
+            let green = Cluster::start(ClusterOptions::new(bins).name("green"))?;
+            Ok((blue, green))
+        })
+        .await
+        .context("cluster start task")??;
+    for c in [&blue, &green] {
+        c.create_database("demo")?;
+        c.psql("demo", SCHEMA)?;
+    }
+    blue.psql(
+        "demo",
+        "CREATE PUBLICATION demo_pub FOR TABLE accounts, transfers",
+    )?;
     say(&format!(
-        "blue is up at {}; 1000 accounts, publication demo_pub",
-        blue.uri("demo")
+        "blue  {}\ngreen {}\nboth hold 1000 accounts; blueshift sync streams blue's changes to green",
+        blue.uri("demo"),
+        green.uri("demo")
     ));
 
-    let source = ConnectConfig::from_conninfo_with_env(&blue.uri("demo"), |_| None)?;
-    let decoded = Arc::new(Counts::default());
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let tail_task = {
-        let options = TailOptions {
-            source,
-            publications: vec!["demo_pub".into()],
-            slot: SlotChoice::Temporary,
-            from: None,
-            until: None,
-            binary: false,
-            messages: true,
-            streaming: true,
-            proto_version: None,
-            status_interval: Duration::from_secs(1),
-        };
-        let decoded = Arc::clone(&decoded);
-        let stop = Arc::clone(&stop);
+    let spill = tempfile::tempdir().context("spill folder")?;
+    let config = SyncConfig {
+        source: ConnectConfig::from_conninfo_with_env(&blue.uri("demo"), |_| None)?,
+        target: ConnectConfig::from_conninfo_with_env(&green.uri("demo"), |_| None)?,
+        publication: "demo_pub".into(),
+        create_publication: false,
+        slot: "blueshift_demo".into(),
+        workers: 4,
+        queue_capacity: 1024,
+        max_txn_memory: 64 << 20,
+        spill_dir: spill.path().to_owned(),
+        status_interval: Duration::from_secs(1),
+        turn_timeout: Duration::from_secs(1),
+        backoff: (Duration::from_millis(200), Duration::from_secs(5)),
+    };
+    let metrics = Metrics::new();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sync_task = {
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut sink = CountingSink(decoded);
-            tail::tail(options, &mut sink, stop.notified()).await
+            sync::run(config, metrics, async move {
+                let _ = stop_rx.await;
+            })
+            .await
         })
     };
-
-    // The workload: transfers between random accounts, now and then a clean-up delete.
-    let written = Arc::new(Counts::default());
-    let writing = Arc::new(AtomicBool::new(true));
     let client = blue.connect("demo").await?;
-    // Wait until the temporary slot exists, so the workload's first transaction is decoded.
-    blueshift_tests::eventually_async(Duration::from_secs(30), || async {
+    // Writes count from the slot's creation: start them once streaming has begun.
+    blueshift_tests::eventually_async(Duration::from_secs(60), || async {
+        anyhow::ensure!(!sync_task.is_finished(), "sync stopped early");
         let row = client
             .query_one(
-                "SELECT count(*) FROM pg_replication_slots WHERE active",
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'blueshift_demo' AND active",
                 &[],
             )
             .await?;
@@ -181,88 +139,93 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(())
     })
     .await?;
+
+    let written = Arc::new(Counts::default());
+    let writing = Arc::new(AtomicBool::new(true));
     let workload = {
         let written = Arc::clone(&written);
         let writing = Arc::clone(&writing);
         let client = blue.connect("demo").await?;
         tokio::spawn(async move { workload(client, &written, &writing).await })
     };
-
-    say(&format!(
-        "writing to blue for {} s; blueshift decodes its WAL live:",
-        args.duration
-    ));
+    say(&format!("writing to blue for {} s:", args.duration));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
-    let mut last_bytes = 0;
-    while Instant::now() < deadline {
+    let mut last_applied = 0;
+    while Instant::now() < deadline && !sync_task.is_finished() {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let current: String = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await?
-            .get(0);
-        let current: Lsn = current.parse()?;
-        let lag = current.bytes_since(Lsn(decoded.end_lsn.load(Ordering::Relaxed)));
-        let bytes = decoded.bytes.load(Ordering::Relaxed);
+        let m = metrics.snapshot();
         let [wt, ..] = written.get();
-        let [dt, di, du, dd] = decoded.get();
         say(&format!(
-            "{:>4.0}s  blue committed {wt:>7} txn  |  decoded {dt:>7} txn: {di} inserts, {du} updates, {dd} deletes, {:.1} MB/s of values  |  lag {}",
+            "{:>4.0}s  blue committed {wt:>7} txn  |  green applied {:>7} txn ({:>5} txn/s)  |  lag {} / {:.3} s  |  p99 apply {:.1} ms",
             started.elapsed().as_secs_f64(),
-            (bytes - last_bytes) as f64 / 1e6,
-            human_bytes(lag),
+            m.applied_transactions,
+            m.applied_transactions - last_applied,
+            human_bytes(m.lag_bytes),
+            m.lag_seconds,
+            m.latency_quantiles[2].1 * 1e3,
         ));
-        last_bytes = bytes;
+        last_applied = m.applied_transactions;
     }
     writing.store(false, Ordering::Relaxed);
     workload.await.context("workload task")??;
-    let final_lsn: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await?
-        .get(0);
-    let final_lsn: Lsn = final_lsn.parse()?;
+    let [wt, wi, wu, wd] = written.get();
     say(&format!(
-        "writes stopped at {final_lsn}; waiting for blueshift to decode the rest"
+        "writes stopped: blue committed {wt} transactions ({wi} inserts, {wu} updates, {wd} deletes); waiting for green to catch up"
     ));
-    blueshift_tests::eventually_async(Duration::from_secs(60), || async {
-        let at = Lsn(decoded.end_lsn.load(Ordering::Relaxed));
-        anyhow::ensure!(
-            decoded.get()[0] >= written.get()[0],
-            "decoded up to {at}, blue is at {final_lsn}"
-        );
-        Ok(())
+    let caught_up = Instant::now();
+    let proof = blueshift_tests::eventually_async(Duration::from_secs(120), || async {
+        anyhow::ensure!(!sync_task.is_finished(), "sync stopped early");
+        let mut lines = Vec::new();
+        for table in ["accounts", "transfers"] {
+            let b = fingerprint(&blue, table)?;
+            let g = fingerprint(&green, table)?;
+            anyhow::ensure!(b == g, "{table}: blue {b}, green {g}");
+            lines.push(format!("  {table:<10} {b}"));
+        }
+        Ok(lines)
     })
     .await?;
-    stop.notify_one();
-    let summary = tail_task.await.context("tail task")??;
-
-    let w = written.get();
-    let d = decoded.get();
     say(&format!(
-        "blue committed {} transactions: {} inserts, {} updates, {} deletes",
-        w[0], w[1], w[2], w[3]
+        "green caught up {:.1} s after the last write; green equals blue row for row (rows:md5 of all rows):",
+        caught_up.elapsed().as_secs_f64()
     ));
+    for line in proof {
+        say(&line);
+    }
+    let _ = stop_tx.send(());
+    let summary = sync_task.await.context("sync task")??;
+    let m = metrics.snapshot();
     say(&format!(
-        "blueshift decoded {} transactions: {} inserts, {} updates, {} deletes ({} messages, protocol v{})",
-        d[0], d[1], d[2], d[3], summary.messages, summary.proto_version
+        "blueshift applied {} transactions with 4 appliers ({} reconnects); p50/p99 apply latency {:.1}/{:.1} ms: ok",
+        m.applied_transactions,
+        summary.reconnects,
+        m.latency_quantiles[0].1 * 1e3,
+        m.latency_quantiles[2].1 * 1e3,
     ));
-    anyhow::ensure!(
-        w == d,
-        "decoded counts differ from what blue committed — please report this as a bug"
-    );
-    say("every change blue committed was decoded, in commit order: ok");
-
     drop(client);
     if args.keep {
-        let uri = blue.uri("demo");
-        let stop = blue.keep();
+        let (blue_uri, green_uri) = (blue.uri("demo"), green.uri("demo"));
+        let stop_blue = blue.keep();
+        let stop_green = green.keep();
         say(&format!(
-            "blue keeps running: psql '{uri}'\n  stop and remove it with: {stop}"
+            "the clusters keep running:\n  blue  psql '{blue_uri}'\n  green psql '{green_uri}'\n  stop and remove them with:\n    {stop_blue}\n    {stop_green}"
         ));
     } else {
-        say("removing the throwaway cluster");
+        say("removing the throwaway clusters");
     }
     Ok(())
+}
+
+/// Row count and md5 of the sorted rows as text, in fixed output formats.
+fn fingerprint(c: &Cluster, table: &str) -> anyhow::Result<String> {
+    c.psql(
+        "demo",
+        &format!(
+            "SET datestyle = ISO; SET timezone = UTC; SET extra_float_digits = 3;
+             SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM {table} x"
+        ),
+    )
 }
 
 async fn workload(

@@ -184,12 +184,12 @@ fn settings(args: SyncArgs) -> anyhow::Result<(SyncConfig, Option<SocketAddr>)> 
         publication: args
             .publication
             .or(file.publication)
-            .unwrap_or_else(|| "blueshift".to_owned()),
+            .unwrap_or_else(|| sync::DEFAULT_SLOT.to_owned()),
         create_publication: args.create_publication || file.create_publication.unwrap_or(false),
         slot: args
             .slot
             .or(file.slot)
-            .unwrap_or_else(|| "blueshift".to_owned()),
+            .unwrap_or_else(|| sync::DEFAULT_SLOT.to_owned()),
         workers,
         queue_capacity: args.queue_capacity.or(file.queue_capacity).unwrap_or(1024),
         max_txn_memory,

@@ -32,9 +32,7 @@ use tracing::info;
 use crate::client::{self, ClientError, SqlError};
 use crate::status::{origin, slot, OriginProgress, Side, ORIGIN_PREFIX};
 
-/// The comment `blueshift sync` puts on a publication it creates; only a publication carrying
-/// it may be dropped by cleanup.
-pub const PUBLICATION_COMMENT: &str = "blueshift: created by blueshift sync";
+pub use crate::sync::PUBLICATION_COMMENT;
 
 /// SQLSTATE `undefined_object`: what a drop of something already gone reports.
 const UNDEFINED_OBJECT: &str = "42704";

@@ -165,11 +165,14 @@ impl Metrics {
         histogram.saturating_record(micros);
     }
 
-    /// Green's lag behind blue: `bytes` of WAL between blue's current position and green's
-    /// durable one, and `seconds` since blue committed the last transaction green holds
-    /// (zero when caught up).
-    pub fn set_lag(&self, bytes: u64, seconds: f64) {
+    /// `blueshift_lag_bytes`: WAL blue has sent past what green durably holds.
+    pub fn set_lag_bytes(&self, bytes: u64) {
         self.inner.lag_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// `blueshift_lag_seconds`: how long ago blue committed what green last committed (0 when
+    /// caught up). NaN and negative values count as 0.
+    pub fn set_lag_seconds(&self, seconds: f64) {
         let seconds = if seconds.is_finite() {
             seconds.max(0.0)
         } else {
@@ -387,8 +390,10 @@ mod tests {
     #[test]
     fn gauges_take_the_last_value() {
         let m = Metrics::new();
-        m.set_lag(100, 1.5);
-        m.set_lag(40, f64::NAN);
+        m.set_lag_bytes(100);
+        m.set_lag_seconds(1.5);
+        m.set_lag_bytes(40);
+        m.set_lag_seconds(f64::NAN);
         m.set_retained_wal(7);
         m.set_retained_wal(9);
         m.set_queue_depth("decoded", 5);

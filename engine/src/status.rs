@@ -33,8 +33,7 @@ pub use slot::SlotInfo;
 
 use crate::client::{self, ClientError, SqlError};
 
-/// The slot name blueshift uses when none is given.
-pub const DEFAULT_SLOT: &str = "blueshift";
+pub use crate::sync::DEFAULT_SLOT;
 
 /// Which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,7 @@
 //! Transient errors (a connection lost, blue or green restarting) end the attempt; [`run`]
 //! reconnects with backoff and resumes from green's durable position. Definite errors stop.
 
+mod monitor;
 mod order;
 mod preflight;
 mod reader;
@@ -61,6 +62,9 @@ pub use preflight::{PreflightError, PUBLICATION_COMMENT};
 /// The prefix of every replication origin blueshift creates; transactions that arrive on blue
 /// with such an origin were applied by blueshift and are not sent back.
 pub const ORIGIN_PREFIX: &str = "blueshift_";
+
+/// The slot (and publication) name when none is given.
+pub const DEFAULT_SLOT: &str = "blueshift";
 
 /// Everything `sync` needs, validated.
 #[derive(Debug, Clone)]
@@ -294,6 +298,18 @@ async fn attempt(
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));
     let mut tasks = JoinSet::new();
+    let monitor = match client::connect(&config.source, "blueshift monitor").await {
+        Ok((blue_sql, _conn)) => Some(tokio::spawn(monitor::watch_blue(
+            blue_sql,
+            config.slot.clone(),
+            feedback.clone(),
+            metrics.clone(),
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "no SQL connection to blue: the lag and retained WAL metrics stay unset");
+            None
+        }
+    };
     for (n, applier) in appliers.into_iter().enumerate() {
         let task = worker::run(
             n,
@@ -329,6 +345,7 @@ async fn attempt(
         jobs: job_tx,
         feedback: feedback.clone(),
         metrics: metrics.clone(),
+        spilled: (0, 0),
     };
 
     // Read until shutdown or error; an applier failing ends reading too.
@@ -369,6 +386,9 @@ async fn attempt(
         tracing::debug!(error = %e, "the replication stream did not end cleanly");
     }
     green_conn.abort();
+    if let Some(monitor) = monitor {
+        monitor.abort();
+    }
     let scheduled = outcome?;
     drained?;
     tracing::info!(flushed = %feedback.flushed(), transactions = scheduled, "sync stopped");
@@ -402,7 +422,7 @@ async fn ensure_slot(blue: &mut ReplicationConnection, slot: &str) -> Result<(),
     Ok(())
 }
 
-/// The replication origin of applier `n` of `slot`.
+/// The replication origin of applier `n` of `slot`: `blueshift_<slot>_<n>`.
 pub fn origin_name(slot: &str, n: usize) -> String {
     format!("{ORIGIN_PREFIX}{slot}_{n}")
 }

@@ -83,7 +83,8 @@ async fn serves_the_registry_over_http_until_shutdown() {
         },
         Duration::from_millis(8),
     );
-    metrics.set_lag(12_345, 1.5);
+    metrics.set_lag_bytes(12_345);
+    metrics.set_lag_seconds(1.5);
     metrics.set_queue_depth("apply", 4);
     metrics.set_retained_wal(65_536);
     metrics.error(ErrorClass::Transient);
@@ -123,7 +124,8 @@ async fn serves_the_registry_over_http_until_shutdown() {
     assert!(body.contains("# TYPE blueshift_apply_latency_seconds summary\n"));
 
     // A second scrape sees a later value; a query string is ignored.
-    metrics.set_lag(0, 0.0);
+    metrics.set_lag_bytes(0);
+    metrics.set_lag_seconds(0.0);
     let (code, _, body) = http(addr, &get("/metrics?x=1")).await;
     assert_eq!(code, 200);
     assert_eq!(samples(&body)["blueshift_lag_bytes"], 0.0);

@@ -49,7 +49,13 @@ fn every_dml_kind_toast_identities_truncate_and_hostile_names() {
     let pair = Pair::new("dml");
     pair.schema(SCHEMA);
     publish(&pair);
-    let mut sync = pair.sync(&["--workers", "2"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut sync = pair.sync(&["--workers", "2", "--metrics-addr", &metrics_addr]);
     let big = "0123456789abcdef".repeat(400);
     pair.blue
         .psql(
@@ -94,10 +100,46 @@ fn every_dml_kind_toast_identities_truncate_and_hostile_names() {
         "the row inserted after TRUNCATE … RESTART IDENTITY carries blue's restarted id"
     );
     assert!(sync.running());
+    // The live metrics count what was applied.
+    let page = http_get(&metrics_addr, "/metrics");
+    let applied: f64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("blueshift_applied_transactions_total "))
+        .expect("applied transactions series")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(applied >= 10.0, "{page}");
+    assert!(
+        page.contains("blueshift_applied_rows_total{op=\"insert\"}"),
+        "{page}"
+    );
+    assert!(
+        page.contains("blueshift_apply_latency_seconds{quantile=\"0.99\"}"),
+        "{page}"
+    );
     // The table without a key was named in a warning before data moved.
     let log = sync.log_text();
     assert!(log.contains("nokey"), "{log}");
     assert!(sync.terminate(), "SIGTERM exits 0");
+}
+
+/// A plain HTTP/1.1 GET; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 #[test]

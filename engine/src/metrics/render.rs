@@ -271,7 +271,8 @@ mod tests {
             },
             Duration::from_millis(3),
         );
-        m.set_lag(4096, 0.25);
+        m.set_lag_bytes(4096);
+        m.set_lag_seconds(0.25);
         m.set_queue_depth("decoded", 7);
         m.set_queue_depth("odd\"name\\", 1);
         m.set_retained_wal(1 << 40);

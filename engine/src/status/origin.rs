@@ -9,14 +9,7 @@ use tokio_postgres::Client;
 use super::slot::parse_lsn;
 use crate::client::SqlError;
 
-/// The prefix of every replication origin blueshift creates; a transaction carrying an origin
-/// with this prefix was applied by blueshift.
-pub const ORIGIN_PREFIX: &str = "blueshift_";
-
-/// The origin of applier `worker` of slot `slot`: `blueshift_<slot>_<worker>`.
-pub fn origin_name(slot: &str, worker: usize) -> String {
-    format!("{ORIGIN_PREFIX}{slot}_{worker}")
-}
+pub use crate::sync::{origin_name, ORIGIN_PREFIX};
 
 /// The applier number of `origin` when it is one of `slot`'s origins (`blueshift_<slot>_<n>`
 /// with `n` in decimal), else `None`. Slot `a`'s origins are not slot `a_1`'s.

@@ -11,7 +11,8 @@ use super::SyncConfig;
 use crate::client;
 use crate::schema::{self, SchemaError, Verdict};
 
-/// The marker on a publication blueshift created; `blueshift cleanup` drops only those.
+/// The comment `blueshift sync` puts on a publication it creates; `blueshift cleanup` drops
+/// only a publication carrying it.
 pub const PUBLICATION_COMMENT: &str = "blueshift: created by blueshift sync";
 
 /// A preflight check failed.

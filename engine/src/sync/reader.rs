@@ -33,6 +33,8 @@ pub(crate) struct Reader {
     pub(crate) jobs: mpsc::Sender<Job>,
     pub(crate) feedback: FeedbackHandle,
     pub(crate) metrics: Metrics,
+    /// Spill totals already reported to the metrics (bytes, transactions).
+    pub(crate) spilled: (u64, u64),
 }
 
 impl Reader {
@@ -85,8 +87,18 @@ impl Reader {
                     if idle {
                         self.feedback.set_flushed(wal_end);
                         self.feedback.set_applied(wal_end);
+                        self.metrics.set_lag_seconds(0.0);
                     }
                 }
+            }
+            let stats = self.assembler.stats();
+            if stats.spilled_bytes_total > self.spilled.0 {
+                self.metrics
+                    .spilled(stats.spilled_bytes_total - self.spilled.0);
+                for _ in self.spilled.1..stats.spilled_transactions_total {
+                    self.metrics.transaction_spilled();
+                }
+                self.spilled = (stats.spilled_bytes_total, stats.spilled_transactions_total);
             }
             self.metrics.set_queue_depth(
                 "apply",

@@ -55,6 +55,10 @@ pub(crate) async fn run(
         };
         order.wait_for(job.after, None).await;
         let started = Instant::now();
+        let commit_time = job
+            .tx
+            .as_ref()
+            .and_then(|tx| tx.commit_time.to_system_time());
         let outcome = match job.tx.as_mut() {
             None => {
                 order.wait_for(job.seq - 1, None).await;
@@ -96,6 +100,11 @@ pub(crate) async fn run(
         feedback.set_applied(job.end_lsn);
         if let Some(outcome) = outcome {
             metrics.transaction_applied(&outcome.rows, started.elapsed());
+        }
+        // Replication delay: how long ago blue committed what green just committed.
+        if let Some(at) = commit_time {
+            let behind = at.elapsed().unwrap_or_default();
+            metrics.set_lag_seconds(behind.as_secs_f64());
         }
     }
 }

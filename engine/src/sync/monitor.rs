@@ -1,0 +1,48 @@
+//! Asks blue where it is, for two gauges: `blueshift_lag_bytes` (blue's current WAL position
+//! minus what green durably holds) and `blueshift_slot_retained_wal_bytes` (the WAL between the
+//! slot's `restart_lsn` and blue's current position, which blue cannot recycle while the slot
+//! holds it).
+
+use std::time::Duration;
+
+use blueshift_decoder::stream::FeedbackHandle;
+use blueshift_decoder::Lsn;
+use tokio_postgres::Client;
+
+use crate::metrics::Metrics;
+
+/// How often blue is asked.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Updates the gauges until the task is aborted; a failed query is logged and retried.
+pub(crate) async fn watch_blue(
+    blue: Client,
+    slot: String,
+    flushed: FeedbackHandle,
+    metrics: Metrics,
+) {
+    let mut tick = tokio::time::interval(EVERY);
+    loop {
+        tick.tick().await;
+        let row = blue
+            .query_opt(
+                "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::int8,
+                        pg_catalog.pg_current_wal_lsn()::text
+                   FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await;
+        match row {
+            Ok(Some(row)) => {
+                let bytes: Option<i64> = row.get(0);
+                metrics.set_retained_wal(u64::try_from(bytes.unwrap_or(0)).unwrap_or(0));
+                let current: String = row.get(1);
+                if let Ok(current) = current.parse::<Lsn>() {
+                    metrics.set_lag_bytes(current.bytes_since(flushed.flushed()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "could not read blue's position"),
+        }
+    }
+}
