@@ -70,9 +70,14 @@ pub(crate) struct SyncArgs {
     /// Publication on blue [default: blueshift].
     #[arg(long, value_name = "NAME", env = "BLUESHIFT_PUBLICATION")]
     publication: Option<String>,
-    /// Create the publication, for all tables, when it does not exist.
-    #[arg(long, env = "BLUESHIFT_CREATE_PUBLICATION")]
-    create_publication: bool,
+    /// Create the publication when it does not exist: for all tables, or for the listed ones
+    /// (`--create-publication accounts,public.orders`).
+    #[arg(long, value_name = "TABLES", num_args = 0..=1, default_missing_value = "", value_delimiter = ',', env = "BLUESHIFT_CREATE_PUBLICATION")]
+    create_publication: Option<Vec<String>>,
+    /// Ask blue for values in binary (faster to parse); every published column must have the
+    /// same built-in type on green.
+    #[arg(long, env = "BLUESHIFT_BINARY")]
+    binary: bool,
     /// Logical replication slot on blue, created when absent [default: blueshift].
     #[arg(long, value_name = "NAME", env = "BLUESHIFT_SLOT")]
     slot: Option<String>,
@@ -106,7 +111,8 @@ struct FileSettings {
     source_password_file: Option<PathBuf>,
     target_password_file: Option<PathBuf>,
     publication: Option<String>,
-    create_publication: Option<bool>,
+    create_publication: Option<Vec<String>>,
+    binary: Option<bool>,
     slot: Option<String>,
     workers: Option<usize>,
     metrics_addr: Option<SocketAddr>,
@@ -185,7 +191,11 @@ fn settings(args: SyncArgs) -> anyhow::Result<(SyncConfig, Option<SocketAddr>)> 
             .publication
             .or(file.publication)
             .unwrap_or_else(|| sync::DEFAULT_SLOT.to_owned()),
-        create_publication: args.create_publication || file.create_publication.unwrap_or(false),
+        create_publication: args
+            .create_publication
+            .or(file.create_publication)
+            .map(|tables| tables.into_iter().filter(|t| !t.is_empty()).collect()),
+        binary: args.binary || file.binary.unwrap_or(false),
         slot: args
             .slot
             .or(file.slot)

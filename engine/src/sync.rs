@@ -75,8 +75,12 @@ pub struct SyncConfig {
     pub target: ConnectConfig,
     /// The publication on blue.
     pub publication: String,
-    /// Create the publication (for all tables) when it does not exist.
-    pub create_publication: bool,
+    /// Create the publication when it does not exist: `None` = never; `Some(empty)` = for all
+    /// tables; `Some(list)` = for those tables (`table` or `schema.table`).
+    pub create_publication: Option<Vec<String>>,
+    /// Ask blue for values in binary. Preflight refuses it unless every published column has
+    /// the same built-in type on green.
+    pub binary: bool,
     /// The logical replication slot on blue.
     pub slot: String,
     /// Number of appliers (connections to green).
@@ -272,7 +276,7 @@ async fn attempt(
     let start = StartOptions {
         publication_names: vec![config.publication.clone()],
         proto_version: None,
-        binary: false,
+        binary: config.binary,
         messages: false,
         streaming: Streaming::On,
         origin: (major >= 16).then_some(OriginFilter::None),

@@ -201,7 +201,7 @@ async fn bench(args: &Args) -> anyhow::Result<String> {
     let version = blue.psql("postgres", "SELECT version()")?;
     let settings = blue.psql(
         "postgres",
-        "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) \
+        "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) \
          FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', \
          'max_wal_size', 'wal_level', 'io_method', 'data_checksums')",
     )?;

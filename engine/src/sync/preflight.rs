@@ -15,6 +15,9 @@ use crate::schema::{self, SchemaError, Verdict};
 /// only a publication carrying it.
 pub const PUBLICATION_COMMENT: &str = "blueshift: created by blueshift sync";
 
+/// Types below this OID are built in: their binary format is the same on every server.
+const FIRST_USER_OID: u32 = 16_384;
+
 /// A preflight check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -150,15 +153,29 @@ async fn run_checks(
     .await?
     .is_some();
     if !exists {
-        if !config.create_publication {
+        let Some(tables) = &config.create_publication else {
             return Err(failed(
                 format!("publication {} does not exist on blue", quote_ident(&config.publication)),
                 "create it (CREATE PUBLICATION … FOR ALL TABLES, or FOR TABLE …) or pass --create-publication",
             ));
-        }
+        };
         let name = quote_ident(&config.publication);
+        let scope = if tables.is_empty() {
+            "ALL TABLES".to_owned()
+        } else {
+            let list: Vec<String> = tables
+                .iter()
+                .map(|t| match t.split_once('.') {
+                    Some((schema, table)) => {
+                        format!("{}.{}", quote_ident(schema), quote_ident(table))
+                    }
+                    None => quote_ident(t),
+                })
+                .collect();
+            format!("TABLE {}", list.join(", "))
+        };
         blue.batch_execute(&format!(
-            "CREATE PUBLICATION {name} FOR ALL TABLES; COMMENT ON PUBLICATION {name} IS '{PUBLICATION_COMMENT}'"
+            "CREATE PUBLICATION {name} FOR {scope}; COMMENT ON PUBLICATION {name} IS '{PUBLICATION_COMMENT}'"
         ))
         .await
         .map_err(|source| PreflightError::Query {
@@ -166,7 +183,7 @@ async fn run_checks(
             what: "CREATE PUBLICATION",
             source,
         })?;
-        tracing::info!(publication = %config.publication, "created the publication for all tables");
+        tracing::info!(publication = %config.publication, scope = %scope, "created the publication");
     }
 
     // A free slot, when ours must be created.
@@ -219,6 +236,24 @@ async fn run_checks(
         // The plan's table notes carry the replica identity warnings (and their fixes).
         for note in table.notes.iter().filter(|n| n.verdict == Verdict::Warning) {
             tracing::warn!(table = %table.table, "{}", note.message);
+        }
+    }
+    if config.binary {
+        for table in &plan.tables {
+            for column in &table.columns {
+                let (Some(b), Some(g)) = (&column.blue, &column.green) else {
+                    continue;
+                };
+                if b.type_name != g.type_name || b.type_oid >= FIRST_USER_OID {
+                    problems.push(format!(
+                        "--binary needs the same built-in type on both sides, but column {} of table {} is {} on blue and {} on green",
+                        quote_ident(&column.name),
+                        table.table,
+                        b.type_name,
+                        g.type_name
+                    ));
+                }
+            }
         }
     }
     if !problems.is_empty() {
