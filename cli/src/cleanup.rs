@@ -3,7 +3,6 @@
 
 use anyhow::Context as _;
 use blueshift_engine::cleanup::{self, CleanupOptions};
-use blueshift_engine::status::DEFAULT_SLOT;
 
 use crate::source;
 
@@ -29,27 +28,8 @@ Examples:
 Passwords come from ~/.pgpass or PGPASSWORD; one inside a URI works but is visible to other
 users in the process list.")]
 pub(crate) struct CleanupArgs {
-    /// Source (blue) database: a libpq URI or key=value string. PG* variables fill the gaps.
-    #[arg(
-        long,
-        value_name = "URI",
-        env = "BLUESHIFT_SOURCE",
-        hide_env_values = true
-    )]
-    source: String,
-
-    /// Target (green) database: a libpq URI or key=value string.
-    #[arg(
-        long,
-        value_name = "URI",
-        env = "BLUESHIFT_TARGET",
-        hide_env_values = true
-    )]
-    target: String,
-
-    /// The sync's replication slot on blue; its origins on green are blueshift_<slot>_<n>.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_SLOT)]
-    slot: String,
+    #[command(flatten)]
+    sync: source::SyncEndpoints,
 
     /// The sync's publication on blue, dropped only if blueshift created it.
     #[arg(long, value_name = "NAME")]
@@ -62,9 +42,9 @@ pub(crate) struct CleanupArgs {
 
 pub(crate) async fn run(args: CleanupArgs) -> anyhow::Result<()> {
     let options = CleanupOptions {
-        source: source::parse("--source", &args.source)?,
-        target: source::parse("--target", &args.target)?,
-        slot: args.slot,
+        source: args.sync.source()?,
+        target: args.sync.target()?,
+        slot: args.sync.slot,
         publication: args.publication,
         execute: args.yes,
     };

@@ -17,3 +17,41 @@ pub(crate) fn parse(flag: &str, conninfo: &str) -> anyhow::Result<ConnectConfig>
     ConnectConfig::from_conninfo(conninfo)
         .with_context(|| format!("invalid {flag} connection string"))
 }
+
+/// Which sync a command is about: blue, green and the slot (`status`, `cleanup`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct SyncEndpoints {
+    /// Source (blue) database: a libpq URI or key=value string. PG* variables fill the gaps.
+    #[arg(
+        long,
+        value_name = "URI",
+        env = "BLUESHIFT_SOURCE",
+        hide_env_values = true
+    )]
+    source: String,
+
+    /// Target (green) database: a libpq URI or key=value string.
+    #[arg(
+        long,
+        value_name = "URI",
+        env = "BLUESHIFT_TARGET",
+        hide_env_values = true
+    )]
+    target: String,
+
+    /// The sync's replication slot on blue; its origins on green are blueshift_<slot>_<n>.
+    #[arg(long, value_name = "NAME", default_value = blueshift_engine::sync::DEFAULT_SLOT)]
+    pub(crate) slot: String,
+}
+
+impl SyncEndpoints {
+    /// Blue's settings.
+    pub(crate) fn source(&self) -> anyhow::Result<ConnectConfig> {
+        parse("--source", &self.source)
+    }
+
+    /// Green's settings.
+    pub(crate) fn target(&self) -> anyhow::Result<ConnectConfig> {
+        parse("--target", &self.target)
+    }
+}

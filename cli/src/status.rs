@@ -2,7 +2,7 @@
 //! retained), read from the two servers.
 
 use anyhow::Context as _;
-use blueshift_engine::status::{self, StatusOptions, DEFAULT_SLOT};
+use blueshift_engine::status::{self, StatusOptions};
 
 use crate::source;
 
@@ -27,27 +27,8 @@ Examples:
 Passwords come from ~/.pgpass or PGPASSWORD; one inside a URI works but is visible to other
 users in the process list.")]
 pub(crate) struct StatusArgs {
-    /// Source (blue) database: a libpq URI or key=value string. PG* variables fill the gaps.
-    #[arg(
-        long,
-        value_name = "URI",
-        env = "BLUESHIFT_SOURCE",
-        hide_env_values = true
-    )]
-    source: String,
-
-    /// Target (green) database: a libpq URI or key=value string.
-    #[arg(
-        long,
-        value_name = "URI",
-        env = "BLUESHIFT_TARGET",
-        hide_env_values = true
-    )]
-    target: String,
-
-    /// The sync's replication slot on blue; its origins on green are blueshift_<slot>_<n>.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_SLOT)]
-    slot: String,
+    #[command(flatten)]
+    sync: source::SyncEndpoints,
 
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -56,9 +37,9 @@ pub(crate) struct StatusArgs {
 
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let options = StatusOptions {
-        source: source::parse("--source", &args.source)?,
-        target: source::parse("--target", &args.target)?,
-        slot: args.slot,
+        source: args.sync.source()?,
+        target: args.sync.target()?,
+        slot: args.sync.slot,
     };
     let status = status::status(&options)
         .await
