@@ -543,6 +543,19 @@ fn two_phase(message: &'static str, xid: Xid, gid: String) -> AssembleError {
 
 /// Drains `changes` into a vector: the in-memory ones as they are, spilled ones read back.
 /// For tests and small transactions; appliers should stream spilled changes instead.
+/// What holding `tx` until it is applied costs in memory, by the same accounting as the
+/// assembler's own limit: its buffered changes, or a small constant for a spilled transaction
+/// (its changes stay on disk and are read one by one).
+pub fn memory_cost(tx: &Transaction) -> usize {
+    match tx.changes.in_memory() {
+        Some(changes) => changes.iter().map(buffer::change_size).sum(),
+        None => SPILLED_COST,
+    }
+}
+
+/// The memory a spilled transaction holds while queued: its reader's buffer and bookkeeping.
+const SPILLED_COST: usize = 128 * 1024;
+
 pub fn collect_changes(changes: Changes) -> std::io::Result<Vec<Change>> {
     match changes {
         Changes::InMemory(changes) => Ok(changes),

@@ -87,7 +87,9 @@ pub struct SyncConfig {
     pub workers: usize,
     /// Transactions queued for the appliers at most.
     pub queue_capacity: usize,
-    /// Bytes of in-progress transactions held in memory before spilling to disk.
+    /// Bytes of in-progress transactions held in memory before spilling to disk; assembled
+    /// transactions waiting for the appliers get a budget of the same size, so memory stays
+    /// within about twice this, whatever the transaction or table sizes.
     pub max_txn_memory: usize,
     /// Where spill files go.
     pub spill_dir: PathBuf,
@@ -338,6 +340,8 @@ async fn attempt(
         lsn: resume_after,
         source,
     })?;
+    // Semaphore permits are counted in u32 per acquisition: keep the budget within that.
+    let queued_memory = config.max_txn_memory.clamp(1, u32::MAX as usize);
     let reader = reader::Reader {
         decoder: PgOutputDecoder::new(version),
         assembler,
@@ -350,6 +354,8 @@ async fn attempt(
         feedback: feedback.clone(),
         metrics: metrics.clone(),
         spilled: (0, 0),
+        queued_memory: Arc::new(tokio::sync::Semaphore::new(queued_memory)),
+        queued_memory_max: queued_memory,
     };
 
     // Read until shutdown or error; an applier failing ends reading too.

@@ -325,6 +325,10 @@ fn a_spilled_million_row_transaction_is_applied_and_its_aborted_twin_leaves_noth
             .unwrap(),
         "1000000|0"
     );
+    // About 40 MB of row values went through a 4 MiB budget: memory stayed bounded.
+    let peak = sync.peak_rss_kib();
+    assert!(peak < 96 * 1024, "blueshift sync peaked at {peak} KiB");
+    eprintln!("blueshift sync peak RSS: {peak} KiB");
     assert!(sync.terminate());
     // The assembler spills into a folder of its own under --spill-dir.
     for dir in std::fs::read_dir(spill.path()).unwrap() {

@@ -81,6 +81,9 @@ struct Args {
 #[derive(Debug, Clone, Copy)]
 struct CatchUp {
     seconds: f64,
+    /// The machine's 1-minute load average when it ended (other work on the machine skews the
+    /// figures; this shows how much there was).
+    load: f64,
 }
 
 /// One backlog and both catch-ups.
@@ -220,15 +223,13 @@ async fn bench(args: &Args) -> anyhow::Result<String> {
             k + 1,
             args.runs
         ));
+        let start_lsn = blue.psql(BLUE_DB, "SELECT pg_current_wal_lsn()")?;
         let (transactions, tps) = pgbench_run(args, &blue)?;
         let end_lsn = blue.psql(BLUE_DB, "SELECT pg_current_wal_lsn()")?;
         let wal_bytes: u64 = blue
             .psql(
                 BLUE_DB,
-                &format!(
-                    "SELECT ('{end_lsn}'::pg_lsn - confirmed_flush_lsn)::bigint \
-                     FROM pg_replication_slots WHERE slot_name = '{BS_SLOT}'"
-                ),
+                &format!("SELECT ('{end_lsn}'::pg_lsn - '{start_lsn}'::pg_lsn)::bigint"),
             )?
             .parse()
             .context("WAL bytes of the backlog")?;
@@ -432,7 +433,10 @@ async fn blueshift_catch_up(
     let stopped = sync.terminate();
     result?;
     stopped?;
-    Ok(CatchUp { seconds })
+    Ok(CatchUp {
+        seconds,
+        load: load_average(),
+    })
 }
 
 async fn native_catch_up(
@@ -443,6 +447,7 @@ async fn native_catch_up(
 ) -> anyhow::Result<CatchUp> {
     let client = blue.connect(BLUE_DB).await?;
     let green_client = green.connect(NATIVE_DB).await?;
+    say("native subscription enabled");
     let started = Instant::now();
     green_client
         .batch_execute(&format!("ALTER SUBSCRIPTION {NATIVE_SUB} ENABLE"))
@@ -461,7 +466,10 @@ async fn native_catch_up(
         );
         Ok(())
     })?;
-    Ok(CatchUp { seconds })
+    Ok(CatchUp {
+        seconds,
+        load: load_average(),
+    })
 }
 
 /// Polls every [`POLL`] until `slot`'s confirmed_flush_lsn reaches `end_lsn`; `alive` is
@@ -742,17 +750,22 @@ fn report(args: &Args, bins: &PgBinaries, version: &str, settings: &str, runs: &
         spread(&wal, 1)
     ));
     out.push_str("Per run (blueshift first in odd runs, native first in even runs):\n\n");
-    out.push_str("| run | transactions | blueshift s | native s | blueshift txn/s | native txn/s | ratio |\n|---|---|---|---|---|---|---|\n");
+    out.push_str(
+        "| run | transactions | blueshift s | native s | blueshift txn/s | native txn/s | ratio \
+         | load avg after blueshift / native |\n|---|---|---|---|---|---|---|---|\n",
+    );
     for (i, r) in runs.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |\n",
+            "| {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} |\n",
             i + 1,
             r.transactions,
             r.blueshift.seconds,
             r.native.seconds,
             r.rate(r.blueshift),
             r.rate(r.native),
-            r.rate(r.blueshift) / r.rate(r.native)
+            r.rate(r.blueshift) / r.rate(r.native),
+            r.blueshift.load,
+            r.native.load
         ));
     }
     out.push_str(&format!(
@@ -764,6 +777,13 @@ fn report(args: &Args, bins: &PgBinaries, version: &str, settings: &str, runs: &
         bins.version()
     ));
     out
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn nproc() -> String {

@@ -9,7 +9,9 @@
 use blueshift_decoder::pgoutput::PgOutputDecoder;
 use blueshift_decoder::stream::{FeedbackHandle, ReplicationFrame, ReplicationStream};
 use blueshift_decoder::Lsn;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
 
 use super::order::CommitOrder;
 use super::scheduler::Scheduler;
@@ -35,6 +37,11 @@ pub(crate) struct Reader {
     pub(crate) metrics: Metrics,
     /// Spill totals already reported to the metrics (bytes, transactions).
     pub(crate) spilled: (u64, u64),
+    /// Bytes of assembled transactions that may wait for (or be in) the appliers at once: the
+    /// reader stops reading while they are used up, so memory stays bounded by configuration.
+    pub(crate) queued_memory: Arc<Semaphore>,
+    /// The budget's size (a transaction costing more waits for the whole budget).
+    pub(crate) queued_memory_max: usize,
 }
 
 impl Reader {
@@ -138,11 +145,20 @@ impl Reader {
                 .scheduler
                 .schedule(&super::writeset::Writeset::default(), committed),
         };
+        let cost = tx
+            .as_ref()
+            .map_or(0, crate::assembler::memory_cost)
+            .clamp(1, self.queued_memory_max.max(1));
+        let permit = Arc::clone(&self.queued_memory)
+            .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| SyncError::AppliersGone)?;
         let job = Job {
             seq: slot.seq,
             after: slot.after,
             tx,
             end_lsn,
+            _memory: Some(permit),
         };
         self.jobs
             .send(job)

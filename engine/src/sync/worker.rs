@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use blueshift_applier::{Applier, Transaction};
 use blueshift_decoder::stream::FeedbackHandle;
 use blueshift_decoder::Lsn;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 
 use super::order::CommitOrder;
 use super::SyncError;
@@ -32,6 +32,8 @@ pub(crate) struct Job {
     pub(crate) tx: Option<Transaction>,
     /// Where blue's commit of it ends: acknowledged once it is durable on green.
     pub(crate) end_lsn: Lsn,
+    /// Its share of the memory budget of queued transactions, returned once it committed.
+    pub(crate) _memory: Option<OwnedSemaphorePermit>,
 }
 
 /// The queue every applier takes its next job from (the first free one takes it).
@@ -223,6 +225,7 @@ mod tests {
                 after: 0,
                 tx: Some(tx(2, vec![update(&relation, "2", "20")])),
                 end_lsn: Lsn(0x210),
+                _memory: None,
             })
             .await
             .unwrap();
@@ -249,6 +252,7 @@ mod tests {
                     vec![update(&relation, "1", "10"), update(&relation, "2", "10")],
                 )),
                 end_lsn: Lsn(0x110),
+                _memory: None,
             })
             .await
             .unwrap();
