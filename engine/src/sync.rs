@@ -21,11 +21,13 @@
 //!   every transaction it applies. On start, the maximum of their progress is the last
 //!   transaction green holds: streaming resumes there and anything at or before it is skipped.
 //! - The slot is told *flushed* only up to the end of the last transaction committed on green in
-//!   order (the appliers commit with `synchronous_commit = on`, so committed is durable).
+//!   order **and flushed to green's disk** ([`durability`]: the appliers commit with
+//!   `synchronous_commit = off`, as native apply does, and green's flush position is tracked).
 //!
 //! Transient errors (a connection lost, blue or green restarting) end the attempt; [`run`]
 //! reconnects with backoff and resumes from green's durable position. Definite errors stop.
 
+mod durability;
 mod monitor;
 mod order;
 mod preflight;
@@ -39,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blueshift_applier::{Applier, ApplierOptions, ApplyError, ErrorClass};
+use blueshift_applier::{Applier, ApplierOptions, ApplyError, ErrorClass, SynchronousCommit};
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::{
     CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
@@ -250,7 +252,9 @@ async fn attempt(
     let mut appliers = Vec::with_capacity(config.workers);
     let mut resume_after = Lsn::INVALID;
     for n in 0..config.workers {
-        let options = ApplierOptions::new(origin_name(&config.slot, n));
+        let mut options = ApplierOptions::new(origin_name(&config.slot, n));
+        // Durability is confirmed separately (sync::durability), as native apply does.
+        options.synchronous_commit = SynchronousCommit::Off;
         let mut applier = Applier::connect(&config.target, options)
             .await
             .map_err(|e| SyncError::apply(0, e))?;
@@ -301,6 +305,19 @@ async fn attempt(
     let feedback = stream.feedback();
 
     let order = CommitOrder::new(0);
+    let durability = Arc::new(durability::Durability::default());
+    let (green_flush, _flush_conn) = client::connect(&config.target, "blueshift durability")
+        .await
+        .map_err(|source| SyncError::Sql {
+            what: format!("could not connect to green ({})", config.target),
+            source,
+        })?;
+    let green_flush = Arc::new(green_flush);
+    let tracker = tokio::spawn(durability::track(
+        Arc::clone(&durability),
+        Arc::clone(&green_flush),
+        feedback.clone(),
+    ));
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));
     let mut tasks = JoinSet::new();
@@ -322,7 +339,7 @@ async fn attempt(
             applier,
             Arc::clone(&jobs),
             order.clone(),
-            feedback.clone(),
+            Arc::clone(&durability),
             metrics.clone(),
             config.turn_timeout,
         );
@@ -350,6 +367,7 @@ async fn attempt(
         green,
         resume_after,
         order: order.clone(),
+        durability: Arc::clone(&durability),
         jobs: job_tx,
         feedback: feedback.clone(),
         metrics: metrics.clone(),
@@ -391,6 +409,18 @@ async fn attempt(
         tasks.shutdown().await;
         Ok(())
     };
+    // What the appliers committed becomes durable within green's wal_writer_delay: confirm it
+    // before the final status update, so a restart has little to resend.
+    tracker.abort();
+    if drained.is_ok() {
+        durability::drain(
+            &durability,
+            &green_flush,
+            &feedback,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
     // A final status update carries the last flushed position.
     if let Err(e) = stream.close().await {
         tracing::debug!(error = %e, "the replication stream did not end cleanly");

@@ -224,6 +224,58 @@ fn kill_9_five_times_under_concurrent_writes_loses_and_duplicates_nothing() {
     );
 }
 
+/// Green crashes (kill -9 of its postmaster) while sync applies under load: commits green had
+/// not flushed are lost with it, so the slot must not have been told about them — they are sent
+/// again and applied once.
+#[test]
+fn green_crash_under_load_loses_nothing() {
+    let mut pair = Pair::new("greencrash");
+    pair.schema(SCHEMA);
+    publish(&pair);
+    let mut sync = pair.sync(&["--workers", "4"]);
+    let psql = pair.blue.binaries().bin("psql");
+    let mut writer = Command::new(psql)
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            &pair.blue.uri("app"),
+            "-c",
+        ])
+        .arg(
+            "DO $$ BEGIN FOR i IN 1..3000 LOOP
+               INSERT INTO nokey VALUES (i, 'log'); COMMIT; END LOOP; END $$",
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("writer");
+    for _ in 0..3 {
+        let before = fingerprint(&pair.green, "nokey").unwrap();
+        eventually(Duration::from_secs(60), || {
+            anyhow::ensure!(
+                fingerprint(&pair.green, "nokey")? != before,
+                "nothing applied yet"
+            );
+            Ok(())
+        })
+        .unwrap();
+        pair.green.crash().expect("green crashes");
+        pair.green.start_again().expect("green recovers");
+    }
+    assert!(writer.wait().unwrap().success());
+    pair.converge(&["nokey"], Duration::from_secs(120));
+    assert_eq!(
+        pair.green
+            .psql("app", "SELECT count(*), count(DISTINCT a) FROM nokey")
+            .unwrap(),
+        "3000|3000",
+        "every row exactly once"
+    );
+    assert!(sync.running(), "sync rode out the crashes");
+    assert!(sync.terminate());
+}
+
 #[test]
 fn green_and_blue_restarts_mid_stream_are_survived() {
     let mut pair = Pair::new("restarts");

@@ -288,14 +288,12 @@ async fn setup(
         blue,
         "pgbench",
         &["-i", "-q", "-s", &args.scale.to_string(), BLUE_DB],
-        None,
     )?;
     let dump = logs.join("schema_and_data.sql");
     run_client(
         blue,
         "pg_dump",
         &["--no-publications", "-f", path_str(&dump)?, BLUE_DB],
-        None,
     )?;
     for db in [BS_DB, NATIVE_DB] {
         green.create_database(db)?;
@@ -311,10 +309,10 @@ async fn setup(
                 path_str(&dump)?,
                 db,
             ],
-            None,
         )?;
         green.psql(db, "VACUUM ANALYZE")?;
     }
+    std::fs::remove_file(&dump)?;
     blue.psql(
         BLUE_DB,
         &format!(
@@ -384,7 +382,6 @@ fn pgbench_run(args: &Args, blue: &Cluster) -> anyhow::Result<(u64, f64)> {
             &args.duration.to_string(),
             BLUE_DB,
         ],
-        None,
     )?;
     let transactions = out
         .lines()
@@ -624,12 +621,7 @@ impl Drop for Sync {
 
 /// Runs a client program of `cluster`'s binaries against it (as `postgres` over TCP); returns
 /// stdout, or an error with stderr.
-fn run_client(
-    cluster: &Cluster,
-    program: &str,
-    args: &[&str],
-    stdin: Option<&Path>,
-) -> anyhow::Result<String> {
+fn run_client(cluster: &Cluster, program: &str, args: &[&str]) -> anyhow::Result<String> {
     let own = cluster.binaries().bin(program);
     let bin = if own.is_file() {
         own
@@ -646,9 +638,6 @@ fn run_client(
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(path) = stdin {
-        cmd.stdin(std::fs::File::open(path)?);
-    }
     let out = cmd
         .output()
         .with_context(|| format!("could not run {}", bin.display()))?;

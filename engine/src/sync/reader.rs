@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::durability::Durability;
 use super::order::CommitOrder;
 use super::scheduler::Scheduler;
 use super::worker::Job;
@@ -32,6 +33,8 @@ pub(crate) struct Reader {
     /// Transactions committing at or before this are on green already.
     pub(crate) resume_after: Lsn,
     pub(crate) order: CommitOrder,
+    /// Commits not yet confirmed durable on green.
+    pub(crate) durability: Arc<Durability>,
     pub(crate) jobs: mpsc::Sender<Job>,
     pub(crate) feedback: FeedbackHandle,
     pub(crate) metrics: Metrics,
@@ -89,6 +92,7 @@ impl Reader {
                 }
                 ReplicationFrame::Keepalive { wal_end, .. } => {
                     let idle = self.order.committed() + 1 == self.scheduler.next_seq()
+                        && self.durability.pending() == 0
                         && !self.assembler.in_transaction()
                         && !self.decoder.in_stream();
                     if idle {

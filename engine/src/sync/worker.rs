@@ -1,6 +1,6 @@
 //! One applier task: takes the next scheduled transaction, waits for the transactions it
-//! conflicts with, runs its changes on green, waits for its turn, commits, and reports the
-//! position the slot may now be told is flushed.
+//! conflicts with, runs its changes on green, waits for its turn, commits, and queues the commit
+//! for the durability tracker, which tells the slot once green has flushed it.
 //!
 //! Deadlock breaking: a transaction whose changes ran but whose turn does not come within
 //! `turn_timeout` may hold a row lock the head-of-line transaction waits for — a cycle
@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blueshift_applier::{Applier, Transaction};
-use blueshift_decoder::stream::FeedbackHandle;
 use blueshift_decoder::Lsn;
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 
+use super::durability::Durability;
 use super::order::CommitOrder;
 use super::SyncError;
 use crate::metrics::Metrics;
@@ -45,7 +45,7 @@ pub(crate) async fn run(
     mut applier: Applier,
     jobs: JobQueue,
     order: CommitOrder,
-    feedback: FeedbackHandle,
+    durability: Arc<Durability>,
     metrics: Metrics,
     turn_timeout: Duration,
 ) -> Result<(), SyncError> {
@@ -97,9 +97,13 @@ pub(crate) async fn run(
                 )
             }
         };
+        // Queued before the next transaction may commit, so the queue is in commit order.
+        let green_lsn = outcome
+            .as_ref()
+            .and_then(|o| o.green_lsn)
+            .unwrap_or(Lsn::INVALID);
+        durability.committed(green_lsn, job.end_lsn);
         order.mark_committed(job.seq);
-        feedback.set_flushed(job.end_lsn);
-        feedback.set_applied(job.end_lsn);
         if let Some(outcome) = outcome {
             metrics.transaction_applied(&outcome.rows, started.elapsed());
         }
@@ -133,6 +137,7 @@ mod tests {
 
     use super::{run, Job};
     use crate::metrics::Metrics;
+    use crate::sync::durability::{self, Durability};
     use crate::sync::order::CommitOrder;
 
     fn update(relation: &Arc<RelationInfo>, id: &str, v: &str) -> Change {
@@ -195,7 +200,7 @@ mod tests {
             ],
         }));
         let order = CommitOrder::new(0);
-        let feedback = FeedbackHandle::default();
+        let durability = Arc::new(Durability::default());
         let mut workers = Vec::new();
         let mut queues = Vec::new();
         for n in 0..2 {
@@ -210,7 +215,7 @@ mod tests {
                 applier,
                 Arc::new(Mutex::new(recv)),
                 order.clone(),
-                feedback.clone(),
+                Arc::clone(&durability),
                 Metrics::new(),
                 Duration::from_millis(300),
             )));
@@ -274,6 +279,9 @@ mod tests {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         assert_eq!(rows, [(1, 10), (2, 20)], "applied in blue's order");
+        // Both commits are confirmed to the slot once green has flushed them.
+        let feedback = FeedbackHandle::default();
+        durability::drain(&durability, &client, &feedback, Duration::from_secs(10)).await;
         assert_eq!(feedback.flushed(), Lsn(0x210));
     }
 }
