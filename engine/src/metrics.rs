@@ -147,8 +147,15 @@ impl Metrics {
     /// One source transaction committed on green: its rows by operation and how long applying
     /// it took (from hand-off to an applier to its commit on green).
     pub fn transaction_applied(&self, rows: &RowCounts, latency: Duration) {
+        self.transactions_applied(1, rows, latency);
+    }
+
+    /// `transactions` source transactions applied together as one green transaction (group
+    /// commit), with `rows` in all, in `latency`.
+    pub fn transactions_applied(&self, transactions: u64, rows: &RowCounts, latency: Duration) {
         let r = &self.inner;
-        r.applied_transactions.fetch_add(1, Ordering::Relaxed);
+        r.applied_transactions
+            .fetch_add(transactions, Ordering::Relaxed);
         for ((_, count), total) in ROW_OPS.iter().zip(&r.applied_rows) {
             let n = count(rows);
             if n > 0 {

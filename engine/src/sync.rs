@@ -155,6 +155,15 @@ pub enum SyncError {
         #[source]
         source: client::ClientError,
     },
+    /// A connection to green failed.
+    #[error("{what}")]
+    Green {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// Every applier stopped.
     #[error("the appliers stopped")]
     AppliersGone,
@@ -185,7 +194,7 @@ impl SyncError {
             SyncError::SourceEnded => true,
             SyncError::Apply { source, .. } => source.is_transient(),
             SyncError::Sql { source, .. } => source.is_transient(),
-            SyncError::KeyCatalog(_) => true,
+            SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
             _ => false,
         }
     }
@@ -313,7 +322,7 @@ async fn attempt(
             source,
         })?;
     let green_flush = Arc::new(green_flush);
-    let tracker = tokio::spawn(durability::track(
+    let mut tracker = tokio::spawn(durability::track(
         Arc::clone(&durability),
         Arc::clone(&green_flush),
         feedback.clone(),
@@ -383,6 +392,14 @@ async fn attempt(
         loop {
             tokio::select! {
                 r = &mut read => break r,
+                done = &mut tracker => break Err(match done {
+                    Ok(Ok(())) => SyncError::AppliersGone,
+                    Ok(Err(source)) => SyncError::Green {
+                        what: "lost the connection to green that confirms durable commits",
+                        source,
+                    },
+                    Err(e) => SyncError::Task(e),
+                }),
                 Some(done) = tasks.join_next() => {
                     match done {
                         Ok(Ok(())) => {}
@@ -412,7 +429,7 @@ async fn attempt(
     // What the appliers committed becomes durable within green's wal_writer_delay: confirm it
     // before the final status update, so a restart has little to resend.
     tracker.abort();
-    if drained.is_ok() {
+    if outcome.is_ok() && drained.is_ok() {
         durability::drain(
             &durability,
             &green_flush,

@@ -70,13 +70,15 @@ impl Durability {
     }
 }
 
-/// Confirms durable commits to the slot until the task is aborted. A failed query is retried:
-/// while green is unreachable nothing is confirmed, which is always safe.
+/// Confirms durable commits to the slot until the task is aborted. Ends with the error when its
+/// connection to green is gone: green may have crashed and lost unflushed commits, which only a
+/// reconnection (resuming from green's durable origin progress) sends again. A failed query on a
+/// live connection is retried; until then nothing is confirmed, which is always safe.
 pub(crate) async fn track(
     durability: Arc<Durability>,
     green: Arc<Client>,
     feedback: FeedbackHandle,
-) {
+) -> Result<(), tokio_postgres::Error> {
     loop {
         if durability.pending() == 0 {
             durability.more.notified().await;
@@ -89,6 +91,7 @@ pub(crate) async fn track(
                     feedback.set_applied(end);
                 }
             }
+            Err(e) if green.is_closed() => return Err(e),
             Err(e) => tracing::debug!(error = %e, "could not read green's WAL flush position"),
         }
         if durability.pending() > 0 {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blueshift_applier::{Applier, Transaction};
+use blueshift_applier::{Applier, Changes, Transaction};
 use blueshift_decoder::Lsn;
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 
@@ -39,7 +39,21 @@ pub(crate) struct Job {
 /// The queue every applier takes its next job from (the first free one takes it).
 pub(crate) type JobQueue = Arc<Mutex<mpsc::Receiver<Job>>>;
 
+/// At most this many source transactions are applied as one green transaction.
+const GROUP_MAX_TRANSACTIONS: usize = 512;
+
+/// A group stops growing past this many changes.
+const GROUP_MAX_CHANGES: usize = 8192;
+
 /// Runs one applier until the queue closes.
+///
+/// **Group commit**: a free applier takes not just the next job but, while more are already
+/// queued (the pipeline is catching up), the contiguous run after it, and applies their changes
+/// in blue's order as one green transaction whose origin progress is the last one's commit LSN.
+/// Green still moves from one transaction-consistent state of blue to a later one, a crash still
+/// rolls the whole group back (and it is sent again), and a caught-up pipeline, whose queue is
+/// empty, applies each transaction on its own for the lowest latency. Transactions read back
+/// from a spill file are never merged.
 pub(crate) async fn run(
     index: usize,
     mut applier: Applier,
@@ -49,21 +63,30 @@ pub(crate) async fn run(
     metrics: Metrics,
     turn_timeout: Duration,
 ) -> Result<(), SyncError> {
+    let mut carried: Option<Job> = None;
     loop {
-        let job = { jobs.lock().await.recv().await };
-        let Some(mut job) = job else {
-            tracing::debug!(applier = index, "no more transactions");
-            return Ok(());
-        };
-        order.wait_for(job.after, None).await;
-        let started = Instant::now();
-        let commit_time = job
-            .tx
-            .as_ref()
-            .and_then(|tx| tx.commit_time.to_system_time());
-        let outcome = match job.tx.as_mut() {
+        let group = match take_group(&jobs, &mut carried).await {
+            Some(group) => group,
             None => {
-                order.wait_for(job.seq - 1, None).await;
+                tracing::debug!(applier = index, "no more transactions");
+                return Ok(());
+            }
+        };
+        let Group {
+            first,
+            last,
+            after,
+            end_lsn,
+            transactions,
+            mut tx,
+            _memory,
+        } = group;
+        order.wait_for(after, None).await;
+        let started = Instant::now();
+        let commit_time = tx.as_ref().and_then(|tx| tx.commit_time.to_system_time());
+        let outcome = match tx.as_mut() {
+            None => {
+                order.wait_for(first - 1, None).await;
                 None
             }
             Some(tx) => {
@@ -73,27 +96,27 @@ pub(crate) async fn run(
                     applier
                         .begin_and_apply(tx)
                         .await
-                        .map_err(|e| SyncError::apply(job.seq, e))?;
-                    if order.wait_for(job.seq - 1, Some(turn_timeout)).await {
+                        .map_err(|e| SyncError::apply(last, e))?;
+                    if order.wait_for(first - 1, Some(turn_timeout)).await {
                         break;
                     }
                     tracing::debug!(
                         applier = index,
-                        seq = job.seq,
+                        seq = first,
                         attempts,
                         "turn did not come in time; rolling back to release row locks"
                     );
                     applier
                         .rollback()
                         .await
-                        .map_err(|e| SyncError::apply(job.seq, e))?;
-                    order.wait_for(job.seq - 1, None).await;
+                        .map_err(|e| SyncError::apply(last, e))?;
+                    order.wait_for(first - 1, None).await;
                 }
                 Some(
                     applier
                         .commit()
                         .await
-                        .map_err(|e| SyncError::apply(job.seq, e))?,
+                        .map_err(|e| SyncError::apply(last, e))?,
                 )
             }
         };
@@ -102,16 +125,107 @@ pub(crate) async fn run(
             .as_ref()
             .and_then(|o| o.green_lsn)
             .unwrap_or(Lsn::INVALID);
-        durability.committed(green_lsn, job.end_lsn);
-        order.mark_committed(job.seq);
+        durability.committed(green_lsn, end_lsn);
+        order.mark_committed(last);
         if let Some(outcome) = outcome {
-            metrics.transaction_applied(&outcome.rows, started.elapsed());
+            metrics.transactions_applied(transactions, &outcome.rows, started.elapsed());
         }
         // Replication delay: how long ago blue committed what green just committed.
         if let Some(at) = commit_time {
             let behind = at.elapsed().unwrap_or_default();
             metrics.set_lag_seconds(behind.as_secs_f64());
         }
+    }
+}
+
+/// Contiguous jobs applied as one green transaction.
+struct Group {
+    first: u64,
+    last: u64,
+    /// Wait for this number to commit before running.
+    after: u64,
+    end_lsn: Lsn,
+    /// Source transactions in the group (those dropped for their origin included).
+    transactions: u64,
+    /// The merged transaction; `None` when no member has changes to apply.
+    tx: Option<Transaction>,
+    _memory: Vec<OwnedSemaphorePermit>,
+}
+
+/// Takes the next job and, while more are queued, the contiguous mergeable run after it. A job
+/// that cannot join (a spilled transaction) is carried to the next call.
+async fn take_group(jobs: &JobQueue, carried: &mut Option<Job>) -> Option<Group> {
+    let mut queue = jobs.lock().await;
+    let first = match carried.take() {
+        Some(job) => job,
+        None => queue.recv().await?,
+    };
+    let mut group = Group {
+        first: first.seq,
+        last: first.seq,
+        after: first.after,
+        end_lsn: first.end_lsn,
+        transactions: 1,
+        tx: None,
+        _memory: first._memory.into_iter().collect(),
+    };
+    let mut changes = match first.tx {
+        Some(tx) if tx.changes.in_memory().is_none() => {
+            // Spilled: applied on its own.
+            group.tx = Some(tx);
+            return Some(group);
+        }
+        Some(tx) => Some(tx),
+        None => None,
+    };
+    let mut count = changes
+        .as_ref()
+        .and_then(|tx| tx.changes.in_memory().map(<[_]>::len))
+        .unwrap_or(0);
+    while group.transactions < GROUP_MAX_TRANSACTIONS as u64 && count < GROUP_MAX_CHANGES {
+        let Ok(next) = queue.try_recv() else {
+            break;
+        };
+        if next
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.changes.in_memory().is_none())
+        {
+            *carried = Some(next);
+            break;
+        }
+        group.last = next.seq;
+        group.end_lsn = next.end_lsn;
+        group.transactions += 1;
+        // Waits on members inside the group are satisfied by the group itself.
+        if next.after < group.first {
+            group.after = group.after.max(next.after);
+        }
+        group._memory.extend(next._memory);
+        if let Some(tx) = next.tx {
+            count += tx.changes.in_memory().map_or(0, <[_]>::len);
+            changes = Some(match changes {
+                None => tx,
+                Some(merged) => merge(merged, tx),
+            });
+        }
+    }
+    group.tx = changes;
+    Some(group)
+}
+
+/// `later` appended to `earlier`: one transaction ending where `later` ends.
+fn merge(earlier: Transaction, later: Transaction) -> Transaction {
+    let mut changes = match earlier.changes {
+        Changes::InMemory(changes) => changes,
+        Changes::Spilled(_) => unreachable!("spilled transactions are never merged"),
+    };
+    if let Changes::InMemory(more) = later.changes {
+        changes.extend(more);
+    }
+    Transaction {
+        changes: Changes::InMemory(changes),
+        ..later
     }
 }
 
