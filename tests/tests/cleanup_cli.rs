@@ -4,10 +4,13 @@
 //! is refused, naming its process, with nothing dropped; a second run has nothing to do; a
 //! password given in a URI appears in no output.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use blueshift_tests::{blueshift_binary, eventually, Cluster, ClusterOptions, PgBinaries};
+use blueshift_tests::{eventually, Cluster, ClusterOptions, PgBinaries};
 
 const PASSWORD: &str = "Cl3anup-Secr3t-pw";
 const MARK: &str = "blueshift: created by blueshift sync";
@@ -65,30 +68,15 @@ fn blue_and_green() -> (Cluster, Cluster) {
 }
 
 fn cleanup(blue_uri: &str, green_uri: &str, args: &[&str]) -> Output {
-    Command::new(blueshift_binary())
-        .arg("cleanup")
-        .args(["--source", blue_uri, "--target", green_uri])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("PGPASSWORD")
-        .env_remove("BLUESHIFT_SOURCE")
-        .env_remove("BLUESHIFT_TARGET")
-        .output()
-        .expect("blueshift runs")
+    cli::run("cleanup", blue_uri, green_uri, args)
 }
 
 fn succeeded(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "cleanup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("UTF-8")
+    cli::succeeded("cleanup", out)
 }
 
 fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "cleanup succeeded unexpectedly");
-    String::from_utf8(out.stderr.clone()).expect("UTF-8")
+    cli::failed("cleanup", out)
 }
 
 fn slots(blue: &Cluster) -> String {

@@ -3,11 +3,14 @@
 //! JSON; an active slot names its process; a missing slot or missing origins say how to start;
 //! a password given in a URI appears in no output.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use blueshift_decoder::Lsn;
-use blueshift_tests::{blueshift_binary, eventually, Cluster, ClusterOptions, PgBinaries};
+use blueshift_tests::{eventually, Cluster, ClusterOptions, PgBinaries};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "St4tus-Secr3t-pw";
@@ -58,30 +61,15 @@ fn blue_and_green() -> (Cluster, Cluster) {
 }
 
 fn status(blue_uri: &str, green_uri: &str, args: &[&str]) -> Output {
-    Command::new(blueshift_binary())
-        .arg("status")
-        .args(["--source", blue_uri, "--target", green_uri])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("PGPASSWORD")
-        .env_remove("BLUESHIFT_SOURCE")
-        .env_remove("BLUESHIFT_TARGET")
-        .output()
-        .expect("blueshift runs")
+    cli::run("status", blue_uri, green_uri, args)
 }
 
 fn succeeded(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("UTF-8")
+    cli::succeeded("status", out)
 }
 
 fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "status succeeded unexpectedly");
-    String::from_utf8(out.stderr.clone()).expect("UTF-8")
+    cli::failed("status", out)
 }
 
 fn lsn(v: &Value) -> Lsn {
