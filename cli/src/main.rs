@@ -18,7 +18,7 @@ mod tail;
 
 /// Move a live PostgreSQL database from blue to green with no write downtime.
 #[derive(Debug, Parser)]
-#[command(name = "blueshift", version, about, long_about = None)]
+#[command(name = "blueshift", version)]
 struct Cli {
     /// Log verbosity: error, warn, info, debug or trace (or a tracing filter such as
     /// `blueshift_decoder=debug`); default info (warn for the demo). The `RUST_LOG` variable

@@ -129,3 +129,67 @@ fn create_publication_for_listed_tables_then_binary_mode() {
     pair.converge(&["a"], Duration::from_secs(60));
     assert!(sync.terminate());
 }
+
+/// Settings from a TOML file and `BLUESHIFT_*` variables, the command line naming neither blue
+/// nor green.
+#[test]
+fn settings_come_from_a_toml_file_and_the_environment() {
+    let pair = Pair::new("config");
+    pair.schema("CREATE TABLE a (id int PRIMARY KEY, v text)");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sync.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "source = \"{}\"\npublication = \"filepub\"\ncreate_publication = []\nslot = \"bs\"\nstatus_interval = 1\n",
+            pair.blue.uri("app")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(blueshift_binary())
+        .args(["sync", "--config", file.to_str().unwrap()])
+        .env("BLUESHIFT_TARGET", pair.green.uri("app"))
+        .env("BLUESHIFT_WORKERS", "2")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    blueshift_tests::eventually(Duration::from_secs(60), || {
+        let active = pair.blue.psql(
+            "app",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bs' AND active",
+        )?;
+        anyhow::ensure!(active == "1", "not streaming yet");
+        Ok(())
+    })
+    .unwrap();
+    // The file's publication was created, for all tables, and marked as blueshift's.
+    assert_eq!(
+        pair.blue
+            .psql(
+                "app",
+                "SELECT puballtables FROM pg_publication WHERE pubname = 'filepub'"
+            )
+            .unwrap(),
+        "t"
+    );
+    pair.blue
+        .psql(
+            "app",
+            "INSERT INTO a SELECT g, 'v' FROM generate_series(1, 100) g",
+        )
+        .unwrap();
+    pair.converge(&["a"], Duration::from_secs(60));
+    // Two appliers (BLUESHIFT_WORKERS), each with its origin on green.
+    assert_eq!(
+        pair.green
+            .psql(
+                "app",
+                "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'blueshift_bs_%'"
+            )
+            .unwrap(),
+        "2"
+    );
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
