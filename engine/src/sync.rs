@@ -143,6 +143,15 @@ pub enum SyncError {
         #[source]
         source: ApplyError,
     },
+    /// An applier could not start on green.
+    #[error("could not start the applier with replication origin \"{origin}\" on green")]
+    ApplierSetup {
+        /// Its origin.
+        origin: String,
+        /// Why.
+        #[source]
+        source: ApplyError,
+    },
     /// Green's unique indexes could not be read.
     #[error(transparent)]
     KeyCatalog(#[from] writeset::KeyCatalogError),
@@ -192,7 +201,9 @@ impl SyncError {
                     })
             }
             SyncError::SourceEnded => true,
-            SyncError::Apply { source, .. } => source.is_transient(),
+            SyncError::Apply { source, .. } | SyncError::ApplierSetup { source, .. } => {
+                source.is_transient()
+            }
             SyncError::Sql { source, .. } => source.is_transient(),
             SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
             _ => false,
@@ -264,15 +275,15 @@ async fn attempt(
         let mut options = ApplierOptions::new(origin_name(&config.slot, n));
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
+        let origin = options.origin_name.clone();
+        let setup = |source| SyncError::ApplierSetup {
+            origin: origin.clone(),
+            source,
+        };
         let mut applier = Applier::connect(&config.target, options)
             .await
-            .map_err(|e| SyncError::apply(0, e))?;
-        resume_after = resume_after.max(
-            applier
-                .origin_progress()
-                .await
-                .map_err(|e| SyncError::apply(0, e))?,
-        );
+            .map_err(setup)?;
+        resume_after = resume_after.max(applier.origin_progress().await.map_err(setup)?);
         appliers.push(applier);
     }
     let (green, green_conn) = client::connect(&config.target, "blueshift sync")
@@ -309,8 +320,8 @@ async fn attempt(
         .await
         .map_err(SyncError::Source)?;
     tracing::info!(slot = %config.slot, resume_after = %resume_after, workers = config.workers, "sync started");
-    let version =
-        ProtocolVersion::try_from(stream.proto_version()).map_err(|_| SyncError::SourceEnded)?;
+    let version = ProtocolVersion::try_from(stream.proto_version())
+        .expect("start_replication negotiates a protocol version from 1 to 4");
     let feedback = stream.feedback();
 
     let order = CommitOrder::new(0);
