@@ -7,7 +7,7 @@
 #[path = "support/cli.rs"]
 mod cli;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use blueshift_tests::{eventually, Cluster, ClusterOptions, PgBinaries};
@@ -218,7 +218,7 @@ fn dry_run_then_drop_exactly_the_right_objects_then_nothing_to_do() {
 fn an_active_slot_is_refused_with_its_pid_and_nothing_is_dropped() {
     let (blue, green) = blue_and_green();
     let (b, g) = (blue.uri("app"), green.uri("app"));
-    let mut consumer = pg_recvlogical(&blue, "s");
+    let mut consumer = cli::pg_recvlogical(&blue, "s", "bs_pub");
     let pid: i32 = eventually(Duration::from_secs(30), || {
         let pid = blue.psql(
             "app",
@@ -321,33 +321,4 @@ fn a_password_in_a_uri_appears_in_no_output() {
     assert!(err.contains("cannot reach blue"), "{err}");
     assert!(!err.contains(wrong) && !err.contains(PASSWORD), "{err}");
     assert_eq!(slots(&blue), "keep");
-}
-
-/// `pg_recvlogical` streaming from `slot` of `c` (a consumer that is not blueshift).
-fn pg_recvlogical(c: &Cluster, slot: &str) -> Child {
-    Command::new(c.binaries().bin("pg_recvlogical"))
-        .args([
-            "-h",
-            c.host(),
-            "-p",
-            &c.port().to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args([
-            "-d",
-            "app",
-            "--slot",
-            slot,
-            "--start",
-            "--no-loop",
-            "-f",
-            "-",
-        ])
-        .args(["-o", "proto_version=1", "-o", "publication_names=bs_pub"])
-        .env_remove("PGPASSWORD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pg_recvlogical runs")
 }

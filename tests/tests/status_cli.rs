@@ -6,7 +6,7 @@
 #[path = "support/cli.rs"]
 mod cli;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use blueshift_decoder::Lsn;
@@ -173,7 +173,7 @@ fn reports_slot_origins_and_lag_as_json_and_table() {
 #[test]
 fn an_active_slot_names_its_process() {
     let (blue, green) = blue_and_green();
-    let mut consumer = pg_recvlogical(&blue, "s");
+    let mut consumer = cli::pg_recvlogical(&blue, "s", "p");
     let pid: i32 = eventually(Duration::from_secs(30), || {
         let pid = blue.psql(
             "app",
@@ -276,33 +276,4 @@ fn a_password_in_a_uri_appears_in_no_output() {
     let all = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
     assert!(err.contains("cannot reach green"), "{err}");
     assert!(!all.contains(wrong) && !all.contains(PASSWORD), "{all}");
-}
-
-/// `pg_recvlogical` streaming from `slot` of `c` (a consumer that is not blueshift).
-fn pg_recvlogical(c: &Cluster, slot: &str) -> Child {
-    Command::new(c.binaries().bin("pg_recvlogical"))
-        .args([
-            "-h",
-            c.host(),
-            "-p",
-            &c.port().to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args([
-            "-d",
-            "app",
-            "--slot",
-            slot,
-            "--start",
-            "--no-loop",
-            "-f",
-            "-",
-        ])
-        .args(["-o", "proto_version=1", "-o", "publication_names=p"])
-        .env_remove("PGPASSWORD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pg_recvlogical runs")
 }

@@ -6,7 +6,6 @@
 #[path = "support/sync.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use blueshift_tests::{eventually, PgBinaries};
@@ -176,27 +175,14 @@ fn kill_9_five_times_under_concurrent_writes_loses_and_duplicates_nothing() {
     publish(&pair);
     // The slot must exist before the writes start (there is no backfill in this test).
     let mut first = Some(pair.sync(&["--workers", "4"]));
-    let psql = pair.blue.binaries().bin("psql");
-    let mut writer = Command::new(psql)
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            &pair.blue.uri("app"),
-            "-c",
-        ])
-        .arg(
-            "DO $$ BEGIN FOR i IN 1..4000 LOOP
+    let mut writer = pair.background_on_blue(
+        "DO $$ BEGIN FOR i IN 1..4000 LOOP
                INSERT INTO accounts VALUES (i, 'w', i);
                IF i % 3 = 0 THEN UPDATE accounts SET balance = balance * 2 WHERE id = i - 1; END IF;
                IF i % 5 = 0 THEN DELETE FROM accounts WHERE id = i - 2; END IF;
                INSERT INTO nokey VALUES (i, 'log');
                COMMIT; PERFORM pg_sleep(0.0005); END LOOP; END $$",
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("writer");
+    );
     for round in 0..5 {
         let mut sync = first
             .take()
@@ -233,23 +219,10 @@ fn green_crash_under_load_loses_nothing() {
     pair.schema(SCHEMA);
     publish(&pair);
     let mut sync = pair.sync(&["--workers", "4"]);
-    let psql = pair.blue.binaries().bin("psql");
-    let mut writer = Command::new(psql)
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            &pair.blue.uri("app"),
-            "-c",
-        ])
-        .arg(
-            "DO $$ BEGIN FOR i IN 1..3000 LOOP
+    let mut writer = pair.background_on_blue(
+        "DO $$ BEGIN FOR i IN 1..3000 LOOP
                INSERT INTO nokey VALUES (i, 'log'); COMMIT; PERFORM pg_sleep(0.001); END LOOP; END $$",
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("writer");
+    );
     for _ in 0..3 {
         // Crash green once sync has applied more (or the writes are over).
         let before = fingerprint(&pair.green, "nokey").unwrap();

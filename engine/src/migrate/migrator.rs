@@ -170,19 +170,7 @@ impl Migrator {
             check(&status)?;
             let pending = status.pending(to);
             let loaded = load_all(&pending, Direction::Up)?;
-            let mut steps = Vec::with_capacity(loaded.len());
-            for (script, loaded) in loaded {
-                steps.push(
-                    execution::run(
-                        client,
-                        script,
-                        &loaded,
-                        Direction::Up,
-                        self.config.lock_timeout,
-                    )
-                    .await?,
-                );
-            }
+            let steps = run_all(client, loaded, Direction::Up, self.config.lock_timeout).await?;
             Ok(Run::new(dry_run, &status, steps))
         })
         .await
@@ -211,19 +199,7 @@ impl Migrator {
             let status = read_status(client, &scripts).await?;
             let reverts = plan_down(&status, to)?;
             let loaded = load_all(&reverts, Direction::Down)?;
-            let mut steps = Vec::with_capacity(loaded.len());
-            for (script, loaded) in loaded {
-                steps.push(
-                    execution::run(
-                        client,
-                        script,
-                        &loaded,
-                        Direction::Down,
-                        self.config.lock_timeout,
-                    )
-                    .await?,
-                );
-            }
+            let steps = run_all(client, loaded, Direction::Down, self.config.lock_timeout).await?;
             Ok(Run::new(dry_run, &status, steps))
         })
         .await
@@ -459,6 +435,21 @@ fn load_all<'s>(
         .iter()
         .map(|s| execution::load(s, direction).map(|l| (*s, l)))
         .collect()
+}
+
+/// Runs loaded scripts one after the other, each in its own transaction (or statement by
+/// statement when marked no-transaction); stops at the first failure.
+async fn run_all(
+    client: &mut Client,
+    loaded: Vec<(&Script, Loaded)>,
+    direction: Direction,
+    lock_timeout: std::time::Duration,
+) -> Result<Vec<Step>, MigrateError> {
+    let mut steps = Vec::with_capacity(loaded.len());
+    for (script, loaded) in loaded {
+        steps.push(execution::run(client, script, &loaded, direction, lock_timeout).await?);
+    }
+    Ok(steps)
 }
 
 fn planned(script: &Script, loaded: &Loaded, direction: Direction) -> Step {

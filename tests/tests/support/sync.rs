@@ -109,6 +109,24 @@ impl Pair {
         .unwrap_or_else(|e| panic!("green did not converge: {e:#}"));
     }
 
+    /// Runs `sql` on blue's `app` in a `psql` of its own, in the background (a concurrent
+    /// writer).
+    pub(crate) fn background_on_blue(&self, sql: &str) -> Child {
+        Command::new(self.blue.binaries().bin("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                &self.blue.uri("app"),
+                "-c",
+                sql,
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("background psql starts")
+    }
+
     /// blue's current WAL position.
     pub(crate) fn blue_lsn(&self) -> String {
         self.blue
