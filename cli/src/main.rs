@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cleanup;
 mod demo;
 mod migrate;
@@ -39,12 +40,15 @@ enum Command {
     Plan(plan::PlanArgs),
     Status(status::StatusArgs),
     Cleanup(cleanup::CleanupArgs),
+    Bench(bench::BenchArgs),
+    #[command(name = "bench-decode-sink", hide = true)]
+    BenchDecodeSink(bench::DecodeSinkArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) | Command::BenchDecodeSink(_) => "warn",
         _ => "info",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_level));
@@ -65,6 +69,8 @@ fn main() -> ExitCode {
             Command::Plan(args) => plan::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Cleanup(args) => cleanup::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::BenchDecodeSink(args) => bench::decode_sink(args).await,
         }
     });
     match result {

@@ -1,0 +1,204 @@
+//! The outputs of a bench run, written to the output folder:
+//!
+//! | file | what |
+//! |---|---|
+//! | `report.md` | the Markdown report: machine, servers, command, one table per scenario (figure, blueshift, peer, ratio, runs, spread); it is what `BENCHMARKS.md` at the root holds |
+//! | `results.json` | every raw sample and series, with the settings and the machine |
+//! | `<scenario>-<metric>.svg` | lag over time (`live`), throughput over time (`catchup`): blueshift and the peer on the same axes |
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::results::{median, spread, Better, Results, ScenarioResult, BLUESHIFT, WORKLOAD};
+
+/// Writes the plots, `results.json` and `report.md` into `out`.
+pub(crate) fn write(results: &mut Results, out: &Path) -> anyhow::Result<()> {
+    for s in &mut results.scenarios {
+        s.plots = crate::plot::write(s, out)?;
+    }
+    let json = serde_json::to_string_pretty(results)?;
+    std::fs::write(out.join("results.json"), json)
+        .with_context(|| format!("could not write {}", out.join("results.json").display()))?;
+    std::fs::write(out.join("report.md"), markdown(results))
+        .with_context(|| format!("could not write {}", out.join("report.md").display()))?;
+    Ok(())
+}
+
+/// The Markdown report.
+pub(crate) fn markdown(results: &Results) -> String {
+    let m = &results.meta;
+    let mut out = String::new();
+    let _ = writeln!(out, "# blueshift bench results\n");
+    if m.smoke {
+        let _ = writeln!(
+            out,
+            "**Smoke run** (`--smoke`): tiny scale, seconds per scenario. It proves the harness \
+             works; its figures mean nothing.\n"
+        );
+    }
+    let _ = writeln!(out, "Command: `{}`\n", m.command);
+    let _ = writeln!(
+        out,
+        "Machine: {} CPUs (nproc), {:.1} GiB RAM, {}, Linux {}; load average {} at the start, \
+         {} at the end; {:.0} s in all.\n",
+        m.machine.nproc,
+        m.machine.memory_gib,
+        m.machine.cpu_model,
+        m.machine.kernel,
+        m.machine.load_average_start,
+        m.load_average_end,
+        m.elapsed_s
+    );
+    for s in &m.servers {
+        let _ = writeln!(
+            out,
+            "- {}{}: {}; {}",
+            s.role,
+            if s.throwaway { " (throwaway cluster)" } else { "" },
+            s.version,
+            s.settings
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nSettings: pgbench scale {}, {} s of workload per run, {} run(s) per scenario (medians; \
+         the order of the sides alternates between runs), {} pgbench clients, {} blueshift \
+         workers, big transactions of {} rows (bigtxn) and {} rows (decode).\n",
+        m.scale, m.duration_s, m.runs, m.clients, m.workers, m.bigtxn_rows, m.decode_rows
+    );
+    let _ = writeln!(
+        out,
+        "**ratio**: how many times better blueshift is than the peer — peer ÷ blueshift for a \
+         figure where lower is better, blueshift ÷ peer where higher is better; the median of \
+         the per-run ratios. Above 1 blueshift wins, below 1 the peer does. **spread**: min–max \
+         over the runs, blueshift; peer. Every run was checked (green equal to blue row for row, \
+         or the consumer's counts equal to what was written) before it yielded a figure; a \
+         failed check is listed as an error and gives no figure.\n"
+    );
+    for s in &results.scenarios {
+        scenario_markdown(&mut out, s);
+    }
+    out
+}
+
+fn scenario_markdown(out: &mut String, s: &ScenarioResult) {
+    let _ = writeln!(out, "## `{}`\n", s.name);
+    if !s.workload.is_empty() {
+        let _ = writeln!(out, "Workload: {}\n", s.workload);
+    }
+    if !s.timed.is_empty() {
+        let _ = writeln!(out, "Timed: {}\n", s.timed);
+    }
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "**Scenario failed:** {e}\n");
+    }
+    if s.samples.is_empty() && s.errors.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "| figure | blueshift | peer | ratio | runs | spread |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for f in &s.figures {
+        let bs = s.values(BLUESHIFT, f.metric);
+        let bs_values: Vec<f64> = bs.iter().map(|(_, v)| *v).collect();
+        let label = format!(
+            "{} ({} is better)",
+            f.label,
+            match f.better {
+                Better::Lower => "lower",
+                Better::Higher => "higher",
+            }
+        );
+        let d = f.digits;
+        let bs_cell = if bs_values.is_empty() {
+            side_error(s, BLUESHIFT).unwrap_or_else(|| "–".to_owned())
+        } else {
+            format!("{:.d$}", median(&bs_values))
+        };
+        for peer in &s.peers {
+            let pv = s.values(peer, f.metric);
+            let pv_values: Vec<f64> = pv.iter().map(|(_, v)| *v).collect();
+            if bs_values.is_empty() && pv_values.is_empty() && side_error(s, peer).is_none() {
+                continue;
+            }
+            let peer_cell = if pv_values.is_empty() {
+                format!(
+                    "{} ({peer})",
+                    side_error(s, peer).unwrap_or_else(|| "–".to_owned())
+                )
+            } else {
+                format!("{:.d$} ({peer})", median(&pv_values))
+            };
+            let ratios: Vec<f64> = bs
+                .iter()
+                .filter_map(|(run, b)| {
+                    let p = pv.iter().find(|(r, _)| r == run)?.1;
+                    let r = match f.better {
+                        Better::Lower => p / b,
+                        Better::Higher => b / p,
+                    };
+                    r.is_finite().then_some(r)
+                })
+                .collect();
+            let ratio = if ratios.is_empty() {
+                "–".to_owned()
+            } else {
+                format!("{:.2}", median(&ratios))
+            };
+            let _ = writeln!(
+                out,
+                "| {label} | {bs_cell} | {peer_cell} | {ratio} | {} | {}; {} |",
+                bs_values.len().min(pv_values.len()).max(ratios.len()),
+                spread(&bs_values, d),
+                spread(&pv_values, d)
+            );
+        }
+    }
+    if !s.workload_figures.is_empty() {
+        let parts: Vec<String> = s
+            .workload_figures
+            .iter()
+            .filter_map(|(metric, label, d)| {
+                let v: Vec<f64> = s.values(WORKLOAD, metric).iter().map(|(_, v)| *v).collect();
+                (!v.is_empty()).then(|| {
+                    format!("{label} {:.d$} ({})", median(&v), spread(&v, *d), d = *d)
+                })
+            })
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nWorkload, median (spread): {}.",
+                parts.join("; ")
+            );
+        }
+    }
+    for n in &s.notes {
+        let _ = writeln!(out, "\n{n}");
+    }
+    if !s.errors.is_empty() {
+        let _ = writeln!(out, "\nErrors:\n");
+        for e in &s.errors {
+            let _ = writeln!(
+                out,
+                "- {}{}: {}",
+                e.side.as_deref().unwrap_or("scenario"),
+                e.run.map(|r| format!(", run {r}")).unwrap_or_default(),
+                e.message.replace('\n', " ")
+            );
+        }
+    }
+    for p in &s.plots {
+        let _ = writeln!(out, "\n![{p}]({p})");
+    }
+    let _ = writeln!(out);
+}
+
+/// "error" when `side` failed in some run (the errors are listed under the table).
+fn side_error(s: &ScenarioResult, side: &str) -> Option<String> {
+    s.errors
+        .iter()
+        .any(|e| e.side.as_deref() == Some(side) || e.side.is_none())
+        .then(|| "error".to_owned())
+}

@@ -1,0 +1,300 @@
+//! The five scenarios of issue 6, and what they share: the context, the blue database with its
+//! publication and marker table, the pair of green databases (one per consumer) and the
+//! sentinel that tells when a consumer has caught up.
+//!
+//! Each scenario sets up its own databases on the two servers, runs K times with every side in
+//! turn (the order alternates between runs), checks each run before it records a figure, and
+//! tears everything down (subscriptions, slots, origins, databases) whatever happened.
+
+mod backfill;
+mod bigtxn;
+mod catchup;
+mod decode;
+mod live;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::consumer::{self, poll_until, Endpoints, Subscription};
+use crate::options::{Scenario, Validated};
+use crate::results::ScenarioResult;
+use crate::server::{query_value, Server, Servers};
+use crate::{pgbench, say};
+
+/// What every scenario runs with.
+#[derive(Debug)]
+pub(crate) struct Context<'a> {
+    pub(crate) options: &'a Validated,
+    pub(crate) servers: &'a Servers,
+    pub(crate) blueshift: &'a Path,
+    pub(crate) logs: &'a Path,
+}
+
+impl Context<'_> {
+    pub(crate) fn blue(&self) -> &Server {
+        &self.servers.blue
+    }
+
+    pub(crate) fn green(&self) -> &Server {
+        &self.servers.green
+    }
+
+    /// Whether /proc shows the servers' processes.
+    pub(crate) fn local(&self) -> bool {
+        self.servers.blue.is_local() && self.servers.green.is_local()
+    }
+
+    /// A bound on any one wait: generous, scaled with the work.
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_secs(600 + 60 * u64::from(self.options.scale) + 20 * u64::from(self.options.duration))
+    }
+}
+
+/// Runs one scenario; failures are recorded in the result.
+pub(crate) async fn run(scenario: Scenario, ctx: &Context<'_>) -> ScenarioResult {
+    match scenario {
+        Scenario::Catchup => catchup::run(ctx).await,
+        Scenario::Live => live::run(ctx).await,
+        Scenario::Backfill => backfill::run(ctx).await,
+        Scenario::Decode => decode::run(ctx).await,
+        Scenario::Bigtxn => bigtxn::run(ctx).await,
+    }
+}
+
+/// The order of the sides in run `run` (1-based): rotated by one each run.
+pub(crate) fn turns<T: Clone>(sides: &[T], run: u32) -> Vec<T> {
+    let mut v = sides.to_vec();
+    if !v.is_empty() {
+        let k = (run as usize - 1) % v.len();
+        v.rotate_left(k);
+    }
+    v
+}
+
+/// The marker table: one row per marker, its blue commit time set on blue. Published with the
+/// pgbench tables; also the sentinel that tells when a consumer has caught up.
+const MARKER_TABLE: &str = "CREATE TABLE public.bench_marker (id bigserial PRIMARY KEY, \
+                            blue_at timestamptz NOT NULL DEFAULT clock_timestamp())";
+
+/// On green only: when each marker became visible, recorded at the commit of the transaction
+/// that applied it (a deferred constraint trigger, enabled ALWAYS so it fires under
+/// `session_replication_role = replica`, for blueshift's appliers and native apply alike).
+const MARKER_SEEN: &str = "
+CREATE TABLE public.bench_marker_seen (id bigint PRIMARY KEY, green_at timestamptz NOT NULL);
+CREATE FUNCTION public.bench_marker_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.bench_marker_seen VALUES (NEW.id, clock_timestamp()) ON CONFLICT (id) DO NOTHING;
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER bench_marker_seen AFTER INSERT ON public.bench_marker
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.bench_marker_seen();
+ALTER TABLE public.bench_marker ENABLE ALWAYS TRIGGER bench_marker_seen;
+";
+
+/// The tables compared between blue and green after a run.
+pub(crate) const PAIR_TABLES: [&str; 5] = [
+    "pgbench_accounts",
+    "pgbench_branches",
+    "pgbench_tellers",
+    "pgbench_history",
+    "bench_marker",
+];
+
+/// A blue database with pgbench's tables and the marker table, published; one green database
+/// for blueshift and one for the native subscription, both with blue's rows; blueshift's slot
+/// created and the subscription created, both paused.
+#[derive(Debug)]
+pub(crate) struct Pair {
+    pub(crate) blue_db: String,
+    pub(crate) bs_db: String,
+    pub(crate) publication: String,
+    pub(crate) bs_slot: String,
+    pub(crate) native: Subscription,
+}
+
+impl Pair {
+    pub(crate) fn new(scenario: &str) -> Pair {
+        let blue_db = format!("bench_{scenario}");
+        Pair {
+            bs_db: format!("bench_{scenario}_bs"),
+            publication: format!("bench_{scenario}_pub"),
+            bs_slot: format!("bs_{scenario}"),
+            native: Subscription {
+                name: format!("native_{scenario}"),
+                slot: format!("native_{scenario}"),
+                green_db: format!("bench_{scenario}_native"),
+                blue_db: blue_db.clone(),
+            },
+            blue_db,
+        }
+    }
+
+    pub(crate) fn ends<'a>(&'a self, ctx: &'a Context<'_>) -> Endpoints<'a> {
+        Endpoints {
+            blue: ctx.blue(),
+            blue_db: &self.blue_db,
+            green: ctx.green(),
+            green_db: &self.bs_db,
+        }
+    }
+
+    /// The green database of `side` ("blueshift" or "native").
+    pub(crate) fn green_db(&self, side: &str) -> &str {
+        if side == crate::results::BLUESHIFT {
+            &self.bs_db
+        } else {
+            &self.native.green_db
+        }
+    }
+
+    pub(crate) async fn setup(&self, ctx: &Context<'_>) -> anyhow::Result<()> {
+        let (blue, green) = (ctx.blue(), ctx.green());
+        self.teardown(ctx).await;
+        blue.recreate_database(&self.blue_db).await?;
+        say(format!("pgbench -i -s {} on blue/{}", ctx.options.scale, self.blue_db));
+        pgbench::init(blue, &self.blue_db, ctx.options.scale).await?;
+        blue.execute(&self.blue_db, MARKER_TABLE).await?;
+        blue.execute(
+            &self.blue_db,
+            &format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                self.publication,
+                PAIR_TABLES.join(", ")
+            ),
+        )
+        .await?;
+        for db in [&self.bs_db, &self.native.green_db] {
+            copy_database(ctx, &self.blue_db, db, DumpSection::All).await?;
+            green.execute(db, MARKER_SEEN).await?;
+            green.execute(db, "VACUUM ANALYZE").await?;
+        }
+        blue.execute(&self.blue_db, "VACUUM ANALYZE").await?;
+        blue.execute(&self.blue_db, "CHECKPOINT").await?;
+
+        // blueshift creates its slot on its first start; stopped once streaming.
+        say("creating blueshift's slot (start until streaming, then SIGTERM)");
+        let mut sync = consumer::start_sync(
+            ctx.blueshift,
+            &self.ends(ctx),
+            &self.publication,
+            &self.bs_slot,
+            ctx.options.workers,
+            ctx.logs,
+            &format!("{}-setup", self.bs_slot),
+        )?;
+        let client = blue.connect(&self.blue_db).await?;
+        let sql = format!(
+            "SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}' AND active",
+            self.bs_slot
+        );
+        poll_until(
+            "blueshift's slot streaming",
+            Duration::from_secs(120),
+            || sync.check_running(),
+            || async { Ok(query_value(&client, &sql).await? == "1") },
+        )
+        .await?;
+        sync.stop().await?;
+        self.native.create(blue, green, &self.publication, false, false).await?;
+        Ok(())
+    }
+
+    /// Best effort: everything the pair created, gone.
+    pub(crate) async fn teardown(&self, ctx: &Context<'_>) {
+        let (blue, green) = (ctx.blue(), ctx.green());
+        let _ = self.native.drop(blue, green).await;
+        let _ = consumer::drop_slot(blue, &self.blue_db, &self.bs_slot).await;
+        let _ = consumer::drop_slot(blue, &self.blue_db, &self.native.slot).await;
+        let _ = consumer::drop_origins(green, green.maintenance_db(), &self.bs_slot).await;
+        for db in [&self.bs_db, &self.native.green_db] {
+            let _ = green.drop_database(db).await;
+        }
+        let _ = blue.drop_database(&self.blue_db).await;
+    }
+}
+
+/// What of blue's database to copy into a new green database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DumpSection {
+    /// Schema and rows.
+    All,
+    /// Tables, indexes and constraints, no rows.
+    Schema,
+    /// Only what goes before the rows (tables, no indexes).
+    PreData,
+    /// Only what goes after the rows (indexes, constraints).
+    PostData,
+}
+
+/// `pg_dump` of blue/`from` (without publications and subscriptions) restored into
+/// green/`to` (created anew unless only post-data is copied).
+pub(crate) async fn copy_database(
+    ctx: &Context<'_>,
+    from: &str,
+    to: &str,
+    section: DumpSection,
+) -> anyhow::Result<()> {
+    let (blue, green) = (ctx.blue(), ctx.green());
+    if section != DumpSection::PostData {
+        green.recreate_database(to).await?;
+    }
+    let file = ctx.logs.join(format!("{from}-{to}.dump"));
+    let path = file.to_str().context("the log folder is not UTF-8")?;
+    let mut args = vec!["-Fc", "--no-publications", "--no-subscriptions", "-f", path];
+    match section {
+        DumpSection::All => {}
+        DumpSection::Schema => args.push("--schema-only"),
+        DumpSection::PreData => args.extend(["--section", "pre-data"]),
+        DumpSection::PostData => args.extend(["--section", "post-data"]),
+    }
+    args.push(from);
+    blue.run("pg_dump", &args).await?;
+    let jobs = crate::machine::nproc().to_string();
+    green
+        .run("pg_restore", &["--no-owner", "-j", &jobs, "-d", to, path])
+        .await?;
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+/// Inserts a marker on blue; returns its id.
+pub(crate) async fn sentinel(blue: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    let row = blue
+        .query_one("INSERT INTO public.bench_marker DEFAULT VALUES RETURNING id", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Whether marker `id` is visible on green.
+pub(crate) async fn marker_visible(green: &tokio_postgres::Client, id: i64) -> anyhow::Result<bool> {
+    let row = green
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM public.bench_marker WHERE id = $1)",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Green's WAL flushed past everything committed when called: waits (bounded) until
+/// `pg_current_wal_flush_lsn()` reaches the insert position taken first.
+pub(crate) async fn green_flushed(green: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let target = query_value(green, "SELECT pg_catalog.pg_current_wal_insert_lsn()").await?;
+    let sql = format!("SELECT pg_catalog.pg_current_wal_flush_lsn() >= '{target}'::pg_lsn");
+    poll_until(
+        "green's WAL flush",
+        Duration::from_secs(60),
+        || Ok(()),
+        || async { Ok(query_value(green, &sql).await? == "t") },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A shared client, for the /proc watch's pid lookups.
+pub(crate) async fn shared_client(server: &Server, db: &str) -> anyhow::Result<Arc<tokio_postgres::Client>> {
+    Ok(Arc::new(server.connect(db).await?))
+}

@@ -1,0 +1,10 @@
+//! `backfill`.
+
+use super::Context;
+use crate::results::ScenarioResult;
+
+pub(super) async fn run(_ctx: &Context<'_>) -> ScenarioResult {
+    let mut r = ScenarioResult::new("backfill", vec![]);
+    r.error = Some("not implemented".to_owned());
+    r
+}

@@ -1,0 +1,247 @@
+//! `catchup`: a consumer paused during D seconds of TPC-B on blue, then resumed and timed until
+//! green has everything blue committed, durably.
+//!
+//! ```text
+//!  per run: both consumers paused → pgbench -T D on blue → sentinel marker, end LSN
+//!           → each side alone (order alternates): start → sentinel visible on green and
+//!             green's WAL flushed past it (timed) → slot acknowledged ≥ end LSN → stop
+//!           → green equal to blue, table by table
+//! ```
+//!
+//! The stop condition is read on green for both sides the same way (a row, then
+//! `pg_current_wal_flush_lsn()`), so neither side's feedback interval is in the figure; the
+//! slot's acknowledgement is waited for too (and recorded as `acknowledged_s`).
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{green_flushed, marker_visible, sentinel, shared_client, turns, Context, Pair, PAIR_TABLES};
+use crate::check::tables_equal;
+use crate::consumer::{self, poll_until};
+use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
+use crate::process::{Role, Since, Source, Watch};
+use crate::results::{figure, Better, ScenarioResult, BLUESHIFT, PROCESS_FIGURES, WORKLOAD};
+use crate::server::query_value;
+use crate::say;
+
+const NATIVE: &str = "native";
+/// How often green's applied transactions are counted for the throughput plot.
+const SERIES_EVERY: Duration = Duration::from_millis(250);
+
+pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
+    let o = ctx.options;
+    let mut r = ScenarioResult::new("catchup", vec![NATIVE]);
+    r.workload = format!(
+        "`pgbench -i -s {}`; consumer paused; TPC-B (`pgbench -c {c} -j {c} -T {}`) on blue",
+        o.scale,
+        o.duration,
+        c = o.clients
+    );
+    r.timed = "resume → the sentinel row written after the backlog visible on green and green's \
+               WAL flushed past it (then the slot's acknowledgement ≥ blue's end LSN is awaited, \
+               and green is compared with blue table by table); peer: native `CREATE \
+               SUBSCRIPTION` disabled during the load, then enabled"
+        .to_owned();
+    r.figures = vec![
+        figure("catchup_s", "catch-up seconds", Better::Lower, 2),
+        figure("applied_txn_per_s", "applied transactions/s", Better::Higher, 0),
+    ];
+    r.figures.extend(PROCESS_FIGURES);
+    r.workload_figures = vec![
+        ("transactions", "backlog transactions", 0),
+        ("blue_tps", "pgbench tps on blue", 0),
+        ("wal_mib", "backlog WAL MiB", 1),
+    ];
+    let pair = Pair::new("catchup");
+    if let Err(e) = pair.setup(ctx).await {
+        r.error = Some(format!("{e:#}"));
+    } else {
+        for run in 1..=o.runs {
+            if let Err(e) = one_run(ctx, &pair, run, &mut r).await {
+                r.fail(Some(run), None, &e);
+            }
+        }
+    }
+    pair.teardown(ctx).await;
+    r
+}
+
+async fn one_run(ctx: &Context<'_>, pair: &Pair, run: u32, r: &mut ScenarioResult) -> anyhow::Result<()> {
+    let o = ctx.options;
+    let blue = ctx.blue();
+    let client = blue.connect(&pair.blue_db).await?;
+    say(format!("catchup run {run}/{}: TPC-B backlog on blue", o.runs));
+    let start_lsn = query_value(&client, "SELECT pg_catalog.pg_current_wal_lsn()").await?;
+    let load = pgbench::run(blue, &pair.blue_db, o.clients, o.duration, None).await?;
+    let id = sentinel(&client).await?;
+    let end_lsn = query_value(&client, "SELECT pg_catalog.pg_current_wal_lsn()").await?;
+    let wal: f64 = query_value(
+        &client,
+        &format!("SELECT ('{end_lsn}'::pg_lsn - '{start_lsn}'::pg_lsn)::float8"),
+    )
+    .await?
+    .parse()
+    .unwrap_or(f64::NAN);
+    say(format!(
+        "backlog: {} transactions ({:.0} tps), {:.1} MiB of WAL",
+        load.transactions,
+        load.tps,
+        wal / 1048576.0
+    ));
+    r.sample(run, WORKLOAD, "transactions", load.transactions as f64);
+    r.sample(run, WORKLOAD, "blue_tps", load.tps);
+    r.sample(run, WORKLOAD, "wal_mib", wal / 1048576.0);
+    for side in turns(&[BLUESHIFT, NATIVE], run) {
+        match catch_up(ctx, pair, side, run, id, &end_lsn, load.transactions, r).await {
+            Ok(()) => {}
+            Err(e) => {
+                // Leave the side paused for the next run.
+                if side == NATIVE {
+                    let _ = pair.native.disable(blue, ctx.green()).await;
+                }
+                r.fail(Some(run), Some(side), &e);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn catch_up(
+    ctx: &Context<'_>,
+    pair: &Pair,
+    side: &'static str,
+    run: u32,
+    sentinel_id: i64,
+    end_lsn: &str,
+    transactions: u64,
+    r: &mut ScenarioResult,
+) -> anyhow::Result<()> {
+    let (blue, green) = (ctx.blue(), ctx.green());
+    let green_db = pair.green_db(side);
+    let g = green.connect(green_db).await?;
+    let blue_watch = shared_client(blue, &pair.blue_db).await?;
+    let green_watch = shared_client(green, green_db).await?;
+    let (stop_series, series) = throughput_series(green.connect(green_db).await?);
+
+    let started = Instant::now();
+    let (mut sync, sources) = if side == BLUESHIFT {
+        let sync = consumer::start_sync(
+            ctx.blueshift,
+            &pair.ends(ctx),
+            &pair.publication,
+            &pair.bs_slot,
+            ctx.options.workers,
+            ctx.logs,
+            &format!("catchup-run{run}"),
+        )?;
+        let sources = vec![
+            (Role::Consumer, Since::Start, Source::Own(sync.pid())),
+            (Role::Walsender, Since::Start, Source::Slot { client: blue_watch, slot: pair.bs_slot.clone() }),
+        ];
+        (Some(sync), sources)
+    } else {
+        pair.native.enable(green).await?;
+        let sources = vec![
+            (Role::Consumer, Since::Start, Source::Subscription { client: green_watch, name: pair.native.name.clone() }),
+            (Role::Walsender, Since::Start, Source::Slot { client: blue_watch, slot: pair.native.slot.clone() }),
+        ];
+        (None, sources)
+    };
+    let watch = Watch::start(sources, ctx.local());
+    let result = async {
+        poll_until(
+            &format!("{side} catching up"),
+            ctx.timeout(),
+            || match sync.as_mut() {
+                Some(s) => s.check_running(),
+                None => Ok(()),
+            },
+            || marker_visible(&g, sentinel_id),
+        )
+        .await?;
+        green_flushed(&g).await?;
+        Ok::<_, anyhow::Error>(started.elapsed())
+    }
+    .await;
+    let usage = watch.finish().await;
+    let _ = stop_series.send(true);
+    let points = series.await.unwrap_or_default();
+    let elapsed = result?;
+    // The slot's acknowledgement (what lets blue release its WAL), untimed for the figure.
+    let b = blue.connect(&pair.blue_db).await?;
+    let slot = if side == BLUESHIFT { &pair.bs_slot } else { &pair.native.slot };
+    let ack_sql = format!(
+        "SELECT coalesce(confirmed_flush_lsn >= '{end_lsn}'::pg_lsn, false) \
+         FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}'"
+    );
+    poll_until(
+        &format!("{side}'s slot acknowledging the backlog"),
+        Duration::from_secs(120),
+        || Ok(()),
+        || async { Ok(query_value(&b, &ack_sql).await? == "t") },
+    )
+    .await?;
+    let acknowledged = started.elapsed();
+    match sync.take() {
+        Some(s) => s.stop().await?,
+        None => pair.native.disable(blue, green).await?,
+    }
+    tables_equal(blue, &pair.blue_db, green, green_db, &PAIR_TABLES).await?;
+    let secs = elapsed.as_secs_f64();
+    say(format!(
+        "{side} caught up in {secs:.2} s ({:.0} txn/s), acknowledged after {:.2} s; green equals blue",
+        transactions as f64 / secs,
+        acknowledged.as_secs_f64()
+    ));
+    r.sample(run, side, "catchup_s", secs);
+    r.sample(run, side, "applied_txn_per_s", transactions as f64 / secs);
+    r.sample(run, side, "acknowledged_s", acknowledged.as_secs_f64());
+    r.usage(run, side, &usage, transactions as f64 * CHANGES_PER_TRANSACTION);
+    r.series.push(crate::results::Series {
+        run,
+        side: side.to_owned(),
+        metric: "throughput",
+        x: "seconds since the consumer was resumed",
+        y: "applied transactions/s (green's pgbench_history rows)",
+        points,
+    });
+    Ok(())
+}
+
+/// Counts green's `pgbench_history` rows (one per TPC-B transaction) every [`SERIES_EVERY`]
+/// until told to stop; the points are (seconds, transactions/s over the interval).
+fn throughput_series(
+    green: tokio_postgres::Client,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<Vec<(f64, f64)>>) {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut points = Vec::new();
+        let Some(mut last) = history_rows(&green).await else {
+            return points;
+        };
+        let mut last_t = 0.0;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SERIES_EVERY) => {}
+                _ = stopped.changed() => break,
+            }
+            let Some(n) = history_rows(&green).await else { break };
+            let t = started.elapsed().as_secs_f64();
+            points.push((t, (n - last) / (t - last_t)));
+            last = n;
+            last_t = t;
+        }
+        points
+    });
+    (stop, task)
+}
+
+async fn history_rows(green: &tokio_postgres::Client) -> Option<f64> {
+    query_value(green, "SELECT count(*) FROM public.pgbench_history")
+        .await
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+}

@@ -1,0 +1,10 @@
+//! `live`.
+
+use super::Context;
+use crate::results::ScenarioResult;
+
+pub(super) async fn run(_ctx: &Context<'_>) -> ScenarioResult {
+    let mut r = ScenarioResult::new("live", vec![]);
+    r.error = Some("not implemented".to_owned());
+    r
+}

@@ -1,0 +1,178 @@
+//! `blueshift bench`: parses the options and calls the bench crate, which owns the scenarios,
+//! the reports and the plots.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use blueshift_bench::{decode_sink, BenchOptions, Endpoints, Scenario};
+use blueshift_decoder::Lsn;
+
+/// Measure blueshift against native logical replication on the same two clusters, in one run.
+///
+/// Scenarios (all by default): catchup (a paused consumer catching up a TPC-B backlog), live
+/// (lag per marker row under a fixed TPC-B rate), backfill (pgbench -i copied into an empty
+/// green), decode (a recorded backlog consumed into a discarding sink), bigtxn (one large
+/// INSERT and one large DELETE). Each runs for blueshift and for its peer(s) in turn, --runs
+/// times; every run is checked (green equal to blue) before it yields a figure.
+///
+/// Writes report.md (the Markdown table, also printed on stdout; BENCHMARKS.md at the root is
+/// a copy of it), results.json (every raw sample) and SVG plots into --out. Exits 1 when a
+/// scenario or a run failed (its figures are then missing, never wrong).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  # Everything, the published figures (BENCHMARKS.md): on a quiet machine, release build
+  cargo build --release -p blueshift
+  target/release/blueshift bench --scale 50 --duration 60 --runs 3 --out bench-results/full
+  cp bench-results/full/report.md BENCHMARKS.md
+
+  # Does the harness work? (seconds per scenario; CI runs this)
+  blueshift bench --smoke --out /tmp/bench-smoke
+
+  # Two scenarios on PostgreSQL 18
+  blueshift bench live bigtxn --pg-bin /var/cache/blueshift/postgresql/18/bin --scale 10
+
+  # On existing servers (the role needs CREATEDB, REPLICATION and CREATE SUBSCRIPTION)
+  blueshift bench catchup --source 'host=blue dbname=postgres user=bench' \\
+      --target 'host=green dbname=postgres user=bench'")]
+pub(crate) struct BenchArgs {
+    /// Scenarios to run: catchup, live, backfill, decode, bigtxn [default: all].
+    #[arg(value_name = "SCENARIO")]
+    scenarios: Vec<Scenario>,
+
+    /// pgbench scale factor, 100 000 accounts each [default: 50; --smoke: 1].
+    #[arg(long, value_name = "N")]
+    scale: Option<u32>,
+
+    /// Seconds of workload per run [default: 60; --smoke: 2].
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<u32>,
+
+    /// Runs per scenario; medians are reported [default: 3; --smoke: 1].
+    #[arg(long, value_name = "K")]
+    runs: Option<u32>,
+
+    /// pgbench clients (and threads).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    clients: u32,
+
+    /// blueshift appliers (sync --workers) and copy workers (backfill --copy-workers).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    workers: u32,
+
+    /// Rows of the big transactions [default: 5 000 000 for bigtxn, 2 000 000 for decode;
+    /// --smoke: 20 000].
+    #[arg(long, value_name = "N")]
+    big_rows: Option<u64>,
+
+    /// PostgreSQL binaries folder for the clusters and the client programs [default: PG_BIN,
+    /// else pg_config --bindir].
+    #[arg(long, value_name = "DIR")]
+    pg_bin: Option<PathBuf>,
+
+    /// Output folder [default: bench-results/<unix time>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+
+    /// Folder for the throwaway clusters' data, on disk [default: /var/tmp; --smoke: /dev/shm].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Blue: an existing server instead of a throwaway cluster (libpq URI or key=value).
+    #[arg(long, value_name = "URI", requires = "target", hide_env_values = true)]
+    source: Option<String>,
+
+    /// Green: an existing server instead of a throwaway cluster.
+    #[arg(long, value_name = "URI", requires = "source", hide_env_values = true)]
+    target: Option<String>,
+
+    /// The blueshift binary to measure [default: the one running].
+    #[arg(long, value_name = "PATH")]
+    blueshift: Option<PathBuf>,
+
+    /// Tiny scale, seconds per scenario: checks that the harness works; the figures mean
+    /// nothing.
+    #[arg(long)]
+    smoke: bool,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let command_line = std::iter::once("blueshift".to_owned())
+        .chain(std::env::args().skip(1))
+        .map(|a| {
+            if a.contains("password") {
+                "<redacted>".to_owned()
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let options = BenchOptions {
+        scenarios: args.scenarios,
+        scale: args.scale,
+        duration: args.duration,
+        runs: args.runs,
+        clients: args.clients,
+        workers: args.workers,
+        pg_bin: args.pg_bin,
+        out: args.out,
+        endpoints: match (args.source, args.target) {
+            (Some(source), Some(target)) => Some(Endpoints { source, target }),
+            _ => None,
+        },
+        data_dir: args.data_dir,
+        blueshift: args.blueshift,
+        big_rows: args.big_rows,
+        smoke: args.smoke,
+        command_line,
+    };
+    let results = blueshift_bench::run(options).await?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(results.markdown().as_bytes())?;
+    stdout.flush()?;
+    anyhow::ensure!(
+        !results.failed(),
+        "some scenarios or runs failed; their errors are in the report"
+    );
+    Ok(())
+}
+
+/// The `decode` scenario's discarding consumer (run by `blueshift bench`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct DecodeSinkArgs {
+    #[arg(long)]
+    source: String,
+    #[arg(long = "publication", required = true)]
+    publications: Vec<String>,
+    #[arg(long)]
+    slot: String,
+    #[arg(long)]
+    until: Lsn,
+    #[arg(long)]
+    proto_version: u32,
+    #[arg(long)]
+    source_password_file: Option<PathBuf>,
+}
+
+pub(crate) async fn decode_sink(args: DecodeSinkArgs) -> anyhow::Result<()> {
+    let mut source = crate::source::parse("--source", &args.source)?;
+    if let Some(path) = &args.source_password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        source.set_password(blueshift_decoder::config::Password::new(
+            text.lines().next().unwrap_or_default(),
+        ));
+    }
+    let counts = decode_sink::run(decode_sink::SinkOptions {
+        source,
+        publications: args.publications,
+        slot: args.slot,
+        until: args.until,
+        proto_version: args.proto_version,
+    })
+    .await?;
+    println!("{}", serde_json::to_string(&counts)?);
+    Ok(())
+}
