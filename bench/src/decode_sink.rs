@@ -11,7 +11,7 @@ use blueshift_decoder::pgoutput::PgOutputMessage;
 use blueshift_decoder::relation::RelationCache;
 use blueshift_decoder::Lsn;
 use blueshift_engine::tail::{self, SlotChoice, TailError, TailOptions, TailSink};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What to consume.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct SinkOptions {
 }
 
 /// What was decoded, printed as JSON by `blueshift bench-decode-sink`.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counts {
     /// Every message.
     pub messages: u64,
@@ -41,9 +41,6 @@ pub struct Counts {
     pub updates: u64,
     /// Rows deleted.
     pub deletes: u64,
-    /// Bytes of pgoutput payload decoded is not counted: the frames are not kept.
-    #[serde(skip)]
-    _private: (),
 }
 
 /// Counts each decoded message; keeps nothing.

@@ -122,9 +122,12 @@ impl Watch {
             let sources = sources;
             let per_resolve = (RESOLVE_EVERY.as_millis() / SAMPLE_EVERY.as_millis()).max(1);
             let mut tick: u128 = 0;
+            let mut found = vec![false; sources.len()];
             loop {
-                if tick % per_resolve == 0 {
-                    resolve(&shared, &sources).await;
+                // Until every source has shown a process, look at every sample: a walsender
+                // starts a moment after its consumer.
+                if tick % per_resolve == 0 || found.iter().any(|f| !f) {
+                    resolve(&shared, &sources, &mut found).await;
                 }
                 sample(&shared);
                 tick += 1;
@@ -162,8 +165,8 @@ impl Watch {
     }
 }
 
-async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)]) {
-    for (role, since, source) in sources {
+async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)], found: &mut [bool]) {
+    for (i, (role, since, source)) in sources.iter().enumerate() {
         let (pids, shared): (Vec<u32>, bool) = match source {
             Source::Own(pid) => (vec![*pid], false),
             Source::Tree(pid) => (descendants(*pid), false),
@@ -185,6 +188,7 @@ async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)]) {
                 (pids.split(',').filter_map(|p| p.parse().ok()).collect(), true)
             }
         };
+        found[i] |= !pids.is_empty();
         let mut st = state.lock().expect("the sampler does not panic");
         for pid in pids {
             if st.tracked.contains_key(&pid) {
