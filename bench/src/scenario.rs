@@ -174,30 +174,7 @@ impl Pair {
         blue.execute(&self.blue_db, "VACUUM ANALYZE").await?;
         blue.execute(&self.blue_db, "CHECKPOINT").await?;
 
-        // blueshift creates its slot on its first start; stopped once streaming.
-        say("creating blueshift's slot (start until streaming, then SIGTERM)");
-        let mut sync = consumer::start_sync(
-            ctx.blueshift,
-            &self.ends(ctx),
-            &self.publication,
-            &self.bs_slot,
-            ctx.options.workers,
-            ctx.logs,
-            &format!("{}-setup", self.bs_slot),
-        )?;
-        let client = blue.connect(&self.blue_db).await?;
-        let sql = format!(
-            "SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}' AND active",
-            self.bs_slot
-        );
-        poll_until(
-            "blueshift's slot streaming",
-            Duration::from_secs(120),
-            || sync.check_running(),
-            || async { Ok(query_value(&client, &sql).await? == "1") },
-        )
-        .await?;
-        sync.stop().await?;
+        create_sync_slot(ctx, &self.ends(ctx), &self.publication, &self.bs_slot).await?;
         self.native.create(blue, green, &self.publication, false, false).await?;
         Ok(())
     }
@@ -214,6 +191,38 @@ impl Pair {
         }
         let _ = blue.drop_database(&self.blue_db).await;
     }
+}
+
+/// Creates blueshift's slot the way a user does: `blueshift sync` creates it on its first
+/// start; it is stopped (SIGTERM) once streaming, and the slot keeps the position.
+pub(crate) async fn create_sync_slot(
+    ctx: &Context<'_>,
+    ends: &Endpoints<'_>,
+    publication: &str,
+    slot: &str,
+) -> anyhow::Result<()> {
+    say(format!("creating blueshift's slot {slot} (start until streaming, then SIGTERM)"));
+    let mut sync = consumer::start_sync(
+        ctx.blueshift,
+        ends,
+        publication,
+        slot,
+        ctx.options.workers,
+        ctx.logs,
+        &format!("{slot}-setup"),
+    )?;
+    let client = ends.blue.connect(ends.blue_db).await?;
+    let sql = format!(
+        "SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}' AND active"
+    );
+    poll_until(
+        "blueshift's slot streaming",
+        Duration::from_secs(120),
+        || sync.check_running(),
+        || async { Ok(query_value(&client, &sql).await? == "1") },
+    )
+    .await?;
+    sync.stop().await
 }
 
 /// What of blue's database to copy into a new green database.
