@@ -104,7 +104,11 @@ impl Child {
     /// SIGTERM, then waits (bounded); anything but exit 0 is an error.
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_none() {
-            if let Some(pid) = self.child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            if let Some(pid) = self
+                .child
+                .id()
+                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
         }
@@ -342,7 +346,10 @@ pub(crate) async fn drop_origins(green: &Server, green_db: &str, slot: &str) -> 
             &format!(
                 "SELECT pg_catalog.pg_replication_origin_drop(roname) \
                  FROM pg_catalog.pg_replication_origin WHERE roname LIKE {}",
-                literal(&format!("{}%", blueshift_engine::sync::origin_name(slot, 0).trim_end_matches('0')))
+                literal(&format!(
+                    "{}%",
+                    blueshift_engine::sync::origin_name(slot, 0).trim_end_matches('0')
+                ))
             ),
         )
         .await

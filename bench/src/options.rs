@@ -130,7 +130,8 @@ pub(crate) struct Validated {
 impl BenchOptions {
     pub(crate) fn validated(self) -> anyhow::Result<Validated> {
         let smoke = self.smoke;
-        let pick = |v: Option<u32>, full: u32, small: u32| v.unwrap_or(if smoke { small } else { full });
+        let pick =
+            |v: Option<u32>, full: u32, small: u32| v.unwrap_or(if smoke { small } else { full });
         let scale = pick(self.scale, 50, 1);
         let duration = pick(self.duration, 60, 2);
         let runs = pick(self.runs, 3, 1);
@@ -211,11 +212,6 @@ impl Validated {
             );
         }
         Ok(path)
-    }
-
-    /// Whether the clusters are this run's own (so /proc of their processes is readable).
-    pub(crate) fn owns_clusters(&self) -> bool {
-        self.endpoints.is_none()
     }
 
     pub(crate) fn data_dir(&self) -> Option<&Path> {

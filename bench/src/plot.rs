@@ -47,7 +47,10 @@ fn draw(path: &Path, scenario: &str, metric: &str, series: &[&Series]) -> Result
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{scenario}: {} (blueshift and peer, every run)", metric.replace('_', " ")),
+            format!(
+                "{scenario}: {} (blueshift and peer, every run)",
+                metric.replace('_', " ")
+            ),
             ("sans-serif", 20),
         )
         .margin(12)
@@ -85,7 +88,9 @@ fn draw(path: &Path, scenario: &str, metric: &str, series: &[&Series]) -> Result
             ))
             .map_err(|e| err(&e))?
             .label(format!("{} run {}", s.side, s.run))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

@@ -175,7 +175,10 @@ async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)], f
                     "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
                     crate::server::literal(slot)
                 );
-                let pid = query_value(client, &sql).await.ok().and_then(|v| v.parse().ok());
+                let pid = query_value(client, &sql)
+                    .await
+                    .ok()
+                    .and_then(|v| v.parse().ok());
                 (pid.into_iter().collect(), true)
             }
             Source::Subscription { client, name } => {
@@ -185,7 +188,10 @@ async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)], f
                     crate::server::literal(name)
                 );
                 let pids = query_value(client, &sql).await.unwrap_or_default();
-                (pids.split(',').filter_map(|p| p.parse().ok()).collect(), true)
+                (
+                    pids.split(',').filter_map(|p| p.parse().ok()).collect(),
+                    true,
+                )
             }
         };
         found[i] |= !pids.is_empty();

@@ -56,7 +56,11 @@ pub(crate) fn markdown(results: &Results) -> String {
             out,
             "- {}{}: {}; {}",
             s.role,
-            if s.throwaway { " (throwaway cluster)" } else { "" },
+            if s.throwaway {
+                " (throwaway cluster)"
+            } else {
+                ""
+            },
             s.version,
             s.settings
         );
@@ -149,7 +153,11 @@ fn scenario_markdown(out: &mut String, s: &ScenarioResult) {
             let _ = writeln!(
                 out,
                 "| {label} | {bs_cell} | {peer_cell} | {ratio} | {} | {}; {} |",
-                bs_values.len().min(pv_values.len()).max(ratios.len()),
+                if ratios.is_empty() {
+                    bs_values.len().max(pv_values.len())
+                } else {
+                    ratios.len()
+                },
                 spread(&bs_values, d),
                 spread(&pv_values, d)
             );
@@ -161,17 +169,12 @@ fn scenario_markdown(out: &mut String, s: &ScenarioResult) {
             .iter()
             .filter_map(|(metric, label, d)| {
                 let v: Vec<f64> = s.values(WORKLOAD, metric).iter().map(|(_, v)| *v).collect();
-                (!v.is_empty()).then(|| {
-                    format!("{label} {:.d$} ({})", median(&v), spread(&v, *d), d = *d)
-                })
+                (!v.is_empty())
+                    .then(|| format!("{label} {:.d$} ({})", median(&v), spread(&v, *d), d = *d))
             })
             .collect();
         if !parts.is_empty() {
-            let _ = writeln!(
-                out,
-                "\nWorkload, median (spread): {}.",
-                parts.join("; ")
-            );
+            let _ = writeln!(out, "\nWorkload, median (spread): {}.", parts.join("; "));
         }
     }
     for n in &s.notes {
@@ -200,5 +203,5 @@ fn side_error(s: &ScenarioResult, side: &str) -> Option<String> {
     s.errors
         .iter()
         .any(|e| e.side.as_deref() == Some(side) || e.side.is_none())
-        .then(|| "error".to_owned())
+        .then(|| "error (below)".to_owned())
 }

@@ -2,7 +2,6 @@
 //! scenario reports (which metric, which way is better), and the medians, ratios and spreads
 //! computed from them.
 
-use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -44,9 +43,12 @@ impl Results {
     ) -> anyhow::Result<Results> {
         let mut info = Vec::new();
         for s in [&servers.blue, &servers.green] {
-            let version = s.value(s.maintenance_db(), "SELECT version()").await.or_else(|_| {
-                Ok::<_, anyhow::Error>(format!("PostgreSQL {}", s.binaries().version()))
-            })?;
+            let version = s
+                .value(s.maintenance_db(), "SELECT version()")
+                .await
+                .or_else(|_| {
+                    Ok::<_, anyhow::Error>(format!("PostgreSQL {}", s.binaries().version()))
+                })?;
             let settings = s
                 .value(
                     s.maintenance_db(),
@@ -308,18 +310,6 @@ impl ScenarioResult {
             .filter(|s| s.side == side && s.metric == metric)
             .map(|s| (s.run, s.value))
             .collect()
-    }
-
-    /// The sides with at least one sample or error, blueshift first.
-    pub(crate) fn sides(&self) -> Vec<String> {
-        let mut seen: BTreeSet<&str> = BTreeSet::new();
-        let mut out = vec![BLUESHIFT.to_owned()];
-        for p in &self.peers {
-            if seen.insert(p) {
-                out.push((*p).to_owned());
-            }
-        }
-        out
     }
 }
 

@@ -49,7 +49,9 @@ impl Context<'_> {
 
     /// A bound on any one wait: generous, scaled with the work.
     pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_secs(600 + 60 * u64::from(self.options.scale) + 20 * u64::from(self.options.duration))
+        Duration::from_secs(
+            600 + 60 * u64::from(self.options.scale) + 20 * u64::from(self.options.duration),
+        )
     }
 }
 
@@ -154,7 +156,10 @@ impl Pair {
         let (blue, green) = (ctx.blue(), ctx.green());
         self.teardown(ctx).await;
         blue.recreate_database(&self.blue_db).await?;
-        say(format!("pgbench -i -s {} on blue/{}", ctx.options.scale, self.blue_db));
+        say(format!(
+            "pgbench -i -s {} on blue/{}",
+            ctx.options.scale, self.blue_db
+        ));
         pgbench::init(blue, &self.blue_db, ctx.options.scale).await?;
         blue.execute(&self.blue_db, MARKER_TABLE).await?;
         blue.execute(
@@ -175,7 +180,9 @@ impl Pair {
         blue.execute(&self.blue_db, "CHECKPOINT").await?;
 
         create_sync_slot(ctx, &self.ends(ctx), &self.publication, &self.bs_slot).await?;
-        self.native.create(blue, green, &self.publication, false, false).await?;
+        self.native
+            .create(blue, green, &self.publication, false, false)
+            .await?;
         Ok(())
     }
 
@@ -201,7 +208,9 @@ pub(crate) async fn create_sync_slot(
     publication: &str,
     slot: &str,
 ) -> anyhow::Result<()> {
-    say(format!("creating blueshift's slot {slot} (start until streaming, then SIGTERM)"));
+    say(format!(
+        "creating blueshift's slot {slot} (start until streaming, then SIGTERM)"
+    ));
     let mut sync = consumer::start_sync(
         ctx.blueshift,
         ends,
@@ -272,13 +281,19 @@ pub(crate) async fn copy_database(
 /// Inserts a marker on blue; returns its id.
 pub(crate) async fn sentinel(blue: &tokio_postgres::Client) -> anyhow::Result<i64> {
     let row = blue
-        .query_one("INSERT INTO public.bench_marker DEFAULT VALUES RETURNING id", &[])
+        .query_one(
+            "INSERT INTO public.bench_marker DEFAULT VALUES RETURNING id",
+            &[],
+        )
         .await?;
     Ok(row.get(0))
 }
 
 /// Whether marker `id` is visible on green.
-pub(crate) async fn marker_visible(green: &tokio_postgres::Client, id: i64) -> anyhow::Result<bool> {
+pub(crate) async fn marker_visible(
+    green: &tokio_postgres::Client,
+    id: i64,
+) -> anyhow::Result<bool> {
     let row = green
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM public.bench_marker WHERE id = $1)",
@@ -304,6 +319,9 @@ pub(crate) async fn green_flushed(green: &tokio_postgres::Client) -> anyhow::Res
 }
 
 /// A shared client, for the /proc watch's pid lookups.
-pub(crate) async fn shared_client(server: &Server, db: &str) -> anyhow::Result<Arc<tokio_postgres::Client>> {
+pub(crate) async fn shared_client(
+    server: &Server,
+    db: &str,
+) -> anyhow::Result<Arc<tokio_postgres::Client>> {
     Ok(Arc::new(server.connect(db).await?))
 }

@@ -38,7 +38,11 @@ pub(crate) struct Server {
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Server({} {}@{}:{})", self.role, self.user, self.host, self.port)
+        write!(
+            f,
+            "Server({} {}@{}:{})",
+            self.role, self.user, self.host, self.port
+        )
     }
 }
 
@@ -195,7 +199,11 @@ impl Server {
     /// [`Server::conninfo`] with the password, for `CREATE SUBSCRIPTION … CONNECTION`.
     pub(crate) fn conninfo_with_password(&self, db: &str) -> String {
         match &self.password {
-            Some(p) => format!("{} password={}", self.conninfo(db), conninfo_value(p.expose())),
+            Some(p) => format!(
+                "{} password={}",
+                self.conninfo(db),
+                conninfo_value(p.expose())
+            ),
             None => self.conninfo(db),
         }
     }
@@ -221,10 +229,16 @@ impl Server {
         if let Some(p) = &self.password {
             config.password(p.expose());
         }
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("could not connect to {} ({}:{}), database {db:?}", self.role, self.host, self.port))?;
+        let (client, connection) =
+            config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .with_context(|| {
+                    format!(
+                        "could not connect to {} ({}:{}), database {db:?}",
+                        self.role, self.host, self.port
+                    )
+                })?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

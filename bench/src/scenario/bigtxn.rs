@@ -31,7 +31,10 @@ const TABLES: [&str; 2] = ["big", "bench_marker"];
 const BS_SLOT: &str = "bs_bigtxn";
 
 fn db(side: &str) -> String {
-    format!("bench_bigtxn_{}", if side == BLUESHIFT { "bs" } else { NATIVE })
+    format!(
+        "bench_bigtxn_{}",
+        if side == BLUESHIFT { "bs" } else { NATIVE }
+    )
 }
 
 fn publication(side: &str) -> String {
@@ -94,14 +97,23 @@ async fn setup(ctx: &Context<'_>) -> anyhow::Result<()> {
         green.execute(&db, SCHEMA).await?;
         blue.execute(
             &db,
-            &format!("CREATE PUBLICATION {} FOR TABLE {}", publication(side), TABLES.join(", ")),
+            &format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                publication(side),
+                TABLES.join(", ")
+            ),
         )
         .await?;
     }
     let bs = db(BLUESHIFT);
     super::create_sync_slot(
         ctx,
-        &Endpoints { blue, blue_db: &bs, green, green_db: &bs },
+        &Endpoints {
+            blue,
+            blue_db: &bs,
+            green,
+            green_db: &bs,
+        },
         &publication(BLUESHIFT),
         BS_SLOT,
     )
@@ -122,7 +134,12 @@ async fn teardown(ctx: &Context<'_>) {
     }
 }
 
-async fn turn(ctx: &Context<'_>, side: &'static str, run: u32, r: &mut ScenarioResult) -> anyhow::Result<()> {
+async fn turn(
+    ctx: &Context<'_>,
+    side: &'static str,
+    run: u32,
+    r: &mut ScenarioResult,
+) -> anyhow::Result<()> {
     let o = ctx.options;
     let (blue, green) = (ctx.blue(), ctx.green());
     let db = db(side);
@@ -133,7 +150,12 @@ async fn turn(ctx: &Context<'_>, side: &'static str, run: u32, r: &mut ScenarioR
     let sources = if side == BLUESHIFT {
         let s = consumer::start_sync(
             ctx.blueshift,
-            &Endpoints { blue, blue_db: &db, green, green_db: &db },
+            &Endpoints {
+                blue,
+                blue_db: &db,
+                green,
+                green_db: &db,
+            },
             &publication(side),
             BS_SLOT,
             o.workers,
@@ -144,13 +166,34 @@ async fn turn(ctx: &Context<'_>, side: &'static str, run: u32, r: &mut ScenarioR
         sync = Some(s);
         vec![
             (Role::Consumer, Since::Start, Source::Own(pid)),
-            (Role::Walsender, Since::Start, Source::Slot { client: shared_client(blue, &db).await?, slot: BS_SLOT.to_owned() }),
+            (
+                Role::Walsender,
+                Since::Start,
+                Source::Slot {
+                    client: shared_client(blue, &db).await?,
+                    slot: BS_SLOT.to_owned(),
+                },
+            ),
         ]
     } else {
         sub.enable(green).await?;
         vec![
-            (Role::Consumer, Since::Start, Source::Subscription { client: shared_client(green, &db).await?, name: sub.name.clone() }),
-            (Role::Walsender, Since::Start, Source::Slot { client: shared_client(blue, &db).await?, slot: sub.slot.clone() }),
+            (
+                Role::Consumer,
+                Since::Start,
+                Source::Subscription {
+                    client: shared_client(green, &db).await?,
+                    name: sub.name.clone(),
+                },
+            ),
+            (
+                Role::Walsender,
+                Since::Start,
+                Source::Slot {
+                    client: shared_client(blue, &db).await?,
+                    slot: sub.slot.clone(),
+                },
+            ),
         ]
     };
     let watch = Watch::start(sources, ctx.local());
@@ -160,29 +203,46 @@ async fn turn(ctx: &Context<'_>, side: &'static str, run: u32, r: &mut ScenarioR
     };
     // Caught up before the big transaction.
     let id = sentinel(&b).await?;
-    poll_until(&format!("{side} streaming"), ctx.timeout(), &mut alive, || marker_visible(&g, id)).await?;
+    poll_until(
+        &format!("{side} streaming"),
+        ctx.timeout(),
+        &mut alive,
+        || marker_visible(&g, id),
+    )
+    .await?;
 
     let n = i64::try_from(o.bigtxn_rows)?;
-    say(format!("bigtxn run {run}/{}: {side}, INSERT of {n} rows", o.runs));
+    say(format!(
+        "bigtxn run {run}/{}: {side}, INSERT of {n} rows",
+        o.runs
+    ));
     b.batch_execute(&format!(
         "INSERT INTO public.big SELECT g, g % 1000, md5(g::text) FROM generate_series(1, {n}) g"
     ))
     .await?;
     let committed = Instant::now();
     let probe = "SELECT EXISTS (SELECT 1 FROM public.big WHERE id = $1)";
-    poll_until(&format!("{side} applying the INSERT"), ctx.timeout(), &mut alive, || async {
-        Ok(g.query_one(probe, &[&n]).await?.get::<_, bool>(0))
-    })
+    poll_until(
+        &format!("{side} applying the INSERT"),
+        ctx.timeout(),
+        &mut alive,
+        || async { Ok(g.query_one(probe, &[&n]).await?.get::<_, bool>(0)) },
+    )
     .await?;
     let insert = committed.elapsed().as_secs_f64();
     tables_equal(blue, &db, green, &db, &TABLES).await?;
 
-    say(format!("{side}: INSERT on green after {insert:.2} s; DELETE of {n} rows"));
+    say(format!(
+        "{side}: INSERT on green after {insert:.2} s; DELETE of {n} rows"
+    ));
     b.batch_execute("DELETE FROM public.big").await?;
     let committed = Instant::now();
-    poll_until(&format!("{side} applying the DELETE"), ctx.timeout(), &mut alive, || async {
-        Ok(!g.query_one(probe, &[&1i64]).await?.get::<_, bool>(0))
-    })
+    poll_until(
+        &format!("{side} applying the DELETE"),
+        ctx.timeout(),
+        &mut alive,
+        || async { Ok(!g.query_one(probe, &[&1i64]).await?.get::<_, bool>(0)) },
+    )
     .await?;
     let delete = committed.elapsed().as_secs_f64();
     let usage = watch.finish().await;
@@ -191,7 +251,9 @@ async fn turn(ctx: &Context<'_>, side: &'static str, run: u32, r: &mut ScenarioR
         Some(s) => s.stop().await?,
         None => sub.disable(blue, green).await?,
     }
-    say(format!("{side}: DELETE on green after {delete:.2} s; green equals blue"));
+    say(format!(
+        "{side}: DELETE on green after {delete:.2} s; green equals blue"
+    ));
     r.sample(run, side, "insert_s", insert);
     r.sample(run, side, "delete_s", delete);
     r.usage(run, side, &usage, 2.0 * n as f64);

@@ -16,14 +16,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{green_flushed, marker_visible, sentinel, shared_client, turns, Context, Pair, PAIR_TABLES};
+use super::{
+    green_flushed, marker_visible, sentinel, shared_client, turns, Context, Pair, PAIR_TABLES,
+};
 use crate::check::tables_equal;
 use crate::consumer::{self, poll_until};
 use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
 use crate::process::{Role, Since, Source, Watch};
 use crate::results::{figure, Better, ScenarioResult, BLUESHIFT, PROCESS_FIGURES, WORKLOAD};
-use crate::server::query_value;
 use crate::say;
+use crate::server::query_value;
 
 const NATIVE: &str = "native";
 /// How often green's applied transactions are counted for the throughput plot.
@@ -45,7 +47,12 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
         .to_owned();
     r.figures = vec![
         figure("catchup_s", "catch-up seconds", Better::Lower, 2),
-        figure("applied_txn_per_s", "applied transactions/s", Better::Higher, 0),
+        figure(
+            "applied_txn_per_s",
+            "applied transactions/s",
+            Better::Higher,
+            0,
+        ),
     ];
     r.figures.extend(PROCESS_FIGURES);
     r.workload_figures = vec![
@@ -67,11 +74,19 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     r
 }
 
-async fn one_run(ctx: &Context<'_>, pair: &Pair, run: u32, r: &mut ScenarioResult) -> anyhow::Result<()> {
+async fn one_run(
+    ctx: &Context<'_>,
+    pair: &Pair,
+    run: u32,
+    r: &mut ScenarioResult,
+) -> anyhow::Result<()> {
     let o = ctx.options;
     let blue = ctx.blue();
     let client = blue.connect(&pair.blue_db).await?;
-    say(format!("catchup run {run}/{}: TPC-B backlog on blue", o.runs));
+    say(format!(
+        "catchup run {run}/{}: TPC-B backlog on blue",
+        o.runs
+    ));
     let start_lsn = query_value(&client, "SELECT pg_catalog.pg_current_wal_lsn()").await?;
     let load = pgbench::run(blue, &pair.blue_db, o.clients, o.duration, None).await?;
     let id = sentinel(&client).await?;
@@ -138,14 +153,35 @@ async fn catch_up(
         )?;
         let sources = vec![
             (Role::Consumer, Since::Start, Source::Own(sync.pid())),
-            (Role::Walsender, Since::Start, Source::Slot { client: blue_watch, slot: pair.bs_slot.clone() }),
+            (
+                Role::Walsender,
+                Since::Start,
+                Source::Slot {
+                    client: blue_watch,
+                    slot: pair.bs_slot.clone(),
+                },
+            ),
         ];
         (Some(sync), sources)
     } else {
         pair.native.enable(green).await?;
         let sources = vec![
-            (Role::Consumer, Since::Start, Source::Subscription { client: green_watch, name: pair.native.name.clone() }),
-            (Role::Walsender, Since::Start, Source::Slot { client: blue_watch, slot: pair.native.slot.clone() }),
+            (
+                Role::Consumer,
+                Since::Start,
+                Source::Subscription {
+                    client: green_watch,
+                    name: pair.native.name.clone(),
+                },
+            ),
+            (
+                Role::Walsender,
+                Since::Start,
+                Source::Slot {
+                    client: blue_watch,
+                    slot: pair.native.slot.clone(),
+                },
+            ),
         ];
         (None, sources)
     };
@@ -171,7 +207,11 @@ async fn catch_up(
     let elapsed = result?;
     // The slot's acknowledgement (what lets blue release its WAL), untimed for the figure.
     let b = blue.connect(&pair.blue_db).await?;
-    let slot = if side == BLUESHIFT { &pair.bs_slot } else { &pair.native.slot };
+    let slot = if side == BLUESHIFT {
+        &pair.bs_slot
+    } else {
+        &pair.native.slot
+    };
     let ack_sql = format!(
         "SELECT coalesce(confirmed_flush_lsn >= '{end_lsn}'::pg_lsn, false) \
          FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}'"
@@ -198,7 +238,12 @@ async fn catch_up(
     r.sample(run, side, "catchup_s", secs);
     r.sample(run, side, "applied_txn_per_s", transactions as f64 / secs);
     r.sample(run, side, "acknowledged_s", acknowledged.as_secs_f64());
-    r.usage(run, side, &usage, transactions as f64 * CHANGES_PER_TRANSACTION);
+    r.usage(
+        run,
+        side,
+        &usage,
+        transactions as f64 * CHANGES_PER_TRANSACTION,
+    );
     r.series.push(crate::results::Series {
         run,
         side: side.to_owned(),
@@ -214,7 +259,10 @@ async fn catch_up(
 /// until told to stop; the points are (seconds, transactions/s over the interval).
 fn throughput_series(
     green: tokio_postgres::Client,
-) -> (watch::Sender<bool>, tokio::task::JoinHandle<Vec<(f64, f64)>>) {
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Vec<(f64, f64)>>,
+) {
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let started = Instant::now();
@@ -228,7 +276,9 @@ fn throughput_series(
                 _ = tokio::time::sleep(SERIES_EVERY) => {}
                 _ = stopped.changed() => break,
             }
-            let Some(n) = history_rows(&green).await else { break };
+            let Some(n) = history_rows(&green).await else {
+                break;
+            };
             let t = started.elapsed().as_secs_f64();
             points.push((t, (n - last) / (t - last_t)));
             last = n;

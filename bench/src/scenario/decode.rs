@@ -81,8 +81,14 @@ async fn setup(ctx: &Context<'_>) -> anyhow::Result<u32> {
     blue.recreate_database(DB).await?;
     say(format!("pgbench -i -s {} on blue/{DB}", ctx.options.scale));
     pgbench::init(blue, DB, ctx.options.scale).await?;
-    blue.execute(DB, &format!("CREATE PUBLICATION {PUBLICATION} FOR TABLE {}", TABLES.join(", ")))
-        .await?;
+    blue.execute(
+        DB,
+        &format!(
+            "CREATE PUBLICATION {PUBLICATION} FOR TABLE {}",
+            TABLES.join(", ")
+        ),
+    )
+    .await?;
     blue.execute(DB, "CHECKPOINT").await?;
     let version: u32 = blue
         .value(DB, "SHOW server_version_num")
@@ -97,7 +103,12 @@ async fn setup(ctx: &Context<'_>) -> anyhow::Result<u32> {
     })
 }
 
-async fn one_run(ctx: &Context<'_>, run: u32, proto: u32, r: &mut ScenarioResult) -> anyhow::Result<()> {
+async fn one_run(
+    ctx: &Context<'_>,
+    run: u32,
+    proto: u32,
+    r: &mut ScenarioResult,
+) -> anyhow::Result<()> {
     let o = ctx.options;
     let blue = ctx.blue();
     let b = blue.connect(DB).await?;
@@ -109,7 +120,10 @@ async fn one_run(ctx: &Context<'_>, run: u32, proto: u32, r: &mut ScenarioResult
         .await?;
     }
     let start = query_value(&b, "SELECT pg_catalog.pg_current_wal_lsn()").await?;
-    say(format!("decode run {run}/{}: recording the backlog", o.runs));
+    say(format!(
+        "decode run {run}/{}: recording the backlog",
+        o.runs
+    ));
     let load = pgbench::run(blue, DB, o.clients, o.duration, None).await?;
     b.batch_execute(&format!(
         "INSERT INTO public.pgbench_history (tid, bid, aid, delta, mtime) \
@@ -118,10 +132,13 @@ async fn one_run(ctx: &Context<'_>, run: u32, proto: u32, r: &mut ScenarioResult
     ))
     .await?;
     let end = query_value(&b, "SELECT pg_catalog.pg_current_wal_lsn()").await?;
-    let wal: f64 = query_value(&b, &format!("SELECT ('{end}'::pg_lsn - '{start}'::pg_lsn)::float8"))
-        .await?
-        .parse()
-        .unwrap_or(f64::NAN);
+    let wal: f64 = query_value(
+        &b,
+        &format!("SELECT ('{end}'::pg_lsn - '{start}'::pg_lsn)::float8"),
+    )
+    .await?
+    .parse()
+    .unwrap_or(f64::NAN);
     r.sample(run, WORKLOAD, "transactions", load.transactions as f64);
     r.sample(run, WORKLOAD, "wal_mib", wal / 1048576.0);
     let expected_inserts = load.transactions + o.decode_rows;
@@ -197,7 +214,10 @@ async fn one_run(ctx: &Context<'_>, run: u32, proto: u32, r: &mut ScenarioResult
         match result {
             Ok((elapsed, usage)) => {
                 let secs = elapsed.as_secs_f64();
-                say(format!("{side}: decoded to {end} in {secs:.2} s ({:.1} WAL MiB/s)", wal / 1048576.0 / secs));
+                say(format!(
+                    "{side}: decoded to {end} in {secs:.2} s ({:.1} WAL MiB/s)",
+                    wal / 1048576.0 / secs
+                ));
                 r.sample(run, side, "decode_s", secs);
                 r.sample(run, side, "wal_mib_per_s", wal / 1048576.0 / secs);
                 r.usage(run, side, &usage, changes);
@@ -216,20 +236,43 @@ async fn recvlogical(
     end: &str,
     watch_client: std::sync::Arc<tokio_postgres::Client>,
     started: Instant,
-) -> anyhow::Result<(Duration, std::collections::HashMap<Role, crate::process::Usage>)> {
+) -> anyhow::Result<(
+    Duration,
+    std::collections::HashMap<Role, crate::process::Usage>,
+)> {
     let mut cmd = tokio::process::Command::from(blue.command("pg_recvlogical"));
-    cmd.args(["-d", DB, "--slot", PEER_SLOT, "--start", "--no-loop", "-f", "/dev/null"])
-        .arg(format!("--endpos={end}"))
-        .args(["-o", &format!("proto_version={proto}")])
-        .args(["-o", &format!("publication_names={PUBLICATION}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "-d",
+        DB,
+        "--slot",
+        PEER_SLOT,
+        "--start",
+        "--no-loop",
+        "-f",
+        "/dev/null",
+    ])
+    .arg(format!("--endpos={end}"))
+    .args(["-o", &format!("proto_version={proto}")])
+    .args(["-o", &format!("publication_names={PUBLICATION}")])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let child = cmd.spawn().context("could not run pg_recvlogical")?;
     let watch = Watch::start(
         vec![
-            (Role::Consumer, Since::Start, Source::Own(child.id().unwrap_or(0))),
-            (Role::Walsender, Since::Start, Source::Slot { client: watch_client, slot: PEER_SLOT.to_owned() }),
+            (
+                Role::Consumer,
+                Since::Start,
+                Source::Own(child.id().unwrap_or(0)),
+            ),
+            (
+                Role::Walsender,
+                Since::Start,
+                Source::Slot {
+                    client: watch_client,
+                    slot: PEER_SLOT.to_owned(),
+                },
+            ),
         ],
         ctx.local(),
     );

@@ -62,12 +62,17 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
         Err(e) => r.error = Some(format!("{e:#}")),
         Ok(()) => {
             let seconds = o.duration.min(10);
-            say(format!("live: blue's max TPC-B rate ({seconds} s, consumers paused)"));
+            say(format!(
+                "live: blue's max TPC-B rate ({seconds} s, consumers paused)"
+            ));
             match pgbench::run(ctx.blue(), &pair.blue_db, o.clients, seconds, None).await {
                 Err(e) => r.error = Some(format!("measuring blue's max rate: {e:#}")),
                 Ok(max) => {
                     let rate = max.tps * RATE_SHARE;
-                    say(format!("live: max {:.0} tps; load at {rate:.0} tps", max.tps));
+                    say(format!(
+                        "live: max {:.0} tps; load at {rate:.0} tps",
+                        max.tps
+                    ));
                     r.sample(0, WORKLOAD, "max_tps", max.tps);
                     r.sample(0, WORKLOAD, "rate", rate);
                     for run in 1..=o.runs {
@@ -118,13 +123,34 @@ async fn turn(
         sync = Some(s);
         vec![
             (Role::Consumer, Since::Now, Source::Own(pid)),
-            (Role::Walsender, Since::Now, Source::Slot { client: shared_client(blue, &pair.blue_db).await?, slot: pair.bs_slot.clone() }),
+            (
+                Role::Walsender,
+                Since::Now,
+                Source::Slot {
+                    client: shared_client(blue, &pair.blue_db).await?,
+                    slot: pair.bs_slot.clone(),
+                },
+            ),
         ]
     } else {
         pair.native.enable(green).await?;
         vec![
-            (Role::Consumer, Since::Now, Source::Subscription { client: shared_client(green, green_db).await?, name: pair.native.name.clone() }),
-            (Role::Walsender, Since::Now, Source::Slot { client: shared_client(blue, &pair.blue_db).await?, slot: pair.native.slot.clone() }),
+            (
+                Role::Consumer,
+                Since::Now,
+                Source::Subscription {
+                    client: shared_client(green, green_db).await?,
+                    name: pair.native.name.clone(),
+                },
+            ),
+            (
+                Role::Walsender,
+                Since::Now,
+                Source::Slot {
+                    client: shared_client(blue, &pair.blue_db).await?,
+                    slot: pair.native.slot.clone(),
+                },
+            ),
         ]
     };
     let mut alive = || match sync.as_mut() {
@@ -132,9 +158,18 @@ async fn turn(
         None => Ok(()),
     };
     let id = sentinel(&b).await?;
-    poll_until(&format!("{side} catching up before the load"), ctx.timeout(), &mut alive, || marker_visible(&g, id)).await?;
+    poll_until(
+        &format!("{side} catching up before the load"),
+        ctx.timeout(),
+        &mut alive,
+        || marker_visible(&g, id),
+    )
+    .await?;
 
-    say(format!("live run {run}/{}: {side}, {} s at {rate:.0} tps", o.runs, o.duration));
+    say(format!(
+        "live run {run}/{}: {side}, {} s at {rate:.0} tps",
+        o.runs, o.duration
+    ));
     let watch = Watch::start(sources, ctx.local());
     let started = Instant::now();
     let load = pgbench::run(blue, &pair.blue_db, o.clients, o.duration, Some(rate));
@@ -153,7 +188,13 @@ async fn turn(
         (Some(f), Some(l)) => (*f, *l),
         _ => anyhow::bail!("no marker was written"),
     };
-    poll_until(&format!("{side} applying the last marker"), ctx.timeout(), &mut alive, || marker_visible(&g, last)).await?;
+    poll_until(
+        &format!("{side} applying the last marker"),
+        ctx.timeout(),
+        &mut alive,
+        || marker_visible(&g, last),
+    )
+    .await?;
     let usage = watch.finish().await;
 
     let rows = g
@@ -173,19 +214,32 @@ async fn turn(
         ids.len()
     );
     let t0 = rows.first().map(|row| row.get::<_, f64>(1)).unwrap_or(0.0);
-    let points: Vec<(f64, f64)> = rows.iter().map(|row| (row.get::<_, f64>(1) - t0, row.get::<_, f64>(2))).collect();
+    let points: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|row| (row.get::<_, f64>(1) - t0, row.get::<_, f64>(2)))
+        .collect();
     let lags: Vec<f64> = points.iter().map(|p| p.1).collect();
 
     // Everything applied, then green equal to blue.
     let id = sentinel(&b).await?;
-    poll_until(&format!("{side} applying the sentinel"), ctx.timeout(), &mut alive, || marker_visible(&g, id)).await?;
+    poll_until(
+        &format!("{side} applying the sentinel"),
+        ctx.timeout(),
+        &mut alive,
+        || marker_visible(&g, id),
+    )
+    .await?;
     match sync.take() {
         Some(s) => s.stop().await?,
         None => pair.native.disable(blue, green).await?,
     }
     tables_equal(blue, &pair.blue_db, green, green_db, &PAIR_TABLES).await?;
 
-    let (p50, p99, max) = (quantile(&lags, 0.5), quantile(&lags, 0.99), quantile(&lags, 1.0));
+    let (p50, p99, max) = (
+        quantile(&lags, 0.5),
+        quantile(&lags, 0.99),
+        quantile(&lags, 1.0),
+    );
     say(format!(
         "{side}: {} markers, lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({:.0} tps achieved); green equals blue",
         lags.len(),
@@ -196,7 +250,12 @@ async fn turn(
     r.sample(run, side, "lag_max_ms", max);
     r.sample(run, WORKLOAD, "achieved_tps", load.tps);
     r.sample(run, WORKLOAD, "markers", lags.len() as f64);
-    r.usage(run, side, &usage, load.transactions as f64 * CHANGES_PER_TRANSACTION + lags.len() as f64);
+    r.usage(
+        run,
+        side,
+        &usage,
+        load.transactions as f64 * CHANGES_PER_TRANSACTION + lags.len() as f64,
+    );
     r.series.push(Series {
         run,
         side: side.to_owned(),
