@@ -266,7 +266,7 @@ fn throughput_series(
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let started = Instant::now();
-        let mut points = Vec::new();
+        let mut points = vec![(0.0, 0.0)];
         let Some(mut last) = history_rows(&green).await else {
             return points;
         };
