@@ -55,6 +55,8 @@ pub struct ApplierOptions {
     pub insert_batch_rows: usize,
     /// Most statements sent ahead of their answers within a transaction; 1 is the serial path.
     pub pipeline_depth: usize,
+    /// What a backfill already copied, per table: skipped or applied idempotently.
+    pub fences: std::sync::Arc<crate::fence::Fences>,
 }
 
 impl ApplierOptions {
@@ -67,6 +69,7 @@ impl ApplierOptions {
             statement_cache_capacity: 512,
             insert_batch_rows: 256,
             pipeline_depth: 64,
+            fences: std::sync::Arc::default(),
         }
     }
 }
