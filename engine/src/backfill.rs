@@ -486,18 +486,10 @@ async fn copy_generation(
         })?;
     let generation = state::add_generation(&*green, slot, created.consistent_point).await?;
     tracing::info!(slot = %slot_name, temporary, generation, consistent_point = %created.consistent_point, "snapshot taken");
-    let mut blues = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        blues.push(copy::import(&config.source, &snapshot).await?);
-    }
-    // Every worker holds the snapshot: the replication connection may go (a temporary slot
-    // with it).
-    if let Err(e) = repl.close().await {
-        tracing::debug!(error = %e, "the replication connection did not close cleanly");
-    }
-
     // The plan: chunks recorded on the first generation; file nodes checked on later ones.
-    let planner = &blues[0].0;
+    // Sizes are read inside the snapshot too (the replication connection stays idle meanwhile).
+    let (planner, planner_conn) = copy::import(&config.source, &snapshot).await?;
+    let planner = &planner;
     let chunk_blocks = i64::try_from(options.chunk_bytes / 8192).unwrap_or(i64::MAX);
     let mut current: BTreeMap<QualifiedName, Vec<(QualifiedName, i64, i64)>> = BTreeMap::new();
     for table in tables.keys() {
@@ -515,7 +507,7 @@ async fn copy_generation(
     };
     let mut chunks = state::chunks(&*green, slot).await?;
     if chunks.is_empty() {
-        let planned: Vec<state::Chunk> = tables.keys().flat_map(|t| plan_table(t)).collect();
+        let planned: Vec<state::Chunk> = tables.keys().flat_map(&plan_table).collect();
         state::add_chunks(&*green, slot, &planned).await?;
         chunks = planned;
     } else {
@@ -634,41 +626,81 @@ async fn copy_generation(
     });
     summary.chunks = todo.len() as u64;
     progress.set_phase(Phase::Copying);
+    planner_conn.abort();
     let queue = Arc::new(Mutex::new(VecDeque::from(todo)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (n, (blue, conn)) in blues.into_iter().enumerate() {
-        let queue = Arc::clone(&queue);
-        let target = config.target.clone();
-        let progress = Arc::clone(progress);
-        let slot = slot.to_owned();
-        tasks.spawn(async move {
-            let result = copy::worker(n, blue, target, slot, generation, queue, progress).await;
-            conn.abort();
-            result
-        });
+    // Each worker runs on a thread of its own with a single-threaded runtime: a chunk is
+    // millions of small COPY messages handed between a connection task and the worker, and
+    // keeping those hand-offs on one thread avoids a cross-thread wake-up per row.
+    let mut threads = Vec::with_capacity(workers);
+    let mut ready = Vec::with_capacity(workers);
+    for n in 0..workers {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<bool>();
+        ready.push(ready_rx);
+        let job = copy::WorkerJob {
+            n,
+            source: config.source.clone(),
+            target: config.target.clone(),
+            snapshot: snapshot.clone(),
+            slot: slot.to_owned(),
+            generation,
+            queue: Arc::clone(&queue),
+            progress: Arc::clone(progress),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("blueshift-copy-{n}"))
+            .spawn(move || job.run(ready_tx))
+            .map_err(|e| BackfillError::Corrupt {
+                what: format!("failure to start a copy thread: {e}"),
+            })?;
+        threads.push(thread);
+    }
+    // Every worker holds the snapshot (or failed): the replication connection may go, and a
+    // temporary slot with it.
+    for r in ready {
+        let _ = r.await;
+    }
+    if let Err(e) = repl.close().await {
+        tracing::debug!(error = %e, "the replication connection did not close cleanly");
     }
     let rows_before = progress.totals().0;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => {
-                    tasks.shutdown().await;
-                    return Err(e);
+    let joined = {
+        let queue = Arc::clone(&queue);
+        let join = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        Err(BackfillError::Corrupt {
+                            what: "panic in a copy thread".to_owned(),
+                        })
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        tokio::pin!(join);
+        tokio::pin!(shutdown);
+        let mut interrupted = false;
+        loop {
+            tokio::select! {
+                done = &mut join => break done.map_err(BackfillError::Task)?,
+                () = &mut shutdown, if !interrupted => {
+                    // Workers finish the chunk in hand; the rest waits for the next run.
+                    queue.lock().await.clear();
+                    interrupted = true;
                 }
-                Some(Err(e)) => {
-                    tasks.shutdown().await;
-                    return Err(BackfillError::Task(e));
-                }
-            },
-            () = &mut shutdown => {
-                tasks.shutdown().await;
-                return Err(BackfillError::Interrupted);
             }
         }
-    }
+        .into_iter()
+        .collect::<Result<Vec<()>, BackfillError>>()
+        .and_then(|v| {
+            if interrupted {
+                Err(BackfillError::Interrupted)
+            } else {
+                Ok(v)
+            }
+        })
+    };
+    joined?;
     summary.rows = progress.totals().0 - rows_before;
     Ok(())
 }

@@ -257,8 +257,66 @@ pub(crate) async fn import(
     Ok((blue, conn))
 }
 
+/// A copy worker, run on a thread of its own.
+pub(crate) struct WorkerJob {
+    pub(crate) n: usize,
+    pub(crate) source: ConnectConfig,
+    pub(crate) target: ConnectConfig,
+    pub(crate) snapshot: String,
+    pub(crate) slot: String,
+    pub(crate) generation: i32,
+    pub(crate) queue: Arc<Mutex<VecDeque<Job>>>,
+    pub(crate) progress: Arc<Progress>,
+}
+
+impl WorkerJob {
+    /// Imports the snapshot (then says so on `ready`, whatever the outcome) and copies jobs
+    /// from the queue until it is empty. On error the queue is emptied, so the other workers
+    /// stop after their chunk in hand.
+    pub(crate) fn run(
+        self,
+        ready: tokio::sync::oneshot::Sender<bool>,
+    ) -> Result<(), BackfillError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BackfillError::Corrupt {
+                what: format!("failure to start a copy runtime: {e}"),
+            });
+        let runtime = match runtime {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready.send(false);
+                return Err(e);
+            }
+        };
+        let queue = Arc::clone(&self.queue);
+        let result = runtime.block_on(async move {
+            let imported = import(&self.source, &self.snapshot).await;
+            let _ = ready.send(imported.is_ok());
+            let (blue, blue_conn) = imported?;
+            let result = worker(
+                self.n,
+                blue,
+                self.target,
+                self.slot,
+                self.generation,
+                self.queue,
+                self.progress,
+            )
+            .await;
+            blue_conn.abort();
+            result
+        });
+        if result.is_err() {
+            queue.blocking_lock().clear();
+        }
+        result
+    }
+}
+
 /// A worker: copies jobs from the queue until it is empty.
-pub(crate) async fn worker(
+async fn worker(
     n: usize,
     blue: Client,
     target: ConnectConfig,
@@ -333,7 +391,8 @@ async fn copy_chunk(
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         counter.rows.fetch_add(1, Ordering::Relaxed);
-        sink.send(data)
+        // `feed`, not `send`: `send` flushes every row as a write of its own.
+        sink.feed(data)
             .await
             .map_err(|e| BackfillError::green(&what(), e))?;
     }
