@@ -114,6 +114,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         status_interval: Duration::from_secs(1),
         turn_timeout: Duration::from_secs(1),
         backoff: (Duration::from_millis(200), Duration::from_secs(5)),
+        renames: Default::default(),
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -11,6 +11,7 @@ mod cleanup;
 mod demo;
 mod migrate;
 mod plan;
+mod rename;
 mod source;
 mod status;
 mod sync;
