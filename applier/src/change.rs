@@ -494,6 +494,55 @@ mod tests {
         );
     }
 
+    /// Blue's `c1` is not on green: green's columns are blue's `c0` (renamed `k`) and `c2`.
+    fn dropping_c1(relation: &RelationInfo) -> TargetTable {
+        let mut t = target(relation);
+        t.columns.remove(1);
+        t.columns[0].name = "k".into();
+        t.key = vec![0];
+        t
+    }
+
+    #[test]
+    fn a_column_not_carried_is_left_out_of_sets_and_locates() {
+        let keyed = relation(ReplicaIdentity::Default, &[true, false, false]);
+        let t = dropping_c1(&keyed);
+        // An UPDATE that changed only c1 still sets (and so finds) the row by its key.
+        let new = tuple(vec![text("1"), text("only c1 changed"), text("x")]);
+        assert_eq!(&*present(&t, &new), &[0, 1]);
+        let (found, source) = locate(&t, &keyed, Operation::Update, None, &new).unwrap();
+        assert_eq!(found, Locate::Key(vec![0].into()));
+        let mut params = Vec::new();
+        push_locating(&mut params, &t, &found, source);
+        assert_eq!(params, vec![text("1")]);
+
+        // REPLICA IDENTITY FULL: the row is found by the carried columns only.
+        let full = relation(ReplicaIdentity::Full, &[true, true, true]);
+        let t = dropping_c1(&full);
+        let old = OldTuple::Full(tuple(vec![text("1"), text("gone"), ColumnValue::Null]));
+        let (found, source) =
+            locate(&t, &full, Operation::Delete, Some(&old), old.tuple()).unwrap();
+        assert_eq!(found, Locate::Full(vec![0, 1].into()));
+        let mut params = Vec::new();
+        push_locating(&mut params, &t, &found, source);
+        assert_eq!(params, vec![text("1"), ColumnValue::Null]);
+
+        // Rows are checked against blue's width, not green's.
+        let short = OldTuple::Full(tuple(vec![text("1"), ColumnValue::Null]));
+        let err = locate(&t, &full, Operation::Delete, Some(&short), short.tuple()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApplyError::RowShape {
+                    expected: 3,
+                    got: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
     #[derive(Debug)]
     struct Spill(Vec<Change>, u64);
 

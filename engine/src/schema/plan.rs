@@ -548,10 +548,7 @@ fn only_on_blue(b: &Column) -> ColumnPlan {
             ),
         )
     } else {
-        (
-            Verdict::Fine,
-            "dropped on green: not copied, blue's values are not carried".to_owned(),
-        )
+        (Verdict::Fine, "dropped on green: not copied".to_owned())
     };
     ColumnPlan {
         name: b.name.clone(),
