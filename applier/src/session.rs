@@ -60,6 +60,8 @@ pub struct ApplierOptions {
     pub pipeline_depth: usize,
     /// Column renames: blue's column → green's, per table (see [`rename`](crate::rename)).
     pub renames: Arc<Renames>,
+    /// What a backfill already copied, per table: skipped or applied idempotently.
+    pub fences: Arc<crate::fence::Fences>,
 }
 
 impl ApplierOptions {
@@ -73,6 +75,7 @@ impl ApplierOptions {
             insert_batch_rows: 256,
             pipeline_depth: 64,
             renames: Arc::default(),
+            fences: Arc::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod cleanup;
 mod demo;
 mod migrate;
 mod plan;
+mod progress;
 mod rename;
 mod source;
 mod status;
@@ -35,6 +36,11 @@ struct Cli {
 enum Command {
     Demo(demo::DemoArgs),
     Sync(Box<sync::SyncArgs>),
+    /// Copy blue's existing rows into green and exit: a consistent snapshot shared with the
+    /// replication slot, tables split across --copy-workers, green's indexes rebuilt after the
+    /// load, sequences set. Resumes an interrupted copy. `blueshift sync` then streams from
+    /// the slot with no gap and nothing twice.
+    Backfill(Box<sync::SyncArgs>),
     Tail(tail::TailArgs),
     Migrate(migrate::MigrateArgs),
     Plan(plan::PlanArgs),
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Sync(args) => sync::run(*args).await,
+            Command::Backfill(args) => sync::run_backfill(*args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Plan(args) => plan::run(args).await,
