@@ -515,7 +515,7 @@ async fn copy_generation(
     };
     let mut chunks = state::chunks(&*green, slot).await?;
     if chunks.is_empty() {
-        let planned: Vec<state::Chunk> = tables.keys().flat_map(|t| plan_table(t)).collect();
+        let planned: Vec<state::Chunk> = tables.keys().flat_map(&plan_table).collect();
         state::add_chunks(&*green, slot, &planned).await?;
         chunks = planned;
     } else {
