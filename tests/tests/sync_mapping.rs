@@ -1,7 +1,8 @@
 //! Schema mapping, blue ≠ green, with the real binary between two real clusters: green adds a
 //! column with a default, drops a column, widens types (int4 → int8, varchar(10) → text) and
 //! renames columns (a key column among them), declared in a TOML file (`[[rename]]`) and with
-//! `--rename`. Streamed INSERT, UPDATE (one changing only the dropped column) and DELETE —
+//! `--rename`. Rows blue held before sync are backfilled through the mapping; streamed INSERT,
+//! UPDATE (one changing only the dropped column) and DELETE —
 //! REPLICA IDENTITY FULL on a table with a dropped column too — give exactly the expected green
 //! rows. A green-only NOT NULL column without a default, and renames naming a column or table
 //! that does not exist, stop sync before any data moves, naming them. `blueshift plan` prints
@@ -119,16 +120,38 @@ fn converge_mapped(pair: &Pair) {
 #[test]
 fn streamed_changes_land_in_green_s_schema() {
     let pair = pair("mapping");
-    let file = rename_file(&pair, RENAME_FILE);
-    let mut args = vec!["--workers", "2", "--config", file.to_str().unwrap()];
-    args.extend_from_slice(RENAME_FLAGS);
-    let mut sync = pair.sync(&args);
+    // Rows blue holds before sync starts: the backfill copies them through the same mapping.
     pair.blue
         .psql(
             "app",
             r#"
             INSERT INTO users SELECT g, 'name ' || g, 'legacy ' || g, g, 'c' || g, 'nick' || g
-              FROM generate_series(1, 200) g;
+              FROM generate_series(1, 100) g;
+            INSERT INTO events VALUES (1, 'a', 'g1'), (1, 'a', 'g2');
+            INSERT INTO orders SELECT g, g * 2, 'n' || g FROM generate_series(1, 30) g;
+            "#,
+        )
+        .expect("rows before sync");
+    let file = rename_file(&pair, RENAME_FILE);
+    let mut args = vec!["--workers", "2", "--config", file.to_str().unwrap()];
+    args.extend_from_slice(RENAME_FLAGS);
+    let mut sync = pair.sync(&args);
+    assert_eq!(
+        pair.green
+            .psql(
+                "app",
+                "SELECT count(*) FROM users WHERE full_name IS NOT NULL"
+            )
+            .unwrap(),
+        "100",
+        "the backfill copied blue's rows into the renamed column"
+    );
+    pair.blue
+        .psql(
+            "app",
+            r#"
+            INSERT INTO users SELECT g, 'name ' || g, 'legacy ' || g, g, 'c' || g, 'nick' || g
+              FROM generate_series(101, 200) g;
             INSERT INTO users VALUES (201, NULL, NULL, NULL, NULL, NULL),
                                      (202, 'ünï "q"', 'l', 2147483647, '0123456789', NULL);
             UPDATE users SET legacy = 'only the dropped column' WHERE id = 1;
@@ -137,12 +160,12 @@ fn streamed_changes_land_in_green_s_schema() {
             UPDATE users SET nick = NULL WHERE id = 22;
             UPDATE users SET nick = 'nick 23 again' WHERE id = 23;
             DELETE FROM users WHERE id BETWEEN 30 AND 39;
-            INSERT INTO events VALUES (1, 'a', 'g1'), (1, 'a', 'g2'), (2, 'b', 'g3'), (3, NULL, 'g4');
+            INSERT INTO events VALUES (2, 'b', 'g3'), (3, NULL, 'g4');
             UPDATE events SET gone = 'only the dropped column' WHERE a = 2;
             UPDATE events SET b = 'c' WHERE a = 2;
             DELETE FROM events WHERE gone = 'g1';
             UPDATE events SET b = 'n' WHERE a = 3;
-            INSERT INTO orders SELECT g, g * 2, 'n' || g FROM generate_series(1, 50) g;
+            INSERT INTO orders SELECT g, g * 2, 'n' || g FROM generate_series(31, 50) g;
             UPDATE orders SET qty = qty + 1 WHERE ref <= 10;
             UPDATE orders SET ref = ref + 1000 WHERE ref BETWEEN 11 AND 15;
             DELETE FROM orders WHERE ref > 45 AND ref < 1000;
