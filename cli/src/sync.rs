@@ -1,10 +1,12 @@
 //! `blueshift sync`: the sidecar that keeps green caught up with blue.
 //!
 //! Settings come, in order of precedence, from the command line, `BLUESHIFT_*` environment
-//! variables, a TOML file (`--config`), then defaults.
+//! variables, a TOML file (`--config`), then defaults; column renames from the file's
+//! `[[rename]]` tables and the `--rename` flags add up (see [`crate::rename`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +16,7 @@ use blueshift_engine::metrics::{Metrics, MetricsServer};
 use blueshift_engine::sync::{self, SyncConfig};
 use serde::Deserialize;
 
+use crate::rename::{self, FileRename, RenameArgs};
 use crate::source;
 
 /// Keep green caught up with blue: stream blue's changes and apply them to green, exactly once.
@@ -32,14 +35,24 @@ Examples:
   # The same from a file, passwords from ~/.pgpass
   blueshift sync --config /etc/blueshift/sync.toml
 
-sync.toml holds the same settings as the options, with underscores:
+  # Green renamed a column: blue's users.name is green's users.full_name
+  blueshift sync --config /etc/blueshift/sync.toml --rename 'public.users:name=full_name'
+
+sync.toml holds the same settings as the options, with underscores, and renames as tables:
   source = \"host=blue dbname=app user=replicator\"
   target = \"host=green dbname=app user=blueshift\"
   publication = \"app_pub\"
   workers = 4
   metrics_addr = \"127.0.0.1:9187\"
+  [[rename]]
+  table = \"public.users\"
+  from = \"name\"
+  to = \"full_name\"
 
-Each option can also be set as BLUESHIFT_<NAME> (e.g. BLUESHIFT_WORKERS=4). Passwords: ~/.pgpass,
+Columns are matched by name: a column only on blue is not copied, one only on green takes its
+default, a different type is converted by green. Renames from the file and from --rename add up.
+
+Each option but --rename can also be set as BLUESHIFT_<NAME> (e.g. BLUESHIFT_WORKERS=4). Passwords: ~/.pgpass,
 PGPASSWORD, or --source-password-file/--target-password-file; one inside a URI on the command line
 works but draws a warning, since other users can read it in the process list.")]
 pub(crate) struct SyncArgs {
@@ -123,6 +136,8 @@ pub(crate) struct SyncArgs {
     /// maintenance_work_mem for building green's indexes after the copy [default: 256MB].
     #[arg(long, value_name = "SIZE", env = "BLUESHIFT_MAINTENANCE_WORK_MEM")]
     maintenance_work_mem: Option<String>,
+    #[command(flatten)]
+    renames: RenameArgs,
 }
 
 /// The TOML file's settings.
@@ -149,6 +164,8 @@ struct FileSettings {
     chunk_size: Option<String>,
     keep_indexes: Option<bool>,
     maintenance_work_mem: Option<String>,
+    #[serde(default)]
+    rename: Vec<FileRename>,
 }
 
 pub(crate) async fn run(args: SyncArgs) -> anyhow::Result<()> {
@@ -306,6 +323,7 @@ fn settings(args: SyncArgs) -> anyhow::Result<(SyncConfig, Option<SocketAddr>)> 
                 .unwrap_or_else(|| "256MB".to_owned()),
             only: false,
         },
+        renames: Arc::new(rename::collect(file.rename, args.renames.renames)?),
     };
     blueshift_decoder::connection::validate_slot_name(&config.slot)?;
     Ok((config, args.metrics_addr.or(file.metrics_addr)))

@@ -41,7 +41,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blueshift_applier::{Applier, ApplierOptions, ApplyError, ErrorClass, SynchronousCommit};
+use blueshift_applier::{
+    Applier, ApplierOptions, ApplyError, ErrorClass, Renames, SynchronousCommit,
+};
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::{
     CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
@@ -105,6 +107,8 @@ pub struct SyncConfig {
     pub backoff: (Duration, Duration),
     /// The initial copy of blue's rows (see [`crate::backfill`]).
     pub backfill: BackfillOptions,
+    /// Column renames, blue → green, for the plan checked at preflight and the appliers.
+    pub renames: Arc<Renames>,
 }
 
 /// Why sync stopped.
@@ -378,6 +382,7 @@ async fn attempt(
         options.fences = Arc::clone(&fences);
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
+        options.renames = Arc::clone(&config.renames);
         let origin = options.origin_name.clone();
         let setup = |source| SyncError::ApplierSetup {
             origin: origin.clone(),
@@ -486,7 +491,7 @@ async fn attempt(
         decoder: PgOutputDecoder::new(version),
         assembler,
         scheduler: Scheduler::starting_at(1),
-        keys: KeyCatalog::default(),
+        keys: KeyCatalog::new(Arc::clone(&config.renames)),
         green,
         resume_after,
         stop_at,
