@@ -18,6 +18,8 @@
 //! [`Applier::rollback`] split it so that the engine can run several appliers' statements in
 //! parallel and still issue the COMMITs in blue's commit order.
 
+use std::sync::Arc;
+
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::Lsn;
 use tokio::task::JoinHandle;
@@ -90,10 +92,10 @@ impl Applier {
             client,
             connection,
             statements: StatementCache::new(options.statement_cache_capacity),
+            targets: TargetCache::new(Arc::clone(&options.renames)),
             options,
             progress,
             xact_setup,
-            targets: TargetCache::default(),
             open: None,
         })
     }

@@ -1,5 +1,7 @@
 //! Turning a transaction's changes into statements on green, in blue's order.
 //!
+//! Only the columns that land on green are sent (see [`target`](crate::target)): a column
+//! dropped on green is left out of every statement, a green-only column takes its default.
 //! Consecutive inserts into one table are sent together as multi-row INSERTs (at most
 //! `insert_batch_rows` rows and 65535 parameters each; a remainder goes in power-of-two sized
 //! statements, so each table needs only a few prepared shapes). An UPDATE sets every column
@@ -180,7 +182,8 @@ impl ChangeWriter<'_> {
             let mut params = Vec::with_capacity(n * target.columns.len());
             for row in chunk {
                 check_width(target, row)?;
-                for (column, value) in target.columns.iter().zip(&row.columns) {
+                for column in &target.columns {
+                    let value = &row.columns[column.blue];
                     if matches!(value, ColumnValue::UnchangedToast) {
                         return Err(ApplyError::ToastInInsert {
                             table: target.display.clone(),
@@ -208,12 +211,14 @@ impl ChangeWriter<'_> {
             Change::Update { relation, old, new } => {
                 let target = self.resolve(relation).await?;
                 check_width(&target, new)?;
-                let set: Box<[usize]> = present(new);
+                let set: Box<[usize]> = present(&target, new);
                 let (locate, source) =
                     locate(&target, relation, Operation::Update, old.as_ref(), new)?;
-                let mut params: Vec<ColumnValue> =
-                    set.iter().map(|&c| new.columns[c].clone()).collect();
-                push_locating(&mut params, &locate, source);
+                let mut params: Vec<ColumnValue> = set
+                    .iter()
+                    .map(|&c| new.columns[target.columns[c].blue].clone())
+                    .collect();
+                push_locating(&mut params, &target, &locate, source);
                 let statement = self
                     .statement(&target, Shape::Update { set, locate })
                     .await?;
@@ -226,7 +231,7 @@ impl ChangeWriter<'_> {
                 let (locate, source) =
                     locate(&target, relation, Operation::Delete, Some(old), old.tuple())?;
                 let mut params = Vec::with_capacity(locate.columns().len());
-                push_locating(&mut params, &locate, source);
+                push_locating(&mut params, &target, &locate, source);
                 let statement = self.statement(&target, Shape::Delete { locate }).await?;
                 self.pipeline
                     .send(target, Operation::Delete, statement, params)
@@ -293,25 +298,28 @@ impl ChangeWriter<'_> {
     }
 }
 
-/// A row must carry one value per column of its relation.
+/// A row must carry one value per column of its relation: checked before any
+/// [`TargetColumn::blue`](crate::target::TargetColumn::blue) index reads it.
 fn check_width(target: &TargetTable, row: &TupleData) -> Result<(), ApplyError> {
-    if row.columns.len() == target.columns.len() {
+    if row.columns.len() == target.blue_width {
         Ok(())
     } else {
         Err(ApplyError::RowShape {
             table: target.display.clone(),
-            expected: target.columns.len(),
+            expected: target.blue_width,
             got: row.columns.len(),
         })
     }
 }
 
-/// Indexes of the columns that carry a value (not unchanged TOAST).
-fn present(row: &TupleData) -> Box<[usize]> {
-    row.columns
+/// Indexes (in `target.columns`) of the carried columns that have a value in `row` (not
+/// unchanged TOAST). `row` has passed [`check_width`].
+fn present(target: &TargetTable, row: &TupleData) -> Box<[usize]> {
+    target
+        .columns
         .iter()
         .enumerate()
-        .filter(|(_, v)| !matches!(v, ColumnValue::UnchangedToast))
+        .filter(|(_, c)| !matches!(row.columns[c.blue], ColumnValue::UnchangedToast))
         .map(|(i, _)| i)
         .collect()
 }
@@ -339,23 +347,28 @@ fn locate<'t>(
     match old {
         Some(OldTuple::Full(old)) => {
             check_width(target, old)?;
-            Ok((Locate::Full(present(old)), old))
+            Ok((Locate::Full(present(target, old)), old))
         }
         Some(OldTuple::Key(old)) => {
             check_width(target, old)?;
             by_key(old)
         }
         None if relation.replica_identity() == ReplicaIdentity::Full => {
-            Ok((Locate::Full(present(new)), new))
+            Ok((Locate::Full(present(target, new)), new))
         }
         None => by_key(new),
     }
 }
 
 /// Appends the values the WHERE clause finds the row by.
-fn push_locating(params: &mut Vec<ColumnValue>, locate: &Locate, source: &TupleData) {
+fn push_locating(
+    params: &mut Vec<ColumnValue>,
+    target: &TargetTable,
+    locate: &Locate,
+    source: &TupleData,
+) {
     for &c in locate.columns() {
-        params.push(match &source.columns[c] {
+        params.push(match &source.columns[target.columns[c].blue] {
             ColumnValue::UnchangedToast => ColumnValue::Null,
             value => value.clone(),
         });
@@ -399,12 +412,15 @@ mod tests {
             columns: relation
                 .columns()
                 .iter()
-                .map(|c| TargetColumn {
+                .enumerate()
+                .map(|(blue, c)| TargetColumn {
                     name: c.name.clone(),
                     quoted: format!("\"{}\"", c.name),
+                    blue,
                     compare_as_text: false,
                 })
                 .collect(),
+            blue_width: relation.columns().len(),
             key: relation.key_columns().to_vec(),
         }
     }
@@ -426,7 +442,7 @@ mod tests {
             ColumnValue::UnchangedToast,
             ColumnValue::Null,
         ]);
-        assert_eq!(&*present(&new), &[0, 2]);
+        assert_eq!(&*present(&t, &new), &[0, 2]);
 
         let (found, source) = locate(&t, &keyed, Operation::Update, None, &new).unwrap();
         assert_eq!(found, Locate::Key(vec![0].into()));
@@ -437,7 +453,7 @@ mod tests {
         assert_eq!(found, Locate::Key(vec![0].into()));
         assert_eq!(source, old.tuple());
         let mut params = Vec::new();
-        push_locating(&mut params, &found, source);
+        push_locating(&mut params, &t, &found, source);
         assert_eq!(params, vec![text("0")]);
 
         let full_rel = relation(ReplicaIdentity::Full, &[true, true, true]);
@@ -471,6 +487,55 @@ mod tests {
                 ApplyError::RowShape {
                     expected: 3,
                     got: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// Blue's `c1` is not on green: green's columns are blue's `c0` (renamed `k`) and `c2`.
+    fn dropping_c1(relation: &RelationInfo) -> TargetTable {
+        let mut t = target(relation);
+        t.columns.remove(1);
+        t.columns[0].name = "k".into();
+        t.key = vec![0];
+        t
+    }
+
+    #[test]
+    fn a_column_not_carried_is_left_out_of_sets_and_locates() {
+        let keyed = relation(ReplicaIdentity::Default, &[true, false, false]);
+        let t = dropping_c1(&keyed);
+        // An UPDATE that changed only c1 still sets (and so finds) the row by its key.
+        let new = tuple(vec![text("1"), text("only c1 changed"), text("x")]);
+        assert_eq!(&*present(&t, &new), &[0, 1]);
+        let (found, source) = locate(&t, &keyed, Operation::Update, None, &new).unwrap();
+        assert_eq!(found, Locate::Key(vec![0].into()));
+        let mut params = Vec::new();
+        push_locating(&mut params, &t, &found, source);
+        assert_eq!(params, vec![text("1")]);
+
+        // REPLICA IDENTITY FULL: the row is found by the carried columns only.
+        let full = relation(ReplicaIdentity::Full, &[true, true, true]);
+        let t = dropping_c1(&full);
+        let old = OldTuple::Full(tuple(vec![text("1"), text("gone"), ColumnValue::Null]));
+        let (found, source) =
+            locate(&t, &full, Operation::Delete, Some(&old), old.tuple()).unwrap();
+        assert_eq!(found, Locate::Full(vec![0, 1].into()));
+        let mut params = Vec::new();
+        push_locating(&mut params, &t, &found, source);
+        assert_eq!(params, vec![text("1"), ColumnValue::Null]);
+
+        // Rows are checked against blue's width, not green's.
+        let short = OldTuple::Full(tuple(vec![text("1"), ColumnValue::Null]));
+        let err = locate(&t, &full, Operation::Delete, Some(&short), short.tuple()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApplyError::RowShape {
+                    expected: 3,
+                    got: 2,
                     ..
                 }
             ),

@@ -151,16 +151,32 @@ pub enum ApplyError {
         table: String,
     },
 
-    /// A column that blue sends does not exist on green.
+    /// A replica identity key column of blue has no column on green to land in: UPDATE and
+    /// DELETE could not find their row.
     #[error(
-        "column \"{column}\" of table \"{table}\" exists on blue but not on green — add it to \
-         green (e.g. with `blueshift migrate`) or drop it from the publication's column list"
+        "key column \"{column}\" of table \"{table}\" has no column on green — UPDATE and \
+         DELETE find their row by it: keep it on green (or declare its rename) until after \
+         cutover"
     )]
-    MissingColumn {
+    MissingKeyColumn {
         /// The table, `schema.name`.
         table: String,
-        /// The column.
+        /// Blue's column.
         column: String,
+    },
+
+    /// A declared rename names a green column that does not exist.
+    #[error(
+        "column \"{from}\" of table \"{table}\" is renamed to \"{to}\", which green does not \
+         have — fix the rename or add the column to green"
+    )]
+    MissingRenameTarget {
+        /// The table, `schema.name`.
+        table: String,
+        /// Blue's column.
+        from: String,
+        /// The green column the rename names.
+        to: String,
     },
 
     /// A column that blue sends is a generated column on green.
@@ -285,7 +301,8 @@ impl ApplyError {
             ApplyError::InvalidOriginName { .. }
             | ApplyError::BadLsn { .. }
             | ApplyError::MissingTable { .. }
-            | ApplyError::MissingColumn { .. }
+            | ApplyError::MissingKeyColumn { .. }
+            | ApplyError::MissingRenameTarget { .. }
             | ApplyError::GeneratedColumn { .. }
             | ApplyError::RowShape { .. }
             | ApplyError::ToastInInsert { .. }
@@ -344,12 +361,22 @@ mod tests {
 
     #[test]
     fn messages_name_object_and_fix_without_values() {
-        let e = ApplyError::MissingColumn {
+        let e = ApplyError::MissingKeyColumn {
             table: "public.t".into(),
             column: "c".into(),
         };
         let text = e.to_string();
-        assert!(text.contains("\"c\"") && text.contains("\"public.t\"") && text.contains("add"));
+        assert!(text.contains("\"c\"") && text.contains("\"public.t\"") && text.contains("keep"));
+        let e = ApplyError::MissingRenameTarget {
+            table: "public.t".into(),
+            from: "a".into(),
+            to: "b".into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("\"a\" of table \"public.t\" is renamed to \"b\""),
+            "{text}"
+        );
         assert_eq!(e.class(), ErrorClass::Definite);
         let e = ApplyError::RowNotFound {
             table: "s.x".into(),

@@ -4,9 +4,9 @@
 //! - [`transaction`] defines what is applied: whole source transactions, in blue's commit
 //!   order, built by the engine's transaction assembler.
 //! - [`applier`] runs them on green (`BEGIN`, origin setup, the changes, `COMMIT`), through
-//!   statements built per table and shape (`statement`), matched by column name against green's
-//!   catalog (`target`), with every value sent as a parameter exactly as blue printed it
-//!   (`value`).
+//!   statements built per table and shape (`statement`), mapped onto green's catalog by column
+//!   name and the declared [`rename`]s (`target`), with every value sent as a parameter exactly
+//!   as blue printed it (`value`).
 //! - [`error`] classifies what goes wrong as transient or definite.
 //! - [`client`] opens SQL connections from blueshift's connection settings.
 
@@ -14,9 +14,11 @@ pub mod applier;
 mod change;
 pub mod client;
 pub mod error;
+pub mod fence;
 mod origin;
 pub mod outcome;
 mod pipeline;
+pub mod rename;
 pub mod session;
 mod statement;
 mod target;
@@ -26,5 +28,6 @@ mod value;
 pub use applier::Applier;
 pub use error::{class_of_sqlstate, ApplyError, ErrorClass, Operation};
 pub use outcome::{ApplyOutcome, RowCounts, Staged};
+pub use rename::{Rename, RenameError, Renames};
 pub use session::{ApplierOptions, SynchronousCommit};
 pub use transaction::{Change, Changes, Origin, SpilledChanges, Transaction};

@@ -7,10 +7,13 @@
 //! `bytea_output = hex`, `client_encoding = UTF8`. Values go through `set_config` as
 //! parameters.
 
+use std::sync::Arc;
+
 use tokio_postgres::Client;
 
 use crate::client::SqlError;
 use crate::error::ApplyError;
+use crate::rename::Renames;
 
 /// `synchronous_commit` for the applier's transactions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,6 +58,10 @@ pub struct ApplierOptions {
     pub insert_batch_rows: usize,
     /// Most statements sent ahead of their answers within a transaction; 1 is the serial path.
     pub pipeline_depth: usize,
+    /// Column renames: blue's column → green's, per table (see [`rename`](crate::rename)).
+    pub renames: Arc<Renames>,
+    /// What a backfill already copied, per table: skipped or applied idempotently.
+    pub fences: Arc<crate::fence::Fences>,
 }
 
 impl ApplierOptions {
@@ -67,6 +74,8 @@ impl ApplierOptions {
             statement_cache_capacity: 512,
             insert_batch_rows: 256,
             pipeline_depth: 64,
+            renames: Arc::default(),
+            fences: Arc::default(),
         }
     }
 }

@@ -256,9 +256,10 @@ mod tests {
     use crate::target::TargetColumn;
 
     fn table(partitioned: bool) -> TargetTable {
-        let column = |name: &str, compare_as_text: bool| TargetColumn {
+        let column = |name: &str, blue: usize, compare_as_text: bool| TargetColumn {
             name: name.to_owned(),
             quoted: blueshift_decoder::ident::quote_ident(name),
+            blue,
             compare_as_text,
         };
         TargetTable {
@@ -266,11 +267,13 @@ mod tests {
             display: "s.x; DROP TABLE y".into(),
             quoted: "\"s\".\"x; DROP TABLE y\"".into(),
             partitioned,
+            // Blue's column 1 is not carried: green's columns are blue's 0, 2 and 3.
             columns: vec![
-                column("id", false),
-                column("We\"ird", false),
-                column("j", true),
+                column("id", 0, false),
+                column("We\"ird", 2, false),
+                column("j", 3, true),
             ],
+            blue_width: 4,
             key: vec![0],
         }
     }

@@ -1,20 +1,33 @@
 //! The target table: how one relation description from blue maps onto green's table.
 //!
-//! Columns are matched by name. Green's catalog (`pg_attribute`, without dropped and generated
-//! columns) is read once per relation description; a Relation message that changes a table's
-//! columns is a new description and so gets a new mapping (and new statements). A table or
-//! column that blue sends and green lacks is an error naming it and the fix; schema mapping
-//! (renames, casts, columns only on one side) is a later stage's work.
+//! Green's catalog (`pg_attribute`, without dropped and generated columns) is read once per
+//! relation description; a Relation message that changes a table's columns is a new description
+//! and so gets a new mapping (and new statements). Each blue column lands in the green column of
+//! the same name, or of the name a [`rename`](crate::rename) declares, and then:
+//! - a blue column green lacks is not carried: statements leave it out. Except a column of the
+//!   replica identity key (not under REPLICA IDENTITY FULL): UPDATE and DELETE find their row by
+//!   it, so that is an error naming it;
+//! - a green column no blue column lands in is never in a statement: an INSERT gives it its
+//!   default;
+//! - a column whose type differs is converted by green: values go as text parameters, and the
+//!   statement's parameter takes the type of green's column, so green's input function of that
+//!   type reads blue's text, as PostgreSQL's own apply workers do;
+//! - a declared rename to a column green lacks, and a blue value for a column green generates,
+//!   are errors naming the column and the fix.
+//!
+//! A table green lacks is an error too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use blueshift_decoder::ident::quote_ident;
+use blueshift_decoder::pgoutput::ReplicaIdentity;
 use blueshift_decoder::relation::RelationInfo;
 use tokio_postgres::Client;
 
 use crate::client::SqlError;
 use crate::error::ApplyError;
+use crate::rename::Renames;
 
 /// Green's columns of a table, by name.
 const CATALOG_QUERY: &str = "\
@@ -35,13 +48,15 @@ const COMPARE_AS_TEXT: &[i64] = &[
     114, 199, 142, 143, 600, 1017, 602, 1019, 603, 1020, 604, 1027, 718, 719,
 ];
 
-/// One column of the target table, in blue's column order.
+/// One column of the target table: a blue column that lands in a green column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TargetColumn {
-    /// The column name, for messages.
+    /// Green's column name, for messages.
     pub(crate) name: String,
-    /// The column name, quoted for SQL.
+    /// Green's column name, quoted for SQL.
     pub(crate) quoted: String,
+    /// Where the value is in blue's rows.
+    pub(crate) blue: usize,
     /// Whether a NULL-safe equality on it must compare the text forms (no usable `=`).
     pub(crate) compare_as_text: bool,
 }
@@ -57,17 +72,21 @@ pub(crate) struct TargetTable {
     pub(crate) quoted: String,
     /// Green's table is partitioned: a row is identified by `(tableoid, ctid)`, not `ctid`.
     pub(crate) partitioned: bool,
-    /// Blue's columns, in the order rows carry them.
+    /// The blue columns carried to green, in blue's order. Statements refer to columns by
+    /// their index here.
     pub(crate) columns: Vec<TargetColumn>,
-    /// Indexes of the replica identity key columns.
+    /// Values per row from blue: the relation description's column count.
+    pub(crate) blue_width: usize,
+    /// Indexes (in `columns`) of the replica identity key columns.
     pub(crate) key: Vec<usize>,
 }
 
 impl TargetTable {
-    /// Reads green's catalog for `relation` and matches its columns by name.
+    /// Reads green's catalog for `relation` and maps its columns, renamed by `renames`.
     pub(crate) async fn load(
         client: &Client,
         relation: &RelationInfo,
+        renames: &Renames,
         id: u64,
     ) -> Result<TargetTable, ApplyError> {
         let name = relation.name();
@@ -91,26 +110,46 @@ impl TargetTable {
                 green.insert(column, (generated, type_oid));
             }
         }
+        let full = relation.replica_identity() == ReplicaIdentity::Full;
         let mut columns = Vec::with_capacity(relation.columns().len());
-        for column in relation.columns() {
-            match green.get(&column.name) {
-                None => {
-                    return Err(ApplyError::MissingColumn {
-                        table: display,
-                        column: column.name.clone(),
-                    })
+        let mut key = Vec::new();
+        for (blue, column) in relation.columns().iter().enumerate() {
+            let in_key = relation.key_columns().contains(&blue);
+            let target = renames.green_column(name.schema(), &name.name, &column.name);
+            match target.and_then(|t| green.get(t).map(|g| (t, g))) {
+                Some((target, (false, type_oid))) => {
+                    if in_key {
+                        key.push(columns.len());
+                    }
+                    columns.push(TargetColumn {
+                        name: target.to_owned(),
+                        quoted: quote_ident(target),
+                        blue,
+                        compare_as_text: COMPARE_AS_TEXT.contains(type_oid),
+                    });
                 }
-                Some((true, _)) => {
+                Some((target, (true, _))) => {
                     return Err(ApplyError::GeneratedColumn {
                         table: display,
-                        column: column.name.clone(),
+                        column: target.to_owned(),
                     })
                 }
-                Some((false, type_oid)) => columns.push(TargetColumn {
-                    name: column.name.clone(),
-                    quoted: quote_ident(&column.name),
-                    compare_as_text: COMPARE_AS_TEXT.contains(type_oid),
-                }),
+                None => {
+                    if let Some(to) = renames.renamed_to(name.schema(), &name.name, &column.name) {
+                        return Err(ApplyError::MissingRenameTarget {
+                            table: display,
+                            from: column.name.clone(),
+                            to: to.to_owned(),
+                        });
+                    }
+                    // Not carried; but rows are found by a key column.
+                    if in_key && !full {
+                        return Err(ApplyError::MissingKeyColumn {
+                            table: display,
+                            column: column.name.clone(),
+                        });
+                    }
+                }
             }
         }
         Ok(TargetTable {
@@ -119,17 +158,19 @@ impl TargetTable {
             display,
             partitioned,
             columns,
-            key: relation.key_columns().to_vec(),
+            blue_width: relation.columns().len(),
+            key,
         })
     }
 }
 
 /// The target tables an applier has loaded, by relation OID; a few descriptions per OID, so a
 /// table whose columns change mid-stream keeps both mappings while changes of both are in flight.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TargetCache {
     by_oid: HashMap<u32, Vec<Mapped>>,
     next_id: u64,
+    renames: Arc<Renames>,
 }
 
 /// A relation description and its mapping onto green.
@@ -139,6 +180,15 @@ type Mapped = (Arc<RelationInfo>, Arc<TargetTable>);
 const VERSIONS_PER_RELATION: usize = 4;
 
 impl TargetCache {
+    /// An empty cache mapping columns with `renames`.
+    pub(crate) fn new(renames: Arc<Renames>) -> Self {
+        TargetCache {
+            by_oid: HashMap::new(),
+            next_id: 0,
+            renames,
+        }
+    }
+
     /// The mapping of `relation`, when loaded. Matches the same `Arc` at once, else an equal
     /// description (a spilled transaction reads back new `Arc`s).
     pub(crate) fn get(&self, relation: &Arc<RelationInfo>) -> Option<Arc<TargetTable>> {
@@ -160,8 +210,14 @@ impl TargetCache {
             return Ok(target);
         }
         self.next_id += 1;
-        let target = Arc::new(TargetTable::load(client, relation, self.next_id).await?);
-        tracing::debug!(table = %target.display, columns = target.columns.len(), "target table loaded");
+        let target =
+            Arc::new(TargetTable::load(client, relation, &self.renames, self.next_id).await?);
+        tracing::debug!(
+            table = %target.display,
+            columns = target.columns.len(),
+            not_carried = target.blue_width - target.columns.len(),
+            "target table loaded"
+        );
         let versions = self.by_oid.entry(relation.oid().0).or_default();
         if versions.len() >= VERSIONS_PER_RELATION {
             versions.remove(0);

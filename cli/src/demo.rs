@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use blueshift_decoder::config::ConnectConfig;
+use blueshift_engine::backfill::BackfillOptions;
 use blueshift_engine::metrics::Metrics;
 use blueshift_engine::sync::{self, SyncConfig};
 use blueshift_tests::{Cluster, ClusterOptions, PgBinaries};
@@ -44,7 +45,14 @@ const SCHEMA: &str = "
 CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance bigint NOT NULL);
 CREATE TABLE transfers (id bigserial PRIMARY KEY, from_id int NOT NULL, to_id int NOT NULL,
                         amount bigint NOT NULL, at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX transfers_from ON transfers (from_id);
+";
+
+/// Blue's rows before sync starts: green starts empty and gets them from the backfill.
+const DATA: &str = "
 INSERT INTO accounts SELECT g, 'owner ' || g, 1000 FROM generate_series(1, 1000) g;
+INSERT INTO transfers (from_id, to_id, amount)
+     SELECT g % 1000 + 1, (g * 7) % 1000 + 1, g % 100 + 1 FROM generate_series(1, 300000) g;
 ";
 
 /// What the workload committed (and, mirrored, what was decoded).
@@ -89,12 +97,13 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         c.create_database("demo")?;
         c.psql("demo", SCHEMA)?;
     }
+    blue.psql("demo", DATA)?;
     blue.psql(
         "demo",
         "CREATE PUBLICATION demo_pub FOR TABLE accounts, transfers",
     )?;
     say(&format!(
-        "blue  {}\ngreen {}\nboth hold 1000 accounts; blueshift sync streams blue's changes to green",
+        "blue  {}\ngreen {}\nblue holds 1000 accounts and 300000 transfers, green the same tables empty;\nblueshift sync copies blue's rows (backfill) while blue keeps writing, then streams its changes",
         blue.uri("demo"),
         green.uri("demo")
     ));
@@ -114,6 +123,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         status_interval: Duration::from_secs(1),
         turn_timeout: Duration::from_secs(1),
         backoff: (Duration::from_millis(200), Duration::from_secs(5)),
+        backfill: BackfillOptions {
+            copy_workers: 2,
+            chunk_bytes: 8 << 20,
+            ..BackfillOptions::default()
+        },
+        renames: Default::default(),
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -127,19 +142,6 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
     };
     let client = blue.connect("demo").await?;
-    // Writes count from the slot's creation: start them once streaming has begun.
-    blueshift_tests::eventually_async(Duration::from_secs(60), || async {
-        anyhow::ensure!(!sync_task.is_finished(), "sync stopped early");
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'blueshift_demo' AND active",
-                &[],
-            )
-            .await?;
-        anyhow::ensure!(row.get::<_, i64>(0) == 1, "replication has not started yet");
-        Ok(())
-    })
-    .await?;
 
     let written = Arc::new(Counts::default());
     let writing = Arc::new(AtomicBool::new(true));
@@ -158,8 +160,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let m = metrics.snapshot();
         let [wt, ..] = written.get();
         say(&format!(
-            "{:>4.0}s  blue committed {wt:>7} txn  |  green applied {:>7} txn ({:>5} txn/s)  |  lag {} / {:.3} s  |  p99 apply {:.1} ms",
+            "{:>4.0}s  blue committed {wt:>7} txn  |  backfill {:>6} rows  |  green applied {:>7} txn ({:>5} txn/s)  |  lag {} / {:.3} s  |  p99 apply {:.1} ms",
             started.elapsed().as_secs_f64(),
+            m.backfill_rows,
             m.applied_transactions,
             m.applied_transactions - last_applied,
             human_bytes(m.lag_bytes),

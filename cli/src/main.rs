@@ -12,6 +12,8 @@ mod cleanup;
 mod demo;
 mod migrate;
 mod plan;
+mod progress;
+mod rename;
 mod source;
 mod status;
 mod sync;
@@ -34,7 +36,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Demo(demo::DemoArgs),
-    Sync(sync::SyncArgs),
+    Sync(Box<sync::SyncArgs>),
+    /// Copy blue's existing rows into green and exit: a consistent snapshot shared with the
+    /// replication slot, tables split across --copy-workers, green's indexes rebuilt after the
+    /// load, sequences set. Resumes an interrupted copy. `blueshift sync` then streams from
+    /// the slot with no gap and nothing twice.
+    Backfill(Box<sync::SyncArgs>),
     Tail(tail::TailArgs),
     Migrate(migrate::MigrateArgs),
     Plan(plan::PlanArgs),
@@ -63,7 +70,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Sync(args) => sync::run(args).await,
+            Command::Sync(args) => sync::run(*args).await,
+            Command::Backfill(args) => sync::run_backfill(*args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Plan(args) => plan::run(args).await,

@@ -1,18 +1,26 @@
-//! `blueshift plan`: compares each table blue publishes with green's table of the same name and
-//! says whether replication can carry the difference. Prints a table per table (or JSON) and
-//! fails when anything is blocked.
+//! `blueshift plan`: compares each table blue publishes with green's table of the same name
+//! (columns matched by name and the declared renames) and says whether replication can carry
+//! the difference. Prints the mapping per table (or JSON) and fails when anything is blocked.
+
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_engine::client;
-use blueshift_engine::schema::{self, quote_ident, SchemaPlan, TablePlan, Verdict};
+use blueshift_engine::schema::{self, quote_ident, ColumnPlan, SchemaPlan, TablePlan, Verdict};
+
+use crate::rename::{self, RenameArgs};
 
 /// Compare blue's published tables with green's schema: fine, cast, warning or blocked.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:
   blueshift plan --source postgresql://app@blue:5432/app --target postgresql://app@green:5432/app --publication blueshift
   blueshift plan --source … --target … --json | jq '.tables[] | select(.verdict == \"blocked\")'
+  blueshift plan --source … --target … --rename 'public.users:name=full_name'
+  blueshift plan --source … --target … --config /etc/blueshift/sync.toml   # its [[rename]]s
 
+Each table lists blue column → green column: the type (blue → green when green converts it),
+\"not copied\" for a column only on blue, \"default\" for a column only on green.
 Exits with 1 when a table is blocked.")]
 pub(crate) struct PlanArgs {
     /// Blue, the database replicated from: a libpq URI or key=value string.
@@ -30,18 +38,30 @@ pub(crate) struct PlanArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+
+    /// sync's TOML settings file: only its `[[rename]]` tables are read.
+    #[arg(long, value_name = "FILE", env = "BLUESHIFT_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    renames: RenameArgs,
 }
 
 pub(crate) async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let blue_config = ConnectConfig::from_conninfo(&args.source).context("invalid --source")?;
     let green_config = ConnectConfig::from_conninfo(&args.target).context("invalid --target")?;
+    let file_renames = match &args.config {
+        Some(path) => rename::read_file(path)?,
+        None => Vec::new(),
+    };
+    let renames = rename::collect(file_renames, args.renames.renames)?;
     let (blue, blue_connection) = client::connect(&blue_config, "blueshift plan")
         .await
         .context("cannot reach blue (--source)")?;
     let (green, green_connection) = client::connect(&green_config, "blueshift plan")
         .await
         .context("cannot reach green (--target)")?;
-    let plan = schema::plan(&blue, &green, args.publication.as_deref()).await;
+    let plan = schema::plan(&blue, &green, args.publication.as_deref(), &renames).await;
     drop((blue, green));
     let _ = blue_connection.await;
     let _ = green_connection.await;
@@ -100,37 +120,52 @@ fn print_table(t: &TablePlan) {
     if t.columns.is_empty() {
         return;
     }
-    let rows: Vec<[String; 5]> = t
-        .columns
-        .iter()
-        .map(|c| {
-            [
-                quote_ident(&c.name),
-                c.blue
-                    .as_ref()
-                    .map_or("-".to_owned(), |b| b.type_name.clone()),
-                c.green
-                    .as_ref()
-                    .map_or("-".to_owned(), |g| g.type_name.clone()),
-                c.verdict.to_string(),
-                c.note.clone(),
-            ]
-        })
-        .collect();
-    let header = ["COLUMN", "BLUE", "GREEN", "VERDICT", "NOTE"].map(str::to_owned);
+    let rows: Vec<[String; 5]> = t.columns.iter().map(row).collect();
+    let header = ["BLUE", "GREEN", "TYPE", "VERDICT", "NOTE"].map(str::to_owned);
     let mut widths = [0usize; 4];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row.iter()) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::from("  ");
-        for (cell, w) in row.iter().zip(widths) {
-            line.push_str(cell);
-            line.push_str(&" ".repeat(w - cell.chars().count() + 2));
-        }
-        line.push_str(&row[4]);
+    for (n, row) in std::iter::once(&header).chain(&rows).enumerate() {
+        let arrow = if n == 0 { " " } else { "→" };
+        let [blue, green, ty, verdict, note] = row;
+        let line = format!(
+            "  {blue:<w0$} {arrow} {green:<w1$}  {ty:<w2$}  {verdict:<w3$}  {note}",
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+        );
         println!("{}", line.trim_end());
     }
+}
+
+/// One column: blue column, green column, type, verdict, note.
+fn row(c: &ColumnPlan) -> [String; 5] {
+    let blue = match &c.blue {
+        Some(_) => quote_ident(&c.name),
+        None => "(default)".to_owned(),
+    };
+    let green = match (c.green_name(), &c.renamed_to) {
+        (Some(g), _) => quote_ident(g),
+        (None, Some(to)) => format!("{} (missing on green)", quote_ident(to)),
+        (None, None) => "(not copied)".to_owned(),
+    };
+    let ty = match (&c.blue, &c.green) {
+        (Some(b), Some(g)) if c.cast.is_some() => format!(
+            "{} → {} ({} cast)",
+            b.type_name,
+            g.type_name,
+            c.cast.map_or("", |k| k.as_str())
+        ),
+        (Some(b), Some(g)) if b.type_name != g.type_name => {
+            format!("{} → {}", b.type_name, g.type_name)
+        }
+        (Some(b), _) => b.type_name.clone(),
+        (None, Some(g)) => g.type_name.clone(),
+        (None, None) => "-".to_owned(),
+    };
+    [blue, green, ty, c.verdict.to_string(), c.note.clone()]
 }

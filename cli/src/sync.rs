@@ -1,18 +1,22 @@
 //! `blueshift sync`: the sidecar that keeps green caught up with blue.
 //!
 //! Settings come, in order of precedence, from the command line, `BLUESHIFT_*` environment
-//! variables, a TOML file (`--config`), then defaults.
+//! variables, a TOML file (`--config`), then defaults; column renames from the file's
+//! `[[rename]]` tables and the `--rename` flags add up (see [`crate::rename`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use blueshift_decoder::config::Password;
+use blueshift_engine::backfill::{BackfillMode, BackfillOptions, Progress};
 use blueshift_engine::metrics::{Metrics, MetricsServer};
 use blueshift_engine::sync::{self, SyncConfig};
 use serde::Deserialize;
 
+use crate::rename::{self, FileRename, RenameArgs};
 use crate::source;
 
 /// Keep green caught up with blue: stream blue's changes and apply them to green, exactly once.
@@ -31,14 +35,24 @@ Examples:
   # The same from a file, passwords from ~/.pgpass
   blueshift sync --config /etc/blueshift/sync.toml
 
-sync.toml holds the same settings as the options, with underscores:
+  # Green renamed a column: blue's users.name is green's users.full_name
+  blueshift sync --config /etc/blueshift/sync.toml --rename 'public.users:name=full_name'
+
+sync.toml holds the same settings as the options, with underscores, and renames as tables:
   source = \"host=blue dbname=app user=replicator\"
   target = \"host=green dbname=app user=blueshift\"
   publication = \"app_pub\"
   workers = 4
   metrics_addr = \"127.0.0.1:9187\"
+  [[rename]]
+  table = \"public.users\"
+  from = \"name\"
+  to = \"full_name\"
 
-Each option can also be set as BLUESHIFT_<NAME> (e.g. BLUESHIFT_WORKERS=4). Passwords: ~/.pgpass,
+Columns are matched by name: a column only on blue is not copied, one only on green takes its
+default, a different type is converted by green. Renames from the file and from --rename add up.
+
+Each option but --rename can also be set as BLUESHIFT_<NAME> (e.g. BLUESHIFT_WORKERS=4). Passwords: ~/.pgpass,
 PGPASSWORD, or --source-password-file/--target-password-file; one inside a URI on the command line
 works but draws a warning, since other users can read it in the process list.")]
 pub(crate) struct SyncArgs {
@@ -100,6 +114,30 @@ pub(crate) struct SyncArgs {
     /// Seconds between standby status updates to blue [default: 10].
     #[arg(long, value_name = "SECONDS", env = "BLUESHIFT_STATUS_INTERVAL")]
     status_interval: Option<u64>,
+    /// Copy blue's existing rows into green before streaming, even though the slot exists
+    /// (green's tables must be empty). Without it or --no-backfill, sync copies when it creates
+    /// the slot, and finishes an interrupted copy.
+    #[arg(long, env = "BLUESHIFT_BACKFILL", conflicts_with = "no_backfill")]
+    backfill: bool,
+    /// Never copy: green was loaded another way (pg_dump, a restore).
+    #[arg(long, env = "BLUESHIFT_NO_BACKFILL")]
+    no_backfill: bool,
+    /// Parallel copy workers, each one connection to blue and one to green [default: 4].
+    #[arg(long, value_name = "N", env = "BLUESHIFT_COPY_WORKERS")]
+    copy_workers: Option<usize>,
+    /// Split tables into chunks of about this size, e.g. 64MiB; smaller tables are copied whole
+    /// [default: 64MiB].
+    #[arg(long, value_name = "SIZE", env = "BLUESHIFT_CHUNK_SIZE")]
+    chunk_size: Option<String>,
+    /// Keep green's indexes and constraints during the copy instead of dropping them and
+    /// building them after (slower load; for tables already in use on green).
+    #[arg(long, env = "BLUESHIFT_KEEP_INDEXES")]
+    keep_indexes: bool,
+    /// maintenance_work_mem for building green's indexes after the copy [default: 256MB].
+    #[arg(long, value_name = "SIZE", env = "BLUESHIFT_MAINTENANCE_WORK_MEM")]
+    maintenance_work_mem: Option<String>,
+    #[command(flatten)]
+    renames: RenameArgs,
 }
 
 /// The TOML file's settings.
@@ -120,10 +158,36 @@ struct FileSettings {
     spill_dir: Option<PathBuf>,
     queue_capacity: Option<usize>,
     status_interval: Option<u64>,
+    /// `true`: as --backfill; `false`: as --no-backfill.
+    backfill: Option<bool>,
+    copy_workers: Option<usize>,
+    chunk_size: Option<String>,
+    keep_indexes: Option<bool>,
+    maintenance_work_mem: Option<String>,
+    #[serde(default)]
+    rename: Vec<FileRename>,
 }
 
 pub(crate) async fn run(args: SyncArgs) -> anyhow::Result<()> {
     let (config, metrics_addr) = settings(args)?;
+    run_config(config, metrics_addr, "blueshift sync stopped").await
+}
+
+/// `blueshift backfill`: the copy only.
+pub(crate) async fn run_backfill(args: SyncArgs) -> anyhow::Result<()> {
+    let (mut config, metrics_addr) = settings(args)?;
+    config.backfill.only = true;
+    if config.backfill.mode == BackfillMode::Auto {
+        config.backfill.mode = BackfillMode::Always;
+    }
+    run_config(config, metrics_addr, "blueshift backfill stopped").await
+}
+
+async fn run_config(
+    config: SyncConfig,
+    metrics_addr: Option<SocketAddr>,
+    context: &'static str,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let server = match metrics_addr {
         Some(addr) => {
@@ -137,9 +201,23 @@ pub(crate) async fn run(args: SyncArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let summary = sync::run(config, metrics, crate::shutdown_signal())
-        .await
-        .context("blueshift sync stopped")?;
+    let progress = Progress::new(metrics.clone());
+    let display = crate::progress::show(&progress);
+    let result =
+        sync::run_with_progress(config, metrics, &progress, crate::shutdown_signal()).await;
+    display.finish().await;
+    let summary = result.context(context)?;
+    if summary.backfill.ran {
+        let b = summary.backfill;
+        tracing::info!(
+            rows = b.rows,
+            chunks = b.chunks,
+            resumed_chunks = b.chunks_resumed,
+            indexes = b.indexes,
+            sequences = b.sequences,
+            "backfill finished"
+        );
+    }
     tracing::info!(
         transactions = summary.transactions,
         reconnects = summary.reconnects,
@@ -180,6 +258,15 @@ fn settings(args: SyncArgs) -> anyhow::Result<(SyncConfig, Option<SocketAddr>)> 
         (1..=64).contains(&workers),
         "--workers must be between 1 and 64, not {workers}"
     );
+    let copy_workers = args.copy_workers.or(file.copy_workers).unwrap_or(4);
+    anyhow::ensure!(
+        (1..=64).contains(&copy_workers),
+        "--copy-workers must be between 1 and 64, not {copy_workers}"
+    );
+    let chunk_bytes = match args.chunk_size.or(file.chunk_size) {
+        Some(text) => parse_size(&text)?.max(8192),
+        None => 64 << 20,
+    };
     let max_txn_memory = match args.max_txn_memory.or(file.max_txn_memory) {
         Some(text) => parse_size(&text)?,
         None => 256 << 20,
@@ -215,6 +302,28 @@ fn settings(args: SyncArgs) -> anyhow::Result<(SyncConfig, Option<SocketAddr>)> 
         ),
         turn_timeout: Duration::from_secs(1),
         backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+        backfill: BackfillOptions {
+            mode: if args.backfill {
+                BackfillMode::Always
+            } else if args.no_backfill {
+                BackfillMode::Never
+            } else {
+                match file.backfill {
+                    Some(true) => BackfillMode::Always,
+                    Some(false) => BackfillMode::Never,
+                    None => BackfillMode::Auto,
+                }
+            },
+            copy_workers,
+            chunk_bytes: chunk_bytes as u64,
+            keep_indexes: args.keep_indexes || file.keep_indexes.unwrap_or(false),
+            maintenance_work_mem: args
+                .maintenance_work_mem
+                .or(file.maintenance_work_mem)
+                .unwrap_or_else(|| "256MB".to_owned()),
+            only: false,
+        },
+        renames: Arc::new(rename::collect(file.rename, args.renames.renames)?),
     };
     blueshift_decoder::connection::validate_slot_name(&config.slot)?;
     Ok((config, args.metrics_addr.or(file.metrics_addr)))

@@ -3,6 +3,7 @@
 //! schema migrations (`migrate`) and the blue/green schema comparison (`schema`).
 
 pub mod assembler;
+pub mod backfill;
 pub mod cleanup;
 pub mod metrics;
 pub mod migrate;

@@ -21,6 +21,8 @@
 //! | `blueshift_errors_total` | counter | `class`: transient, definite |
 //! | `blueshift_spilled_bytes_total` | counter | |
 //! | `blueshift_spilled_transactions_total` | counter | |
+//! | `blueshift_backfill_rows_total` | counter | |
+//! | `blueshift_backfill_chunks_total` | counter | |
 //!
 //! The row counts and the error classes are the applier's own ([`RowCounts`], [`ErrorClass`]:
 //! one classification for the whole engine). [`MetricsServer`] serves the series on
@@ -115,6 +117,8 @@ struct Registry {
     errors: [AtomicU64; 2],
     spilled_bytes: AtomicU64,
     spilled_transactions: AtomicU64,
+    backfill_rows: AtomicU64,
+    backfill_chunks: AtomicU64,
 }
 
 impl Default for Registry {
@@ -134,6 +138,8 @@ impl Default for Registry {
             errors: Default::default(),
             spilled_bytes: AtomicU64::new(0),
             spilled_transactions: AtomicU64::new(0),
+            backfill_rows: AtomicU64::new(0),
+            backfill_chunks: AtomicU64::new(0),
         }
     }
 }
@@ -281,7 +287,15 @@ impl Metrics {
             errors_definite: load(&r.errors[class_index(ErrorClass::Definite)]),
             spilled_bytes: load(&r.spilled_bytes),
             spilled_transactions: load(&r.spilled_transactions),
+            backfill_rows: load(&r.backfill_rows),
+            backfill_chunks: load(&r.backfill_chunks),
         }
+    }
+
+    /// A backfill chunk of `rows` rows committed on green.
+    pub fn backfill_chunk_done(&self, rows: u64) {
+        self.inner.backfill_rows.fetch_add(rows, Ordering::Relaxed);
+        self.inner.backfill_chunks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every series in the Prometheus text exposition format (version 0.0.4), with `# HELP`
@@ -323,6 +337,10 @@ pub struct MetricsSnapshot {
     pub spilled_bytes: u64,
     /// `blueshift_spilled_transactions_total`.
     pub spilled_transactions: u64,
+    /// `blueshift_backfill_rows_total`.
+    pub backfill_rows: u64,
+    /// `blueshift_backfill_chunks_total`.
+    pub backfill_chunks: u64,
 }
 
 fn micros_to_seconds(micros: u64) -> f64 {

@@ -11,8 +11,10 @@
 //! - [`catalog`]: reads published tables, their columns, replica identity and keys.
 //! - [`cast`]: whether and how green converts blue's values of one type into another.
 //! - [`plan`]: the comparison, its verdicts (fine, cast, warning, blocked), and per table the
-//!   column mapping (blue column → green column, with or without a cast) that applying and
-//!   backfilling reuse.
+//!   column mapping (blue column → green column, with or without a cast, renames applied) that
+//!   applying and backfilling reuse.
+//! - [`Renames`]: the column renames declared in configuration (defined with the applier, which
+//!   follows them too; re-exported here).
 
 use std::fmt;
 
@@ -20,6 +22,7 @@ pub mod cast;
 pub mod catalog;
 pub mod plan;
 
+pub use blueshift_applier::rename::{parse_table, Rename, RenameError, Renames};
 pub use cast::CastKind;
 pub use catalog::{Column, PublishedTable, ReplicaIdentity, Table};
 pub use plan::{plan, ColumnMapping, ColumnPlan, Note, SchemaPlan, TablePlan, Verdict};
@@ -34,6 +37,18 @@ pub enum SchemaError {
     NoPublication {
         /// The name given.
         publication: String,
+    },
+    /// A rename names a table that is not compared.
+    #[error(
+        "a rename names table {table}, which blue does not publish{} — fix the table of the \
+         rename (schema.table; a bare name means public) or remove it",
+        publication.as_deref().map(|p| format!(" in publication {}", quote_ident(p))).unwrap_or_default()
+    )]
+    RenameTable {
+        /// The table named.
+        table: QualifiedName,
+        /// The publication compared, if one.
+        publication: Option<String>,
     },
     /// A catalog query failed.
     #[error("cannot {what}")]

@@ -41,7 +41,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blueshift_applier::{Applier, ApplierOptions, ApplyError, ErrorClass, SynchronousCommit};
+use blueshift_applier::{
+    Applier, ApplierOptions, ApplyError, ErrorClass, Renames, SynchronousCommit,
+};
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::{
     CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
@@ -53,6 +55,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
 use crate::assembler::{AssembleError, AssemblerOptions, TxAssembler};
+use crate::backfill::{self, BackfillError, BackfillOptions, Progress};
 use crate::client;
 use crate::metrics::Metrics;
 use order::CommitOrder;
@@ -102,6 +105,10 @@ pub struct SyncConfig {
     pub turn_timeout: Duration,
     /// First and longest wait between reconnection attempts.
     pub backoff: (Duration, Duration),
+    /// The initial copy of blue's rows (see [`crate::backfill`]).
+    pub backfill: BackfillOptions,
+    /// Column renames, blue → green, for the plan checked at preflight and the appliers.
+    pub renames: Arc<Renames>,
 }
 
 /// Why sync stopped.
@@ -179,6 +186,9 @@ pub enum SyncError {
     /// A task panicked or was cancelled.
     #[error("a sync task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
+    /// The backfill failed.
+    #[error("the backfill failed")]
+    Backfill(#[source] BackfillError),
 }
 
 impl SyncError {
@@ -190,16 +200,8 @@ impl SyncError {
     /// a serialization failure. Everything else needs an operator.
     pub fn is_transient(&self) -> bool {
         match self {
-            SyncError::Source(e) => {
-                e.is_io()
-                    || matches!(
-                        e,
-                        ReplicationError::Closed { .. } | ReplicationError::Connect { .. }
-                    )
-                    || e.sqlstate().is_some_and(|s| {
-                        blueshift_applier::class_of_sqlstate(s) == ErrorClass::Transient
-                    })
-            }
+            SyncError::Source(e) => replication_is_transient(e),
+            SyncError::Backfill(e) => e.is_transient(),
             SyncError::SourceEnded => true,
             SyncError::Apply { source, .. } | SyncError::ApplierSetup { source, .. } => {
                 source.is_transient()
@@ -211,6 +213,17 @@ impl SyncError {
     }
 }
 
+/// Whether a replication connection error may go away by reconnecting.
+pub(crate) fn replication_is_transient(e: &ReplicationError) -> bool {
+    e.is_io()
+        || matches!(
+            e,
+            ReplicationError::Closed { .. } | ReplicationError::Connect { .. }
+        )
+        || e.sqlstate()
+            .is_some_and(|s| blueshift_applier::class_of_sqlstate(s) == ErrorClass::Transient)
+}
+
 /// How a sync run ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncSummary {
@@ -218,6 +231,8 @@ pub struct SyncSummary {
     pub transactions: u64,
     /// Reconnections after transient errors.
     pub reconnects: u64,
+    /// What the backfill did.
+    pub backfill: crate::backfill::BackfillSummary,
 }
 
 /// Runs sync until `shutdown` completes (then drains what is in flight and returns) or a
@@ -227,13 +242,64 @@ pub async fn run(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<SyncSummary, SyncError> {
+    let progress = Progress::new(metrics.clone());
+    let logger = progress.log_periodically(Duration::from_secs(10));
+    let result = run_with_progress(config, metrics, &progress, shutdown).await;
+    logger.abort();
+    result
+}
+
+/// [`run`], reporting the backfill's progress to `progress` (and nowhere else).
+pub async fn run_with_progress(
+    config: SyncConfig,
+    metrics: Metrics,
+    progress: &Arc<Progress>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<SyncSummary, SyncError> {
     let shutdown = shutdown_signal(shutdown);
     preflight::check(&config).await?;
     let mut summary = SyncSummary::default();
     let mut wait = config.backoff.0;
+    // The backfill, resumed after transient failures (each retry takes a new snapshot and copies
+    // only what is unfinished).
+    loop {
+        match backfill::run(
+            &config,
+            &config.backfill,
+            &metrics,
+            progress,
+            shutdown.clone().wait(),
+        )
+        .await
+        {
+            Ok(done) => {
+                summary.backfill = done;
+                break;
+            }
+            Err(BackfillError::Interrupted) => return Ok(summary),
+            Err(e) if e.is_transient() && !shutdown.fired() => {
+                metrics.error(ErrorClass::Transient);
+                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "backfill interrupted; resuming");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.clone().wait() => return Ok(summary),
+                }
+                wait = (wait * 2).min(config.backoff.1);
+                summary.reconnects += 1;
+            }
+            Err(e) => {
+                metrics.error(ErrorClass::Definite);
+                return Err(SyncError::Backfill(e));
+            }
+        }
+    }
+    if config.backfill.only || shutdown.fired() {
+        return Ok(summary);
+    }
+    wait = config.backoff.0;
     loop {
         let started = std::time::Instant::now();
-        let result = attempt(&config, &metrics, shutdown.clone()).await;
+        let result = attempt(&config, &metrics, shutdown.clone(), None).await;
         if started.elapsed() > config.backoff.1 {
             // It ran well for a while: the next failure starts the backoff afresh.
             wait = config.backoff.0;
@@ -261,20 +327,62 @@ pub async fn run(
     }
 }
 
-/// One connection to blue and N to green, until shutdown or an error.
+/// Applies blue's stream with one applier until every transaction committed before `until` is
+/// on green: the catch-up after a resumed backfill, before the indexes it kept off are built.
+pub(crate) async fn catch_up(
+    config: &SyncConfig,
+    metrics: &Metrics,
+    until: Lsn,
+) -> Result<(), SyncError> {
+    let mut config = config.clone();
+    config.workers = 1;
+    let never = Shutdown(tokio::sync::watch::channel(false).1);
+    let mut wait = config.backoff.0;
+    loop {
+        match attempt(&config, metrics, never.clone(), Some(until)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "catch-up interrupted; reconnecting");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(config.backoff.1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One connection to blue and N to green, until shutdown, an error, or (when `stop_at` is set)
+/// every transaction committed before `stop_at` is applied.
 async fn attempt(
     config: &SyncConfig,
     metrics: &Metrics,
     shutdown: Shutdown,
+    stop_at: Option<Lsn>,
 ) -> Result<u64, SyncError> {
+    // What a backfill copied, each applier must not apply again.
+    let fences = {
+        let (green, conn) = client::connect(&config.target, "blueshift sync")
+            .await
+            .map_err(|source| SyncError::Sql {
+                what: format!("could not connect to green ({})", config.target),
+                source,
+            })?;
+        let fences = backfill::fences(&green, &config.slot)
+            .await
+            .map_err(SyncError::Backfill)?;
+        conn.abort();
+        Arc::new(fences)
+    };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
     // is the last transaction green holds.
     let mut appliers = Vec::with_capacity(config.workers);
     let mut resume_after = Lsn::INVALID;
     for n in 0..config.workers {
         let mut options = ApplierOptions::new(origin_name(&config.slot, n));
+        options.fences = Arc::clone(&fences);
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
+        options.renames = Arc::clone(&config.renames);
         let origin = options.origin_name.clone();
         let setup = |source| SyncError::ApplierSetup {
             origin: origin.clone(),
@@ -383,9 +491,10 @@ async fn attempt(
         decoder: PgOutputDecoder::new(version),
         assembler,
         scheduler: Scheduler::starting_at(1),
-        keys: KeyCatalog::default(),
+        keys: KeyCatalog::new(Arc::clone(&config.renames)),
         green,
         resume_after,
+        stop_at,
         order: order.clone(),
         durability: Arc::clone(&durability),
         jobs: job_tx,

@@ -1,6 +1,6 @@
 //! Exactly-once and atomicity of the applier against a real green server: re-delivery to a new
 //! applier on the same origin is skipped; a transaction that fails mid-way (missing table or
-//! column, row not found, constraint, bad value, malformed row, spill read error) leaves green
+//! key column, row not found, constraint, bad value, malformed row, spill read error) leaves green
 //! and the origin's progress untouched; a spilled transaction is applied, and read only once;
 //! binary values go in the binary format.
 
@@ -37,7 +37,8 @@ async fn exactly_once_and_failed_transactions() {
         "public",
         "t",
         ReplicaIdentity::Default,
-        &[("id", true), ("v", false), ("missing", false)],
+        // A key column green lacks (a non-key one would simply not be carried).
+        &[("id", true), ("v", false), ("missing", true)],
     );
     let gone = relation(
         16901,
@@ -77,7 +78,7 @@ async fn exactly_once_and_failed_transactions() {
                 insert(&t, &[Some("2"), Some("b")]),
                 insert(&t_more, &[Some("3"), Some("c"), None]),
             ],
-            |e| matches!(e, ApplyError::MissingColumn { column, table } if column.as_str() == "missing" && table.as_str() == "public.t"),
+            |e| matches!(e, ApplyError::MissingKeyColumn { column, table } if column.as_str() == "missing" && table.as_str() == "public.t"),
         ),
         (
             vec![

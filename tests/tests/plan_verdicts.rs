@@ -5,7 +5,7 @@
 #[path = "support/migrate.rs"]
 mod support;
 
-use blueshift_engine::schema::{self, CastKind, SchemaError, Verdict};
+use blueshift_engine::schema::{self, CastKind, Renames, SchemaError, Verdict};
 use blueshift_tests::{Cluster, ClusterOptions, PgBinaries};
 use support::{blueshift, connect_uri, stderr, stdout};
 
@@ -69,7 +69,9 @@ async fn every_verdict_kind_on_two_clusters() {
     let (blue, green) = clusters();
     let b = connect_uri(&blue.uri("app")).await;
     let g = connect_uri(&green.uri("app")).await;
-    let plan = schema::plan(&b, &g, Some("pub \"all\" ü")).await.unwrap();
+    let plan = schema::plan(&b, &g, Some("pub \"all\" ü"), &Renames::default())
+        .await
+        .unwrap();
 
     let verdicts: Vec<(String, Verdict)> = plan
         .tables
@@ -186,19 +188,23 @@ async fn column_lists_missing_publications_and_all_tables() {
     let g = connect_uri(&green.uri("app")).await;
 
     // `dropped (id)`: the column `gone` is not published, so it is not compared.
-    let plan = schema::plan(&b, &g, Some("fine_only")).await.unwrap();
+    let plan = schema::plan(&b, &g, Some("fine_only"), &Renames::default())
+        .await
+        .unwrap();
     assert_eq!(plan.verdict(), Verdict::Fine);
     let dropped = plan.table("public", "dropped").unwrap();
     assert!(dropped.column("gone").is_none());
 
-    let err = schema::plan(&b, &g, Some("no \"such\" pub"))
+    let err = schema::plan(&b, &g, Some("no \"such\" pub"), &Renames::default())
         .await
         .unwrap_err();
     assert!(matches!(err, SchemaError::NoPublication { .. }), "{err}");
     assert!(err.to_string().contains("\"no \"\"such\"\" pub\""), "{err}");
 
     // Without a publication: every user table, the unpublished one included.
-    let plan = schema::plan(&b, &g, None).await.unwrap();
+    let plan = schema::plan(&b, &g, None, &Renames::default())
+        .await
+        .unwrap();
     assert_eq!(plan.tables.len(), 14);
     assert_eq!(
         plan.table("public", "not_published").unwrap().verdict,

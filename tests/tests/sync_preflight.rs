@@ -58,8 +58,12 @@ fn missing_publication_tables_and_columns_are_named() {
             "CREATE TABLE a (id int PRIMARY KEY, v text, extra int); CREATE TABLE \"Only Blue\" (id int PRIMARY KEY)",
         )
         .unwrap();
+    // Blue's `extra` is not on green (not copied: fine); green's `tenant` has no value to take.
     pair.green
-        .psql("app", "CREATE TABLE a (id int PRIMARY KEY, v text)")
+        .psql(
+            "app",
+            "CREATE TABLE a (id int PRIMARY KEY, v text, tenant int NOT NULL)",
+        )
         .unwrap();
 
     let err = refused(&pair, &["--publication", "nope"]);
@@ -77,9 +81,11 @@ fn missing_publication_tables_and_columns_are_named() {
         "{err}"
     );
     assert!(
-        err.contains("column \"extra\" of table \"public\".\"a\""),
+        err.contains("column \"tenant\" of table \"public\".\"a\""),
         "{err}"
     );
+    assert!(err.contains("add a default"), "{err}");
+    assert!(!err.contains("\"extra\""), "{err}");
     assert!(err.contains("blueshift migrate"), "{err}");
 }
 

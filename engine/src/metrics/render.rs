@@ -133,6 +133,26 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
         &[],
         Value::Int(s.spilled_transactions),
     );
+    out.header(
+        "blueshift_backfill_rows_total",
+        "counter",
+        "Rows the backfill copied into green (finished chunks).",
+    );
+    out.sample(
+        "blueshift_backfill_rows_total",
+        &[],
+        Value::Int(s.backfill_rows),
+    );
+    out.header(
+        "blueshift_backfill_chunks_total",
+        "counter",
+        "Backfill chunks finished on green.",
+    );
+    out.sample(
+        "blueshift_backfill_chunks_total",
+        &[],
+        Value::Int(s.backfill_chunks),
+    );
     out.0
 }
 

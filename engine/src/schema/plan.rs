@@ -2,13 +2,15 @@
 //! replication can carry each difference, and the column mapping (blue column → green column,
 //! with or without a cast) that applying and backfilling use.
 //!
+//! Columns are matched by name, or by a declared [`Renames`] (blue's `from` lands in green's
+//! `to`; see [`blueshift_applier::rename`] for the exact rule, which the applier follows too).
 //! Verdicts, per column and per table (the worst of its columns and notes):
 //!
 //! | difference                                   | verdict  |
 //! |----------------------------------------------|----------|
 //! | same column, same type                       | fine     |
-//! | column only on blue (dropped on green)       | fine     |
-//! | column only on green, nullable / default / identity / generated | fine |
+//! | column only on blue (dropped on green): not copied | fine |
+//! | column only on green, nullable / default / identity / generated: takes its default | fine |
 //! | column only on green, `NOT NULL` without default | blocked |
 //! | type change with an assignment cast          | cast     |
 //! | type change without one                      | blocked  |
@@ -17,6 +19,17 @@
 //! | `NOT NULL` on green, nullable on blue        | warning  |
 //! | table missing on green                       | blocked  |
 //! | blue table without primary key / replica identity | warning |
+//! | renamed column, green has the new name       | as the types say (fine, cast, …) |
+//! | rename whose `from` blue does not publish    | blocked  |
+//! | rename whose `to` green does not have        | blocked  |
+//! | blue column whose green namesake receives a renamed column: not copied | warning |
+//! | rename naming a table blue does not publish  | error ([`SchemaError::RenameTable`]) |
+//!
+//! A cast is green's work: streamed values go as text parameters and a text `COPY` as text, so
+//! green's input function of the column's type reads blue's text form, as PostgreSQL's own
+//! apply workers do. The cast found in `pg_cast` says the types are related; the input function
+//! decides each value (an `integer` column takes `'42'` from a `numeric`, not `'1.5'`). Binary
+//! transfer needs the same built-in type on both sides ([`TablePlan::binary_compatible`]).
 
 use std::fmt;
 
@@ -25,7 +38,11 @@ use tokio_postgres::Client;
 
 use super::cast::{CastKind, Casts, Conversion};
 use super::catalog::{self, Column, ReplicaIdentity, Table};
-use super::{QualifiedName, SchemaError};
+use super::{quote_ident, QualifiedName, Renames, SchemaError};
+
+/// Types below this OID are built in: the same type, with the same binary format, on every
+/// server.
+const FIRST_USER_OID: u32 = 16_384;
 
 /// Whether replication can carry a difference. Ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,21 +75,54 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// One column name on blue, green or both.
+/// One blue column and the green column it lands in, or a column on one side only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnPlan {
-    /// The name.
+    /// Blue's name of a blue column; green's name of a column only on green.
     pub name: String,
-    /// Blue's column, if blue publishes one of this name.
+    /// Blue's column, if blue publishes it.
     pub blue: Option<Column>,
-    /// Green's column, if green has one of this name.
+    /// Green's column it lands in (of the same name, or of the name a rename declares).
     pub green: Option<Column>,
+    /// The green name a rename declares for the blue column, whether or not green has it.
+    pub renamed_to: Option<String>,
     /// The verdict.
     pub verdict: Verdict,
     /// The cast green applies, if any.
     pub cast: Option<CastKind>,
     /// What happens, and for anything not fine, the fix.
     pub note: String,
+}
+
+impl ColumnPlan {
+    /// The name of green's column, when there is one.
+    pub fn green_name(&self) -> Option<&str> {
+        self.green.as_ref().map(|g| g.name.as_str())
+    }
+
+    /// The column quoted, as `"name" → "full_name"` when renamed.
+    pub fn label(&self) -> String {
+        match &self.renamed_to {
+            Some(to) => format!("{} → {}", quote_ident(&self.name), quote_ident(to)),
+            None => quote_ident(&self.name),
+        }
+    }
+
+    /// Blue's and green's column have the same built-in type and modifier, so a value's binary
+    /// form means the same on both sides. False unless the column is on both.
+    pub fn same_builtin_type(&self) -> bool {
+        match (&self.blue, &self.green) {
+            (Some(b), Some(g)) => {
+                b.type_oid == g.type_oid && b.typmod == g.typmod && b.type_oid < FIRST_USER_OID
+            }
+            _ => false,
+        }
+    }
+
+    /// Blue's values land in green: on both sides and not blocked.
+    fn is_mapped(&self) -> bool {
+        self.blue.is_some() && self.green.is_some() && self.verdict != Verdict::Blocked
+    }
 }
 
 /// A table-level remark.
@@ -89,7 +139,7 @@ pub struct Note {
 pub struct ColumnMapping {
     /// The blue column.
     pub blue: String,
-    /// The green column.
+    /// The green column: the same name, or the one a rename declares.
     pub green: String,
     /// Green's column type (`format_type`), for an explicit cast.
     pub green_type: String,
@@ -106,7 +156,8 @@ pub struct TablePlan {
     pub on_green: bool,
     /// Blue's replica identity.
     pub replica_identity: ReplicaIdentity,
-    /// Every column of either side, blue's order first, then green's additions.
+    /// Every blue column (with the green column it lands in), in blue's order, then green's
+    /// columns no blue column lands in.
     pub columns: Vec<ColumnPlan>,
     /// Table-level remarks.
     pub notes: Vec<Note>,
@@ -115,17 +166,18 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
-    /// The blue columns that land in a green column, with the cast if any. Blocked columns are
-    /// left out.
+    /// The blue columns that land in a green column (renames applied), in blue's order, with
+    /// the cast if any. Blocked columns are left out; so are blue columns green does not have
+    /// (not copied) and green columns no blue column fills (they take their defaults).
     pub fn column_mappings(&self) -> Vec<ColumnMapping> {
         self.columns
             .iter()
-            .filter(|c| c.verdict != Verdict::Blocked)
+            .filter(|c| c.is_mapped())
             .filter_map(|c| {
-                let (_, green) = (c.blue.as_ref()?, c.green.as_ref()?);
+                let green = c.green.as_ref()?;
                 Some(ColumnMapping {
                     blue: c.name.clone(),
-                    green: c.name.clone(),
+                    green: green.name.clone(),
                     green_type: green.type_name.clone(),
                     cast: c.cast,
                 })
@@ -133,7 +185,19 @@ impl TablePlan {
             .collect()
     }
 
-    /// The column named `name`.
+    /// Whether blue's values of every mapped column can go in the binary format: green has the
+    /// table and each column of [`column_mappings`](Self::column_mappings) has the same built-in
+    /// type (and modifier) on both sides ([`ColumnPlan::same_builtin_type`]).
+    pub fn binary_compatible(&self) -> bool {
+        self.on_green
+            && self
+                .columns
+                .iter()
+                .filter(|c| c.is_mapped())
+                .all(ColumnPlan::same_builtin_type)
+    }
+
+    /// The blue column named `name` (or, for a column only on green, green's column).
     pub fn column(&self, name: &str) -> Option<&ColumnPlan> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -177,11 +241,25 @@ impl SchemaPlan {
                     .map(|c| {
                         json!({
                             "name": c.name,
+                            "green_name": c.green_name(),
+                            "renamed_to": c.renamed_to,
                             "blue_type": c.blue.as_ref().map(|b| &b.type_name),
                             "green_type": c.green.as_ref().map(|g| &g.type_name),
                             "verdict": c.verdict.as_str(),
                             "cast": c.cast.map(CastKind::as_str),
                             "note": c.note,
+                        })
+                    })
+                    .collect();
+                let mappings: Vec<Value> = t
+                    .column_mappings()
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "blue": m.blue,
+                            "green": m.green,
+                            "green_type": m.green_type,
+                            "cast": m.cast.map(CastKind::as_str),
                         })
                     })
                     .collect();
@@ -198,6 +276,8 @@ impl SchemaPlan {
                     "replica_identity": t.replica_identity.as_str(),
                     "notes": notes,
                     "columns": columns,
+                    "mappings": mappings,
+                    "binary_compatible": t.binary_compatible(),
                 })
             })
             .collect();
@@ -210,13 +290,26 @@ impl SchemaPlan {
 }
 
 /// Compares every table `publication` publishes on blue (every user table without one) with
-/// green's table of the same name.
+/// green's table of the same name, blue's columns renamed by `renames`. A rename naming a table
+/// that is not compared is an error.
 pub async fn plan(
     blue: &Client,
     green: &Client,
     publication: Option<&str>,
+    renames: &Renames,
 ) -> Result<SchemaPlan, SchemaError> {
     let published = catalog::published_tables(blue, publication).await?;
+    for (schema, table) in renames.tables() {
+        if !published
+            .iter()
+            .any(|p| p.name.schema == schema && p.name.name == table)
+        {
+            return Err(SchemaError::RenameTable {
+                table: QualifiedName::new(schema, table),
+                publication: publication.map(str::to_owned),
+            });
+        }
+    }
     let names: Vec<QualifiedName> = published.iter().map(|p| p.name.clone()).collect();
     let blue_tables = catalog::read_tables(blue, &names).await?;
     let green_tables = catalog::read_tables(green, &names).await?;
@@ -233,7 +326,7 @@ pub async fn plan(
             .filter(|c| p.columns.as_ref().is_none_or(|list| list.contains(&c.name)))
             .collect();
         let green_table = green_tables.iter().find(|t| t.name == p.name);
-        tables.push(compare(blue_table, &blue_columns, green_table, &mut casts).await?);
+        tables.push(compare(blue_table, &blue_columns, green_table, renames, &mut casts).await?);
     }
     Ok(SchemaPlan {
         publication: publication.map(str::to_owned),
@@ -245,9 +338,25 @@ async fn compare(
     blue: &Table,
     blue_columns: &[&Column],
     green: Option<&Table>,
+    renames: &Renames,
     casts: &mut Casts<'_>,
 ) -> Result<TablePlan, SchemaError> {
+    let (schema, table) = (blue.name.schema.as_str(), blue.name.name.as_str());
     let mut notes = identity_notes(blue);
+    for (from, to) in renames.of_table(schema, table) {
+        if !blue_columns.iter().any(|b| b.name == from) {
+            notes.push(Note {
+                verdict: Verdict::Blocked,
+                message: format!(
+                    "the rename of column {} to {} names no column blue publishes in table {} — \
+                     fix the rename (blue's exact column name) or remove it",
+                    quote_ident(from),
+                    quote_ident(to),
+                    blue.name
+                ),
+            });
+        }
+    }
     let Some(green) = green else {
         notes.push(Note {
             verdict: Verdict::Blocked,
@@ -258,16 +367,25 @@ async fn compare(
         });
         return Ok(finish(blue, false, Vec::new(), notes));
     };
-    let mut columns = Vec::new();
+    let mut columns: Vec<ColumnPlan> = Vec::new();
     for b in blue_columns {
-        let plan = match green.column(&b.name) {
-            Some(g) => both(b, g, casts).await?,
-            None => only_on_blue(b),
+        let renamed_to = renames.renamed_to(schema, table, &b.name);
+        let mut plan = match renames.green_column(schema, table, &b.name) {
+            Some(target) => match green.column(target) {
+                Some(g) => both(b, g, casts).await?,
+                None if renamed_to.is_some() => rename_missing(b, target),
+                None => only_on_blue(b),
+            },
+            None => displaced(b, renames.blue_column(schema, table, &b.name)),
         };
+        plan.renamed_to = renamed_to.map(str::to_owned);
         columns.push(plan);
     }
     for g in &green.columns {
-        if !blue_columns.iter().any(|b| b.name == g.name) {
+        if !columns
+            .iter()
+            .any(|c| c.green_name() == Some(g.name.as_str()))
+        {
             columns.push(only_on_green(g));
         }
     }
@@ -308,7 +426,7 @@ fn identity_notes(blue: &Table) -> Vec<Note> {
                 verdict: Verdict::Fine,
                 message: format!(
                     "table {} has REPLICA IDENTITY FULL on blue: updates and deletes are matched \
-                     on every column",
+                     on every column green has",
                     blue.name
                 ),
             }]
@@ -322,7 +440,7 @@ fn identity_notes(blue: &Table) -> Vec<Note> {
 }
 
 async fn both(b: &Column, g: &Column, casts: &mut Casts<'_>) -> Result<ColumnPlan, SchemaError> {
-    let column = crate::schema::quote_ident(&b.name);
+    let column = quote_ident(&g.name);
     let (mut verdict, cast, mut note) = if g.generated {
         (
             Verdict::Blocked,
@@ -338,7 +456,11 @@ async fn both(b: &Column, g: &Column, casts: &mut Casts<'_>) -> Result<ColumnPla
             Conversion::Cast(kind) => {
                 let risk = match kind {
                     CastKind::Assignment => {
-                        format!("; values out of range for {} fail", g.type_name)
+                        format!(
+                            "; values that {} does not take as they are (out of range, \
+                             fractional) fail",
+                            g.type_name
+                        )
                     }
                     CastKind::Length => format!("; values that exceed {} fail", g.type_name),
                     CastKind::Binary | CastKind::Implicit | CastKind::Io => String::new(),
@@ -376,32 +498,63 @@ async fn both(b: &Column, g: &Column, casts: &mut Casts<'_>) -> Result<ColumnPla
         name: b.name.clone(),
         blue: Some(b.clone()),
         green: Some(g.clone()),
+        renamed_to: None,
         verdict,
         cast,
         note,
     })
 }
 
+/// A blue column renamed to `to`, which green does not have.
+fn rename_missing(b: &Column, to: &str) -> ColumnPlan {
+    ColumnPlan {
+        name: b.name.clone(),
+        blue: Some(b.clone()),
+        green: None,
+        renamed_to: Some(to.to_owned()),
+        verdict: Verdict::Blocked,
+        cast: None,
+        note: format!(
+            "renamed to {}, which green does not have — fix the rename (green's exact column \
+             name) or add the column on green",
+            quote_ident(to)
+        ),
+    }
+}
+
+/// A blue column whose green namesake receives another, renamed, blue column (`by`).
+fn displaced(b: &Column, by: Option<&str>) -> ColumnPlan {
+    let mut plan = only_on_blue(b);
+    if plan.verdict < Verdict::Warning {
+        plan.verdict = Verdict::Warning;
+        plan.note = format!(
+            "not copied: green's column {} receives blue's {} (renamed) — declare a rename for \
+             this column too if green has a column for it",
+            quote_ident(&b.name),
+            by.map_or_else(|| "column".to_owned(), quote_ident),
+        );
+    }
+    plan
+}
+
 fn only_on_blue(b: &Column) -> ColumnPlan {
-    let column = crate::schema::quote_ident(&b.name);
+    let column = quote_ident(&b.name);
     let (verdict, note) = if b.in_key {
         (
             Verdict::Blocked,
             format!(
                 "key column {column} is missing on green; UPDATE and DELETE find their row by it \
-                 — keep it on green until after cutover"
+                 — keep it on green (or declare its rename) until after cutover"
             ),
         )
     } else {
-        (
-            Verdict::Fine,
-            "dropped on green: blue's values are not carried".to_owned(),
-        )
+        (Verdict::Fine, "dropped on green: not copied".to_owned())
     };
     ColumnPlan {
         name: b.name.clone(),
         blue: Some(b.clone()),
         green: None,
+        renamed_to: None,
         verdict,
         cast: None,
         note,
@@ -409,7 +562,7 @@ fn only_on_blue(b: &Column) -> ColumnPlan {
 }
 
 fn only_on_green(g: &Column) -> ColumnPlan {
-    let column = crate::schema::quote_ident(&g.name);
+    let column = quote_ident(&g.name);
     let (verdict, note) = if g.generated {
         (Verdict::Fine, "added on green, computed there".to_owned())
     } else if g.identity {
@@ -429,8 +582,8 @@ fn only_on_green(g: &Column) -> ColumnPlan {
             Verdict::Blocked,
             format!(
                 "added on green as NOT NULL without a default: rows from blue have no value for \
-                 it — add a default (ALTER TABLE … ALTER COLUMN {column} SET DEFAULT …) or allow \
-                 NULL"
+                 {column} — add a default (ALTER TABLE … ALTER COLUMN {column} SET DEFAULT …) or \
+                 make it nullable (ALTER TABLE … ALTER COLUMN {column} DROP NOT NULL)"
             ),
         )
     };
@@ -438,6 +591,7 @@ fn only_on_green(g: &Column) -> ColumnPlan {
         name: g.name.clone(),
         blue: None,
         green: Some(g.clone()),
+        renamed_to: None,
         verdict,
         cast: None,
         note,

@@ -1,8 +1,10 @@
 //! Checks before any data moves, each failure naming the object and the fix:
 //! `wal_level = logical` on blue; the publication (created when asked); replication privileges;
-//! a free replication slot when the slot must be created; every published table present on green
-//! with the columns sync writes; tables whose UPDATE and DELETE cannot be replicated (no usable
-//! replica identity) reported as warnings.
+//! a free replication slot when the slot must be created; the schema plan (with the configured
+//! renames): every published table present on green and nothing blocked — a green-only
+//! `NOT NULL` column without a default, a key column green lacks, a type green cannot take, a
+//! rename naming a column either side lacks; tables whose UPDATE and DELETE cannot be
+//! replicated (no usable replica identity) reported as warnings.
 
 use blueshift_decoder::ident::quote_ident;
 use tokio_postgres::Client;
@@ -14,9 +16,6 @@ use crate::schema::{self, SchemaError, Verdict};
 /// The comment `blueshift sync` puts on a publication it creates; `blueshift cleanup` drops
 /// only a publication carrying it.
 pub const PUBLICATION_COMMENT: &str = "blueshift: created by blueshift sync";
-
-/// Types below this OID are built in: their binary format is the same on every server.
-const FIRST_USER_OID: u32 = 16_384;
 
 /// A preflight check failed.
 #[derive(Debug, thiserror::Error)]
@@ -207,8 +206,8 @@ async fn run_checks(
         }
     }
 
-    // Green: every published table with the columns sync writes.
-    let plan = schema::plan(blue, green, Some(&config.publication))
+    // Green: every published table, and nothing the plan (renames applied) blocks.
+    let plan = schema::plan(blue, green, Some(&config.publication), &config.renames)
         .await
         .map_err(PreflightError::Schema)?;
     let mut problems = Vec::new();
@@ -217,25 +216,31 @@ async fn run_checks(
             problems.push(format!("table {} does not exist on green", table.table));
             continue;
         }
-        for column in &table.columns {
-            match (&column.blue, &column.green) {
-                (Some(_), None) => problems.push(format!(
-                    "column {} of table {} is published by blue but missing on green",
-                    quote_ident(&column.name),
-                    table.table
-                )),
-                _ if column.verdict == Verdict::Blocked => problems.push(format!(
-                    "column {} of table {}: {}",
-                    quote_ident(&column.name),
-                    table.table,
-                    column.note
-                )),
-                _ => {}
-            }
+        for note in table.notes.iter().filter(|n| n.verdict == Verdict::Blocked) {
+            problems.push(note.message.clone());
         }
-        // The plan's table notes carry the replica identity warnings (and their fixes).
+        for column in table
+            .columns
+            .iter()
+            .filter(|c| c.verdict == Verdict::Blocked)
+        {
+            problems.push(format!(
+                "column {} of table {}: {}",
+                column.label(),
+                table.table,
+                column.note
+            ));
+        }
+        // The plan's notes carry the replica identity warnings (and their fixes).
         for note in table.notes.iter().filter(|n| n.verdict == Verdict::Warning) {
             tracing::warn!(table = %table.table, "{}", note.message);
+        }
+        for column in table
+            .columns
+            .iter()
+            .filter(|c| c.verdict == Verdict::Warning)
+        {
+            tracing::warn!(table = %table.table, column = %column.label(), "{}", column.note);
         }
     }
     if config.binary {
@@ -244,10 +249,10 @@ async fn run_checks(
                 let (Some(b), Some(g)) = (&column.blue, &column.green) else {
                     continue;
                 };
-                if b.type_name != g.type_name || b.type_oid >= FIRST_USER_OID {
+                if !column.same_builtin_type() {
                     problems.push(format!(
                         "--binary needs the same built-in type on both sides, but column {} of table {} is {} on blue and {} on green",
-                        quote_ident(&column.name),
+                        column.label(),
                         table.table,
                         b.type_name,
                         g.type_name
@@ -259,7 +264,7 @@ async fn run_checks(
     if !problems.is_empty() {
         return Err(failed(
             problems.join("; "),
-            "create the missing tables and columns on green (blueshift migrate), then start sync again; `blueshift plan` shows every difference",
+            "fix green's schema (blueshift migrate) or the renames, then start sync again; `blueshift plan` shows every difference",
         ));
     }
 

@@ -32,6 +32,8 @@ pub(crate) struct Reader {
     pub(crate) green: tokio_postgres::Client,
     /// Transactions committing at or before this are on green already.
     pub(crate) resume_after: Lsn,
+    /// Stop before the first transaction committed at or after this (a catch-up).
+    pub(crate) stop_at: Option<Lsn>,
     pub(crate) order: CommitOrder,
     /// Commits not yet confirmed durable on green.
     pub(crate) durability: Arc<Durability>,
@@ -45,6 +47,14 @@ pub(crate) struct Reader {
     pub(crate) queued_memory: Arc<Semaphore>,
     /// The budget's size (a transaction costing more waits for the whole budget).
     pub(crate) queued_memory_max: usize,
+}
+
+/// The commit position of an assembled transaction.
+fn assembled_commit(assembled: &Assembled) -> Lsn {
+    match assembled {
+        Assembled::Transaction(tx) => tx.commit_lsn,
+        Assembled::Skipped { commit_lsn, .. } => *commit_lsn,
+    }
 }
 
 impl Reader {
@@ -87,6 +97,12 @@ impl Reader {
                     else {
                         continue;
                     };
+                    if self
+                        .stop_at
+                        .is_some_and(|stop| assembled_commit(&assembled) >= stop)
+                    {
+                        return Ok(scheduled);
+                    }
                     self.dispatch(assembled).await?;
                     scheduled += 1;
                 }
@@ -96,6 +112,9 @@ impl Reader {
                         && !self.assembler.in_transaction()
                         && !self.decoder.in_stream();
                     if idle {
+                        if self.stop_at.is_some_and(|stop| wal_end >= stop) {
+                            return Ok(scheduled);
+                        }
                         self.feedback.set_flushed(wal_end);
                         self.feedback.set_applied(wal_end);
                         self.metrics.set_lag_seconds(0.0);

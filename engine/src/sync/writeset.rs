@@ -15,12 +15,13 @@
 //!   that conflicts with every transaction in flight.
 //!
 //! Blue sends each value in its type's canonical text (or binary) form, so equal keys from blue
-//! hash equally.
+//! hash equally. Green's key columns are found in blue's rows through the configured renames
+//! (a green column renamed from blue's `name` is read from blue's `name`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use blueshift_applier::{Change, Transaction};
+use blueshift_applier::{Change, Renames, Transaction};
 use blueshift_decoder::pgoutput::{ColumnValue, TupleData};
 use blueshift_decoder::relation::RelationInfo;
 use tokio_postgres::Client;
@@ -95,6 +96,8 @@ pub(crate) struct KeyCatalog {
     /// Per relation description (pointer identity of the `Arc`, which changes with every
     /// Relation message), the resolved column positions.
     resolved: HashMap<usize, (Arc<RelationInfo>, Arc<ResolvedKeys>)>,
+    /// Blue's column → green's, to find green's key columns in blue's rows.
+    renames: Arc<Renames>,
 }
 
 /// Green's catalog could not be read.
@@ -122,6 +125,14 @@ SELECT i.indexrelid::int8,
  ORDER BY i.indexrelid";
 
 impl KeyCatalog {
+    /// An empty catalog; green's key columns are mapped back to blue's through `renames`.
+    pub(crate) fn new(renames: Arc<Renames>) -> KeyCatalog {
+        KeyCatalog {
+            renames,
+            ..KeyCatalog::default()
+        }
+    }
+
     /// Reads the unique keys of every table `tx` touches that has not been read yet.
     pub(crate) async fn load_for(
         &mut self,
@@ -243,9 +254,12 @@ impl KeyCatalog {
             let positions: Option<Vec<usize>> = key
                 .columns
                 .iter()
-                .map(|c| relation.column_index(c))
+                .map(|c| {
+                    let blue = self.renames.blue_column(name.schema(), &name.name, c)?;
+                    relation.column_index(blue)
+                })
                 .collect();
-            // A key column blue does not send is filled by green's default: the key's value is
+            // A key column no blue column fills takes green's default: the key's value is
             // unknown here, so it cannot be used.
             if let Some(positions) = positions {
                 if !positions.is_empty() {
@@ -434,6 +448,36 @@ mod tests {
             new: row(&[Some("4"), None]),
         }])));
         assert!(!shares(&n1, &n2));
+    }
+
+    #[test]
+    fn a_unique_index_on_a_renamed_column_is_read_from_blue_s_column() {
+        let t = relation(
+            "users",
+            ReplicaIdentity::Default,
+            &[("id", true), ("name", false), ("full_name", false)],
+        );
+        let renames = blueshift_applier::Renames::new(["users:name=full_name"
+            .parse::<blueshift_applier::Rename>()
+            .unwrap()])
+        .unwrap();
+        let mut cat = KeyCatalog::new(Arc::new(renames));
+        // Green's unique index is on full_name (blue's name); blue's own full_name is dropped.
+        cat.declare("public", "users", &[&["id"], &["full_name"]]);
+        let ins = |id: &str, name: &str, full: &str| {
+            tx(vec![Change::Insert {
+                relation: Arc::clone(&t),
+                new: row(&[Some(id), Some(name), Some(full)]),
+            }])
+        };
+        let a = keys(cat.writeset(&ins("1", "ada", "x")));
+        let b = keys(cat.writeset(&ins("2", "ada", "y")));
+        let c = keys(cat.writeset(&ins("3", "bob", "x")));
+        assert!(
+            shares(&a, &b),
+            "the same name lands in green's unique full_name"
+        );
+        assert!(!shares(&a, &c), "blue's own full_name is not on green");
     }
 
     #[test]

@@ -53,30 +53,9 @@ impl Pair {
     }
 
     /// `blueshift sync` between the two, with extra arguments; stderr goes to a log file that
-    /// is printed if the test fails.
+    /// is printed if the test fails. Returns once the slot streams.
     pub(crate) fn sync(&self, extra: &[&str]) -> Sync {
-        let log = self.logs.path().join(format!(
-            "sync-{}.log",
-            std::fs::read_dir(self.logs.path())
-                .map(|d| d.count())
-                .unwrap_or(0)
-        ));
-        let child = Command::new(blueshift_binary())
-            .arg("sync")
-            .args(["--source", &self.blue.uri("app")])
-            .args(["--target", &self.green.uri("app")])
-            .args(["--publication", "pub", "--slot", "bs"])
-            .args(["--status-interval", "1"])
-            .args(extra)
-            .env("RUST_LOG", "info,blueshift_engine=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("blueshift sync starts");
-        let mut sync = Sync {
-            child: Some(child),
-            log,
-        };
+        let mut sync = self.spawn("sync", extra);
         // Changes count from the slot's creation (backfill is another stage): wait until
         // streaming has started before the test writes.
         eventually(Duration::from_secs(60), || {
@@ -94,6 +73,33 @@ impl Pair {
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
         sync
+    }
+
+    /// `blueshift <command>` (`sync` or `backfill`) between the two, without waiting for
+    /// anything; stderr goes to a log file that is printed if the test fails.
+    pub(crate) fn spawn(&self, command: &str, extra: &[&str]) -> Sync {
+        let log = self.logs.path().join(format!(
+            "{command}-{}.log",
+            std::fs::read_dir(self.logs.path())
+                .map(|d| d.count())
+                .unwrap_or(0)
+        ));
+        let child = Command::new(blueshift_binary())
+            .arg(command)
+            .args(["--source", &self.blue.uri("app")])
+            .args(["--target", &self.green.uri("app")])
+            .args(["--publication", "pub", "--slot", "bs"])
+            .args(["--status-interval", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info,blueshift_engine=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("blueshift starts");
+        Sync {
+            child: Some(child),
+            log,
+        }
     }
 
     /// Waits until every table in `tables` holds the same rows on green as on blue.
@@ -185,6 +191,13 @@ impl Sync {
             .expect("kill -TERM");
         let status = child.wait().expect("reaped");
         status.success()
+    }
+
+    /// Waits for it to exit; returns whether it exited 0.
+    pub(crate) fn wait(&mut self) -> bool {
+        self.child
+            .take()
+            .is_some_and(|mut c| c.wait().expect("wait").success())
     }
 
     /// Whether it is still running.

@@ -1,0 +1,827 @@
+//! Backfill: blue's existing rows copied into green, consistent with the replication slot, so
+//! that streaming takes over with no gap and nothing applied twice.
+//!
+//! ```text
+//!  blue: CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT ──▶ snapshot S, consistent point C
+//!        N workers: BEGIN REPEATABLE READ; SET TRANSACTION SNAPSHOT 'S'
+//!        COPY (SELECT … FROM ONLY leaf WHERE ctid in chunk) TO STDOUT ─┐  (no row parsing)
+//!  green:                                   COPY … FROM STDIN ◀─────────┘
+//!        + chunk recorded finished, same transaction
+//!  then: keys restored → (catch-up, after a resume) → other indexes, FKs → sequences → stream
+//! ```
+//!
+//! # Why the result is exact
+//!
+//! **One snapshot.** The slot is created with an exported snapshot S at its consistent point C.
+//! A transaction is in S exactly when its commit record precedes C, and the slot streams exactly
+//! the transactions whose commit record is at or after C. Every copy worker imports S before the
+//! replication connection does anything else, so the union of the chunks is blue's state at C
+//! and the stream from C carries everything after it: nothing missed, nothing twice.
+//!
+//! **Chunks.** A relation is split into block ranges (`ctid >= '(a,0)' AND ctid < '(b,0)'`, a
+//! TID range scan on PostgreSQL 14+; the last range is open-ended). Under one snapshot the ranges
+//! partition the visible rows, so chunks copied by different workers neither overlap nor miss.
+//! Each chunk's rows and the record that it is finished commit in one green transaction.
+//!
+//! **Resume.** A crash ends the snapshot. The next run takes a new one — snapshot generation
+//! g, at C_g, from a temporary slot with an exported snapshot while the real slot keeps its
+//! place at C_1 — and copies only the unfinished chunks. Each table then has a *fence*: `lo`,
+//! the oldest generation among its chunks, and `hi`, the newest. Applying the stream (from the
+//! slot, at C_1 or after):
+//!
+//! - a change to the table in a transaction committed before `lo` is skipped: every chunk was
+//!   copied at or after it, so every chunk already contains it;
+//! - a change at or after `hi` is applied normally: every chunk predates it;
+//! - a change in between meets rows of mixed ages, so it is applied *idempotently*
+//!   ("reconcile"): INSERT becomes `INSERT … ON CONFLICT (key) DO UPDATE`, an UPDATE that
+//!   carries its whole new row becomes a delete of the old key plus that upsert, DELETE tolerates
+//!   a missing row. The last change to a key before `hi` then leaves exactly the row blue had at
+//!   `hi`, whatever green held before it; keys with no change in between were copied with the
+//!   same value in every generation, because a row that does not change does not move (its ctid
+//!   stays in the same chunk). Rows copied again into a table that already holds some of them
+//!   (a row that moved between chunks) are loaded with the same upsert.
+//!
+//!   Two things break "a row that does not change does not move": `VACUUM FULL`/`CLUSTER`/
+//!   `TRUNCATE` between generations. Each chunk records its relation's file node; a table whose
+//!   file node changed is emptied on green and copied again whole at the new generation (its
+//!   fence is then a plain skip). A table without a key on green cannot be upserted and is also
+//!   copied again whole. One case cannot be reconciled: an UPDATE inside the window that leaves
+//!   a TOASTed value unchanged (so blue did not send it) for a row green does not hold; the
+//!   applier then stops with an error naming the table rather than guess.
+//!
+//! Indexes other than keys, unique constraints and foreign keys are rebuilt only once the stream
+//! has passed every table's `hi` (a catch-up with one applier, before sync proper starts), so
+//! they never see a mixed state.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use blueshift_applier::client::{ClientError, SqlError};
+use blueshift_applier::fence::{Fence, Fences};
+use blueshift_decoder::connection::{
+    CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
+};
+use blueshift_decoder::Lsn;
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+
+use crate::metrics::Metrics;
+use crate::schema::{self, quote_ident, QualifiedName, SchemaError, Verdict};
+use crate::sync::SyncConfig;
+
+pub mod copy;
+pub mod indexes;
+pub mod progress;
+mod sequences;
+mod state;
+
+pub use progress::{Phase, Progress, TableCounters};
+
+/// When sync backfills.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackfillMode {
+    /// When the slot is new, or an earlier backfill is unfinished.
+    #[default]
+    Auto,
+    /// Always (a new copy when no backfill is unfinished: green's tables must be empty).
+    Always,
+    /// Never: green was loaded otherwise. An unfinished backfill is then an error.
+    Never,
+}
+
+/// How to backfill.
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// When.
+    pub mode: BackfillMode,
+    /// Parallel copy workers (connections to each side).
+    pub copy_workers: usize,
+    /// Target chunk size; a relation smaller than one and a half chunks is not split.
+    pub chunk_bytes: u64,
+    /// Keep green's indexes and constraints during the load instead of rebuilding them after.
+    pub keep_indexes: bool,
+    /// `maintenance_work_mem` for index builds.
+    pub maintenance_work_mem: String,
+    /// Stop after the backfill (`blueshift backfill`) instead of streaming on.
+    pub only: bool,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions {
+            mode: BackfillMode::Auto,
+            copy_workers: 2,
+            chunk_bytes: 64 << 20,
+            keep_indexes: false,
+            maintenance_work_mem: "256MB".to_owned(),
+            only: false,
+        }
+    }
+}
+
+/// Why a backfill failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// A statement on green failed.
+    #[error("could not {what} on green")]
+    Green {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: SqlError,
+    },
+    /// A statement on blue failed.
+    #[error("could not {what} on blue")]
+    Blue {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: SqlError,
+    },
+    /// A connection could not be opened.
+    #[error(transparent)]
+    Connect(ClientError),
+    /// The replication connection failed.
+    #[error("the replication connection to blue failed")]
+    Replication(#[source] ReplicationError),
+    /// The schemas could not be compared.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The schema comparison found something the copy cannot carry.
+    #[error("table {table} cannot be copied: {reason} — run `blueshift plan` for the details")]
+    Blocked {
+        /// The table.
+        table: QualifiedName,
+        /// Why.
+        reason: String,
+    },
+    /// A green table already holds rows.
+    #[error(
+        "green table {table} already has rows; a backfill copies into empty tables — TRUNCATE \
+         it on green, or pass --no-backfill if green was loaded another way"
+    )]
+    NotEmpty {
+        /// The table.
+        table: QualifiedName,
+    },
+    /// An unfinished backfill exists but backfill is turned off.
+    #[error(
+        "the backfill of slot {slot} on green is unfinished; run again without --no-backfill to \
+         finish it (or drop green's blueshift.backfill_* rows of the slot if green was reloaded)"
+    )]
+    Unfinished {
+        /// The slot.
+        slot: String,
+    },
+    /// Two backfills of one slot ran at once.
+    #[error("another backfill of slot {slot} is running against the same green database")]
+    Concurrent {
+        /// The slot.
+        slot: String,
+    },
+    /// The state on green is not what blueshift wrote.
+    #[error("unexpected {what}")]
+    Corrupt {
+        /// What.
+        what: String,
+    },
+    /// The catch-up after a resumed copy failed.
+    #[error("the catch-up after the resumed copy failed")]
+    CatchUp(#[source] Box<crate::sync::SyncError>),
+    /// A task panicked or was cancelled.
+    #[error("a backfill task ended abnormally")]
+    Task(#[source] tokio::task::JoinError),
+    /// Shutdown was asked for during the copy; the next run resumes.
+    #[error("backfill interrupted; the next run resumes at the first unfinished chunk")]
+    Interrupted,
+}
+
+impl BackfillError {
+    pub(crate) fn green(what: &str, e: tokio_postgres::Error) -> BackfillError {
+        BackfillError::Green {
+            what: what.to_owned(),
+            source: SqlError::from(e),
+        }
+    }
+
+    pub(crate) fn blue(what: &str, e: tokio_postgres::Error) -> BackfillError {
+        BackfillError::Blue {
+            what: what.to_owned(),
+            source: SqlError::from(e),
+        }
+    }
+
+    pub(crate) fn sql(side: &str, what: &str, e: tokio_postgres::Error) -> BackfillError {
+        if side == "blue" {
+            BackfillError::blue(what, e)
+        } else {
+            BackfillError::green(what, e)
+        }
+    }
+
+    /// Whether running again soon may help (a lost connection, a restarting server).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BackfillError::Green { source, .. } | BackfillError::Blue { source, .. } => {
+                source.is_transient()
+            }
+            BackfillError::Connect(e) => e.is_transient(),
+            BackfillError::Replication(e) => crate::sync::replication_is_transient(e),
+            BackfillError::CatchUp(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// What a backfill did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackfillSummary {
+    /// Whether it ran at all.
+    pub ran: bool,
+    /// Rows copied in this run.
+    pub rows: u64,
+    /// Chunks copied in this run.
+    pub chunks: u64,
+    /// Chunks already finished by an earlier run.
+    pub chunks_resumed: u64,
+    /// Snapshot generations so far (1 unless resumed).
+    pub generations: usize,
+    /// Indexes and constraints rebuilt.
+    pub indexes: usize,
+    /// Sequences set.
+    pub sequences: usize,
+}
+
+/// Backfills when `options.mode` says so (see [`BackfillMode`]), and finishes an interrupted one.
+pub async fn run(
+    config: &SyncConfig,
+    options: &BackfillOptions,
+    metrics: &Metrics,
+    progress: &Arc<Progress>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<BackfillSummary, BackfillError> {
+    let (mut green, green_conn) = copy::connect(&config.target, "green").await?;
+    let (blue, blue_conn) = copy::connect(&config.source, "blue").await?;
+    let result = run_with(
+        config, options, metrics, progress, &mut green, &blue, shutdown,
+    )
+    .await;
+    green_conn.abort();
+    blue_conn.abort();
+    if result.is_ok() {
+        progress.set_phase(Phase::Done);
+    }
+    result
+}
+
+async fn run_with(
+    config: &SyncConfig,
+    options: &BackfillOptions,
+    metrics: &Metrics,
+    progress: &Arc<Progress>,
+    green: &mut Client,
+    blue: &Client,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<BackfillSummary, BackfillError> {
+    let slot = config.slot.as_str();
+    let previous = state::run(&*green, slot).await?;
+    let slot_exists = slot_exists(blue, slot).await?;
+    let fresh = match (&previous, options.mode) {
+        (Some(run), BackfillMode::Never) if !run.finished => {
+            return Err(BackfillError::Unfinished {
+                slot: slot.to_owned(),
+            })
+        }
+        (Some(run), _) if !run.finished => false,
+        (_, BackfillMode::Never) => return Ok(BackfillSummary::default()),
+        (_, BackfillMode::Auto) if slot_exists => return Ok(BackfillSummary::default()),
+        _ => true,
+    };
+    state::ensure(green).await?;
+    progress.set_phase(Phase::Planning);
+    let plan = schema::plan(blue, &*green, Some(&config.publication), &config.renames).await?;
+    let mut tables: BTreeMap<QualifiedName, Arc<copy::TableCopy>> = BTreeMap::new();
+    for t in &plan.tables {
+        if !t.on_green || t.verdict == Verdict::Blocked {
+            let reason = t
+                .notes
+                .iter()
+                .map(|n| n.message.clone())
+                .chain(
+                    t.columns
+                        .iter()
+                        .filter(|c| c.verdict == Verdict::Blocked)
+                        .map(|c| format!("column {}: {}", quote_ident(&c.name), c.note)),
+                )
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(BackfillError::Blocked {
+                table: t.table.clone(),
+                reason,
+            });
+        }
+        let mappings = t.column_mappings();
+        let binary = t.columns.iter().all(|c| match (&c.blue, &c.green) {
+            (Some(b), Some(g)) => {
+                c.cast.is_none() && b.type_name == g.type_name && b.type_oid < 16384
+            }
+            _ => true,
+        });
+        tables.insert(
+            t.table.clone(),
+            Arc::new(copy::TableCopy {
+                target: t.table.clone(),
+                blue_columns: mappings.iter().map(|m| quote_ident(&m.blue)).collect(),
+                green_columns: mappings.iter().map(|m| quote_ident(&m.green)).collect(),
+                binary,
+                row_filter: row_filter(blue, &config.publication, &t.table).await?,
+                upsert_key: None,
+            }),
+        );
+    }
+    let names: Vec<QualifiedName> = tables.keys().cloned().collect();
+    let keep_indexes = if fresh {
+        for name in &names {
+            let any = green
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {name})"), &[])
+                .await
+                .map_err(|e| BackfillError::green(&format!("check that {name} is empty"), e))?;
+            if any.get::<_, bool>(0) {
+                return Err(BackfillError::NotEmpty {
+                    table: name.clone(),
+                });
+            }
+        }
+        state::start(&*green, slot, options.keep_indexes).await?;
+        if !options.keep_indexes {
+            let ddl = indexes::read(green, &names).await?;
+            indexes::drop_all(green, slot, &ddl).await?;
+        }
+        tracing::info!(slot, tables = names.len(), "backfill started");
+        options.keep_indexes
+    } else {
+        tracing::info!(slot, "resuming the unfinished backfill");
+        previous.map_or(options.keep_indexes, |r| r.keep_indexes)
+    };
+
+    let mut summary = BackfillSummary {
+        ran: true,
+        ..BackfillSummary::default()
+    };
+    copy_generation(
+        config,
+        options,
+        green,
+        &mut tables,
+        slot_exists,
+        progress,
+        &mut summary,
+        shutdown,
+    )
+    .await?;
+
+    // Fences, and whether any table needs the stream to reconcile it before its other indexes.
+    let fences = fences(&*green, slot).await?;
+    let reconcile_until = fences
+        .values()
+        .filter(|f| f.reconcile_before > f.skip_before)
+        .map(|f| f.reconcile_before)
+        .max();
+    progress.set_phase(Phase::Indexing);
+    let workers = options.copy_workers.max(1);
+    if !keep_indexes {
+        summary.indexes += indexes::restore(
+            &config.target,
+            slot,
+            indexes::Phase::Keys,
+            None,
+            workers,
+            &options.maintenance_work_mem,
+        )
+        .await?;
+    }
+    if let Some(until) = reconcile_until {
+        progress.set_phase(Phase::CatchingUp);
+        tracing::info!(until = %until, "applying the changes made while the copy was interrupted");
+        crate::sync::catch_up(config, metrics, until)
+            .await
+            .map_err(|e| BackfillError::CatchUp(Box::new(e)))?;
+        progress.set_phase(Phase::Indexing);
+    }
+    if !keep_indexes {
+        summary.indexes += indexes::restore(
+            &config.target,
+            slot,
+            indexes::Phase::Rest,
+            None,
+            workers,
+            &options.maintenance_work_mem,
+        )
+        .await?;
+    }
+    progress.set_phase(Phase::Sequences);
+    summary.sequences = sequences::copy(blue, &*green).await?;
+    state::finish(&*green, slot).await?;
+    summary.generations = state::generations(&*green, slot).await?.len();
+    tracing::info!(
+        rows = summary.rows,
+        chunks = summary.chunks,
+        resumed_chunks = summary.chunks_resumed,
+        generations = summary.generations,
+        indexes = summary.indexes,
+        sequences = summary.sequences,
+        elapsed = ?progress.elapsed(),
+        "backfill finished"
+    );
+    Ok(summary)
+}
+
+/// Takes a snapshot generation and copies every unfinished chunk under it.
+#[allow(clippy::too_many_arguments)]
+async fn copy_generation(
+    config: &SyncConfig,
+    options: &BackfillOptions,
+    green: &mut Client,
+    tables: &mut BTreeMap<QualifiedName, Arc<copy::TableCopy>>,
+    slot_exists: bool,
+    progress: &Arc<Progress>,
+    summary: &mut BackfillSummary,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), BackfillError> {
+    let slot = config.slot.as_str();
+    let workers = options.copy_workers.max(1);
+    let keep_indexes = state::run(&*green, slot)
+        .await?
+        .is_some_and(|r| r.keep_indexes);
+    // The snapshot: from the slot itself when it is new, else from a temporary slot (gone with
+    // its connection) while the real slot stays where it is.
+    let mut repl = ReplicationConnection::connect(&config.source)
+        .await
+        .map_err(BackfillError::Replication)?;
+    let (slot_name, temporary) = if slot_exists {
+        (format!("{slot}_backfill_{}", std::process::id()), true)
+    } else {
+        (slot.to_owned(), false)
+    };
+    let created = repl
+        .create_slot(
+            &slot_name,
+            CreateSlotOptions {
+                temporary,
+                snapshot: SnapshotAction::Export,
+                two_phase: false,
+            },
+        )
+        .await
+        .map_err(BackfillError::Replication)?;
+    let snapshot = created
+        .snapshot_name
+        .clone()
+        .ok_or_else(|| BackfillError::Corrupt {
+            what: "answer to CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT without a snapshot"
+                .to_owned(),
+        })?;
+    let generation = state::add_generation(&*green, slot, created.consistent_point).await?;
+    tracing::info!(slot = %slot_name, temporary, generation, consistent_point = %created.consistent_point, "snapshot taken");
+    // The plan: chunks recorded on the first generation; file nodes checked on later ones.
+    // Sizes are read inside the snapshot too (the replication connection stays idle meanwhile).
+    let (planner, planner_conn) = copy::import(&config.source, &snapshot).await?;
+    let planner = &planner;
+    let chunk_blocks = i64::try_from(options.chunk_bytes / 8192).unwrap_or(i64::MAX);
+    let mut current: BTreeMap<QualifiedName, Vec<(QualifiedName, i64, i64)>> = BTreeMap::new();
+    for table in tables.keys() {
+        current.insert(table.clone(), copy::sources(planner, table).await?);
+    }
+    let plan_table = |table: &QualifiedName| -> Vec<state::Chunk> {
+        current
+            .get(table)
+            .into_iter()
+            .flatten()
+            .flat_map(|(source, blocks, filenode)| {
+                copy::split(table, source, *blocks, chunk_blocks, *filenode)
+            })
+            .collect()
+    };
+    let mut chunks = state::chunks(&*green, slot).await?;
+    if chunks.is_empty() {
+        let planned: Vec<state::Chunk> = tables.keys().flat_map(&plan_table).collect();
+        state::add_chunks(&*green, slot, &planned).await?;
+        chunks = planned;
+    } else {
+        // Tables copied partly under an earlier snapshot. Those whose relations were rewritten
+        // since (VACUUM FULL, CLUSTER, TRUNCATE, partitions attached or detached) are copied
+        // again whole; the others get their key back first, to upsert on.
+        let mut reset: Vec<QualifiedName> = Vec::new();
+        let mut mixed: Vec<QualifiedName> = Vec::new();
+        for (table, sources) in &current {
+            let mine: Vec<&state::Chunk> = chunks.iter().filter(|c| &c.target == table).collect();
+            let done = mine.iter().filter(|c| c.generation.is_some()).count();
+            if done == 0 || done == mine.len() {
+                continue;
+            }
+            let same_sources = sources.iter().all(|(source, _, filenode)| {
+                mine.iter()
+                    .any(|c| &c.source == source && c.filenode == *filenode)
+            }) && mine
+                .iter()
+                .all(|c| sources.iter().any(|(source, _, _)| &c.source == source));
+            if same_sources {
+                mixed.push(table.clone());
+            } else {
+                reset.push(table.clone());
+            }
+        }
+        if !mixed.is_empty() && !keep_indexes {
+            indexes::restore(
+                &config.target,
+                slot,
+                indexes::Phase::Keys,
+                Some(&mixed),
+                workers,
+                &options.maintenance_work_mem,
+            )
+            .await?;
+        }
+        for table in mixed {
+            match green_key(&*green, &table).await? {
+                Some(key) => {
+                    if let Some(copy) = tables.get_mut(&table) {
+                        Arc::make_mut(copy).upsert_key = Some(key);
+                    }
+                }
+                None => reset.push(table),
+            }
+        }
+        for table in &reset {
+            tracing::warn!(table = %table, "copying the table again whole (rewritten on blue since the interrupted copy, or no key on green to merge on)");
+            let tx = green
+                .transaction()
+                .await
+                .map_err(|e| BackfillError::green("open a transaction", e))?;
+            tx.batch_execute(&format!("TRUNCATE {table}"))
+                .await
+                .map_err(|e| BackfillError::green(&format!("empty {table}"), e))?;
+            tx.execute(
+                "DELETE FROM blueshift.backfill_chunk WHERE slot = $1 AND target_schema = $2 \
+                 AND target_table = $3",
+                &[&slot, &table.schema, &table.name],
+            )
+            .await
+            .map_err(|e| BackfillError::green("re-plan a table", e))?;
+            state::add_chunks(&tx, slot, &plan_table(table)).await?;
+            tx.commit()
+                .await
+                .map_err(|e| BackfillError::green("re-plan a table", e))?;
+        }
+        chunks = state::chunks(&*green, slot).await?;
+    }
+    let sizes: HashMap<&QualifiedName, i64> = current
+        .values()
+        .flatten()
+        .map(|(source, blocks, _)| (source, *blocks))
+        .collect();
+
+    // Progress, and the queue: biggest relations first so the long chunks start early.
+    let mut per_source: HashMap<(QualifiedName, QualifiedName), usize> = HashMap::new();
+    for c in &chunks {
+        *per_source
+            .entry((c.target.clone(), c.source.clone()))
+            .or_default() += 1;
+    }
+    for table in tables.keys() {
+        let counters = progress.table(table);
+        let mine = chunks.iter().filter(|c| &c.target == table);
+        let (total, done) = mine.fold((0u64, 0u64), |(t, d), c| {
+            (t + 1, d + u64::from(c.generation.is_some()))
+        });
+        counters.chunks_total.store(total, Ordering::Relaxed);
+        counters.chunks_done.store(done, Ordering::Relaxed);
+        summary.chunks_resumed += done;
+        let expected = row_estimate(planner, table).await?;
+        counters.rows_expected.store(expected, Ordering::Relaxed);
+    }
+    let mut todo: Vec<copy::Job> = chunks
+        .iter()
+        .filter(|c| c.generation.is_none())
+        .filter_map(|c| {
+            let table = tables.get(&c.target)?;
+            Some(copy::Job {
+                whole: per_source
+                    .get(&(c.target.clone(), c.source.clone()))
+                    .copied()
+                    == Some(1),
+                chunk: c.clone(),
+                table: Arc::clone(table),
+            })
+        })
+        .collect();
+    todo.sort_by_key(|j| {
+        std::cmp::Reverse(
+            j.chunk
+                .blocks(sizes.get(&j.chunk.source).copied().unwrap_or(0)),
+        )
+    });
+    summary.chunks = todo.len() as u64;
+    progress.set_phase(Phase::Copying);
+    planner_conn.abort();
+    let queue = Arc::new(Mutex::new(VecDeque::from(todo)));
+    // Each worker runs on a thread of its own with a single-threaded runtime: a chunk is
+    // millions of small COPY messages handed between a connection task and the worker, and
+    // keeping those hand-offs on one thread avoids a cross-thread wake-up per row.
+    let mut threads = Vec::with_capacity(workers);
+    let mut ready = Vec::with_capacity(workers);
+    for n in 0..workers {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<bool>();
+        ready.push(ready_rx);
+        let job = copy::WorkerJob {
+            n,
+            source: config.source.clone(),
+            target: config.target.clone(),
+            snapshot: snapshot.clone(),
+            slot: slot.to_owned(),
+            generation,
+            queue: Arc::clone(&queue),
+            progress: Arc::clone(progress),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("blueshift-copy-{n}"))
+            .spawn(move || job.run(ready_tx))
+            .map_err(|e| BackfillError::Corrupt {
+                what: format!("failure to start a copy thread: {e}"),
+            })?;
+        threads.push(thread);
+    }
+    // Every worker holds the snapshot (or failed): the replication connection may go, and a
+    // temporary slot with it.
+    for r in ready {
+        let _ = r.await;
+    }
+    if let Err(e) = repl.close().await {
+        tracing::debug!(error = %e, "the replication connection did not close cleanly");
+    }
+    let rows_before = progress.totals().0;
+    let joined = {
+        let queue = Arc::clone(&queue);
+        let join = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        Err(BackfillError::Corrupt {
+                            what: "panic in a copy thread".to_owned(),
+                        })
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        tokio::pin!(join);
+        tokio::pin!(shutdown);
+        let mut interrupted = false;
+        loop {
+            tokio::select! {
+                done = &mut join => break done.map_err(BackfillError::Task)?,
+                () = &mut shutdown, if !interrupted => {
+                    // Workers finish the chunk in hand; the rest waits for the next run.
+                    queue.lock().await.clear();
+                    interrupted = true;
+                }
+            }
+        }
+        .into_iter()
+        .collect::<Result<Vec<()>, BackfillError>>()
+        .and_then(|v| {
+            if interrupted {
+                Err(BackfillError::Interrupted)
+            } else {
+                Ok(v)
+            }
+        })
+    };
+    joined?;
+    summary.rows = progress.totals().0 - rows_before;
+    Ok(())
+}
+
+/// Whether `slot` exists on blue.
+async fn slot_exists(blue: &Client, slot: &str) -> Result<bool, BackfillError> {
+    let row = blue
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| BackfillError::blue("look up the replication slot", e))?;
+    Ok(row.get(0))
+}
+
+/// The publication's row filter of `table` (PostgreSQL 15+).
+async fn row_filter(
+    blue: &Client,
+    publication: &str,
+    table: &QualifiedName,
+) -> Result<Option<String>, BackfillError> {
+    let version: i32 = blue
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| BackfillError::blue("read the server version", e))?
+        .get(0);
+    if version < 150_000 {
+        return Ok(None);
+    }
+    let row = blue
+        .query_opt(
+            "SELECT rowfilter FROM pg_catalog.pg_publication_tables \
+              WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+            &[&publication, &table.schema, &table.name],
+        )
+        .await
+        .map_err(|e| BackfillError::blue("read the publication's row filter", e))?;
+    Ok(row.and_then(|r| r.get(0)))
+}
+
+/// Blue's row estimate of `table` (its partitions summed), for the ETA.
+async fn row_estimate(blue: &Client, table: &QualifiedName) -> Result<u64, BackfillError> {
+    let row = blue
+        .query_one(
+            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 \
+               FROM pg_catalog.pg_class r \
+               JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
+               JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(r.oid)) l ON true \
+               JOIN pg_catalog.pg_class c ON c.oid = l.relid \
+              WHERE n.nspname = $1 AND r.relname = $2",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .map_err(|e| BackfillError::blue("read the row estimate", e))?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// Green's key of `table`, quoted: its primary key, else its replica identity index.
+async fn green_key(
+    green: &Client,
+    table: &QualifiedName,
+) -> Result<Option<Vec<String>>, BackfillError> {
+    let rows = green
+        .query(
+            "SELECT a.attname::text FROM pg_catalog.pg_index x \
+               JOIN pg_catalog.pg_class r ON r.oid = x.indrelid \
+               JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
+               CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) \
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum \
+              WHERE n.nspname = $1 AND r.relname = $2 \
+                AND x.indexrelid = (SELECT y.indexrelid FROM pg_catalog.pg_index y \
+                                     WHERE y.indrelid = r.oid AND y.indisunique \
+                                       AND (y.indisprimary OR y.indisreplident) \
+                                     ORDER BY y.indisprimary DESC LIMIT 1) \
+              ORDER BY k.pos",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .map_err(|e| BackfillError::green(&format!("read the key of {table}"), e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.iter()
+            .map(|r| quote_ident(&r.get::<_, String>(0)))
+            .collect(),
+    ))
+}
+
+/// The fences of `slot`'s backfill, by table (empty when there is none): what the appliers skip
+/// and what they apply idempotently (see the module docs).
+pub async fn fences(
+    green: &impl tokio_postgres::GenericClient,
+    slot: &str,
+) -> Result<Fences, BackfillError> {
+    let mut fences = Fences::default();
+    if state::run(green, slot).await?.is_none() {
+        return Ok(fences);
+    }
+    let generations: HashMap<i32, Lsn> =
+        state::generations(green, slot).await?.into_iter().collect();
+    let chunks = state::chunks(green, slot).await?;
+    let mut by_table: BTreeMap<QualifiedName, (Lsn, Lsn)> = BTreeMap::new();
+    for c in &chunks {
+        let Some(lsn) = c.generation.and_then(|g| generations.get(&g)).copied() else {
+            continue;
+        };
+        let entry = by_table.entry(c.target.clone()).or_insert((lsn, lsn));
+        entry.0 = entry.0.min(lsn);
+        entry.1 = entry.1.max(lsn);
+    }
+    for (table, (lo, hi)) in by_table {
+        fences.insert(
+            table.schema,
+            table.name,
+            Fence {
+                skip_before: lo,
+                reconcile_before: hi,
+            },
+        );
+    }
+    Ok(fences)
+}

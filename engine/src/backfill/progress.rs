@@ -1,0 +1,160 @@
+//! Backfill progress, shared between the copy workers (which count) and whoever shows it: the
+//! CLI's progress bars on a terminal, periodic log lines otherwise, and the metrics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::metrics::Metrics;
+use crate::schema::QualifiedName;
+
+/// Counters of one table.
+#[derive(Debug, Default)]
+pub struct TableCounters {
+    /// Rows streamed so far (including chunks not yet committed).
+    pub rows: AtomicU64,
+    /// COPY bytes streamed so far.
+    pub bytes: AtomicU64,
+    /// Chunks finished (committed on green).
+    pub chunks_done: AtomicU64,
+    /// Chunks planned.
+    pub chunks_total: AtomicU64,
+    /// Rows blue's statistics expect (`reltuples`), for the ETA; 0 when unknown.
+    pub rows_expected: AtomicU64,
+}
+
+/// What the backfill is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading schemas and planning.
+    Planning,
+    /// Copying rows.
+    Copying,
+    /// Applying the changes made while an interrupted copy was down.
+    CatchingUp,
+    /// Building indexes and constraints.
+    Indexing,
+    /// Setting sequences.
+    Sequences,
+    /// Finished.
+    Done,
+}
+
+impl Phase {
+    /// For messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Planning => "planning",
+            Phase::Copying => "copying",
+            Phase::CatchingUp => "catching up",
+            Phase::Indexing => "building indexes",
+            Phase::Sequences => "setting sequences",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// The progress of one backfill.
+#[derive(Debug)]
+pub struct Progress {
+    tables: Mutex<BTreeMap<QualifiedName, Arc<TableCounters>>>,
+    phase: Mutex<Phase>,
+    started: Instant,
+    metrics: Metrics,
+}
+
+impl Progress {
+    /// Progress that also feeds `metrics`.
+    pub fn new(metrics: Metrics) -> Arc<Progress> {
+        Arc::new(Progress {
+            tables: Mutex::new(BTreeMap::new()),
+            phase: Mutex::new(Phase::Planning),
+            started: Instant::now(),
+            metrics,
+        })
+    }
+
+    /// The counters of `table`, created when new.
+    pub fn table(&self, table: &QualifiedName) -> Arc<TableCounters> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(tables.entry(table.clone()).or_default())
+    }
+
+    /// Every table's counters, by name.
+    pub fn tables(&self) -> Vec<(QualifiedName, Arc<TableCounters>)> {
+        let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        tables
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+        tracing::info!(phase = phase.as_str(), "backfill");
+    }
+
+    /// Time since the backfill started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn chunk_done(&self, table: &QualifiedName, rows: u64) {
+        let counters = self.table(table);
+        counters.chunks_done.fetch_add(1, Ordering::Relaxed);
+        self.metrics.backfill_chunk_done(rows);
+    }
+
+    /// Sums over every table: (rows, bytes, chunks done, chunks total, rows expected).
+    pub fn totals(&self) -> (u64, u64, u64, u64, u64) {
+        self.tables().iter().fold((0, 0, 0, 0, 0), |acc, (_, c)| {
+            (
+                acc.0 + c.rows.load(Ordering::Relaxed),
+                acc.1 + c.bytes.load(Ordering::Relaxed),
+                acc.2 + c.chunks_done.load(Ordering::Relaxed),
+                acc.3 + c.chunks_total.load(Ordering::Relaxed),
+                acc.4 + c.rows_expected.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// One line for logs: phase, rows, rate and ETA.
+    pub fn summary_line(&self) -> String {
+        let (rows, bytes, done, total, expected) = self.totals();
+        let secs = self.elapsed().as_secs_f64().max(0.001);
+        let rate = rows as f64 / secs;
+        let eta = if expected > rows && rate > 0.0 {
+            format!(", ETA {:.0} s", (expected - rows) as f64 / rate)
+        } else {
+            String::new()
+        };
+        format!(
+            "backfill {}: {rows} rows ({:.1} MB) in {secs:.1} s, {rate:.0} rows/s, chunks {done}/{total}{eta}",
+            self.phase().as_str(),
+            bytes as f64 / 1e6,
+        )
+    }
+
+    /// Logs [`summary_line`](Self::summary_line) every `every` until dropped: for output that is
+    /// not a terminal.
+    pub fn log_periodically(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let progress = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if progress.phase() == Phase::Done {
+                    break;
+                }
+                tracing::info!("{}", progress.summary_line());
+            }
+        })
+    }
+}
