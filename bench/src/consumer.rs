@@ -166,7 +166,7 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `blueshift sync` between blue/`blue_db` and green/`green_db`.
+/// `blueshift sync --no-backfill` between blue/`blue_db` and green/`green_db`.
 pub(crate) fn start_sync(
     blueshift: &Path,
     ends: &Endpoints<'_>,
@@ -189,6 +189,8 @@ pub(crate) fn start_sync(
             &workers,
             "--status-interval",
             "1",
+            // Green is loaded by the scenario (pg_dump), as for a user who loaded it otherwise.
+            "--no-backfill",
         ],
         ends,
         true,

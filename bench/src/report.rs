@@ -123,7 +123,8 @@ fn scenario_markdown(out: &mut String, s: &ScenarioResult) {
         for peer in &s.peers {
             let pv = s.values(peer, f.metric);
             let pv_values: Vec<f64> = pv.iter().map(|(_, v)| *v).collect();
-            if bs_values.is_empty() && pv_values.is_empty() && side_error(s, peer).is_none() {
+            // A figure a peer does not have (the COPY pipe has no process of its own).
+            if pv_values.is_empty() && side_error(s, peer).is_none() {
                 continue;
             }
             let peer_cell = if pv_values.is_empty() {
