@@ -206,3 +206,68 @@ fn side_error(s: &ScenarioResult, side: &str) -> Option<String> {
         .any(|e| e.side.as_deref() == Some(side) || e.side.is_none())
         .then(|| "error (below)".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{figure, RunError};
+
+    fn scenario() -> ScenarioResult {
+        let mut s = ScenarioResult::new("catchup", vec!["native"]);
+        s.figures = vec![
+            figure("catchup_s", "catch-up seconds", Better::Lower, 2),
+            figure(
+                "applied_txn_per_s",
+                "applied transactions/s",
+                Better::Higher,
+                0,
+            ),
+        ];
+        for (run, bs, native) in [(1, 2.0, 1.0), (2, 4.0, 1.0), (3, 3.0, 3.0)] {
+            s.sample(run, BLUESHIFT, "catchup_s", bs);
+            s.sample(run, "native", "catchup_s", native);
+            s.sample(run, BLUESHIFT, "applied_txn_per_s", 1000.0 / bs);
+            s.sample(run, "native", "applied_txn_per_s", 1000.0 / native);
+        }
+        s
+    }
+
+    #[test]
+    fn a_row_has_medians_the_median_ratio_and_the_spreads() {
+        let mut out = String::new();
+        scenario_markdown(&mut out, &scenario());
+        // Ratios per run: 0.5, 0.25, 1.0 → median 0.5, whichever way the figure is better.
+        assert!(
+            out.contains("| catch-up seconds (lower is better) | 3.00 | 1.00 (native) | 0.50 | 3 | 2.00–4.00; 1.00–3.00 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| applied transactions/s (higher is better) | 333 | 1000 (native) | 0.50 | 3 | 250–500; 333–1000 |"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_failed_side_shows_an_error_and_no_number() {
+        let mut s = ScenarioResult::new("backfill", vec!["native"]);
+        s.figures = vec![figure("backfill_s", "seconds to ready", Better::Lower, 2)];
+        s.sample(1, "native", "backfill_s", 1.5);
+        s.errors.push(RunError {
+            run: Some(1),
+            side: Some(BLUESHIFT.to_owned()),
+            message: "blueshift backfill not available".to_owned(),
+        });
+        let mut out = String::new();
+        scenario_markdown(&mut out, &s);
+        assert!(
+            out.contains(
+                "| seconds to ready (lower is better) | error (below) | 1.50 (native) | – | 1 |"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("- blueshift, run 1: blueshift backfill not available"),
+            "{out}"
+        );
+    }
+}
