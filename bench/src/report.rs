@@ -2,7 +2,8 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `report.md` | the Markdown report: machine, servers, command, one table per scenario (figure, blueshift, peer, ratio, runs, spread); it is what `BENCHMARKS.md` at the root holds |
+//! | `report.md` | the Markdown report: machine, servers, command, one table per scenario (figure, blueshift, peer, ratio, runs, spread) |
+//! | `BENCHMARKS.md` | the same report with the plots linked from `docs/bench/`: what the root's `BENCHMARKS.md` holds (`cp <out>/BENCHMARKS.md . && cp <out>/*.svg docs/bench/`) |
 //! | `results.json` | every raw sample and series, with the settings and the machine |
 //! | `<scenario>-<metric>.svg` | lag over time (`live`), throughput over time (`catchup`): blueshift and the peer on the same axes |
 
@@ -21,13 +22,22 @@ pub(crate) fn write(results: &mut Results, out: &Path) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(results)?;
     std::fs::write(out.join("results.json"), json)
         .with_context(|| format!("could not write {}", out.join("results.json").display()))?;
-    std::fs::write(out.join("report.md"), markdown(results))
-        .with_context(|| format!("could not write {}", out.join("report.md").display()))?;
+    for (file, plots) in [("report.md", ""), ("BENCHMARKS.md", PUBLISHED_PLOTS)] {
+        std::fs::write(out.join(file), markdown(results, plots))
+            .with_context(|| format!("could not write {}", out.join(file).display()))?;
+    }
     Ok(())
 }
 
-/// The Markdown report.
-pub(crate) fn markdown(results: &Results) -> String {
+/// Where the root's `BENCHMARKS.md` finds the plots.
+const PUBLISHED_PLOTS: &str = "docs/bench/";
+
+/// What issue 6 publishes: `--scale 50 --duration 60 --runs 3`, every scenario, default sizes.
+const FULL_RUN: &str = "cargo build --release -p blueshift && target/release/blueshift bench \
+                        --scale 50 --duration 60 --runs 3 --out bench-results/full";
+
+/// The Markdown report; plots are linked as `<plots><file>`.
+pub(crate) fn markdown(results: &Results, plots: &str) -> String {
     let m = &results.meta;
     let mut out = String::new();
     let _ = writeln!(out, "# blueshift bench results\n");
@@ -38,7 +48,26 @@ pub(crate) fn markdown(results: &Results) -> String {
              works; its figures mean nothing.\n"
         );
     }
-    let _ = writeln!(out, "Command: `{}`\n", m.command);
+    let full = !m.smoke
+        && m.scale == 50
+        && m.duration_s == 60
+        && m.runs >= 3
+        && m.bigtxn_rows == 5_000_000
+        && m.decode_rows == 2_000_000
+        && results.scenarios.len() == 5;
+    if !full && !m.smoke {
+        let _ = writeln!(
+            out,
+            "**Small run**, not the full run of issue 6 (every scenario, `--scale 50 --duration 60 \
+             --runs 3`, big transactions of 5 M and 2 M rows). The full run, on a quiet machine: \
+             `{FULL_RUN}`.\n"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Command: `{}` (from a release build: `cargo build --release -p blueshift`)\n",
+        m.command
+    );
     let _ = writeln!(
         out,
         "Machine: {} CPUs (nproc), {:.1} GiB RAM, {}, Linux {}; load average {} at the start, \
@@ -82,12 +111,12 @@ pub(crate) fn markdown(results: &Results) -> String {
          failed check is listed as an error and gives no figure.\n"
     );
     for s in &results.scenarios {
-        scenario_markdown(&mut out, s);
+        scenario_markdown(&mut out, s, plots);
     }
     out
 }
 
-fn scenario_markdown(out: &mut String, s: &ScenarioResult) {
+fn scenario_markdown(out: &mut String, s: &ScenarioResult, plots: &str) {
     let _ = writeln!(out, "## `{}`\n", s.name);
     if !s.workload.is_empty() {
         let _ = writeln!(out, "Workload: {}\n", s.workload);
@@ -194,7 +223,7 @@ fn scenario_markdown(out: &mut String, s: &ScenarioResult) {
         }
     }
     for p in &s.plots {
-        let _ = writeln!(out, "\n![{p}]({p})");
+        let _ = writeln!(out, "\n![{p}]({plots}{p})");
     }
     let _ = writeln!(out);
 }
@@ -235,7 +264,7 @@ mod tests {
     #[test]
     fn a_row_has_medians_the_median_ratio_and_the_spreads() {
         let mut out = String::new();
-        scenario_markdown(&mut out, &scenario());
+        scenario_markdown(&mut out, &scenario(), "");
         // Ratios per run: 0.5, 0.25, 1.0 → median 0.5, whichever way the figure is better.
         assert!(
             out.contains("| catch-up seconds (lower is better) | 3.00 | 1.00 (native) | 0.50 | 3 | 2.00–4.00; 1.00–3.00 |"),
@@ -258,7 +287,7 @@ mod tests {
             message: "blueshift backfill not available".to_owned(),
         });
         let mut out = String::new();
-        scenario_markdown(&mut out, &s);
+        scenario_markdown(&mut out, &s, "");
         assert!(
             out.contains(
                 "| seconds to ready (lower is better) | error (below) | 1.50 (native) | – | 1 |"

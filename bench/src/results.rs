@@ -33,7 +33,7 @@ impl Results {
 
     /// The Markdown report (what `report.md` holds and what is printed on stdout).
     pub fn markdown(&self) -> String {
-        crate::report::markdown(self)
+        crate::report::markdown(self, "")
     }
 
     pub(crate) async fn new(
