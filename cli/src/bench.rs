@@ -16,16 +16,17 @@ use blueshift_decoder::Lsn;
 /// INSERT and one large DELETE). Each runs for blueshift and for its peer(s) in turn, --runs
 /// times; every run is checked (green equal to blue) before it yields a figure.
 ///
-/// Writes report.md (the Markdown table, also printed on stdout; BENCHMARKS.md at the root is
-/// a copy of it), results.json (every raw sample) and SVG plots into --out. Exits 1 when a
-/// scenario or a run failed (its figures are then missing, never wrong).
+/// Writes report.md (the Markdown tables, also printed on stdout), BENCHMARKS.md (the same,
+/// plots linked from docs/bench/, for the root), results.json (every raw sample) and SVG plots
+/// into --out. Exits 1 when a scenario or a run failed (its figures are then missing, never
+/// wrong).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   # Everything, the published figures (BENCHMARKS.md): on a quiet machine, release build
   cargo build --release -p blueshift
   target/release/blueshift bench --scale 50 --duration 60 --runs 3 --out bench-results/full
-  cp bench-results/full/report.md BENCHMARKS.md
+  cp bench-results/full/BENCHMARKS.md . && cp bench-results/full/*.svg docs/bench/
 
   # Does the harness work? (seconds per scenario; CI runs this)
   blueshift bench --smoke --out /tmp/bench-smoke
