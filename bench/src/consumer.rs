@@ -18,6 +18,16 @@ pub(crate) struct Child {
     child: tokio::process::Child,
     log: PathBuf,
     what: String,
+    /// Password files written for it, removed when it is dropped.
+    secrets: Vec<PathBuf>,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        for f in &self.secrets {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
 
 /// Where blue and green are, for a blueshift child.
@@ -42,6 +52,7 @@ impl Child {
         log: &str,
     ) -> anyhow::Result<Child> {
         let log_path = logs.join(format!("{log}.log"));
+        let mut secrets = Vec::new();
         let mut cmd = tokio::process::Command::new(blueshift);
         cmd.args(args)
             .args(["--source", &ends.blue.conninfo(ends.blue_db)]);
@@ -59,6 +70,7 @@ impl Child {
                 let file = logs.join(format!(".{log}-{side}.password"));
                 write_secret(&file, p)?;
                 cmd.arg(flag).arg(&file);
+                secrets.push(file);
             }
         }
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
@@ -66,7 +78,13 @@ impl Child {
             .env_remove("BLUESHIFT_SOURCE")
             .env_remove("BLUESHIFT_TARGET")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            // `sync` runs until stopped and nothing reads its stdout: null, so that a full
+            // pipe can never block it. The others' output is read by `Child::wait`.
+            .stdout(if args.first() == Some(&"sync") {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stderr(std::fs::File::create(&log_path)?)
             .kill_on_drop(true);
         let child = cmd
@@ -82,6 +100,7 @@ impl Child {
             child,
             log: log_path,
             what,
+            secrets,
         })
     }
 
@@ -130,21 +149,28 @@ impl Child {
 
     /// Waits for the process to exit by itself (bounded); returns its stdout, or an error
     /// when it did not exit 0.
-    pub(crate) async fn wait(self, timeout: Duration) -> anyhow::Result<String> {
+    pub(crate) async fn wait(mut self, timeout: Duration) -> anyhow::Result<String> {
+        use tokio::io::AsyncReadExt as _;
         let what = self.what.clone();
         let log = self.log.clone();
-        let out = match tokio::time::timeout(timeout, self.child.wait_with_output()).await {
+        let mut stdout = self.child.stdout.take().context("stdout is piped")?;
+        let output = async {
+            let mut buf = Vec::new();
+            stdout.read_to_end(&mut buf).await?;
+            let status = self.child.wait().await?;
+            Ok::<_, std::io::Error>((status, buf))
+        };
+        let (status, stdout) = match tokio::time::timeout(timeout, output).await {
             Ok(out) => out?,
             Err(_) => bail!("{what} did not finish within {} s", timeout.as_secs()),
         };
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         ensure!(
-            out.status.success(),
-            "{what} failed ({}):\n{}",
-            out.status,
+            status.success(),
+            "{what} failed ({status}):\n{}",
             tail(&text, 30)
         );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
     fn log_text(&self) -> String {

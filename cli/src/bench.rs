@@ -99,17 +99,7 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let command_line = std::iter::once("blueshift".to_owned())
-        .chain(std::env::args().skip(1))
-        .map(|a| {
-            if a.contains("password") {
-                "<redacted>".to_owned()
-            } else {
-                a
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command_line = command_line(std::env::args().skip(1));
     let options = BenchOptions {
         scenarios: args.scenarios,
         scale: args.scale,
@@ -143,6 +133,35 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "some scenarios or runs failed; their errors are in the report"
     );
     Ok(())
+}
+
+/// The command line for the report, with the connection strings shown without their passwords.
+fn command_line(args: impl Iterator<Item = String>) -> String {
+    let redact =
+        |conninfo: &str| match blueshift_decoder::config::ConnectConfig::from_conninfo_with_env(
+            conninfo,
+            |_| None,
+        ) {
+            Ok(c) => format!("'{c}'"),
+            Err(_) => "<connection string>".to_owned(),
+        };
+    let mut out = vec!["blueshift".to_owned()];
+    let mut next_is_conninfo = false;
+    for arg in args {
+        if next_is_conninfo {
+            out.push(redact(&arg));
+            next_is_conninfo = false;
+        } else if let Some((flag, value)) = arg
+            .split_once('=')
+            .filter(|(f, _)| matches!(*f, "--source" | "--target"))
+        {
+            out.push(format!("{flag}={}", redact(value)));
+        } else {
+            next_is_conninfo = matches!(arg.as_str(), "--source" | "--target");
+            out.push(arg);
+        }
+    }
+    out.join(" ")
 }
 
 /// The `decode` scenario's discarding consumer (run by `blueshift bench`).
@@ -181,4 +200,29 @@ pub(crate) async fn decode_sink(args: DecodeSinkArgs) -> anyhow::Result<()> {
     .await?;
     println!("{}", serde_json::to_string(&counts)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn the_reported_command_line_carries_no_password() {
+        let args = [
+            "bench",
+            "catchup",
+            "--source",
+            "postgresql://bench:s3cret@blue:5432/postgres",
+            "--target=host=green user=bench password=s3cret dbname=postgres",
+        ]
+        .map(str::to_owned);
+        let line = command_line(args.into_iter());
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(
+            line.starts_with(
+                "blueshift bench catchup --source 'bench@blue:5432/postgres' --target="
+            ),
+            "{line}"
+        );
+    }
 }
