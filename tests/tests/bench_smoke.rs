@@ -1,12 +1,7 @@
 //! `blueshift bench --smoke`, the real binary on throwaway clusters: every scenario runs end to
 //! end, and its outputs exist and parse (report.md with each scenario's rows, results.json with
 //! samples for blueshift and every peer, the SVG plots). No timing is asserted.
-//!
-//! The `backfill` scenario's blueshift side needs `blueshift backfill` (issue 4). Until the
-//! binary has that command, the bench reports "blueshift backfill not available" as an error
-//! for that side (never a number) and exits 1; this test then expects exactly that error and
-//! nothing else, and checks the backfill peers' samples. Once `backfill` exists it expects a
-//! clean run with blueshift's backfill samples too.
+//! It takes about 35 s on two cores (debug build).
 
 use std::process::Command;
 use std::time::Instant;
@@ -18,13 +13,6 @@ use serde_json::Value;
 fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
     let bins = PgBinaries::from_env().expect("PostgreSQL binaries");
     let out = tempfile::tempdir().expect("temp dir");
-    let backfill_exists = Command::new(blueshift_binary())
-        .args(["backfill", "--help"])
-        .output()
-        .expect("blueshift runs")
-        .status
-        .success();
-
     let started = Instant::now();
     let run = Command::new(blueshift_binary())
         .args(["bench", "--smoke", "--pg-bin"])
@@ -47,6 +35,12 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
     .expect("results.json parses");
     let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md written");
     assert_eq!(stdout.trim(), report.trim(), "stdout is the report");
+    let published =
+        std::fs::read_to_string(out.path().join("BENCHMARKS.md")).expect("BENCHMARKS.md written");
+    assert!(
+        published.contains("](docs/bench/live-lag.svg)"),
+        "BENCHMARKS.md links the plots from docs/bench/"
+    );
 
     let scenarios = results["scenarios"].as_array().expect("scenarios");
     let names: Vec<&str> = scenarios
@@ -83,9 +77,7 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
             .map(|p| p.as_str().expect("peer").to_owned())
             .collect();
         assert!(!sides.is_empty(), "{name} has a peer");
-        if name != "backfill" || backfill_exists {
-            sides.push("blueshift".to_owned());
-        }
+        sides.push("blueshift".to_owned());
         for side in &sides {
             assert!(has(side), "{name}: no samples for {side}\n{context}");
         }
@@ -105,24 +97,8 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
     }
     assert!(report.contains("| figure | blueshift | peer | ratio | runs | spread |"));
 
-    if backfill_exists {
-        assert!(errors.is_empty(), "errors: {errors:?}\n{context}");
-        assert!(run.status.success(), "blueshift bench failed\n{context}");
-    } else {
-        assert!(
-            errors
-                .iter()
-                .all(|(scenario, side, message)| scenario == "backfill"
-                    && side == "blueshift"
-                    && message.contains("blueshift backfill not available")),
-            "only the missing backfill command may fail: {errors:?}\n{context}"
-        );
-        assert!(
-            !errors.is_empty(),
-            "the missing backfill command is reported\n{context}"
-        );
-        assert!(!run.status.success(), "a run with an error exits non-zero");
-    }
+    assert!(errors.is_empty(), "errors: {errors:?}\n{context}");
+    assert!(run.status.success(), "blueshift bench failed\n{context}");
 
     for plot in ["catchup-throughput.svg", "live-lag.svg"] {
         let svg = std::fs::read_to_string(out.path().join(plot)).expect("plot written");
