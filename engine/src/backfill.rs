@@ -324,12 +324,7 @@ async fn run_with(
             });
         }
         let mappings = t.column_mappings();
-        let binary = t.columns.iter().all(|c| match (&c.blue, &c.green) {
-            (Some(b), Some(g)) => {
-                c.cast.is_none() && b.type_name == g.type_name && b.type_oid < 16384
-            }
-            _ => true,
-        });
+        let binary = t.binary_compatible();
         tables.insert(
             t.table.clone(),
             Arc::new(copy::TableCopy {

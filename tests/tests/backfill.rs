@@ -303,6 +303,12 @@ fn kill_9_during_the_copy_resumes_and_converges() {
             >= 3,
         "two resumes took new snapshots"
     );
+    // Tables copied under two snapshots were reconciled by a catch-up before their indexes.
+    let log = sync.log_text();
+    assert!(
+        log.contains("applying the changes made while the copy was interrupted"),
+        "{log}"
+    );
     assert!(sync.terminate());
 }
 
