@@ -249,12 +249,21 @@ impl TargetCache {
         self.next_id += 1;
         let target =
             Arc::new(TargetTable::load(client, relation, &self.renames, self.next_id).await?);
-        tracing::debug!(
-            table = %target.display,
-            columns = target.columns.len(),
-            not_carried = target.blue_width - target.columns.len(),
-            "target table loaded"
-        );
+        tracing::debug!(table = %target.display, columns = target.columns.len(), "target table loaded");
+        if target.columns.len() < target.blue_width {
+            let not_carried: Vec<&str> = relation
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !target.columns.iter().any(|c| c.blue == *i))
+                .map(|(_, c)| c.name.as_str())
+                .collect();
+            tracing::info!(
+                table = %target.display,
+                columns = ?not_carried,
+                "blue's columns not carried: green has no column for them"
+            );
+        }
         let versions = self.by_oid.entry(relation.oid().0).or_default();
         if versions.len() >= VERSIONS_PER_RELATION {
             versions.remove(0);
