@@ -101,10 +101,30 @@ pub(crate) async fn run(
                 let mut attempts = 0u32;
                 loop {
                     attempts += 1;
-                    applier
-                        .begin_and_apply(tx)
-                        .await
-                        .map_err(|e| SyncError::apply(last, e))?;
+                    match applier.begin_and_apply(tx).await {
+                        Ok(_) => {}
+                        // A unique value the transaction takes may be freed by one ahead of
+                        // it that has not committed yet: writesets see the old values of
+                        // unique columns only when blue sends them (the key, or REPLICA
+                        // IDENTITY FULL). Re-run it at the head of the line, where such a
+                        // conflict is real. (It rolled back already; a spill is never ahead of
+                        // anything, being a barrier.)
+                        Err(e)
+                            if is_unique_conflict(&e)
+                                && order.committed() + 1 < first
+                                && tx.changes.in_memory().is_some() =>
+                        {
+                            tracing::debug!(
+                                applier = index,
+                                seq = first,
+                                error = %e,
+                                "unique conflict before its turn; re-running at the head of the line"
+                            );
+                            order.wait_for(first - 1, None).await;
+                            continue;
+                        }
+                        Err(e) => return Err(SyncError::apply(last, e)),
+                    }
                     if order.wait_for(first - 1, Some(turn_timeout)).await {
                         break;
                     }
@@ -144,6 +164,11 @@ pub(crate) async fn run(
             metrics.set_lag_seconds(behind.as_secs_f64());
         }
     }
+}
+
+/// A unique or exclusion constraint violation (`23505`, `23P01`).
+fn is_unique_conflict(e: &blueshift_applier::ApplyError) -> bool {
+    matches!(e.sqlstate(), Some("23505" | "23P01"))
 }
 
 /// Contiguous jobs applied as one green transaction.
