@@ -100,6 +100,11 @@ impl Applier {
         })
     }
 
+    /// The backfill fences this applier applies (see [`crate::fence`]).
+    pub fn fences(&self) -> &crate::fence::Fences {
+        &self.options.fences
+    }
+
     /// The replication origin's name.
     pub fn origin_name(&self) -> &str {
         &self.options.origin_name
@@ -192,6 +197,8 @@ impl Applier {
             .map_err(|e| transaction_error("pg_replication_origin_xact_setup", commit_lsn, e))?;
         let mut writer = ChangeWriter {
             client: &self.client,
+            fences: &self.options.fences,
+            commit_lsn,
             targets: &mut self.targets,
             statements: &mut self.statements,
             insert_batch_rows: self.options.insert_batch_rows,

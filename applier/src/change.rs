@@ -21,10 +21,12 @@ use tokio_postgres::{Client, Statement};
 
 use crate::client::SqlError;
 use crate::error::{ApplyError, Operation};
+use crate::fence::{Action, Fences};
 use crate::pipeline::Pipeline;
 use crate::statement::{self, Locate, Shape, StatementCache};
 use crate::target::{TargetCache, TargetTable};
 use crate::transaction::{Change, Changes, SpilledChanges};
+use blueshift_decoder::Lsn;
 
 /// PostgreSQL's limit on the parameters of one statement.
 const MAX_PARAMETERS: usize = 65_535;
@@ -77,6 +79,10 @@ impl<'c> Cursor<'c> {
 /// Writes changes to green inside an open transaction.
 pub(crate) struct ChangeWriter<'a> {
     pub(crate) client: &'a Client,
+    /// What a backfill already copied (see [`crate::fence`]).
+    pub(crate) fences: &'a Fences,
+    /// The commit position of the source transaction(s) being written: what fences compare.
+    pub(crate) commit_lsn: Lsn,
     pub(crate) targets: &'a mut TargetCache,
     pub(crate) statements: &'a mut StatementCache,
     pub(crate) insert_batch_rows: usize,
@@ -128,6 +134,9 @@ impl ChangeWriter<'_> {
                     continue;
                 }
             };
+            if self.action(&relation) == Action::Skip {
+                continue;
+            }
             let target = self.resolve(&relation).await?;
             let same = batch_target
                 .as_ref()
@@ -145,6 +154,13 @@ impl ChangeWriter<'_> {
             self.insert(&target, &batch).await?;
         }
         Ok(())
+    }
+
+    /// What the fences say about changes to `relation` in this transaction.
+    fn action(&self, relation: &RelationInfo) -> Action {
+        let name = relation.name();
+        self.fences
+            .action(name.schema(), &name.name, self.commit_lsn)
     }
 
     /// The target table of `relation`, loaded from green's catalog on first use.
@@ -169,6 +185,16 @@ impl ChangeWriter<'_> {
         target: &Arc<TargetTable>,
         rows: &[Cow<'_, TupleData>],
     ) -> Result<(), ApplyError> {
+        let upsert = self
+            .fences
+            .action(&target.schema, &target.name, self.commit_lsn)
+            == Action::Reconcile;
+        if upsert && target.green_key.is_empty() {
+            return Err(ApplyError::CannotReconcile {
+                table: target.display.clone(),
+                reason: "green's table has no primary key to merge an INSERT on",
+            });
+        }
         let max = self.max_rows(target);
         let mut rest = rows;
         while !rest.is_empty() {
@@ -193,7 +219,12 @@ impl ChangeWriter<'_> {
                     params.push(value.clone());
                 }
             }
-            let statement = self.statement(target, Shape::Insert { rows: n }).await?;
+            let shape = if upsert {
+                Shape::Upsert { rows: n }
+            } else {
+                Shape::Insert { rows: n }
+            };
+            let statement = self.statement(target, shape).await?;
             self.pipeline
                 .send(Arc::clone(target), Operation::Insert, statement, params)
                 .await?;
@@ -209,9 +240,31 @@ impl ChangeWriter<'_> {
                 self.insert(&target, &[Cow::Borrowed(new)]).await
             }
             Change::Update { relation, old, new } => {
+                let action = self.action(relation);
+                if action == Action::Skip {
+                    return Ok(());
+                }
                 let target = self.resolve(relation).await?;
                 check_width(&target, new)?;
                 let set: Box<[usize]> = present(&target, new);
+                if action == Action::Reconcile {
+                    if set.len() == target.columns.len() {
+                        // The whole new row: the old one goes (if green has it), this one is
+                        // merged in by its key.
+                        if let Some(old) = old {
+                            self.delete(relation, &target, old, false).await?;
+                        }
+                        return self.insert(&target, &[Cow::Borrowed(new)]).await;
+                    }
+                    if old.is_some() {
+                        return Err(ApplyError::CannotReconcile {
+                            table: target.display.clone(),
+                            reason: "an UPDATE that changed the key (or under REPLICA IDENTITY \
+                                     FULL) left a TOASTed value unchanged, so blue did not send it",
+                        });
+                    }
+                    // Same key, unchanged TOAST kept from green's row: it must be there.
+                }
                 let (locate, source) =
                     locate(&target, relation, Operation::Update, old.as_ref(), new)?;
                 let mut params: Vec<ColumnValue> = set
@@ -227,14 +280,12 @@ impl ChangeWriter<'_> {
                     .await
             }
             Change::Delete { relation, old } => {
+                let action = self.action(relation);
+                if action == Action::Skip {
+                    return Ok(());
+                }
                 let target = self.resolve(relation).await?;
-                let (locate, source) =
-                    locate(&target, relation, Operation::Delete, Some(old), old.tuple())?;
-                let mut params = Vec::with_capacity(locate.columns().len());
-                push_locating(&mut params, &target, &locate, source);
-                let statement = self.statement(&target, Shape::Delete { locate }).await?;
-                self.pipeline
-                    .send(target, Operation::Delete, statement, params)
+                self.delete(relation, &target, old, action == Action::Apply)
                     .await
             }
             Change::Truncate {
@@ -244,7 +295,12 @@ impl ChangeWriter<'_> {
             } => {
                 let mut targets = Vec::with_capacity(relations.len());
                 for relation in relations {
-                    targets.push(self.resolve(relation).await?);
+                    if self.action(relation) != Action::Skip {
+                        targets.push(self.resolve(relation).await?);
+                    }
+                }
+                if targets.is_empty() {
+                    return Ok(());
                 }
                 // Not pipelined: an unprepared statement is sent in two steps.
                 self.pipeline.drain().await?;
@@ -268,6 +324,29 @@ impl ChangeWriter<'_> {
         }
     }
 
+    /// Deletes the row `old` identifies; a missing row is an error only when `must_touch`.
+    async fn delete(
+        &mut self,
+        relation: &RelationInfo,
+        target: &Arc<TargetTable>,
+        old: &OldTuple,
+        must_touch: bool,
+    ) -> Result<(), ApplyError> {
+        let (locate, source) = locate(target, relation, Operation::Delete, Some(old), old.tuple())?;
+        let mut params = Vec::with_capacity(locate.columns().len());
+        push_locating(&mut params, target, &locate, source);
+        let statement = self.statement(target, Shape::Delete { locate }).await?;
+        self.pipeline
+            .send_checked(
+                Arc::clone(target),
+                Operation::Delete,
+                statement,
+                params,
+                must_touch,
+            )
+            .await
+    }
+
     /// The prepared statement of `shape` on `target`, prepared on first use.
     async fn statement(
         &mut self,
@@ -278,7 +357,7 @@ impl ChangeWriter<'_> {
             return Ok(statement);
         }
         let operation = match shape {
-            Shape::Insert { .. } => Operation::Insert,
+            Shape::Insert { .. } | Shape::Upsert { .. } => Operation::Insert,
             Shape::Update { .. } => Operation::Update,
             Shape::Delete { .. } => Operation::Delete,
         };
@@ -422,6 +501,9 @@ mod tests {
                 .collect(),
             blue_width: relation.columns().len(),
             key: relation.key_columns().to_vec(),
+            green_key: relation.key_columns().to_vec(),
+            schema: "public".into(),
+            name: "t".into(),
         }
     }
 

@@ -243,6 +243,19 @@ pub enum ApplyError {
         operation: Operation,
     },
 
+    /// A change inside a backfill's reconcile window cannot be applied idempotently.
+    #[error(
+        "cannot reconcile a change to table \"{table}\" with the rows a resumed backfill copied: \
+         {reason} — copy the table again (TRUNCATE it on green, drop the slot, and sync with \
+         --backfill)"
+    )]
+    CannotReconcile {
+        /// The table, `schema.name`.
+        table: String,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// A statement on a table failed on green.
     #[error("{operation} on table \"{table}\" failed on green")]
     Statement {
@@ -308,6 +321,7 @@ impl ApplyError {
             | ApplyError::ToastInInsert { .. }
             | ApplyError::NoReplicaIdentity { .. }
             | ApplyError::RowNotFound { .. }
+            | ApplyError::CannotReconcile { .. }
             | ApplyError::Spill { .. }
             | ApplyError::Misuse(_) => ErrorClass::Definite,
         }

@@ -64,6 +64,20 @@ impl<'a> Pipeline<'a> {
         statement: Statement,
         params: Vec<ColumnValue>,
     ) -> Result<(), ApplyError> {
+        self.send_checked(target, operation, statement, params, true)
+            .await
+    }
+
+    /// [`send`](Self::send), but an UPDATE or DELETE that touches no row is no error when
+    /// `must_touch` is false (a reconcile window's DELETE).
+    pub(crate) async fn send_checked(
+        &mut self,
+        target: Arc<TargetTable>,
+        operation: Operation,
+        statement: Statement,
+        params: Vec<ColumnValue>,
+        must_touch: bool,
+    ) -> Result<(), ApplyError> {
         while self.in_flight.len() >= self.depth {
             self.next().await?;
         }
@@ -84,7 +98,8 @@ impl<'a> Pipeline<'a> {
                         operation,
                         source: SqlError::from(e),
                     })?;
-            if rows == 0 && matches!(operation, Operation::Update | Operation::Delete) {
+            if must_touch && rows == 0 && matches!(operation, Operation::Update | Operation::Delete)
+            {
                 return Err(ApplyError::RowNotFound {
                     table: target.display.clone(),
                     operation,

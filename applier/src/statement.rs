@@ -40,6 +40,12 @@ pub(crate) enum Shape {
         /// Rows per statement.
         rows: usize,
     },
+    /// A multi-row INSERT that overwrites a row of the same green key
+    /// (`ON CONFLICT (key) DO UPDATE`): the idempotent INSERT of a reconcile window.
+    Upsert {
+        /// Rows per statement.
+        rows: usize,
+    },
     /// An UPDATE setting the columns at these indexes.
     Update {
         /// Columns set, in order.
@@ -60,6 +66,28 @@ pub(crate) enum Shape {
 pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
     match shape {
         Shape::Insert { rows } => insert_sql(table, *rows),
+        Shape::Upsert { rows } => {
+            let mut sql = insert_sql(table, *rows);
+            let key: Vec<&str> = table
+                .green_key
+                .iter()
+                .map(|&c| table.columns[c].quoted.as_str())
+                .collect();
+            let _ = write!(sql, " ON CONFLICT ({}) ", key.join(", "));
+            let updates: Vec<String> = table
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !table.green_key.contains(i))
+                .map(|(_, c)| format!("{0} = EXCLUDED.{0}", c.quoted))
+                .collect();
+            if updates.is_empty() {
+                sql.push_str("DO NOTHING");
+            } else {
+                let _ = write!(sql, "DO UPDATE SET {}", updates.join(", "));
+            }
+            sql
+        }
         Shape::Update { set, locate } => {
             let mut sql = format!("UPDATE {} SET ", table.quoted);
             if set.is_empty() {
@@ -275,6 +303,9 @@ mod tests {
             ],
             blue_width: 4,
             key: vec![0],
+            green_key: vec![0],
+            schema: "s".into(),
+            name: "x; DROP TABLE y".into(),
         }
     }
 
@@ -284,6 +315,16 @@ mod tests {
             sql(&table(false), &Shape::Insert { rows: 2 }),
             "INSERT INTO \"s\".\"x; DROP TABLE y\" (\"id\", \"We\"\"ird\", \"j\") OVERRIDING \
              SYSTEM VALUE VALUES ($1, $2, $3), ($4, $5, $6)"
+        );
+    }
+
+    #[test]
+    fn upsert_merges_on_greens_key() {
+        assert_eq!(
+            sql(&table(false), &Shape::Upsert { rows: 1 }),
+            "INSERT INTO \"s\".\"x; DROP TABLE y\" (\"id\", \"We\"\"ird\", \"j\") OVERRIDING \
+             SYSTEM VALUE VALUES ($1, $2, $3) ON CONFLICT (\"id\") DO UPDATE SET \
+             \"We\"\"ird\" = EXCLUDED.\"We\"\"ird\", \"j\" = EXCLUDED.\"j\""
         );
     }
 

@@ -41,6 +41,18 @@ LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') \
 ORDER BY a.attnum";
 
+/// Green's primary key columns (else the replica identity index's), in index order.
+const GREEN_KEY_QUERY: &str = "\
+SELECT a.attname::text FROM pg_catalog.pg_class c \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+JOIN LATERAL (SELECT x.indkey FROM pg_catalog.pg_index x \
+               WHERE x.indrelid = c.oid AND x.indisunique AND (x.indisprimary OR x.indisreplident) \
+               ORDER BY x.indisprimary DESC LIMIT 1) k ON true \
+CROSS JOIN LATERAL unnest(k.indkey::int2[]) WITH ORDINALITY AS u(attnum, pos) \
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum \
+WHERE n.nspname = $1 AND c.relname = $2 \
+ORDER BY u.pos";
+
 /// Built-in types without an `=` operator, or whose `=` is not identity (the geometric types
 /// compare areas or point counts), and their arrays: a REPLICA IDENTITY FULL match compares
 /// these as text instead (`json`, `xml`, `point`, `path`, `box`, `polygon`, `circle`).
@@ -68,6 +80,10 @@ pub(crate) struct TargetTable {
     pub(crate) id: u64,
     /// `schema.name`, unquoted: for messages.
     pub(crate) display: String,
+    /// The schema, unquoted.
+    pub(crate) schema: String,
+    /// The table name, unquoted.
+    pub(crate) name: String,
     /// `"schema"."name"`: for SQL.
     pub(crate) quoted: String,
     /// Green's table is partitioned: a row is identified by `(tableoid, ctid)`, not `ctid`.
@@ -79,6 +95,10 @@ pub(crate) struct TargetTable {
     pub(crate) blue_width: usize,
     /// Indexes (in `columns`) of the replica identity key columns.
     pub(crate) key: Vec<usize>,
+    /// Indexes (in `columns`) of green's primary key (else its replica identity index): the
+    /// conflict target of an idempotent INSERT. Empty when green has none or a column of it is
+    /// not carried.
+    pub(crate) green_key: Vec<usize>,
 }
 
 impl TargetTable {
@@ -152,8 +172,25 @@ impl TargetTable {
                 }
             }
         }
+        let key_rows = client
+            .query(GREEN_KEY_QUERY, &[&name.schema(), &name.name])
+            .await
+            .map_err(|e| ApplyError::Catalog {
+                table: display.clone(),
+                source: SqlError::from(e),
+            })?;
+        let green_key: Option<Vec<usize>> = key_rows
+            .iter()
+            .map(|r| {
+                let column: String = r.get(0);
+                columns.iter().position(|c| c.name == column)
+            })
+            .collect();
         Ok(TargetTable {
             id,
+            green_key: green_key.unwrap_or_default(),
+            schema: name.schema().to_owned(),
+            name: name.name.clone(),
             quoted: format!("{}.{}", quote_ident(name.schema()), quote_ident(&name.name)),
             display,
             partitioned,
@@ -212,12 +249,21 @@ impl TargetCache {
         self.next_id += 1;
         let target =
             Arc::new(TargetTable::load(client, relation, &self.renames, self.next_id).await?);
-        tracing::debug!(
-            table = %target.display,
-            columns = target.columns.len(),
-            not_carried = target.blue_width - target.columns.len(),
-            "target table loaded"
-        );
+        tracing::debug!(table = %target.display, columns = target.columns.len(), "target table loaded");
+        if target.columns.len() < target.blue_width {
+            let not_carried: Vec<&str> = relation
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !target.columns.iter().any(|c| c.blue == *i))
+                .map(|(_, c)| c.name.as_str())
+                .collect();
+            tracing::info!(
+                table = %target.display,
+                columns = ?not_carried,
+                "blue's columns not carried: green has no column for them"
+            );
+        }
         let versions = self.by_oid.entry(relation.oid().0).or_default();
         if versions.len() >= VERSIONS_PER_RELATION {
             versions.remove(0);

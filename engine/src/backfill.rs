@@ -324,12 +324,7 @@ async fn run_with(
             });
         }
         let mappings = t.column_mappings();
-        let binary = t.columns.iter().all(|c| match (&c.blue, &c.green) {
-            (Some(b), Some(g)) => {
-                c.cast.is_none() && b.type_name == g.type_name && b.type_oid < 16384
-            }
-            _ => true,
-        });
+        let binary = t.binary_compatible();
         tables.insert(
             t.table.clone(),
             Arc::new(copy::TableCopy {
@@ -789,6 +784,53 @@ async fn green_key(
             .map(|r| quote_ident(&r.get::<_, String>(0)))
             .collect(),
     ))
+}
+
+/// Whether green holds a backfill record of `slot`: if so, whether it finished and how many
+/// of the indexes and constraints it dropped are not restored yet.
+pub async fn recorded(
+    green: &impl tokio_postgres::GenericClient,
+    slot: &str,
+) -> Result<Option<(bool, i64)>, tokio_postgres::Error> {
+    let exists: bool = green
+        .query_one(
+            "SELECT pg_catalog.to_regclass('blueshift.backfill_run') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = green
+        .query_opt(
+            "SELECT finished_at IS NOT NULL, (SELECT count(*) FROM blueshift.backfill_ddl d \
+              WHERE d.slot = r.slot AND NOT d.restored) FROM blueshift.backfill_run r WHERE slot = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Deletes green's backfill record of `slot` (green's rows stay).
+pub async fn forget(
+    green: &impl tokio_postgres::GenericClient,
+    slot: &str,
+) -> Result<(), tokio_postgres::Error> {
+    for table in [
+        "backfill_run",
+        "backfill_generation",
+        "backfill_chunk",
+        "backfill_ddl",
+    ] {
+        green
+            .execute(
+                &format!("DELETE FROM blueshift.{table} WHERE slot = $1"),
+                &[&slot],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// The fences of `slot`'s backfill, by table (empty when there is none): what the appliers skip

@@ -118,6 +118,14 @@ pub enum Step {
         /// The publication.
         publication: String,
     },
+    /// Forget the slot's backfill record on green (`blueshift.backfill_*`): its chunks and the
+    /// fences sync derives from them belong to this slot's stream positions.
+    ForgetBackfill {
+        /// The slot.
+        slot: String,
+        /// Whether the backfill had finished.
+        finished: bool,
+    },
     /// Drop one applier's replication origin on green.
     DropOrigin {
         /// The origin.
@@ -244,6 +252,25 @@ pub async fn cleanup(options: &CleanupOptions) -> Result<CleanupReport, CleanupE
             }),
     );
 
+    match crate::backfill::recorded(&green.client, slot_name)
+        .await
+        .map_err(|e| green.error("read the backfill record", e))?
+    {
+        None => {}
+        // Its record holds the definitions of indexes it dropped: never lose those.
+        Some((_, unrestored)) if unrestored > 0 => tracing::warn!(
+            slot = slot_name,
+            unrestored,
+            "left the unfinished backfill record on green: it holds index and constraint \
+             definitions not restored yet (blueshift.backfill_ddl); finish it with `blueshift \
+             backfill`, or restore them yourself"
+        ),
+        Some((finished, _)) => steps.push(Step::ForgetBackfill {
+            slot: slot_name.to_owned(),
+            finished,
+        }),
+    }
+
     if options.execute {
         for step in &steps {
             execute(step, &blue, &green).await?;
@@ -340,6 +367,12 @@ async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), Clean
             }
             info!(origin = %origin, "replication origin dropped on green");
         }
+        Step::ForgetBackfill { slot, .. } => {
+            crate::backfill::forget(&green.client, slot)
+                .await
+                .map_err(|e| green.error("delete the backfill record", e))?;
+            info!(slot = %slot, "backfill record deleted on green");
+        }
     }
     Ok(())
 }
@@ -398,6 +431,12 @@ impl fmt::Display for Step {
                 f,
                 "publication {} on blue (created by blueshift)",
                 quote_ident(publication)
+            ),
+            Step::ForgetBackfill { slot, finished } => write!(
+                f,
+                "the {} backfill record of slot {} on green (blueshift.backfill_*; green's rows stay)",
+                if *finished { "finished" } else { "unfinished" },
+                quote_ident(slot)
             ),
             Step::DropOrigin { origin, progress } => match progress {
                 Some(progress) => write!(

@@ -425,3 +425,35 @@ fn blue_15_to_green_18() {
     pair.converge(TABLES, Duration::from_secs(60));
     assert!(sync.terminate());
 }
+
+/// Writesets see a unique column's old value only when blue sends it (the key, or REPLICA
+/// IDENTITY FULL): a transaction that takes a unique value another one just released can reach
+/// green before the releasing one has run. It must wait for its turn, not stop sync.
+#[test]
+fn a_unique_value_passed_between_rows_does_not_stop_sync() {
+    let pair = Pair::new("uniqpass");
+    pair.schema(
+        "CREATE TABLE u (id int PRIMARY KEY, email text NOT NULL UNIQUE);
+         CREATE TABLE pad (id int PRIMARY KEY);",
+    );
+    publish(&pair);
+    let mut sync = pair.sync(&["--workers", "4"]);
+    pair.blue
+        .psql("app", "INSERT INTO u VALUES (1, 'a'), (2, 'b')")
+        .unwrap();
+    pair.converge(&["u"], Duration::from_secs(30));
+    pair.blue
+        .psql(
+            "app",
+            "DO $$ DECLARE v text; BEGIN FOR i IN 1..1500 LOOP
+                 SELECT email INTO v FROM u WHERE id = 1;
+                 UPDATE u SET email = 'n' || i WHERE id = 1; COMMIT;
+                 UPDATE u SET email = v WHERE id = 2; COMMIT;
+                 IF i % 50 = 0 THEN PERFORM pg_sleep(0.01); END IF;
+             END LOOP; END $$",
+        )
+        .unwrap();
+    pair.converge(&["u"], Duration::from_secs(60));
+    assert!(sync.running(), "sync kept running:\n{}", sync.log_text());
+    assert!(sync.terminate());
+}

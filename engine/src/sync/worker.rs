@@ -64,8 +64,16 @@ pub(crate) async fn run(
     turn_timeout: Duration,
 ) -> Result<(), SyncError> {
     let mut carried: Option<Job> = None;
+    // Transactions a backfill's fences apply to are applied one by one: fences compare each
+    // change's own commit position, which a merged group no longer has.
+    let fenced_until = applier
+        .fences()
+        .values()
+        .map(|f| f.reconcile_before.max(f.skip_before))
+        .max()
+        .unwrap_or(Lsn::INVALID);
     loop {
-        let group = match take_group(&jobs, &mut carried).await {
+        let group = match take_group(&jobs, &mut carried, fenced_until).await {
             Some(group) => group,
             None => {
                 tracing::debug!(applier = index, "no more transactions");
@@ -93,10 +101,30 @@ pub(crate) async fn run(
                 let mut attempts = 0u32;
                 loop {
                     attempts += 1;
-                    applier
-                        .begin_and_apply(tx)
-                        .await
-                        .map_err(|e| SyncError::apply(last, e))?;
+                    match applier.begin_and_apply(tx).await {
+                        Ok(_) => {}
+                        // A unique value the transaction takes may be freed by one ahead of
+                        // it that has not committed yet: writesets see the old values of
+                        // unique columns only when blue sends them (the key, or REPLICA
+                        // IDENTITY FULL). Re-run it at the head of the line, where such a
+                        // conflict is real. (It rolled back already; a spill is never ahead of
+                        // anything, being a barrier.)
+                        Err(e)
+                            if is_unique_conflict(&e)
+                                && order.committed() + 1 < first
+                                && tx.changes.in_memory().is_some() =>
+                        {
+                            tracing::debug!(
+                                applier = index,
+                                seq = first,
+                                error = %e,
+                                "unique conflict before its turn; re-running at the head of the line"
+                            );
+                            order.wait_for(first - 1, None).await;
+                            continue;
+                        }
+                        Err(e) => return Err(SyncError::apply(last, e)),
+                    }
                     if order.wait_for(first - 1, Some(turn_timeout)).await {
                         break;
                     }
@@ -138,6 +166,11 @@ pub(crate) async fn run(
     }
 }
 
+/// A unique or exclusion constraint violation (`23505`, `23P01`).
+fn is_unique_conflict(e: &blueshift_applier::ApplyError) -> bool {
+    matches!(e.sqlstate(), Some("23505" | "23P01"))
+}
+
 /// Contiguous jobs applied as one green transaction.
 struct Group {
     first: u64,
@@ -154,12 +187,22 @@ struct Group {
 
 /// Takes the next job and, while more are queued, the contiguous mergeable run after it. A job
 /// that cannot join (a spilled transaction) is carried to the next call.
-async fn take_group(jobs: &JobQueue, carried: &mut Option<Job>) -> Option<Group> {
+async fn take_group(
+    jobs: &JobQueue,
+    carried: &mut Option<Job>,
+    fenced_until: Lsn,
+) -> Option<Group> {
+    let alone = |job: &Job| {
+        job.tx
+            .as_ref()
+            .is_some_and(|tx| tx.changes.in_memory().is_none() || tx.commit_lsn < fenced_until)
+    };
     let mut queue = jobs.lock().await;
     let first = match carried.take() {
         Some(job) => job,
         None => queue.recv().await?,
     };
+    let first_alone = alone(&first);
     let mut group = Group {
         first: first.seq,
         last: first.seq,
@@ -170,8 +213,8 @@ async fn take_group(jobs: &JobQueue, carried: &mut Option<Job>) -> Option<Group>
         _memory: first._memory.into_iter().collect(),
     };
     let mut changes = match first.tx {
-        Some(tx) if tx.changes.in_memory().is_none() => {
-            // Spilled: applied on its own.
+        Some(tx) if first_alone => {
+            // Spilled or fenced: applied on its own.
             group.tx = Some(tx);
             return Some(group);
         }
@@ -186,11 +229,7 @@ async fn take_group(jobs: &JobQueue, carried: &mut Option<Job>) -> Option<Group>
         let Ok(next) = queue.try_recv() else {
             break;
         };
-        if next
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.changes.in_memory().is_none())
-        {
+        if alone(&next) {
             *carried = Some(next);
             break;
         }
