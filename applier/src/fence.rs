@@ -45,12 +45,15 @@ impl Fence {
 
 /// Fences by table (`schema`, `name`); a table without one is applied as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fences(HashMap<(String, String), Fence>);
+pub struct Fences(HashMap<String, HashMap<String, Fence>>);
 
 impl Fences {
     /// Sets the fence of `schema.name`.
     pub fn insert(&mut self, schema: impl Into<String>, name: impl Into<String>, fence: Fence) {
-        self.0.insert((schema.into(), name.into()), fence);
+        self.0
+            .entry(schema.into())
+            .or_default()
+            .insert(name.into(), fence);
     }
 
     /// What to do with a change to `schema.name` committed at `commit_lsn`.
@@ -58,14 +61,13 @@ impl Fences {
         if self.0.is_empty() {
             return Action::Apply;
         }
-        self.0
-            .get(&(schema.to_owned(), name.to_owned()))
+        self.get(schema, name)
             .map_or(Action::Apply, |f| f.action(commit_lsn))
     }
 
     /// The fence of `schema.name`.
     pub fn get(&self, schema: &str, name: &str) -> Option<Fence> {
-        self.0.get(&(schema.to_owned(), name.to_owned())).copied()
+        self.0.get(schema)?.get(name).copied()
     }
 
     /// Whether there are none.
@@ -75,12 +77,21 @@ impl Fences {
 
     /// Every fence.
     pub fn values(&self) -> impl Iterator<Item = &Fence> {
-        self.0.values()
+        self.0.values().flat_map(HashMap::values)
     }
 
     /// How many tables have one.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.values().map(HashMap::len).sum()
+    }
+
+    /// Drops the fences every transaction committed after `lsn` is past: once green holds
+    /// everything up to it, they no longer change anything.
+    pub fn forget_before(&mut self, lsn: Lsn) {
+        for tables in self.0.values_mut() {
+            tables.retain(|_, f| f.skip_before.max(f.reconcile_before) > lsn);
+        }
+        self.0.retain(|_, tables| !tables.is_empty());
     }
 }
 
@@ -103,5 +114,9 @@ mod tests {
         fences.insert("s", "t", f);
         assert_eq!(fences.action("s", "t", Lsn(1)), Action::Skip);
         assert_eq!(fences.action("s", "u", Lsn(1)), Action::Apply);
+        fences.forget_before(Lsn(150));
+        assert_eq!(fences.len(), 1);
+        fences.forget_before(Lsn(200));
+        assert!(fences.is_empty());
     }
 }

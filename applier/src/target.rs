@@ -45,12 +45,12 @@ ORDER BY a.attnum";
 const GREEN_KEY_QUERY: &str = "\
 SELECT a.attname::text FROM pg_catalog.pg_class c \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-JOIN LATERAL (SELECT x.indkey FROM pg_catalog.pg_index x \
+JOIN LATERAL (SELECT x.indkey, x.indnkeyatts FROM pg_catalog.pg_index x \
                WHERE x.indrelid = c.oid AND x.indisunique AND (x.indisprimary OR x.indisreplident) \
                ORDER BY x.indisprimary DESC LIMIT 1) k ON true \
 CROSS JOIN LATERAL unnest(k.indkey::int2[]) WITH ORDINALITY AS u(attnum, pos) \
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum \
-WHERE n.nspname = $1 AND c.relname = $2 \
+WHERE n.nspname = $1 AND c.relname = $2 AND u.pos <= k.indnkeyatts \
 ORDER BY u.pos";
 
 /// Built-in types without an `=` operator, or whose `=` is not identity (the geometric types

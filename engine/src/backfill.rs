@@ -176,6 +176,16 @@ pub enum BackfillError {
         /// The slot.
         slot: String,
     },
+    /// The slot an unfinished backfill streams from is gone: what it copied under earlier
+    /// snapshots needs the changes since, which went with the slot.
+    #[error(
+        "replication slot {slot} is gone but the backfill that relies on it is unfinished; start \
+         over: TRUNCATE green's tables, `blueshift cleanup --yes`, then sync again"
+    )]
+    SlotLost {
+        /// The slot.
+        slot: String,
+    },
     /// Two backfills of one slot ran at once.
     #[error("another backfill of slot {slot} is running against the same green database")]
     Concurrent {
@@ -225,6 +235,13 @@ impl BackfillError {
     /// Whether running again soon may help (a lost connection, a restarting server).
     pub fn is_transient(&self) -> bool {
         match self {
+            // The snapshot could not be imported (its exporter is gone: 22023) or is too old
+            // (72000): the next attempt takes a new one.
+            BackfillError::Blue { source, .. }
+                if matches!(source.sqlstate(), Some("22023" | "72000")) =>
+            {
+                true
+            }
             BackfillError::Green { source, .. } | BackfillError::Blue { source, .. } => {
                 source.is_transient()
             }
@@ -265,6 +282,7 @@ pub async fn run(
 ) -> Result<BackfillSummary, BackfillError> {
     let (mut green, green_conn) = copy::connect(&config.target, "green").await?;
     let (blue, blue_conn) = copy::connect(&config.source, "blue").await?;
+    let shutdown: Shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
     let result = run_with(
         config, options, metrics, progress, &mut green, &blue, shutdown,
     )
@@ -277,6 +295,11 @@ pub async fn run(
     result
 }
 
+/// The shutdown request, shared by every step that waits on it.
+type Shutdown = futures_util::future::Shared<
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>,
+>;
+
 async fn run_with(
     config: &SyncConfig,
     options: &BackfillOptions,
@@ -284,7 +307,7 @@ async fn run_with(
     progress: &Arc<Progress>,
     green: &mut Client,
     blue: &Client,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> Result<BackfillSummary, BackfillError> {
     let slot = config.slot.as_str();
     let previous = state::run(&*green, slot).await?;
@@ -292,6 +315,11 @@ async fn run_with(
     let fresh = match (&previous, options.mode) {
         (Some(run), BackfillMode::Never) if !run.finished => {
             return Err(BackfillError::Unfinished {
+                slot: slot.to_owned(),
+            })
+        }
+        (Some(run), _) if !run.finished && !slot_exists => {
+            return Err(BackfillError::SlotLost {
                 slot: slot.to_owned(),
             })
         }
@@ -366,53 +394,71 @@ async fn run_with(
         ran: true,
         ..BackfillSummary::default()
     };
-    copy_generation(
-        config,
-        options,
-        green,
-        &mut tables,
-        slot_exists,
-        progress,
-        &mut summary,
-        shutdown,
-    )
-    .await?;
+    let mut slot_exists = slot_exists;
+    let mut resets = 0;
+    loop {
+        if !all_copied(&*green, slot, &tables).await? {
+            copy_generation(
+                config,
+                options,
+                green,
+                &mut tables,
+                slot_exists,
+                progress,
+                &mut summary,
+                shutdown.clone(),
+            )
+            .await?;
+            slot_exists = true;
+        }
 
-    // Fences, and whether any table needs the stream to reconcile it before its other indexes.
-    let fences = fences(&*green, slot).await?;
-    let reconcile_until = fences
-        .values()
-        .filter(|f| f.reconcile_before > f.skip_before)
-        .map(|f| f.reconcile_before)
-        .max();
-    progress.set_phase(Phase::Indexing);
-    let workers = options.copy_workers.max(1);
-    if !keep_indexes {
-        summary.indexes += indexes::restore(
-            &config.target,
-            slot,
-            indexes::Phase::Keys,
-            None,
-            workers,
-            &options.maintenance_work_mem,
-        )
-        .await?;
-    }
-    if let Some(until) = reconcile_until {
+        // Fences, and whether any table needs the stream to reconcile it before its other
+        // indexes.
+        let fences = fences(&*green, slot).await?;
+        let reconcile_until = fences
+            .values()
+            .filter(|f| f.reconcile_before > f.skip_before)
+            .map(|f| f.reconcile_before)
+            .max();
+        progress.set_phase(Phase::Indexing);
+        if !keep_indexes {
+            summary.indexes += indexes::restore(
+                &config.target,
+                slot,
+                indexes::Phase::Keys,
+                None,
+                options.copy_workers.max(1),
+                &options.maintenance_work_mem,
+            )
+            .await?;
+        }
+        let Some(until) = reconcile_until else { break };
         progress.set_phase(Phase::CatchingUp);
         tracing::info!(until = %until, "applying the changes made while the copy was interrupted");
-        crate::sync::catch_up(config, metrics, until)
-            .await
-            .map_err(|e| BackfillError::CatchUp(Box::new(e)))?;
-        progress.set_phase(Phase::Indexing);
+        match crate::sync::catch_up(config, metrics, until).await {
+            Ok(()) => break,
+            // A change that cannot be reconciled with the rows copied (an UPDATE that left a
+            // TOASTed value unchanged for a row green lacks): copy that table again whole
+            // under a new snapshot, which the stream then only skips up to.
+            Err(e) if resets < 3 => {
+                let Some(table) = unreconcilable(&e, &tables) else {
+                    return Err(BackfillError::CatchUp(Box::new(e)));
+                };
+                resets += 1;
+                tracing::warn!(table = %table, error = %e, "cannot reconcile the table with the stream; copying it again whole");
+                reset_table(green, slot, &table).await?;
+            }
+            Err(e) => return Err(BackfillError::CatchUp(Box::new(e))),
+        }
     }
+    progress.set_phase(Phase::Indexing);
     if !keep_indexes {
         summary.indexes += indexes::restore(
             &config.target,
             slot,
             indexes::Phase::Rest,
             None,
-            workers,
+            options.copy_workers.max(1),
             &options.maintenance_work_mem,
         )
         .await?;
@@ -444,7 +490,7 @@ async fn copy_generation(
     slot_exists: bool,
     progress: &Arc<Progress>,
     summary: &mut BackfillSummary,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> Result<(), BackfillError> {
     let slot = config.slot.as_str();
     let workers = options.copy_workers.max(1);
@@ -457,7 +503,11 @@ async fn copy_generation(
         .await
         .map_err(BackfillError::Replication)?;
     let (slot_name, temporary) = if slot_exists {
-        (format!("{slot}_backfill_{}", std::process::id()), true)
+        // Unique per attempt and within the 63 bytes of a name.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        (format!("blueshift_bf_{}_{nanos}", std::process::id()), true)
     } else {
         (slot.to_owned(), false)
     };
@@ -500,79 +550,82 @@ async fn copy_generation(
             })
             .collect()
     };
-    let mut chunks = state::chunks(&*green, slot).await?;
-    if chunks.is_empty() {
-        let planned: Vec<state::Chunk> = tables.keys().flat_map(&plan_table).collect();
-        state::add_chunks(&*green, slot, &planned).await?;
-        chunks = planned;
-    } else {
-        // Tables copied partly under an earlier snapshot. Those whose relations were rewritten
-        // since (VACUUM FULL, CLUSTER, TRUNCATE, partitions attached or detached) are copied
-        // again whole; the others get their key back first, to upsert on.
-        let mut reset: Vec<QualifiedName> = Vec::new();
-        let mut mixed: Vec<QualifiedName> = Vec::new();
-        for (table, sources) in &current {
-            let mine: Vec<&state::Chunk> = chunks.iter().filter(|c| &c.target == table).collect();
-            let done = mine.iter().filter(|c| c.generation.is_some()).count();
-            if done == 0 || done == mine.len() {
-                continue;
-            }
-            let same_sources = sources.iter().all(|(source, _, filenode)| {
-                mine.iter()
-                    .any(|c| &c.source == source && c.filenode == *filenode)
-            }) && mine
-                .iter()
-                .all(|c| sources.iter().any(|(source, _, _)| &c.source == source));
-            if same_sources {
-                mixed.push(table.clone());
-            } else {
-                reset.push(table.clone());
-            }
+    // Per table: nothing copied yet (or never planned: a crash while planning, a table added to
+    // the publication) → planned afresh; partly copied → reconciled ("mixed"), or copied again
+    // whole when its relations were rewritten since (VACUUM FULL, CLUSTER, TRUNCATE, partitions
+    // attached or detached) or green has no key to merge on; all copied → nothing.
+    let chunks = state::chunks(&*green, slot).await?;
+    let mut replan: Vec<(QualifiedName, bool)> = Vec::new();
+    let mut mixed: Vec<QualifiedName> = Vec::new();
+    for (table, sources) in &current {
+        let mine: Vec<&state::Chunk> = chunks.iter().filter(|c| &c.target == table).collect();
+        let done = mine.iter().filter(|c| c.generation.is_some()).count();
+        if done == 0 {
+            replan.push((table.clone(), false));
+            continue;
         }
-        if !mixed.is_empty() && !keep_indexes {
-            indexes::restore(
-                &config.target,
-                slot,
-                indexes::Phase::Keys,
-                Some(&mixed),
-                workers,
-                &options.maintenance_work_mem,
-            )
-            .await?;
+        if done == mine.len() {
+            continue;
         }
-        for table in mixed {
-            match green_key(&*green, &table).await? {
-                Some(key) => {
-                    if let Some(copy) = tables.get_mut(&table) {
-                        Arc::make_mut(copy).upsert_key = Some(key);
-                    }
+        let same_sources = sources.iter().all(|(source, _, filenode)| {
+            mine.iter()
+                .any(|c| &c.source == source && c.filenode == *filenode)
+        }) && mine
+            .iter()
+            .all(|c| sources.iter().any(|(source, _, _)| &c.source == source));
+        if same_sources && !keep_indexes {
+            mixed.push(table.clone());
+        } else {
+            replan.push((table.clone(), true));
+        }
+    }
+    if !mixed.is_empty() {
+        // Mixed tables get their key back first, to upsert on.
+        indexes::restore(
+            &config.target,
+            slot,
+            indexes::Phase::Keys,
+            Some(&mixed),
+            workers,
+            &options.maintenance_work_mem,
+        )
+        .await?;
+    }
+    for table in mixed {
+        match green_key(&*green, &table).await? {
+            Some(key) => {
+                if let Some(copy) = tables.get_mut(&table) {
+                    Arc::make_mut(copy).upsert_key = Some(key);
                 }
-                None => reset.push(table),
             }
+            None => replan.push((table, true)),
         }
-        for table in &reset {
+    }
+    for (table, truncate) in &replan {
+        let tx = green
+            .transaction()
+            .await
+            .map_err(|e| BackfillError::green("open a transaction", e))?;
+        if *truncate {
             tracing::warn!(table = %table, "copying the table again whole (rewritten on blue since the interrupted copy, or no key on green to merge on)");
-            let tx = green
-                .transaction()
-                .await
-                .map_err(|e| BackfillError::green("open a transaction", e))?;
-            tx.batch_execute(&format!("TRUNCATE {table}"))
+            // DELETE, not TRUNCATE: foreign keys kept (--keep-indexes) would refuse it.
+            tx.batch_execute(&format!("DELETE FROM {table}"))
                 .await
                 .map_err(|e| BackfillError::green(&format!("empty {table}"), e))?;
-            tx.execute(
-                "DELETE FROM blueshift.backfill_chunk WHERE slot = $1 AND target_schema = $2 \
-                 AND target_table = $3",
-                &[&slot, &table.schema, &table.name],
-            )
-            .await
-            .map_err(|e| BackfillError::green("re-plan a table", e))?;
-            state::add_chunks(&tx, slot, &plan_table(table)).await?;
-            tx.commit()
-                .await
-                .map_err(|e| BackfillError::green("re-plan a table", e))?;
         }
-        chunks = state::chunks(&*green, slot).await?;
+        tx.execute(
+            "DELETE FROM blueshift.backfill_chunk WHERE slot = $1 AND target_schema = $2 \
+             AND target_table = $3",
+            &[&slot, &table.schema, &table.name],
+        )
+        .await
+        .map_err(|e| BackfillError::green("plan a table", e))?;
+        state::add_chunks(&tx, slot, &plan_table(table)).await?;
+        tx.commit()
+            .await
+            .map_err(|e| BackfillError::green("plan a table", e))?;
     }
+    let chunks = state::chunks(&*green, slot).await?;
     let sizes: HashMap<&QualifiedName, i64> = current
         .values()
         .flatten()
@@ -621,7 +674,6 @@ async fn copy_generation(
     });
     summary.chunks = todo.len() as u64;
     progress.set_phase(Phase::Copying);
-    planner_conn.abort();
     let queue = Arc::new(Mutex::new(VecDeque::from(todo)));
     // Each worker runs on a thread of its own with a single-threaded runtime: a chunk is
     // millions of small COPY messages handed between a connection task and the worker, and
@@ -695,9 +747,70 @@ async fn copy_generation(
             }
         })
     };
+    // The planner's snapshot transaction held a lock on every table it sized, so no rewrite
+    // (VACUUM FULL, CLUSTER, TRUNCATE) could move rows between chunks during the copy.
+    planner_conn.abort();
     joined?;
     summary.rows = progress.totals().0 - rows_before;
     Ok(())
+}
+
+/// Whether every published table is planned and every chunk copied (a run that stopped while
+/// restoring indexes or catching up needs no new snapshot).
+async fn all_copied(
+    green: &Client,
+    slot: &str,
+    tables: &BTreeMap<QualifiedName, Arc<copy::TableCopy>>,
+) -> Result<bool, BackfillError> {
+    let chunks = state::chunks(green, slot).await?;
+    Ok(chunks.iter().all(|c| c.generation.is_some())
+        && tables.keys().all(|t| chunks.iter().any(|c| &c.target == t)))
+}
+
+/// The table named by a catch-up error that re-copying it repairs.
+fn unreconcilable(
+    e: &crate::sync::SyncError,
+    tables: &BTreeMap<QualifiedName, Arc<copy::TableCopy>>,
+) -> Option<QualifiedName> {
+    use blueshift_applier::ApplyError;
+    let crate::sync::SyncError::Apply { source, .. } = e else {
+        return None;
+    };
+    let (ApplyError::CannotReconcile { table, .. } | ApplyError::RowNotFound { table, .. }) =
+        source
+    else {
+        return None;
+    };
+    tables
+        .keys()
+        .find(|t| format!("{}.{}", t.schema, t.name) == *table)
+        .cloned()
+}
+
+/// Empties `table` on green and forgets its chunks, in one transaction: it is copied again
+/// whole under the next snapshot.
+async fn reset_table(
+    green: &mut Client,
+    slot: &str,
+    table: &QualifiedName,
+) -> Result<(), BackfillError> {
+    let tx = green
+        .transaction()
+        .await
+        .map_err(|e| BackfillError::green("open a transaction", e))?;
+    tx.batch_execute(&format!("DELETE FROM {table}"))
+        .await
+        .map_err(|e| BackfillError::green(&format!("empty {table}"), e))?;
+    tx.execute(
+        "DELETE FROM blueshift.backfill_chunk WHERE slot = $1 AND target_schema = $2 \
+         AND target_table = $3",
+        &[&slot, &table.schema, &table.name],
+    )
+    .await
+    .map_err(|e| BackfillError::green("forget a table's chunks", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| BackfillError::green("reset a table", e))
 }
 
 /// Whether `slot` exists on blue.
@@ -766,7 +879,7 @@ async fn green_key(
                JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
                CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) \
                JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum \
-              WHERE n.nspname = $1 AND r.relname = $2 \
+              WHERE n.nspname = $1 AND r.relname = $2 AND k.pos <= x.indnkeyatts \
                 AND x.indexrelid = (SELECT y.indexrelid FROM pg_catalog.pg_index y \
                                      WHERE y.indrelid = r.oid AND y.indisunique \
                                        AND (y.indisprimary OR y.indisreplident) \

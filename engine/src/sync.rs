@@ -189,6 +189,16 @@ pub enum SyncError {
     /// The backfill failed.
     #[error("the backfill failed")]
     Backfill(#[source] BackfillError),
+    /// The slot is gone although green holds changes streamed through it.
+    #[error(
+        "replication slot {slot} does not exist on blue, but green holds changes streamed through \
+         it: the changes since are lost with it. Start over (TRUNCATE green's tables, `blueshift \
+         cleanup --yes`, sync again), or sync into a fresh green"
+    )]
+    SlotLost {
+        /// The slot.
+        slot: String,
+    },
 }
 
 impl SyncError {
@@ -336,7 +346,10 @@ pub(crate) async fn catch_up(
 ) -> Result<(), SyncError> {
     let mut config = config.clone();
     config.workers = 1;
-    let never = Shutdown(tokio::sync::watch::channel(false).1);
+    // Never fired: the sender lives as long as the catch-up (a dropped sender would read as
+    // fired at once).
+    let (_never_fired, never) = tokio::sync::watch::channel(false);
+    let never = Shutdown(never);
     let mut wait = config.backoff.0;
     loop {
         match attempt(&config, metrics, never.clone(), Some(until)).await {
@@ -405,7 +418,14 @@ async fn attempt(
     let mut blue = ReplicationConnection::connect(&config.source)
         .await
         .map_err(SyncError::Source)?;
-    ensure_slot(&mut blue, &config.slot).await?;
+    // A slot that is gone while green holds progress through it (or a backfill's fences) must
+    // not be created again silently: the changes between would be missing.
+    ensure_slot(
+        &mut blue,
+        &config.slot,
+        resume_after != Lsn::INVALID || !fences.is_empty(),
+    )
+    .await?;
     let major = blue.server_major();
     let start = StartOptions {
         publication_names: vec![config.publication.clone()],
@@ -572,8 +592,13 @@ async fn attempt(
     Ok(scheduled)
 }
 
-/// Creates the slot when it does not exist.
-async fn ensure_slot(blue: &mut ReplicationConnection, slot: &str) -> Result<(), SyncError> {
+/// Creates the slot when it does not exist, unless green already holds changes streamed through
+/// it (`in_use`).
+async fn ensure_slot(
+    blue: &mut ReplicationConnection,
+    slot: &str,
+    in_use: bool,
+) -> Result<(), SyncError> {
     blueshift_decoder::connection::validate_slot_name(slot).map_err(SyncError::Source)?;
     // The name is validated ([a-z0-9_]), so it is safe inside a literal.
     let rows = blue
@@ -582,6 +607,11 @@ async fn ensure_slot(blue: &mut ReplicationConnection, slot: &str) -> Result<(),
         ))
         .await
         .map_err(SyncError::Source)?;
+    if rows.is_empty() && in_use {
+        return Err(SyncError::SlotLost {
+            slot: slot.to_owned(),
+        });
+    }
     if rows.is_empty() {
         let created = blue
             .create_slot(

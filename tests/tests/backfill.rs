@@ -25,6 +25,9 @@ CREATE TABLE events (id bigint NOT NULL, day date NOT NULL, what text,
                      PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
 CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE parted (id int NOT NULL, k int NOT NULL, v text, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES IN (1);
+CREATE TABLE parted_2 PARTITION OF parted FOR VALUES IN (2);
 ";
 
 /// Green's schema: the same tables, but `events` is a plain table there.
@@ -37,6 +40,10 @@ CREATE TABLE orders (id serial PRIMARY KEY, account bigint NOT NULL REFERENCES a
 CREATE TABLE empty (id int PRIMARY KEY, v text);
 CREATE TABLE nokey (a int, b text);
 CREATE TABLE events (id bigint NOT NULL, day date NOT NULL, what text, PRIMARY KEY (id, day));
+CREATE TABLE parted (id int NOT NULL, k int NOT NULL, v text, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES IN (1);
+CREATE TABLE parted_2 PARTITION OF parted FOR VALUES IN (2);
+CREATE INDEX parted_v ON parted (v);
 ";
 
 const DATA: &str = "
@@ -45,9 +52,10 @@ INSERT INTO accounts (email, balance, note)
 INSERT INTO orders (account, amount) SELECT g % 60000 + 1, g / 7.0 FROM generate_series(1, 40000) g;
 INSERT INTO nokey SELECT g % 100, 'x' FROM generate_series(1, 5000) g;
 INSERT INTO events SELECT g, DATE '2025-06-01' + (g % 400), 'e' || g FROM generate_series(1, 20000) g;
+INSERT INTO parted SELECT g, g % 2 + 1, 'p' || g FROM generate_series(1, 3000) g;
 ";
 
-const TABLES: &[&str] = &["accounts", "orders", "empty", "nokey", "events"];
+const TABLES: &[&str] = &["accounts", "orders", "empty", "nokey", "events", "parted"];
 
 fn pair(name: &str) -> Pair {
     let pair = Pair::new(name);
@@ -56,7 +64,7 @@ fn pair(name: &str) -> Pair {
     pair.blue
         .psql(
             "app",
-            "CREATE PUBLICATION pub FOR TABLE accounts, orders, empty, nokey, events \
+            "CREATE PUBLICATION pub FOR TABLE accounts, orders, empty, nokey, events, parted \
              WITH (publish_via_partition_root = true); \
              ALTER TABLE nokey REPLICA IDENTITY FULL; ANALYZE",
         )
@@ -69,6 +77,7 @@ fn pair(name: &str) -> Pair {
 /// blocks (and so between chunks), deletes.
 const WRITER: &str = "DO $$ BEGIN FOR i IN 1..1500 LOOP
     INSERT INTO accounts (email, balance) VALUES ('new' || i || '@example.com', i);
+    INSERT INTO orders (account, amount) SELECT max(id), -i FROM accounts;
     UPDATE accounts SET balance = balance + 1, note = 'moved ' || i WHERE id = (i * 37) % 60000 + 1;
     DELETE FROM orders WHERE id = i * 13;
     INSERT INTO orders (account, amount) VALUES (i, i);
@@ -81,10 +90,10 @@ fn green_indexes(pair: &Pair) -> String {
     pair.green
         .psql(
             "app",
-            "SELECT string_agg(indexrelid::regclass || ' ' || pg_get_indexdef(indexrelid), E'\\n' ORDER BY indexrelid::regclass::text) \
-               FROM pg_index WHERE indrelid::regclass::text IN ('accounts', 'orders', 'empty', 'nokey', 'events'); \
+            "SELECT string_agg(indexrelid::regclass || ' ' || indisvalid || ' ' || pg_get_indexdef(indexrelid), E'\\n' ORDER BY indexrelid::regclass::text) \
+               FROM pg_index WHERE indrelid::regclass::text IN ('accounts', 'orders', 'empty', 'nokey', 'events', 'parted', 'parted_1', 'parted_2'); \
              SELECT string_agg(conname || ' ' || convalidated, ',' ORDER BY conname) FROM pg_constraint \
-              WHERE conrelid::regclass::text IN ('accounts', 'orders', 'empty', 'nokey', 'events')",
+              WHERE conrelid::regclass::text IN ('accounts', 'orders', 'empty', 'nokey', 'events', 'parted')",
         )
         .expect("indexes")
 }
@@ -358,7 +367,10 @@ fn no_backfill_then_backfill_with_an_existing_slot() {
         )
         .unwrap();
     pair.green
-        .psql("app", "TRUNCATE accounts, orders, empty, nokey, events")
+        .psql(
+            "app",
+            "TRUNCATE accounts, orders, empty, nokey, events, parted",
+        )
         .unwrap();
     let mut sync = pair.spawn("sync", &["--backfill"]);
     pair.converge(TABLES, Duration::from_secs(120));

@@ -5,9 +5,9 @@
 //! Restoring is in two phases. First the keys — the primary key, and the replica identity index
 //! with its `REPLICA IDENTITY USING INDEX` — which applying changes needs to find rows (and a
 //! resumed copy needs for `ON CONFLICT`). Then the rest: other unique and exclusion
-//! constraints, plain indexes, and last the foreign keys, added `NOT VALID` and then validated,
-//! which checks every row once without blocking writes. A foreign key that was `NOT VALID` on
-//! green before the load is put back as it was.
+//! constraints, plain indexes, and last the foreign keys, added `NOT VALID` and then validated in
+//! a transaction of their own, which checks every row once without blocking writes. A foreign
+//! key that was `NOT VALID` (or `NOT ENFORCED`) on green before the load is put back as it was.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -84,7 +84,11 @@ SELECT CASE k.contype WHEN 'p' THEN 'primary_key' ELSE 'constraint' END,
  WHERE k.contype IN ('p', 'u', 'x') AND k.conparentid = 0 AND k.conrelid IN (SELECT oid FROM t)
 UNION ALL
 SELECT 'index', n.nspname::text, r.relname::text, i.relname::text,
-       pg_catalog.pg_get_indexdef(i.oid)
+       -- A partitioned table's index prints as `ON ONLY parent`: rebuilt that way it would
+       -- stay invalid, with no index on the partitions.
+       CASE WHEN r.relkind = 'p'
+            THEN pg_catalog.regexp_replace(pg_catalog.pg_get_indexdef(i.oid), ' ON ONLY ', ' ON ')
+            ELSE pg_catalog.pg_get_indexdef(i.oid) END
   FROM pg_catalog.pg_index x
   JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
   JOIN pg_catalog.pg_class r ON r.oid = x.indrelid
@@ -317,37 +321,103 @@ async fn restore_one(green: &mut Client, slot: &str, d: &Ddl) -> Result<(), Back
 async fn try_restore(green: &mut Client, slot: &str, d: &Ddl) -> Result<(), BackfillError> {
     let name = quote_ident(&d.name);
     let what = || format!("restore {} {name} on {}", d.kind.as_str(), d.table);
-    let statements: Vec<String> = match d.kind {
-        Kind::PrimaryKey | Kind::Constraint => vec![format!(
+    if d.kind == Kind::ForeignKey {
+        return restore_foreign_key(green, slot, d).await;
+    }
+    let sql = match d.kind {
+        Kind::PrimaryKey | Kind::Constraint => format!(
             "ALTER TABLE {} ADD CONSTRAINT {name} {}",
             d.table, d.definition
-        )],
-        Kind::Index => vec![d.definition.clone()],
-        Kind::ReplicaIdentity => vec![format!(
+        ),
+        Kind::Index => d.definition.clone(),
+        Kind::ReplicaIdentity => format!(
             "ALTER TABLE {} REPLICA IDENTITY USING INDEX {name}",
             d.table
-        )],
-        Kind::ForeignKey if d.definition.ends_with("NOT VALID") => vec![format!(
-            "ALTER TABLE {} ADD CONSTRAINT {name} {}",
-            d.table, d.definition
-        )],
-        Kind::ForeignKey => vec![
-            format!(
-                "ALTER TABLE {} ADD CONSTRAINT {name} {} NOT VALID",
-                d.table, d.definition
-            ),
-            format!("ALTER TABLE {} VALIDATE CONSTRAINT {name}", d.table),
-        ],
+        ),
+        Kind::ForeignKey => unreachable!("handled above"),
     };
     let tx = green
         .transaction()
         .await
         .map_err(|e| BackfillError::green(&what(), e))?;
-    for sql in &statements {
-        tx.batch_execute(sql)
+    tx.batch_execute(&sql)
+        .await
+        .map_err(|e| BackfillError::green(&what(), e))?;
+    state::ddl_restored(&tx, slot, d.ordinal).await?;
+    tx.commit()
+        .await
+        .map_err(|e| BackfillError::green(&what(), e))
+}
+
+/// A foreign key: added `NOT VALID` (a short lock, no scan), then validated in a transaction of
+/// its own, which scans without blocking writes. Where `NOT VALID` is not allowed (a
+/// partitioned referencing table before PostgreSQL 18) it is added validated. One that was
+/// `NOT VALID` or `NOT ENFORCED` on green before the load is put back as it was. A restart
+/// between the two steps finds the constraint there and only validates it.
+async fn restore_foreign_key(green: &mut Client, slot: &str, d: &Ddl) -> Result<(), BackfillError> {
+    let name = quote_ident(&d.name);
+    let what = || format!("restore foreign key {name} on {}", d.table);
+    let exists = green
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint \
+              WHERE conname = $1 AND conrelid = $2::text::regclass)",
+            &[&d.name, &d.table.to_string()],
+        )
+        .await
+        .map_err(|e| BackfillError::green(&what(), e))?
+        .get::<_, bool>(0);
+    let as_it_was = d.definition.contains("NOT VALID") || d.definition.contains("NOT ENFORCED");
+    let add = format!(
+        "ALTER TABLE {} ADD CONSTRAINT {name} {}",
+        d.table, d.definition
+    );
+    if as_it_was {
+        let tx = green
+            .transaction()
             .await
             .map_err(|e| BackfillError::green(&what(), e))?;
+        if !exists {
+            tx.batch_execute(&add)
+                .await
+                .map_err(|e| BackfillError::green(&what(), e))?;
+        }
+        state::ddl_restored(&tx, slot, d.ordinal).await?;
+        return tx
+            .commit()
+            .await
+            .map_err(|e| BackfillError::green(&what(), e));
     }
+    if !exists {
+        match green.batch_execute(&format!("{add} NOT VALID")).await {
+            Ok(()) => {}
+            // feature_not_supported: NOT VALID on a partitioned table (PostgreSQL 14-17).
+            Err(e) if e.code().is_some_and(|c| c.code() == "0A000") => {
+                let tx = green
+                    .transaction()
+                    .await
+                    .map_err(|e| BackfillError::green(&what(), e))?;
+                tx.batch_execute(&add)
+                    .await
+                    .map_err(|e| BackfillError::green(&what(), e))?;
+                state::ddl_restored(&tx, slot, d.ordinal).await?;
+                return tx
+                    .commit()
+                    .await
+                    .map_err(|e| BackfillError::green(&what(), e));
+            }
+            Err(e) => return Err(BackfillError::green(&what(), e)),
+        }
+    }
+    let tx = green
+        .transaction()
+        .await
+        .map_err(|e| BackfillError::green(&what(), e))?;
+    tx.batch_execute(&format!(
+        "ALTER TABLE {} VALIDATE CONSTRAINT {name}",
+        d.table
+    ))
+    .await
+    .map_err(|e| BackfillError::green(&what(), e))?;
     state::ddl_restored(&tx, slot, d.ordinal).await?;
     tx.commit()
         .await
