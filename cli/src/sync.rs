@@ -115,8 +115,9 @@ pub(crate) struct SyncArgs {
     #[arg(long, value_name = "SECONDS", env = "BLUESHIFT_STATUS_INTERVAL")]
     status_interval: Option<u64>,
     /// Copy blue's existing rows into green before streaming, even though the slot exists
-    /// (green's tables must be empty). Without it or --no-backfill, sync copies when it creates
-    /// the slot, and finishes an interrupted copy.
+    /// (green's tables must be empty; a backfill of this slot that finished already is not
+    /// repeated: `blueshift cleanup` forgets it). Without it or --no-backfill, sync copies when
+    /// it creates the slot, and finishes an interrupted copy.
     #[arg(long, env = "BLUESHIFT_BACKFILL", conflicts_with = "no_backfill")]
     backfill: bool,
     /// Never copy: green was loaded another way (pg_dump, a restore).

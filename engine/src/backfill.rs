@@ -326,6 +326,12 @@ async fn run_with(
         (Some(run), _) if !run.finished => false,
         (_, BackfillMode::Never) => return Ok(BackfillSummary::default()),
         (_, BackfillMode::Auto) if slot_exists => return Ok(BackfillSummary::default()),
+        // Done already for this slot: a sidecar restarted with --backfill still set must not
+        // stop on green's (now full) tables. `blueshift cleanup` forgets the record.
+        (Some(_), BackfillMode::Always) if slot_exists => {
+            tracing::info!(slot, "the backfill of this slot finished already; not copying again (`blueshift cleanup` forgets it)");
+            return Ok(BackfillSummary::default());
+        }
         _ => true,
     };
     state::ensure(green).await?;
