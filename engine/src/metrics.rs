@@ -21,6 +21,7 @@
 //! | `blueshift_errors_total` | counter | `class`: transient, definite |
 //! | `blueshift_spilled_bytes_total` | counter | |
 //! | `blueshift_spilled_transactions_total` | counter | |
+//! | `blueshift_stage_latency_seconds` | summary (0.5, 0.99) | `stage`: where a transaction's time goes, see [`Stage`] |
 //! | `blueshift_backfill_rows_total` | counter | |
 //! | `blueshift_backfill_chunks_total` | counter | |
 //!
@@ -47,6 +48,53 @@ const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
 
 /// Significant decimal digits the latency histogram keeps (0.1 % relative error).
 const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+
+/// The stages a source transaction passes through on its way to green, each timed
+/// (`blueshift_stage_latency_seconds{stage}`): together they say where replication lag goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Blue's commit timestamp → its Commit message read by blueshift (decoding and sending on
+    /// blue's side, and reading the stream; same clock when on one machine).
+    Source,
+    /// Commit message read → queued for the appliers (writeset, scheduling, memory budget).
+    Schedule,
+    /// Queued → taken by a free applier.
+    Queue,
+    /// Taken → the transactions it depends on committed.
+    Depends,
+    /// Its statements sent and answered on green.
+    Apply,
+    /// Applied → its turn to commit in blue's order.
+    Turn,
+    /// COMMIT on green.
+    Commit,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 7] = [
+        Stage::Source,
+        Stage::Schedule,
+        Stage::Queue,
+        Stage::Depends,
+        Stage::Apply,
+        Stage::Turn,
+        Stage::Commit,
+    ];
+
+    /// The `stage` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Source => "source",
+            Stage::Schedule => "schedule",
+            Stage::Queue => "queue",
+            Stage::Depends => "depends",
+            Stage::Apply => "apply",
+            Stage::Turn => "turn",
+            Stage::Commit => "commit",
+        }
+    }
+}
 
 /// Reads one operation's count out of a [`RowCounts`].
 type RowCount = fn(&RowCounts) -> u64;
@@ -119,6 +167,8 @@ struct Registry {
     spilled_transactions: AtomicU64,
     backfill_rows: AtomicU64,
     backfill_chunks: AtomicU64,
+    /// Per [`Stage`], in [`Stage::ALL`] order, in microseconds.
+    stages: Mutex<Vec<Histogram<u64>>>,
 }
 
 impl Default for Registry {
@@ -140,6 +190,19 @@ impl Default for Registry {
             spilled_transactions: AtomicU64::new(0),
             backfill_rows: AtomicU64::new(0),
             backfill_chunks: AtomicU64::new(0),
+            stages: Mutex::new(
+                Stage::ALL
+                    .iter()
+                    .map(|_| {
+                        Histogram::new_with_bounds(
+                            1,
+                            MAX_LATENCY_MICROS,
+                            LATENCY_SIGNIFICANT_DIGITS,
+                        )
+                        .expect("the latency bounds are constants that hdrhistogram accepts")
+                    })
+                    .collect(),
+            ),
         }
     }
 }
@@ -292,6 +355,47 @@ impl Metrics {
         }
     }
 
+    /// Time one transaction (or group) spent in `stage`.
+    pub fn stage(&self, stage: Stage, took: Duration) {
+        let micros = u64::try_from(took.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_LATENCY_MICROS);
+        let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        let mut stages = self.inner.stages.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = stages.get_mut(index) {
+            h.saturating_record(micros);
+        }
+    }
+
+    /// Per stage: (stage, p50 seconds, p99 seconds, count).
+    pub fn stage_quantiles(&self) -> Vec<(Stage, f64, f64, u64)> {
+        let stages = self.inner.stages.lock().unwrap_or_else(|p| p.into_inner());
+        Stage::ALL
+            .iter()
+            .zip(stages.iter())
+            .map(|(stage, h)| {
+                let at = |q| {
+                    if h.is_empty() {
+                        0.0
+                    } else {
+                        micros_to_seconds(h.value_at_quantile(q))
+                    }
+                };
+                (*stage, at(0.5), at(0.99), h.len())
+            })
+            .collect()
+    }
+
+    /// One line: p50/p99 per stage, in milliseconds.
+    pub fn stage_summary(&self) -> String {
+        self.stage_quantiles()
+            .iter()
+            .filter(|(_, _, _, n)| *n > 0)
+            .map(|(s, p50, p99, _)| format!("{} {:.2}/{:.2}", s.as_str(), p50 * 1e3, p99 * 1e3))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// A backfill chunk of `rows` rows committed on green.
     pub fn backfill_chunk_done(&self, rows: u64) {
         self.inner.backfill_rows.fetch_add(rows, Ordering::Relaxed);
@@ -301,7 +405,20 @@ impl Metrics {
     /// Every series in the Prometheus text exposition format (version 0.0.4), with `# HELP`
     /// and `# TYPE` lines.
     pub fn render(&self) -> String {
-        render::render(&self.snapshot())
+        let mut text = render::render(&self.snapshot());
+        text.push_str(
+            "# HELP blueshift_stage_latency_seconds Where a source transaction's time goes, by stage.\n\
+             # TYPE blueshift_stage_latency_seconds summary\n",
+        );
+        for (stage, p50, p99, _) in self.stage_quantiles() {
+            for (q, v) in [("0.5", p50), ("0.99", p99)] {
+                text.push_str(&format!(
+                    "blueshift_stage_latency_seconds{{stage=\"{}\",quantile=\"{q}\"}} {v}\n",
+                    stage.as_str()
+                ));
+            }
+        }
+        text
     }
 }
 

@@ -588,7 +588,12 @@ async fn attempt(
     }
     let scheduled = outcome?;
     drained?;
-    tracing::info!(flushed = %feedback.flushed(), transactions = scheduled, "sync stopped");
+    tracing::info!(
+        flushed = %feedback.flushed(),
+        transactions = scheduled,
+        stages_p50_p99_ms = %metrics.stage_summary(),
+        "sync stopped"
+    );
     Ok(scheduled)
 }
 

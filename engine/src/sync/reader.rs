@@ -20,7 +20,7 @@ use super::worker::Job;
 use super::writeset::KeyCatalog;
 use super::SyncError;
 use crate::assembler::{Assembled, TxAssembler};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 
 /// What the reader needs besides the stream.
 pub(crate) struct Reader {
@@ -103,7 +103,17 @@ impl Reader {
                     {
                         return Ok(scheduled);
                     }
-                    self.dispatch(assembled).await?;
+                    let received = std::time::Instant::now();
+                    if let Assembled::Transaction(tx) = &assembled {
+                        if let Some(behind) = tx
+                            .commit_time
+                            .to_system_time()
+                            .and_then(|at| at.elapsed().ok())
+                        {
+                            self.metrics.stage(Stage::Source, behind);
+                        }
+                    }
+                    self.dispatch(assembled, received).await?;
                     scheduled += 1;
                 }
                 ReplicationFrame::Keepalive { wal_end, .. } => {
@@ -137,7 +147,11 @@ impl Reader {
         }
     }
 
-    async fn dispatch(&mut self, assembled: Assembled) -> Result<(), SyncError> {
+    async fn dispatch(
+        &mut self,
+        assembled: Assembled,
+        received: std::time::Instant,
+    ) -> Result<(), SyncError> {
         let (tx, end_lsn, commit_lsn) = match assembled {
             Assembled::Transaction(tx) => {
                 let (end, commit) = (tx.end_lsn, tx.commit_lsn);
@@ -176,7 +190,9 @@ impl Reader {
             .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
             .await
             .map_err(|_| SyncError::AppliersGone)?;
+        self.metrics.stage(Stage::Schedule, received.elapsed());
         let job = Job {
+            queued: std::time::Instant::now(),
             seq: slot.seq,
             after: slot.after,
             tx,

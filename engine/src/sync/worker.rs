@@ -18,11 +18,13 @@ use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 use super::durability::Durability;
 use super::order::CommitOrder;
 use super::SyncError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 
 /// A transaction with its place in the order.
 #[derive(Debug)]
 pub(crate) struct Job {
+    /// When the reader queued it.
+    pub(crate) queued: Instant,
     /// Its number in blue's commit order.
     pub(crate) seq: u64,
     /// Wait for this number to commit before running (0: none).
@@ -88,9 +90,14 @@ pub(crate) async fn run(
             transactions,
             mut tx,
             _memory,
+            queued,
         } = group;
+        let taken = Instant::now();
+        metrics.stage(Stage::Queue, taken.duration_since(queued));
         order.wait_for(after, None).await;
         let started = Instant::now();
+        metrics.stage(Stage::Depends, started.duration_since(taken));
+        let mut applied;
         let commit_time = tx.as_ref().and_then(|tx| tx.commit_time.to_system_time());
         let outcome = match tx.as_mut() {
             None => {
@@ -125,6 +132,7 @@ pub(crate) async fn run(
                         }
                         Err(e) => return Err(SyncError::apply(last, e)),
                     }
+                    applied = Instant::now();
                     if order.wait_for(first - 1, Some(turn_timeout)).await {
                         break;
                     }
@@ -140,12 +148,15 @@ pub(crate) async fn run(
                         .map_err(|e| SyncError::apply(last, e))?;
                     order.wait_for(first - 1, None).await;
                 }
-                Some(
-                    applier
-                        .commit()
-                        .await
-                        .map_err(|e| SyncError::apply(last, e))?,
-                )
+                let turn = Instant::now();
+                metrics.stage(Stage::Apply, applied.duration_since(started));
+                metrics.stage(Stage::Turn, turn.duration_since(applied));
+                let outcome = applier
+                    .commit()
+                    .await
+                    .map_err(|e| SyncError::apply(last, e))?;
+                metrics.stage(Stage::Commit, turn.elapsed());
+                Some(outcome)
             }
         };
         // Queued before the next transaction may commit, so the queue is in commit order.
@@ -183,6 +194,8 @@ struct Group {
     /// The merged transaction; `None` when no member has changes to apply.
     tx: Option<Transaction>,
     _memory: Vec<OwnedSemaphorePermit>,
+    /// When its first job was queued.
+    queued: Instant,
 }
 
 /// Takes the next job and, while more are queued, the contiguous mergeable run after it. A job
@@ -204,6 +217,7 @@ async fn take_group(
     };
     let first_alone = alone(&first);
     let mut group = Group {
+        queued: first.queued,
         first: first.seq,
         last: first.seq,
         after: first.after,
@@ -289,7 +303,7 @@ mod tests {
     use tokio::sync::{mpsc, Mutex};
 
     use super::{run, Job};
-    use crate::metrics::Metrics;
+    use crate::metrics::{Metrics, Stage};
     use crate::sync::durability::{self, Durability};
     use crate::sync::order::CommitOrder;
 
@@ -379,6 +393,7 @@ mod tests {
         // both touch row 2: it stands for a conflict a writeset could not see).
         queues[1]
             .send(Job {
+                queued: std::time::Instant::now(),
                 seq: 2,
                 after: 0,
                 tx: Some(tx(2, vec![update(&relation, "2", "20")])),
@@ -403,6 +418,7 @@ mod tests {
         // Transaction 1, the head of line, needs row 2 too.
         queues[0]
             .send(Job {
+                queued: std::time::Instant::now(),
                 seq: 1,
                 after: 0,
                 tx: Some(tx(
