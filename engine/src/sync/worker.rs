@@ -303,7 +303,7 @@ mod tests {
     use tokio::sync::{mpsc, Mutex};
 
     use super::{run, Job};
-    use crate::metrics::{Metrics, Stage};
+    use crate::metrics::Metrics;
     use crate::sync::durability::{self, Durability};
     use crate::sync::order::CommitOrder;
 
