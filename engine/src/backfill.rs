@@ -45,9 +45,18 @@
 //!   `TRUNCATE` between generations. Each chunk records its relation's file node; a table whose
 //!   file node changed is emptied on green and copied again whole at the new generation (its
 //!   fence is then a plain skip). A table without a key on green cannot be upserted and is also
-//!   copied again whole. One case cannot be reconciled: an UPDATE inside the window that leaves
-//!   a TOASTed value unchanged (so blue did not send it) for a row green does not hold; the
-//!   applier then stops with an error naming the table rather than guess.
+//!   copied again whole. The planner's snapshot transaction keeps a lock on every table it sized
+//!   until the copy ends, so no rewrite happens during a copy. One case cannot be reconciled:
+//!   an UPDATE inside the window that leaves a TOASTed value unchanged (so blue did not send it)
+//!   for a row green does not hold. The applier stops on it rather than guess, and the backfill
+//!   copies that table again whole under a new snapshot (its fence becomes a plain skip) and
+//!   catches up again.
+//!
+//! **Crashes between steps.** Index definitions are recorded in the transaction that drops
+//! them, each restore in the transaction that restores it, each table's chunk plan in one
+//! transaction, and each chunk with its rows; a run that stops anywhere resumes from what green
+//! holds. The slot must survive: an unfinished backfill (or green holding progress through the
+//! slot) with the slot gone is refused, never silently restarted.
 //!
 //! Indexes other than keys, unique constraints and foreign keys are rebuilt only once the stream
 //! has passed every table's `hi` (a catch-up with one applier, before sync proper starts), so
