@@ -437,15 +437,7 @@ async fn run_with(
             .max();
         progress.set_phase(Phase::Indexing);
         if !keep_indexes {
-            summary.indexes += indexes::restore(
-                &config.target,
-                slot,
-                indexes::Phase::Keys,
-                None,
-                options.copy_workers.max(1),
-                &options.maintenance_work_mem,
-            )
-            .await?;
+            summary.indexes += restore_indexes(config, options, indexes::Phase::Keys, None).await?;
         }
         let Some(until) = reconcile_until else { break };
         progress.set_phase(Phase::CatchingUp);
@@ -468,15 +460,7 @@ async fn run_with(
     }
     progress.set_phase(Phase::Indexing);
     if !keep_indexes {
-        summary.indexes += indexes::restore(
-            &config.target,
-            slot,
-            indexes::Phase::Rest,
-            None,
-            options.copy_workers.max(1),
-            &options.maintenance_work_mem,
-        )
-        .await?;
+        summary.indexes += restore_indexes(config, options, indexes::Phase::Rest, None).await?;
     }
     progress.set_phase(Phase::Sequences);
     summary.sequences = sequences::copy(blue, &*green).await?;
@@ -596,15 +580,7 @@ async fn copy_generation(
     }
     if !mixed.is_empty() {
         // Mixed tables get their key back first, to upsert on.
-        indexes::restore(
-            &config.target,
-            slot,
-            indexes::Phase::Keys,
-            Some(&mixed),
-            workers,
-            &options.maintenance_work_mem,
-        )
-        .await?;
+        restore_indexes(config, options, indexes::Phase::Keys, Some(&mixed)).await?;
     }
     for table in mixed {
         match green_key(&*green, &table).await? {
@@ -768,6 +744,25 @@ async fn copy_generation(
     joined?;
     summary.rows = progress.totals().0 - rows_before;
     Ok(())
+}
+
+/// Restores the dropped indexes and constraints of `phase` (of `only` tables, when given) with
+/// the copy workers' parallelism.
+async fn restore_indexes(
+    config: &SyncConfig,
+    options: &BackfillOptions,
+    phase: indexes::Phase,
+    only: Option<&[QualifiedName]>,
+) -> Result<usize, BackfillError> {
+    indexes::restore(
+        &config.target,
+        &config.slot,
+        phase,
+        only,
+        options.copy_workers.max(1),
+        &options.maintenance_work_mem,
+    )
+    .await
 }
 
 /// Whether every published table is planned and every chunk copied (a run that stopped while
