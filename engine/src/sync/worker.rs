@@ -108,6 +108,9 @@ pub(crate) async fn run(
                 let mut attempts = 0u32;
                 loop {
                     attempts += 1;
+                    // Whether every transaction before it had committed when it started: only
+                    // then is a unique conflict real.
+                    let at_head = order.committed() + 1 >= first;
                     match applier.begin_and_apply(tx).await {
                         Ok(_) => {}
                         // A unique value the transaction takes may be freed by one ahead of
@@ -118,7 +121,7 @@ pub(crate) async fn run(
                         // anything, being a barrier.)
                         Err(e)
                             if is_unique_conflict(&e)
-                                && order.committed() + 1 < first
+                                && !at_head
                                 && tx.changes.in_memory().is_some() =>
                         {
                             tracing::debug!(
