@@ -1,8 +1,10 @@
 //! One open transaction's changes: in memory, each with the subxid that made it, until the
 //! assembler spills them to a [`SpillWriter`]; from then on every change goes to the file.
 //!
-//! Memory is accounted per change by [`change_size`]: the lengths of its column values plus a
-//! fixed overhead per change and per column, an estimate of what holding it costs.
+//! Memory is accounted per change by [`change_size`]: what holding it really costs, measured
+//! against the process's resident size — its column values and their framing in the message they
+//! slice, the vector of its columns (with the allocator's header), and twice the `Change` and
+//! its subxid (a growing vector holds up to twice its length).
 
 use std::mem::size_of;
 
@@ -13,12 +15,13 @@ use blueshift_decoder::Xid;
 use super::error::AssembleError;
 use super::spill::{SpillWriter, WriteError};
 
-/// Counted for every buffered change besides its values: the `Change` itself, its subxid, the
-/// vectors' headers and the relation `Arc`.
-pub(super) const CHANGE_OVERHEAD: usize = 64 + size_of::<(Xid, Change)>();
+/// Counted for every buffered change besides its columns: the `Change` and its subxid, twice
+/// (vector growth), the message framing, and the allocator's header of its column vector.
+pub(super) const CHANGE_OVERHEAD: usize = 2 * (size_of::<Change>() + size_of::<Xid>()) + 16 + 16;
 
-/// Counted for every column besides its value's bytes.
-const COLUMN_OVERHEAD: usize = size_of::<ColumnValue>();
+/// Counted for every column besides its value's bytes: its slot in the column vector and its
+/// framing in the message (kind byte and length).
+const COLUMN_OVERHEAD: usize = size_of::<ColumnValue>() + 5;
 
 /// The bytes a buffered change is accounted for.
 pub(super) fn change_size(change: &Change) -> usize {
@@ -43,7 +46,9 @@ pub(super) fn change_size(change: &Change) -> usize {
 /// Where an open transaction's changes are.
 #[derive(Debug)]
 enum Store {
-    Memory(Vec<(Xid, Change)>),
+    /// The changes, and the subxid of each (kept apart so that the change vector is handed over
+    /// as it is, not copied, when the transaction ends).
+    Memory(Vec<Change>, Vec<Xid>),
     Spilled(Box<SpillWriter>),
 }
 
@@ -68,7 +73,7 @@ impl TxBuffer {
     /// An empty in-memory buffer.
     pub(super) fn new() -> Self {
         TxBuffer {
-            store: Store::Memory(Vec::new()),
+            store: Store::Memory(Vec::new(), Vec::new()),
             bytes: 0,
         }
     }
@@ -91,9 +96,10 @@ impl TxBuffer {
         change: Change,
     ) -> Result<Added, AssembleError> {
         match &mut self.store {
-            Store::Memory(changes) => {
+            Store::Memory(changes, subxids) => {
                 let size = change_size(&change);
-                changes.push((subxid, change));
+                changes.push(change);
+                subxids.push(subxid);
                 self.bytes += size;
                 Ok(Added {
                     memory: size,
@@ -110,15 +116,17 @@ impl TxBuffer {
     /// Drops the changes of subtransaction `subxid`; returns the memory bytes freed.
     pub(super) fn abort_subxact(&mut self, subxid: Xid) -> usize {
         match &mut self.store {
-            Store::Memory(changes) => {
+            Store::Memory(changes, subxids) => {
                 let mut freed = 0;
-                changes.retain(|(s, change)| {
-                    let keep = *s != subxid;
-                    if !keep {
+                let mut keep = subxids.iter().map(|s| *s != subxid);
+                changes.retain(|change| {
+                    let kept = keep.next().unwrap_or(true);
+                    if !kept {
                         freed += change_size(change);
                     }
-                    keep
+                    kept
                 });
+                subxids.retain(|s| *s != subxid);
                 self.bytes -= freed;
                 freed
             }
@@ -136,11 +144,11 @@ impl TxBuffer {
         xid: Xid,
         mut writer: SpillWriter,
     ) -> Result<(usize, u64), AssembleError> {
-        let Store::Memory(changes) = &mut self.store else {
+        let Store::Memory(changes, subxids) = &mut self.store else {
             return Ok((0, 0));
         };
         let mut written = 0;
-        for (subxid, change) in changes.drain(..) {
+        for (change, subxid) in changes.drain(..).zip(subxids.drain(..)) {
             written += write(&mut writer, xid, subxid, change)?;
         }
         self.store = Store::Spilled(Box::new(writer));
@@ -151,9 +159,7 @@ impl TxBuffer {
     /// The transaction's changes, in order: the vector, or the spill file's reader.
     pub(super) fn finish(self, xid: Xid) -> Result<Changes, AssembleError> {
         match self.store {
-            Store::Memory(changes) => Ok(Changes::InMemory(
-                changes.into_iter().map(|(_, change)| change).collect(),
-            )),
+            Store::Memory(changes, _) => Ok(Changes::InMemory(changes)),
             Store::Spilled(writer) => {
                 let path = writer.path().to_owned();
                 let reader =
