@@ -64,6 +64,12 @@ impl Pair {
                 "blueshift sync exited:\n{}",
                 sync.log_text()
             );
+            // The slot is active while a backfill creates it too: streaming has begun when
+            // sync says so.
+            anyhow::ensure!(
+                sync.log_text().contains("sync started"),
+                "sync has not started streaming yet"
+            );
             let active = self.blue.psql(
                 "app",
                 "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bs' AND active",
