@@ -42,10 +42,12 @@ struct Cli {
 enum Command {
     Demo(demo::DemoArgs),
     Sync(Box<sync::SyncArgs>),
-    /// Copy blue's existing rows into green and exit: a consistent snapshot shared with the
-    /// replication slot, tables split across --copy-workers, green's indexes rebuilt after the
-    /// load, sequences set. Resumes an interrupted copy. `blueshift sync` then streams from
-    /// the slot with no gap and nothing twice.
+    /// Copy blue's existing rows into green, then exit.
+    ///
+    /// A consistent snapshot shared with the replication slot, tables split across
+    /// --copy-workers, green's indexes rebuilt after the load, sequences set. Resumes an
+    /// interrupted copy. `blueshift sync` then streams from the slot with no gap and nothing
+    /// twice.
     Backfill(Box<sync::SyncArgs>),
     Tail(tail::TailArgs),
     Migrate(migrate::MigrateArgs),
