@@ -599,18 +599,8 @@ async fn copy_generation(
             .map_err(|e| BackfillError::green("open a transaction", e))?;
         if *truncate {
             tracing::warn!(table = %table, "copying the table again whole (rewritten on blue since the interrupted copy, or no key on green to merge on)");
-            // DELETE, not TRUNCATE: foreign keys kept (--keep-indexes) would refuse it.
-            tx.batch_execute(&format!("DELETE FROM {table}"))
-                .await
-                .map_err(|e| BackfillError::green(&format!("empty {table}"), e))?;
         }
-        tx.execute(
-            "DELETE FROM blueshift.backfill_chunk WHERE slot = $1 AND target_schema = $2 \
-             AND target_table = $3",
-            &[&slot, &table.schema, &table.name],
-        )
-        .await
-        .map_err(|e| BackfillError::green("plan a table", e))?;
+        state::clear_table(&tx, slot, table, *truncate).await?;
         state::add_chunks(&tx, slot, &plan_table(table)).await?;
         tx.commit()
             .await
@@ -808,16 +798,7 @@ async fn reset_table(
         .transaction()
         .await
         .map_err(|e| BackfillError::green("open a transaction", e))?;
-    tx.batch_execute(&format!("DELETE FROM {table}"))
-        .await
-        .map_err(|e| BackfillError::green(&format!("empty {table}"), e))?;
-    tx.execute(
-        "DELETE FROM blueshift.backfill_chunk WHERE slot = $1 AND target_schema = $2 \
-         AND target_table = $3",
-        &[&slot, &table.schema, &table.name],
-    )
-    .await
-    .map_err(|e| BackfillError::green("forget a table's chunks", e))?;
+    state::clear_table(&tx, slot, table, true).await?;
     tx.commit()
         .await
         .map_err(|e| BackfillError::green("reset a table", e))
@@ -940,20 +921,7 @@ pub async fn forget(
     green: &impl tokio_postgres::GenericClient,
     slot: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    for table in [
-        "backfill_run",
-        "backfill_generation",
-        "backfill_chunk",
-        "backfill_ddl",
-    ] {
-        green
-            .execute(
-                &format!("DELETE FROM blueshift.{table} WHERE slot = $1"),
-                &[&slot],
-            )
-            .await?;
-    }
-    Ok(())
+    state::forget(green, slot).await
 }
 
 /// The fences of `slot`'s backfill, by table (empty when there is none): what the appliers skip

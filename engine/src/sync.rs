@@ -288,13 +288,10 @@ pub async fn run_with_progress(
             }
             Err(BackfillError::Interrupted) => return Ok(summary),
             Err(e) if e.is_transient() && !shutdown.fired() => {
-                metrics.error(ErrorClass::Transient);
-                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "backfill interrupted; resuming");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.clone().wait() => return Ok(summary),
+                let what = "backfill interrupted; resuming";
+                if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
+                    return Ok(summary);
                 }
-                wait = (wait * 2).min(config.backoff.1);
                 summary.reconnects += 1;
             }
             Err(e) => {
@@ -320,13 +317,10 @@ pub async fn run_with_progress(
                 return Ok(summary);
             }
             Err(e) if e.is_transient() && !shutdown.fired() => {
-                metrics.error(ErrorClass::Transient);
-                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "sync interrupted; reconnecting");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.clone().wait() => return Ok(summary),
+                let what = "sync interrupted; reconnecting";
+                if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
+                    return Ok(summary);
                 }
-                wait = (wait * 2).min(config.backoff.1);
                 summary.reconnects += 1;
             }
             Err(e) => {
@@ -335,6 +329,26 @@ pub async fn run_with_progress(
             }
         }
     }
+}
+
+/// After a transient error: counts and logs it, waits `wait` (doubling it for next time, up to
+/// the longest backoff); false when shutdown came during the wait.
+async fn back_off(
+    e: &(dyn std::error::Error + Send + Sync),
+    what: &'static str,
+    wait: &mut Duration,
+    config: &SyncConfig,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> bool {
+    metrics.error(ErrorClass::Transient);
+    tracing::warn!(error = %error_chain(e), retry_in = ?*wait, "{what}");
+    let slept = tokio::select! {
+        () = tokio::time::sleep(*wait) => true,
+        () = shutdown.clone().wait() => false,
+    };
+    *wait = (*wait * 2).min(config.backoff.1);
+    slept
 }
 
 /// Applies blue's stream with one applier until every transaction committed before `until` is

@@ -320,11 +320,8 @@ async fn restore_one(green: &mut Client, slot: &str, d: &Ddl) -> Result<(), Back
 
 async fn try_restore(green: &mut Client, slot: &str, d: &Ddl) -> Result<(), BackfillError> {
     let name = quote_ident(&d.name);
-    let what = || format!("restore {} {name} on {}", d.kind.as_str(), d.table);
-    if d.kind == Kind::ForeignKey {
-        return restore_foreign_key(green, slot, d).await;
-    }
     let sql = match d.kind {
+        Kind::ForeignKey => return restore_foreign_key(green, slot, d).await,
         Kind::PrimaryKey | Kind::Constraint => format!(
             "ALTER TABLE {} ADD CONSTRAINT {name} {}",
             d.table, d.definition
@@ -334,15 +331,34 @@ async fn try_restore(green: &mut Client, slot: &str, d: &Ddl) -> Result<(), Back
             "ALTER TABLE {} REPLICA IDENTITY USING INDEX {name}",
             d.table
         ),
-        Kind::ForeignKey => unreachable!("handled above"),
+    };
+    run_and_record(green, slot, d, Some(&sql)).await
+}
+
+/// Runs `sql` (if any) and records `d` restored, in one transaction.
+async fn run_and_record(
+    green: &mut Client,
+    slot: &str,
+    d: &Ddl,
+    sql: Option<&str>,
+) -> Result<(), BackfillError> {
+    let what = || {
+        format!(
+            "restore {} {} on {}",
+            d.kind.as_str(),
+            quote_ident(&d.name),
+            d.table
+        )
     };
     let tx = green
         .transaction()
         .await
         .map_err(|e| BackfillError::green(&what(), e))?;
-    tx.batch_execute(&sql)
-        .await
-        .map_err(|e| BackfillError::green(&what(), e))?;
+    if let Some(sql) = sql {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| BackfillError::green(&what(), e))?;
+    }
     state::ddl_restored(&tx, slot, d.ordinal).await?;
     tx.commit()
         .await
@@ -372,56 +388,20 @@ async fn restore_foreign_key(green: &mut Client, slot: &str, d: &Ddl) -> Result<
         d.table, d.definition
     );
     if as_it_was {
-        let tx = green
-            .transaction()
-            .await
-            .map_err(|e| BackfillError::green(&what(), e))?;
-        if !exists {
-            tx.batch_execute(&add)
-                .await
-                .map_err(|e| BackfillError::green(&what(), e))?;
-        }
-        state::ddl_restored(&tx, slot, d.ordinal).await?;
-        return tx
-            .commit()
-            .await
-            .map_err(|e| BackfillError::green(&what(), e));
+        return run_and_record(green, slot, d, (!exists).then_some(add.as_str())).await;
     }
     if !exists {
         match green.batch_execute(&format!("{add} NOT VALID")).await {
             Ok(()) => {}
             // feature_not_supported: NOT VALID on a partitioned table (PostgreSQL 14-17).
             Err(e) if e.code().is_some_and(|c| c.code() == "0A000") => {
-                let tx = green
-                    .transaction()
-                    .await
-                    .map_err(|e| BackfillError::green(&what(), e))?;
-                tx.batch_execute(&add)
-                    .await
-                    .map_err(|e| BackfillError::green(&what(), e))?;
-                state::ddl_restored(&tx, slot, d.ordinal).await?;
-                return tx
-                    .commit()
-                    .await
-                    .map_err(|e| BackfillError::green(&what(), e));
+                return run_and_record(green, slot, d, Some(&add)).await;
             }
             Err(e) => return Err(BackfillError::green(&what(), e)),
         }
     }
-    let tx = green
-        .transaction()
-        .await
-        .map_err(|e| BackfillError::green(&what(), e))?;
-    tx.batch_execute(&format!(
-        "ALTER TABLE {} VALIDATE CONSTRAINT {name}",
-        d.table
-    ))
-    .await
-    .map_err(|e| BackfillError::green(&what(), e))?;
-    state::ddl_restored(&tx, slot, d.ordinal).await?;
-    tx.commit()
-        .await
-        .map_err(|e| BackfillError::green(&what(), e))
+    let validate = format!("ALTER TABLE {} VALIDATE CONSTRAINT {name}", d.table);
+    run_and_record(green, slot, d, Some(&validate)).await
 }
 
 #[cfg(test)]

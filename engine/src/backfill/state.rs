@@ -110,12 +110,11 @@ pub(crate) async fn run(
     }))
 }
 
-/// Forgets every record of `slot`'s run and starts a new one.
-pub(crate) async fn start(
+/// Deletes every record of `slot`'s run.
+pub(crate) async fn forget(
     green: &impl GenericClient,
     slot: &str,
-    keep_indexes: bool,
-) -> Result<(), BackfillError> {
+) -> Result<(), tokio_postgres::Error> {
     for table in [
         "backfill_run",
         "backfill_generation",
@@ -127,9 +126,46 @@ pub(crate) async fn start(
                 &format!("DELETE FROM blueshift.{table} WHERE slot = $1"),
                 &[&slot],
             )
-            .await
-            .map_err(|e| BackfillError::green("clear an earlier backfill run", e))?;
+            .await?;
     }
+    Ok(())
+}
+
+/// Forgets the chunks of `target` and, with `empty_rows`, deletes its rows on green (`DELETE`,
+/// not `TRUNCATE`: foreign keys kept by --keep-indexes would refuse that); run it in the
+/// transaction that plans the table again, or before a new copy of it.
+pub(crate) async fn clear_table(
+    green: &impl GenericClient,
+    slot: &str,
+    target: &QualifiedName,
+    empty_rows: bool,
+) -> Result<(), BackfillError> {
+    if empty_rows {
+        green
+            .batch_execute(&format!("DELETE FROM {target}"))
+            .await
+            .map_err(|e| BackfillError::green(&format!("empty {target}"), e))?;
+    }
+    green
+        .execute(
+            "DELETE FROM blueshift.backfill_chunk WHERE slot = $1 AND target_schema = $2 \
+             AND target_table = $3",
+            &[&slot, &target.schema, &target.name],
+        )
+        .await
+        .map_err(|e| BackfillError::green("forget a table's chunks", e))?;
+    Ok(())
+}
+
+/// Forgets every record of `slot`'s run and starts a new one.
+pub(crate) async fn start(
+    green: &impl GenericClient,
+    slot: &str,
+    keep_indexes: bool,
+) -> Result<(), BackfillError> {
+    forget(green, slot)
+        .await
+        .map_err(|e| BackfillError::green("clear an earlier backfill run", e))?;
     green
         .execute(
             "INSERT INTO blueshift.backfill_run (slot, keep_indexes) VALUES ($1, $2)",
