@@ -171,6 +171,35 @@ pub async fn connect(
     Ok((client, handle))
 }
 
+/// How long closing a connection may take before its task is aborted.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ends a connection politely: drops the client, so that its connection task sends
+/// `Terminate` and closes the socket, and waits for that task (at most five seconds). Aborting
+/// the task instead drops the socket mid-conversation, which the server logs as an error.
+pub async fn close(client: Client, connection: JoinHandle<()>) {
+    drop(client);
+    finish(connection).await;
+}
+
+/// [`close`] for a client shared with tasks that are stopping: the connection ends once the
+/// last of them lets go.
+pub async fn close_shared(client: std::sync::Arc<Client>, connection: JoinHandle<()>) {
+    drop(client);
+    finish(connection).await;
+}
+
+/// Waits for the connection task of a client that is gone (at most five seconds, then aborts
+/// it).
+pub async fn finish(mut connection: JoinHandle<()>) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut connection)
+        .await
+        .is_err()
+    {
+        connection.abort();
+    }
+}
+
 /// blueshift's connection settings as a `tokio_postgres::Config`. TLS is off: the settings refuse
 /// the modes that need it.
 pub fn tokio_config(config: &ConnectConfig, application_name: &str) -> tokio_postgres::Config {

@@ -1,13 +1,12 @@
 //! Column renames from the command line (`--rename [SCHEMA.]TABLE:FROM=TO`, repeatable) and from
-//! a TOML file (`[[rename]]` tables with `table`, `from`, `to`), for `sync` and `plan`.
+//! the settings file (`[[rename]]` tables with `table`, `from`, `to`), for `sync`, `backfill`
+//! and `plan`.
 //!
 //! Both add up; the same blue column renamed twice, two columns renamed to one, or a column
 //! renamed to itself is an error. The syntax is `blueshift_engine::schema::Rename`'s: names are
 //! exact (no case folding), a bare table is in `public`, and a name containing `.`, `:`, `=` or
 //! `"` is double-quoted as in SQL. In the file only `table` is parsed that way; `from` and `to`
 //! are taken as they are.
-
-use std::path::Path;
 
 use anyhow::Context as _;
 use blueshift_engine::schema::{Rename, Renames};
@@ -35,22 +34,6 @@ pub(crate) struct FileRename {
     to: String,
 }
 
-/// Only the renames of a settings file: what `plan --config` reads.
-#[derive(Debug, Default, Deserialize)]
-struct RenamesOnly {
-    #[serde(default)]
-    rename: Vec<FileRename>,
-}
-
-/// The renames of the TOML file at `path` (its other settings are not read).
-pub(crate) fn read_file(path: &Path) -> anyhow::Result<Vec<FileRename>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("could not read {}", path.display()))?;
-    let file: RenamesOnly = toml::from_str(&text)
-        .with_context(|| format!("invalid settings file {}", path.display()))?;
-    Ok(file.rename)
-}
-
 /// The file's renames and the flags', checked together.
 pub(crate) fn collect(file: Vec<FileRename>, flags: Vec<Rename>) -> anyhow::Result<Renames> {
     let mut all = Vec::with_capacity(file.len() + flags.len());
@@ -67,6 +50,13 @@ pub(crate) fn collect(file: Vec<FileRename>, flags: Vec<Rename>) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The renames of a settings file.
+    #[derive(Debug, Default, Deserialize)]
+    struct RenamesOnly {
+        #[serde(default)]
+        rename: Vec<FileRename>,
+    }
 
     fn file(toml_text: &str) -> Vec<FileRename> {
         toml::from_str::<RenamesOnly>(toml_text).unwrap().rename

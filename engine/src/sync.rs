@@ -27,7 +27,9 @@
 //! Transient errors (a connection lost, blue or green restarting) end the attempt; [`run`]
 //! reconnects with backoff and resumes from green's durable position. Definite errors stop.
 
+mod background;
 mod durability;
+pub mod heartbeat;
 mod monitor;
 mod order;
 mod preflight;
@@ -58,6 +60,8 @@ use crate::assembler::{AssembleError, AssemblerOptions, TxAssembler};
 use crate::backfill::{self, BackfillError, BackfillOptions, Progress};
 use crate::client;
 use crate::metrics::Metrics;
+use crate::status::Side;
+use background::Background;
 use order::CommitOrder;
 use scheduler::Scheduler;
 use writeset::KeyCatalog;
@@ -189,6 +193,16 @@ pub enum SyncError {
     /// The backfill failed.
     #[error("the backfill failed")]
     Backfill(#[source] BackfillError),
+    /// A signal stopped sync before its work was done; running it again resumes.
+    #[error(
+        "{during} was interrupted by a signal: {state} — run the same command again to resume"
+    )]
+    Interrupted {
+        /// What was running: `sync` (before streaming started), `the backfill`.
+        during: &'static str,
+        /// What the interruption left behind.
+        state: &'static str,
+    },
     /// The slot is gone although green holds changes streamed through it.
     #[error(
         "replication slot {slot} does not exist on blue, but green holds changes streamed through \
@@ -267,30 +281,83 @@ pub async fn run_with_progress(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<SyncSummary, SyncError> {
     let shutdown = shutdown_signal(shutdown);
-    preflight::check(&config).await?;
+    let mut config = config;
+    // Who holds the slot, for a second sync refused at preflight (and in pg_stat_activity).
+    let name = format!(
+        "blueshift sync {} (pid {} on {})",
+        config.slot,
+        std::process::id(),
+        hostname()
+    );
+    config.source.set_fallback_application_name(name);
+    let result = run_stages(config, metrics.clone(), progress, shutdown).await;
+    metrics.set_up(false);
+    result
+}
+
+/// This machine's name (for `application_name`), or `unknown host`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".to_owned())
+}
+
+/// What an interrupted backfill leaves behind.
+const BACKFILL_INTERRUPTED: &str = "green's tables are partly loaded (their indexes not yet \
+    rebuilt) and every finished chunk is recorded; the next run copies only the unfinished ones";
+
+async fn run_stages(
+    config: SyncConfig,
+    metrics: Metrics,
+    progress: &Arc<Progress>,
+    shutdown: Shutdown,
+) -> Result<SyncSummary, SyncError> {
+    let before_streaming = SyncError::Interrupted {
+        during: "sync",
+        state: "it had not started streaming, and nothing was changed",
+    };
+    // A signal during the preflight's connects and queries stops at once.
+    tokio::select! {
+        biased;
+        () = shutdown.clone().wait() => return Err(before_streaming),
+        checked = preflight::check(&config) => checked?,
+    }
     let mut summary = SyncSummary::default();
     let mut wait = config.backoff.0;
     // The backfill, resumed after transient failures (each retry takes a new snapshot and copies
-    // only what is unfinished).
+    // only what is unfinished). While it copies, a signal lets the chunks in hand finish; in
+    // any other step (connecting, planning, rebuilding indexes) the step is dropped at once and
+    // the next run resumes it, as after a crash.
+    let interrupted = || SyncError::Interrupted {
+        during: "the backfill",
+        state: BACKFILL_INTERRUPTED,
+    };
     loop {
-        match backfill::run(
+        let run = backfill::run(
             &config,
             &config.backfill,
             &metrics,
             progress,
             shutdown.clone().wait(),
-        )
-        .await
-        {
+        );
+        let copying = || progress.phase() == backfill::Phase::Copying;
+        let result = tokio::select! {
+            result = run => result,
+            () = unless(&shutdown, copying) => return Err(interrupted()),
+        };
+        match result {
             Ok(done) => {
                 summary.backfill = done;
                 break;
             }
-            Err(BackfillError::Interrupted) => return Ok(summary),
+            Err(BackfillError::Interrupted) => return Err(interrupted()),
             Err(e) if e.is_transient() && !shutdown.fired() => {
                 let what = "backfill interrupted; resuming";
                 if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
-                    return Ok(summary);
+                    return Err(interrupted());
                 }
                 summary.reconnects += 1;
             }
@@ -300,13 +367,28 @@ pub async fn run_with_progress(
             }
         }
     }
-    if config.backfill.only || shutdown.fired() {
+    if shutdown.fired() {
+        return Err(before_streaming);
+    }
+    if config.backfill.only {
         return Ok(summary);
     }
     wait = config.backoff.0;
     loop {
         let started = std::time::Instant::now();
-        let result = attempt(&config, &metrics, shutdown.clone(), None).await;
+        let streaming = std::sync::atomic::AtomicBool::new(false);
+        // A signal while the attempt connects drops it at once; once it streams, it drains
+        // what is in flight itself.
+        let is_streaming = || streaming.load(std::sync::atomic::Ordering::Acquire);
+        let result = tokio::select! {
+            result = attempt(&config, &metrics, shutdown.clone(), None, &streaming) => result,
+            () = unless(&shutdown, is_streaming) => Ok(0),
+        };
+        metrics.set_connected(Side::Blue, false);
+        metrics.set_connected(Side::Green, false);
+        if result.is_err() || !is_streaming() {
+            metrics.lag().down(std::time::SystemTime::now());
+        }
         if started.elapsed() > config.backoff.1 {
             // It ran well for a while: the next failure starts the backoff afresh.
             wait = config.backoff.0;
@@ -328,6 +410,15 @@ pub async fn run_with_progress(
                 return Err(e);
             }
         }
+    }
+}
+
+/// Completes when shutdown is requested while `busy` is false (checked when the request
+/// comes); pends forever when the work in progress handles shutdown itself.
+async fn unless(shutdown: &Shutdown, busy: impl Fn() -> bool) {
+    shutdown.clone().wait().await;
+    if busy() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -366,7 +457,8 @@ pub(crate) async fn catch_up(
     let never = Shutdown(never);
     let mut wait = config.backoff.0;
     loop {
-        match attempt(&config, metrics, never.clone(), Some(until)).await {
+        let streaming = std::sync::atomic::AtomicBool::new(false);
+        match attempt(&config, metrics, never.clone(), Some(until), &streaming).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "catch-up interrupted; reconnecting");
@@ -380,11 +472,15 @@ pub(crate) async fn catch_up(
 
 /// One connection to blue and N to green, until shutdown, an error, or (when `stop_at` is set)
 /// every transaction committed before `stop_at` is applied.
+///
+/// Everything is connected first; `streaming` is set once the reader runs (until then, the
+/// caller may drop the attempt when shutdown comes, and no task of it is left behind).
 async fn attempt(
     config: &SyncConfig,
     metrics: &Metrics,
     shutdown: Shutdown,
     stop_at: Option<Lsn>,
+    streaming: &std::sync::atomic::AtomicBool,
 ) -> Result<u64, SyncError> {
     // What a backfill copied, each applier must not apply again.
     let fences = {
@@ -394,11 +490,9 @@ async fn attempt(
                 what: format!("could not connect to green ({})", config.target),
                 source,
             })?;
-        let fences = backfill::fences(&green, &config.slot)
-            .await
-            .map_err(SyncError::Backfill)?;
-        conn.abort();
-        Arc::new(fences)
+        let fences = backfill::fences(&green, &config.slot).await;
+        client::close(green, conn).await;
+        Arc::new(fences.map_err(SyncError::Backfill)?)
     };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
     // is the last transaction green holds.
@@ -468,33 +562,45 @@ async fn attempt(
 
     let order = CommitOrder::new(0);
     let durability = Arc::new(durability::Durability::default());
-    let (green_flush, _flush_conn) = client::connect(&config.target, "blueshift durability")
+    let (green_flush, flush_conn) = client::connect(&config.target, "blueshift durability")
         .await
         .map_err(|source| SyncError::Sql {
             what: format!("could not connect to green ({})", config.target),
             source,
         })?;
     let green_flush = Arc::new(green_flush);
-    let mut tracker = tokio::spawn(durability::track(
-        Arc::clone(&durability),
-        Arc::clone(&green_flush),
-        feedback.clone(),
-    ));
-    let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
-    let jobs = Arc::new(Mutex::new(job_rx));
-    let mut tasks = JoinSet::new();
-    let monitor = match client::connect(&config.source, "blueshift monitor").await {
-        Ok((blue_sql, _conn)) => Some(tokio::spawn(monitor::watch_blue(
-            blue_sql,
-            config.slot.clone(),
-            feedback.clone(),
-            metrics.clone(),
-        ))),
+    let blue_sql = match client::connect(&config.source, "blueshift monitor").await {
+        Ok(connected) => Some(connected),
         Err(e) => {
             tracing::warn!(error = %e, "no SQL connection to blue: the lag and retained WAL metrics stay unset");
             None
         }
     };
+    // Connected: from here on nothing awaits a server before the reader runs.
+    metrics.set_connected(Side::Blue, true);
+    metrics.set_connected(Side::Green, true);
+    let mut tracker = tokio::spawn(durability::track(
+        Arc::clone(&durability),
+        Arc::clone(&green_flush),
+        feedback.clone(),
+    ));
+    let heartbeat = {
+        let (green, slot, metrics) = (
+            Arc::clone(&green_flush),
+            config.slot.clone(),
+            metrics.clone(),
+        );
+        Background::spawn(move |stop| heartbeat::record(green, slot, metrics, stop))
+    };
+    let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
+    let jobs = Arc::new(Mutex::new(job_rx));
+    let mut tasks = JoinSet::new();
+    let monitor = blue_sql.map(|(blue_sql, conn)| {
+        let (slot, feedback, metrics) = (config.slot.clone(), feedback.clone(), metrics.clone());
+        Background::spawn(move |stop| {
+            monitor::watch_blue(blue_sql, conn, slot, feedback, metrics, stop)
+        })
+    });
     for (n, applier) in appliers.into_iter().enumerate() {
         let task = worker::run(
             n,
@@ -540,6 +646,7 @@ async fn attempt(
     };
 
     // Read until shutdown or error; an applier failing ends reading too.
+    streaming.store(true, std::sync::atomic::Ordering::Release);
     let outcome = {
         let read = reader.run(&mut stream, shutdown.wait());
         tokio::pin!(read);
@@ -596,10 +703,15 @@ async fn attempt(
     if let Err(e) = stream.close().await {
         tracing::debug!(error = %e, "the replication stream did not end cleanly");
     }
-    green_conn.abort();
+    // Every connection ends with a Terminate: the monitor's and the heartbeat's tasks close
+    // theirs when stopped, the others here.
     if let Some(monitor) = monitor {
-        monitor.abort();
+        monitor.stop().await;
     }
+    heartbeat.stop().await;
+    // The reader, which owned the other client of green, is gone.
+    client::finish(green_conn).await;
+    client::close_shared(green_flush, flush_conn).await;
     let scheduled = outcome?;
     drained?;
     tracing::info!(

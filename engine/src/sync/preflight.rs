@@ -53,6 +53,30 @@ pub enum PreflightError {
     /// Comparing the schemas failed.
     #[error("could not compare blue's and green's schemas")]
     Schema(#[source] SchemaError),
+    /// Another process streams from the slot.
+    #[error(
+        "replication slot {} on blue is in use: blue's process {pid} streams it{holder} — another `blueshift sync` \
+         (or another consumer) is streaming from it: stop that one first, or give this sync its \
+         own --slot. If that process is gone, blue frees the slot within wal_sender_timeout, or \
+         at once with SELECT pg_terminate_backend({pid}) on blue",
+        quote_ident(slot)
+    )]
+    SlotInUse {
+        /// The slot.
+        slot: String,
+        /// `pg_replication_slots.active_pid`: blue's walsender serving the other process.
+        pid: i32,
+        /// Who the other process is, as ` (to "blueshift sync bs (pid 12 on db1)", from host …)`.
+        holder: String,
+    },
+    /// Blue and green are one database.
+    #[error("--source and --target reach the same database (system identifier {system}, database oid {oid}) — green must be another database than blue: check the connection strings")]
+    SameDatabase {
+        /// `pg_control_system().system_identifier`.
+        system: i64,
+        /// The database's oid.
+        oid: u32,
+    },
 }
 
 fn failed(problem: impl Into<String>, fix: impl Into<String>) -> PreflightError {
@@ -65,10 +89,17 @@ fn failed(problem: impl Into<String>, fix: impl Into<String>) -> PreflightError 
 /// Runs every check; creates the publication when `create_publication` is set.
 pub(crate) async fn check(config: &SyncConfig) -> Result<(), PreflightError> {
     let (blue, blue_conn) = connect("blue", &config.source).await?;
-    let (green, green_conn) = connect("green", &config.target).await?;
+    let (green, green_conn) = match connect("green", &config.target).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            client::close(blue, blue_conn).await;
+            return Err(e);
+        }
+    };
     let result = run_checks(config, &blue, &green).await;
-    blue_conn.abort();
-    green_conn.abort();
+    // Closed with a Terminate: a dropped socket makes blue log "could not send data to client".
+    client::close(blue, blue_conn).await;
+    client::close(green, green_conn).await;
     result
 }
 
@@ -185,6 +216,13 @@ async fn run_checks(
         tracing::info!(publication = %config.publication, scope = %scope, "created the publication");
     }
 
+    // Blue and green must be two databases (a sync onto itself would apply every change twice).
+    same_database(blue, green).await?;
+
+    // Our slot, when it exists, must be free: another sync streaming from it would take turns
+    // with this one. A process that just died may hold it for a moment: wait a little.
+    slot_free(blue, &config.slot).await?;
+
     // A free slot, when ours must be created.
     let row = one(
         blue,
@@ -298,4 +336,68 @@ async fn run_checks(
         }
     }
     Ok(())
+}
+
+/// Refuses blue and green being the same database: same system identifier and database oid.
+/// Roles that may not call `pg_control_system()` skip the check (the settings compared host,
+/// port and database name already).
+async fn same_database(blue: &Client, green: &Client) -> Result<(), PreflightError> {
+    const SQL: &str = "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()),
+                              (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())";
+    let (Ok(b), Ok(g)) = (
+        blue.query_one(SQL, &[]).await,
+        green.query_one(SQL, &[]).await,
+    ) else {
+        return Ok(());
+    };
+    let read = |r: &tokio_postgres::Row| -> Option<(i64, u32)> {
+        Some((r.try_get(0).ok()?, r.try_get(1).ok()?))
+    };
+    match (read(&b), read(&g)) {
+        (Some(b), Some(g)) if b == g => Err(PreflightError::SameDatabase {
+            system: b.0,
+            oid: b.1,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// How long a slot held by a process that just went away may stay active.
+const SLOT_RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuses a slot another process streams from, naming its pid and where it connects from.
+async fn slot_free(blue: &Client, slot: &str) -> Result<(), PreflightError> {
+    const SQL: &str =
+        "SELECT s.active_pid, a.application_name, a.client_addr::text, a.client_hostname
+                         FROM pg_catalog.pg_replication_slots s
+                         LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = s.active_pid
+                        WHERE s.slot_name = $1 AND s.active";
+    let deadline = tokio::time::Instant::now() + SLOT_RELEASE_GRACE;
+    loop {
+        let row = one(blue, "blue", "replication slots", SQL, &[&slot]).await?;
+        let Some(row) = row else { return Ok(()) };
+        if tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        let pid: Option<i32> = row.get(0);
+        let application: Option<String> = row.get(1);
+        let addr: Option<String> = row.get(2);
+        let hostname: Option<String> = row.get(3);
+        let mut parts = Vec::new();
+        if let Some(app) = application.filter(|a| !a.is_empty()) {
+            parts.push(format!("to {app:?}"));
+        }
+        match (hostname, addr) {
+            (Some(host), Some(addr)) => parts.push(format!("from host {host} ({addr})")),
+            (None, Some(addr)) => parts.push(format!("from host {addr}")),
+            (Some(host), None) => parts.push(format!("from host {host}")),
+            (None, None) => parts.push("over a local socket".to_owned()),
+        }
+        return Err(PreflightError::SlotInUse {
+            slot: slot.to_owned(),
+            pid: pid.unwrap_or(0),
+            holder: format!(" ({})", parts.join(", ")),
+        });
+    }
 }
