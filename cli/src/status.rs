@@ -11,9 +11,10 @@ use crate::settings;
 /// From blue: the replication slot (active or not, plugin, confirmed_flush_lsn, restart_lsn,
 /// wal_status, safe_wal_size), pg_current_wal_lsn() and the WAL retained for the slot. From
 /// green: each applier's replication origin (blueshift_<slot>_<n>) and its progress; their
-/// maximum is what green durably holds. The lag is blue's current position minus that, in
-/// bytes. Lag in seconds is not shown: the servers do not record it; the running sync exports
-/// it as blueshift_lag_seconds on --metrics-addr.
+/// maximum is what green durably holds. The lag, computed as the running sync computes its
+/// metrics: in bytes, blue's current position minus what green holds (or the slot's confirmed
+/// position when further); in seconds, the age of the oldest commit green does not hold, from
+/// the heartbeat the sync records on green — it keeps growing while the sync is stopped.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:

@@ -296,8 +296,8 @@ pub async fn run(
         config, options, metrics, progress, &mut green, &blue, shutdown,
     )
     .await;
-    green_conn.abort();
-    blue_conn.abort();
+    crate::client::close(green, green_conn).await;
+    crate::client::close(blue, blue_conn).await;
     if result.is_ok() {
         progress.set_phase(Phase::Done);
     }
@@ -532,8 +532,8 @@ async fn copy_generation(
     tracing::info!(slot = %slot_name, temporary, generation, consistent_point = %created.consistent_point, "snapshot taken");
     // The plan: chunks recorded on the first generation; file nodes checked on later ones.
     // Sizes are read inside the snapshot too (the replication connection stays idle meanwhile).
-    let (planner, planner_conn) = copy::import(&config.source, &snapshot).await?;
-    let planner = &planner;
+    let (planner_client, planner_conn) = copy::import(&config.source, &snapshot).await?;
+    let planner = &planner_client;
     let chunk_blocks = i64::try_from(options.chunk_bytes / 8192).unwrap_or(i64::MAX);
     let mut current: BTreeMap<QualifiedName, Vec<(QualifiedName, i64, i64)>> = BTreeMap::new();
     for table in tables.keys() {
@@ -730,7 +730,7 @@ async fn copy_generation(
     };
     // The planner's snapshot transaction held a lock on every table it sized, so no rewrite
     // (VACUUM FULL, CLUSTER, TRUNCATE) could move rows between chunks during the copy.
-    planner_conn.abort();
+    crate::client::close(planner_client, planner_conn).await;
     joined?;
     summary.rows = progress.totals().0 - rows_before;
     Ok(())

@@ -184,8 +184,25 @@ pub async fn cleanup(options: &CleanupOptions) -> Result<CleanupReport, CleanupE
         });
     }
     let blue = Server::connect(Side::Blue, &options.source).await?;
-    let green = Server::connect(Side::Green, &options.target).await?;
+    let green = match Server::connect(Side::Green, &options.target).await {
+        Ok(green) => green,
+        Err(e) => {
+            blue.close().await;
+            return Err(e);
+        }
+    };
+    let report = plan_and_execute(options, &blue, &green).await;
+    blue.close().await;
+    green.close().await;
+    report
+}
 
+async fn plan_and_execute(
+    options: &CleanupOptions,
+    blue: &Server,
+    green: &Server,
+) -> Result<CleanupReport, CleanupError> {
+    let slot_name = options.slot.as_str();
     // Plan: read everything first, so that a refusal leaves both servers untouched.
     let mut steps = Vec::new();
     let mut left = Vec::new();
@@ -290,18 +307,25 @@ struct Server {
     side: Side,
     target: String,
     client: Client,
+    connection: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     async fn connect(side: Side, config: &ConnectConfig) -> Result<Server, CleanupError> {
-        let (client, _connection) = client::connect(config, "blueshift cleanup")
+        let (client, connection) = client::connect(config, "blueshift cleanup")
             .await
             .map_err(|source| CleanupError::Connect { side, source })?;
         Ok(Server {
             side,
             target: config.to_string(),
             client,
+            connection,
         })
+    }
+
+    /// Ends the session with a Terminate.
+    async fn close(self) {
+        client::close(self.client, self.connection).await;
     }
 
     fn error(&self, what: impl Into<String>, e: impl Into<SqlError>) -> CleanupError {

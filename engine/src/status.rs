@@ -11,12 +11,19 @@
 //!   `wal_status`, `safe_wal_size`) and blue's current WAL position; the WAL retained is
 //!   `pg_current_wal_lsn() - restart_lsn`.
 //! - [`origin`]: the appliers' origins on green; their maximum progress is green's durable
-//!   position, and the lag is blue's current position minus it.
+//!   position.
 //!
-//! Lag in *seconds* is not reported here: green's origins record blue's commit LSNs, not
-//! times, and blue keeps no map from LSN to time (`pg_last_committed_xact()` gives only the
-//! newest commit, and only with `track_commit_timestamp`). The running sync knows the commit
-//! time of what it applied and exports it as `blueshift_lag_seconds`.
+//! The lag is computed as the running sync computes `blueshift_lag_seconds` and
+//! `blueshift_lag_bytes`:
+//! - in bytes, blue's current position minus what green durably holds: the origins' progress,
+//!   or the slot's `confirmed_flush_lsn` when it is further (the sync confirms an idle stream's
+//!   position, which no transaction of green's records, and never confirms more than green
+//!   holds);
+//! - in seconds, from the heartbeat the sync records on green (`blueshift.sync_lag`, see
+//!   [`crate::sync::heartbeat`]): the age of the oldest commit green does not hold, which keeps
+//!   growing while the sync is stopped or cut off. Blue keeps no map from LSN to time, so
+//!   without a heartbeat (a sync of an older version, or a green that refused the table) the
+//!   seconds are unknown.
 
 pub mod origin;
 pub mod slot;
@@ -114,7 +121,7 @@ pub enum StatusError {
 }
 
 /// Where a sync stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Status {
     /// The slot on blue.
     pub slot: SlotInfo,
@@ -128,9 +135,14 @@ pub struct Status {
     /// The maximum of the origins' progress: what green durably holds; `None` before the first
     /// applied transaction.
     pub green_lsn: Option<Lsn>,
-    /// Blue's current position minus green's durable one; `None` before the first applied
-    /// transaction.
+    /// Blue's current position minus green's durable one (or the slot's confirmed position
+    /// when further); `None` before the first applied transaction.
     pub lag_bytes: Option<u64>,
+    /// The lag in seconds, computed from the sync's heartbeat; `None` when none was recorded.
+    pub lag_seconds: Option<f64>,
+    /// Whether the sync recorded its heartbeat lately (it runs and reaches green); `None` when
+    /// none was ever recorded.
+    pub sync_recording: Option<bool>,
 }
 
 /// Reads the slot on blue and its origins on green (both servers at once).
@@ -146,7 +158,7 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
         read_green(&options.target, slot_name)
     );
     let (slot, blue_current_lsn) = blue?;
-    let origins = green?;
+    let (origins, heartbeat) = green?;
     if origins.is_empty() {
         return Err(StatusError::NoOrigins {
             slot: slot_name.to_owned(),
@@ -154,11 +166,25 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
         });
     }
     let green_lsn = durable_position(&origins);
+    let now = std::time::SystemTime::now();
+    let (lag_seconds, sync_recording) = match heartbeat {
+        Some((recorded_at, basis)) => (
+            Some(crate::sync::heartbeat::lag_seconds(now, recorded_at, basis)),
+            Some(
+                now.duration_since(recorded_at)
+                    .map_or(true, |age| age <= crate::sync::heartbeat::STALE_AFTER),
+            ),
+        ),
+        None => (None, None),
+    };
+    let confirmed = green_lsn.map(|green| green.max(slot.confirmed_flush_lsn.unwrap_or(green)));
     Ok(Status {
         retained_wal_bytes: slot
             .restart_lsn
             .map(|restart| blue_current_lsn.bytes_since(restart)),
-        lag_bytes: green_lsn.map(|green| blue_current_lsn.bytes_since(green)),
+        lag_bytes: confirmed.map(|green| blue_current_lsn.bytes_since(green)),
+        lag_seconds,
+        sync_recording,
         slot,
         blue_current_lsn,
         origins,
@@ -167,7 +193,17 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
 }
 
 async fn read_blue(config: &ConnectConfig, slot: &str) -> Result<(SlotInfo, Lsn), StatusError> {
-    let (client, _connection) = connect(Side::Blue, config).await?;
+    let (client, connection) = connect(Side::Blue, config).await?;
+    let result = read_slot(&client, config, slot).await;
+    client::close(client, connection).await;
+    result
+}
+
+async fn read_slot(
+    client: &tokio_postgres::Client,
+    config: &ConnectConfig,
+    slot: &str,
+) -> Result<(SlotInfo, Lsn), StatusError> {
     let query_error = |what| {
         move |source| StatusError::Query {
             side: Side::Blue,
@@ -176,32 +212,60 @@ async fn read_blue(config: &ConnectConfig, slot: &str) -> Result<(SlotInfo, Lsn)
             source,
         }
     };
-    let info = slot::read(&client, slot)
+    let info = slot::read(client, slot)
         .await
         .map_err(query_error("pg_replication_slots"))?
         .ok_or_else(|| StatusError::NoSlot {
             slot: slot.to_owned(),
             target: config.to_string(),
         })?;
-    let current = slot::current_wal_lsn(&client)
+    let current = slot::current_wal_lsn(client)
         .await
         .map_err(query_error("pg_current_wal_lsn()"))?;
     Ok((info, current))
 }
 
+/// A heartbeat row: when it was recorded, and the lag's basis then.
+type Heartbeat = (std::time::SystemTime, Option<std::time::SystemTime>);
+
 async fn read_green(
     config: &ConnectConfig,
     slot: &str,
-) -> Result<Vec<OriginProgress>, StatusError> {
-    let (client, _connection) = connect(Side::Green, config).await?;
-    origin::read(&client, slot)
+) -> Result<(Vec<OriginProgress>, Option<Heartbeat>), StatusError> {
+    let (client, connection) = connect(Side::Green, config).await?;
+    let origins = origin::read(&client, slot)
         .await
         .map_err(|source| StatusError::Query {
             side: Side::Green,
             target: config.to_string(),
             what: "the replication origins",
             source,
-        })
+        });
+    let heartbeat = match origins {
+        Ok(_) => read_heartbeat(&client, slot).await,
+        Err(_) => None,
+    };
+    client::close(client, connection).await;
+    Ok((origins?, heartbeat))
+}
+
+/// The sync's heartbeat row of `slot`, when the table and the row exist.
+async fn read_heartbeat(client: &tokio_postgres::Client, slot: &str) -> Option<Heartbeat> {
+    let row = client
+        .query_opt(
+            "SELECT recorded_at, lag_basis FROM blueshift.sync_lag WHERE slot = $1",
+            &[&slot],
+        )
+        .await;
+    match row {
+        Ok(Some(row)) => Some((row.try_get(0).ok()?, row.try_get(1).ok()?)),
+        Ok(None) => None,
+        // 42P01: no table, no heartbeat yet.
+        Err(e) => {
+            tracing::debug!(error = %e, "no lag heartbeat on green");
+            None
+        }
+    }
 }
 
 async fn connect(
@@ -244,6 +308,8 @@ impl Status {
                 "durable_lsn": lsn(self.green_lsn),
             },
             "lag_bytes": self.lag_bytes,
+            "lag_seconds": self.lag_seconds,
+            "sync_recording": self.sync_recording,
         })
     }
 }
@@ -299,11 +365,15 @@ impl fmt::Display for Status {
             .lag_bytes
             .map_or_else(|| "- (green has applied nothing yet)".to_owned(), bytes);
         row(f, "behind blue", &lag)?;
-        row(
-            f,
-            "seconds",
-            "not known from the servers; see blueshift_lag_seconds of the running sync",
-        )
+        let seconds = match (self.lag_seconds, self.sync_recording) {
+            (Some(s), Some(true)) => format!("{s:.1} s"),
+            (Some(s), _) => format!(
+                "{s:.1} s (and growing: the sync is not recording its heartbeat on green — stopped, or cut off)"
+            ),
+            (None, _) => "- (no heartbeat on green: the sync has not run yet, or could not record it)"
+                .to_owned(),
+        };
+        row(f, "seconds", &seconds)
     }
 }
 
@@ -363,12 +433,15 @@ mod tests {
             }],
             green_lsn: Some(Lsn(0xABC)),
             lag_bytes: Some(0x1_0000_0300 - 0xABC),
+            lag_seconds: Some(2.5),
+            sync_recording: Some(false),
         };
         let text = status.to_string();
         assert!(text.contains("active (pid 42)"), "{text}");
         assert!(text.contains("origin blueshift_s_0"), "{text}");
         assert!(text.contains("0/ABC"), "{text}");
         assert!(text.contains("unlimited"), "{text}");
+        assert!(text.contains("2.5 s (and growing"), "{text}");
         let v = status.to_json();
         assert_eq!(v["blue"]["current_lsn"], "1/300");
         assert_eq!(v["green"]["durable_lsn"], "0/ABC");

@@ -187,6 +187,9 @@ pub enum SyncError {
     /// Every applier stopped.
     #[error("the appliers stopped")]
     AppliersGone,
+    /// The connection to green closed (green stopped, or the network failed).
+    #[error("lost the connection to green")]
+    GreenClosed,
     /// A task panicked or was cancelled.
     #[error("a sync task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
@@ -226,7 +229,7 @@ impl SyncError {
         match self {
             SyncError::Source(e) => replication_is_transient(e),
             SyncError::Backfill(e) => e.is_transient(),
-            SyncError::SourceEnded => true,
+            SyncError::SourceEnded | SyncError::GreenClosed => true,
             SyncError::Apply { source, .. } | SyncError::ApplierSetup { source, .. } => {
                 source.is_transient()
             }
@@ -584,7 +587,7 @@ async fn attempt(
         Arc::clone(&green_flush),
         feedback.clone(),
     ));
-    let heartbeat = {
+    let mut heartbeat = {
         let (green, slot, metrics) = (
             Arc::clone(&green_flush),
             config.slot.clone(),
@@ -653,6 +656,7 @@ async fn attempt(
         loop {
             tokio::select! {
                 r = &mut read => break r,
+                () = heartbeat.ended(), if !heartbeat.is_finished() => break Err(SyncError::GreenClosed),
                 done = &mut tracker => break Err(match done {
                     Ok(Ok(())) => SyncError::AppliersGone,
                     Ok(Err(source)) => SyncError::Green {

@@ -305,7 +305,8 @@ impl WorkerJob {
                 self.progress,
             )
             .await;
-            blue_conn.abort();
+            // `worker` dropped the client: its connection ends with a Terminate.
+            client::finish(blue_conn).await;
             result
         });
         if result.is_err() {
@@ -341,7 +342,7 @@ async fn worker(
     blue.batch_execute("COMMIT")
         .await
         .map_err(|e| BackfillError::blue("end the snapshot transaction", e))?;
-    green_conn.abort();
+    client::close(green, green_conn).await;
     Ok(())
 }
 

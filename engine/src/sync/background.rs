@@ -33,6 +33,16 @@ impl Background {
         }
     }
 
+    /// Completes when the task ends by itself (it was not asked to stop). Cancellation-safe.
+    pub(crate) async fn ended(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+
+    /// Whether the task has ended.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Asks the task to stop and waits for it (at most five seconds, then it is aborted).
     pub(crate) async fn stop(self) {
         let Background { stop, mut task } = self;

@@ -40,22 +40,31 @@ CREATE TABLE IF NOT EXISTS blueshift.sync_lag (
 );
 COMMIT;";
 
-/// Records the lag of `slot` every second until asked to stop.
+/// Records the lag of `slot` every second until asked to stop. Returns by itself only when
+/// the connection to green is gone (green stopped, or the network failed): the attempt then
+/// ends, even if no transaction was in flight to notice it.
 pub(crate) async fn record(
     green: Arc<Client>,
     slot: String,
     metrics: Metrics,
     mut stop: StopRequest,
 ) {
+    let mut table = true;
     if let Err(e) = green.batch_execute(CREATE).await {
         tracing::warn!(table = TABLE, error = %e, "cannot create the lag heartbeat table on green: `blueshift status` will not know the lag in seconds");
-        return;
+        table = false;
     }
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
             _ = &mut stop => return,
             _ = tick.tick() => {}
+        }
+        if green.is_closed() {
+            return;
+        }
+        if !table {
+            continue;
         }
         let basis = metrics.lag().basis();
         let now = SystemTime::now();

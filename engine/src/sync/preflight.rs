@@ -70,12 +70,10 @@ pub enum PreflightError {
         holder: String,
     },
     /// Blue and green are one database.
-    #[error("--source and --target reach the same database (system identifier {system}, database oid {oid}) — green must be another database than blue: check the connection strings")]
+    #[error("--source and --target reach the same database ({}) of the same server — green must be another database than blue: check the connection strings", quote_ident(database))]
     SameDatabase {
-        /// `pg_control_system().system_identifier`.
-        system: i64,
-        /// The database's oid.
-        oid: u32,
+        /// The database.
+        database: String,
     },
 }
 
@@ -338,26 +336,43 @@ async fn run_checks(
     Ok(())
 }
 
-/// Refuses blue and green being the same database: same system identifier and database oid.
-/// Roles that may not call `pg_control_system()` skip the check (the settings compared host,
-/// port and database name already).
+/// Refuses blue and green being the same database. Two clusters can share a system
+/// identifier (a green made from a physical copy of blue), so the check is by sight: blue's
+/// session takes a unique `application_name`, and green looks for it in its own
+/// `pg_stat_activity`, in its own database.
 async fn same_database(blue: &Client, green: &Client) -> Result<(), PreflightError> {
-    const SQL: &str = "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()),
-                              (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())";
-    let (Ok(b), Ok(g)) = (
-        blue.query_one(SQL, &[]).await,
-        green.query_one(SQL, &[]).await,
-    ) else {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let token = format!("blueshift preflight {} {nanos}", std::process::id());
+    let set = "SELECT pg_catalog.set_config('application_name', $1, false)";
+    let Ok(previous) = blue
+        .query_one("SELECT pg_catalog.current_setting('application_name')", &[])
+        .await
+    else {
         return Ok(());
     };
-    let read = |r: &tokio_postgres::Row| -> Option<(i64, u32)> {
-        Some((r.try_get(0).ok()?, r.try_get(1).ok()?))
-    };
-    match (read(&b), read(&g)) {
-        (Some(b), Some(g)) if b == g => Err(PreflightError::SameDatabase {
-            system: b.0,
-            oid: b.1,
-        }),
+    let previous: String = previous.get(0);
+    if blue.execute(set, &[&token]).await.is_err() {
+        return Ok(());
+    }
+    let seen = green
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+                             WHERE application_name = $1 AND datname = pg_catalog.current_database())",
+            &[&token],
+        )
+        .await;
+    let _ = blue.execute(set, &[&previous]).await;
+    match seen {
+        Ok(row) if row.get::<_, bool>(0) => {
+            let name = green
+                .query_one("SELECT pg_catalog.current_database()::text", &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_default();
+            Err(PreflightError::SameDatabase { database: name })
+        }
         _ => Ok(()),
     }
 }

@@ -84,19 +84,28 @@ impl Pair {
     /// `blueshift <command>` (`sync` or `backfill`) between the two, without waiting for
     /// anything; stderr goes to a log file that is printed if the test fails.
     pub(crate) fn spawn(&self, command: &str, extra: &[&str]) -> Sync {
+        let mut cmd = Command::new(blueshift_binary());
+        cmd.arg(command)
+            .args(["--source", &self.blue.uri("app")])
+            .args(["--target", &self.green.uri("app")])
+            .args(["--publication", "pub", "--slot", "bs"]);
+        if command == "sync" {
+            cmd.args(["--status-interval", "1"]);
+        }
+        cmd.args(extra);
+        self.spawn_command(command, cmd)
+    }
+
+    /// Runs `cmd` (a `blueshift` command line built by the caller) like [`Pair::spawn`]:
+    /// stderr to a log file printed if the test fails.
+    pub(crate) fn spawn_command(&self, name: &str, mut cmd: Command) -> Sync {
         let log = self.logs.path().join(format!(
-            "{command}-{}.log",
+            "{name}-{}.log",
             std::fs::read_dir(self.logs.path())
                 .map(|d| d.count())
                 .unwrap_or(0)
         ));
-        let child = Command::new(blueshift_binary())
-            .arg(command)
-            .args(["--source", &self.blue.uri("app")])
-            .args(["--target", &self.green.uri("app")])
-            .args(["--publication", "pub", "--slot", "bs"])
-            .args(["--status-interval", "1"])
-            .args(extra)
+        let child = cmd
             .env("RUST_LOG", "info,blueshift_engine=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -197,6 +206,32 @@ impl Sync {
             .expect("kill -TERM");
         let status = child.wait().expect("reaped");
         status.success()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) without waiting.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits at most `within` for it to exit; its exit code. Panics (with the log) when it is
+    /// still running then.
+    pub(crate) fn exit_code_within(&mut self, within: Duration) -> i32 {
+        let child = self.child.as_mut().expect("running");
+        let status = eventually(within, || {
+            child
+                .try_wait()?
+                .ok_or_else(|| anyhow::anyhow!("still running"))
+        })
+        .unwrap_or_else(|e| panic!("blueshift did not exit: {e:#}\n{}", self.log_text()));
+        self.child = None;
+        status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {status:?}\n{}", self.log_text()))
     }
 
     /// Waits for it to exit; returns whether it exited 0.
