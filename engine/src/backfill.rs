@@ -656,6 +656,8 @@ async fn copy_generation(
     summary.chunks = todo.len() as u64;
     progress.set_phase(Phase::Copying);
     let queue = Arc::new(Mutex::new(VecDeque::from(todo)));
+    // Read before any worker starts: rows they count belong to this generation.
+    let rows_before = progress.totals().0;
     // Each worker runs on a thread of its own with a single-threaded runtime: a chunk is
     // millions of small COPY messages handed between a connection task and the worker, and
     // keeping those hand-offs on one thread avoids a cross-thread wake-up per row.
@@ -690,7 +692,6 @@ async fn copy_generation(
     if let Err(e) = repl.close().await {
         tracing::debug!(error = %e, "the replication connection did not close cleanly");
     }
-    let rows_before = progress.totals().0;
     let joined = {
         let queue = Arc::clone(&queue);
         let join = tokio::task::spawn_blocking(move || {
