@@ -290,7 +290,7 @@ async fn plan_and_execute(
 
     if options.execute {
         for step in &steps {
-            execute(step, &blue, &green).await?;
+            execute(step, blue, green).await?;
         }
     }
     Ok(CleanupReport {
