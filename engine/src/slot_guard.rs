@@ -387,7 +387,7 @@ pub(crate) async fn advance(green: &mut Client, slot: &str, to: Lsn) -> Result<L
     let row = tx
         .query_opt(
             "UPDATE blueshift.slot_guard \
-                SET acknowledged = pg_catalog.greatest(acknowledged, $2::text::pg_lsn), \
+                SET acknowledged = GREATEST(acknowledged, $2::text::pg_lsn), \
                     recorded_at = pg_catalog.now() \
               WHERE slot = $1 RETURNING acknowledged::text",
             &[&slot, &to.to_string()],

@@ -24,8 +24,8 @@ use std::time::Duration;
 use blueshift_applier::failpoint;
 use blueshift_decoder::stream::FeedbackHandle;
 use blueshift_decoder::Lsn;
-use tokio::sync::oneshot;
-use tokio::time::MissedTickBehavior;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use crate::slot_guard::{self, SlotError};
@@ -34,6 +34,8 @@ use crate::slot_guard::{self, SlotError};
 #[derive(Debug)]
 pub(crate) struct Acks {
     durable: AtomicU64,
+    /// Wakes the acknowledger when `durable` moved.
+    moved: Notify,
     feedback: FeedbackHandle,
 }
 
@@ -41,6 +43,7 @@ impl Acks {
     pub(crate) fn new(feedback: FeedbackHandle) -> Arc<Acks> {
         Arc::new(Acks {
             durable: AtomicU64::new(0),
+            moved: Notify::new(),
             feedback,
         })
     }
@@ -48,7 +51,9 @@ impl Acks {
     /// Everything up to `lsn` is durably on green (or, when idle, nothing before it concerns
     /// green). Reported as *applied* at once (informational), as *flushed* once recorded.
     pub(crate) fn durable(&self, lsn: Lsn) {
-        self.durable.fetch_max(lsn.0, Ordering::AcqRel);
+        if self.durable.fetch_max(lsn.0, Ordering::AcqRel) < lsn.0 {
+            self.moved.notify_one();
+        }
         self.feedback.set_applied(lsn);
     }
 
@@ -70,22 +75,31 @@ pub(crate) struct Acknowledger {
 }
 
 impl Acknowledger {
-    /// Records and acknowledges every `every` until `stop` fires (or its sender is dropped),
-    /// then once more and returns. An error (green gone, the record gone) ends it: nothing more
-    /// is acknowledged, which is always safe.
+    /// Records and acknowledges what became durable — at once after a quiet spell, then at
+    /// most once per `every` — until `stop` fires (or its sender is dropped), then once more and
+    /// returns. An error (green gone, the record gone) ends it: nothing more is acknowledged,
+    /// which is always safe.
     pub(crate) async fn run(
         mut self,
         every: Duration,
         mut stop: oneshot::Receiver<()>,
     ) -> Result<(), SlotError> {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last: Option<Instant> = None;
         loop {
             tokio::select! {
                 biased;
                 _ = &mut stop => return self.flush().await,
-                _ = tick.tick() => self.flush().await?,
+                () = self.acks.moved.notified() => {}
             }
+            if let Some(last) = last {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => return self.flush().await,
+                    () = tokio::time::sleep_until(last + every) => {}
+                }
+            }
+            self.flush().await?;
+            last = Some(Instant::now());
         }
     }
 
