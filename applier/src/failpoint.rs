@@ -87,7 +87,11 @@ struct Kill {
 /// `name=kill[@N];…` into (name, action) pairs.
 fn parse(spec: &str) -> Result<Vec<(&'static str, Kill)>, String> {
     let mut armed = Vec::new();
-    for entry in spec.split([';', ',']).map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in spec
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         let (name, action) = entry
             .split_once('=')
             .ok_or_else(|| format!("{ENV}: {entry:?} is not name=kill or name=kill@N"))?;
@@ -177,11 +181,15 @@ mod tests {
             ]
         );
         assert_eq!(parse("").unwrap(), vec![]);
-        assert!(parse("nope=kill").unwrap_err().contains("unknown failpoint"));
+        assert!(parse("nope=kill")
+            .unwrap_err()
+            .contains("unknown failpoint"));
         assert!(parse("after-durable").unwrap_err().contains("name=kill"));
         assert!(parse("after-durable=panic")
             .unwrap_err()
             .contains("kill or kill@N"));
-        assert!(parse("after-durable=kill@0").unwrap_err().contains("1 or more"));
+        assert!(parse("after-durable=kill@0")
+            .unwrap_err()
+            .contains("1 or more"));
     }
 }

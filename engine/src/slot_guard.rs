@@ -359,7 +359,9 @@ pub(crate) async fn record(
         ],
     )
     .await
-    .map_err(SlotError::green("record the replication slot in blueshift.slot_guard"))?;
+    .map_err(SlotError::green(
+        "record the replication slot in blueshift.slot_guard",
+    ))?;
     blueshift_applier::failpoint::hit("slot-guard-write");
     tx.commit()
         .await
@@ -560,7 +562,9 @@ pub(crate) async fn before_start(
                  what green holds. From now on a slot dropped, re-created or advanced behind \
                  blueshift's back is refused"
             );
-            Ok(Before::Resume(record(green, slot, identity, at, false).await?))
+            Ok(Before::Resume(
+                record(green, slot, identity, at, false).await?,
+            ))
         }
     }
 }

@@ -30,7 +30,10 @@ pub fn blueshift_binary() -> &'static Path {
             .current_dir(&workspace)
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "cargo build --package blueshift --features failpoints failed");
+        assert!(
+            status.success(),
+            "cargo build --package blueshift --features failpoints failed"
+        );
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace.join("target"));

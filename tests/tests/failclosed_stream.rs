@@ -110,20 +110,29 @@ fn a_slot_dropped_and_created_again_is_refused_with_the_gap_and_status_flags_it(
         )),
         "{log}"
     );
-    assert!(log.contains("replication slot \"bs\" on blue is not the one blueshift left"), "{log}");
+    assert!(
+        log.contains("replication slot \"bs\" on blue is not the one blueshift left"),
+        "{log}"
+    );
     assert!(
         log.contains("blueshift cleanup --source … --target … --slot bs --yes"),
         "{log}"
     );
     assert!(!log.contains("sync started"), "{log}");
-    assert_eq!(count(&pair.green, "t"), 100, "nothing applied from the new slot");
+    assert_eq!(
+        count(&pair.green, "t"),
+        100,
+        "nothing applied from the new slot"
+    );
     // The slot was not moved by the refused run.
     assert_eq!(pair.confirmed(), confirmed);
 
     let out = status(&pair);
     assert!(out.starts_with("PROBLEM: "), "{out}");
     assert!(
-        out.contains(&format!("the slot starts at {confirmed}: changes in between are lost")),
+        out.contains(&format!(
+            "the slot starts at {confirmed}: changes in between are lost"
+        )),
         "{out}"
     );
 }
@@ -287,7 +296,10 @@ fn a_green_locked_for_30_s_under_a_5_s_wal_sender_timeout_keeps_the_stream() {
     .unwrap();
     // Far more transactions than the queue holds.
     write(&pair, 11, 3000);
-    assert!(lock.wait().expect("psql ends").success(), "the lock was held 30 s");
+    assert!(
+        lock.wait().expect("psql ends").success(),
+        "the lock was held 30 s"
+    );
     pair.converge(TABLES, Duration::from_secs(120));
 
     assert_eq!(walsender(), pid, "the same walsender streamed throughout");

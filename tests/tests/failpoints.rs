@@ -123,7 +123,9 @@ fn crash_loop(name: &str, failpoint: &str, from_scratch: bool, at: impl Fn(u32) 
             pair.green
                 .psql(
                     "app",
-                    &format!("SELECT count(DISTINCT n) || '/' || count(*) || '/' || max(n) FROM {table}")
+                    &format!(
+                        "SELECT count(DISTINCT n) || '/' || count(*) || '/' || max(n) FROM {table}"
+                    )
                 )
                 .expect("count"),
             format!("{written}/{written}/{written}"),
@@ -155,7 +157,13 @@ fn killed_while_writing_the_slot_guard_record() {
     // From scratch: the first crash is in the record of the slot just created (the backfill
     // creates it), the second in the adoption of that unrecorded slot, the third just after
     // it; the rest while recording acknowledged positions.
-    crash_loop("guard", "slot-guard-write", true, |i| if i == 2 { 2 } else { 1 });
+    crash_loop("guard", "slot-guard-write", true, |i| {
+        if i == 2 {
+            2
+        } else {
+            1
+        }
+    });
 }
 
 #[test]

@@ -354,9 +354,18 @@ mod tests {
             interval: Duration::from_secs(secs),
         };
         assert_eq!(parse_setting_duration("60s"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_setting_duration("1min"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_setting_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_setting_duration("250"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_setting_duration("1min"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_setting_duration("500ms"),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_setting_duration("250"),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_setting_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_setting_duration("5 fortnights"), None);
         assert_eq!(parse_setting_duration(""), None);
@@ -365,14 +374,23 @@ mod tests {
             s(10).within(Some(Duration::from_secs(5))).interval,
             Duration::from_secs(5) / 3
         );
-        assert_eq!(s(10).within(Some(Duration::from_secs(60))).interval, Duration::from_secs(10));
-        assert_eq!(s(1).within(Some(Duration::from_secs(60))).interval, Duration::from_secs(1));
+        assert_eq!(
+            s(10).within(Some(Duration::from_secs(60))).interval,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            s(1).within(Some(Duration::from_secs(60))).interval,
+            Duration::from_secs(1)
+        );
         assert_eq!(
             s(10).within(Some(Duration::from_millis(30))).interval,
             MIN_STATUS_INTERVAL
         );
         assert_eq!(s(10).within(None).interval, Duration::from_secs(10));
-        assert_eq!(s(10).within(Some(Duration::ZERO)).interval, Duration::from_secs(10));
+        assert_eq!(
+            s(10).within(Some(Duration::ZERO)).interval,
+            Duration::from_secs(10)
+        );
     }
 
     fn cmd(options: &StartOptions, major: u32) -> Result<String, ReplicationError> {

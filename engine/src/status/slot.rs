@@ -38,7 +38,10 @@ pub struct SlotInfo {
 /// Reads slot `slot`, or `None` when it does not exist.
 pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>, SqlError> {
     let version: i32 = client
-        .query_one("SELECT pg_catalog.current_setting('server_version_num')::int", &[])
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::int",
+            &[],
+        )
         .await?
         .try_get(0)?;
     // wal_status and safe_wal_size came in PostgreSQL 13.

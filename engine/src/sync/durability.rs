@@ -106,12 +106,7 @@ pub(crate) async fn track(
 }
 
 /// Waits, up to `limit`, until every queued commit is confirmed (at shutdown).
-pub(crate) async fn drain(
-    durability: &Durability,
-    green: &Client,
-    acks: &Acks,
-    limit: Duration,
-) {
+pub(crate) async fn drain(durability: &Durability, green: &Client, acks: &Acks, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     while durability.pending() > 0 && tokio::time::Instant::now() < deadline {
         if let Ok(flushed) = flush_lsn(green).await {

@@ -459,6 +459,10 @@ mod tests {
         durability::drain(&durability, &client, &acks, Duration::from_secs(10)).await;
         assert_eq!(acks.wanted(), Lsn(0x210));
         assert_eq!(feedback.applied(), Lsn(0x210));
-        assert_eq!(feedback.flushed(), Lsn::INVALID, "not before it is recorded");
+        assert_eq!(
+            feedback.flushed(),
+            Lsn::INVALID,
+            "not before it is recorded"
+        );
     }
 }
