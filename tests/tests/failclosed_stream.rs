@@ -320,3 +320,48 @@ fn a_green_locked_for_30_s_under_a_5_s_wal_sender_timeout_keeps_the_stream() {
     );
     assert!(sync.terminate());
 }
+
+/// A slot green has no record of (an install from before the slot guard) is adopted at its
+/// `confirmed_flush_lsn` with one warning, and guarded from then on. The table without a key is
+/// named in a warning that says blue itself refuses UPDATE and DELETE on it.
+#[test]
+fn a_slot_without_a_record_is_adopted_once_with_a_warning() {
+    let pair = pair("adopted", &[]);
+    synced_then_stopped(&pair);
+    pair.green
+        .psql("app", "DELETE FROM blueshift.slot_guard")
+        .unwrap();
+    let confirmed = pair.confirmed();
+    let mut sync = pair.sync(&[]);
+    write(&pair, 101, 120);
+    pair.converge(TABLES, Duration::from_secs(60));
+    assert!(sync.terminate());
+    let log = sync.log_text();
+    assert!(
+        log.contains("green has no record of this replication slot"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("confirmed_flush_lsn={confirmed}")),
+        "{log}"
+    );
+    assert!(
+        log.contains("table \"public\".\"k\" has no primary key on blue")
+            && log.contains("blue itself refuses UPDATE and DELETE on it"),
+        "{log}"
+    );
+    let recorded = pair
+        .green
+        .psql(
+            "app",
+            "SELECT created_lsn IS NULL, acknowledged >= pg_lsn '0/0' FROM blueshift.slot_guard",
+        )
+        .unwrap();
+    assert_eq!(recorded, "t|t", "recorded as adopted");
+    // Once recorded, no second warning.
+    let mut sync = pair.sync(&[]);
+    assert!(sync.terminate());
+    assert!(!sync
+        .log_text()
+        .contains("green has no record of this replication slot"));
+}

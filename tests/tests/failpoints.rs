@@ -35,8 +35,11 @@ fn workload(count: u32) -> String {
     )
 }
 
-/// The slot's `confirmed_flush_lsn` is never past green's record of what was acknowledged.
+/// The slot's `confirmed_flush_lsn` is never past green's record of what was acknowledged. The
+/// slot is read first: the record only grows and is written before the slot may move, so a
+/// record read later must cover it (even while a sync runs).
 fn slot_within_record(pair: &Pair, context: &str) {
+    let confirmed = pair.confirmed();
     let exists = pair
         .green
         .psql(
@@ -54,7 +57,6 @@ fn slot_within_record(pair: &Pair, context: &str) {
             "SELECT acknowledged FROM blueshift.slot_guard WHERE slot = 'bs'",
         )
         .expect("record");
-    let confirmed = pair.confirmed();
     if let (Ok(recorded), Ok(confirmed)) = (recorded.parse::<Lsn>(), confirmed.parse::<Lsn>()) {
         assert!(
             confirmed <= recorded,
