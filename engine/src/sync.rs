@@ -478,7 +478,7 @@ async fn attempt(
     let monitor = tokio::spawn(monitor::watch_blue(
         blue_sql,
         config.slot.clone(),
-        feedback.clone(),
+        Arc::clone(&acks),
         metrics.clone(),
     ));
     for (n, applier) in appliers.into_iter().enumerate() {
