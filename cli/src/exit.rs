@@ -144,7 +144,7 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
     if let Some(e) = e.downcast_ref::<SyncError>() {
         return match e {
             SyncError::Interrupted { .. } => Settled(Class::Interrupted),
-            SyncError::SlotLost { .. } | SyncError::Decode { .. } | SyncError::Assemble { .. } => {
+            SyncError::Slot(_) | SyncError::Decode { .. } | SyncError::Assemble { .. } => {
                 Settled(Class::DataStop)
             }
             SyncError::Task(_) => Settled(Class::Internal),
@@ -316,7 +316,9 @@ mod tests {
         assert_eq!(classify(&plain), Class::Internal);
         let backfill = anyhow::Error::new(SyncError::Backfill(BackfillError::Interrupted));
         assert_eq!(classify(&backfill), Class::Interrupted);
-        let lost = anyhow::Error::new(SyncError::SlotLost { slot: "s".into() });
+        let lost = anyhow::Error::new(SyncError::Slot(
+            blueshift_engine::slot_guard::SlotError::Lost { slot: "s".into() },
+        ));
         assert_eq!(classify(&lost), Class::DataStop);
     }
 }

@@ -112,6 +112,10 @@ fn main() -> ExitCode {
     };
     let format = cli.log_format;
     logging::init(cli.log.as_deref().unwrap_or(default_level), format);
+    // Test builds only: failpoints armed by BLUESHIFT_FAILPOINTS (an error in any other build).
+    if let Err(e) = blueshift_engine::failpoint::configure_from_env() {
+        return report(&anyhow::Error::new(exit::Refused(e.to_string())), format);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("blueshift")

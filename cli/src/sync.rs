@@ -84,9 +84,6 @@ pub(crate) struct SyncArgs {
     /// Transactions queued for the appliers at most [default: 1024].
     #[arg(long, value_name = "N", env = "BLUESHIFT_QUEUE_CAPACITY")]
     queue_capacity: Option<usize>,
-    /// Seconds between standby status updates to blue [default: 10].
-    #[arg(long, value_name = "SECONDS", env = "BLUESHIFT_STATUS_INTERVAL")]
-    status_interval: Option<u64>,
     /// Copy blue's existing rows into green before streaming, even though the slot exists
     /// (green's tables must be empty; a backfill of this slot that finished already is not
     /// repeated: `blueshift cleanup` forgets it). Without it or --no-backfill, sync copies when
@@ -140,6 +137,9 @@ struct CommonArgs {
     create_publication: Option<Vec<String>>,
     #[command(flatten)]
     slot: settings::SlotArg,
+    /// Seconds between standby status updates to blue [default: 10].
+    #[arg(long, value_name = "SECONDS", env = "BLUESHIFT_STATUS_INTERVAL")]
+    status_interval: Option<u64>,
     /// Serve Prometheus metrics at this address (GET /metrics), with /healthz and /readyz.
     #[arg(long, value_name = "ADDR", env = "BLUESHIFT_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -192,9 +192,6 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
     }
     if let Some(dir) = args.spill_dir.or(file.spill_dir.clone()) {
         stream.spill_dir = dir;
-    }
-    if let Some(seconds) = args.status_interval.or(file.status_interval) {
-        stream.status_interval = Duration::from_secs(seconds.max(1));
     }
     stream.backfill.mode = if args.backfill {
         BackfillMode::Always
@@ -314,7 +311,13 @@ fn settings(
         queue_capacity: 1024,
         max_txn_memory,
         spill_dir: std::env::temp_dir(),
-        status_interval: Duration::from_secs(file.status_interval.unwrap_or(10).max(1)),
+        status_interval: Duration::from_secs(
+            common
+                .status_interval
+                .or(file.status_interval)
+                .unwrap_or(10)
+                .max(1),
+        ),
         turn_timeout: Duration::from_secs(1),
         backoff: (Duration::from_millis(500), Duration::from_secs(30)),
         backfill: BackfillOptions {

@@ -3,13 +3,14 @@
 //! slot's `restart_lsn` and blue's current position, which blue cannot recycle while the slot
 //! holds it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use blueshift_decoder::stream::FeedbackHandle;
 use blueshift_decoder::Lsn;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+use super::acknowledge::Acks;
 use super::background::StopRequest;
 use crate::client;
 use crate::metrics::Metrics;
@@ -23,7 +24,7 @@ pub(crate) async fn watch_blue(
     blue: Client,
     connection: JoinHandle<()>,
     slot: String,
-    flushed: FeedbackHandle,
+    durable: Arc<Acks>,
     metrics: Metrics,
     mut stop: StopRequest,
 ) {
@@ -47,7 +48,7 @@ pub(crate) async fn watch_blue(
                 metrics.set_retained_wal(u64::try_from(bytes.unwrap_or(0)).unwrap_or(0));
                 let current: String = row.get(1);
                 if let Ok(current) = current.parse::<Lsn>() {
-                    metrics.set_lag_bytes(current.bytes_since(flushed.flushed()));
+                    metrics.set_lag_bytes(current.bytes_since(durable.wanted()));
                 }
             }
             Ok(None) => {}

@@ -84,20 +84,31 @@ impl Pair {
     /// `blueshift <command>` (`sync` or `backfill`) between the two, without waiting for
     /// anything; stderr goes to a log file that is printed if the test fails.
     pub(crate) fn spawn(&self, command: &str, extra: &[&str]) -> Sync {
+        self.spawn_env(command, extra, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables (`BLUESHIFT_FAILPOINTS`). The
+    /// status interval is 1 s unless `extra` sets one.
+    pub(crate) fn spawn_env(&self, command: &str, extra: &[&str], env: &[(&str, &str)]) -> Sync {
+        let interval: &[&str] = if extra.contains(&"--status-interval") {
+            &[]
+        } else {
+            &["--status-interval", "1"]
+        };
         let mut cmd = Command::new(blueshift_binary());
         cmd.arg(command)
             .args(["--source", &self.blue.uri("app")])
             .args(["--target", &self.green.uri("app")])
-            .args(["--publication", "pub", "--slot", "bs"]);
-        if command == "sync" {
-            cmd.args(["--status-interval", "1"]);
-        }
-        cmd.args(extra);
+            .args(["--publication", "pub", "--slot", "bs"])
+            .args(interval)
+            .args(extra)
+            .env("RUST_LOG", "info,blueshift_engine=debug")
+            .envs(env.iter().copied());
         self.spawn_command(command, cmd)
     }
 
     /// Runs `cmd` (a `blueshift` command line built by the caller) like [`Pair::spawn`]:
-    /// stderr to a log file printed if the test fails.
+    /// stderr to a log file printed if the test fails; `RUST_LOG` unless `cmd` sets it.
     pub(crate) fn spawn_command(&self, name: &str, mut cmd: Command) -> Sync {
         let log = self.logs.path().join(format!(
             "{name}-{}.log",
@@ -105,8 +116,10 @@ impl Pair {
                 .map(|d| d.count())
                 .unwrap_or(0)
         ));
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info,blueshift_engine=debug");
+        }
         let child = cmd
-            .env("RUST_LOG", "info,blueshift_engine=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -239,6 +252,23 @@ impl Sync {
         self.child
             .take()
             .is_some_and(|mut c| c.wait().expect("wait").success())
+    }
+
+    /// Waits up to `within` for it to exit on its own; how it exited.
+    pub(crate) fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = eventually(within, || {
+            child
+                .try_wait()?
+                .ok_or_else(|| anyhow::anyhow!("still running"))
+        });
+        match status {
+            Ok(status) => {
+                self.child = None;
+                status
+            }
+            Err(e) => panic!("blueshift did not exit: {e:#}\n{}", self.log_text()),
+        }
     }
 
     /// Whether it is still running.
