@@ -28,6 +28,7 @@ use blueshift_engine::client::{ClientError, SqlError};
 use blueshift_engine::metrics::MetricsError;
 use blueshift_engine::migrate::MigrateError;
 use blueshift_engine::schema::{RenameError, SchemaError};
+use blueshift_engine::slot_guard::SlotError;
 use blueshift_engine::status::StatusError;
 use blueshift_engine::sync::{PreflightError, SyncError};
 use blueshift_engine::tail::TailError;
@@ -138,23 +139,32 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
     if e.is::<ClientError>() {
         return Settled(Class::Connection);
     }
+    if let Some(e) = e.downcast_ref::<SlotError>() {
+        // The slot is lost, moved, on another server, invalidated: green can no longer be
+        // kept equal to blue from it. A failed query is left to its cause.
+        return match e {
+            SlotError::Sql { .. } => Suggested(Class::DataStop),
+            _ => Settled(Class::DataStop),
+        };
+    }
     if e.is::<tokio::task::JoinError>() {
         return Settled(Class::Internal);
     }
     if let Some(e) = e.downcast_ref::<SyncError>() {
         return match e {
             SyncError::Interrupted { .. } => Settled(Class::Interrupted),
-            SyncError::Slot(_) | SyncError::Decode { .. } | SyncError::Assemble { .. } => {
-                Settled(Class::DataStop)
-            }
+            // Transparent wrappers: the error chain skips what they wrap.
+            SyncError::Preflight(inner) => verdict(inner),
+            SyncError::Slot(inner) => verdict(inner),
+            SyncError::Decode { .. } | SyncError::Assemble { .. } => Settled(Class::DataStop),
             SyncError::Task(_) => Settled(Class::Internal),
-            SyncError::Preflight(_) => Suggested(Class::Refused),
             _ => Suggested(Class::DataStop),
         };
     }
     if let Some(e) = e.downcast_ref::<PreflightError>() {
         return match e {
             PreflightError::Connect { .. } => Settled(Class::Connection),
+            PreflightError::Slot(inner) => verdict(inner),
             PreflightError::Failed { .. }
             | PreflightError::Schema(_)
             | PreflightError::SlotInUse { .. }
@@ -173,6 +183,9 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
                 Settled(Class::DataStop)
             }
             BackfillError::Task(_) => Settled(Class::Internal),
+            BackfillError::Connect(_) => Settled(Class::Connection),
+            BackfillError::Schema(inner) => verdict(inner),
+            BackfillError::SlotGuard(inner) => verdict(inner.as_ref()),
             _ => Suggested(Class::DataStop),
         };
     }
@@ -187,6 +200,7 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
     if let Some(e) = e.downcast_ref::<StatusError>() {
         return match e {
             StatusError::Connect { .. } => Settled(Class::Connection),
+            StatusError::Slot(inner) => verdict(inner),
             StatusError::Query { .. } => Suggested(Class::Refused),
             _ => Settled(Class::Refused),
         };
@@ -316,6 +330,11 @@ mod tests {
         assert_eq!(classify(&plain), Class::Internal);
         let backfill = anyhow::Error::new(SyncError::Backfill(BackfillError::Interrupted));
         assert_eq!(classify(&backfill), Class::Interrupted);
+        let refused = anyhow::Error::new(SyncError::Preflight(PreflightError::Failed {
+            problem: "no publication".into(),
+            fix: "create it".into(),
+        }));
+        assert_eq!(classify(&refused), Class::Refused);
         let lost = anyhow::Error::new(SyncError::Slot(
             blueshift_engine::slot_guard::SlotError::Lost { slot: "s".into() },
         ));
