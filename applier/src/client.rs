@@ -42,6 +42,12 @@ pub enum SqlError {
     /// The client or the connection failed (closed connection, I/O, protocol).
     #[error(transparent)]
     Client(tokio_postgres::Error),
+    /// Connecting (TCP, TLS and authentication together) took longer than `connect_timeout`.
+    #[error("timed out after {} s while connecting (connect_timeout) — is the server up and answering at this address?", after.as_secs_f64())]
+    Timeout {
+        /// The limit that passed.
+        after: Duration,
+    },
 }
 
 impl ClientError {
@@ -73,7 +79,7 @@ impl SqlError {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             SqlError::Server(e) => Some(&e.sqlstate),
-            SqlError::Client(_) => None,
+            SqlError::Client(_) | SqlError::Timeout { .. } => None,
         }
     }
 
@@ -81,7 +87,7 @@ impl SqlError {
     pub fn server(&self) -> Option<&ServerError> {
         match self {
             SqlError::Server(e) => Some(e),
-            SqlError::Client(_) => None,
+            SqlError::Client(_) | SqlError::Timeout { .. } => None,
         }
     }
 }
@@ -152,7 +158,25 @@ impl fmt::Display for ServerError {
 /// Opens a SQL connection and spawns its connection task. `application_name` is used unless the
 /// settings name one. The task ends when the client is dropped; its handle is returned so that
 /// the owner can await it.
+///
+/// `connect_timeout` (10 s when the settings give none) bounds the whole connect: the TCP
+/// connect, TLS and authentication — a server that accepts the connection and never answers
+/// fails in that time too. Cancellation-safe: dropping the future drops the half-open socket.
 pub async fn connect(
+    config: &ConnectConfig,
+    application_name: &str,
+) -> Result<(Client, JoinHandle<()>), ClientError> {
+    let limit = config.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, connect_unbounded(config, application_name)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(ClientError {
+            target: config.to_string(),
+            source: SqlError::Timeout { after: limit },
+        }),
+    }
+}
+
+async fn connect_unbounded(
     config: &ConnectConfig,
     application_name: &str,
 ) -> Result<(Client, JoinHandle<()>), ClientError> {

@@ -239,7 +239,7 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
     if let Some(e) = e.downcast_ref::<SqlError>() {
         return match e {
             SqlError::Server(s) => sqlstate(&s.sqlstate),
-            SqlError::Client(_) => Settled(Class::Connection),
+            SqlError::Client(_) | SqlError::Timeout { .. } => Settled(Class::Connection),
         };
     }
     if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {
