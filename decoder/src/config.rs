@@ -6,7 +6,8 @@
 //! (<https://www.postgresql.org/docs/current/libpq-envars.html>) and the password file
 //! (<https://www.postgresql.org/docs/current/libpq-pgpass.html>) consulted at connect time when
 //! the server asks for a password and none was given. Precedence, highest first: the connection
-//! string, the environment, the password file (password only), the defaults.
+//! string, the service it names (`service=` or `PGSERVICE`, from `pg_service.conf`), the
+//! environment, the password file (password only), the defaults.
 //!
 //! The environment is passed in ([`ConnectConfig::from_conninfo_with_env`]) so callers and tests
 //! never have to touch the process environment.
@@ -17,6 +18,7 @@
 
 mod conninfo;
 mod pgpass;
+mod service;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -208,6 +210,22 @@ pub enum ConfigError {
         /// The setting.
         key: &'static str,
     },
+    /// A service named by `service=` or `PGSERVICE` is in no service file.
+    #[error("definition of service \"{service}\" not found (looked in {searched}) — add a [{service}] section to ~/.pg_service.conf or the file named by PGSERVICEFILE, or fix the service name")]
+    ServiceNotFound {
+        /// The service.
+        service: String,
+        /// The files looked in.
+        searched: String,
+    },
+    /// A service file that cannot be used.
+    #[error("service file {path}: {problem}")]
+    ServiceFile {
+        /// The file.
+        path: String,
+        /// What is wrong, by line, never with a value.
+        problem: String,
+    },
     /// A comma-separated host or port list.
     #[error(
         "several hosts in one connection string are not supported — give a single host and port"
@@ -251,11 +269,39 @@ impl ConnectConfig {
         conninfo: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ConnectConfig, ConfigError> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
         let mut given = Given::default();
+        let mut service = None;
+        let mut after_password = false;
         for setting in conninfo::parse(conninfo)? {
-            given.set(setting)?;
+            if setting.key == "service" {
+                service = Some(setting.value).filter(|v| !v.is_empty());
+                after_password = false;
+                continue;
+            }
+            let is_password = matches!(setting.key.as_str(), "password" | "sslpassword");
+            let (key, offset) = (setting.key.clone(), setting.offset);
+            given.set(setting).map_err(|e| match e {
+                // Name the keyword, unless it may be the rest of a password written unquoted
+                // (`password=two words=…`).
+                ConfigError::UnknownOption { .. } if !after_password => {
+                    ConfigError::UnknownOption {
+                        key: Keyword::shown(&key, offset),
+                    }
+                }
+                e => e,
+            })?;
+            after_password = is_password;
         }
-        Self::resolve(given, &|name| env(name).filter(|v| !v.is_empty()))
+        // The service's settings are defaults for what the string leaves out.
+        if let Some(name) = service.or_else(|| env("PGSERVICE")) {
+            let mut from_service = Given::default();
+            for setting in service::settings(&name, &env)? {
+                from_service.set(setting)?;
+            }
+            given.fill_from(from_service);
+        }
+        Self::resolve(given, &env)
     }
 
     fn resolve(
@@ -476,6 +522,43 @@ struct Given {
 }
 
 impl Given {
+    /// Takes `other`'s value for every setting not given here.
+    fn fill_from(&mut self, other: Given) {
+        let Given {
+            host,
+            port,
+            user,
+            password,
+            dbname,
+            application_name,
+            fallback_application_name,
+            options,
+            connect_timeout,
+            sslmode,
+            passfile,
+        } = other;
+        for (mine, theirs) in [
+            (&mut self.host, host),
+            (&mut self.port, port),
+            (&mut self.user, user),
+            (&mut self.password, password),
+            (&mut self.dbname, dbname),
+            (&mut self.application_name, application_name),
+            (
+                &mut self.fallback_application_name,
+                fallback_application_name,
+            ),
+            (&mut self.options, options),
+            (&mut self.connect_timeout, connect_timeout),
+            (&mut self.sslmode, sslmode),
+            (&mut self.passfile, passfile),
+        ] {
+            if mine.is_none() {
+                *mine = theirs;
+            }
+        }
+    }
+
     fn set(&mut self, setting: conninfo::Setting) -> Result<(), ConfigError> {
         // An empty value means "not set", so the environment and defaults still apply.
         let value = Some(setting.value).filter(|v| !v.is_empty());

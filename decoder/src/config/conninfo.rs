@@ -64,11 +64,13 @@ const LIBPQ_KEYWORDS: &[&str] = &[
     "user",
 ];
 
-/// A word found where a keyword belongs, safe to print: libpq keywords are shown, anything else
-/// (possibly a fragment of a password) is shown only by its byte offset.
+/// A word found where a keyword belongs, safe to print: libpq keywords are shown; another word
+/// is shown only when the caller knows it cannot be a fragment of a password ([`Keyword::shown`])
+/// and it looks like a keyword, else only by its byte offset.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Keyword {
     known: Option<&'static str>,
+    shown: Option<String>,
     offset: usize,
 }
 
@@ -76,7 +78,20 @@ impl Keyword {
     pub(crate) fn new(word: &str, offset: usize) -> Keyword {
         Keyword {
             known: LIBPQ_KEYWORDS.iter().copied().find(|k| *k == word),
+            shown: None,
             offset,
+        }
+    }
+
+    /// A word that stands where a keyword is expected, not right after a password: shown when it
+    /// is keyword-shaped (a letter, then letters, digits and `_`, at most 63 bytes).
+    pub(crate) fn shown(word: &str, offset: usize) -> Keyword {
+        let shaped = word.len() <= 63
+            && word.starts_with(|c: char| c.is_ascii_alphabetic())
+            && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        Keyword {
+            shown: shaped.then(|| word.to_owned()),
+            ..Keyword::new(word, offset)
         }
     }
 
@@ -88,9 +103,10 @@ impl Keyword {
 
 impl fmt::Display for Keyword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.known {
-            Some(k) => write!(f, "\"{k}\""),
-            None => write!(f, "at byte {} (not a libpq keyword)", self.offset),
+        match (self.known, &self.shown) {
+            (Some(k), _) => write!(f, "\"{k}\""),
+            (None, Some(word)) => write!(f, "\"{word}\" (not a libpq keyword)"),
+            (None, None) => write!(f, "at byte {} (not a libpq keyword)", self.offset),
         }
     }
 }

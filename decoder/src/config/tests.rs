@@ -386,3 +386,49 @@ fn password_never_printed() {
         }
     }
 }
+
+#[test]
+fn an_unknown_option_is_named_unless_it_may_be_part_of_a_password() {
+    let e = err("host=h frobnicate=1").to_string();
+    assert!(e.contains("\"frobnicate\" (not a libpq keyword)"), "{e}");
+    let e = err("postgresql://h?dbnme=app").to_string();
+    assert!(e.contains("\"dbnme\""), "{e}");
+    // `password=two words=x`: `words` is half of a password, so only its offset is shown.
+    let e = err("host=h password=two words=x").to_string();
+    assert!(!e.contains("words") && !e.contains("two"), "{e}");
+    assert!(e.contains("at byte"), "{e}");
+}
+
+#[test]
+fn a_service_fills_what_the_string_leaves_out_before_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.conf");
+    std::fs::write(
+        &file,
+        "[blue]\nhost=blue.internal\nport=6543\ndbname=app\nuser=svc\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    // service= in the string; the string's own port wins, the service beats PGUSER.
+    let c = parse_env(
+        "service=blue port=7000",
+        &[("PGSERVICEFILE", &file), ("PGUSER", "envuser")],
+    )
+    .unwrap();
+    assert_eq!(c.host(), &Host::Tcp("blue.internal".into()));
+    assert_eq!(c.port(), 7000);
+    assert_eq!(c.dbname(), "app");
+    assert_eq!(c.user(), "svc");
+    // PGSERVICE when the string names none.
+    let c = parse_env("", &[("PGSERVICEFILE", &file), ("PGSERVICE", "blue")]).unwrap();
+    assert_eq!(c.port(), 6543);
+    // A service no file defines is an error naming it, not silently ignored.
+    let e = parse_env("service=nope", &[("PGSERVICEFILE", &file)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("service \"nope\" not found"), "{e}");
+}
+
+fn err(conninfo: &str) -> ConfigError {
+    ConnectConfig::from_conninfo_with_env(conninfo, env_of(&[])).unwrap_err()
+}
