@@ -239,7 +239,9 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
     if let Some(e) = e.downcast_ref::<SqlError>() {
         return match e {
             SqlError::Server(s) => sqlstate(&s.sqlstate),
-            SqlError::Client(_) | SqlError::Timeout { .. } => Settled(Class::Connection),
+            SqlError::Client(_) | SqlError::Timeout { .. } | SqlError::NoSuitableHost { .. } => {
+                Settled(Class::Connection)
+            }
         };
     }
     if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {
@@ -268,7 +270,8 @@ fn replication(e: &ReplicationError) -> Verdict {
         | ReplicationError::Timeout { .. }
         | ReplicationError::Io { .. }
         | ReplicationError::Closed { .. }
-        | ReplicationError::Auth(_) => Settled(Class::Connection),
+        | ReplicationError::Auth(_)
+        | ReplicationError::NoSuitableHost { .. } => Settled(Class::Connection),
         ReplicationError::Config(_)
         | ReplicationError::InvalidSlotName { .. }
         | ReplicationError::Unsupported { .. }

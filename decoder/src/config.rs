@@ -17,6 +17,7 @@
 //! value that could be a password.
 
 mod conninfo;
+mod hosts;
 mod pgpass;
 mod service;
 
@@ -26,6 +27,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use conninfo::{Keyword, UriPart, UriProblem};
+pub use hosts::{Pass, ServerState, TargetSessionAttrs};
 
 /// The default port, as libpq's `DEF_PGPORT`.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -226,11 +228,14 @@ pub enum ConfigError {
         /// What is wrong, by line, never with a value.
         problem: String,
     },
-    /// A comma-separated host or port list.
-    #[error(
-        "several hosts in one connection string are not supported — give a single host and port"
-    )]
-    MultipleHosts,
+    /// A port list that does not match the host list.
+    #[error("could not match {ports} port numbers to {hosts} hosts — give one port for all the hosts, or one per host, in the same order")]
+    HostPortMismatch {
+        /// Hosts listed.
+        hosts: usize,
+        /// Ports listed.
+        ports: usize,
+    },
     /// An `sslmode` that needs TLS.
     #[error("sslmode={sslmode} needs TLS, which blueshift does not support yet — use sslmode=disable or sslmode=prefer (no TLS), or reach the server over a Unix socket or an SSH tunnel")]
     TlsNotSupported {
@@ -255,6 +260,9 @@ pub struct ConnectConfig {
     connect_timeout: Option<Duration>,
     sslmode: SslMode,
     passfile: Option<PathBuf>,
+    /// The hosts after the first, tried in order when it fails (or does not suit).
+    more_hosts: Vec<(Host, u16)>,
+    target_session_attrs: TargetSessionAttrs,
 }
 
 impl ConnectConfig {
@@ -310,15 +318,32 @@ impl ConnectConfig {
     ) -> Result<ConnectConfig, ConfigError> {
         let pick = |value: Option<String>, var: &str| value.or_else(|| env(var));
 
-        let port = match (given.port, env("PGPORT")) {
-            (Some(port), _) => parse_port("port", &port)?,
-            (None, Some(port)) => parse_port("PGPORT", &port)?,
-            (None, None) => DEFAULT_PORT,
+        let ports = match (given.port, env("PGPORT")) {
+            (Some(ports), _) => parse_ports("port", &ports)?,
+            (None, Some(ports)) => parse_ports("PGPORT", &ports)?,
+            (None, None) => vec![DEFAULT_PORT],
         };
-        let host = match (given.host, env("PGHOST")) {
-            (Some(host), _) => parse_host("host", host)?,
-            (None, Some(host)) => parse_host("PGHOST", host)?,
-            (None, None) => Host::Unix(default_socket_dir()),
+        let hosts = match (given.host, env("PGHOST")) {
+            (Some(hosts), _) => parse_hosts("host", &hosts)?,
+            (None, Some(hosts)) => parse_hosts("PGHOST", &hosts)?,
+            (None, None) => vec![Host::Unix(default_socket_dir())],
+        };
+        let mut pairs: Vec<(Host, u16)> = match ports.len() {
+            1 => hosts.into_iter().map(|h| (h, ports[0])).collect(),
+            n if n == hosts.len() => hosts.into_iter().zip(ports).collect(),
+            n => {
+                return Err(ConfigError::HostPortMismatch {
+                    hosts: hosts.len(),
+                    ports: n,
+                })
+            }
+        };
+        let (host, port) = pairs.remove(0);
+        let more_hosts = pairs;
+        let target_session_attrs = match (given.target_session_attrs, env("PGTARGETSESSIONATTRS")) {
+            (Some(v), _) => parse_target_session_attrs("target_session_attrs", v)?,
+            (None, Some(v)) => parse_target_session_attrs("PGTARGETSESSIONATTRS", v)?,
+            (None, None) => TargetSessionAttrs::Any,
         };
         let user = pick(given.user, "PGUSER")
             .or_else(|| env("USER"))
@@ -369,10 +394,37 @@ impl ConnectConfig {
             connect_timeout,
             sslmode,
             passfile,
+            more_hosts,
+            target_session_attrs,
         })
     }
 
-    /// Where the server listens.
+    /// Every host to try, in order, with its port.
+    pub fn hosts(&self) -> Vec<(Host, u16)> {
+        std::iter::once((self.host.clone(), self.port))
+            .chain(self.more_hosts.iter().cloned())
+            .collect()
+    }
+
+    /// One configuration per host to try, in order, each with that host alone.
+    pub fn candidates(&self) -> Vec<ConnectConfig> {
+        self.hosts()
+            .into_iter()
+            .map(|(host, port)| ConnectConfig {
+                host,
+                port,
+                more_hosts: Vec::new(),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// `target_session_attrs`: which servers of [`hosts`](Self::hosts) suit.
+    pub fn target_session_attrs(&self) -> TargetSessionAttrs {
+        self.target_session_attrs
+    }
+
+    /// Where the server listens (the first host when several are listed).
     pub fn host(&self) -> &Host {
         &self.host
     }
@@ -494,13 +546,14 @@ impl ConnectConfig {
 }
 
 impl fmt::Display for ConnectConfig {
-    /// `user@host:port/dbname`, without the password.
+    /// `user@host:port/dbname` (`user@a:5432,b:5433/dbname` with several hosts), without the
+    /// password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}@{}:{}/{}",
-            self.user, self.host, self.port, self.dbname
-        )
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)?;
+        for (host, port) in &self.more_hosts {
+            write!(f, ",{host}:{port}")?;
+        }
+        write!(f, "/{}", self.dbname)
     }
 }
 
@@ -519,6 +572,7 @@ struct Given {
     connect_timeout: Option<String>,
     sslmode: Option<String>,
     passfile: Option<String>,
+    target_session_attrs: Option<String>,
 }
 
 impl Given {
@@ -536,6 +590,7 @@ impl Given {
             connect_timeout,
             sslmode,
             passfile,
+            target_session_attrs,
         } = other;
         for (mine, theirs) in [
             (&mut self.host, host),
@@ -552,6 +607,7 @@ impl Given {
             (&mut self.connect_timeout, connect_timeout),
             (&mut self.sslmode, sslmode),
             (&mut self.passfile, passfile),
+            (&mut self.target_session_attrs, target_session_attrs),
         ] {
             if mine.is_none() {
                 *mine = theirs;
@@ -574,6 +630,7 @@ impl Given {
             "connect_timeout" => &mut self.connect_timeout,
             "sslmode" => &mut self.sslmode,
             "passfile" => &mut self.passfile,
+            "target_session_attrs" => &mut self.target_session_attrs,
             "replication" => {
                 return Err(ConfigError::UnsupportedOption {
                     key: "replication",
@@ -610,10 +667,46 @@ impl Given {
     }
 }
 
+/// A comma-separated port list; an empty entry is the default port.
+fn parse_ports(key: &'static str, value: &str) -> Result<Vec<u16>, ConfigError> {
+    value
+        .split(',')
+        .map(|p| {
+            if p.trim().is_empty() {
+                Ok(DEFAULT_PORT)
+            } else {
+                parse_port(key, p)
+            }
+        })
+        .collect()
+}
+
+/// A comma-separated host list; an empty entry is the default socket folder.
+fn parse_hosts(key: &'static str, value: &str) -> Result<Vec<Host>, ConfigError> {
+    value
+        .split(',')
+        .map(|h| {
+            if h.is_empty() {
+                Ok(Host::Unix(default_socket_dir()))
+            } else {
+                parse_host(key, h.to_owned())
+            }
+        })
+        .collect()
+}
+
+fn parse_target_session_attrs(
+    key: &'static str,
+    value: String,
+) -> Result<TargetSessionAttrs, ConfigError> {
+    value.parse().map_err(|()| ConfigError::InvalidValue {
+        key,
+        value,
+        expected: "one of any, read-write, read-only, primary, standby, prefer-standby",
+    })
+}
+
 fn parse_port(key: &'static str, value: &str) -> Result<u16, ConfigError> {
-    if value.contains(',') {
-        return Err(ConfigError::MultipleHosts);
-    }
     value
         .trim()
         .parse::<u16>()
@@ -627,9 +720,6 @@ fn parse_port(key: &'static str, value: &str) -> Result<u16, ConfigError> {
 }
 
 fn parse_host(key: &'static str, value: String) -> Result<Host, ConfigError> {
-    if value.contains(',') {
-        return Err(ConfigError::MultipleHosts);
-    }
     if value.starts_with('/') {
         Ok(Host::Unix(PathBuf::from(value)))
     } else if value.starts_with('@') {

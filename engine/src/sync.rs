@@ -243,7 +243,9 @@ pub(crate) fn replication_is_transient(e: &ReplicationError) -> bool {
     e.is_io()
         || matches!(
             e,
-            ReplicationError::Closed { .. } | ReplicationError::Connect { .. }
+            ReplicationError::Closed { .. }
+                | ReplicationError::Connect { .. }
+                | ReplicationError::NoSuitableHost { .. }
         )
         || e.sqlstate()
             .is_some_and(|s| blueshift_applier::class_of_sqlstate(s) == ErrorClass::Transient)

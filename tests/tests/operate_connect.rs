@@ -2,7 +2,8 @@
 //! `PGCONNECT_TIMEOUT`) bounds the whole connect — TCP and the startup exchange — of the SQL
 //! connections (`status`, `sync`'s preflight) and of the replication connection (`tail`),
 //! against a listener that accepts and never answers; the failure is a connection failure
-//! (exit 4) that says it timed out.
+//! (exit 4) that says it timed out. Several hosts are tried in order, and
+//! `target_session_attrs` picks the server in the state asked for, on both kinds of connection.
 //!
 //! The bound checked is generous (the process must be gone within 20 s of a 2 s timeout, on a
 //! loaded machine); without the timeout these commands hang until killed.
@@ -142,4 +143,120 @@ fn connect_timeout_bounds_the_whole_connect_of_every_connection() {
     ));
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("timed out"), "{err}");
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = spawn(args, &[]).wait_with_output().expect("runs");
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn several_hosts_are_tried_in_order_and_target_session_attrs_picks_the_server() {
+    use blueshift_tests::{Cluster, ClusterOptions, PgBinaries};
+    let bins = PgBinaries::from_env().expect("binaries");
+    let rw = Cluster::start(ClusterOptions::new(bins.clone()).name("attrs-rw")).unwrap();
+    let ro = Cluster::start(ClusterOptions::new(bins).name("attrs-ro")).unwrap();
+    for c in [&rw, &ro] {
+        c.create_database("app").unwrap();
+        c.psql("app", "CREATE PUBLICATION p FOR ALL TABLES")
+            .unwrap();
+    }
+    ro.psql(
+        "app",
+        "ALTER DATABASE app SET default_transaction_read_only = on",
+    )
+    .unwrap();
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let list = |ports: &[u16], attrs: &str| {
+        let hosts = vec!["127.0.0.1"; ports.len()].join(",");
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!(
+            "host={hosts} port={} dbname=app user=postgres connect_timeout=5 target_session_attrs={attrs}",
+            ports.join(",")
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("V1__marker.sql"),
+        "CREATE TABLE marker (id int);",
+    )
+    .unwrap();
+    let migrations = dir.path().display().to_string();
+
+    // SQL: a dead host, then a read-only one, then the read-write one: the migration lands on it.
+    let conninfo = list(&[closed, ro.port(), rw.port()], "read-write");
+    let (code, err) = run(&[
+        "migrate",
+        "--database",
+        &conninfo,
+        "--dir",
+        &migrations,
+        "up",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        rw.psql(
+            "app",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'marker'"
+        )
+        .unwrap(),
+        "1"
+    );
+    assert_eq!(
+        ro.psql(
+            "app",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'marker'"
+        )
+        .unwrap(),
+        "0"
+    );
+
+    // None in the state asked for: a connection failure naming what each server is.
+    let conninfo = list(&[rw.port()], "standby");
+    let (code, err) = run(&[
+        "migrate",
+        "--database",
+        &conninfo,
+        "--dir",
+        &migrations,
+        "status",
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("target_session_attrs=standby"), "{err}");
+    assert!(err.contains("is a read-write primary"), "{err}");
+
+    // The replication connection: a dead host is skipped; a read-only server is refused under
+    // read-write, named for what it is.
+    let lsn = rw.psql("app", "SELECT pg_current_wal_lsn()").unwrap();
+    let conninfo = list(&[closed, rw.port()], "any");
+    let (code, err) = run(&[
+        "tail",
+        "--source",
+        &conninfo,
+        "--publication",
+        "p",
+        "--temporary-slot",
+        "--until",
+        &lsn,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let conninfo = list(&[ro.port()], "read-write");
+    let (code, err) = run(&[
+        "tail",
+        "--source",
+        &conninfo,
+        "--publication",
+        "p",
+        "--temporary-slot",
+        "--until",
+        &lsn,
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("is a read-only primary"), "{err}");
 }
