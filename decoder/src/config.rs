@@ -328,16 +328,17 @@ impl ConnectConfig {
             (None, Some(hosts)) => parse_hosts("PGHOST", &hosts)?,
             (None, None) => vec![Host::Unix(default_socket_dir())],
         };
-        let mut pairs: Vec<(Host, u16)> = match ports.len() {
-            1 => hosts.into_iter().map(|h| (h, ports[0])).collect(),
-            n if n == hosts.len() => hosts.into_iter().zip(ports).collect(),
-            n => {
+        let mut pairs: Vec<(Host, u16)> = match ports.as_slice() {
+            [port] => hosts.into_iter().map(|h| (h, *port)).collect(),
+            _ if ports.len() == hosts.len() => hosts.into_iter().zip(ports).collect(),
+            _ => {
                 return Err(ConfigError::HostPortMismatch {
                     hosts: hosts.len(),
-                    ports: n,
+                    ports: ports.len(),
                 })
             }
         };
+        // `split(',')` gives at least one entry, so there is a first host.
         let (host, port) = pairs.remove(0);
         let more_hosts = pairs;
         let target_session_attrs = match (given.target_session_attrs, env("PGTARGETSESSIONATTRS")) {
