@@ -84,6 +84,16 @@ impl Pair {
     /// `blueshift <command>` (`sync` or `backfill`) between the two, without waiting for
     /// anything; stderr goes to a log file that is printed if the test fails.
     pub(crate) fn spawn(&self, command: &str, extra: &[&str]) -> Sync {
+        self.spawn_with_source(command, &self.blue.uri("app"), extra)
+    }
+
+    /// [`Pair::spawn`], connecting to blue's `app` as `user` (trusted on loopback, no password).
+    pub(crate) fn spawn_as(&self, command: &str, user: &str, extra: &[&str]) -> Sync {
+        let source = format!("postgresql://{user}@127.0.0.1:{}/app", self.blue.port());
+        self.spawn_with_source(command, &source, extra)
+    }
+
+    fn spawn_with_source(&self, command: &str, source: &str, extra: &[&str]) -> Sync {
         let log = self.logs.path().join(format!(
             "{command}-{}.log",
             std::fs::read_dir(self.logs.path())
@@ -92,7 +102,7 @@ impl Pair {
         ));
         let child = Command::new(blueshift_binary())
             .arg(command)
-            .args(["--source", &self.blue.uri("app")])
+            .args(["--source", source])
             .args(["--target", &self.green.uri("app")])
             .args(["--publication", "pub", "--slot", "bs"])
             .args(["--status-interval", "1"])
