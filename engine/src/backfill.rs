@@ -62,28 +62,30 @@
 //! has passed every table's `hi` (a catch-up with one applier, before sync proper starts), so
 //! they never see a mixed state.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use blueshift_applier::client::{ClientError, SqlError};
 use blueshift_applier::fence::{Fence, Fences};
-use blueshift_decoder::connection::{
-    CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
-};
+use blueshift_decoder::connection::{CreateSlotOptions, ReplicationConnection, SnapshotAction};
 use blueshift_decoder::Lsn;
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 use crate::metrics::Metrics;
-use crate::schema::{self, quote_ident, QualifiedName, SchemaError, Verdict};
+use crate::schema::{self, quote_ident, QualifiedName, Verdict};
 use crate::sync::SyncConfig;
 
 pub mod copy;
+mod error;
 pub mod indexes;
 pub mod progress;
-mod sequences;
+mod security;
+mod start;
 mod state;
+
+pub use error::BackfillError;
+use start::Start;
 
 pub use progress::{Phase, Progress, TableCounters};
 
@@ -125,139 +127,6 @@ impl Default for BackfillOptions {
             keep_indexes: false,
             maintenance_work_mem: "256MB".to_owned(),
             only: false,
-        }
-    }
-}
-
-/// Why a backfill failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
-    /// A statement on green failed.
-    #[error("could not {what} on green")]
-    Green {
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: SqlError,
-    },
-    /// A statement on blue failed.
-    #[error("could not {what} on blue")]
-    Blue {
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: SqlError,
-    },
-    /// A connection could not be opened.
-    #[error(transparent)]
-    Connect(ClientError),
-    /// The replication connection failed.
-    #[error("the replication connection to blue failed")]
-    Replication(#[source] ReplicationError),
-    /// The schemas could not be compared.
-    #[error(transparent)]
-    Schema(#[from] SchemaError),
-    /// The schema comparison found something the copy cannot carry.
-    #[error("table {table} cannot be copied: {reason} — run `blueshift plan` for the details")]
-    Blocked {
-        /// The table.
-        table: QualifiedName,
-        /// Why.
-        reason: String,
-    },
-    /// A green table already holds rows.
-    #[error(
-        "green table {table} already has rows; a backfill copies into empty tables — TRUNCATE \
-         it on green, or pass --no-backfill if green was loaded another way"
-    )]
-    NotEmpty {
-        /// The table.
-        table: QualifiedName,
-    },
-    /// An unfinished backfill exists but backfill is turned off.
-    #[error(
-        "the backfill of slot {slot} on green is unfinished; run again without --no-backfill to \
-         finish it (or drop green's blueshift.backfill_* rows of the slot if green was reloaded)"
-    )]
-    Unfinished {
-        /// The slot.
-        slot: String,
-    },
-    /// The slot an unfinished backfill streams from is gone: what it copied under earlier
-    /// snapshots needs the changes since, which went with the slot.
-    #[error(
-        "replication slot {slot} is gone but the backfill that relies on it is unfinished; start \
-         over: TRUNCATE green's tables, `blueshift cleanup --yes`, then sync again"
-    )]
-    SlotLost {
-        /// The slot.
-        slot: String,
-    },
-    /// Two backfills of one slot ran at once.
-    #[error("another backfill of slot {slot} is running against the same green database")]
-    Concurrent {
-        /// The slot.
-        slot: String,
-    },
-    /// The state on green is not what blueshift wrote.
-    #[error("unexpected {what}")]
-    Corrupt {
-        /// What.
-        what: String,
-    },
-    /// The catch-up after a resumed copy failed.
-    #[error("the catch-up after the resumed copy failed")]
-    CatchUp(#[source] Box<crate::sync::SyncError>),
-    /// A task panicked or was cancelled.
-    #[error("a backfill task ended abnormally")]
-    Task(#[source] tokio::task::JoinError),
-    /// Shutdown was asked for during the copy; the next run resumes.
-    #[error("backfill interrupted; the next run resumes at the first unfinished chunk")]
-    Interrupted,
-}
-
-impl BackfillError {
-    pub(crate) fn green(what: &str, e: tokio_postgres::Error) -> BackfillError {
-        BackfillError::Green {
-            what: what.to_owned(),
-            source: SqlError::from(e),
-        }
-    }
-
-    pub(crate) fn blue(what: &str, e: tokio_postgres::Error) -> BackfillError {
-        BackfillError::Blue {
-            what: what.to_owned(),
-            source: SqlError::from(e),
-        }
-    }
-
-    pub(crate) fn sql(side: &str, what: &str, e: tokio_postgres::Error) -> BackfillError {
-        if side == "blue" {
-            BackfillError::blue(what, e)
-        } else {
-            BackfillError::green(what, e)
-        }
-    }
-
-    /// Whether running again soon may help (a lost connection, a restarting server).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            // The snapshot could not be imported (its exporter is gone: 22023) or is too old
-            // (72000): the next attempt takes a new one.
-            BackfillError::Blue { source, .. }
-                if matches!(source.sqlstate(), Some("22023" | "72000")) =>
-            {
-                true
-            }
-            BackfillError::Green { source, .. } | BackfillError::Blue { source, .. } => {
-                source.is_transient()
-            }
-            BackfillError::Connect(e) => e.is_transient(),
-            BackfillError::Replication(e) => crate::sync::replication_is_transient(e),
-            BackfillError::CatchUp(e) => e.is_transient(),
-            _ => false,
         }
     }
 }
@@ -319,35 +188,30 @@ async fn run_with(
     shutdown: Shutdown,
 ) -> Result<BackfillSummary, BackfillError> {
     let slot = config.slot.as_str();
+    let start = start::decide(config, options, green, blue).await?;
+    if start == Start::Nothing {
+        return Ok(BackfillSummary::default());
+    }
     let previous = state::run(&*green, slot).await?;
-    let slot_exists = slot_exists(blue, slot).await?;
-    let fresh = match (&previous, options.mode) {
-        (Some(run), BackfillMode::Never) if !run.finished => {
-            return Err(BackfillError::Unfinished {
-                slot: slot.to_owned(),
-            })
-        }
-        (Some(run), _) if !run.finished && !slot_exists => {
-            return Err(BackfillError::SlotLost {
-                slot: slot.to_owned(),
-            })
-        }
-        (Some(run), _) if !run.finished => false,
-        (_, BackfillMode::Never) => return Ok(BackfillSummary::default()),
-        (_, BackfillMode::Auto) if slot_exists => return Ok(BackfillSummary::default()),
-        // Done already for this slot: a sidecar restarted with --backfill still set must not
-        // stop on green's (now full) tables. `blueshift cleanup` forgets the record.
-        (Some(_), BackfillMode::Always) if slot_exists => {
-            tracing::info!(slot, "the backfill of this slot finished already; not copying again (`blueshift cleanup` forgets it)");
-            return Ok(BackfillSummary::default());
-        }
-        _ => true,
-    };
+    // The slot exists unless a fresh copy creates it.
+    let slot_exists = start != Start::Fresh || slot_exists(blue, slot).await?;
     state::ensure(green).await?;
     progress.set_phase(Phase::Planning);
     let plan = schema::plan(blue, &*green, Some(&config.publication), &config.renames).await?;
+    let published: BTreeSet<QualifiedName> = plan.tables.iter().map(|t| t.table.clone()).collect();
+    // The tables this run copies: all of them when fresh; those of the run (not the ones
+    // declared loaded) when resuming; the added ones when adding.
+    let declared = state::declared(&*green, slot).await?;
     let mut tables: BTreeMap<QualifiedName, Arc<copy::TableCopy>> = BTreeMap::new();
     for t in &plan.tables {
+        let copied = match &start {
+            Start::Add(added) => added.contains(&t.table),
+            Start::Resume => !declared.contains(&t.table),
+            Start::Fresh | Start::Nothing => true,
+        };
+        if !copied {
+            continue;
+        }
         if !t.on_green || t.verdict == Verdict::Blocked {
             let reason = t
                 .notes
@@ -381,28 +245,46 @@ async fn run_with(
         );
     }
     let names: Vec<QualifiedName> = tables.keys().cloned().collect();
-    let keep_indexes = if fresh {
-        for name in &names {
-            let any = green
-                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {name})"), &[])
-                .await
-                .map_err(|e| BackfillError::green(&format!("check that {name} is empty"), e))?;
-            if any.get::<_, bool>(0) {
-                return Err(BackfillError::NotEmpty {
-                    table: name.clone(),
-                });
+    // Row-level security: refused before anything is created, for what is still to copy.
+    let to_copy = state::uncopied(&*green, slot, &names).await?;
+    security::check(blue, &*green, &to_copy).await?;
+    let keep_indexes = match &start {
+        Start::Fresh => {
+            for name in &names {
+                if !is_empty(&*green, name).await? {
+                    return Err(BackfillError::NotEmpty {
+                        table: name.clone(),
+                    });
+                }
             }
+            state::start(&*green, slot, options.keep_indexes).await?;
+            if !options.keep_indexes {
+                let ddl = indexes::read(green, &names).await?;
+                indexes::drop_all(green, slot, &ddl).await?;
+            }
+            tracing::info!(slot, tables = names.len(), "backfill started");
+            options.keep_indexes
         }
-        state::start(&*green, slot, options.keep_indexes).await?;
-        if !options.keep_indexes {
-            let ddl = indexes::read(green, &names).await?;
-            indexes::drop_all(green, slot, &ddl).await?;
+        Start::Add(added) => {
+            for name in &names {
+                if !is_empty(&*green, name).await? {
+                    return Err(BackfillError::AddedNotEmpty {
+                        table: name.clone(),
+                    });
+                }
+            }
+            // Their indexes stay (see `start`); from here on, the run is unfinished and every
+            // start resumes it before streaming.
+            let keep = previous.map_or(options.keep_indexes, |r| r.keep_indexes);
+            state::reopen(&*green, slot, keep).await?;
+            let list: Vec<String> = added.iter().map(ToString::to_string).collect();
+            tracing::info!(slot, tables = %list.join(", "), "copying the tables added to the publication");
+            keep
         }
-        tracing::info!(slot, tables = names.len(), "backfill started");
-        options.keep_indexes
-    } else {
-        tracing::info!(slot, "resuming the unfinished backfill");
-        previous.map_or(options.keep_indexes, |r| r.keep_indexes)
+        Start::Resume | Start::Nothing => {
+            tracing::info!(slot, "resuming the unfinished backfill");
+            previous.map_or(options.keep_indexes, |r| r.keep_indexes)
+        }
     };
 
     let mut summary = BackfillSummary {
@@ -430,8 +312,9 @@ async fn run_with(
         // Fences, and whether any table needs the stream to reconcile it before its other
         // indexes.
         let fences = fences(&*green, slot).await?;
-        let reconcile_until = fences
-            .values()
+        let reconcile_until = tables
+            .keys()
+            .filter_map(|t| fences.get(&t.schema, &t.name))
             .filter(|f| f.reconcile_before > f.skip_before)
             .map(|f| f.reconcile_before)
             .max();
@@ -444,6 +327,14 @@ async fn run_with(
         tracing::info!(until = %until, "applying the changes made while the copy was interrupted");
         match crate::sync::catch_up(config, metrics, until).await {
             Ok(()) => break,
+            // A table published after this run was planned: no longer published, it cannot be
+            // copied; else the next attempt plans it.
+            Err(crate::sync::SyncError::TableAdded { table }) if !published.contains(&table) => {
+                return Err(BackfillError::NotPublished {
+                    table,
+                    publication: config.publication.clone(),
+                });
+            }
             // A change that cannot be reconciled with the rows copied (an UPDATE that left a
             // TOASTed value unchanged for a row green lacks): copy that table again whole
             // under a new snapshot, which the stream then only skips up to.
@@ -463,7 +354,8 @@ async fn run_with(
         summary.indexes += restore_indexes(config, options, indexes::Phase::Rest, None).await?;
     }
     progress.set_phase(Phase::Sequences);
-    summary.sequences = sequences::copy(blue, &*green).await?;
+    let synced = crate::sequence::copy(blue, &*green, &config.publication, &config.renames).await?;
+    summary.sequences = synced.set;
     state::finish(&*green, slot).await?;
     summary.generations = state::generations(&*green, slot).await?.len();
     tracing::info!(
@@ -559,6 +451,12 @@ async fn copy_generation(
     for (table, sources) in &current {
         let mine: Vec<&state::Chunk> = chunks.iter().filter(|c| &c.target == table).collect();
         let done = mine.iter().filter(|c| c.generation.is_some()).count();
+        if mine.is_empty() && !is_empty(&*green, table).await? {
+            // Never planned (published after this run began), yet green holds rows of it.
+            return Err(BackfillError::AddedNotEmpty {
+                table: table.clone(),
+            });
+        }
         if done == 0 {
             replan.push((table.clone(), false));
             continue;
@@ -804,6 +702,15 @@ async fn reset_table(
         .map_err(|e| BackfillError::green("reset a table", e))
 }
 
+/// Whether green's `table` has no row.
+async fn is_empty(green: &Client, table: &QualifiedName) -> Result<bool, BackfillError> {
+    let any = green
+        .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
+        .await
+        .map_err(|e| BackfillError::green(&format!("check that {table} is empty"), e))?;
+    Ok(!any.get::<_, bool>(0))
+}
+
 /// Whether `slot` exists on blue.
 async fn slot_exists(blue: &Client, slot: &str) -> Result<bool, BackfillError> {
     let row = blue
@@ -913,7 +820,38 @@ pub async fn recorded(
             &[&slot],
         )
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    if row.is_some() {
+        return Ok(row.map(|r| (r.get(0), r.get(1))));
+    }
+    // Tables declared loaded by --no-backfill, without a run: a finished record too.
+    let declared: bool = green
+        .query_one(
+            "SELECT pg_catalog.to_regclass('blueshift.backfill_declared') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !declared {
+        return Ok(None);
+    }
+    let any: bool = green
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM blueshift.backfill_declared WHERE slot = $1)",
+            &[&slot],
+        )
+        .await?
+        .get(0);
+    Ok(any.then_some((true, 0)))
+}
+
+/// The published tables green holds the rows of through `slot`: copied by a backfill (or being
+/// copied: a run copies every table it planned before streaming goes on), or declared loaded by
+/// `--no-backfill`. Sync applies changes only to these.
+pub async fn loaded(
+    green: &impl tokio_postgres::GenericClient,
+    slot: &str,
+) -> Result<BTreeSet<QualifiedName>, BackfillError> {
+    Ok(state::loaded(green, slot).await?.unwrap_or_default())
 }
 
 /// Deletes green's backfill record of `slot` (green's rows stay).

@@ -141,7 +141,10 @@ fn sequences_blueshift_cannot_read_are_named_with_the_grant() {
             "{missing} named with its GRANT:\n{log}"
         );
     }
-    assert!(!log.contains("ON SEQUENCE \"public\".\"a_id_seq\""), "{log}");
+    assert!(
+        !log.contains("ON SEQUENCE \"public\".\"a_id_seq\""),
+        "{log}"
+    );
 
     pair.blue
         .psql(
@@ -296,7 +299,10 @@ fn a_table_added_while_sync_was_down_is_copied_at_start() {
     let mut sync = pair.sync(&[]);
     pair.converge(&["base", "late"], Duration::from_secs(60));
     pair.blue
-        .psql("app", "DELETE FROM late WHERE id <= 10; UPDATE base SET v = 10")
+        .psql(
+            "app",
+            "DELETE FROM late WHERE id <= 10; UPDATE base SET v = 10",
+        )
         .unwrap();
     pair.converge(&["base", "late"], Duration::from_secs(60));
     assert!(sync.terminate());
