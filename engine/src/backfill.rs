@@ -755,7 +755,8 @@ async fn row_estimate(blue: &Client, table: &QualifiedName) -> Result<u64, Backf
             "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 \
                FROM pg_catalog.pg_class r \
                JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
-               JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(r.oid)) l ON true \
+               JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(r.oid) \
+                             UNION SELECT r.oid) l ON true \
                JOIN pg_catalog.pg_class c ON c.oid = l.relid \
               WHERE n.nspname = $1 AND r.relname = $2",
             &[&table.schema, &table.name],

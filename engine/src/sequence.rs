@@ -36,7 +36,8 @@ WITH pub AS (
       JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
      WHERE p.pubname = $1
 ), rel AS (
-    SELECT t.relid AS oid FROM pub, LATERAL pg_catalog.pg_partition_tree(pub.oid) t
+    SELECT oid FROM pub
+    UNION SELECT t.relid FROM pub, LATERAL pg_catalog.pg_partition_tree(pub.oid) t
     UNION SELECT a.relid FROM pub, LATERAL pg_catalog.pg_partition_ancestors(pub.oid) a
 ), owned AS (
     SELECT d.objid AS seq, d.refobjid AS rel, d.refobjsubid AS col

@@ -21,7 +21,8 @@ SELECT DISTINCT n.nspname::text, c.relname::text
   FROM unnest($1::text[], $2::text[]) AS u(s, r)
   JOIN pg_catalog.pg_namespace tn ON tn.nspname = u.s
   JOIN pg_catalog.pg_class t ON t.relnamespace = tn.oid AND t.relname = u.r
-  CROSS JOIN LATERAL pg_catalog.pg_partition_tree(t.oid) p
+  CROSS JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(t.oid)
+                      UNION SELECT t.oid) p
   JOIN pg_catalog.pg_class c ON c.oid = p.relid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'm') AND pg_catalog.row_security_active(c.oid)
