@@ -308,6 +308,46 @@ fn a_table_added_while_sync_was_down_is_copied_at_start() {
     assert!(sync.terminate());
 }
 
+/// A table whose changes blue's stream carries (it was published when they were made) but that
+/// is no longer published when sync copies: sync stops naming it and the command that fixes it;
+/// once it is published again, sync copies it and green ends equal to blue.
+#[test]
+fn a_table_published_then_dropped_from_the_publication_is_refused_with_the_fix() {
+    let pair = added_pair("fcunpub", 1000);
+    let mut sync = pair.sync(&[]);
+    pair.converge(&["base"], Duration::from_secs(60));
+    assert!(sync.terminate());
+    pair.blue
+        .psql(
+            "app",
+            "ALTER PUBLICATION pub ADD TABLE late; UPDATE late SET v = 7 WHERE id <= 10; \
+             ALTER PUBLICATION pub DROP TABLE late; UPDATE base SET v = 1",
+        )
+        .unwrap();
+    let mut refused = pair.spawn("sync", &[]);
+    assert!(!exit_status(&mut refused, Duration::from_secs(60)));
+    let log = refused.log_text();
+    assert!(
+        log.contains("table \"public\".\"late\" appears in blue's stream")
+            && log.contains("ALTER PUBLICATION \"pub\" ADD TABLE \"public\".\"late\""),
+        "{log}"
+    );
+    assert_eq!(
+        pair.green.psql("app", "SELECT count(*) FROM late").unwrap(),
+        "0"
+    );
+
+    pair.blue
+        .psql("app", "ALTER PUBLICATION pub ADD TABLE late")
+        .unwrap();
+    let mut sync = pair.sync(&[]);
+    pair.blue
+        .psql("app", "UPDATE late SET v = 8 WHERE id <= 5")
+        .unwrap();
+    pair.converge(&["base", "late"], Duration::from_secs(60));
+    assert!(sync.terminate());
+}
+
 /// `kill -9` in the middle of the copy of a table added mid-sync, while blue writes to it: the
 /// next run finishes the copy under a new snapshot, reconciles it with the stream, and green
 /// ends equal to blue.
