@@ -58,6 +58,14 @@
 //! holds. The slot must survive: an unfinished backfill (or green holding progress through the
 //! slot) with the slot gone is refused, never silently restarted.
 //!
+//! **Tables added later.** Green records which published tables it holds the rows of; one
+//! added to the publication afterwards (while sync runs or while it is down) is copied by
+//! reopening the run for it alone, under a snapshot of its own: its fence then skips what the
+//! copy holds, exactly as above (see `start`).
+//!
+//! **Nothing hidden.** Every copy session sets `row_security = off`, and a table a policy
+//! applies to for the connecting role is refused before anything is created (see `security`).
+//!
 //! Indexes other than keys, unique constraints and foreign keys are rebuilt only once the stream
 //! has passed every table's `hi` (a catch-up with one applier, before sync proper starts), so
 //! they never see a mixed state.
@@ -76,6 +84,7 @@ use crate::metrics::Metrics;
 use crate::schema::{self, quote_ident, QualifiedName, Verdict};
 use crate::sync::SyncConfig;
 
+mod catalog;
 pub mod copy;
 mod error;
 pub mod indexes;
@@ -97,7 +106,8 @@ pub enum BackfillMode {
     Auto,
     /// Always (a new copy when no backfill is unfinished: green's tables must be empty).
     Always,
-    /// Never: green was loaded otherwise. An unfinished backfill is then an error.
+    /// Never: green was loaded otherwise (every published table is declared loaded at the
+    /// first start). An unfinished backfill, or a table published since, is then an error.
     Never,
 }
 
@@ -194,7 +204,7 @@ async fn run_with(
     }
     let previous = state::run(&*green, slot).await?;
     // The slot exists unless a fresh copy creates it.
-    let slot_exists = start != Start::Fresh || slot_exists(blue, slot).await?;
+    let slot_exists = start != Start::Fresh || catalog::slot_exists(blue, slot).await?;
     state::ensure(green).await?;
     progress.set_phase(Phase::Planning);
     let plan = schema::plan(blue, &*green, Some(&config.publication), &config.renames).await?;
@@ -239,7 +249,7 @@ async fn run_with(
                 blue_columns: mappings.iter().map(|m| quote_ident(&m.blue)).collect(),
                 green_columns: mappings.iter().map(|m| quote_ident(&m.green)).collect(),
                 binary,
-                row_filter: row_filter(blue, &config.publication, &t.table).await?,
+                row_filter: catalog::row_filter(blue, &config.publication, &t.table).await?,
                 upsert_key: None,
             }),
         );
@@ -251,7 +261,7 @@ async fn run_with(
     let keep_indexes = match &start {
         Start::Fresh => {
             for name in &names {
-                if !is_empty(&*green, name).await? {
+                if !catalog::is_empty(&*green, name).await? {
                     return Err(BackfillError::NotEmpty {
                         table: name.clone(),
                     });
@@ -267,7 +277,7 @@ async fn run_with(
         }
         Start::Add(added) => {
             for name in &names {
-                if !is_empty(&*green, name).await? {
+                if !catalog::is_empty(&*green, name).await? {
                     return Err(BackfillError::AddedNotEmpty {
                         table: name.clone(),
                     });
@@ -451,7 +461,7 @@ async fn copy_generation(
     for (table, sources) in &current {
         let mine: Vec<&state::Chunk> = chunks.iter().filter(|c| &c.target == table).collect();
         let done = mine.iter().filter(|c| c.generation.is_some()).count();
-        if mine.is_empty() && !is_empty(&*green, table).await? {
+        if mine.is_empty() && !catalog::is_empty(&*green, table).await? {
             // Never planned (published after this run began), yet green holds rows of it.
             return Err(BackfillError::AddedNotEmpty {
                 table: table.clone(),
@@ -481,7 +491,7 @@ async fn copy_generation(
         restore_indexes(config, options, indexes::Phase::Keys, Some(&mixed)).await?;
     }
     for table in mixed {
-        match green_key(&*green, &table).await? {
+        match catalog::green_key(&*green, &table).await? {
             Some(key) => {
                 if let Some(copy) = tables.get_mut(&table) {
                     Arc::make_mut(copy).upsert_key = Some(key);
@@ -527,7 +537,7 @@ async fn copy_generation(
         counters.chunks_total.store(total, Ordering::Relaxed);
         counters.chunks_done.store(done, Ordering::Relaxed);
         summary.chunks_resumed += done;
-        let expected = row_estimate(planner, table).await?;
+        let expected = catalog::row_estimate(planner, table).await?;
         counters.rows_expected.store(expected, Ordering::Relaxed);
     }
     let mut todo: Vec<copy::Job> = chunks
@@ -700,102 +710,6 @@ async fn reset_table(
     tx.commit()
         .await
         .map_err(|e| BackfillError::green("reset a table", e))
-}
-
-/// Whether green's `table` has no row.
-async fn is_empty(green: &Client, table: &QualifiedName) -> Result<bool, BackfillError> {
-    let any = green
-        .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
-        .await
-        .map_err(|e| BackfillError::green(&format!("check that {table} is empty"), e))?;
-    Ok(!any.get::<_, bool>(0))
-}
-
-/// Whether `slot` exists on blue.
-async fn slot_exists(blue: &Client, slot: &str) -> Result<bool, BackfillError> {
-    let row = blue
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
-            &[&slot],
-        )
-        .await
-        .map_err(|e| BackfillError::blue("look up the replication slot", e))?;
-    Ok(row.get(0))
-}
-
-/// The publication's row filter of `table` (PostgreSQL 15+).
-async fn row_filter(
-    blue: &Client,
-    publication: &str,
-    table: &QualifiedName,
-) -> Result<Option<String>, BackfillError> {
-    let version: i32 = blue
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(|e| BackfillError::blue("read the server version", e))?
-        .get(0);
-    if version < 150_000 {
-        return Ok(None);
-    }
-    let row = blue
-        .query_opt(
-            "SELECT rowfilter FROM pg_catalog.pg_publication_tables \
-              WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-            &[&publication, &table.schema, &table.name],
-        )
-        .await
-        .map_err(|e| BackfillError::blue("read the publication's row filter", e))?;
-    Ok(row.and_then(|r| r.get(0)))
-}
-
-/// Blue's row estimate of `table` (its partitions summed), for the ETA.
-async fn row_estimate(blue: &Client, table: &QualifiedName) -> Result<u64, BackfillError> {
-    let row = blue
-        .query_one(
-            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 \
-               FROM pg_catalog.pg_class r \
-               JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
-               JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(r.oid) \
-                             UNION SELECT r.oid) l ON true \
-               JOIN pg_catalog.pg_class c ON c.oid = l.relid \
-              WHERE n.nspname = $1 AND r.relname = $2",
-            &[&table.schema, &table.name],
-        )
-        .await
-        .map_err(|e| BackfillError::blue("read the row estimate", e))?;
-    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-}
-
-/// Green's key of `table`, quoted: its primary key, else its replica identity index.
-async fn green_key(
-    green: &Client,
-    table: &QualifiedName,
-) -> Result<Option<Vec<String>>, BackfillError> {
-    let rows = green
-        .query(
-            "SELECT a.attname::text FROM pg_catalog.pg_index x \
-               JOIN pg_catalog.pg_class r ON r.oid = x.indrelid \
-               JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
-               CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) \
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum \
-              WHERE n.nspname = $1 AND r.relname = $2 AND k.pos <= x.indnkeyatts \
-                AND x.indexrelid = (SELECT y.indexrelid FROM pg_catalog.pg_index y \
-                                     WHERE y.indrelid = r.oid AND y.indisunique \
-                                       AND (y.indisprimary OR y.indisreplident) \
-                                     ORDER BY y.indisprimary DESC LIMIT 1) \
-              ORDER BY k.pos",
-            &[&table.schema, &table.name],
-        )
-        .await
-        .map_err(|e| BackfillError::green(&format!("read the key of {table}"), e))?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        rows.iter()
-            .map(|r| quote_ident(&r.get::<_, String>(0)))
-            .collect(),
-    ))
 }
 
 /// Whether green holds a backfill record of `slot`: if so, whether it finished and how many

@@ -44,7 +44,7 @@ pub(super) async fn decide(
 ) -> Result<Start, BackfillError> {
     let slot = config.slot.as_str();
     let previous = state::run(&*green, slot).await?;
-    let slot_exists = super::slot_exists(blue, slot).await?;
+    let slot_exists = super::catalog::slot_exists(blue, slot).await?;
     if previous.as_ref().is_some_and(|r| !r.finished) {
         if options.mode == BackfillMode::Never {
             return Err(BackfillError::Unfinished {
