@@ -258,6 +258,8 @@ async fn run_with(
     // Row-level security: refused before anything is created, for what is still to copy.
     let to_copy = state::uncopied(&*green, slot, &names).await?;
     security::check(blue, &*green, &to_copy).await?;
+    // So are sequences blueshift may not read: the copy would otherwise end on them.
+    crate::sequence::check_readable(blue, &config.publication).await?;
     let keep_indexes = match &start {
         Start::Fresh => {
             for name in &names {

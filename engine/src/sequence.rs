@@ -12,6 +12,7 @@
 //! FROM <sequence>`, which needs SELECT on it; `pg_sequences` would show a NULL `last_value`
 //! instead and the sequence would stay at its start on green. Every sequence that cannot be read
 //! on blue or set on green is reported, with the GRANT that fixes it: [`SequenceError::NotSynced`].
+//! [`check_readable`] asks the same of blue's privileges up front, before a long copy.
 //!
 //! **Where to.** A column's sequence goes to the sequence of green's column (renames applied,
 //! `pg_get_serial_sequence`), so a serial on blue and an identity on green match; otherwise to
@@ -338,6 +339,46 @@ pub async fn copy(
     }
 }
 
+/// Refuses, naming each with its GRANT, the sequences of `publication` the connected role may
+/// not read on blue: run before a copy starts, so that it does not end on them.
+pub async fn check_readable(
+    blue: &impl GenericClient,
+    publication: &str,
+) -> Result<(), SequenceError> {
+    let role = current_user(blue, "blue").await?;
+    let mut failures = Vec::new();
+    for sequence in list(blue, publication).await? {
+        let readable: bool = blue
+            .query_one(
+                "SELECT pg_catalog.has_sequence_privilege($1, 'SELECT')",
+                &[&sequence.name.to_string()],
+            )
+            .await
+            .map_err(|e| SequenceError::query("blue", "check the sequences' privileges", e))?
+            .get(0);
+        if !readable {
+            failures.push(unreadable(&sequence.name, &role, "no SELECT privilege"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(SequenceError::NotSynced { failures })
+    }
+}
+
+/// The report of a sequence `role` may not read on blue.
+fn unreadable(sequence: &QualifiedName, role: &str, why: &str) -> NotSynced {
+    NotSynced {
+        sequence: sequence.clone(),
+        problem: format!("role {} may not read it on blue ({why})", quote_ident(role)),
+        fix: format!(
+            "GRANT SELECT ON SEQUENCE {sequence} TO {} on blue",
+            quote_ident(role)
+        ),
+    }
+}
+
 async fn current_user(
     client: &impl GenericClient,
     side: &'static str,
@@ -363,16 +404,7 @@ fn not_synced(
         .server()
         .map_or_else(|| e.to_string(), |s| s.message.clone());
     let (problem, fix) = match (e.sqlstate(), green_target) {
-        (Some("42501"), None) => (
-            format!(
-                "role {} may not read it on blue ({server})",
-                quote_ident(role)
-            ),
-            format!(
-                "GRANT SELECT ON SEQUENCE {sequence} TO {} on blue",
-                quote_ident(role)
-            ),
-        ),
+        (Some("42501"), None) => return unreadable(sequence, role, &server),
         (Some("42501"), Some(_)) => (
             format!(
                 "role {} may not set green's {target} ({server})",

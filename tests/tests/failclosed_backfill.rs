@@ -94,11 +94,12 @@ fn row_level_security_on_blue_refuses_the_copy_naming_the_table() {
     assert!(sync.terminate());
 }
 
-/// A sequence the role may not read: the backfill stops naming every sequence it could not
-/// read and the GRANT for each (before: `pg_sequences` showed NULL and the sequence was left at
-/// 1 on green). Once granted, a new run sets every sequence of the published tables and their
-/// schemas — serial, identity, standalone, a negative increment, one never called — to blue's
-/// state exactly.
+/// A sequence the role may not read: the backfill refuses before copying, naming every such
+/// sequence and the GRANT for each (before: `pg_sequences` showed NULL, the sequence was left at
+/// 1 on green and the backfill succeeded). Once granted, a sequence green cannot take blue's
+/// value into stops the end of the copy, named with the fix; once fixed, a new run sets every
+/// sequence of the published tables and their schemas — serial, identity, standalone, a
+/// negative increment, one never called — to blue's state exactly.
 #[test]
 fn sequences_blueshift_cannot_read_are_named_with_the_grant() {
     let pair = Pair::new("fcseq");
@@ -109,6 +110,11 @@ fn sequences_blueshift_cannot_read_are_named_with_the_grant() {
          CREATE SEQUENCE countdown INCREMENT -5 START 1000 MINVALUE -100000 MAXVALUE 1000; \
          CREATE SEQUENCE never_called START 42",
     );
+    // Green's `small` stops short of blue's value.
+    pair.blue.psql("app", "CREATE SEQUENCE small").unwrap();
+    pair.green
+        .psql("app", "CREATE SEQUENCE small MAXVALUE 5")
+        .unwrap();
     pair.blue
         .psql(
             "app",
@@ -116,6 +122,7 @@ fn sequences_blueshift_cannot_read_are_named_with_the_grant() {
              INSERT INTO b (v) SELECT 'b' FROM generate_series(1, 17); \
              SELECT nextval('invoice_no') FROM generate_series(1, 7); \
              SELECT nextval('countdown') FROM generate_series(1, 3); \
+             SELECT nextval('small') FROM generate_series(1, 9); \
              CREATE PUBLICATION pub FOR TABLE a, b",
         )
         .unwrap();
@@ -123,7 +130,7 @@ fn sequences_blueshift_cannot_read_are_named_with_the_grant() {
     pair.blue
         .psql(
             "app",
-            "GRANT SELECT ON SEQUENCE a_id_seq, countdown, never_called TO bs_reader",
+            "GRANT SELECT ON SEQUENCE a_id_seq, countdown, never_called, small TO bs_reader",
         )
         .unwrap();
 
@@ -145,6 +152,11 @@ fn sequences_blueshift_cannot_read_are_named_with_the_grant() {
         !log.contains("ON SEQUENCE \"public\".\"a_id_seq\""),
         "{log}"
     );
+    assert_eq!(
+        pair.green.psql("app", "SELECT count(*) FROM a").unwrap(),
+        "0",
+        "refused before copying"
+    );
 
     pair.blue
         .psql(
@@ -152,6 +164,27 @@ fn sequences_blueshift_cannot_read_are_named_with_the_grant() {
             "GRANT SELECT ON SEQUENCE b_id_seq, invoice_no TO bs_reader",
         )
         .unwrap();
+    let mut backfill = pair.spawn_as("backfill", "bs_reader", &[]);
+    assert!(
+        !exit_status(&mut backfill, Duration::from_secs(60)),
+        "green's small cannot take 9"
+    );
+    let log = backfill.log_text();
+    assert!(
+        log.contains("1 sequence not synced to green")
+            && log.contains("sequence \"public\".\"small\": green refused it")
+            && log.contains("ALTER SEQUENCE"),
+        "{log}"
+    );
+    assert_eq!(
+        pair.green.psql("app", "SELECT count(*) FROM a").unwrap(),
+        "30",
+        "the rows are copied; only the sequences wait"
+    );
+    pair.green
+        .psql("app", "ALTER SEQUENCE small MAXVALUE 1000")
+        .unwrap();
+
     let mut backfill = pair.spawn_as("backfill", "bs_reader", &[]);
     assert!(
         exit_status(&mut backfill, Duration::from_secs(60)),
@@ -166,13 +199,14 @@ fn sequences_blueshift_cannot_read_are_named_with_the_grant() {
                SELECT 'b=' || last_value || '/' || is_called FROM b_id_seq UNION ALL \
                SELECT 'invoice=' || last_value || '/' || is_called FROM invoice_no UNION ALL \
                SELECT 'countdown=' || last_value || '/' || is_called FROM countdown UNION ALL \
-               SELECT 'never=' || last_value || '/' || is_called FROM never_called) x",
+               SELECT 'never=' || last_value || '/' || is_called FROM never_called UNION ALL \
+               SELECT 'small=' || last_value || '/' || is_called FROM small) x",
         )
         .unwrap()
     };
     assert_eq!(
         state(&pair.blue),
-        "a=30/true,b=17/true,invoice=7/true,countdown=990/true,never=42/false"
+        "a=30/true,b=17/true,invoice=7/true,countdown=990/true,never=42/false,small=9/true"
     );
     assert_eq!(state(&pair.green), state(&pair.blue));
     // What green hands out next is what blue would.
