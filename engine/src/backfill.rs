@@ -414,6 +414,18 @@ async fn copy_generation(
     } else {
         (slot.to_owned(), false)
     };
+    // Blue's identity for the slot guard, asked first: the exported snapshot lives only until
+    // the replication connection's next command.
+    let identity = if temporary {
+        None
+    } else {
+        Some(crate::slot_guard::BlueIdentity::from(
+            &repl
+                .identify_system()
+                .await
+                .map_err(BackfillError::Replication)?,
+        ))
+    };
     let created = repl
         .create_slot(
             &slot_name,
@@ -425,6 +437,12 @@ async fn copy_generation(
         )
         .await
         .map_err(BackfillError::Replication)?;
+    if let Some(identity) = &identity {
+        // The real slot: green records it at its consistent point before anything streams.
+        crate::slot_guard::record(green, slot, identity, created.consistent_point, true)
+            .await
+            .map_err(|e| BackfillError::SlotGuard(Box::new(e)))?;
+    }
     let snapshot = created
         .snapshot_name
         .clone()

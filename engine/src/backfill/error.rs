@@ -155,6 +155,9 @@ pub enum BackfillError {
     /// A task panicked or was cancelled.
     #[error("a backfill task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
+    /// The slot guard's record of the new slot could not be written.
+    #[error(transparent)]
+    SlotGuard(Box<crate::slot_guard::SlotError>),
     /// Shutdown was asked for during the copy; the next run resumes.
     #[error("backfill interrupted; the next run resumes at the first unfinished chunk")]
     Interrupted,
@@ -204,6 +207,7 @@ impl BackfillError {
                 e.is_transient() || matches!(**e, crate::sync::SyncError::TableAdded { .. })
             }
             BackfillError::Sequences(e) => e.is_transient(),
+            BackfillError::SlotGuard(e) => e.is_transient(),
             _ => false,
         }
     }
