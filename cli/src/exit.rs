@@ -178,7 +178,13 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             BackfillError::NotEmpty { .. }
             | BackfillError::Unfinished { .. }
             | BackfillError::Blocked { .. }
-            | BackfillError::Concurrent { .. } => Settled(Class::Refused),
+            | BackfillError::Concurrent { .. }
+            | BackfillError::RowSecurity { .. }
+            | BackfillError::NeverLoaded { .. }
+            | BackfillError::AddedNotEmpty { .. }
+            | BackfillError::NotPublished { .. } => Settled(Class::Refused),
+            // Transparent: the chain skips what it wraps.
+            BackfillError::Sequences(inner) => verdict(inner),
             BackfillError::SlotLost { .. } | BackfillError::Corrupt { .. } => {
                 Settled(Class::DataStop)
             }
@@ -227,6 +233,12 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             MigrateError::Query { .. } => Suggested(Class::DataStop),
             MigrateError::LockBusy { .. } => Settled(Class::Refused),
             MigrateError::Validation { .. } | MigrateError::Failed(_) => Settled(Class::DataStop),
+            _ => Settled(Class::Refused),
+        };
+    }
+    if let Some(e) = e.downcast_ref::<blueshift_engine::sequence::SequenceError>() {
+        return match e {
+            blueshift_engine::sequence::SequenceError::Query { .. } => Unknown,
             _ => Settled(Class::Refused),
         };
     }

@@ -35,6 +35,7 @@ mod acknowledge;
 mod background;
 mod durability;
 pub mod heartbeat;
+mod loaded;
 mod monitor;
 mod order;
 mod preflight;
@@ -210,6 +211,16 @@ pub enum SyncError {
         /// What the interruption left behind.
         state: &'static str,
     },
+    /// Blue's stream carries a change to a table green does not hold the rows of: one added to
+    /// the publication while sync ran. Sync copies it (see `backfill::start`) and goes on.
+    #[error(
+        "table {table} was added to the publication while sync ran: its existing rows must be \
+         copied before its changes are applied"
+    )]
+    TableAdded {
+        /// The table.
+        table: crate::schema::QualifiedName,
+    },
     /// The slot is not the one blueshift left, or not usable (see [`crate::slot_guard`]).
     #[error(transparent)]
     Slot(#[from] SlotError),
@@ -329,54 +340,16 @@ async fn run_stages(
         checked = preflight::check(&config) => checked?,
     }
     let mut summary = SyncSummary::default();
-    let mut wait = config.backoff.0;
-    // The backfill, resumed after transient failures (each retry takes a new snapshot and copies
-    // only what is unfinished). While it copies, a signal lets the chunks in hand finish; in
-    // any other step (connecting, planning, rebuilding indexes) the step is dropped at once and
-    // the next run resumes it, as after a crash.
-    let interrupted = || SyncError::Interrupted {
-        during: "the backfill",
-        state: BACKFILL_INTERRUPTED,
-    };
-    loop {
-        let run = backfill::run(
-            &config,
-            &config.backfill,
-            &metrics,
-            progress,
-            shutdown.clone().wait(),
-        );
-        let copying = || progress.phase() == backfill::Phase::Copying;
-        let result = tokio::select! {
-            result = run => result,
-            () = unless(&shutdown, copying) => return Err(interrupted()),
-        };
-        match result {
-            Ok(done) => {
-                summary.backfill = done;
-                break;
-            }
-            Err(BackfillError::Interrupted) => return Err(interrupted()),
-            Err(e) if e.is_transient() && !shutdown.fired() => {
-                let what = "backfill interrupted; resuming";
-                if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
-                    return Err(interrupted());
-                }
-                summary.reconnects += 1;
-            }
-            Err(e) => {
-                metrics.error(ErrorClass::Definite);
-                return Err(SyncError::Backfill(e));
-            }
-        }
-    }
+    backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await?;
     if shutdown.fired() {
         return Err(before_streaming);
     }
     if config.backfill.only {
         return Ok(summary);
     }
-    wait = config.backoff.0;
+    // The table the last attempt stopped at, added to the publication (see `loaded`).
+    let mut added: Option<crate::schema::QualifiedName> = None;
+    let mut wait = config.backoff.0;
     loop {
         let started = std::time::Instant::now();
         let streaming = std::sync::atomic::AtomicBool::new(false);
@@ -401,6 +374,22 @@ async fn run_stages(
                 summary.transactions = transactions;
                 return Ok(summary);
             }
+            Err(SyncError::TableAdded { table }) if !shutdown.fired() => {
+                // The same table again right after the backfill: it is not published any more,
+                // so the backfill could not copy it.
+                if added.as_ref() == Some(&table) {
+                    metrics.error(ErrorClass::Definite);
+                    return Err(SyncError::Backfill(BackfillError::NotPublished {
+                        table,
+                        publication: config.publication.clone(),
+                    }));
+                }
+                tracing::info!(table = %table, "table was added to the publication: copying its rows before applying its changes");
+                added = Some(table);
+                backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await?;
+                wait = config.backoff.0;
+            }
+            Err(SyncError::TableAdded { .. }) => return Ok(summary),
             Err(e) if e.is_transient() && !shutdown.fired() => {
                 let what = "sync interrupted; reconnecting";
                 if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
@@ -422,6 +411,59 @@ async fn unless(shutdown: &Shutdown, busy: impl Fn() -> bool) {
     shutdown.clone().wait().await;
     if busy() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// The backfill (see [`backfill::run`]), resumed after transient failures: each retry takes a
+/// new snapshot and copies only what is unfinished. While it copies, a signal lets the chunks in
+/// hand finish; in any other step (connecting, planning, rebuilding indexes) the step is dropped
+/// at once and the next run resumes it, as after a crash. Either way it ends with
+/// [`SyncError::Interrupted`].
+async fn backfill_until_done(
+    config: &SyncConfig,
+    metrics: &Metrics,
+    progress: &Arc<Progress>,
+    shutdown: &Shutdown,
+    summary: &mut SyncSummary,
+) -> Result<(), SyncError> {
+    let interrupted = || SyncError::Interrupted {
+        during: "the backfill",
+        state: BACKFILL_INTERRUPTED,
+    };
+    let mut wait = config.backoff.0;
+    loop {
+        let run = backfill::run(
+            config,
+            &config.backfill,
+            metrics,
+            progress,
+            shutdown.clone().wait(),
+        );
+        let copying = || progress.phase() == backfill::Phase::Copying;
+        let result = tokio::select! {
+            result = run => result,
+            () = unless(shutdown, copying) => return Err(interrupted()),
+        };
+        match result {
+            Ok(done) => {
+                if done.ran || !summary.backfill.ran {
+                    summary.backfill = done;
+                }
+                return Ok(());
+            }
+            Err(BackfillError::Interrupted) => return Err(interrupted()),
+            Err(e) if e.is_transient() && !shutdown.fired() => {
+                let what = "backfill interrupted; resuming";
+                if !back_off(&e, what, &mut wait, config, metrics, shutdown).await {
+                    return Err(interrupted());
+                }
+                summary.reconnects += 1;
+            }
+            Err(e) => {
+                metrics.error(ErrorClass::Definite);
+                return Err(SyncError::Backfill(e));
+            }
+        }
     }
 }
 
@@ -485,8 +527,8 @@ async fn attempt(
     stop_at: Option<Lsn>,
     streaming: &std::sync::atomic::AtomicBool,
 ) -> Result<u64, SyncError> {
-    // What a backfill copied, each applier must not apply again.
-    let fences = {
+    // What a backfill copied, each applier must not apply again; the tables green holds.
+    let (fences, loaded) = {
         let (green, conn) = client::connect(&config.target, "blueshift sync")
             .await
             .map_err(|source| SyncError::Sql {
@@ -494,8 +536,11 @@ async fn attempt(
                 source,
             })?;
         let fences = backfill::fences(&green, &config.slot).await;
+        let tables = backfill::loaded(&green, &config.slot).await;
         client::close(green, conn).await;
-        Arc::new(fences.map_err(SyncError::Backfill)?)
+        let fences = fences.map_err(SyncError::Backfill)?;
+        let tables = tables.map_err(SyncError::Backfill)?;
+        (Arc::new(fences), loaded::Loaded::new(tables))
     };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
     // is the last transaction green holds.
@@ -622,6 +667,7 @@ async fn attempt(
         assembler,
         scheduler: Scheduler::starting_at(1),
         keys: KeyCatalog::new(Arc::clone(&config.renames)),
+        loaded,
         green,
         resume_after,
         stop_at,
@@ -669,7 +715,10 @@ async fn attempt(
     };
     // The reader (and with it the job sender) is gone: appliers drain the queue and stop. On
     // error they are aborted; their open transactions roll back with their connections.
-    let drained = if outcome.is_ok() {
+    // A table added to the publication ends reading like a shutdown: what was scheduled
+    // before it is applied.
+    let graceful = matches!(outcome, Ok(_) | Err(SyncError::TableAdded { .. }));
+    let drained = if graceful {
         let mut result = Ok(());
         while let Some(done) = tasks.join_next().await {
             match done {
@@ -686,7 +735,7 @@ async fn attempt(
     // What the appliers committed becomes durable within green's wal_writer_delay: confirm it
     // before the final status update, so a restart has little to resend.
     tracker.abort();
-    if outcome.is_ok() && drained.is_ok() {
+    if graceful && drained.is_ok() {
         durability::drain(&durability, &green_flush, &acks, Duration::from_secs(10)).await;
     }
     // The acknowledger records what is durable once more and hands it to the stream.

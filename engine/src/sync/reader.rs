@@ -29,6 +29,8 @@ pub(crate) struct Reader {
     pub(crate) assembler: TxAssembler,
     pub(crate) scheduler: Scheduler,
     pub(crate) keys: KeyCatalog,
+    /// The tables green holds the rows of: reading stops at a change to any other.
+    pub(crate) loaded: super::loaded::Loaded,
     /// A connection to green for reading unique indexes.
     pub(crate) green: tokio_postgres::Client,
     /// Transactions committing at or before this are on green already.
@@ -89,6 +91,7 @@ impl Reader {
                                 lsn: wal_start,
                                 source,
                             })?;
+                    self.loaded.check(&message)?;
                     let Some(assembled) =
                         self.assembler
                             .push(message)
