@@ -363,7 +363,8 @@ impl ReplicationConnection {
     }
 }
 
-/// Logs a `NoticeResponse` at the level matching its severity.
+/// Logs a `NoticeResponse`: a WARNING at warn level, everything else (NOTICE, INFO, LOG, DEBUG:
+/// "relation … already exists, skipping") at debug level, never relayed at info.
 pub(crate) fn log_notice(notice: &ServerError) {
     let ServerError {
         severity,
@@ -375,10 +376,7 @@ pub(crate) fn log_notice(notice: &ServerError) {
     } = notice;
     match severity.as_str() {
         "WARNING" => tracing::warn!(%severity, %code, %message, ?detail, ?hint, "server notice"),
-        "DEBUG" | "DEBUG1" | "DEBUG2" | "DEBUG3" | "DEBUG4" | "DEBUG5" | "LOG" => {
-            tracing::debug!(%severity, %code, %message, ?detail, ?hint, "server notice")
-        }
-        _ => tracing::info!(%severity, %code, %message, ?detail, ?hint, "server notice"),
+        _ => tracing::debug!(%severity, %code, %message, ?detail, ?hint, "server notice"),
     }
 }
 
