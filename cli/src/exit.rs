@@ -79,7 +79,7 @@ impl Class {
 pub(crate) const HELP: &str = "\
 Exit codes:
   0  done (sync: stopped by SIGINT/SIGTERM after draining what was in flight)
-  1  differences found (verify; plan: a table replication cannot carry)
+  1  differences found (verify; plan: a table replication cannot carry; migrate validate)
   2  usage: an unknown option or a missing argument
   3  configuration or preflight refused (settings, wal_level, publication, slot in use, …)
   4  connection or authentication failed (unreachable, timed out, wrong password)
@@ -232,7 +232,9 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
         return match e {
             MigrateError::Query { .. } => Suggested(Class::DataStop),
             MigrateError::LockBusy { .. } => Settled(Class::Refused),
-            MigrateError::Validation { .. } | MigrateError::Failed(_) => Settled(Class::DataStop),
+            // Applied scripts differ from their files: what `validate` looks for.
+            MigrateError::Validation { .. } => Settled(Class::Differences),
+            MigrateError::Failed(_) => Settled(Class::DataStop),
             _ => Settled(Class::Refused),
         };
     }

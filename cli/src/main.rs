@@ -104,6 +104,9 @@ impl Command {
     }
 }
 
+/// After a forced stop, how long the dropped connections get to say goodbye.
+const TERMINATE_GRACE: Duration = Duration::from_millis(100);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
@@ -145,10 +148,15 @@ fn main() -> ExitCode {
         let work = run(cli.command, signals);
         let result = tokio::select! {
             result = work => result,
-            why = stop => Err(anyhow::Error::new(exit::Interrupted(format!(
-                "{why}; nothing half-done was committed, so running the same command again \
-                 resumes"
-            )))),
+            why = stop => {
+                // The command was dropped: its SQL clients with it. Their connection tasks
+                // send a Terminate as soon as they run; give them that moment.
+                tokio::time::sleep(TERMINATE_GRACE).await;
+                Err(anyhow::Error::new(exit::Interrupted(format!(
+                    "{why}; nothing half-done was committed, so running the same command \
+                     again resumes"
+                ))))
+            }
         };
         match result {
             Ok(()) => exit::Class::Done.exit_code(),
