@@ -136,6 +136,11 @@ pub enum Step {
         /// Whether the backfill had finished.
         finished: bool,
     },
+    /// Forget the slot's lag heartbeat on green (`blueshift.sync_lag`), which `status` reads.
+    ForgetLagHeartbeat {
+        /// The slot.
+        slot: String,
+    },
     /// Drop one applier's replication origin on green.
     DropOrigin {
         /// The origin.
@@ -307,6 +312,14 @@ async fn plan_and_execute(
             finished,
         }),
     }
+    if crate::sync::heartbeat::recorded(&green.client, slot_name)
+        .await
+        .map_err(|e| green.error("read the lag heartbeat", e))?
+    {
+        steps.push(Step::ForgetLagHeartbeat {
+            slot: slot_name.to_owned(),
+        });
+    }
 
     if options.execute {
         for step in &steps {
@@ -423,6 +436,12 @@ async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), Clean
                 .map_err(|e| green.error("delete the backfill record", e))?;
             info!(slot = %slot, "backfill record deleted on green");
         }
+        Step::ForgetLagHeartbeat { slot } => {
+            crate::sync::heartbeat::forget(&green.client, slot)
+                .await
+                .map_err(|e| green.error("delete the lag heartbeat", e))?;
+            info!(slot = %slot, "lag heartbeat deleted on green");
+        }
     }
     Ok(())
 }
@@ -491,6 +510,11 @@ impl fmt::Display for Step {
                 f,
                 "the {} backfill record of slot {} on green (blueshift.backfill_*; green's rows stay)",
                 if *finished { "finished" } else { "unfinished" },
+                quote_ident(slot)
+            ),
+            Step::ForgetLagHeartbeat { slot } => write!(
+                f,
+                "the lag heartbeat of slot {} on green (blueshift.sync_lag)",
                 quote_ident(slot)
             ),
             Step::DropOrigin { origin, progress } => match progress {

@@ -186,6 +186,10 @@ fn every_command_reads_the_config_file_and_the_environment() {
         assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
         let text = stdout(&out);
         assert!(text.contains("replication slot \"bs\""), "{args:?}: {text}");
+        assert!(
+            text.contains("the lag heartbeat of slot \"bs\""),
+            "{args:?}: {text}"
+        );
     }
 
     // Quiet servers: no "already exists, skipping" relayed, no connection dropped mid-way.

@@ -82,6 +82,34 @@ pub(crate) async fn record(
     }
 }
 
+/// Whether green holds a heartbeat row of `slot` (false when the table does not exist).
+pub(crate) async fn recorded(green: &Client, slot: &str) -> Result<bool, tokio_postgres::Error> {
+    let row = green
+        .query_one(
+            "SELECT pg_catalog.to_regclass('blueshift.sync_lag') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    let row = green
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM blueshift.sync_lag WHERE slot = $1)",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Deletes the heartbeat row of `slot` (`blueshift cleanup`).
+pub(crate) async fn forget(green: &Client, slot: &str) -> Result<(), tokio_postgres::Error> {
+    green
+        .execute("DELETE FROM blueshift.sync_lag WHERE slot = $1", &[&slot])
+        .await
+        .map(|_| ())
+}
+
 /// The lag in seconds at `now` from a heartbeat row recorded at `recorded_at` with `basis`.
 pub fn lag_seconds(now: SystemTime, recorded_at: SystemTime, basis: Option<SystemTime>) -> f64 {
     let stale = now
