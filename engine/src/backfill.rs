@@ -345,7 +345,7 @@ async fn run_with(
     };
     state::ensure(green).await?;
     progress.set_phase(Phase::Planning);
-    let plan = schema::plan(blue, &*green, Some(&config.publication), &config.renames).await?;
+    let plan = schema::plan(blue, &*green, Some(&config.publication), &config.mapping).await?;
     let mut tables: BTreeMap<QualifiedName, Arc<copy::TableCopy>> = BTreeMap::new();
     for t in &plan.tables {
         if !t.on_green || t.verdict == Verdict::Blocked {

@@ -86,6 +86,13 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
     }
 
     out.header(
+        "blueshift_blocked",
+        "gauge",
+        "1 while sync waits for green to be fixed: a change green cannot take as it is holds the line.",
+    );
+    out.sample("blueshift_blocked", &[], Value::Int(u64::from(s.blocked)));
+
+    out.header(
         "blueshift_slot_retained_wal_bytes",
         "gauge",
         "WAL bytes blue retains for the replication slot (current position minus restart_lsn).",
