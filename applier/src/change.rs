@@ -402,7 +402,8 @@ WITH named AS ( \
     JOIN unnest($1::text[], $2::text[]) AS t(nspname, relname) \
       ON n.nspname = t.nspname AND c.relname = t.relname), \
 truncated AS ( \
-  SELECT p.relid FROM named CROSS JOIN LATERAL pg_catalog.pg_partition_tree(named.oid) p) \
+  SELECT named.oid AS relid FROM named \
+  UNION SELECT p.relid FROM named CROSS JOIN LATERAL pg_catalog.pg_partition_tree(named.oid) p) \
 SELECT DISTINCT rn.nspname::text || '.' || r.relname::text, \
        fn.nspname::text || '.' || f.relname::text \
   FROM pg_catalog.pg_constraint k \

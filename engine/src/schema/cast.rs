@@ -328,6 +328,22 @@ pub fn fidelity(blue: &Column, green: &Column, conversion: &Conversion) -> Fidel
         Conversion::Cast(kind) => *kind,
     };
     let (bt, gt) = (builtin(&blue.type_ref), builtin(&green.type_ref));
+    // Arrays of built-in types: element by element (the modifier is the elements').
+    if let (Some(be), Some(ge)) = (
+        bt.and_then(|t| t.strip_prefix('_')),
+        gt.and_then(|t| t.strip_prefix('_')),
+    ) {
+        let element = |c: &Column, name: &str| Column {
+            type_ref: format!("pg_catalog.{name}"),
+            ..c.clone()
+        };
+        let kind = if be == ge { CastKind::Length } else { kind };
+        return fidelity(
+            &element(blue, be),
+            &element(green, ge),
+            &Conversion::Cast(kind),
+        );
+    }
     if kind == CastKind::Length {
         return modifier_fidelity(bt.unwrap_or(""), blue.typmod, green.typmod, b, g);
     }
@@ -604,6 +620,16 @@ mod tests {
             Fidelity::FailsLoudly(_)
         ));
         assert!(f(&t("float8"), &n, CastKind::Assignment).is_loss());
+        let arr = |name: &str| Column {
+            type_ref: format!("pg_catalog._{name}"),
+            ..t(name)
+        };
+        assert_eq!(f(&arr("int4"), &arr("int8"), CastKind::Implicit), Fidelity::Lossless);
+        assert!(matches!(
+            f(&arr("int8"), &arr("int4"), CastKind::Assignment),
+            Fidelity::FailsLoudly(_)
+        ));
+        assert!(f(&arr("float8"), &arr("float4"), CastKind::Assignment).is_loss());
         // A domain of green's: its input function checks values.
         let mut domain = t("text");
         domain.type_ref = "\"public\".\"email\"".into();

@@ -26,7 +26,8 @@
 //! | table missing on green                       | blocked  |
 //! | blue table without primary key / replica identity | warning |
 //! | renamed column, green has the new name       | as the types say (fine, cast, …) |
-//! | rename, exclusion or lossy cast naming a column blue does not publish | blocked |
+//! | rename naming a column blue does not publish | blocked |
+//! | exclusion or lossy cast naming a column blue does not publish (yet) | warning |
 //! | rename whose `to` green does not have        | blocked  |
 //! | blue column whose green namesake receives a renamed column, not excluded | blocked |
 //! | rename, exclusion or cast naming a table blue does not publish | error ([`SchemaError::RenameTable`]) |
@@ -377,12 +378,16 @@ pub(crate) async fn compare(
         ("exclusion", mapping.excluded_of_table(schema, table).collect::<Vec<_>>()),
         ("lossy cast", mapping.lossy_of_table(schema, table).collect()),
     ] {
+        // Harmless: it takes effect when blue adds the column (declared ahead of a migration),
+        // and a misspelt one excludes nothing — the column it meant still stops sync if green
+        // cannot take it.
         for column in columns.into_iter().filter(|c| !publishes(c)) {
             notes.push(Note {
-                verdict: Verdict::Blocked,
+                verdict: Verdict::Warning,
                 message: format!(
-                    "the {what} of column {} names no column blue publishes in table {} — fix \
-                     it (blue's exact column name) or remove it",
+                    "the {what} of column {} names no column blue publishes in table {}: it \
+                     takes effect if blue adds the column — check the name (blue's exact \
+                     column name)",
                     quote_ident(column),
                     blue.name
                 ),

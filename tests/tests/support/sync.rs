@@ -206,6 +206,11 @@ impl Sync {
             .is_some_and(|mut c| c.wait().expect("wait").success())
     }
 
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Whether it is still running.
     pub(crate) fn running(&mut self) -> bool {
         self.child
