@@ -27,7 +27,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::client::SqlError;
 use crate::diagnose;
-use crate::error::{ApplyError, Operation};
+use crate::error::{ApplyError, ForeignKey, Operation};
 use crate::fence::{Action, Fences};
 use crate::pipeline::Pipeline;
 use crate::statement::{self, Locate, Shape, StatementCache};
@@ -404,7 +404,7 @@ WITH named AS ( \
 truncated AS ( \
   SELECT named.oid AS relid FROM named \
   UNION SELECT p.relid FROM named CROSS JOIN LATERAL pg_catalog.pg_partition_tree(named.oid) p) \
-SELECT DISTINCT rn.nspname::text || '.' || r.relname::text, \
+SELECT DISTINCT rn.nspname::text, r.relname::text, k.conname::text, \
        fn.nspname::text || '.' || f.relname::text \
   FROM pg_catalog.pg_constraint k \
   JOIN pg_catalog.pg_class r ON r.oid = k.conrelid \
@@ -414,13 +414,13 @@ SELECT DISTINCT rn.nspname::text || '.' || r.relname::text, \
  WHERE k.contype = 'f' AND k.conparentid = 0 \
    AND k.confrelid IN (SELECT relid FROM truncated) \
    AND k.conrelid NOT IN (SELECT relid FROM truncated) \
- ORDER BY 1, 2";
+ ORDER BY 1, 2, 3";
 
-/// `(referencing, referenced)` tables, `schema.name`, per [`REFERENCING_SQL`].
+/// The foreign keys of [`REFERENCING_SQL`].
 async fn referencing_tables(
     client: &Client,
     targets: &[Arc<TargetTable>],
-) -> Result<Vec<(String, String)>, ApplyError> {
+) -> Result<Vec<ForeignKey>, ApplyError> {
     let schemas: Vec<&str> = targets.iter().map(|t| t.schema.as_str()).collect();
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     let rows = client
@@ -434,7 +434,19 @@ async fn referencing_tables(
                 .join(", "),
             source: SqlError::from(e),
         })?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (schema, name): (String, String) = (r.get(0), r.get(1));
+            ForeignKey {
+                table: format!("{schema}.{name}"),
+                schema,
+                name,
+                constraint: r.get(2),
+                referenced: r.get(3),
+            }
+        })
+        .collect())
 }
 
 /// A row must carry one value per column of its relation: checked before any

@@ -113,6 +113,34 @@ pub fn class_of_sql_error(error: &SqlError) -> ErrorClass {
     }
 }
 
+/// A foreign key on green, from `table` to `referenced`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// The referencing table's schema.
+    pub schema: String,
+    /// The referencing table, `schema.name` (unquoted, for messages).
+    pub table: String,
+    /// The referencing table's name.
+    pub name: String,
+    /// The constraint's name.
+    pub constraint: String,
+    /// The referenced table, `schema.name`.
+    pub referenced: String,
+}
+
+impl ForeignKey {
+    /// `ALTER TABLE … DROP CONSTRAINT …`, quoted.
+    pub fn drop_sql(&self) -> String {
+        use blueshift_decoder::ident::quote_ident;
+        format!(
+            "ALTER TABLE {}.{} DROP CONSTRAINT {}",
+            quote_ident(&self.schema),
+            quote_ident(&self.name),
+            quote_ident(&self.constraint)
+        )
+    }
+}
+
 /// The row operation a statement carried out, for messages and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
@@ -291,16 +319,18 @@ pub enum ApplyError {
     #[error(
         "TRUNCATE of {tables} cannot be applied on green: {} by a foreign key, and blue did not \
          truncate {} — blueshift truncates exactly the tables blue truncated, never with \
-         CASCADE: truncate (or drop) the referencing table on green, or drop its foreign key; \
-         when blue has that table too, publish it so that blue's TRUNCATE carries it",
-        referencing.iter().map(|(from, to)| format!("table \"{from}\" references \"{to}\"")).collect::<Vec<_>>().join(", "),
-        if referencing.len() == 1 { "it" } else { "them" }
+         CASCADE, and green refuses a TRUNCATE a foreign key from another table points at: drop \
+         that foreign key on green ({}), or drop the referencing table; when blue has that table \
+         too, publish it so that blue's TRUNCATE carries it",
+        referencing.iter().map(|r| format!("table \"{}\" references \"{}\"", r.table, r.referenced)).collect::<Vec<_>>().join(", "),
+        if referencing.len() == 1 { "it" } else { "them" },
+        referencing.iter().map(|r| r.drop_sql()).collect::<Vec<_>>().join("; ")
     )]
     TruncateReferenced {
-        /// The tables blue truncated, `schema.name`.
+        /// The tables blue truncated, `"schema.name"`.
         tables: String,
-        /// `(referencing table, referenced table)`, `schema.name`.
-        referencing: Vec<(String, String)>,
+        /// The foreign keys pointing at them from outside.
+        referencing: Vec<ForeignKey>,
     },
 
     /// An inserted row carries an unchanged-TOAST marker, which only an UPDATE may (malformed

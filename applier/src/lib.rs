@@ -31,7 +31,7 @@ mod value;
 
 pub use applier::Applier;
 pub use diagnose::Culprit;
-pub use error::{class_of_sqlstate, ApplyError, ErrorClass, Operation};
+pub use error::{class_of_sqlstate, ApplyError, ErrorClass, ForeignKey, Operation};
 pub use outcome::{ApplyOutcome, RowCounts, Staged};
 pub use mapping::{ColumnRef, Mapping, MappingError};
 pub use rename::{Rename, RenameError, Renames};

@@ -256,7 +256,9 @@ async fn truncate_with_cascade_and_restart_identity() {
         .expect_err("child references parent");
     assert!(
         matches!(&err, ApplyError::TruncateReferenced { referencing, .. }
-            if referencing == &[("public.child".to_owned(), "public.parent".to_owned())]),
+            if referencing.len() == 1 && referencing[0].table == "public.child"
+                && referencing[0].referenced == "public.parent"
+                && referencing[0].constraint == "child_parent_id_fkey"),
         "{err:?}"
     );
     assert!(err.is_blocked(), "{err}");
