@@ -155,14 +155,7 @@ impl Layout {
                     columns: (0..rows * width).map(|p| p % width.max(1)).collect(),
                     width,
                     rows: *rows,
-                    key: Some(
-                        target
-                            .key
-                            .iter()
-                            .filter(|&&k| k < width)
-                            .copied()
-                            .collect(),
-                    ),
+                    key: Some(target.key.iter().filter(|&&k| k < width).copied().collect()),
                 }
             }
             Shape::Update { set, locate } => {
@@ -482,10 +475,15 @@ mod tests {
         let err = server(
             "22003",
             "numeric field overflow",
-            Some("A field with precision 6, scale 2 must round to an absolute value less than 10^4."),
+            Some(
+                "A field with precision 6, scale 2 must round to an absolute value less than 10^4.",
+            ),
         );
         let c = culprit(&t, &Shape::Insert { rows: 1 }, &params, &err).unwrap();
-        assert_eq!((c.columns.as_slice(), c.key.as_deref()), (&["price".to_owned()][..], Some("(id)=(7)")));
+        assert_eq!(
+            (c.columns.as_slice(), c.key.as_deref()),
+            (&["price".to_owned()][..], Some("(id)=(7)"))
+        );
 
         // An UPDATE: SET code, n WHERE id = $3.
         let shape = Shape::Update {
@@ -493,7 +491,11 @@ mod tests {
             locate: Locate::Key(vec![0].into()),
         };
         let params = vec![text("x"), text("99999999999"), text("5")];
-        let err = server("22003", "value \"…\" is out of range for type integer", None);
+        let err = server(
+            "22003",
+            "value \"…\" is out of range for type integer",
+            None,
+        );
         let c = culprit(&t, &shape, &params, &err).unwrap();
         assert_eq!(c.columns, ["n"]);
         assert_eq!(c.key.as_deref(), Some("(id)=(5)"));
@@ -506,15 +508,37 @@ mod tests {
         if let SqlError::Server(s) = &mut err {
             s.column = Some("code".into());
         }
-        let params = vec![text("3"), ColumnValue::Null, text("n"), text("1"), text("1")];
+        let params = vec![
+            text("3"),
+            ColumnValue::Null,
+            text("n"),
+            text("1"),
+            text("1"),
+        ];
         let c = culprit(&t, &Shape::Insert { rows: 1 }, &params, &err).unwrap();
-        assert_eq!((c.columns[0].as_str(), c.key.as_deref()), ("code", Some("(id)=(3)")));
+        assert_eq!(
+            (c.columns[0].as_str(), c.key.as_deref()),
+            ("code", Some("(id)=(3)"))
+        );
         // Two candidates of the type, neither value testable: both named, the only row keyed.
-        let err = server("22P02", "invalid input syntax for type character varying(10)", None);
-        let c = culprit(&t, &Shape::Insert { rows: 1 }, &row("4", "a", "b", "1", "1"), &err)
-            .unwrap();
+        let err = server(
+            "22P02",
+            "invalid input syntax for type character varying(10)",
+            None,
+        );
+        let c = culprit(
+            &t,
+            &Shape::Insert { rows: 1 },
+            &row("4", "a", "b", "1", "1"),
+            &err,
+        )
+        .unwrap();
         assert_eq!(c.columns, ["code", "note"]);
-        assert!(c.to_string().starts_with("one of columns \"code\", \"note\""), "{c}");
+        assert!(
+            c.to_string()
+                .starts_with("one of columns \"code\", \"note\""),
+            "{c}"
+        );
         // Not a value error.
         assert!(culprit(
             &t,
@@ -552,6 +576,9 @@ mod tests {
             unreachable!()
         };
         assert_eq!(s.detail.as_deref(), Some("Key (id)=(1) already exists."));
-        assert_eq!(base("timestamp(3) without time zone"), "timestamp without time zone");
+        assert_eq!(
+            base("timestamp(3) without time zone"),
+            "timestamp without time zone"
+        );
     }
 }

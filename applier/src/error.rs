@@ -96,9 +96,11 @@ fn statement_detail(culprit: Option<&Culprit>, source: &SqlError) -> String {
              takes blue's values (blue's own type)"
         ),
         "42501" => "the applier's role lacks a privilege on green: GRANT it on green".to_owned(),
-        "42703" | "42P01" => "green's table changed under sync: make it match blue again (blueshift \
+        "42703" | "42P01" => {
+            "green's table changed under sync: make it match blue again (blueshift \
              plan shows how)"
-            .to_owned(),
+                .to_owned()
+        }
         _ => return column,
     };
     format!("{column} — {fix}; sync waits and resumes once green takes the change")
@@ -541,6 +543,94 @@ mod tests {
                 ErrorClass::Definite,
                 "{definite}"
             );
+        }
+    }
+
+    #[test]
+    fn changes_green_refuses_wait_for_green_and_others_stop() {
+        use crate::client::ServerError;
+        let statement = |sqlstate: &str, culprit: Option<Culprit>| ApplyError::Statement {
+            table: "public.t".into(),
+            operation: Operation::Insert,
+            culprit: culprit.map(Box::new),
+            source: SqlError::Server(Box::new(ServerError {
+                severity: "ERROR".into(),
+                sqlstate: sqlstate.into(),
+                message: "value too long for type character varying(10)".into(),
+                detail: None,
+                hint: None,
+                position: None,
+                context: None,
+                column: None,
+            })),
+        };
+        let long = statement(
+            "22001",
+            Some(Culprit {
+                columns: vec!["code".into()],
+                green_type: Some("character varying(10)".into()),
+                key: Some("(id)=(42)".into()),
+            }),
+        );
+        assert!(long.is_blocked() && !long.is_transient());
+        let text = long.to_string();
+        assert!(
+            text.starts_with(
+                "INSERT on table \"public.t\" failed on green: column \"code\" \
+                 (character varying(10) on green), row with key (id)=(42) — blue's value is \
+                 longer than column \"code\" allows on green"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("sync waits and resumes"), "{text}");
+        for blocked in ["23502", "23505", "22P02", "42703", "42501", "0A000"] {
+            assert!(statement(blocked, None).is_blocked(), "{blocked}");
+        }
+        for not_blocked in ["40001", "08006", "XX000", "42601"] {
+            assert!(!statement(not_blocked, None).is_blocked(), "{not_blocked}");
+        }
+        let unmapped = ApplyError::UnmappedColumn {
+            table: "public.t".into(),
+            column: "extra".into(),
+            displaced: false,
+        };
+        assert!(unmapped.is_blocked());
+        let text = unmapped.to_string();
+        assert!(
+            text.contains("ADD COLUMN") && text.contains("--exclude 'public.t:extra'"),
+            "{text}"
+        );
+        let referenced = ApplyError::TruncateReferenced {
+            tables: "\"public.parent\"".into(),
+            referencing: vec![ForeignKey {
+                schema: "public".into(),
+                table: "public.child".into(),
+                name: "child".into(),
+                constraint: "child_fk".into(),
+                referenced: "public.parent".into(),
+            }],
+        };
+        assert!(referenced.is_blocked());
+        assert!(
+            referenced.to_string().contains(
+                "table \"public.child\" references \"public.parent\" by a foreign key, and blue \
+                 did not truncate it"
+            ) && referenced
+                .to_string()
+                .contains("ALTER TABLE \"public\".\"child\" DROP CONSTRAINT \"child_fk\""),
+            "{referenced}"
+        );
+        for stops in [
+            ApplyError::ExcludedKeyColumn {
+                table: "public.t".into(),
+                column: "id".into(),
+            },
+            ApplyError::RowNotFound {
+                table: "public.t".into(),
+                operation: Operation::Delete,
+            },
+        ] {
+            assert!(!stops.is_blocked(), "{stops}");
         }
     }
 

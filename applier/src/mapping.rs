@@ -119,7 +119,9 @@ impl ColumnRef {
         if !rest.is_empty() {
             return Err(syntax(
                 table,
-                format!("unexpected {rest:?} after schema.table (quote a name that contains a dot)"),
+                format!(
+                    "unexpected {rest:?} after schema.table (quote a name that contains a dot)"
+                ),
             ));
         }
         if column.is_empty() {
@@ -399,7 +401,9 @@ mod tests {
             ["full_name", "legacy"]
         );
         assert_eq!(
-            mapping.lossy_of_table("public", "users").collect::<Vec<_>>(),
+            mapping
+                .lossy_of_table("public", "users")
+                .collect::<Vec<_>>(),
             ["price"]
         );
         assert_eq!(
@@ -414,7 +418,10 @@ mod tests {
         );
         assert!(err.to_string().contains("both renamed (to \"full_name\")"));
         let err = Mapping::new(renames, [c("users:x")], [c("users:x")]).unwrap_err();
-        assert!(matches!(err, MappingError::ExcludedAndLossy { .. }), "{err}");
+        assert!(
+            matches!(err, MappingError::ExcludedAndLossy { .. }),
+            "{err}"
+        );
         assert!(Mapping::default().is_empty());
     }
 }

@@ -108,6 +108,10 @@ impl Changes {
                         Change::Truncate { relations, .. } => relations.as_slice(),
                     };
                     for relation in relations {
+                        // Runs of changes to one table are the common case: the last one first.
+                        if out.last().is_some_and(|r| Arc::ptr_eq(r, relation)) {
+                            continue;
+                        }
                         if !out.iter().any(|r| Arc::ptr_eq(r, relation)) {
                             out.push(Arc::clone(relation));
                         }

@@ -206,11 +206,8 @@ mod tests {
         let err = collect(not_lossy, RenameArgs::default()).unwrap_err();
         assert!(format!("{err:#}").contains("lossy = true"), "{err:#}");
 
-        let renamed_and_excluded = collect(
-            FileMapping::default(),
-            flags(&["t:a=b"], &["t:a"], &[]),
-        )
-        .unwrap_err();
+        let renamed_and_excluded =
+            collect(FileMapping::default(), flags(&["t:a=b"], &["t:a"], &[])).unwrap_err();
         assert!(
             format!("{renamed_and_excluded:#}").contains("both renamed"),
             "{renamed_and_excluded:#}"
@@ -220,7 +217,8 @@ mod tests {
             "[[rename]]\ntable = \"t\"\nfrom = \"x\"\nto = \"y\"\nschema = \"s\"\n",
         );
         assert!(unknown_key.is_err());
-        let missing_lossy = toml::from_str::<FileMapping>("[[cast]]\ntable = \"t\"\ncolumn = \"x\"\n");
+        let missing_lossy =
+            toml::from_str::<FileMapping>("[[cast]]\ntable = \"t\"\ncolumn = \"x\"\n");
         assert!(missing_lossy.is_err());
     }
 }

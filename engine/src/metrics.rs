@@ -547,6 +547,20 @@ mod tests {
     }
 
     #[test]
+    fn the_blocked_gauge_is_set_while_waiting_and_cleared_by_a_commit() {
+        let m = Metrics::new();
+        assert!(m.render().contains("\nblueshift_blocked 0\n"));
+        m.set_blocked(true);
+        assert!(m.snapshot().blocked);
+        assert!(m.render().contains("\nblueshift_blocked 1\n"));
+        m.transaction_applied(&RowCounts::default(), Duration::from_millis(1));
+        assert!(!m.snapshot().blocked, "something committed: the line moves");
+        m.set_blocked(true);
+        m.set_blocked(false);
+        assert!(!m.snapshot().blocked);
+    }
+
+    #[test]
     fn gauges_take_the_last_value() {
         let m = Metrics::new();
         m.set_lag_bytes(100);

@@ -235,10 +235,10 @@ impl SyncError {
             }
             SyncError::Sql { source, .. } => source.is_transient(),
             SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
-            SyncError::RelationCheck { source, .. } => match source {
-                crate::schema::SchemaError::Query { source, .. } => source.is_transient(),
-                _ => false,
-            },
+            SyncError::RelationCheck {
+                source: crate::schema::SchemaError::Query { source, .. },
+                ..
+            } => source.is_transient(),
             _ => false,
         }
     }

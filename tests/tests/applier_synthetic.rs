@@ -262,13 +262,13 @@ async fn truncate_with_cascade_and_restart_identity() {
         "{err:?}"
     );
     assert!(err.is_blocked(), "{err}");
-    assert!(
-        err.to_string().contains("never with CASCADE"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("never with CASCADE"), "{err}");
     assert_eq!(
         green
-            .psql("trunc", "SELECT (SELECT count(*) FROM parent), (SELECT count(*) FROM child)")
+            .psql(
+                "trunc",
+                "SELECT (SELECT count(*) FROM parent), (SELECT count(*) FROM child)"
+            )
             .unwrap(),
         "1|1",
         "nothing truncated"
@@ -321,7 +321,10 @@ async fn truncate_with_cascade_and_restart_identity() {
         .expect("apply");
     assert_eq!(
         green
-            .psql("trunc", "INSERT INTO seq_t (v) VALUES ('next') RETURNING id")
+            .psql(
+                "trunc",
+                "INSERT INTO seq_t (v) VALUES ('next') RETURNING id"
+            )
             .unwrap(),
         "2"
     );

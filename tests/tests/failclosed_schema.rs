@@ -32,10 +32,7 @@ fn log_line(sync: &mut Sync, needles: &[&str]) -> String {
     eventually(WITHIN, || {
         anyhow::ensure!(sync.running(), "sync exited:\n{}", sync.log_text());
         let log = sync.log_text();
-        match log
-            .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
+        match log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
             Some(line) => {
                 found = line.to_owned();
                 Ok(())
@@ -89,7 +86,9 @@ fn a_column_added_on_blue_holds_sync_until_green_has_it() {
              UPDATE t SET extra = 1.5 WHERE id = 1;",
         )
         .unwrap();
-    pair.blue.psql("app", "INSERT INTO later VALUES (1)").unwrap();
+    pair.blue
+        .psql("app", "INSERT INTO later VALUES (1)")
+        .unwrap();
 
     let line = log_line(&mut sync, &["sync is blocked", "\"extra\""]);
     for part in [
@@ -153,7 +152,11 @@ fn an_excluded_column_added_on_blue_is_left_out_and_sync_carries_on() {
         Ok(())
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
-    assert!(!sync.log_text().contains("sync is blocked"), "{}", sync.log_text());
+    assert!(
+        !sync.log_text().contains("sync is blocked"),
+        "{}",
+        sync.log_text()
+    );
     assert_eq!(sync.pid(), pid);
     assert!(sync.terminate(), "{}", sync.log_text());
 }
@@ -191,7 +194,10 @@ fn a_numeric_scale_widened_on_blue_holds_sync_until_green_is_widened() {
     assert_eq!(green(&pair, "SELECT count(*) FROM prices"), "1");
 
     pair.green
-        .psql("app", "ALTER TABLE prices ALTER COLUMN amount TYPE numeric(12,4)")
+        .psql(
+            "app",
+            "ALTER TABLE prices ALTER COLUMN amount TYPE numeric(12,4)",
+        )
         .unwrap();
     converge_same_process(&pair, &mut sync, pid, &["prices"]);
     assert_eq!(
@@ -242,7 +248,9 @@ fn preflight_refuses_an_undeclared_blue_only_column() {
 
     // Declared as the error says (the quoted name parses), sync starts and leaves it out.
     let mut sync = pair.sync(&["--exclude", "public.t:\"Old Col\""]);
-    pair.blue.psql("app", "INSERT INTO t VALUES (2, 'two', 'x')").unwrap();
+    pair.blue
+        .psql("app", "INSERT INTO t VALUES (2, 'two', 'x')")
+        .unwrap();
     eventually(WITHIN, || {
         let rows = green(&pair, "SELECT id, v FROM t ORDER BY id");
         anyhow::ensure!(rows == "1|one\n2|two", "green has {rows:?}");
@@ -287,7 +295,10 @@ fn a_value_green_cannot_hold_names_its_column_and_row_and_waits_for_the_fix() {
         assert!(line.contains(part), "{part:?} in: {line}");
     }
     let log = sync.log_text();
-    assert!(!log.contains("secret"), "no value but the key in the log: {log}");
+    assert!(
+        !log.contains("secret"),
+        "no value but the key in the log: {log}"
+    );
     assert_eq!(green(&pair, "SELECT count(*) FROM t"), "0");
 
     pair.green
@@ -331,7 +342,9 @@ fn truncate_cascade_never_empties_a_green_only_table() {
         .unwrap();
 
     pair.blue.psql("app", "TRUNCATE parent CASCADE").unwrap();
-    pair.blue.psql("app", "INSERT INTO parent VALUES (100)").unwrap();
+    pair.blue
+        .psql("app", "INSERT INTO parent VALUES (100)")
+        .unwrap();
     let line = log_line(&mut sync, &["sync is blocked", "TRUNCATE"]);
     for part in [
         "table \"public.green_only\" references \"public.parent\"",
@@ -341,14 +354,20 @@ fn truncate_cascade_never_empties_a_green_only_table() {
         assert!(line.contains(part), "{part:?} in: {line}");
     }
     assert_eq!(
-        green(&pair, "SELECT (SELECT count(*) FROM green_only), (SELECT count(*) FROM parent)"),
+        green(
+            &pair,
+            "SELECT (SELECT count(*) FROM green_only), (SELECT count(*) FROM parent)"
+        ),
         "10|10",
         "green-only rows intact, and nothing applied past the TRUNCATE"
     );
 
     // The operator lets the green-only table go its own way; sync goes on by itself.
     pair.green
-        .psql("app", "ALTER TABLE green_only DROP CONSTRAINT green_only_parent_id_fkey")
+        .psql(
+            "app",
+            "ALTER TABLE green_only DROP CONSTRAINT green_only_parent_id_fkey",
+        )
         .unwrap();
     converge_same_process(&pair, &mut sync, pid, &["parent"]);
     assert_eq!(green(&pair, "SELECT id FROM parent"), "100");
@@ -388,14 +407,12 @@ fn a_plain_truncate_of_published_tables_truncates_exactly_them() {
     pair.converge(&["ONLY a", "b"], WITHIN);
     // Green's own identity sequence, moved on: RESTART IDENTITY resets it, a plain TRUNCATE not.
     pair.green
-        .psql("app", "SELECT setval(pg_get_serial_sequence('a', 'id'), 500)")
-        .unwrap();
-    let next_on_green = || {
-        green(
-            &pair,
-            "SELECT last_value || ':' || is_called FROM a_id_seq",
+        .psql(
+            "app",
+            "SELECT setval(pg_get_serial_sequence('a', 'id'), 500)",
         )
-    };
+        .unwrap();
+    let next_on_green = || green(&pair, "SELECT last_value || ':' || is_called FROM a_id_seq");
 
     pair.blue.psql("app", "TRUNCATE a, b").unwrap();
     pair.blue
@@ -421,8 +438,16 @@ fn a_plain_truncate_of_published_tables_truncates_exactly_them() {
         fingerprint(&pair.green, "ONLY a").unwrap(),
         fingerprint(&pair.blue, "ONLY a").unwrap()
     );
-    assert_eq!(green(&pair, "SELECT id FROM ONLY a"), "1", "blue's restarted id");
-    assert_eq!(next_on_green(), "1:false", "RESTART IDENTITY as blue ran it");
+    assert_eq!(
+        green(&pair, "SELECT id FROM ONLY a"),
+        "1",
+        "blue's restarted id"
+    );
+    assert_eq!(
+        next_on_green(),
+        "1:false",
+        "RESTART IDENTITY as blue ran it"
+    );
     assert!(sync.terminate(), "{}", sync.log_text());
 }
 

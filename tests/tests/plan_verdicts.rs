@@ -164,7 +164,8 @@ async fn every_verdict_kind_on_two_clusters() {
     let gone = t.column("gone").unwrap();
     assert_eq!(gone.verdict, Verdict::Blocked);
     assert!(
-        gone.note.contains("ALTER TABLE \"public\".\"dropped\" ADD COLUMN \"gone\" text")
+        gone.note
+            .contains("ALTER TABLE \"public\".\"dropped\" ADD COLUMN \"gone\" text")
             && gone.note.contains("--exclude 'public.dropped:gone'"),
         "{}",
         gone.note
@@ -236,11 +237,19 @@ async fn every_verdict_kind_on_two_clusters() {
     let t = plan.table("public", "dropped").unwrap();
     assert_eq!(t.verdict, Verdict::Fine);
     let gone = t.column("gone").unwrap();
-    assert!(gone.excluded && gone.note.contains("excluded"), "{}", gone.note);
+    assert!(
+        gone.excluded && gone.note.contains("excluded"),
+        "{}",
+        gone.note
+    );
     assert!(t.column_mappings().iter().all(|m| m.blue != "gone"));
     let t = plan.table("public", "lossy").unwrap();
     assert_eq!(t.verdict, Verdict::Warning);
-    assert!(t.column("price").unwrap().note.contains("accepted lossy cast"));
+    assert!(t
+        .column("price")
+        .unwrap()
+        .note
+        .contains("accepted lossy cast"));
     assert_eq!(t.column_mappings().len(), 8, "accepted columns are carried");
     // A key column cannot be excluded.
     let mapping = Mapping::new(Renames::default(), [c("same:id")], []).unwrap();
@@ -249,7 +258,11 @@ async fn every_verdict_kind_on_two_clusters() {
         .unwrap();
     let id = plan.table("public", "same").unwrap().column("id").unwrap();
     assert_eq!(id.verdict, Verdict::Blocked);
-    assert!(id.note.contains("key column \"id\" is excluded"), "{}", id.note);
+    assert!(
+        id.note.contains("key column \"id\" is excluded"),
+        "{}",
+        id.note
+    );
 }
 
 #[tokio::test]

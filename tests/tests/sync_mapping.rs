@@ -289,10 +289,7 @@ fn unfillable_columns_and_bad_renames_stop_sync_naming_them() {
         err.contains("column \"legacy\" of table \"public\".\"users\": green has no column"),
         "{err}"
     );
-    assert!(
-        err.contains("--exclude 'public.users:legacy'"),
-        "{err}"
-    );
+    assert!(err.contains("--exclude 'public.users:legacy'"), "{err}");
     pair.green
         .psql("app", "ALTER TABLE users ALTER COLUMN tenant SET DEFAULT 0")
         .unwrap();
@@ -565,7 +562,11 @@ async fn the_plan_library_maps_renamed_columns() {
     let plan_without = schema::plan(&blue, &green, Some("pub"), &Mapping::from(renames))
         .await
         .unwrap();
-    let legacy = plan_without.table("public", "users").unwrap().column("legacy").unwrap();
+    let legacy = plan_without
+        .table("public", "users")
+        .unwrap()
+        .column("legacy")
+        .unwrap();
     assert_eq!(legacy.verdict, Verdict::Blocked);
     assert!(!legacy.excluded);
     let created = users.column("created").unwrap();
@@ -763,7 +764,9 @@ async fn the_applier_maps_columns_and_names_what_it_cannot_map() {
         ReplicaIdentity::Index,
         &[("id", false), ("name", false), ("legacy", true)],
     );
-    let mut applier = connect("blueshift_map_2", mapping(&[], &["t:name"])).await.unwrap();
+    let mut applier = connect("blueshift_map_2", mapping(&[], &["t:name"]))
+        .await
+        .unwrap();
     let err = applier
         .apply(&mut tx(
             0x300,

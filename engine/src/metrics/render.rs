@@ -275,7 +275,8 @@ mod tests {
     #[test]
     fn an_empty_registry_exports_every_series_at_zero() {
         let (types, samples) = parse(&Metrics::new().render());
-        assert_eq!(types.len(), 13);
+        assert_eq!(types.len(), 14);
+        assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_apply_latency_seconds"], "summary");
         assert_eq!(types["blueshift_errors_total"], "counter");
         assert_eq!(types["blueshift_lag_bytes"], "gauge");

@@ -384,10 +384,13 @@ pub fn fidelity(blue: &Column, green: &Column, conversion: &Conversion) -> Fidel
     let rounds = |what: &str| Fidelity::LosesSilently(format!("{b} → {g} {what}"));
     match (bt, gt) {
         (b_int, "numeric") if INTEGERS.contains(&b_int) => {
-            match (integer_digits(b_int, -1), integer_digits("numeric", green.typmod)) {
-                (Some(need), Some(has)) if has < need => {
-                    Fidelity::FailsLoudly(format!("values with more than {has} integer digits fail"))
-                }
+            match (
+                integer_digits(b_int, -1),
+                integer_digits("numeric", green.typmod),
+            ) {
+                (Some(need), Some(has)) if has < need => Fidelity::FailsLoudly(format!(
+                    "values with more than {has} integer digits fail"
+                )),
                 _ => Fidelity::Lossless,
             }
         }
@@ -403,9 +406,9 @@ pub fn fidelity(blue: &Column, green: &Column, conversion: &Conversion) -> Fidel
             rounds("rounds large integers to the float's precision")
         }
         ("numeric", f) if FLOATS.contains(&f) => rounds("rounds to the float's precision"),
-        ("numeric" | "float4" | "float8", i) if INTEGERS.contains(&i) => {
-            Fidelity::FailsLoudly(format!("fractional values and values out of range of {g} fail"))
-        }
+        ("numeric" | "float4" | "float8", i) if INTEGERS.contains(&i) => Fidelity::FailsLoudly(
+            format!("fractional values and values out of range of {g} fail"),
+        ),
         ("float4", "float8") => Fidelity::Lossless,
         ("float8", "float4") => rounds("rounds to 6 significant digits"),
         (f, "numeric") if FLOATS.contains(&f) => match numeric_modifier(green.typmod) {
@@ -414,7 +417,10 @@ pub fn fidelity(blue: &Column, green: &Column, conversion: &Conversion) -> Fidel
         },
         ("date", "timestamp" | "timestamptz") => Fidelity::Lossless,
         ("timestamp", "timestamptz") | ("time", "timetz" | "interval") => {
-            let (p, p2) = (time_precision(bt, blue.typmod), time_precision(gt, green.typmod));
+            let (p, p2) = (
+                time_precision(bt, blue.typmod),
+                time_precision(gt, green.typmod),
+            );
             if p2 >= p {
                 Fidelity::Lossless
             } else {
@@ -533,7 +539,10 @@ mod tests {
         let any = column("numeric", "numeric", -1);
         assert_eq!(numeric_modifier(numeric(12, 2)), Some((12, 2)));
         assert_eq!(numeric_modifier(numeric(5, -2)), Some((5, -2)));
-        assert_eq!(f(&n(12, 2), &n(14, 4), CastKind::Length), Fidelity::Lossless);
+        assert_eq!(
+            f(&n(12, 2), &n(14, 4), CastKind::Length),
+            Fidelity::Lossless
+        );
         assert_eq!(f(&n(12, 2), &any, CastKind::Length), Fidelity::Lossless);
         let scale = f(&n(12, 4), &n(12, 2), CastKind::Length);
         assert!(
@@ -559,7 +568,14 @@ mod tests {
             f(&text, &v(10), CastKind::Assignment),
             Fidelity::FailsLoudly(_)
         ));
-        assert_eq!(f(&v(5), &column("character(8)", "bpchar", 12), CastKind::Assignment), Fidelity::Lossless);
+        assert_eq!(
+            f(
+                &v(5),
+                &column("character(8)", "bpchar", 12),
+                CastKind::Assignment
+            ),
+            Fidelity::Lossless
+        );
         let ts = |p: i32| column("timestamp", "timestamp", p);
         assert_eq!(f(&ts(3), &ts(-1), CastKind::Length), Fidelity::Lossless);
         assert_eq!(f(&ts(3), &ts(6), CastKind::Length), Fidelity::Lossless);
@@ -587,12 +603,24 @@ mod tests {
             ("bool", "text"),
         ];
         for (b, g) in lossless {
-            assert_eq!(f(&t(b), &t(g), CastKind::Implicit), Fidelity::Lossless, "{b} → {g}");
+            assert_eq!(
+                f(&t(b), &t(g), CastKind::Implicit),
+                Fidelity::Lossless,
+                "{b} → {g}"
+            );
         }
-        let loud = [("int8", "int4"), ("numeric", "int4"), ("float8", "int8"), ("inet", "cidr")];
+        let loud = [
+            ("int8", "int4"),
+            ("numeric", "int4"),
+            ("float8", "int8"),
+            ("inet", "cidr"),
+        ];
         for (b, g) in loud {
             assert!(
-                matches!(f(&t(b), &t(g), CastKind::Assignment), Fidelity::FailsLoudly(_)),
+                matches!(
+                    f(&t(b), &t(g), CastKind::Assignment),
+                    Fidelity::FailsLoudly(_)
+                ),
                 "{b} → {g}"
             );
         }
@@ -609,7 +637,10 @@ mod tests {
         ];
         for (b, g) in lossy {
             assert!(
-                matches!(f(&t(b), &t(g), CastKind::Assignment), Fidelity::LosesSilently(_)),
+                matches!(
+                    f(&t(b), &t(g), CastKind::Assignment),
+                    Fidelity::LosesSilently(_)
+                ),
                 "{b} → {g}"
             );
         }
@@ -624,7 +655,10 @@ mod tests {
             type_ref: format!("pg_catalog._{name}"),
             ..t(name)
         };
-        assert_eq!(f(&arr("int4"), &arr("int8"), CastKind::Implicit), Fidelity::Lossless);
+        assert_eq!(
+            f(&arr("int4"), &arr("int8"), CastKind::Implicit),
+            Fidelity::Lossless
+        );
         assert!(matches!(
             f(&arr("int8"), &arr("int4"), CastKind::Assignment),
             Fidelity::FailsLoudly(_)
@@ -634,6 +668,9 @@ mod tests {
         let mut domain = t("text");
         domain.type_ref = "\"public\".\"email\"".into();
         assert_eq!(f(&t("text"), &domain, CastKind::Binary), Fidelity::Lossless);
-        assert_eq!(fidelity(&t("int4"), &t("int4"), &Conversion::Same), Fidelity::Lossless);
+        assert_eq!(
+            fidelity(&t("int4"), &t("int4"), &Conversion::Same),
+            Fidelity::Lossless
+        );
     }
 }

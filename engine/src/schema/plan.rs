@@ -375,8 +375,14 @@ pub(crate) async fn compare(
         }
     }
     for (what, columns) in [
-        ("exclusion", mapping.excluded_of_table(schema, table).collect::<Vec<_>>()),
-        ("lossy cast", mapping.lossy_of_table(schema, table).collect()),
+        (
+            "exclusion",
+            mapping.excluded_of_table(schema, table).collect::<Vec<_>>(),
+        ),
+        (
+            "lossy cast",
+            mapping.lossy_of_table(schema, table).collect(),
+        ),
     ] {
         // Harmless: it takes effect when blue adds the column (declared ahead of a migration),
         // and a misspelt one excludes nothing — the column it meant still stops sync if green

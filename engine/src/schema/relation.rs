@@ -67,7 +67,11 @@ pub async fn check(
              migrate`), or leave it out of the publication"
         ));
     }
-    for column in plan.columns.iter().filter(|c| c.verdict == Verdict::Blocked) {
+    for column in plan
+        .columns
+        .iter()
+        .filter(|c| c.verdict == Verdict::Blocked)
+    {
         let types = match (&column.blue, &column.green) {
             (Some(b), Some(g)) => format!(" ({} on blue, {} on green)", b.type_name, g.type_name),
             (Some(b), None) => format!(" ({} on blue)", b.type_name),
@@ -133,11 +137,8 @@ async fn blue_table(
             } else {
                 match type_name(c.type_oid) {
                     Some(t) => {
-                        let qualified = format!(
-                            "{}.{}",
-                            quote_ident(t.schema()),
-                            quote_ident(&t.name)
-                        );
+                        let qualified =
+                            format!("{}.{}", quote_ident(t.schema()), quote_ident(&t.name));
                         (qualified.clone(), qualified)
                     }
                     None => unknown_type(oid),

@@ -203,13 +203,17 @@ impl Reader {
             let mut waited = false;
             loop {
                 let type_names = self.assembler.relations();
-                let blocked =
-                    relation::check(&self.green, &relation, |oid| type_names.type_name(oid), &self.mapping)
-                        .await
-                        .map_err(|source| SyncError::RelationCheck {
-                            table: relation.name().to_string(),
-                            source,
-                        })?;
+                let blocked = relation::check(
+                    &self.green,
+                    &relation,
+                    |oid| type_names.type_name(oid),
+                    &self.mapping,
+                )
+                .await
+                .map_err(|source| SyncError::RelationCheck {
+                    table: relation.name().to_string(),
+                    source,
+                })?;
                 let Some(blocked) = blocked else { break };
                 self.metrics.set_blocked(true);
                 tracing::warn!(

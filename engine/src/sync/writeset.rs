@@ -141,8 +141,7 @@ impl KeyCatalog {
     /// Forgets what green said about `schema.table`: it is read again when next needed (blue's
     /// definition of the table changed, or green's did while sync waited for it).
     pub(crate) fn forget(&mut self, schema: &str, table: &str) {
-        self.tables
-            .retain(|(s, t), _| !(s == schema && t == table));
+        self.tables.retain(|(s, t), _| !(s == schema && t == table));
         self.resolved.retain(|_, (relation, _)| {
             let name = relation.name();
             !(name.schema() == schema && name.name == table)
