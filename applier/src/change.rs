@@ -575,6 +575,7 @@ mod tests {
             blue_width: relation.columns().len(),
             key: relation.key_columns().to_vec(),
             green_key: relation.key_columns().to_vec(),
+            identity_full: relation.replica_identity() == ReplicaIdentity::Full,
             schema: "public".into(),
             name: "t".into(),
         }

@@ -188,8 +188,11 @@ impl Layout {
     }
 
     /// `(k1, k2)=(v1, v2)` of row `row`: its replica identity key, when the statement has it as
-    /// text.
+    /// text (never under REPLICA IDENTITY FULL: the "key" is the whole row).
     fn key(&self, target: &TargetTable, row: usize, params: &[ColumnValue]) -> Option<String> {
+        if target.identity_full {
+            return None;
+        }
         let positions = self.key.as_ref().filter(|k| !k.is_empty())?;
         let start = row * self.width;
         let mut names = Vec::with_capacity(positions.len());
@@ -424,6 +427,7 @@ mod tests {
             blue_width: 5,
             key: vec![0],
             green_key: vec![0],
+            identity_full: false,
         }
     }
 
@@ -465,6 +469,15 @@ mod tests {
         assert_eq!(
             c.to_string(),
             "column \"note\" (character varying(10) on green), row with key (id)=(2)"
+        );
+        // REPLICA IDENTITY FULL: the whole row is the "key"; nothing of it is printed.
+        let mut full = table();
+        full.identity_full = true;
+        full.key = (0..5).collect();
+        let c = culprit(&full, &Shape::Insert { rows: 2 }, &params, &err).unwrap();
+        assert_eq!(
+            (c.columns.as_slice(), c.key.as_deref()),
+            (&["note".to_owned()][..], None)
         );
     }
 

@@ -329,6 +329,7 @@ mod tests {
             blue_width: 4,
             key: vec![0],
             green_key: vec![0],
+            identity_full: false,
             schema: "s".into(),
             name: "x; DROP TABLE y".into(),
         }

@@ -102,8 +102,11 @@ pub(crate) struct TargetTable {
     pub(crate) columns: Vec<TargetColumn>,
     /// Values per row from blue: the relation description's column count.
     pub(crate) blue_width: usize,
-    /// Indexes (in `columns`) of the replica identity key columns.
+    /// Indexes (in `columns`) of the replica identity key columns (every column under REPLICA
+    /// IDENTITY FULL).
     pub(crate) key: Vec<usize>,
+    /// Blue's table has REPLICA IDENTITY FULL: `key` is the whole row, not a key to print.
+    pub(crate) identity_full: bool,
     /// Indexes (in `columns`) of green's primary key (else its replica identity index): the
     /// conflict target of an idempotent INSERT. Empty when green has none or a column of it is
     /// not carried.
@@ -217,6 +220,7 @@ impl TargetTable {
         Ok(TargetTable {
             id,
             green_key: green_key.unwrap_or_default(),
+            identity_full: full,
             schema: name.schema().to_owned(),
             name: name.name.clone(),
             quoted: format!("{}.{}", quote_ident(name.schema()), quote_ident(&name.name)),
