@@ -3,8 +3,9 @@
 //! (same process id) goes on by itself once the operator fixes green, with nothing lost and
 //! nothing after the change applied meanwhile. Real binary, two real clusters:
 //!
-//! - a column added on blue mid-sync: held until green has it; with the column declared
-//!   excluded, carried on without it;
+//! - a column added on blue mid-sync: held until green has it (a shutdown meanwhile exits
+//!   cleanly; the next run refuses at preflight, and once green is fixed the held change comes
+//!   again, whole); with the column declared excluded, carried on without it;
 //! - `numeric(12,2)` → `numeric(12,4)` on blue: held (green would round), resumes once green's
 //!   column is widened, the value exact;
 //! - a blue-only column at preflight: refused with both fixes, started once excluded;
@@ -124,6 +125,53 @@ fn a_column_added_on_blue_holds_sync_until_green_has_it() {
         .psql("app", "UPDATE t SET extra = extra * 2 WHERE id = 3")
         .unwrap();
     converge_same_process(&pair, &mut sync, pid, &["t"]);
+    assert!(sync.terminate(), "{}", sync.log_text());
+}
+
+#[test]
+fn a_shutdown_while_blocked_exits_cleanly_and_the_held_change_comes_again() {
+    let pair = Pair::new("fc-stop");
+    pair.schema(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE PUBLICATION pub FOR ALL TABLES;",
+    );
+    let mut sync = pair.sync(&[]);
+    pair.blue
+        .psql(
+            "app",
+            "ALTER TABLE t ADD COLUMN extra int; INSERT INTO t VALUES (1, 'one', 1);",
+        )
+        .unwrap();
+    log_line(&mut sync, &["sync is blocked", "\"extra\""]);
+    assert!(
+        sync.terminate(),
+        "SIGTERM while blocked exits 0:\n{}",
+        sync.log_text()
+    );
+    assert_eq!(green(&pair, "SELECT count(*) FROM t"), "0");
+
+    // A new run sees blue's new column at preflight and refuses before streaming.
+    let out = Command::new(blueshift_binary())
+        .arg("sync")
+        .args(["--source", &pair.blue.uri("app")])
+        .args(["--target", &pair.green.uri("app")])
+        .args(["--publication", "pub", "--slot", "bs"])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("column \"extra\" of table \"public\".\"t\""),
+        "{err}"
+    );
+
+    // Fixed: the held transaction was never acknowledged, so it comes again, whole.
+    pair.green
+        .psql("app", "ALTER TABLE t ADD COLUMN extra int")
+        .unwrap();
+    let mut sync = pair.sync(&[]);
+    pair.converge(&["t"], WITHIN);
+    assert_eq!(green(&pair, "SELECT id, v, extra FROM t"), "1|one|1");
     assert!(sync.terminate(), "{}", sync.log_text());
 }
 
