@@ -291,9 +291,9 @@ pub enum ApplyError {
     /// A blue column has no column on green to land in, and the mapping does not exclude it:
     /// its values would be lost.
     #[error(
-        "column \"{column}\" of table \"{table}\" has no column on green to land in{} — add it \
-         on green (ALTER TABLE … ADD COLUMN with blue's type), or declare it excluded \
-         (--exclude '{table}:{column}' or [[exclude]]) to leave it out on purpose",
+        "column \"{column}\" of table \"{table}\" has no column on green to land in{}, so its \
+         values would be lost — add it on green (ALTER TABLE … ADD COLUMN with blue's type), or \
+         declare it excluded (--exclude {exclude} or [[exclude]]) to leave it out on purpose",
         if *displaced { " (green's column of that name receives a renamed column)" } else { "" }
     )]
     UnmappedColumn {
@@ -303,6 +303,8 @@ pub enum ApplyError {
         column: String,
         /// Green's column of that name receives another, renamed, blue column.
         displaced: bool,
+        /// The `--exclude` argument that leaves it out.
+        exclude: String,
     },
 
     /// A replica identity key column is excluded.
@@ -593,6 +595,7 @@ mod tests {
             table: "public.t".into(),
             column: "extra".into(),
             displaced: false,
+            exclude: "'public.t:extra'".into(),
         };
         assert!(unmapped.is_blocked());
         let text = unmapped.to_string();

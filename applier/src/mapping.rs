@@ -135,6 +135,27 @@ impl ColumnRef {
     }
 }
 
+impl ColumnRef {
+    /// `'schema.table:column'` as `--exclude` and `--lossy-cast` take it, quoted for a shell: a
+    /// name with `.`, `:`, `=`, `"`, a space or a `'` in double quotes.
+    pub fn flag(&self) -> String {
+        fn part(name: &str) -> String {
+            if name.is_empty() || name.contains(['.', ':', '=', '"', ' ', '\'']) {
+                format!("\"{}\"", name.replace('"', "\"\""))
+            } else {
+                name.to_owned()
+            }
+        }
+        let text = format!(
+            "{}.{}:{}",
+            part(&self.schema),
+            part(&self.table),
+            part(&self.column)
+        );
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// `[schema.]table:column`.
 impl FromStr for ColumnRef {
     type Err = MappingError;
@@ -364,6 +385,24 @@ mod tests {
         assert_eq!(
             col("public", "t", "we\"ird").to_string(),
             "\"public\".\"t\".\"we\"\"ird\""
+        );
+        // The flag form parses back to the same column.
+        for c in [
+            col("public", "users", "legacy"),
+            col("My.Schema", "T", "Old Col"),
+            col("s", "t", "we\"ird:=x"),
+        ] {
+            let flag = c.flag();
+            assert!(flag.starts_with('\'') && flag.ends_with('\''), "{flag}");
+            assert_eq!(
+                flag[1..flag.len() - 1].parse::<ColumnRef>().unwrap(),
+                c,
+                "{flag}"
+            );
+        }
+        assert_eq!(
+            col("public", "t", "Old Col").flag(),
+            "'public.t:\"Old Col\"'"
         );
     }
 

@@ -33,7 +33,7 @@ use tokio_postgres::Client;
 
 use crate::client::SqlError;
 use crate::error::ApplyError;
-use crate::mapping::Mapping;
+use crate::mapping::{ColumnRef, Mapping};
 
 /// Green's columns of a table, by name.
 const CATALOG_QUERY: &str = "\
@@ -193,11 +193,18 @@ impl TargetTable {
                         });
                     }
                     if !excluded {
+                        let exclude = ColumnRef {
+                            schema: schema.to_owned(),
+                            table: table.to_owned(),
+                            column: column.name.clone(),
+                        }
+                        .flag();
                         return Err(ApplyError::UnmappedColumn {
                             table: display,
                             column: column.name.clone(),
                             // Displaced: green's column of that name receives a renamed one.
                             displaced: target.is_none(),
+                            exclude,
                         });
                     }
                 }

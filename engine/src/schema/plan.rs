@@ -49,7 +49,7 @@ use tokio_postgres::Client;
 
 use super::cast::{fidelity, CastKind, Casts, Conversion, Fidelity};
 use super::catalog::{self, Column, ReplicaIdentity, Table};
-use super::{quote_ident, Mapping, QualifiedName, SchemaError};
+use super::{quote_ident, ColumnRef, Mapping, QualifiedName, SchemaError};
 
 /// Types below this OID are built in: the same type, with the same binary format, on every
 /// server.
@@ -573,23 +573,14 @@ async fn both(
     })
 }
 
-/// `[schema.]table:column` as `--exclude` and `--lossy-cast` take it, quoted for a shell: a
-/// name with `.`, `:`, `=`, `"` or a space in double quotes.
-pub(crate) fn flag_form(table: &QualifiedName, column: &str) -> String {
-    fn part(name: &str) -> String {
-        if name.is_empty() || name.contains(['.', ':', '=', '"', ' ', '\'']) {
-            format!("\"{}\"", name.replace('"', "\"\""))
-        } else {
-            name.to_owned()
-        }
+/// `[schema.]table:column` as `--exclude` and `--lossy-cast` take it, quoted for a shell.
+fn flag_form(table: &QualifiedName, column: &str) -> String {
+    ColumnRef {
+        schema: table.schema.clone(),
+        table: table.name.clone(),
+        column: column.to_owned(),
     }
-    let text = format!(
-        "{}.{}:{}",
-        part(&table.schema),
-        part(&table.name),
-        part(column)
-    );
-    format!("'{}'", text.replace('\'', "'\\''"))
+    .flag()
 }
 
 /// A blue column the mapping excludes.
