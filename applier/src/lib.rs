@@ -17,6 +17,7 @@ mod change;
 pub mod client;
 mod diagnose;
 pub mod error;
+pub mod failpoint;
 pub mod fence;
 pub mod mapping;
 mod origin;
