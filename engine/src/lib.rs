@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod metrics;
 pub mod migrate;
 pub mod schema;
+pub mod sequence;
 pub mod slot_guard;
 pub mod status;
 pub mod sync;

@@ -40,6 +40,7 @@
 
 mod acknowledge;
 mod durability;
+mod loaded;
 mod monitor;
 mod order;
 mod preflight;
@@ -210,6 +211,16 @@ pub enum SyncError {
     /// The backfill failed.
     #[error("the backfill failed")]
     Backfill(#[source] BackfillError),
+    /// Blue's stream carries a change to a table green does not hold the rows of: one added to
+    /// the publication while sync ran. Sync copies it (see `backfill::start`) and goes on.
+    #[error(
+        "table {table} was added to the publication while sync ran: its existing rows must be \
+         copied before its changes are applied"
+    )]
+    TableAdded {
+        /// The table.
+        table: crate::schema::QualifiedName,
+    },
     /// The slot is not the one blueshift left, or not usable (see [`crate::slot_guard`]).
     #[error(transparent)]
     Slot(#[from] SlotError),
@@ -297,41 +308,15 @@ pub async fn run_with_progress(
     let shutdown = shutdown_signal(shutdown);
     preflight::check(&config).await?;
     let mut summary = SyncSummary::default();
-    let mut wait = config.backoff.0;
-    // The backfill, resumed after transient failures (each retry takes a new snapshot and copies
-    // only what is unfinished).
-    loop {
-        match backfill::run(
-            &config,
-            &config.backfill,
-            &metrics,
-            progress,
-            shutdown.clone().wait(),
-        )
-        .await
-        {
-            Ok(done) => {
-                summary.backfill = done;
-                break;
-            }
-            Err(BackfillError::Interrupted) => return Ok(summary),
-            Err(e) if e.is_transient() && !shutdown.fired() => {
-                let what = "backfill interrupted; resuming";
-                if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
-                    return Ok(summary);
-                }
-                summary.reconnects += 1;
-            }
-            Err(e) => {
-                metrics.error(ErrorClass::Definite);
-                return Err(SyncError::Backfill(e));
-            }
-        }
+    if !backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await? {
+        return Ok(summary);
     }
     if config.backfill.only || shutdown.fired() {
         return Ok(summary);
     }
-    wait = config.backoff.0;
+    // The table the last attempt stopped at, added to the publication (see `loaded`).
+    let mut added: Option<crate::schema::QualifiedName> = None;
+    let mut wait = config.backoff.0;
     let mut blocked_wait = BLOCKED_RETRY_FIRST;
     loop {
         let started = std::time::Instant::now();
@@ -346,6 +331,26 @@ pub async fn run_with_progress(
                 summary.transactions = transactions;
                 return Ok(summary);
             }
+            Err(SyncError::TableAdded { table }) if !shutdown.fired() => {
+                // The same table again right after the backfill: it is not published any more,
+                // so the backfill could not copy it.
+                if added.as_ref() == Some(&table) {
+                    metrics.error(ErrorClass::Definite);
+                    return Err(SyncError::Backfill(BackfillError::NotPublished {
+                        table,
+                        publication: config.publication.clone(),
+                    }));
+                }
+                tracing::info!(table = %table, "table was added to the publication: copying its rows before applying its changes");
+                added = Some(table);
+                if !backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary)
+                    .await?
+                {
+                    return Ok(summary);
+                }
+                wait = config.backoff.0;
+            }
+            Err(SyncError::TableAdded { .. }) => return Ok(summary),
             Err(e) if e.is_transient() && !shutdown.fired() => {
                 let what = "sync interrupted; reconnecting";
                 if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
@@ -362,6 +367,48 @@ pub async fn run_with_progress(
             Err(e) => {
                 metrics.error(ErrorClass::Definite);
                 return Err(e);
+            }
+        }
+    }
+}
+
+/// The backfill (see [`backfill::run`]), resumed after transient failures: each retry takes a
+/// new snapshot and copies only what is unfinished. False when shutdown interrupted it.
+async fn backfill_until_done(
+    config: &SyncConfig,
+    metrics: &Metrics,
+    progress: &Arc<Progress>,
+    shutdown: &Shutdown,
+    summary: &mut SyncSummary,
+) -> Result<bool, SyncError> {
+    let mut wait = config.backoff.0;
+    loop {
+        match backfill::run(
+            config,
+            &config.backfill,
+            metrics,
+            progress,
+            shutdown.clone().wait(),
+        )
+        .await
+        {
+            Ok(done) => {
+                if done.ran || !summary.backfill.ran {
+                    summary.backfill = done;
+                }
+                return Ok(true);
+            }
+            Err(BackfillError::Interrupted) => return Ok(false),
+            Err(e) if e.is_transient() && !shutdown.fired() => {
+                let what = "backfill interrupted; resuming";
+                if !back_off(&e, what, &mut wait, config, metrics, shutdown).await {
+                    return Ok(false);
+                }
+                summary.reconnects += 1;
+            }
+            Err(e) => {
+                metrics.error(ErrorClass::Definite);
+                return Err(SyncError::Backfill(e));
             }
         }
     }
@@ -458,8 +505,8 @@ async fn attempt(
     shutdown: Shutdown,
     stop_at: Option<Lsn>,
 ) -> Result<u64, SyncError> {
-    // What a backfill copied, each applier must not apply again.
-    let fences = {
+    // What a backfill copied, each applier must not apply again; the tables green holds.
+    let (fences, loaded) = {
         let (green, conn) = client::connect(&config.target, "blueshift sync")
             .await
             .map_err(|source| SyncError::Sql {
@@ -469,8 +516,11 @@ async fn attempt(
         let fences = backfill::fences(&green, &config.slot)
             .await
             .map_err(SyncError::Backfill)?;
+        let tables = backfill::loaded(&green, &config.slot)
+            .await
+            .map_err(SyncError::Backfill)?;
         conn.abort();
-        Arc::new(fences)
+        (Arc::new(fences), loaded::Loaded::new(tables))
     };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
     // is the last transaction green holds.
@@ -588,6 +638,7 @@ async fn attempt(
         keys: KeyCatalog::new(Arc::clone(&config.mapping)),
         mapping: Arc::clone(&config.mapping),
         checked: std::collections::HashMap::new(),
+        loaded,
         green,
         resume_after,
         stop_at,
@@ -633,7 +684,10 @@ async fn attempt(
     };
     // The reader (and with it the job sender) is gone: appliers drain the queue and stop. On
     // error they are aborted; their open transactions roll back with their connections.
-    let drained = if outcome.is_ok() {
+    // A table added to the publication ends reading like a shutdown: what was scheduled
+    // before it is applied.
+    let graceful = matches!(outcome, Ok(_) | Err(SyncError::TableAdded { .. }));
+    let drained = if graceful {
         let mut result = Ok(());
         while let Some(done) = tasks.join_next().await {
             let failed = match done {
@@ -655,7 +709,7 @@ async fn attempt(
     // What the appliers committed becomes durable within green's wal_writer_delay: confirm it
     // before the final status update, so a restart has little to resend.
     tracker.abort();
-    if outcome.is_ok() && drained.is_ok() {
+    if graceful && drained.is_ok() {
         durability::drain(&durability, &green_flush, &acks, Duration::from_secs(10)).await;
     }
     // The acknowledger records what is durable once more and hands it to the stream.

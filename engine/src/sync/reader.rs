@@ -59,6 +59,8 @@ pub(crate) struct Reader {
     pub(crate) assembler: TxAssembler,
     pub(crate) scheduler: Scheduler,
     pub(crate) keys: KeyCatalog,
+    /// The tables green holds the rows of: reading stops at a change to any other.
+    pub(crate) loaded: super::loaded::Loaded,
     /// The declared column mapping, for checking relation descriptions against green.
     pub(crate) mapping: Arc<Mapping>,
     /// Relation descriptions green was found to take, by relation OID (a few per table).
@@ -123,6 +125,7 @@ impl Reader {
                                 lsn: wal_start,
                                 source,
                             })?;
+                    self.loaded.check(&message)?;
                     let Some(assembled) =
                         self.assembler
                             .push(message)
