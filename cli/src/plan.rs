@@ -1,6 +1,7 @@
 //! `blueshift plan`: compares each table blue publishes with green's table of the same name
-//! (columns matched by name and the declared renames) and says whether replication can carry
-//! the difference. Prints the mapping per table (or JSON) and fails when anything is blocked.
+//! (columns matched by name and the declared mapping: renames, exclusions, lossy casts) and says
+//! whether replication can carry the difference losslessly. Prints the mapping per table (or
+//! JSON) and fails when anything is blocked.
 
 use anyhow::Context as _;
 use blueshift_engine::client;
@@ -15,11 +16,12 @@ use crate::settings;
 #[command(after_help = "Example:
   blueshift plan --source postgresql://app@blue:5432/app --target postgresql://app@green:5432/app --publication blueshift
   blueshift plan --source … --target … --json | jq '.tables[] | select(.verdict == \"blocked\")'
-  blueshift plan --source … --target … --rename 'public.users:name=full_name'
-  blueshift plan --config /etc/blueshift/sync.toml   # source, target, publication, [[rename]]s
+  blueshift plan --source … --target … --rename 'public.users:name=full_name' --exclude 'users:legacy'
+  blueshift plan --config /etc/blueshift/sync.toml   # source, target, publication, [[rename]], [[exclude]], [[cast]]
 
 Each table lists blue column → green column: the type (blue → green when green converts it),
-\"not copied\" for a column only on blue, \"default\" for a column only on green.
+\"(excluded)\" for a blue column excluded on purpose, \"(missing)\" for a blue column green lacks
+(blocked: its values would be lost), \"(default)\" for a column only on green.
 Exits with 1 when a table is blocked.")]
 pub(crate) struct PlanArgs {
     #[command(flatten)]
@@ -48,7 +50,7 @@ pub(crate) async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let green_config = args.target.resolve(&file)?;
     settings::ensure_distinct(&blue_config, &green_config)?;
     let publication = args.publication.or(file.publication.clone());
-    let renames = rename::collect(file.rename, args.renames.renames)
+    let mapping = rename::collect(file.mapping(), args.renames)
         .map_err(|e| anyhow::Error::new(Refused(format!("{e:#}"))))?;
     let (blue, blue_connection) = client::connect(&blue_config, "blueshift plan")
         .await
@@ -56,7 +58,7 @@ pub(crate) async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let (green, green_connection) = client::connect(&green_config, "blueshift plan")
         .await
         .context("cannot reach green (--target)")?;
-    let plan = schema::plan(&blue, &green, publication.as_deref(), &renames).await;
+    let plan = schema::plan(&blue, &green, publication.as_deref(), &mapping).await;
     drop((blue, green));
     let _ = blue_connection.await;
     let _ = green_connection.await;
@@ -146,7 +148,8 @@ fn row(c: &ColumnPlan) -> [String; 5] {
     let green = match (c.green_name(), &c.renamed_to) {
         (Some(g), _) => quote_ident(g),
         (None, Some(to)) => format!("{} (missing on green)", quote_ident(to)),
-        (None, None) => "(not copied)".to_owned(),
+        (None, None) if c.excluded => "(excluded)".to_owned(),
+        (None, None) => "(missing)".to_owned(),
     };
     let ty = match (&c.blue, &c.green) {
         (Some(b), Some(g)) if c.cast.is_some() => format!(

@@ -26,10 +26,10 @@ use blueshift_decoder::config::{ConnectConfig, Host, Password};
 use serde::Deserialize;
 
 use crate::exit::Refused;
-use crate::rename::FileRename;
+use crate::rename::{FileCast, FileExclude, FileMapping, FileRename};
 
 /// The one settings file every command reads (`--config FILE`, TOML): the long options with
-/// underscores, plus `[[rename]]` tables.
+/// underscores, plus the mapping's `[[rename]]`, `[[exclude]]` and `[[cast]]` tables.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileSettings {
@@ -57,6 +57,21 @@ pub(crate) struct FileSettings {
     pub(crate) ready_max_lag: Option<f64>,
     #[serde(default)]
     pub(crate) rename: Vec<FileRename>,
+    #[serde(default)]
+    pub(crate) exclude: Vec<FileExclude>,
+    #[serde(default)]
+    pub(crate) cast: Vec<FileCast>,
+}
+
+impl FileSettings {
+    /// The declared column mapping: `[[rename]]`, `[[exclude]]` and `[[cast]]`.
+    pub(crate) fn mapping(&self) -> FileMapping {
+        FileMapping {
+            rename: self.rename.clone(),
+            exclude: self.exclude.clone(),
+            cast: self.cast.clone(),
+        }
+    }
 }
 
 /// `--config`: the settings file.

@@ -2,8 +2,9 @@
 //!
 //! Settings come, in order of precedence, from the command line, `BLUESHIFT_*` environment
 //! variables, the TOML file (`--config`), then defaults (see [`crate::settings`], shared by
-//! every command); column renames from the file's `[[rename]]` tables and the `--rename` flags
-//! add up (see [`crate::rename`]).
+//! every command); the column mapping from the file's `[[rename]]`, `[[exclude]]` and `[[cast]]`
+//! tables and the `--rename`, `--exclude` and `--lossy-cast` flags add up (see
+//! [`crate::rename`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,8 +26,10 @@ use crate::signals::Signals;
 /// Runs until SIGINT or SIGTERM, then drains what is in flight (at most --shutdown-timeout; a
 /// second signal stops at once) and exits 0 — or 6 when the backfill was not finished.
 /// Transient errors — a lost connection, blue or green restarting — reconnect with backoff and
-/// resume from green's durable position; anything else stops with the fix and an exit code by
-/// class (`blueshift --help`).
+/// resume from green's durable position. A change green cannot take as it is (a column blue
+/// added, a narrower type, a value too long) holds the line: sync logs what it waits for and
+/// the fix, and goes on once green is fixed. Anything else stops with the fix and an exit code
+/// by class (`blueshift --help`).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -38,10 +41,11 @@ Examples:
   # The same from a file, passwords from ~/.pgpass
   blueshift sync --config /etc/blueshift/sync.toml
 
-  # Green renamed a column: blue's users.name is green's users.full_name
-  blueshift sync --config /etc/blueshift/sync.toml --rename 'public.users:name=full_name'
+  # Green renamed a column (blue's users.name is green's users.full_name) and dropped another
+  blueshift sync --config /etc/blueshift/sync.toml --rename 'public.users:name=full_name' \\
+      --exclude 'public.users:legacy'
 
-sync.toml holds the same settings as the options, with underscores, and renames as tables:
+sync.toml holds the same settings as the options, with underscores, and the mapping as tables:
   source = \"host=blue dbname=app user=replicator\"
   target = \"host=green dbname=app user=blueshift\"
   publication = \"app_pub\"
@@ -51,16 +55,26 @@ sync.toml holds the same settings as the options, with underscores, and renames 
   table = \"public.users\"
   from = \"name\"
   to = \"full_name\"
+  [[exclude]]
+  table = \"public.users\"
+  column = \"legacy\"
+  [[cast]]
+  table = \"public.prices\"
+  column = \"amount\"
+  lossy = true
 
-Columns are matched by name: a column only on blue is not copied, one only on green takes its
-default, a different type is converted by green. Renames from the file and from --rename add up.
+Columns are matched by name and must be carried losslessly: a column only on blue stops sync
+unless excluded, one only on green takes its default, a different type is converted by green
+when nothing is lost (a narrower or lossy type stops sync unless declared a lossy cast). The
+mapping from the file and from the flags adds up.
 
 Every command (status, cleanup, plan, tail, migrate…) reads the same file. Each option but
---rename can also be set as BLUESHIFT_<NAME> (e.g. BLUESHIFT_WORKERS=4, BLUESHIFT_NO_BACKFILL=1).
-Precedence: command line, then BLUESHIFT_* variables, then the file, then libpq's PG* variables
-for what a connection string leaves out. Passwords: --source-password-file/--target-password-file,
-else PGPASSWORD, else ~/.pgpass; one inside a URI on the command line works but draws a warning,
-since other users can read it in the process list.
+--rename, --exclude and --lossy-cast can also be set as BLUESHIFT_<NAME> (e.g.
+BLUESHIFT_WORKERS=4, BLUESHIFT_NO_BACKFILL=1). Precedence: command line, then BLUESHIFT_*
+variables, then the file, then libpq's PG* variables for what a connection string leaves out.
+Passwords: --source-password-file/--target-password-file, else PGPASSWORD, else ~/.pgpass; one
+inside a URI on the command line works but draws a warning, since other users can read it in
+the process list.
 
 /healthz answers 200 while the process runs; /readyz answers 200 while sync streams with both
 sides connected and green is at most --ready-max-lag seconds behind, 503 otherwise.")]
@@ -333,8 +347,8 @@ fn settings(
                 .unwrap_or_else(|| "256MB".to_owned()),
             only: false,
         },
-        renames: Arc::new(
-            rename::collect(file.rename.clone(), common.renames.renames.clone())
+        mapping: Arc::new(
+            rename::collect(file.mapping(), common.renames.clone())
                 .map_err(|e| anyhow::Error::new(Refused(format!("{e:#}"))))?,
         ),
     };

@@ -207,7 +207,7 @@ async fn run_with(
     let slot_exists = start != Start::Fresh || catalog::slot_exists(blue, slot).await?;
     state::ensure(green).await?;
     progress.set_phase(Phase::Planning);
-    let plan = schema::plan(blue, &*green, Some(&config.publication), &config.renames).await?;
+    let plan = schema::plan(blue, &*green, Some(&config.publication), &config.mapping).await?;
     let published: BTreeSet<QualifiedName> = plan.tables.iter().map(|t| t.table.clone()).collect();
     // The tables this run copies: all of them when fresh; those of the run (not the ones
     // declared loaded) when resuming; the added ones when adding.
@@ -366,7 +366,8 @@ async fn run_with(
         summary.indexes += restore_indexes(config, options, indexes::Phase::Rest, None).await?;
     }
     progress.set_phase(Phase::Sequences);
-    let synced = crate::sequence::copy(blue, &*green, &config.publication, &config.renames).await?;
+    let synced =
+        crate::sequence::copy(blue, &*green, &config.publication, config.mapping.renames()).await?;
     summary.sequences = synced.set;
     state::finish(&*green, slot).await?;
     summary.generations = state::generations(&*green, slot).await?.len();

@@ -29,7 +29,14 @@
 //!   `wal_sender_timeout`, whatever the appliers are blocked on.
 //!
 //! Transient errors (a connection lost, blue or green restarting) end the attempt; [`run`]
-//! reconnects with backoff and resumes from green's durable position. Definite errors stop.
+//! reconnects with backoff and resumes from green's durable position. A change green cannot
+//! take as it is does not stop sync either — it waits, holding the line, until the operator
+//! fixes green: a relation description from blue that green cannot take losslessly is held by
+//! the reader before it is scheduled ([`reader`]), and a change green refuses when applied (a
+//! value too long, a foreign key forbidding a TRUNCATE: [`ApplyError::is_blocked`]) ends the
+//! attempt with nothing after it committed, and is tried again every few seconds from green's
+//! durable position ([`SyncError::is_blocked`]). Both log what they wait for and the fix, and set
+//! the `blueshift_blocked` gauge. Other definite errors stop.
 
 mod acknowledge;
 mod background;
@@ -51,7 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blueshift_applier::{
-    Applier, ApplierOptions, ApplyError, ErrorClass, Renames, SynchronousCommit,
+    Applier, ApplierOptions, ApplyError, ErrorClass, Mapping, SynchronousCommit,
 };
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::ReplicationError;
@@ -116,8 +123,9 @@ pub struct SyncConfig {
     pub backoff: (Duration, Duration),
     /// The initial copy of blue's rows (see [`crate::backfill`]).
     pub backfill: BackfillOptions,
-    /// Column renames, blue → green, for the plan checked at preflight and the appliers.
-    pub renames: Arc<Renames>,
+    /// The declared column mapping (renames, exclusions, accepted lossy casts), for the plan
+    /// checked at preflight, the stream's Relation messages and the appliers.
+    pub mapping: Arc<Mapping>,
 }
 
 /// Why sync stopped.
@@ -171,6 +179,15 @@ pub enum SyncError {
     /// Green's unique indexes could not be read.
     #[error(transparent)]
     KeyCatalog(#[from] writeset::KeyCatalogError),
+    /// A relation description from blue could not be checked against green's table.
+    #[error("could not check blue's definition of table \"{table}\" against green")]
+    RelationCheck {
+        /// The table, `schema.name`.
+        table: String,
+        /// Why.
+        #[source]
+        source: crate::schema::SchemaError,
+    },
     /// A SQL connection to blue or green failed.
     #[error("{what}")]
     Sql {
@@ -244,6 +261,19 @@ impl SyncError {
             SyncError::Sql { source, .. } => source.is_transient(),
             SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
             SyncError::Slot(e) => e.is_transient(),
+            SyncError::RelationCheck {
+                source: crate::schema::SchemaError::Query { source, .. },
+                ..
+            } => source.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// Whether green refuses a change as it is and an operator can fix green while sync waits
+    /// (see [`ApplyError::is_blocked`]): sync then retries instead of stopping.
+    pub fn is_blocked(&self) -> bool {
+        match self {
+            SyncError::Apply { source, .. } => source.is_blocked(),
             _ => false,
         }
     }
@@ -350,6 +380,7 @@ async fn run_stages(
     // The table the last attempt stopped at, added to the publication (see `loaded`).
     let mut added: Option<crate::schema::QualifiedName> = None;
     let mut wait = config.backoff.0;
+    let mut blocked_wait = BLOCKED_RETRY_FIRST;
     loop {
         let started = std::time::Instant::now();
         let streaming = std::sync::atomic::AtomicBool::new(false);
@@ -368,6 +399,7 @@ async fn run_stages(
         if started.elapsed() > config.backoff.1 {
             // It ran well for a while: the next failure starts the backoff afresh.
             wait = config.backoff.0;
+            blocked_wait = BLOCKED_RETRY_FIRST;
         }
         match result {
             Ok(transactions) => {
@@ -393,6 +425,12 @@ async fn run_stages(
             Err(e) if e.is_transient() && !shutdown.fired() => {
                 let what = "sync interrupted; reconnecting";
                 if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
+                    return Ok(summary);
+                }
+                summary.reconnects += 1;
+            }
+            Err(e) if e.is_blocked() && !shutdown.fired() => {
+                if !wait_for_green(&e, &mut blocked_wait, &metrics, &shutdown).await {
                     return Ok(summary);
                 }
                 summary.reconnects += 1;
@@ -487,6 +525,38 @@ async fn back_off(
     slept
 }
 
+/// The first wait before retrying a change green refused; it doubles up to
+/// [`BLOCKED_RETRY_MAX`].
+const BLOCKED_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries of a change green refused.
+const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// After green refused a change an operator can fix there ([`SyncError::is_blocked`]): logs what
+/// sync waits for and the fix (the error says both), sets the blocked gauge, and waits before the
+/// change is tried again from green's durable position — nothing after it committed, since
+/// commits go in blue's order. False when shutdown came during the wait.
+async fn wait_for_green(
+    e: &SyncError,
+    wait: &mut Duration,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> bool {
+    metrics.set_blocked(true);
+    tracing::warn!(
+        error = %error_chain(e),
+        retry_in = ?*wait,
+        "sync is blocked: green refuses a change, so nothing from it on is applied; waiting for \
+         green to be fixed"
+    );
+    let slept = tokio::select! {
+        () = tokio::time::sleep(*wait) => true,
+        () = shutdown.clone().wait() => false,
+    };
+    *wait = (*wait * 2).min(BLOCKED_RETRY_MAX);
+    slept
+}
+
 /// Applies blue's stream with one applier until every transaction committed before `until` is
 /// on green: the catch-up after a resumed backfill, before the indexes it kept off are built.
 pub(crate) async fn catch_up(
@@ -501,6 +571,7 @@ pub(crate) async fn catch_up(
     let (_never_fired, never) = tokio::sync::watch::channel(false);
     let never = Shutdown(never);
     let mut wait = config.backoff.0;
+    let mut blocked_wait = BLOCKED_RETRY_FIRST;
     loop {
         let streaming = std::sync::atomic::AtomicBool::new(false);
         match attempt(&config, metrics, never.clone(), Some(until), &streaming).await {
@@ -509,6 +580,9 @@ pub(crate) async fn catch_up(
                 tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "catch-up interrupted; reconnecting");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(config.backoff.1);
+            }
+            Err(e) if e.is_blocked() => {
+                wait_for_green(&e, &mut blocked_wait, metrics, &never).await;
             }
             Err(e) => return Err(e),
         }
@@ -551,7 +625,7 @@ async fn attempt(
         options.fences = Arc::clone(&fences);
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
-        options.renames = Arc::clone(&config.renames);
+        options.mapping = Arc::clone(&config.mapping);
         let origin = options.origin_name.clone();
         let setup = |source| SyncError::ApplierSetup {
             origin: origin.clone(),
@@ -666,7 +740,9 @@ async fn attempt(
         decoder: PgOutputDecoder::new(version),
         assembler,
         scheduler: Scheduler::starting_at(1),
-        keys: KeyCatalog::new(Arc::clone(&config.renames)),
+        keys: KeyCatalog::new(Arc::clone(&config.mapping)),
+        mapping: Arc::clone(&config.mapping),
+        checked: std::collections::HashMap::new(),
         loaded,
         green,
         resume_after,
@@ -721,11 +797,16 @@ async fn attempt(
     let drained = if graceful {
         let mut result = Ok(());
         while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(e) => result = Err(SyncError::Task(e)),
-            }
+            let failed = match done {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => SyncError::Task(e),
+            };
+            // The others may wait for its commit turn forever: stop them (their open
+            // transactions roll back with their connections).
+            result = Err(failed);
+            tasks.shutdown().await;
+            break;
         }
         result
     } else {

@@ -101,6 +101,13 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
     }
 
     out.header(
+        "blueshift_blocked",
+        "gauge",
+        "1 while sync waits for green to be fixed: a change green cannot take as it is holds the line.",
+    );
+    out.sample("blueshift_blocked", &[], Value::Int(u64::from(s.blocked)));
+
+    out.header(
         "blueshift_slot_retained_wal_bytes",
         "gauge",
         "WAL bytes blue retains for the replication slot (current position minus restart_lsn).",
@@ -314,7 +321,8 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        assert_eq!(types.len(), 16);
+        assert_eq!(types.len(), 17);
+        assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_apply_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_stage_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_errors_total"], "counter");

@@ -271,6 +271,11 @@ impl Sync {
             .is_some_and(|mut c| c.wait().expect("wait").success())
     }
 
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Waits up to `within` for it to exit on its own; how it exited.
     pub(crate) fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("running");
