@@ -1,5 +1,5 @@
-//! The declared column mapping, from the command line and from a TOML file, for `sync` and
-//! `plan`:
+//! The declared column mapping, from the command line and from the settings file (see
+//! [`crate::settings`]), for `sync`, `backfill` and `plan`:
 //!
 //! - renames: `--rename [SCHEMA.]TABLE:FROM=TO` (repeatable), `[[rename]]` tables with `table`,
 //!   `from`, `to`;
@@ -15,15 +15,13 @@
 //! `public`, and a name containing `.`, `:`, `=` or `"` is double-quoted as in SQL. In the file
 //! only `table` is parsed that way; the column names are taken as they are.
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use blueshift_engine::schema::{ColumnRef, Mapping, Rename, Renames};
 use serde::Deserialize;
 
 /// `--rename`, `--exclude` and `--lossy-cast`, for commands that compare or apply with a
 /// mapping.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, Default, Clone, clap::Args)]
 pub(crate) struct RenameArgs {
     /// Blue's column FROM of TABLE is green's column TO; repeatable. TABLE is `schema.table` or
     /// `table` (in `public`); names are exact, and one containing . : = or " goes in double
@@ -88,14 +86,6 @@ pub(crate) struct FileMapping {
     pub(crate) exclude: Vec<FileExclude>,
     #[serde(default)]
     pub(crate) cast: Vec<FileCast>,
-}
-
-/// The mapping of the TOML file at `path` (its other settings are not read): what `plan
-/// --config` reads.
-pub(crate) fn read_file(path: &Path) -> anyhow::Result<FileMapping> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("could not read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid settings file {}", path.display()))
 }
 
 /// The file's mapping and the flags', checked together.

@@ -172,7 +172,7 @@ impl Reader {
                             return Ok(scheduled);
                         }
                         self.acks.durable(wal_end);
-                        self.metrics.set_lag_seconds(0.0);
+                        self.metrics.lag().caught_up();
                     }
                 }
             }
@@ -294,6 +294,10 @@ impl Reader {
                 .scheduler
                 .schedule(&super::writeset::Writeset::default(), committed),
         };
+        // From here until it commits on green, its commit time is what the lag grows from.
+        if let Some(at) = tx.as_ref().and_then(|tx| tx.commit_time.to_system_time()) {
+            self.metrics.lag().received(slot.seq, at);
+        }
         let cost = tx
             .as_ref()
             .map_or(0, crate::assembler::memory_cost)

@@ -79,6 +79,7 @@ pub(crate) async fn run(
             Some(group) => group,
             None => {
                 tracing::debug!(applier = index, "no more transactions");
+                applier.close().await;
                 return Ok(());
             }
         };
@@ -176,11 +177,8 @@ pub(crate) async fn run(
         if let Some(outcome) = outcome {
             metrics.transactions_applied(transactions, &outcome.rows, started.elapsed());
         }
-        // Replication delay: how long ago blue committed what green just committed.
-        if let Some(at) = commit_time {
-            let behind = at.elapsed().unwrap_or_default();
-            metrics.set_lag_seconds(behind.as_secs_f64());
-        }
+        // Green holds everything up to `last`: the lag now grows from the next one.
+        metrics.lag().applied(last, commit_time);
     }
 }
 
