@@ -497,6 +497,7 @@ mod tests {
                     quoted: format!("\"{}\"", c.name),
                     blue,
                     compare_as_text: false,
+                    equality: crate::target::CATALOG_EQUALITY.to_owned(),
                 })
                 .collect(),
             blue_width: relation.columns().len(),

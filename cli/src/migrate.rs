@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use blueshift_decoder::config::ConnectConfig;
-use blueshift_engine::client;
 use blueshift_engine::migrate::{
     scaffold, Direction, LockWait, MigrateConfig, Migrator, Repair, Run, State, Status, Version,
 };
@@ -140,7 +139,8 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         .context("no database given — pass --database URI (or --target) or set DATABASE_URL")?;
     let connect = ConnectConfig::from_conninfo(&conninfo).context("invalid --database")?;
     let migrator = Migrator::new(config);
-    let (mut client, connection) = client::connect(&connect, "blueshift migrate").await?;
+    let (mut client, connection) =
+        blueshift_engine::migrate::connect(&connect, "blueshift migrate").await?;
     let result = command(&migrator, &mut client, args.command, &connect).await;
     drop(client);
     let _ = connection.await;

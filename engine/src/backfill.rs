@@ -823,7 +823,7 @@ async fn row_filter(
     table: &QualifiedName,
 ) -> Result<Option<String>, BackfillError> {
     let version: i32 = blue
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .query_one("SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4", &[])
         .await
         .map_err(|e| BackfillError::blue("read the server version", e))?
         .get(0);
@@ -845,7 +845,7 @@ async fn row_filter(
 async fn row_estimate(blue: &Client, table: &QualifiedName) -> Result<u64, BackfillError> {
     let row = blue
         .query_one(
-            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 \
+            "SELECT coalesce(pg_catalog.sum(greatest(c.reltuples, 0)), 0)::pg_catalog.int8 \
                FROM pg_catalog.pg_class r \
                JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
                JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(r.oid)) l ON true \
@@ -868,7 +868,7 @@ async fn green_key(
             "SELECT a.attname::text FROM pg_catalog.pg_index x \
                JOIN pg_catalog.pg_class r ON r.oid = x.indrelid \
                JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
-               CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) \
+               CROSS JOIN LATERAL pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, pos) \
                JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum \
               WHERE n.nspname = $1 AND r.relname = $2 AND k.pos <= x.indnkeyatts \
                 AND x.indexrelid = (SELECT y.indexrelid FROM pg_catalog.pg_index y \
@@ -908,7 +908,7 @@ pub async fn recorded(
     }
     let row = green
         .query_opt(
-            "SELECT finished_at IS NOT NULL, (SELECT count(*) FROM blueshift.backfill_ddl d \
+            "SELECT finished_at IS NOT NULL, (SELECT pg_catalog.count(*) FROM blueshift.backfill_ddl d \
               WHERE d.slot = r.slot AND NOT d.restored) FROM blueshift.backfill_run r WHERE slot = $1",
             &[&slot],
         )

@@ -73,7 +73,7 @@ pub enum CleanupError {
         source: ClientError,
     },
     /// A process streams from the slot.
-    #[error("replication slot {} on blue is in use by {} — stop the `blueshift sync` (or other consumer) streaming from it, then run cleanup again{}", quote_ident(slot), pid.map_or_else(|| "a process".to_owned(), |p| format!("process {p}")), pid.map_or_else(String::new, |p| format!(" (on blue, SELECT pg_terminate_backend({p}) ends that process)")))]
+    #[error("replication slot {} on blue is in use by {} — stop the `blueshift sync` (or other consumer) streaming from it, then run cleanup again{}", quote_ident(slot), pid.map_or_else(|| "a process".to_owned(), |p| format!("process {p}")), pid.map_or_else(String::new, |p| format!(" (on blue, SELECT pg_catalog.pg_terminate_backend({p}) ends that process)")))]
     SlotActive {
         /// The slot.
         slot: String,
@@ -321,7 +321,7 @@ async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), Clean
         Step::DropSlot { slot, .. } => {
             match blue
                 .client
-                .execute("SELECT pg_drop_replication_slot($1)", &[slot])
+                .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot])
                 .await
             {
                 Ok(_) => {}
@@ -350,7 +350,7 @@ async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), Clean
         Step::DropOrigin { origin, .. } => {
             match green
                 .client
-                .execute("SELECT pg_replication_origin_drop($1)", &[origin])
+                .execute("SELECT pg_catalog.pg_replication_origin_drop($1)", &[origin])
                 .await
             {
                 Ok(_) => {}
@@ -385,7 +385,8 @@ async fn publication_comment(
 ) -> Result<Option<Option<String>>, SqlError> {
     let row = client
         .query_opt(
-            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1",
+            "SELECT pg_catalog.obj_description(oid, 'pg_catalog.pg_publication') \
+               FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) $1",
             &[&name],
         )
         .await?;
@@ -399,8 +400,9 @@ async fn publication_comment(
 async fn marked_publications(client: &Client) -> Result<Vec<String>, SqlError> {
     let rows = client
         .query(
-            "SELECT pubname::text FROM pg_publication
-              WHERE obj_description(oid, 'pg_publication') = $1 ORDER BY pubname",
+            "SELECT pubname::pg_catalog.text FROM pg_catalog.pg_publication
+              WHERE pg_catalog.obj_description(oid, 'pg_catalog.pg_publication') \
+                    OPERATOR(pg_catalog.=) $1 ORDER BY pubname",
             &[&PUBLICATION_COMMENT],
         )
         .await?;

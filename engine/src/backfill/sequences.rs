@@ -37,7 +37,7 @@ pub(crate) async fn copy(blue: &Client, green: &Client) -> Result<usize, Backfil
         let Some(last) = last else { continue };
         green
             .execute(
-                "SELECT pg_catalog.setval($1::text::regclass, $2, true)",
+                "SELECT pg_catalog.setval($1::pg_catalog.text::pg_catalog.regclass, $2, true)",
                 &[&quoted, &last],
             )
             .await

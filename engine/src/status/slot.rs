@@ -34,7 +34,7 @@ pub struct SlotInfo {
 /// Reads slot `slot`, or `None` when it does not exist.
 pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>, SqlError> {
     let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .query_one("SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4", &[])
         .await?
         .try_get(0)?;
     // wal_status and safe_wal_size came in PostgreSQL 13.
@@ -46,7 +46,7 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
     let sql = format!(
         "SELECT slot_name::text, plugin::text, slot_type, database::text, active, active_pid,
                 restart_lsn::text, confirmed_flush_lsn::text, {wal_columns}
-           FROM pg_replication_slots WHERE slot_name = $1"
+           FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
     );
     let Some(row) = client.query_opt(&sql, &[&slot]).await? else {
         return Ok(None);
@@ -68,7 +68,7 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
 /// `pg_current_wal_lsn()`.
 pub(crate) async fn current_wal_lsn(client: &Client) -> Result<Lsn, SqlError> {
     let text: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::pg_catalog.text", &[])
         .await?
         .try_get(0)?;
     Ok(parse_lsn(Some(text)).unwrap_or(Lsn::INVALID))

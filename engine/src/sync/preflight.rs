@@ -107,7 +107,7 @@ async fn run_checks(
         blue,
         "blue",
         "wal_level",
-        "SELECT current_setting('wal_level')",
+        "SELECT pg_catalog.current_setting('wal_level')",
         &[],
     )
     .await?;
@@ -191,8 +191,8 @@ async fn run_checks(
         "blue",
         "replication slots",
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1),
-                (SELECT count(*) FROM pg_catalog.pg_replication_slots),
-                current_setting('max_replication_slots')::int8",
+                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots),
+                pg_catalog.current_setting('max_replication_slots')::pg_catalog.int8",
         &[&config.slot],
     )
     .await?;
@@ -284,7 +284,7 @@ async fn run_checks(
                 green,
                 "green",
                 "function privileges",
-                "SELECT has_function_privilege('pg_catalog.pg_replication_origin_xact_setup(pg_lsn, timestamptz)', 'execute')",
+                "SELECT pg_catalog.has_function_privilege('pg_catalog.pg_replication_origin_xact_setup(pg_lsn, timestamptz)', 'execute')",
                 &[],
             )
             .await?
