@@ -200,8 +200,7 @@ async fn open(
         target: target.clone(),
         source,
     };
-    let connector =
-        TlsConnector::new(config).map_err(|e| fail(SqlError::Tls(Box::new(e))))?;
+    let connector = TlsConnector::new(config).map_err(|e| fail(SqlError::Tls(Box::new(e))))?;
     let make_tls = tls::MakeRustls::new(connector.clone());
     let mut tokio = tokio_config(config, application_name, pin);
     let ssl_mode = match (&connector, config.sslmode()) {
@@ -213,7 +212,11 @@ async fn open(
     debug!(target = %target, application_name, sslmode = %config.sslmode(), "connecting");
     let connected = match tokio.connect(make_tls.clone()).await {
         // libpq's `allow`: the server refused a plaintext session; try again over TLS.
-        Err(e) if connector.is_some() && config.sslmode() == Mode::Allow && e.as_db_error().is_some() => {
+        Err(e)
+            if connector.is_some()
+                && config.sslmode() == Mode::Allow
+                && e.as_db_error().is_some() =>
+        {
             debug!(target = %target, error = %e, "plaintext session refused; retrying with tls");
             tokio.ssl_mode(SslMode::Require);
             tokio.connect(make_tls).await
@@ -231,7 +234,11 @@ async fn open(
 
 /// blueshift's connection settings as a `tokio_postgres::Config`, with `search_path` pinned
 /// when `pin` is set. TLS (`ssl_mode` and the connector) is [`connect`]'s business.
-fn tokio_config(config: &ConnectConfig, application_name: &str, pin: bool) -> tokio_postgres::Config {
+fn tokio_config(
+    config: &ConnectConfig,
+    application_name: &str,
+    pin: bool,
+) -> tokio_postgres::Config {
     let mut tokio = tokio_postgres::Config::new();
     match config.host() {
         Host::Tcp(name) => tokio.host(name),

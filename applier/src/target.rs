@@ -101,7 +101,9 @@ fn equality_operator(found: Option<String>) -> String {
         !schema.is_empty()
             && !op.is_empty()
             && op.chars().all(|c| "+-*/<>=~!@#%^&|`?".contains(c))
-            && (schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && (schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                 || (schema.starts_with('"') && schema.ends_with('"') && schema.len() > 1))
     };
     match found {

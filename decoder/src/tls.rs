@@ -418,7 +418,10 @@ type ClientCert = (
 
 /// The client certificate chain and key, when the certificate file exists (libpq sends none
 /// otherwise, even when `sslcert` names a file).
-fn load_client_cert(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientCert>, TlsError> {
+fn load_client_cert(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<ClientCert>, TlsError> {
     let Some(cert_path) = cert else {
         return Ok(None);
     };

@@ -823,7 +823,10 @@ async fn row_filter(
     table: &QualifiedName,
 ) -> Result<Option<String>, BackfillError> {
     let version: i32 = blue
-        .query_one("SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4", &[])
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
+            &[],
+        )
         .await
         .map_err(|e| BackfillError::blue("read the server version", e))?
         .get(0);

@@ -254,7 +254,11 @@ fn tls_settings_from_the_string_and_the_environment() {
     assert!(!tls.sni());
     assert_eq!(tls.channel_binding(), ChannelBinding::Disable);
     // The string wins.
-    let c = parse_env("host=h sslmode=verify-full sslsni=1 channel_binding=prefer", &env).unwrap();
+    let c = parse_env(
+        "host=h sslmode=verify-full sslsni=1 channel_binding=prefer",
+        &env,
+    )
+    .unwrap();
     assert_eq!(c.sslmode(), SslMode::VerifyFull);
     assert!(c.tls().sni());
     assert_eq!(c.tls().channel_binding(), ChannelBinding::Prefer);
@@ -302,7 +306,10 @@ fn system_roots_need_verify_full() {
 #[test]
 fn bad_tls_values_are_named() {
     let err = parse_env("host=h sslsni=yes", &[]).unwrap_err();
-    assert!(matches!(err, ConfigError::InvalidValue { key: "sslsni", .. }), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::InvalidValue { key: "sslsni", .. }),
+        "{err:?}"
+    );
     let err = parse_env("host=h", &[("PGCHANNELBINDING", "always")]).unwrap_err();
     assert!(
         matches!(

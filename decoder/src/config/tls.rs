@@ -187,11 +187,9 @@ impl GivenTls {
         env: &dyn Fn(&str) -> Option<String>,
         home: Option<&Path>,
     ) -> Result<TlsSettings, ConfigError> {
-        let pick = |value: Option<String>, var: &'static str, key: &'static str| {
-            match value {
-                Some(v) => Some((key, v)),
-                None => env(var).map(|v| (var, v)),
-            }
+        let pick = |value: Option<String>, var: &'static str, key: &'static str| match value {
+            Some(v) => Some((key, v)),
+            None => env(var).map(|v| (var, v)),
         };
         let default_file = |name: &str| home.map(|h| h.join(".postgresql").join(name));
 
@@ -227,20 +225,20 @@ impl GivenTls {
             }
             None => true,
         };
-        let channel_binding = match pick(self.channel_binding, "PGCHANNELBINDING", "channel_binding")
-        {
-            Some((_, v)) if v == "disable" => ChannelBinding::Disable,
-            Some((_, v)) if v == "prefer" => ChannelBinding::Prefer,
-            Some((_, v)) if v == "require" => ChannelBinding::Require,
-            Some((key, value)) => {
-                return Err(ConfigError::InvalidValue {
-                    key,
-                    value,
-                    expected: "one of disable, prefer, require",
-                })
-            }
-            None => ChannelBinding::default(),
-        };
+        let channel_binding =
+            match pick(self.channel_binding, "PGCHANNELBINDING", "channel_binding") {
+                Some((_, v)) if v == "disable" => ChannelBinding::Disable,
+                Some((_, v)) if v == "prefer" => ChannelBinding::Prefer,
+                Some((_, v)) if v == "require" => ChannelBinding::Require,
+                Some((key, value)) => {
+                    return Err(ConfigError::InvalidValue {
+                        key,
+                        value,
+                        expected: "one of disable, prefer, require",
+                    })
+                }
+                None => ChannelBinding::default(),
+            };
         if channel_binding == ChannelBinding::Require && mode == SslMode::Disable {
             return Err(ConfigError::ChannelBindingWithoutTls);
         }

@@ -153,8 +153,7 @@ async fn authenticate(
                     }
                     .into());
                 }
-                let (binding, mechanism) =
-                    choose_binding(binding_mode, transport, &mechanisms)?;
+                let (binding, mechanism) = choose_binding(binding_mode, transport, &mechanisms)?;
                 let password = password(mechanism)?;
                 bound = mechanism == SCRAM_SHA_256_PLUS;
                 tracing::debug!(mechanism, "authenticating with scram");

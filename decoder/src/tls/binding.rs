@@ -82,9 +82,9 @@ fn element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
             return None;
         }
         let (bytes, rest) = rest.split_at(count);
-        let len = bytes
-            .iter()
-            .try_fold(0usize, |acc, b| acc.checked_mul(256)?.checked_add(usize::from(*b)))?;
+        let len = bytes.iter().try_fold(0usize, |acc, b| {
+            acc.checked_mul(256)?.checked_add(usize::from(*b))
+        })?;
         (len, rest)
     };
     if rest.len() < len {

@@ -43,13 +43,10 @@ impl ServerCertVerifier for ChainOnly {
     ) -> Result<ServerCertVerified, Error> {
         // WebPKI checks the chain (signatures, validity, key usage) before the name, so a name
         // mismatch means everything else passed.
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),

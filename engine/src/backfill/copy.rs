@@ -100,7 +100,10 @@ impl TableCopy {
 
     /// The staging table of a worker for this table's upserts.
     fn stage(&self, worker: usize) -> String {
-        format!("pg_temp.{}", quote_ident(&format!("blueshift_stage_{worker}")))
+        format!(
+            "pg_temp.{}",
+            quote_ident(&format!("blueshift_stage_{worker}"))
+        )
     }
 
     /// Green's `COPY … FROM STDIN`.

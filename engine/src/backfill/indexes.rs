@@ -66,7 +66,7 @@ const READ: &str = "\
 WITH t AS (
   SELECT c.oid FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
+  JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
 )
 SELECT 'foreign_key', n.nspname::text, r.relname::text, k.conname::text,
        pg_catalog.pg_get_constraintdef(k.oid)

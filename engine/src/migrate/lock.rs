@@ -76,7 +76,10 @@ pub(crate) async fn acquire(client: &Client, wait: LockWait) -> Result<(), Migra
             what: "set lock_timeout".to_owned(),
             source,
         })?;
-    match client.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key]).await {
+    match client
+        .execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
+        .await
+    {
         Ok(_) => {
             debug!(key, "migration lock taken");
             Ok(())
@@ -111,7 +114,10 @@ pub(crate) async fn release(client: &Client) -> Result<(), SqlError> {
 pub(crate) async fn set_lock_timeout(client: &Client, timeout: Duration) -> Result<(), SqlError> {
     let ms = format!("{}ms", timeout.as_millis());
     client
-        .execute("SELECT pg_catalog.set_config('lock_timeout', $1, false)", &[&ms])
+        .execute(
+            "SELECT pg_catalog.set_config('lock_timeout', $1, false)",
+            &[&ms],
+        )
         .await?;
     Ok(())
 }

@@ -34,7 +34,10 @@ pub struct SlotInfo {
 /// Reads slot `slot`, or `None` when it does not exist.
 pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>, SqlError> {
     let version: i32 = client
-        .query_one("SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4", &[])
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
+            &[],
+        )
         .await?
         .try_get(0)?;
     // wal_status and safe_wal_size came in PostgreSQL 13.
@@ -68,7 +71,10 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
 /// `pg_current_wal_lsn()`.
 pub(crate) async fn current_wal_lsn(client: &Client) -> Result<Lsn, SqlError> {
     let text: String = client
-        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::pg_catalog.text", &[])
+        .query_one(
+            "SELECT pg_catalog.pg_current_wal_lsn()::pg_catalog.text",
+            &[],
+        )
         .await?
         .try_get(0)?;
     Ok(parse_lsn(Some(text)).unwrap_or(Lsn::INVALID))
