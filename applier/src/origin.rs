@@ -51,8 +51,7 @@ pub(crate) async fn set_up(client: &Client, name: &str) -> Result<(), ApplyError
     client
         .execute(
             "SELECT pg_catalog.pg_replication_origin_create($1::pg_catalog.text) \
-             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin \
-                                WHERE roname OPERATOR(pg_catalog.=) $1::pg_catalog.text)",
+             WHERE pg_catalog.pg_replication_origin_oid($1::pg_catalog.text) IS NULL",
             &[&name],
         )
         .await

@@ -57,6 +57,9 @@ pub struct CleanupOptions {
 /// Why cleanup stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
+    /// Privileges are missing (each named with the GRANT that fixes it); nothing was dropped.
+    #[error(transparent)]
+    Privileges(crate::privileges::MissingPrivileges),
     /// The slot name is not one PostgreSQL accepts.
     #[error("invalid replication slot name {slot:?}: slot names may contain only lower case letters, digits and underscores, at most 63 of them")]
     InvalidSlotName {
@@ -185,6 +188,21 @@ pub async fn cleanup(options: &CleanupOptions) -> Result<CleanupReport, CleanupE
     }
     let blue = Server::connect(Side::Blue, &options.source).await?;
     let green = Server::connect(Side::Green, &options.target).await?;
+
+    // Privileges first: a cleanup that stops halfway leaves a half-removed sync.
+    let mut missing = crate::privileges::blue_for_slot_drop(&blue.client)
+        .await
+        .map_err(|e| blue.error("check privileges", e))?;
+    missing.extend(
+        crate::privileges::green_for_origins(&green.client, true)
+            .await
+            .map_err(|e| green.error("check privileges", e))?,
+    );
+    if !missing.is_empty() {
+        return Err(CleanupError::Privileges(
+            crate::privileges::MissingPrivileges { missing },
+        ));
+    }
 
     // Plan: read everything first, so that a refusal leaves both servers untouched.
     let mut steps = Vec::new();

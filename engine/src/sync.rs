@@ -30,7 +30,7 @@
 mod durability;
 mod monitor;
 mod order;
-mod preflight;
+pub(crate) mod preflight;
 mod reader;
 mod scheduler;
 mod worker;
