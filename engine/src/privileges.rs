@@ -143,7 +143,8 @@ pub async fn blue_for_sync(
                JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) w.s \
                JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid \
                                          AND c.relname OPERATOR(pg_catalog.=) w.t \
-               CROSS JOIN LATERAL pg_catalog.pg_partition_tree(c.oid) p \
+               CROSS JOIN LATERAL (SELECT c.oid UNION \
+                                   SELECT relid FROM pg_catalog.pg_partition_tree(c.oid)) p(relid) \
                JOIN pg_catalog.pg_class l ON l.oid OPERATOR(pg_catalog.=) p.relid \
                JOIN pg_catalog.pg_namespace ln ON ln.oid OPERATOR(pg_catalog.=) l.relnamespace \
               ORDER BY 1, 2",
@@ -246,7 +247,10 @@ pub async fn blue_sequences(
                     role.quoted
                 );
             }
-            fix.push_str(&format!("GRANT SELECT ON SEQUENCE {name} TO {};", role.quoted));
+            fix.push_str(&format!(
+                "GRANT SELECT ON SEQUENCE {name} TO {};",
+                role.quoted
+            ));
             Missing {
                 side: "blue",
                 what: format!(
@@ -386,7 +390,10 @@ pub async fn green_for_sync(
         if !state.get::<_, bool>(0) {
             add(
                 "USAGE and CREATE on schema blueshift (blueshift's state)".to_owned(),
-                format!("GRANT USAGE, CREATE ON SCHEMA blueshift TO {};", role.quoted),
+                format!(
+                    "GRANT USAGE, CREATE ON SCHEMA blueshift TO {};",
+                    role.quoted
+                ),
             );
         }
         let tables: Option<Vec<String>> = state.get(1);
@@ -537,8 +544,9 @@ pub async fn green_for_origins(
     if drop && !row.get::<_, bool>(2) {
         missing.push(Missing {
             side: "green",
-            what: "EXECUTE on pg_catalog.pg_replication_origin_drop(text) (cleanup drops the origins)"
-                .to_owned(),
+            what:
+                "EXECUTE on pg_catalog.pg_replication_origin_drop(text) (cleanup drops the origins)"
+                    .to_owned(),
             fix: format!(
                 "GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_drop(text) TO {};",
                 role.quoted
@@ -613,7 +621,11 @@ pub(crate) async fn check_sync(
         }
     }
     let mut missing = blue_for_sync(blue, &needs).await.map_err(query("blue"))?;
-    missing.extend(green_for_sync(green, &needs).await.map_err(query("green"))?);
+    missing.extend(
+        green_for_sync(green, &needs)
+            .await
+            .map_err(query("green"))?,
+    );
     if needs.backfill {
         let blue_seqs = sequences(blue).await.map_err(query("blue"))?;
         let green_seqs = sequences(green).await.map_err(query("green"))?;
@@ -622,7 +634,11 @@ pub(crate) async fn check_sync(
             .filter(|s| green_seqs.contains(s))
             .collect();
         missing.extend(blue_sequences(blue, &both).await.map_err(query("blue"))?);
-        missing.extend(green_sequences(green, &both).await.map_err(query("green"))?);
+        missing.extend(
+            green_sequences(green, &both)
+                .await
+                .map_err(query("green"))?,
+        );
     }
     // Blue's findings first, as they were added.
     missing.sort_by_key(|m| m.side != "blue");
