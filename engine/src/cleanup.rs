@@ -403,7 +403,7 @@ async fn publication_comment(
 ) -> Result<Option<Option<String>>, SqlError> {
     let row = client
         .query_opt(
-            "SELECT pg_catalog.obj_description(oid, 'pg_catalog.pg_publication') \
+            "SELECT pg_catalog.obj_description(oid, 'pg_publication') \
                FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) $1",
             &[&name],
         )
@@ -419,7 +419,7 @@ async fn marked_publications(client: &Client) -> Result<Vec<String>, SqlError> {
     let rows = client
         .query(
             "SELECT pubname::pg_catalog.text FROM pg_catalog.pg_publication
-              WHERE pg_catalog.obj_description(oid, 'pg_catalog.pg_publication') \
+              WHERE pg_catalog.obj_description(oid, 'pg_publication') \
                     OPERATOR(pg_catalog.=) $1 ORDER BY pubname",
             &[&PUBLICATION_COMMENT],
         )
