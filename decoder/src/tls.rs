@@ -184,14 +184,6 @@ impl TlsConnector {
         if mode == SslMode::Disable {
             return Ok(None);
         }
-        let provider = Arc::new(provider());
-        let roots = load_roots(settings.root_cert(), mode)?;
-        let verifier: Arc<dyn ServerCertVerifier> = match &roots {
-            Some((store, _)) => {
-                verify::chain_verifier(Arc::clone(store), &provider, mode == SslMode::VerifyFull)
-            }
-            None => Arc::new(verify::Unverified::new(&provider)),
-        };
         let server_name = match ServerName::try_from(host.as_str()) {
             Ok(name) => name.to_owned(),
             Err(_) if mode == SslMode::VerifyFull => {
@@ -199,6 +191,14 @@ impl TlsConnector {
             }
             // The name is not checked: any placeholder will do, and an IP address sends no SNI.
             Err(_) => ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        };
+        let provider = Arc::new(provider());
+        let roots = load_roots(settings.root_cert(), mode)?;
+        let verifier: Arc<dyn ServerCertVerifier> = match &roots {
+            Some((store, _)) => {
+                verify::chain_verifier(Arc::clone(store), &provider, mode == SslMode::VerifyFull)
+            }
+            None => Arc::new(verify::Unverified::new(&provider)),
         };
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -565,10 +565,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("missing.crt");
         let err = TlsConnector::new(&config(&format!(
-            "host=bad_name! sslmode=verify-full sslrootcert=system"
-        )));
-        // Either no system roots here, or the host name is refused: never a connector.
-        assert!(err.is_err());
+            "host=bad_name! sslmode=verify-full sslrootcert={}",
+            root.display()
+        )))
+        .unwrap_err();
+        assert!(matches!(err, TlsError::InvalidHostName { .. }), "{err}");
+        assert!(err.to_string().contains("bad_name!"), "{err}");
         assert!(TlsConnector::new(&config(&format!(
             "host=bad_name! sslmode=require sslrootcert={}",
             root.display()
