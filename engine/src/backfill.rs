@@ -213,6 +213,9 @@ pub enum BackfillError {
     /// A task panicked or was cancelled.
     #[error("a backfill task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
+    /// The slot guard's record of the new slot could not be written.
+    #[error(transparent)]
+    SlotGuard(Box<crate::slot_guard::SlotError>),
     /// Shutdown was asked for during the copy; the next run resumes.
     #[error("backfill interrupted; the next run resumes at the first unfinished chunk")]
     Interrupted,
@@ -257,6 +260,7 @@ impl BackfillError {
             BackfillError::Connect(e) => e.is_transient(),
             BackfillError::Replication(e) => crate::sync::replication_is_transient(e),
             BackfillError::CatchUp(e) => e.is_transient(),
+            BackfillError::SlotGuard(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -510,6 +514,18 @@ async fn copy_generation(
     } else {
         (slot.to_owned(), false)
     };
+    // Blue's identity for the slot guard, asked first: the exported snapshot lives only until
+    // the replication connection's next command.
+    let identity = if temporary {
+        None
+    } else {
+        Some(crate::slot_guard::BlueIdentity::from(
+            &repl
+                .identify_system()
+                .await
+                .map_err(BackfillError::Replication)?,
+        ))
+    };
     let created = repl
         .create_slot(
             &slot_name,
@@ -521,6 +537,12 @@ async fn copy_generation(
         )
         .await
         .map_err(BackfillError::Replication)?;
+    if let Some(identity) = &identity {
+        // The real slot: green records it at its consistent point before anything streams.
+        crate::slot_guard::record(green, slot, identity, created.consistent_point, true)
+            .await
+            .map_err(|e| BackfillError::SlotGuard(Box::new(e)))?;
+    }
     let snapshot = created
         .snapshot_name
         .clone()

@@ -9,8 +9,9 @@ pub mod metrics;
 pub mod migrate;
 pub mod privileges;
 pub mod schema;
+pub mod slot_guard;
 pub mod status;
 pub mod sync;
 pub mod tail;
 
-pub use blueshift_applier::client;
+pub use blueshift_applier::{client, failpoint};

@@ -30,6 +30,7 @@ mod certs;
 mod cluster;
 mod command;
 mod eventually;
+mod pgbouncer;
 mod program;
 mod template;
 
@@ -37,4 +38,7 @@ pub use binaries::{cache_dir, fetch_script, install_command, PgBinaries, DEFAULT
 pub use certs::{CertFiles, TestPki};
 pub use cluster::{quote_ident, Cluster, ClusterOptions};
 pub use eventually::{eventually, eventually_async};
+pub use pgbouncer::{
+    pgbouncer_binary, DatabaseEntry, PgBouncer, PgBouncerOptions, PGBOUNCER_INSTALL_COMMAND,
+};
 pub use program::blueshift_binary;

@@ -29,6 +29,10 @@ pub struct SlotInfo {
     /// `safe_wal_size` (PostgreSQL 13+): bytes of WAL that can still be written before the slot
     /// risks losing its WAL; `None` means unlimited (`max_slot_wal_keep_size = -1`).
     pub safe_wal_size: Option<i64>,
+    /// Why blue invalidated the slot: `invalidation_reason` (PostgreSQL 17+: `wal_removed`,
+    /// `rows_removed`, `wal_level_insufficient`, `idle_timeout`), `conflict with recovery` when
+    /// 16's `conflicting` is true; `None` when valid or not known (older servers).
+    pub invalidation: Option<String>,
 }
 
 /// Reads slot `slot`, or `None` when it does not exist.
@@ -46,9 +50,15 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
     } else {
         "NULL::text, NULL::bigint"
     };
+    // invalidation_reason came in 17; 16 only says whether the slot conflicted with recovery.
+    let invalidation = match version {
+        170_000.. => "invalidation_reason",
+        160_000.. => "CASE WHEN conflicting THEN 'conflict with recovery' END",
+        _ => "NULL::text",
+    };
     let sql = format!(
         "SELECT slot_name::text, plugin::text, slot_type, database::text, active, active_pid,
-                restart_lsn::text, confirmed_flush_lsn::text, {wal_columns}
+                restart_lsn::text, confirmed_flush_lsn::text, {wal_columns}, {invalidation}
            FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
     );
     let Some(row) = client.query_opt(&sql, &[&slot]).await? else {
@@ -65,6 +75,7 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
         confirmed_flush_lsn: parse_lsn(row.try_get(7)?),
         wal_status: row.try_get(8)?,
         safe_wal_size: row.try_get(9)?,
+        invalidation: row.try_get(10)?,
     }))
 }
 
