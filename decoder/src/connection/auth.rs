@@ -191,6 +191,13 @@ fn choose_binding(
         Some(_) => (ChannelBinding::unrequested(), SCRAM_SHA_256),
         None => (ChannelBinding::unsupported(), SCRAM_SHA_256),
     };
+    if chosen.1 == SCRAM_SHA_256 && !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
+        // Only -PLUS is offered, and this connection cannot bind (no TLS).
+        return Err(AuthError::NoSaslMechanism {
+            offered: mechanisms.join(", "),
+        }
+        .into());
+    }
     if mode == BindingMode::Require && chosen.1 != SCRAM_SHA_256_PLUS {
         let reason = if !transport.is_tls() {
             "the connection does not use TLS"

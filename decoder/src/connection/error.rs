@@ -238,7 +238,7 @@ pub enum AuthError {
         method: &'static str,
     },
     /// SASL without SCRAM-SHA-256.
-    #[error("the server offered only SASL mechanisms blueshift does not support ({offered}) — SCRAM-SHA-256 or SCRAM-SHA-256-PLUS is required")]
+    #[error("the server offered only SASL mechanisms blueshift does not support ({offered}) — SCRAM-SHA-256 is required (SCRAM-SHA-256-PLUS only over TLS)")]
     NoSaslMechanism {
         /// The mechanisms the server offered.
         offered: String,
