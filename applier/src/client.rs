@@ -133,6 +133,8 @@ pub struct ServerError {
     pub position: Option<u32>,
     /// Where the error happened inside a function or internal query, when it did (`CONTEXT`).
     pub context: Option<String>,
+    /// The column the error is about, when the server says (a NOT NULL violation does).
+    pub column: Option<String>,
 }
 
 impl ServerError {
@@ -150,6 +152,7 @@ impl ServerError {
                 Some(ErrorPosition::Internal { .. }) | None => None,
             },
             context: db.where_().map(str::to_owned),
+            column: db.column().map(str::to_owned),
         })
     }
 }

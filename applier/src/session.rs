@@ -4,8 +4,9 @@
 //! `session_replication_role = replica` (user triggers and foreign-key checks do not fire, as in
 //! native logical replication apply), and the settings that fix how text values are read back:
 //! `DateStyle = ISO`, `TimeZone = UTC`, `IntervalStyle = postgres`, `extra_float_digits = 3`,
-//! `bytea_output = hex`, `client_encoding = UTF8`. Values go through `set_config` as
-//! parameters.
+//! `bytea_output = hex`, `client_encoding = UTF8`; and `row_security = off`, so that a
+//! row-level security policy on green makes a statement fail instead of silently filtering the
+//! rows an UPDATE or DELETE reaches. Values go through `set_config` as parameters.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use tokio_postgres::Client;
 
 use crate::client::SqlError;
 use crate::error::ApplyError;
-use crate::rename::Renames;
+use crate::mapping::Mapping;
 
 /// `synchronous_commit` for the applier's transactions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,8 +59,9 @@ pub struct ApplierOptions {
     pub insert_batch_rows: usize,
     /// Most statements sent ahead of their answers within a transaction; 1 is the serial path.
     pub pipeline_depth: usize,
-    /// Column renames: blue's column → green's, per table (see [`rename`](crate::rename)).
-    pub renames: Arc<Renames>,
+    /// The declared column mapping: renames, exclusions, accepted lossy casts (see
+    /// [`mapping`](crate::mapping)).
+    pub mapping: Arc<Mapping>,
     /// What a backfill already copied, per table: skipped or applied idempotently.
     pub fences: Arc<crate::fence::Fences>,
 }
@@ -74,7 +76,7 @@ impl ApplierOptions {
             statement_cache_capacity: 512,
             insert_batch_rows: 256,
             pipeline_depth: 64,
-            renames: Arc::default(),
+            mapping: Arc::default(),
             fences: Arc::default(),
         }
     }
@@ -82,8 +84,9 @@ impl ApplierOptions {
 
 /// Pins the session settings.
 pub(crate) async fn pin(client: &Client, options: &ApplierOptions) -> Result<(), ApplyError> {
-    let settings: [(&'static str, &str); 8] = [
+    let settings: [(&'static str, &str); 9] = [
         ("session_replication_role", "replica"),
+        ("row_security", "off"),
         ("DateStyle", "ISO"),
         ("TimeZone", "UTC"),
         ("IntervalStyle", "postgres"),

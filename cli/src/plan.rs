@@ -1,6 +1,7 @@
 //! `blueshift plan`: compares each table blue publishes with green's table of the same name
-//! (columns matched by name and the declared renames) and says whether replication can carry
-//! the difference. Prints the mapping per table (or JSON) and fails when anything is blocked.
+//! (columns matched by name and the declared mapping: renames, exclusions, lossy casts) and says
+//! whether replication can carry the difference losslessly. Prints the mapping per table (or
+//! JSON) and fails when anything is blocked.
 
 use std::path::PathBuf;
 
@@ -16,11 +17,12 @@ use crate::rename::{self, RenameArgs};
 #[command(after_help = "Example:
   blueshift plan --source postgresql://app@blue:5432/app --target postgresql://app@green:5432/app --publication blueshift
   blueshift plan --source … --target … --json | jq '.tables[] | select(.verdict == \"blocked\")'
-  blueshift plan --source … --target … --rename 'public.users:name=full_name'
-  blueshift plan --source … --target … --config /etc/blueshift/sync.toml   # its [[rename]]s
+  blueshift plan --source … --target … --rename 'public.users:name=full_name' --exclude 'users:legacy'
+  blueshift plan --source … --target … --config /etc/blueshift/sync.toml   # its [[rename]], [[exclude]], [[cast]]
 
 Each table lists blue column → green column: the type (blue → green when green converts it),
-\"not copied\" for a column only on blue, \"default\" for a column only on green.
+\"(excluded)\" for a blue column excluded on purpose, \"(missing)\" for a blue column green lacks
+(blocked: its values would be lost), \"(default)\" for a column only on green.
 Exits with 1 when a table is blocked.")]
 pub(crate) struct PlanArgs {
     /// Blue, the database replicated from: a libpq URI or key=value string.
@@ -39,7 +41,8 @@ pub(crate) struct PlanArgs {
     #[arg(long)]
     json: bool,
 
-    /// sync's TOML settings file: only its `[[rename]]` tables are read.
+    /// sync's TOML settings file: only its `[[rename]]`, `[[exclude]]` and `[[cast]]` tables are
+    /// read.
     #[arg(long, value_name = "FILE", env = "BLUESHIFT_CONFIG")]
     config: Option<PathBuf>,
 
@@ -50,18 +53,18 @@ pub(crate) struct PlanArgs {
 pub(crate) async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let blue_config = ConnectConfig::from_conninfo(&args.source).context("invalid --source")?;
     let green_config = ConnectConfig::from_conninfo(&args.target).context("invalid --target")?;
-    let file_renames = match &args.config {
+    let file_mapping = match &args.config {
         Some(path) => rename::read_file(path)?,
-        None => Vec::new(),
+        None => rename::FileMapping::default(),
     };
-    let renames = rename::collect(file_renames, args.renames.renames)?;
+    let mapping = rename::collect(file_mapping, args.renames)?;
     let (blue, blue_connection) = client::connect(&blue_config, "blueshift plan")
         .await
         .context("cannot reach blue (--source)")?;
     let (green, green_connection) = client::connect(&green_config, "blueshift plan")
         .await
         .context("cannot reach green (--target)")?;
-    let plan = schema::plan(&blue, &green, args.publication.as_deref(), &renames).await;
+    let plan = schema::plan(&blue, &green, args.publication.as_deref(), &mapping).await;
     drop((blue, green));
     let _ = blue_connection.await;
     let _ = green_connection.await;
@@ -151,7 +154,8 @@ fn row(c: &ColumnPlan) -> [String; 5] {
     let green = match (c.green_name(), &c.renamed_to) {
         (Some(g), _) => quote_ident(g),
         (None, Some(to)) => format!("{} (missing on green)", quote_ident(to)),
-        (None, None) => "(not copied)".to_owned(),
+        (None, None) if c.excluded => "(excluded)".to_owned(),
+        (None, None) => "(missing)".to_owned(),
     };
     let ty = match (&c.blue, &c.green) {
         (Some(b), Some(g)) if c.cast.is_some() => format!(

@@ -1,8 +1,9 @@
 //! `blueshift sync`: the sidecar that keeps green caught up with blue.
 //!
 //! Settings come, in order of precedence, from the command line, `BLUESHIFT_*` environment
-//! variables, a TOML file (`--config`), then defaults; column renames from the file's
-//! `[[rename]]` tables and the `--rename` flags add up (see [`crate::rename`]).
+//! variables, a TOML file (`--config`), then defaults; the column mapping from the file's
+//! `[[rename]]`, `[[exclude]]` and `[[cast]]` tables and the `--rename`, `--exclude` and
+//! `--lossy-cast` flags add up (see [`crate::rename`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,14 +17,16 @@ use blueshift_engine::metrics::{Metrics, MetricsServer};
 use blueshift_engine::sync::{self, SyncConfig};
 use serde::Deserialize;
 
-use crate::rename::{self, FileRename, RenameArgs};
+use crate::rename::{self, FileCast, FileExclude, FileMapping, FileRename, RenameArgs};
 use crate::source;
 
 /// Keep green caught up with blue: stream blue's changes and apply them to green, exactly once.
 ///
 /// Runs until SIGINT or SIGTERM (then drains what is in flight and exits 0). Transient errors —
 /// a lost connection, blue or green restarting — reconnect with backoff and resume from green's
-/// durable position; anything else stops with a non-zero exit and the fix.
+/// durable position. A change green cannot take as it is (a column blue added, a narrower type,
+/// a value too long) holds the line: sync logs what it waits for and the fix, and goes on once
+/// green is fixed. Anything else stops with a non-zero exit and the fix.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -35,10 +38,11 @@ Examples:
   # The same from a file, passwords from ~/.pgpass
   blueshift sync --config /etc/blueshift/sync.toml
 
-  # Green renamed a column: blue's users.name is green's users.full_name
-  blueshift sync --config /etc/blueshift/sync.toml --rename 'public.users:name=full_name'
+  # Green renamed a column (blue's users.name is green's users.full_name) and dropped another
+  blueshift sync --config /etc/blueshift/sync.toml --rename 'public.users:name=full_name' \\
+      --exclude 'public.users:legacy'
 
-sync.toml holds the same settings as the options, with underscores, and renames as tables:
+sync.toml holds the same settings as the options, with underscores, and the mapping as tables:
   source = \"host=blue dbname=app user=replicator\"
   target = \"host=green dbname=app user=blueshift\"
   publication = \"app_pub\"
@@ -48,11 +52,20 @@ sync.toml holds the same settings as the options, with underscores, and renames 
   table = \"public.users\"
   from = \"name\"
   to = \"full_name\"
+  [[exclude]]
+  table = \"public.users\"
+  column = \"legacy\"
+  [[cast]]
+  table = \"public.prices\"
+  column = \"amount\"
+  lossy = true
 
-Columns are matched by name: a column only on blue is not copied, one only on green takes its
-default, a different type is converted by green. Renames from the file and from --rename add up.
+Columns are matched by name and must be carried losslessly: a column only on blue stops sync
+unless excluded, one only on green takes its default, a different type is converted by green
+when nothing is lost (a narrower or lossy type stops sync unless declared a lossy cast). The
+mapping from the file and from the flags adds up.
 
-Each option but --rename can also be set as BLUESHIFT_<NAME> (e.g. BLUESHIFT_WORKERS=4). Passwords: ~/.pgpass,
+Each option but --rename, --exclude and --lossy-cast can also be set as BLUESHIFT_<NAME> (e.g. BLUESHIFT_WORKERS=4). Passwords: ~/.pgpass,
 PGPASSWORD, or --source-password-file/--target-password-file; one inside a URI on the command line
 works but draws a warning, since other users can read it in the process list.")]
 pub(crate) struct SyncArgs {
@@ -122,7 +135,8 @@ pub(crate) struct SyncArgs {
     /// it creates the slot, and finishes an interrupted copy.
     #[arg(long, env = "BLUESHIFT_BACKFILL", conflicts_with = "no_backfill")]
     backfill: bool,
-    /// Never copy: green was loaded another way (pg_dump, a restore).
+    /// Never copy: green was loaded another way (pg_dump, a restore). A table added to the
+    /// publication later stops sync: run once without it to copy that table.
     #[arg(long, env = "BLUESHIFT_NO_BACKFILL")]
     no_backfill: bool,
     /// Parallel copy workers, each one connection to blue and one to green [default: 4].
@@ -169,6 +183,10 @@ struct FileSettings {
     maintenance_work_mem: Option<String>,
     #[serde(default)]
     rename: Vec<FileRename>,
+    #[serde(default)]
+    exclude: Vec<FileExclude>,
+    #[serde(default)]
+    cast: Vec<FileCast>,
 }
 
 pub(crate) async fn run(args: SyncArgs) -> anyhow::Result<()> {
@@ -326,7 +344,14 @@ fn settings(args: SyncArgs) -> anyhow::Result<(SyncConfig, Option<SocketAddr>)> 
                 .unwrap_or_else(|| "256MB".to_owned()),
             only: false,
         },
-        renames: Arc::new(rename::collect(file.rename, args.renames.renames)?),
+        mapping: Arc::new(rename::collect(
+            FileMapping {
+                rename: file.rename,
+                exclude: file.exclude,
+                cast: file.cast,
+            },
+            args.renames,
+        )?),
     };
     blueshift_decoder::connection::validate_slot_name(&config.slot)?;
     Ok((config, args.metrics_addr.or(file.metrics_addr)))

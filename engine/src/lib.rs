@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod privileges;
 pub mod schema;
+pub mod sequence;
 pub mod slot_guard;
 pub mod status;
 pub mod sync;

@@ -24,6 +24,7 @@
 //! | `blueshift_stage_latency_seconds` | summary (0.5, 0.99) | `stage`: where a transaction's time goes, see [`Stage`] |
 //! | `blueshift_backfill_rows_total` | counter | |
 //! | `blueshift_backfill_chunks_total` | counter | |
+//! | `blueshift_blocked` | gauge | 1 while sync waits for green to be fixed (a change green cannot take as it is), else 0 |
 //!
 //! The row counts and the error classes are the applier's own ([`RowCounts`], [`ErrorClass`]:
 //! one classification for the whole engine). [`MetricsServer`] serves the series on
@@ -167,6 +168,8 @@ struct Registry {
     spilled_transactions: AtomicU64,
     backfill_rows: AtomicU64,
     backfill_chunks: AtomicU64,
+    /// 1 while sync waits for green to be fixed.
+    blocked: AtomicU64,
     /// Per [`Stage`], in [`Stage::ALL`] order, in microseconds.
     stages: Mutex<Vec<Histogram<u64>>>,
 }
@@ -190,6 +193,7 @@ impl Default for Registry {
             spilled_transactions: AtomicU64::new(0),
             backfill_rows: AtomicU64::new(0),
             backfill_chunks: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
             stages: Mutex::new(
                 Stage::ALL
                     .iter()
@@ -225,6 +229,8 @@ impl Metrics {
         let r = &self.inner;
         r.applied_transactions
             .fetch_add(transactions, Ordering::Relaxed);
+        // Something committed: whatever held the line has been fixed.
+        r.blocked.store(0, Ordering::Relaxed);
         for ((_, count), total) in ROW_OPS.iter().zip(&r.applied_rows) {
             let n = count(rows);
             if n > 0 {
@@ -308,6 +314,14 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `blueshift_blocked`: whether sync waits for green to be fixed (a change green cannot
+    /// take as it is holds the line).
+    pub fn set_blocked(&self, blocked: bool) {
+        self.inner
+            .blocked
+            .store(u64::from(blocked), Ordering::Relaxed);
+    }
+
     /// A consistent-enough copy of every value, for rendering and for tests.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let r = &self.inner;
@@ -352,6 +366,7 @@ impl Metrics {
             spilled_transactions: load(&r.spilled_transactions),
             backfill_rows: load(&r.backfill_rows),
             backfill_chunks: load(&r.backfill_chunks),
+            blocked: load(&r.blocked) != 0,
         }
     }
 
@@ -458,6 +473,8 @@ pub struct MetricsSnapshot {
     pub backfill_rows: u64,
     /// `blueshift_backfill_chunks_total`.
     pub backfill_chunks: u64,
+    /// `blueshift_blocked`.
+    pub blocked: bool,
 }
 
 fn micros_to_seconds(micros: u64) -> f64 {
@@ -527,6 +544,20 @@ mod tests {
         assert_eq!(s.errors_transient, 4000);
         assert_eq!(s.errors_definite, 0);
         assert_eq!(s.spilled_bytes, 12_000);
+    }
+
+    #[test]
+    fn the_blocked_gauge_is_set_while_waiting_and_cleared_by_a_commit() {
+        let m = Metrics::new();
+        assert!(m.render().contains("\nblueshift_blocked 0\n"));
+        m.set_blocked(true);
+        assert!(m.snapshot().blocked);
+        assert!(m.render().contains("\nblueshift_blocked 1\n"));
+        m.transaction_applied(&RowCounts::default(), Duration::from_millis(1));
+        assert!(!m.snapshot().blocked, "something committed: the line moves");
+        m.set_blocked(true);
+        m.set_blocked(false);
+        assert!(!m.snapshot().blocked);
     }
 
     #[test]

@@ -29,10 +29,18 @@
 //!   `wal_sender_timeout`, whatever the appliers are blocked on.
 //!
 //! Transient errors (a connection lost, blue or green restarting) end the attempt; [`run`]
-//! reconnects with backoff and resumes from green's durable position. Definite errors stop.
+//! reconnects with backoff and resumes from green's durable position. A change green cannot
+//! take as it is does not stop sync either — it waits, holding the line, until the operator
+//! fixes green: a relation description from blue that green cannot take losslessly is held by
+//! the reader before it is scheduled ([`reader`]), and a change green refuses when applied (a
+//! value too long, a foreign key forbidding a TRUNCATE: [`ApplyError::is_blocked`]) ends the
+//! attempt with nothing after it committed, and is tried again every few seconds from green's
+//! durable position ([`SyncError::is_blocked`]). Both log what they wait for and the fix, and set
+//! the `blueshift_blocked` gauge. Other definite errors stop.
 
 mod acknowledge;
 mod durability;
+mod loaded;
 mod monitor;
 mod order;
 pub(crate) mod preflight;
@@ -48,7 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blueshift_applier::{
-    Applier, ApplierOptions, ApplyError, ErrorClass, Renames, SynchronousCommit,
+    Applier, ApplierOptions, ApplyError, ErrorClass, Mapping, SynchronousCommit,
 };
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::ReplicationError;
@@ -111,8 +119,9 @@ pub struct SyncConfig {
     pub backoff: (Duration, Duration),
     /// The initial copy of blue's rows (see [`crate::backfill`]).
     pub backfill: BackfillOptions,
-    /// Column renames, blue → green, for the plan checked at preflight and the appliers.
-    pub renames: Arc<Renames>,
+    /// The declared column mapping (renames, exclusions, accepted lossy casts), for the plan
+    /// checked at preflight, the stream's Relation messages and the appliers.
+    pub mapping: Arc<Mapping>,
 }
 
 /// Why sync stopped.
@@ -166,6 +175,15 @@ pub enum SyncError {
     /// Green's unique indexes could not be read.
     #[error(transparent)]
     KeyCatalog(#[from] writeset::KeyCatalogError),
+    /// A relation description from blue could not be checked against green's table.
+    #[error("could not check blue's definition of table \"{table}\" against green")]
+    RelationCheck {
+        /// The table, `schema.name`.
+        table: String,
+        /// Why.
+        #[source]
+        source: crate::schema::SchemaError,
+    },
     /// A SQL connection to blue or green failed.
     #[error("{what}")]
     Sql {
@@ -193,6 +211,16 @@ pub enum SyncError {
     /// The backfill failed.
     #[error("the backfill failed")]
     Backfill(#[source] BackfillError),
+    /// Blue's stream carries a change to a table green does not hold the rows of: one added to
+    /// the publication while sync ran. Sync copies it (see `backfill::start`) and goes on.
+    #[error(
+        "table {table} was added to the publication while sync ran: its existing rows must be \
+         copied before its changes are applied"
+    )]
+    TableAdded {
+        /// The table.
+        table: crate::schema::QualifiedName,
+    },
     /// The slot is not the one blueshift left, or not usable (see [`crate::slot_guard`]).
     #[error(transparent)]
     Slot(#[from] SlotError),
@@ -216,6 +244,19 @@ impl SyncError {
             SyncError::Sql { source, .. } => source.is_transient(),
             SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
             SyncError::Slot(e) => e.is_transient(),
+            SyncError::RelationCheck {
+                source: crate::schema::SchemaError::Query { source, .. },
+                ..
+            } => source.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// Whether green refuses a change as it is and an operator can fix green while sync waits
+    /// (see [`ApplyError::is_blocked`]): sync then retries instead of stopping.
+    pub fn is_blocked(&self) -> bool {
+        match self {
+            SyncError::Apply { source, .. } => source.is_blocked(),
             _ => false,
         }
     }
@@ -267,53 +308,49 @@ pub async fn run_with_progress(
     let shutdown = shutdown_signal(shutdown);
     preflight::check(&config).await?;
     let mut summary = SyncSummary::default();
-    let mut wait = config.backoff.0;
-    // The backfill, resumed after transient failures (each retry takes a new snapshot and copies
-    // only what is unfinished).
-    loop {
-        match backfill::run(
-            &config,
-            &config.backfill,
-            &metrics,
-            progress,
-            shutdown.clone().wait(),
-        )
-        .await
-        {
-            Ok(done) => {
-                summary.backfill = done;
-                break;
-            }
-            Err(BackfillError::Interrupted) => return Ok(summary),
-            Err(e) if e.is_transient() && !shutdown.fired() => {
-                let what = "backfill interrupted; resuming";
-                if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
-                    return Ok(summary);
-                }
-                summary.reconnects += 1;
-            }
-            Err(e) => {
-                metrics.error(ErrorClass::Definite);
-                return Err(SyncError::Backfill(e));
-            }
-        }
+    if !backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await? {
+        return Ok(summary);
     }
     if config.backfill.only || shutdown.fired() {
         return Ok(summary);
     }
-    wait = config.backoff.0;
+    // The table the last attempt stopped at, added to the publication (see `loaded`).
+    let mut added: Option<crate::schema::QualifiedName> = None;
+    let mut wait = config.backoff.0;
+    let mut blocked_wait = BLOCKED_RETRY_FIRST;
     loop {
         let started = std::time::Instant::now();
         let result = attempt(&config, &metrics, shutdown.clone(), None).await;
         if started.elapsed() > config.backoff.1 {
             // It ran well for a while: the next failure starts the backoff afresh.
             wait = config.backoff.0;
+            blocked_wait = BLOCKED_RETRY_FIRST;
         }
         match result {
             Ok(transactions) => {
                 summary.transactions = transactions;
                 return Ok(summary);
             }
+            Err(SyncError::TableAdded { table }) if !shutdown.fired() => {
+                // The same table again right after the backfill: it is not published any more,
+                // so the backfill could not copy it.
+                if added.as_ref() == Some(&table) {
+                    metrics.error(ErrorClass::Definite);
+                    return Err(SyncError::Backfill(BackfillError::NotPublished {
+                        table,
+                        publication: config.publication.clone(),
+                    }));
+                }
+                tracing::info!(table = %table, "table was added to the publication: copying its rows before applying its changes");
+                added = Some(table);
+                if !backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary)
+                    .await?
+                {
+                    return Ok(summary);
+                }
+                wait = config.backoff.0;
+            }
+            Err(SyncError::TableAdded { .. }) => return Ok(summary),
             Err(e) if e.is_transient() && !shutdown.fired() => {
                 let what = "sync interrupted; reconnecting";
                 if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
@@ -321,9 +358,57 @@ pub async fn run_with_progress(
                 }
                 summary.reconnects += 1;
             }
+            Err(e) if e.is_blocked() && !shutdown.fired() => {
+                if !wait_for_green(&e, &mut blocked_wait, &metrics, &shutdown).await {
+                    return Ok(summary);
+                }
+                summary.reconnects += 1;
+            }
             Err(e) => {
                 metrics.error(ErrorClass::Definite);
                 return Err(e);
+            }
+        }
+    }
+}
+
+/// The backfill (see [`backfill::run`]), resumed after transient failures: each retry takes a
+/// new snapshot and copies only what is unfinished. False when shutdown interrupted it.
+async fn backfill_until_done(
+    config: &SyncConfig,
+    metrics: &Metrics,
+    progress: &Arc<Progress>,
+    shutdown: &Shutdown,
+    summary: &mut SyncSummary,
+) -> Result<bool, SyncError> {
+    let mut wait = config.backoff.0;
+    loop {
+        match backfill::run(
+            config,
+            &config.backfill,
+            metrics,
+            progress,
+            shutdown.clone().wait(),
+        )
+        .await
+        {
+            Ok(done) => {
+                if done.ran || !summary.backfill.ran {
+                    summary.backfill = done;
+                }
+                return Ok(true);
+            }
+            Err(BackfillError::Interrupted) => return Ok(false),
+            Err(e) if e.is_transient() && !shutdown.fired() => {
+                let what = "backfill interrupted; resuming";
+                if !back_off(&e, what, &mut wait, config, metrics, shutdown).await {
+                    return Ok(false);
+                }
+                summary.reconnects += 1;
+            }
+            Err(e) => {
+                metrics.error(ErrorClass::Definite);
+                return Err(SyncError::Backfill(e));
             }
         }
     }
@@ -349,6 +434,38 @@ async fn back_off(
     slept
 }
 
+/// The first wait before retrying a change green refused; it doubles up to
+/// [`BLOCKED_RETRY_MAX`].
+const BLOCKED_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries of a change green refused.
+const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// After green refused a change an operator can fix there ([`SyncError::is_blocked`]): logs what
+/// sync waits for and the fix (the error says both), sets the blocked gauge, and waits before the
+/// change is tried again from green's durable position — nothing after it committed, since
+/// commits go in blue's order. False when shutdown came during the wait.
+async fn wait_for_green(
+    e: &SyncError,
+    wait: &mut Duration,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> bool {
+    metrics.set_blocked(true);
+    tracing::warn!(
+        error = %error_chain(e),
+        retry_in = ?*wait,
+        "sync is blocked: green refuses a change, so nothing from it on is applied; waiting for \
+         green to be fixed"
+    );
+    let slept = tokio::select! {
+        () = tokio::time::sleep(*wait) => true,
+        () = shutdown.clone().wait() => false,
+    };
+    *wait = (*wait * 2).min(BLOCKED_RETRY_MAX);
+    slept
+}
+
 /// Applies blue's stream with one applier until every transaction committed before `until` is
 /// on green: the catch-up after a resumed backfill, before the indexes it kept off are built.
 pub(crate) async fn catch_up(
@@ -363,6 +480,7 @@ pub(crate) async fn catch_up(
     let (_never_fired, never) = tokio::sync::watch::channel(false);
     let never = Shutdown(never);
     let mut wait = config.backoff.0;
+    let mut blocked_wait = BLOCKED_RETRY_FIRST;
     loop {
         match attempt(&config, metrics, never.clone(), Some(until)).await {
             Ok(_) => return Ok(()),
@@ -370,6 +488,9 @@ pub(crate) async fn catch_up(
                 tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "catch-up interrupted; reconnecting");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(config.backoff.1);
+            }
+            Err(e) if e.is_blocked() => {
+                wait_for_green(&e, &mut blocked_wait, metrics, &never).await;
             }
             Err(e) => return Err(e),
         }
@@ -384,8 +505,8 @@ async fn attempt(
     shutdown: Shutdown,
     stop_at: Option<Lsn>,
 ) -> Result<u64, SyncError> {
-    // What a backfill copied, each applier must not apply again.
-    let fences = {
+    // What a backfill copied, each applier must not apply again; the tables green holds.
+    let (fences, loaded) = {
         let (green, conn) = client::connect(&config.target, "blueshift sync")
             .await
             .map_err(|source| SyncError::Sql {
@@ -395,8 +516,11 @@ async fn attempt(
         let fences = backfill::fences(&green, &config.slot)
             .await
             .map_err(SyncError::Backfill)?;
+        let tables = backfill::loaded(&green, &config.slot)
+            .await
+            .map_err(SyncError::Backfill)?;
         conn.abort();
-        Arc::new(fences)
+        (Arc::new(fences), loaded::Loaded::new(tables))
     };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
     // is the last transaction green holds.
@@ -407,7 +531,7 @@ async fn attempt(
         options.fences = Arc::clone(&fences);
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
-        options.renames = Arc::clone(&config.renames);
+        options.mapping = Arc::clone(&config.mapping);
         let origin = options.origin_name.clone();
         let setup = |source| SyncError::ApplierSetup {
             origin: origin.clone(),
@@ -511,7 +635,10 @@ async fn attempt(
         decoder: PgOutputDecoder::new(version),
         assembler,
         scheduler: Scheduler::starting_at(1),
-        keys: KeyCatalog::new(Arc::clone(&config.renames)),
+        keys: KeyCatalog::new(Arc::clone(&config.mapping)),
+        mapping: Arc::clone(&config.mapping),
+        checked: std::collections::HashMap::new(),
+        loaded,
         green,
         resume_after,
         stop_at,
@@ -557,14 +684,22 @@ async fn attempt(
     };
     // The reader (and with it the job sender) is gone: appliers drain the queue and stop. On
     // error they are aborted; their open transactions roll back with their connections.
-    let drained = if outcome.is_ok() {
+    // A table added to the publication ends reading like a shutdown: what was scheduled
+    // before it is applied.
+    let graceful = matches!(outcome, Ok(_) | Err(SyncError::TableAdded { .. }));
+    let drained = if graceful {
         let mut result = Ok(());
         while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(e) => result = Err(SyncError::Task(e)),
-            }
+            let failed = match done {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => SyncError::Task(e),
+            };
+            // The others may wait for its commit turn forever: stop them (their open
+            // transactions roll back with their connections).
+            result = Err(failed);
+            tasks.shutdown().await;
+            break;
         }
         result
     } else {
@@ -574,7 +709,7 @@ async fn attempt(
     // What the appliers committed becomes durable within green's wal_writer_delay: confirm it
     // before the final status update, so a restart has little to resend.
     tracker.abort();
-    if outcome.is_ok() && drained.is_ok() {
+    if graceful && drained.is_ok() {
         durability::drain(&durability, &green_flush, &acks, Duration::from_secs(10)).await;
     }
     // The acknowledger records what is durable once more and hands it to the stream.

@@ -297,6 +297,7 @@ impl SpillWriter {
             out,
             guard,
             aborted,
+            relations: described,
             ..
         } = self;
         let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
@@ -307,6 +308,7 @@ impl SpillWriter {
         Ok(SpillReader {
             input,
             guard,
+            described,
             relations: Vec::new(),
             aborted,
             records: 0,
@@ -356,6 +358,8 @@ fn count_surviving(
 pub struct SpillReader {
     input: BufReader<File>,
     guard: FileGuard,
+    /// The relation descriptions the writer wrote, as the stream gave them.
+    described: Vec<Arc<RelationInfo>>,
     /// Relation descriptions read so far, by record number.
     relations: Vec<Arc<RelationInfo>>,
     aborted: HashMap<Xid, u64>,
@@ -474,5 +478,9 @@ impl SpilledChanges for SpillReader {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn relations(&self) -> Vec<Arc<RelationInfo>> {
+        self.described.clone()
     }
 }

@@ -86,6 +86,13 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
     }
 
     out.header(
+        "blueshift_blocked",
+        "gauge",
+        "1 while sync waits for green to be fixed: a change green cannot take as it is holds the line.",
+    );
+    out.sample("blueshift_blocked", &[], Value::Int(u64::from(s.blocked)));
+
+    out.header(
         "blueshift_slot_retained_wal_bytes",
         "gauge",
         "WAL bytes blue retains for the replication slot (current position minus restart_lsn).",
@@ -268,7 +275,8 @@ mod tests {
     #[test]
     fn an_empty_registry_exports_every_series_at_zero() {
         let (types, samples) = parse(&Metrics::new().render());
-        assert_eq!(types.len(), 13);
+        assert_eq!(types.len(), 14);
+        assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_apply_latency_seconds"], "summary");
         assert_eq!(types["blueshift_errors_total"], "counter");
         assert_eq!(types["blueshift_lag_bytes"], "gauge");

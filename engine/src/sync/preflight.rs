@@ -2,10 +2,11 @@
 //! `wal_level = logical` on blue; every privilege both roles need ([`crate::privileges`]: all
 //! the missing ones at once, each with its GRANT); the publication (created when asked);
 //! a free replication slot when the slot must be created; the schema plan (with the configured
-//! renames): every published table present on green and nothing blocked — a green-only
-//! `NOT NULL` column without a default, a key column green lacks, a type green cannot take, a
-//! rename naming a column either side lacks; tables whose UPDATE and DELETE cannot be
-//! replicated (no usable replica identity) reported as warnings.
+//! mapping): every published table present on green and nothing blocked — a blue column green
+//! lacks that is not declared excluded, a green-only `NOT NULL` column without a default, a key
+//! column green lacks (or excluded), a type green cannot take or would take with a loss not
+//! declared acceptable, a rename or exclusion naming a column either side lacks; tables whose
+//! UPDATE and DELETE cannot be replicated (no usable replica identity) reported as warnings.
 
 use blueshift_decoder::ident::quote_ident;
 use tokio_postgres::Client;
@@ -200,7 +201,7 @@ async fn run_checks(
     crate::slot_guard::preflight(blue, green, &config.slot).await?;
 
     // Green: every published table, and nothing the plan (renames applied) blocks.
-    let plan = schema::plan(blue, green, Some(&config.publication), &config.renames)
+    let plan = schema::plan(blue, green, Some(&config.publication), &config.mapping)
         .await
         .map_err(PreflightError::Schema)?;
     let mut problems = Vec::new();
@@ -257,7 +258,7 @@ async fn run_checks(
     if !problems.is_empty() {
         return Err(failed(
             problems.join("; "),
-            "fix green's schema (blueshift migrate) or the renames, then start sync again; `blueshift plan` shows every difference",
+            "fix green's schema (blueshift migrate) or the mapping (--rename, --exclude, --lossy-cast), then start sync again; `blueshift plan` shows every difference",
         ));
     }
 

@@ -117,10 +117,13 @@ pub(crate) async fn run(
                         // it that has not committed yet: writesets see the old values of
                         // unique columns only when blue sends them (the key, or REPLICA
                         // IDENTITY FULL). Re-run it at the head of the line, where such a
-                        // conflict is real. (It rolled back already; a spill is never ahead of
-                        // anything, being a barrier.)
+                        // conflict is real. The same for a change green refuses as it is
+                        // (blocked: sync waits for green to be fixed): failing there, with every
+                        // earlier transaction committed, nothing before it is rolled back and
+                        // re-sent. (It rolled back already; a spill is never ahead of anything,
+                        // being a barrier.)
                         Err(e)
-                            if is_unique_conflict(&e)
+                            if (is_unique_conflict(&e) || e.is_blocked())
                                 && !at_head
                                 && tx.changes.in_memory().is_some() =>
                         {
@@ -128,7 +131,7 @@ pub(crate) async fn run(
                                 applier = index,
                                 seq = first,
                                 error = %e,
-                                "unique conflict before its turn; re-running at the head of the line"
+                                "conflict or refused change before its turn; re-running at the head of the line"
                             );
                             order.wait_for(first - 1, None).await;
                             continue;

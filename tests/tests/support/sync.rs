@@ -87,9 +87,26 @@ impl Pair {
         self.spawn_env(command, extra, &[])
     }
 
+    /// [`spawn`](Self::spawn), connecting to blue's `app` as `user` (trusted on loopback, no
+    /// password).
+    pub(crate) fn spawn_as(&self, command: &str, user: &str, extra: &[&str]) -> Sync {
+        let source = format!("postgresql://{user}@127.0.0.1:{}/app", self.blue.port());
+        self.spawn_with(command, &source, extra, &[])
+    }
+
     /// [`spawn`](Self::spawn) with extra environment variables (`BLUESHIFT_FAILPOINTS`). The
     /// status interval is 1 s unless `extra` sets one.
     pub(crate) fn spawn_env(&self, command: &str, extra: &[&str], env: &[(&str, &str)]) -> Sync {
+        self.spawn_with(command, &self.blue.uri("app"), extra, env)
+    }
+
+    fn spawn_with(
+        &self,
+        command: &str,
+        source: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sync {
         let log = self.logs.path().join(format!(
             "{command}-{}.log",
             std::fs::read_dir(self.logs.path())
@@ -103,7 +120,7 @@ impl Pair {
         };
         let child = Command::new(blueshift_binary())
             .arg(command)
-            .args(["--source", &self.blue.uri("app")])
+            .args(["--source", source])
             .args(["--target", &self.green.uri("app")])
             .args(["--publication", "pub", "--slot", "bs"])
             .args(interval)
@@ -216,6 +233,11 @@ impl Sync {
         self.child
             .take()
             .is_some_and(|mut c| c.wait().expect("wait").success())
+    }
+
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Waits up to `within` for it to exit on its own; how it exited.
