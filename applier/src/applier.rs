@@ -40,10 +40,10 @@ use crate::value::Value;
 
 /// Tags the open transaction with its source commit LSN and time.
 const XACT_SETUP: &str =
-    "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)";
+    "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_catalog.pg_lsn, $2::pg_catalog.timestamptz)";
 
 /// Commits, then reads where green's WAL stands, in one round trip.
-const COMMIT: &str = "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()::text";
+const COMMIT: &str = "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
 
 /// One connection to green, applying transactions under its own replication origin.
 #[derive(Debug)]

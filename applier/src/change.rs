@@ -399,7 +399,7 @@ const REFERENCING_SQL: &str = "\
 WITH named AS ( \
   SELECT c.oid FROM pg_catalog.pg_class c \
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-    JOIN unnest($1::text[], $2::text[]) AS t(nspname, relname) \
+    JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS t(nspname, relname) \
       ON n.nspname = t.nspname AND c.relname = t.relname), \
 truncated AS ( \
   SELECT named.oid AS relid FROM named \
@@ -570,6 +570,7 @@ mod tests {
                     green_type: "text".to_owned(),
                     blue,
                     compare_as_text: false,
+                    equality: crate::target::CATALOG_EQUALITY.to_owned(),
                 })
                 .collect(),
             blue_width: relation.columns().len(),

@@ -5,15 +5,35 @@
 //!
 //! The replication connection is the decoder's; this module never speaks the replication
 //! protocol.
+//!
+//! Every session is opened here, so every session gets the same two protections:
+//!
+//! - **TLS** as the settings' `sslmode` says (`tls`, over the decoder's rustls connector):
+//!   `prefer` uses TLS whenever the server offers it, `require` and the `verify-*` modes never
+//!   fall back to plaintext (a reconnect calls [`connect`] again with the same settings), `allow`
+//!   retries over TLS when the server refuses a plaintext session, and `channel_binding` is
+//!   passed through for `SCRAM-SHA-256-PLUS`. Unix sockets never use TLS, as in libpq.
+//! - **A pinned `search_path`** ([`connect`]): `pg_catalog, pg_temp`, sent at startup as
+//!   `-c search_path=…` after the user's own `options`, so it overrides them and the role's and
+//!   database's settings. [`connect_unpinned`] is for the two sessions that must not have it:
+//!   `migrate`'s (the user's scripts run with the user's `search_path`; blueshift's own
+//!   statements there pin it per statement and qualify every name) and PgBouncer's admin console
+//!   (which refuses startup options and speaks only the simple query protocol).
+
+mod tls;
 
 use std::fmt;
 use std::time::Duration;
 
-use blueshift_decoder::config::{ConnectConfig, Host, ServerState};
+use blueshift_decoder::config::{
+    ChannelBinding, ConnectConfig, Host, ServerState, SslMode as Mode,
+};
+use blueshift_decoder::connection::PINNED_SEARCH_PATH;
+use blueshift_decoder::tls::{TlsConnector, TlsError};
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::ErrorPosition;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{debug, warn};
 
 use crate::error::ErrorClass;
@@ -39,7 +59,7 @@ pub enum SqlError {
     /// The server answered with an error.
     #[error(transparent)]
     Server(Box<ServerError>),
-    /// The client or the connection failed (closed connection, I/O, protocol).
+    /// The client or the connection failed (closed connection, I/O, protocol, a TLS handshake).
     #[error(transparent)]
     Client(tokio_postgres::Error),
     /// Several hosts were listed, and none that connected is in the state
@@ -57,6 +77,9 @@ pub enum SqlError {
         /// The limit that passed.
         after: Duration,
     },
+    /// TLS could not be set up before connecting (a certificate file is missing or unusable).
+    #[error(transparent)]
+    Tls(Box<TlsError>),
 }
 
 impl ClientError {
@@ -88,9 +111,10 @@ impl SqlError {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             SqlError::Server(e) => Some(&e.sqlstate),
-            SqlError::Client(_) | SqlError::Timeout { .. } | SqlError::NoSuitableHost { .. } => {
-                None
-            }
+            SqlError::Client(_)
+            | SqlError::Tls(_)
+            | SqlError::Timeout { .. }
+            | SqlError::NoSuitableHost { .. } => None,
         }
     }
 
@@ -98,9 +122,10 @@ impl SqlError {
     pub fn server(&self) -> Option<&ServerError> {
         match self {
             SqlError::Server(e) => Some(e),
-            SqlError::Client(_) | SqlError::Timeout { .. } | SqlError::NoSuitableHost { .. } => {
-                None
-            }
+            SqlError::Client(_)
+            | SqlError::Tls(_)
+            | SqlError::Timeout { .. }
+            | SqlError::NoSuitableHost { .. } => None,
         }
     }
 }
@@ -171,9 +196,9 @@ impl fmt::Display for ServerError {
     }
 }
 
-/// Opens a SQL connection and spawns its connection task. `application_name` is used unless the
-/// settings name one. The task ends when the client is dropped; its handle is returned so that
-/// the owner can await it.
+/// Opens a SQL connection with `search_path` pinned to `pg_catalog, pg_temp`, and spawns its
+/// connection task. `application_name` is used unless the settings name one. The task ends when
+/// the client is dropped; its handle is returned so that the owner can await it.
 ///
 /// `connect_timeout` (10 s when the settings give none) bounds the whole connect: the TCP
 /// connect, TLS and authentication — a server that accepts the connection and never answers
@@ -185,13 +210,32 @@ pub async fn connect(
     config: &ConnectConfig,
     application_name: &str,
 ) -> Result<(Client, JoinHandle<()>), ClientError> {
+    connect_with(config, application_name, true).await
+}
+
+/// Opens a SQL connection without the pinned `search_path` (and without any startup option
+/// blueshift would add): for `migrate`, whose scripts run with the user's `search_path`, and for
+/// PgBouncer's admin console. Its caller qualifies every name it sends. TLS, hosts and the
+/// timeout are as in [`connect`].
+pub async fn connect_unpinned(
+    config: &ConnectConfig,
+    application_name: &str,
+) -> Result<(Client, JoinHandle<()>), ClientError> {
+    connect_with(config, application_name, false).await
+}
+
+async fn connect_with(
+    config: &ConnectConfig,
+    application_name: &str,
+    pin: bool,
+) -> Result<(Client, JoinHandle<()>), ClientError> {
     let attrs = config.target_session_attrs();
     let candidates = config.candidates();
     let mut last_error = None;
     let mut unsuitable = Vec::new();
     for &pass in attrs.passes() {
         for candidate in &candidates {
-            let (client, connection) = match connect_one(candidate, application_name).await {
+            let (client, connection) = match connect_one(candidate, application_name, pin).await {
                 Ok(connected) => connected,
                 Err(e) => {
                     if candidates.len() > 1 {
@@ -247,9 +291,10 @@ pub async fn connect(
 async fn connect_one(
     config: &ConnectConfig,
     application_name: &str,
+    pin: bool,
 ) -> Result<(Client, JoinHandle<()>), ClientError> {
     let limit = config.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    match tokio::time::timeout(limit, connect_unbounded(config, application_name)).await {
+    match tokio::time::timeout(limit, open(config, application_name, pin)).await {
         Ok(connected) => connected,
         Err(_) => Err(ClientError {
             target: config.to_string(),
@@ -258,17 +303,40 @@ async fn connect_one(
     }
 }
 
-async fn connect_unbounded(
+async fn open(
     config: &ConnectConfig,
     application_name: &str,
+    pin: bool,
 ) -> Result<(Client, JoinHandle<()>), ClientError> {
-    let tokio = tokio_config(config, application_name);
     let target = config.to_string();
-    debug!(target = %target, application_name, "connecting");
-    let (client, connection) = tokio.connect(NoTls).await.map_err(|e| ClientError {
+    let fail = |source: SqlError| ClientError {
         target: target.clone(),
-        source: SqlError::from(e),
-    })?;
+        source,
+    };
+    let connector = TlsConnector::new(config).map_err(|e| fail(SqlError::Tls(Box::new(e))))?;
+    let make_tls = tls::MakeRustls::new(connector.clone());
+    let mut tokio = tokio_config(config, application_name, pin);
+    let ssl_mode = match (&connector, config.sslmode()) {
+        (None, _) | (Some(_), Mode::Disable | Mode::Allow) => SslMode::Disable,
+        (Some(_), Mode::Prefer) => SslMode::Prefer,
+        (Some(_), Mode::Require | Mode::VerifyCa | Mode::VerifyFull) => SslMode::Require,
+    };
+    tokio.ssl_mode(ssl_mode);
+    debug!(target = %target, application_name, sslmode = %config.sslmode(), "connecting");
+    let connected = match tokio.connect(make_tls.clone()).await {
+        // libpq's `allow`: the server refused a plaintext session; try again over TLS.
+        Err(e)
+            if connector.is_some()
+                && config.sslmode() == Mode::Allow
+                && e.as_db_error().is_some() =>
+        {
+            debug!(target = %target, error = %e, "plaintext session refused; retrying with tls");
+            tokio.ssl_mode(SslMode::Require);
+            tokio.connect(make_tls).await
+        }
+        other => other,
+    };
+    let (client, connection) = connected.map_err(|e| fail(SqlError::from(e)))?;
     let handle = tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!(target = %target, error = %e, "sql connection ended with an error");
@@ -306,9 +374,13 @@ pub async fn finish(mut connection: JoinHandle<()>) {
     }
 }
 
-/// blueshift's connection settings as a `tokio_postgres::Config`. TLS is off: the settings refuse
-/// the modes that need it.
-pub fn tokio_config(config: &ConnectConfig, application_name: &str) -> tokio_postgres::Config {
+/// blueshift's connection settings as a `tokio_postgres::Config`, with `search_path` pinned
+/// when `pin` is set. TLS (`ssl_mode` and the connector) is [`connect`]'s business.
+fn tokio_config(
+    config: &ConnectConfig,
+    application_name: &str,
+    pin: bool,
+) -> tokio_postgres::Config {
     let mut tokio = tokio_postgres::Config::new();
     match config.host() {
         Host::Tcp(name) => tokio.host(name),
@@ -320,12 +392,26 @@ pub fn tokio_config(config: &ConnectConfig, application_name: &str) -> tokio_pos
         .dbname(config.dbname())
         .application_name(config.application_name().unwrap_or(application_name))
         .ssl_mode(SslMode::Disable)
+        .channel_binding(match config.tls().channel_binding() {
+            ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+            ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+            ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+        })
         .connect_timeout(config.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT));
     if let Some(password) = config.password_for_auth() {
         tokio.password(password.expose());
     }
-    if let Some(options) = config.options() {
-        tokio.options(options);
+    let mut options = config.options().unwrap_or_default().to_owned();
+    if pin {
+        // Last, so it wins over a `-c search_path` of the user's.
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        options.push_str("-c search_path=");
+        options.push_str(&PINNED_SEARCH_PATH.replace(' ', "\\ "));
+    }
+    if !options.is_empty() {
+        tokio.options(&options);
     }
     tokio
 }

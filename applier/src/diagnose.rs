@@ -409,6 +409,7 @@ mod tests {
             green_type: ty.to_owned(),
             blue: 0,
             compare_as_text: false,
+            equality: crate::target::CATALOG_EQUALITY.to_owned(),
         };
         TargetTable {
             id: 1,

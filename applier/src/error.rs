@@ -107,12 +107,27 @@ fn statement_detail(culprit: Option<&Culprit>, source: &SqlError) -> String {
 }
 
 /// The class of a SQL error: the server's SQLSTATE when it reported one; a failure of the client
-/// or the connection (closed socket, I/O) is transient.
+/// or the connection (closed socket, I/O) is transient, except a TLS failure that will not go
+/// away by itself (a certificate that does not verify, a missing certificate file).
 pub fn class_of_sql_error(error: &SqlError) -> ErrorClass {
-    match error.sqlstate() {
-        Some(sqlstate) => class_of_sqlstate(sqlstate),
-        None => ErrorClass::Transient,
+    match (error.sqlstate(), error) {
+        (Some(sqlstate), _) => class_of_sqlstate(sqlstate),
+        (None, SqlError::Tls(e)) if !e.is_transient() => ErrorClass::Definite,
+        (None, SqlError::Client(e)) if definite_tls_failure(e) => ErrorClass::Definite,
+        (None, _) => ErrorClass::Transient,
     }
+}
+
+/// True when a client error was caused by a TLS failure retrying cannot fix.
+fn definite_tls_failure(error: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<blueshift_decoder::tls::TlsError>() {
+            return !tls.is_transient();
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// A foreign key on green, from `table` to `referenced`.

@@ -50,15 +50,15 @@ fn origin_error(action: &'static str, name: &str, e: tokio_postgres::Error) -> A
 pub(crate) async fn set_up(client: &Client, name: &str) -> Result<(), ApplyError> {
     client
         .execute(
-            "SELECT pg_catalog.pg_replication_origin_create($1::text) \
-             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin WHERE roname = $1::text)",
+            "SELECT pg_catalog.pg_replication_origin_create($1::pg_catalog.text) \
+             WHERE pg_catalog.pg_replication_origin_oid($1::pg_catalog.text) IS NULL",
             &[&name],
         )
         .await
         .map_err(|e| origin_error("create", name, e))?;
     client
         .execute(
-            "SELECT pg_catalog.pg_replication_origin_session_setup($1::text)",
+            "SELECT pg_catalog.pg_replication_origin_session_setup($1::pg_catalog.text)",
             &[&name],
         )
         .await
@@ -71,7 +71,7 @@ pub(crate) async fn set_up(client: &Client, name: &str) -> Result<(), ApplyError
 pub(crate) async fn progress(client: &Client, name: &str) -> Result<Lsn, ApplyError> {
     let row = client
         .query_one(
-            "SELECT pg_catalog.pg_replication_origin_progress($1::text, true)::text",
+            "SELECT pg_catalog.pg_replication_origin_progress($1::pg_catalog.text, true)::pg_catalog.text",
             &[&name],
         )
         .await

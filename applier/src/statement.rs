@@ -161,7 +161,14 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
                 if n > 0 {
                     sql.push_str(" AND ");
                 }
-                let _ = write!(sql, "{} = ${}", table.columns[c].quoted, first + n);
+                let column = &table.columns[c];
+                let _ = write!(
+                    sql,
+                    "{} OPERATOR({}) ${}",
+                    column.quoted,
+                    column.equality,
+                    first + n
+                );
             }
         }
         Locate::Full(columns) => {
@@ -177,7 +184,7 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
             };
             let _ = write!(
                 sql,
-                " WHERE {row_id} = (SELECT {inner_id} FROM {} WHERE ",
+                " WHERE {row_id} OPERATOR(pg_catalog.=) (SELECT {inner_id} FROM {} WHERE ",
                 table.quoted
             );
             if columns.is_empty() {
@@ -187,16 +194,23 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
                 if n > 0 {
                     sql.push_str(" AND ");
                 }
+                // NULL-safe equality spelled out: `IS NOT DISTINCT FROM` would look `=` up
+                // through search_path.
                 let column = &table.columns[c];
+                let p = first + n;
                 if column.compare_as_text {
                     let _ = write!(
                         sql,
-                        "{}::text IS NOT DISTINCT FROM ${}::text",
-                        column.quoted,
-                        first + n
+                        "({0}::pg_catalog.text OPERATOR(pg_catalog.=) ${p}::pg_catalog.text \
+                         OR ({0} IS NULL AND ${p}::pg_catalog.text IS NULL))",
+                        column.quoted
                     );
                 } else {
-                    let _ = write!(sql, "{} IS NOT DISTINCT FROM ${}", column.quoted, first + n);
+                    let _ = write!(
+                        sql,
+                        "({0} OPERATOR({1}) ${p} OR ({0} IS NULL AND ${p} IS NULL))",
+                        column.quoted, column.equality
+                    );
                 }
             }
             sql.push_str(" LIMIT 1)");
@@ -314,6 +328,7 @@ mod tests {
             green_type: "text".to_owned(),
             blue,
             compare_as_text,
+            equality: crate::target::CATALOG_EQUALITY.to_owned(),
         };
         TargetTable {
             id: 1,
@@ -363,16 +378,18 @@ mod tests {
         };
         assert_eq!(
             sql(&t, &by_key),
-            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"We\"\"ird\" = $1, \"j\" = $2 WHERE \"id\" = $3"
+            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"We\"\"ird\" = $1, \"j\" = $2 WHERE \"id\" \
+             OPERATOR(pg_catalog.=) $3"
         );
         let full = Shape::Delete {
             locate: Locate::Full(vec![0, 2].into()),
         };
         assert_eq!(
             sql(&t, &full),
-            "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE ctid = (SELECT ctid FROM \
-             \"s\".\"x; DROP TABLE y\" WHERE \"id\" IS NOT DISTINCT FROM $1 AND \
-             \"j\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
+            "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE ctid OPERATOR(pg_catalog.=) (SELECT \
+             ctid FROM \"s\".\"x; DROP TABLE y\" WHERE (\"id\" OPERATOR(pg_catalog.=) $1 OR \
+             (\"id\" IS NULL AND $1 IS NULL)) AND (\"j\"::pg_catalog.text OPERATOR(pg_catalog.=) \
+             $2::pg_catalog.text OR (\"j\" IS NULL AND $2::pg_catalog.text IS NULL)) LIMIT 1)"
         );
         let parted = sql(
             &table(true),
@@ -383,8 +400,8 @@ mod tests {
         );
         assert_eq!(
             parted,
-            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"id\" = \"id\" WHERE (tableoid, ctid) = \
-             (SELECT tableoid, ctid FROM \"s\".\"x; DROP TABLE y\" WHERE true LIMIT 1)"
+            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"id\" = \"id\" WHERE (tableoid, ctid) \
+             OPERATOR(pg_catalog.=) (SELECT tableoid, ctid FROM \"s\".\"x; DROP TABLE y\" WHERE true LIMIT 1)"
         );
     }
 

@@ -35,11 +35,22 @@ use crate::client::SqlError;
 use crate::error::ApplyError;
 use crate::mapping::{ColumnRef, Mapping};
 
-/// Green's columns of a table, by name.
+/// Green's columns of a table, by name, each with the equality operator of its type's default
+/// B-tree operator class (schema-qualified) when the type has one of its own.
 const CATALOG_QUERY: &str = "\
 SELECT c.relkind::text, a.attname::text, a.attgenerated::text <> '', \
        (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8, \
-       pg_catalog.format_type(a.atttypid, a.atttypmod) \
+       pg_catalog.format_type(a.atttypid, a.atttypmod), \
+       (SELECT pg_catalog.quote_ident(opn.nspname) || '.' || o.oprname::text \
+          FROM pg_catalog.pg_opclass oc \
+          JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod \
+          JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 3 \
+               AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype \
+          JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr \
+          JOIN pg_catalog.pg_namespace opn ON opn.oid = o.oprnamespace \
+         WHERE am.amname = 'btree' AND oc.opcdefault \
+           AND oc.opcintype = (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END) \
+         LIMIT 1) \
 FROM pg_catalog.pg_class c \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 LEFT JOIN pg_catalog.pg_attribute a \
@@ -55,7 +66,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 JOIN LATERAL (SELECT x.indkey, x.indnkeyatts FROM pg_catalog.pg_index x \
                WHERE x.indrelid = c.oid AND x.indisunique AND (x.indisprimary OR x.indisreplident) \
                ORDER BY x.indisprimary DESC LIMIT 1) k ON true \
-CROSS JOIN LATERAL unnest(k.indkey::int2[]) WITH ORDINALITY AS u(attnum, pos) \
+CROSS JOIN LATERAL pg_catalog.unnest(k.indkey::pg_catalog.int2[]) WITH ORDINALITY AS u(attnum, pos) \
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum \
 WHERE n.nspname = $1 AND c.relname = $2 AND u.pos <= k.indnkeyatts \
 ORDER BY u.pos";
@@ -80,6 +91,34 @@ pub(crate) struct TargetColumn {
     pub(crate) blue: usize,
     /// Whether a NULL-safe equality on it must compare the text forms (no usable `=`).
     pub(crate) compare_as_text: bool,
+    /// The equality operator that finds a row by this column, schema-qualified for
+    /// `OPERATOR(…)`: the type's own default B-tree equality (`public.=` for `citext`), else
+    /// `pg_catalog.=`. Never resolved through `search_path`.
+    pub(crate) equality: String,
+}
+
+/// The equality operator for [`TargetColumn::equality`] when the type has none of its own.
+pub(crate) const CATALOG_EQUALITY: &str = "pg_catalog.=";
+
+/// `schema.op` from green's catalog, if it is a quoted-or-plain schema name and an operator
+/// made only of operator characters; else `pg_catalog.=`.
+fn equality_operator(found: Option<String>) -> String {
+    let valid = |q: &str| {
+        let Some((schema, op)) = q.rsplit_once('.') else {
+            return false;
+        };
+        !schema.is_empty()
+            && !op.is_empty()
+            && op.chars().all(|c| "+-*/<>=~!@#%^&|`?".contains(c))
+            && (schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                || (schema.starts_with('"') && schema.ends_with('"') && schema.len() > 1))
+    };
+    match found {
+        Some(q) if valid(&q) => q,
+        _ => CATALOG_EQUALITY.to_owned(),
+    }
 }
 
 /// A relation description from blue mapped onto green's table.
@@ -134,13 +173,15 @@ impl TargetTable {
             return Err(ApplyError::MissingTable { table: display });
         };
         let partitioned = first.get::<_, String>(0) == "p";
-        let mut green: HashMap<String, (bool, i64, String)> = HashMap::with_capacity(rows.len());
+        let mut green: HashMap<String, (bool, i64, String, String)> =
+            HashMap::with_capacity(rows.len());
         for row in &rows {
             if let Some(column) = row.get::<_, Option<String>>(1) {
                 let generated: bool = row.get(2);
                 let type_oid: i64 = row.get(3);
                 let type_name: String = row.get(4);
-                green.insert(column, (generated, type_oid, type_name));
+                let equality = equality_operator(row.get(5));
+                green.insert(column, (generated, type_oid, type_name, equality));
             }
         }
         let full = relation.replica_identity() == ReplicaIdentity::Full;
@@ -151,7 +192,7 @@ impl TargetTable {
             let in_key = relation.key_columns().contains(&blue);
             let target = mapping.green_column(schema, table, &column.name);
             match target.and_then(|t| green.get(t).map(|g| (t, g))) {
-                Some((target, (false, type_oid, type_name))) => {
+                Some((target, (false, type_oid, type_name, equality))) => {
                     if in_key {
                         key.push(columns.len());
                     }
@@ -161,9 +202,10 @@ impl TargetTable {
                         green_type: type_name.clone(),
                         blue,
                         compare_as_text: COMPARE_AS_TEXT.contains(type_oid),
+                        equality: equality.clone(),
                     });
                 }
-                Some((target, (true, _, _))) => {
+                Some((target, (true, _, _, _))) => {
                     return Err(ApplyError::GeneratedColumn {
                         table: display,
                         column: target.to_owned(),

@@ -256,6 +256,8 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             SqlError::Client(_) | SqlError::Timeout { .. } | SqlError::NoSuitableHost { .. } => {
                 Settled(Class::Connection)
             }
+            // A certificate or key file that cannot be used: the settings must change.
+            SqlError::Tls(_) => Settled(Class::Refused),
         };
     }
     if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {

@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use blueshift_decoder::config::ConnectConfig;
 
 use crate::settings;
-use blueshift_engine::client;
 use blueshift_engine::migrate::{
     scaffold, Direction, LockWait, MigrateConfig, Migrator, Repair, Run, State, Status, Version,
 };
@@ -189,7 +188,8 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
             ))),
         };
     let migrator = Migrator::new(config);
-    let (mut client, connection) = client::connect(&connect, "blueshift migrate").await?;
+    let (mut client, connection) =
+        blueshift_engine::migrate::connect(&connect, "blueshift migrate").await?;
     let result = command(&migrator, &mut client, args.command, &connect).await;
     drop(client);
     let _ = connection.await;

@@ -92,7 +92,9 @@ pub(crate) struct SyncArgs {
     /// [default: 256MiB].
     #[arg(long, value_name = "SIZE", env = "BLUESHIFT_MAX_TXN_MEMORY")]
     max_txn_memory: Option<String>,
-    /// Folder for spill files [default: the system temp folder].
+    /// Folder for spill files: they go in a private subfolder `blueshift_spill_<slot>` (mode
+    /// 0700, files 0600, removed on exit and cleared at start) [default: the system temp
+    /// folder].
     #[arg(long, value_name = "DIR", env = "BLUESHIFT_SPILL_DIR")]
     spill_dir: Option<PathBuf>,
     /// Transactions queued for the appliers at most [default: 1024].

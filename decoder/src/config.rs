@@ -20,14 +20,15 @@ mod conninfo;
 mod hosts;
 mod pgpass;
 mod service;
+mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 pub use conninfo::{Keyword, UriPart, UriProblem};
 pub use hosts::{Pass, ServerState, TargetSessionAttrs};
+pub use tls::{ChannelBinding, RootCert, SslMode, TlsSettings};
 
 /// The default port, as libpq's `DEF_PGPORT`.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -86,68 +87,6 @@ impl fmt::Display for Host {
             Host::Tcp(name) => f.write_str(name),
             Host::Unix(dir) => write!(f, "{}", dir.display()),
         }
-    }
-}
-
-/// libpq's `sslmode`. Only the modes that may connect without TLS are usable for now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SslMode {
-    /// Never TLS.
-    Disable,
-    /// TLS only if the server insists; connects without TLS here.
-    Allow,
-    /// TLS if the server supports it (libpq's default); connects without TLS here.
-    #[default]
-    Prefer,
-    /// TLS, no certificate check. Not supported yet.
-    Require,
-    /// TLS with a CA check. Not supported yet.
-    VerifyCa,
-    /// TLS with CA and host name checks. Not supported yet.
-    VerifyFull,
-}
-
-impl SslMode {
-    /// The libpq spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Allow => "allow",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-
-    /// True for the modes that refuse a connection without TLS.
-    pub fn requires_tls(self) -> bool {
-        matches!(
-            self,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        )
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SslMode {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "disable" => SslMode::Disable,
-            "allow" => SslMode::Allow,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => return Err(()),
-        })
     }
 }
 
@@ -236,12 +175,15 @@ pub enum ConfigError {
         /// Ports listed.
         ports: usize,
     },
-    /// An `sslmode` that needs TLS.
-    #[error("sslmode={sslmode} needs TLS, which blueshift does not support yet — use sslmode=disable or sslmode=prefer (no TLS), or reach the server over a Unix socket or an SSH tunnel")]
-    TlsNotSupported {
+    /// `sslrootcert=system` with a mode that does not check the host name.
+    #[error("weak sslmode \"{sslmode}\" may not be used with sslrootcert=system — use sslmode=verify-full (the default with sslrootcert=system), or name a root certificate file")]
+    WeakSslModeForSystemRoots {
         /// The requested mode.
         sslmode: SslMode,
     },
+    /// `channel_binding=require` with `sslmode=disable`: channel binding needs TLS.
+    #[error("channel_binding=require cannot be met with sslmode=disable: channel binding needs TLS — use sslmode=require or stronger, or channel_binding=prefer")]
+    ChannelBindingWithoutTls,
 }
 
 /// Everything needed to open a replication connection.
@@ -258,7 +200,7 @@ pub struct ConnectConfig {
     application_name: Option<String>,
     options: Option<String>,
     connect_timeout: Option<Duration>,
-    sslmode: SslMode,
+    tls: TlsSettings,
     passfile: Option<PathBuf>,
     /// The hosts after the first, tried in order when it fails (or does not suit).
     more_hosts: Vec<(Host, u16)>,
@@ -363,14 +305,8 @@ impl ConnectConfig {
             (None, Some(t)) => parse_connect_timeout("PGCONNECT_TIMEOUT", &t)?,
             (None, None) => None,
         };
-        let sslmode = match (given.sslmode, env("PGSSLMODE")) {
-            (Some(mode), _) => parse_sslmode("sslmode", mode)?,
-            (None, Some(mode)) => parse_sslmode("PGSSLMODE", mode)?,
-            (None, None) => SslMode::default(),
-        };
-        if sslmode.requires_tls() {
-            return Err(ConfigError::TlsNotSupported { sslmode });
-        }
+        let home = env("HOME").map(PathBuf::from);
+        let tls = given.tls.resolve(env, home.as_deref())?;
         let texts = [
             ("user", Some(user.as_str())),
             ("dbname", Some(dbname.as_str())),
@@ -393,7 +329,7 @@ impl ConnectConfig {
             application_name,
             options,
             connect_timeout,
-            sslmode,
+            tls,
             passfile,
             more_hosts,
             target_session_attrs,
@@ -466,9 +402,19 @@ impl ConnectConfig {
         self.connect_timeout
     }
 
-    /// The requested `sslmode` (always one that connects without TLS).
+    /// The requested `sslmode`.
     pub fn sslmode(&self) -> SslMode {
-        self.sslmode
+        self.tls.mode()
+    }
+
+    /// The TLS settings: `sslmode`, root and client certificates, SNI, channel binding.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
+    /// The TLS settings, to change them.
+    pub fn tls_mut(&mut self) -> &mut TlsSettings {
+        &mut self.tls
     }
 
     /// The password file consulted when the server asks for a password and none was given.
@@ -571,7 +517,7 @@ struct Given {
     fallback_application_name: Option<String>,
     options: Option<String>,
     connect_timeout: Option<String>,
-    sslmode: Option<String>,
+    tls: tls::GivenTls,
     passfile: Option<String>,
     target_session_attrs: Option<String>,
 }
@@ -589,10 +535,11 @@ impl Given {
             fallback_application_name,
             options,
             connect_timeout,
-            sslmode,
+            tls,
             passfile,
             target_session_attrs,
         } = other;
+        self.tls.fill_from(tls);
         for (mine, theirs) in [
             (&mut self.host, host),
             (&mut self.port, port),
@@ -606,7 +553,6 @@ impl Given {
             ),
             (&mut self.options, options),
             (&mut self.connect_timeout, connect_timeout),
-            (&mut self.sslmode, sslmode),
             (&mut self.passfile, passfile),
             (&mut self.target_session_attrs, target_session_attrs),
         ] {
@@ -619,6 +565,10 @@ impl Given {
     fn set(&mut self, setting: conninfo::Setting) -> Result<(), ConfigError> {
         // An empty value means "not set", so the environment and defaults still apply.
         let value = Some(setting.value).filter(|v| !v.is_empty());
+        if let Some(slot) = self.tls.slot(&setting.key) {
+            *slot = value;
+            return Ok(());
+        }
         let slot = match setting.key.as_str() {
             "host" => &mut self.host,
             "port" => &mut self.port,
@@ -629,7 +579,6 @@ impl Given {
             "fallback_application_name" => &mut self.fallback_application_name,
             "options" => &mut self.options,
             "connect_timeout" => &mut self.connect_timeout,
-            "sslmode" => &mut self.sslmode,
             "passfile" => &mut self.passfile,
             "target_session_attrs" => &mut self.target_session_attrs,
             "replication" => {
@@ -747,14 +696,6 @@ fn parse_connect_timeout(key: &'static str, value: &str) -> Result<Option<Durati
         .ok()
         .filter(|s| *s > 0)
         .map(|s| Duration::from_secs(s.max(MIN_CONNECT_TIMEOUT_SECS))))
-}
-
-fn parse_sslmode(key: &'static str, value: String) -> Result<SslMode, ConfigError> {
-    value.parse().map_err(|()| ConfigError::InvalidValue {
-        key,
-        value,
-        expected: "one of disable, allow, prefer, require, verify-ca, verify-full",
-    })
 }
 
 /// `/var/run/postgresql` when it exists (Debian's libpq), else `/tmp`.

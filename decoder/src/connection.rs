@@ -31,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 use tokio::io::AsyncWriteExt;
 
+pub use auth::PINNED_SEARCH_PATH;
 pub use error::{AuthError, ProtocolError, ReplicationError, ServerError};
 use message::{read_message, BackendMessage};
 pub use query::Row;
@@ -40,7 +41,8 @@ pub use slot::{
 };
 pub use transport::{Socket, Transport};
 
-use crate::config::{ConnectConfig, ServerState};
+use crate::config::{ConnectConfig, ServerState, SslMode};
+use transport::Negotiate;
 
 /// The oldest server with logical replication (and so `pgoutput`).
 pub const MIN_SERVER_MAJOR: u32 = 10;
@@ -167,6 +169,10 @@ impl ReplicationConnection {
     /// With several hosts (`host=a,b`), they are tried in order until one connects; with
     /// `target_session_attrs`, until one in the state asked for connects (see
     /// [`TargetSessionAttrs`](crate::config::TargetSessionAttrs)). Cancellation-safe.
+    ///
+    /// TLS follows the settings' `sslmode` on every call, so a reconnect never falls back to
+    /// plaintext where the mode requires TLS; with `allow`, a plaintext attempt the server
+    /// refuses is retried over TLS, as libpq does.
     pub async fn connect(
         config: &ConnectConfig,
     ) -> Result<ReplicationConnection, ReplicationError> {
@@ -225,7 +231,18 @@ impl ReplicationConnection {
     ) -> Result<ReplicationConnection, ReplicationError> {
         let connect = async {
             let transport = Transport::connect(config).await?;
-            Self::connect_over(config, transport).await
+            let first = Self::connect_over(config, transport).await;
+            match first {
+                Err(ReplicationError::Server(refused))
+                    if config.sslmode() == SslMode::Allow && config.socket_path().is_none() =>
+                {
+                    tracing::debug!(server = %config, code = %refused.code, "plaintext connection refused; retrying with tls");
+                    let transport =
+                        Transport::connect_negotiating(config, Negotiate::RequireTls).await?;
+                    Self::connect_over(config, transport).await
+                }
+                other => other,
+            }
         };
         match config.connect_timeout() {
             Some(limit) => tokio::time::timeout(limit, connect).await.map_err(|_| {
@@ -248,6 +265,7 @@ impl ReplicationConnection {
         let session = auth::startup(&mut transport, &mut read_buf, config).await?;
         tracing::info!(
             server = %config,
+            tls = transport.is_tls(),
             server_version = session.parameters.get("server_version").map(String::as_str).unwrap_or_default(),
             backend_pid = session.backend_key.as_ref().map(BackendKey::process_id),
             "replication connection established"
@@ -260,6 +278,11 @@ impl ReplicationConnection {
             transaction_status: TRANSACTION_IDLE,
             streamed: false,
         })
+    }
+
+    /// True when the connection is encrypted with TLS.
+    pub fn is_tls(&self) -> bool {
+        self.transport.is_tls()
     }
 
     /// The server's `server_version`, e.g. `15.19` or `18.1 (Debian 18.1-1.pgdg120+1)`.

@@ -25,6 +25,7 @@ pub mod oid;
 pub mod pgoutput;
 pub mod relation;
 pub mod stream;
+pub mod tls;
 pub mod xid;
 
 pub use lsn::{Lsn, ParseLsnError};

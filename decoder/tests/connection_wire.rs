@@ -42,11 +42,21 @@ fn config(port: u16, extra: &str) -> ConnectConfig {
     .unwrap()
 }
 
-/// Reads the startup packet; returns its parameters.
+/// `SSLRequest`'s code, sent first under the default `sslmode=prefer`.
+const SSL_REQUEST_CODE: [u8; 4] = [0x04, 0xd2, 0x16, 0x2f];
+
+/// Reads the startup packet (answering an `SSLRequest` before it with `N`, as a server without
+/// TLS does); returns its parameters.
 async fn read_startup(socket: &mut TcpStream) -> HashMap<String, String> {
-    let len = socket.read_i32().await.unwrap();
+    let mut len = socket.read_i32().await.unwrap();
     let mut body = vec![0; usize::try_from(len - 4).unwrap()];
     socket.read_exact(&mut body).await.unwrap();
+    if len == 8 && body[..4] == SSL_REQUEST_CODE {
+        socket.write_all(b"N").await.unwrap();
+        len = socket.read_i32().await.unwrap();
+        body = vec![0; usize::try_from(len - 4).unwrap()];
+        socket.read_exact(&mut body).await.unwrap();
+    }
     assert_eq!(body[..4], [0, 3, 0, 0], "protocol 3.0");
     let mut fields = body[4..]
         .split(|b| *b == 0)
@@ -117,6 +127,8 @@ async fn startup_parameters_and_cleartext_password() {
         assert_eq!(params["client_encoding"], "UTF8");
         assert_eq!(params["application_name"], "wire test");
         assert_eq!(params["options"], "-c wal_sender_timeout=5s");
+        // search_path pinned, after options so it wins over a `-c search_path` there.
+        assert_eq!(params["search_path"], "pg_catalog, pg_temp");
         s.write_all(&auth(3, b"")).await.unwrap();
         let (tag, body) = read_message(&mut s).await;
         assert_eq!(tag, b'p');

@@ -59,8 +59,9 @@ pub struct AssemblerOptions {
     /// Bytes of buffered changes, across all open transactions, above which the largest open
     /// transaction is spilled to disk.
     pub max_memory: usize,
-    /// The folder of spill files. It belongs to this assembler alone: spill files left in it
-    /// (by a crashed run) are removed when the assembler starts.
+    /// The folder of spill files. It belongs to this assembler alone: it is made private
+    /// (`0700`, owned by this user; files `0600`), spill files left in it (by a crashed run)
+    /// are removed when the assembler starts, and the folder itself when the assembler drops.
     pub spill_dir: PathBuf,
     /// Transactions whose Origin name starts with this are dropped (loop prevention).
     pub skip_origin_prefix: Option<String>,
@@ -145,15 +146,29 @@ pub struct TxAssembler {
     stats: AssemblerStats,
 }
 
+impl Drop for TxAssembler {
+    /// Deletes the open transactions' spill files, then the spill folder when nothing else is
+    /// in it (a transaction handed to an applier may still be reading its file: then the folder
+    /// stays, and the next start clears it).
+    fn drop(&mut self) {
+        self.plain = None;
+        self.streams.clear();
+        if std::fs::remove_dir(&self.options.spill_dir).is_ok() {
+            tracing::debug!(dir = %self.options.spill_dir.display(), "spill folder removed");
+        }
+    }
+}
+
 impl TxAssembler {
-    /// An assembler with no open transaction. Creates the spill folder if needed and removes
-    /// spill files a previous run left in it (the server streams those transactions again).
+    /// An assembler with no open transaction. Creates the spill folder if needed (private:
+    /// see [`AssemblerOptions::spill_dir`]) and removes spill files a previous run left in it
+    /// (the server streams those transactions again).
     pub fn new(options: AssemblerOptions) -> Result<TxAssembler, AssembleError> {
         let dir_error = |source| AssembleError::SpillDir {
             path: options.spill_dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&options.spill_dir).map_err(dir_error)?;
+        spill::prepare_dir(&options.spill_dir).map_err(dir_error)?;
         let removed = spill::remove_leftovers(&options.spill_dir).map_err(dir_error)?;
         if removed > 0 {
             tracing::info!(

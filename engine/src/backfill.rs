@@ -752,7 +752,7 @@ pub async fn recorded(
     }
     let row = green
         .query_opt(
-            "SELECT finished_at IS NOT NULL, (SELECT count(*) FROM blueshift.backfill_ddl d \
+            "SELECT finished_at IS NOT NULL, (SELECT pg_catalog.count(*) FROM blueshift.backfill_ddl d \
               WHERE d.slot = r.slot AND NOT d.restored) FROM blueshift.backfill_run r WHERE slot = $1",
             &[&slot],
         )

@@ -59,6 +59,9 @@ pub struct CleanupOptions {
 /// Why cleanup stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
+    /// Privileges are missing (each named with the GRANT that fixes it); nothing was dropped.
+    #[error(transparent)]
+    Privileges(crate::privileges::MissingPrivileges),
     /// The slot name is not one PostgreSQL accepts.
     #[error("invalid replication slot name {slot:?}: slot names may contain only lower case letters, digits and underscores, at most 63 of them")]
     InvalidSlotName {
@@ -75,7 +78,7 @@ pub enum CleanupError {
         source: ClientError,
     },
     /// A process streams from the slot.
-    #[error("replication slot {} on blue is in use by {} — stop the `blueshift sync` (or other consumer) streaming from it, then run cleanup again{}", quote_ident(slot), pid.map_or_else(|| "a process".to_owned(), |p| format!("process {p}")), pid.map_or_else(String::new, |p| format!(" (on blue, SELECT pg_terminate_backend({p}) ends that process)")))]
+    #[error("replication slot {} on blue is in use by {} — stop the `blueshift sync` (or other consumer) streaming from it, then run cleanup again{}", quote_ident(slot), pid.map_or_else(|| "a process".to_owned(), |p| format!("process {p}")), pid.map_or_else(String::new, |p| format!(" (on blue, SELECT pg_catalog.pg_terminate_backend({p}) ends that process)")))]
     SlotActive {
         /// The slot.
         slot: String,
@@ -218,6 +221,21 @@ async fn plan_and_execute(
     green: &Server,
 ) -> Result<CleanupReport, CleanupError> {
     let slot_name = options.slot.as_str();
+    // Privileges first: a cleanup that stops halfway leaves a half-removed sync.
+    let mut missing = crate::privileges::blue_for_slot_drop(&blue.client)
+        .await
+        .map_err(|e| blue.error("check privileges", e))?;
+    missing.extend(
+        crate::privileges::green_for_origins(&green.client, true)
+            .await
+            .map_err(|e| green.error("check privileges", e))?,
+    );
+    if !missing.is_empty() {
+        return Err(CleanupError::Privileges(
+            crate::privileges::MissingPrivileges { missing },
+        ));
+    }
+
     // Plan: read everything first, so that a refusal leaves both servers untouched.
     let mut steps = Vec::new();
     let mut left = Vec::new();
@@ -378,7 +396,7 @@ async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), Clean
         Step::DropSlot { slot, .. } => {
             match blue
                 .client
-                .execute("SELECT pg_drop_replication_slot($1)", &[slot])
+                .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot])
                 .await
             {
                 Ok(_) => {}
@@ -407,7 +425,7 @@ async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), Clean
         Step::DropOrigin { origin, .. } => {
             match green
                 .client
-                .execute("SELECT pg_replication_origin_drop($1)", &[origin])
+                .execute("SELECT pg_catalog.pg_replication_origin_drop($1)", &[origin])
                 .await
             {
                 Ok(_) => {}
@@ -454,7 +472,8 @@ async fn publication_comment(
 ) -> Result<Option<Option<String>>, SqlError> {
     let row = client
         .query_opt(
-            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1",
+            "SELECT pg_catalog.obj_description(oid, 'pg_publication') \
+               FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) $1",
             &[&name],
         )
         .await?;
@@ -468,8 +487,9 @@ async fn publication_comment(
 async fn marked_publications(client: &Client) -> Result<Vec<String>, SqlError> {
     let rows = client
         .query(
-            "SELECT pubname::text FROM pg_publication
-              WHERE obj_description(oid, 'pg_publication') = $1 ORDER BY pubname",
+            "SELECT pubname::pg_catalog.text FROM pg_catalog.pg_publication
+              WHERE pg_catalog.obj_description(oid, 'pg_publication') \
+                    OPERATOR(pg_catalog.=) $1 ORDER BY pubname",
             &[&PUBLICATION_COMMENT],
         )
         .await?;

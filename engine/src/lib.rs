@@ -7,6 +7,7 @@ pub mod backfill;
 pub mod cleanup;
 pub mod metrics;
 pub mod migrate;
+pub mod privileges;
 pub mod schema;
 pub mod sequence;
 pub mod slot_guard;

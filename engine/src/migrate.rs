@@ -18,6 +18,14 @@
 //! - [`status`]: disk reconciled with the database; what `validate` reports.
 //! - [`execution`]: runs one script, in a transaction or statement by statement.
 //! - [`migrator`]: the commands.
+//!
+//! **search_path.** A migration script runs with the session's own `search_path` (the role's or
+//! database's setting, else `"$user", public`), as a script author expects; [`connect`] opens
+//! such a session (no pinned `search_path` at startup) and pins `pg_catalog, pg_temp` at once,
+//! so blueshift's own statements never resolve a name through a schema others can create in.
+//! Before each script `RESET ALL` restores the user's path; after it the pin is set again, and
+//! the bookkeeping inside a script's transaction pins it locally first. Every function,
+//! operator and type blueshift's own statements name is qualified besides.
 
 use std::io;
 use std::path::PathBuf;
@@ -30,6 +38,23 @@ pub mod migrator;
 pub mod script;
 pub mod statement;
 pub mod status;
+
+/// Opens the session migrations run in: the user's `search_path` as the session default (what
+/// scripts run with), pinned to `pg_catalog, pg_temp` for blueshift's own statements until a
+/// script runs. TLS as every other session.
+pub async fn connect(
+    config: &blueshift_decoder::ConnectConfig,
+    application_name: &str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), crate::client::ClientError> {
+    let (client, task) = crate::client::connect_unpinned(config, application_name).await?;
+    execution::pin_search_path(&client, false)
+        .await
+        .map_err(|source| crate::client::ClientError {
+            target: config.to_string(),
+            source,
+        })?;
+    Ok((client, task))
+}
 
 pub use execution::{Direction, FailurePoint, MigrationFailure, Step};
 pub use history::{AppliedMigration, HistoryRow, Kind};

@@ -235,7 +235,7 @@ pub async fn set(
 ) -> Result<(), SqlError> {
     client
         .execute(
-            "SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2, $3)",
+            "SELECT pg_catalog.setval($1::pg_catalog.text::pg_catalog.regclass, $2, $3)",
             &[&sequence.to_string(), &state.last_value, &state.is_called],
         )
         .await?;

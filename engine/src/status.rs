@@ -79,6 +79,9 @@ pub struct StatusOptions {
 /// Why `status` could not tell.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
+    /// Privileges are missing on green (each named with the GRANT that fixes it).
+    #[error(transparent)]
+    Privileges(crate::privileges::MissingPrivileges),
     /// The slot name is not one PostgreSQL accepts.
     #[error("invalid replication slot name {slot:?}: slot names may contain only lower case letters, digits and underscores, at most 63 of them")]
     InvalidSlotName {
@@ -300,6 +303,19 @@ async fn read_green_with(
     config: &ConnectConfig,
     slot: &str,
 ) -> Result<GreenState, StatusError> {
+    let missing = crate::privileges::green_for_origins(client, false)
+        .await
+        .map_err(|source| StatusError::Query {
+            side: Side::Green,
+            target: config.to_string(),
+            what: "privileges",
+            source: source.into(),
+        })?;
+    if !missing.is_empty() {
+        return Err(StatusError::Privileges(
+            crate::privileges::MissingPrivileges { missing },
+        ));
+    }
     let query_error = |what| {
         move |source| StatusError::Query {
             side: Side::Green,

@@ -45,7 +45,7 @@ pub mod heartbeat;
 mod loaded;
 mod monitor;
 mod order;
-mod preflight;
+pub(crate) mod preflight;
 mod reader;
 mod scheduler;
 mod slot;

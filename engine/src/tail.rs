@@ -361,7 +361,8 @@ async fn prepare_slot(
             let rows = connection
                 .simple_query(&format!(
                     "SELECT plugin, slot_type, database, \
-                     (SELECT current_database()) AS current FROM pg_replication_slots \
+                     (SELECT pg_catalog.current_database()) AS current \
+                     FROM pg_catalog.pg_replication_slots \
                      WHERE slot_name = '{name}'"
                 ))
                 .await?;

@@ -49,6 +49,8 @@ pub struct ClusterOptions {
     bins: PgBinaries,
     settings: Vec<(String, String)>,
     hba_lines: Vec<String>,
+    only_given_hba: bool,
+    tls: Option<crate::certs::CertFiles>,
     name: String,
     base_dir: PathBuf,
 }
@@ -61,6 +63,8 @@ impl ClusterOptions {
             bins,
             settings: Vec::new(),
             hba_lines: Vec::new(),
+            only_given_hba: false,
+            tls: None,
             name: "pg".to_owned(),
             base_dir: default_base_dir(),
         }
@@ -77,6 +81,23 @@ impl ClusterOptions {
     /// wins for the connections it matches).
     pub fn hba_line(mut self, line: &str) -> Self {
         self.hba_lines.push(line.to_owned());
+        self
+    }
+
+    /// Uses only the [`hba_line`](Self::hba_line)s given, without the harness's trust lines
+    /// (e.g. for a `hostssl`-only server). The harness's own `psql` connects as `postgres` over
+    /// TCP with libpq's defaults (TLS when offered), so give `postgres` a line it can use;
+    /// [`Cluster::connect`] uses no TLS.
+    pub fn only_given_hba(mut self) -> Self {
+        self.only_given_hba = true;
+        self
+    }
+
+    /// Turns TLS on (`ssl = on`) with this server certificate and key; `files.ca` becomes
+    /// `ssl_ca_file`, so client certificates it signed are accepted (`cert` authentication).
+    /// The files are copied into the cluster's folder.
+    pub fn tls(mut self, files: &crate::certs::CertFiles) -> Self {
+        self.tls = Some(files.clone());
         self
     }
 
@@ -137,11 +158,17 @@ impl Cluster {
         let mut perms = fs::metadata(root.path())?.permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         fs::set_permissions(root.path(), perms)?;
-        write_hba(&data_dir, &opts.hba_lines)?;
+        write_hba(&data_dir, &opts.hba_lines, opts.only_given_hba)?;
+        let tls_settings = match &opts.tls {
+            Some(files) => install_tls(root.path(), files)?,
+            None => Vec::new(),
+        };
         let base_conf = fs::read_to_string(data_dir.join("postgresql.conf"))
             .context("could not read the template's postgresql.conf")?;
         chown_to_server_user(root.path())?;
 
+        let mut opts = opts;
+        opts.settings.splice(0..0, tls_settings);
         let mut cluster = Cluster {
             opts,
             port: 0,
@@ -575,11 +602,37 @@ fn default_base_dir() -> PathBuf {
 
 pub use blueshift_decoder::ident::quote_ident;
 
-fn write_hba(data_dir: &Path, test_lines: &[String]) -> anyhow::Result<()> {
+/// Copies the server's certificate, key and CA into `root` and returns the settings naming them.
+fn install_tls(
+    root: &Path,
+    files: &crate::certs::CertFiles,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let dir = root.join("tls");
+    fs::create_dir(&dir)?;
+    let cert = dir.join("server.crt");
+    let key = dir.join("server.key");
+    let ca = dir.join("ca.crt");
+    fs::copy(&files.cert, &cert).context("could not copy the server certificate")?;
+    fs::copy(&files.ca, &ca).context("could not copy the CA certificate")?;
+    let key_text = fs::read_to_string(&files.key).context("could not read the server key")?;
+    crate::certs::write_private(&key, &key_text)?;
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    Ok(vec![
+        ("ssl".to_owned(), "on".to_owned()),
+        ("ssl_cert_file".to_owned(), path(&cert)),
+        ("ssl_key_file".to_owned(), path(&key)),
+        ("ssl_ca_file".to_owned(), path(&ca)),
+    ])
+}
+
+fn write_hba(data_dir: &Path, test_lines: &[String], only_given: bool) -> anyhow::Result<()> {
     let mut hba = String::from("# blueshift test harness\n");
     for line in test_lines {
         hba.push_str(line);
         hba.push('\n');
+    }
+    if only_given {
+        return fs::write(data_dir.join("pg_hba.conf"), hba).context("could not write pg_hba.conf");
     }
     hba.push_str(
         "local all all trust\n\

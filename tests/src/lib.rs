@@ -26,6 +26,7 @@
 //! The `pg-binaries` program prints the folder for a major, for scripts.
 
 mod binaries;
+mod certs;
 mod cluster;
 mod command;
 mod eventually;
@@ -35,6 +36,7 @@ mod template;
 mod tools;
 
 pub use binaries::{cache_dir, fetch_script, install_command, PgBinaries, DEFAULT_CACHE_DIR};
+pub use certs::{CertFiles, TestPki};
 pub use cluster::{quote_ident, Cluster, ClusterOptions};
 pub use eventually::{eventually, eventually_async};
 pub use pgbouncer::{

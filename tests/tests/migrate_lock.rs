@@ -158,7 +158,7 @@ async fn lock_timeout_stops_ddl_queueing_behind_traffic() {
     // "Production traffic": an open transaction that read the table.
     let traffic = f.connect().await;
     traffic
-        .batch_execute("BEGIN; SELECT * FROM t;")
+        .batch_execute("BEGIN; SELECT * FROM public.t;")
         .await
         .unwrap();
     f.write(

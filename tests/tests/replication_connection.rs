@@ -508,8 +508,10 @@ async fn create_and_drop_slots() {
         "slot_db",
         "INSERT INTO t VALUES (3, 'after the used snapshot')",
     );
+    // The replication session pins search_path to pg_catalog, pg_temp: user tables are named
+    // with their schema.
     let rows = conn
-        .simple_query("SELECT count(*) AS n FROM t")
+        .simple_query("SELECT count(*) AS n FROM public.t")
         .await
         .unwrap();
     assert_eq!(rows[0].get_by_name("n"), Some("2"));

@@ -199,34 +199,130 @@ fn connect_timeout_follows_libpq() {
 }
 
 #[test]
-fn sslmode_needing_tls_is_refused() {
-    for mode in ["require", "verify-ca", "verify-full"] {
-        let err = parse_env(&format!("host=h sslmode={mode}"), &[]).unwrap_err();
-        assert!(
-            matches!(err, ConfigError::TlsNotSupported { .. }),
-            "{err:?}"
-        );
-        let text = err.to_string();
-        assert!(text.contains(mode) && text.contains("TLS"), "{text}");
+fn every_sslmode_is_accepted() {
+    for mode in [
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ] {
+        let c = parse(&format!("host=h sslmode={mode}"));
+        assert_eq!(c.sslmode().as_str(), mode);
+        assert_eq!(c.tls().mode().as_str(), mode);
     }
-    let err = parse_env("host=h", &[("PGSSLMODE", "require")]).unwrap_err();
-    assert!(matches!(
-        err,
-        ConfigError::TlsNotSupported {
-            sslmode: SslMode::Require
-        }
-    ));
+    let c = parse_env("host=h", &[("PGSSLMODE", "verify-full")]).unwrap();
+    assert_eq!(c.sslmode(), SslMode::VerifyFull);
     let err = parse_env("host=h sslmode=always", &[]).unwrap_err();
     assert!(matches!(
         err,
         ConfigError::InvalidValue { key: "sslmode", .. }
     ));
-    for mode in ["disable", "allow", "prefer"] {
-        assert_eq!(
-            parse(&format!("host=h sslmode={mode}")).sslmode().as_str(),
-            mode
+    let err = parse_env("host=h", &[("PGSSLMODE", "on")]).unwrap_err();
+    assert!(err.to_string().contains("PGSSLMODE"), "{err}");
+}
+
+#[test]
+fn tls_settings_from_the_string_and_the_environment() {
+    let c = parse(
+        "postgresql://u@h/db?sslmode=verify-ca&sslrootcert=/ca.pem&sslcert=/c.pem\
+         &sslkey=/c.key&sslsni=0&channel_binding=require",
+    );
+    let tls = c.tls();
+    assert_eq!(tls.mode(), SslMode::VerifyCa);
+    assert_eq!(tls.root_cert(), Some(&RootCert::File("/ca.pem".into())));
+    assert_eq!(tls.cert(), Some(Path::new("/c.pem")));
+    assert_eq!(tls.key(), Some(Path::new("/c.key")));
+    assert!(!tls.sni());
+    assert_eq!(tls.channel_binding(), ChannelBinding::Require);
+
+    let env = [
+        ("PGSSLMODE", "require"),
+        ("PGSSLROOTCERT", "/env/ca.pem"),
+        ("PGSSLCERT", "/env/c.pem"),
+        ("PGSSLKEY", "/env/c.key"),
+        ("PGSSLSNI", "0"),
+        ("PGCHANNELBINDING", "disable"),
+    ];
+    let c = parse_env("host=h", &env).unwrap();
+    let tls = c.tls();
+    assert_eq!(tls.mode(), SslMode::Require);
+    assert_eq!(tls.root_cert(), Some(&RootCert::File("/env/ca.pem".into())));
+    assert_eq!(tls.cert(), Some(Path::new("/env/c.pem")));
+    assert_eq!(tls.key(), Some(Path::new("/env/c.key")));
+    assert!(!tls.sni());
+    assert_eq!(tls.channel_binding(), ChannelBinding::Disable);
+    // The string wins.
+    let c = parse_env(
+        "host=h sslmode=verify-full sslsni=1 channel_binding=prefer",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.sslmode(), SslMode::VerifyFull);
+    assert!(c.tls().sni());
+    assert_eq!(c.tls().channel_binding(), ChannelBinding::Prefer);
+}
+
+#[test]
+fn tls_defaults_follow_libpq() {
+    let c = parse("host=h");
+    assert_eq!(c.sslmode(), SslMode::Prefer);
+    assert!(c.tls().sni());
+    assert_eq!(c.tls().channel_binding(), ChannelBinding::Prefer);
+    assert_eq!(c.tls().root_cert(), None);
+    // Files under ~/.postgresql are the defaults (used when they exist).
+    let c = parse_env("host=h", &[("HOME", "/home/carol")]).unwrap();
+    assert_eq!(
+        c.tls().root_cert(),
+        Some(&RootCert::File("/home/carol/.postgresql/root.crt".into()))
+    );
+    assert_eq!(
+        c.tls().cert(),
+        Some(Path::new("/home/carol/.postgresql/postgresql.crt"))
+    );
+    assert_eq!(
+        c.tls().key(),
+        Some(Path::new("/home/carol/.postgresql/postgresql.key"))
+    );
+}
+
+#[test]
+fn system_roots_need_verify_full() {
+    // As libpq 16: sslrootcert=system makes verify-full the default and refuses weaker modes.
+    let c = parse("host=h sslrootcert=system");
+    assert_eq!(c.sslmode(), SslMode::VerifyFull);
+    assert_eq!(c.tls().root_cert(), Some(&RootCert::System));
+    for mode in ["disable", "allow", "prefer", "require", "verify-ca"] {
+        let err = parse_env(&format!("host=h sslrootcert=system sslmode={mode}"), &[]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::WeakSslModeForSystemRoots { .. }),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("verify-full"), "{err}");
     }
+}
+
+#[test]
+fn bad_tls_values_are_named() {
+    let err = parse_env("host=h sslsni=yes", &[]).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::InvalidValue { key: "sslsni", .. }),
+        "{err:?}"
+    );
+    let err = parse_env("host=h", &[("PGCHANNELBINDING", "always")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::InvalidValue {
+                key: "PGCHANNELBINDING",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = parse_env("host=h sslmode=disable channel_binding=require", &[]).unwrap_err();
+    assert_eq!(err, ConfigError::ChannelBindingWithoutTls);
 }
 
 #[test]
@@ -252,8 +348,8 @@ fn bad_input_is_named() {
         err("host=@abstract"),
         ConfigError::InvalidValue { key: "host", .. }
     ));
-    let e = err("host=h sslcert=/x");
-    assert!(e.to_string().contains("\"sslcert\""), "{e}");
+    let e = err("host=h sslcrl=/x");
+    assert!(e.to_string().contains("\"sslcrl\""), "{e}");
     let e = err("host=h replication=database");
     assert!(e.to_string().contains("replication=database"), "{e}");
     assert!(matches!(
@@ -371,8 +467,9 @@ fn password_never_printed() {
         format!("postgresql://u:{SECRET}@[::1/db"),
         format!("postgresql://u:{SECRET}@h/db?{SECRET}"),
         format!("postgresql://u:{SECRET}@h/db?{SECRET}=1"),
-        format!("postgresql://u:{SECRET}@h/db?sslmode=require"),
         format!("postgresql://u:{SECRET}@a,b/db?port=1,2,3"),
+        format!("postgresql://u:{SECRET}@h/db?sslmode=sure"),
+        format!("postgresql://u:{SECRET}@h/db?sslrootcert=system&sslmode=require"),
     ];
     for conninfo in &bad {
         let err = parse_env(conninfo, &[]).unwrap_err();

@@ -60,6 +60,10 @@ pub enum ReplicationError {
     /// The connection settings are unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// TLS could not be set up, the server's certificate did not verify, or the server does
+    /// not offer TLS where the settings require it.
+    #[error(transparent)]
+    Tls(Box<crate::tls::TlsError>),
     /// A slot name PostgreSQL would reject.
     #[error("invalid replication slot name {name:?}: slot names may contain only lower case letters, digits and underscores, at most 63 of them")]
     InvalidSlotName {
@@ -103,16 +107,19 @@ impl ReplicationError {
         }
     }
 
-    /// True when the transport failed: the socket could not be opened, broke, timed out or was
-    /// closed by the server without an error message.
+    /// True when the transport failed: the socket could not be opened, broke (also during the
+    /// TLS handshake), timed out or was closed by the server without an error message.
     pub fn is_io(&self) -> bool {
-        matches!(
-            self,
+        match self {
             ReplicationError::Connect { .. }
-                | ReplicationError::Io { .. }
-                | ReplicationError::Closed { .. }
-                | ReplicationError::Timeout { .. }
-        )
+            | ReplicationError::Io { .. }
+            | ReplicationError::Closed { .. }
+            | ReplicationError::Timeout { .. } => true,
+            // The connection broke during the handshake; a certificate that does not verify is
+            // not an i/o failure.
+            ReplicationError::Tls(e) => e.is_transient(),
+            _ => false,
+        }
     }
 
     /// The server's error, when it reported one.
@@ -240,10 +247,16 @@ pub enum AuthError {
         method: &'static str,
     },
     /// SASL without SCRAM-SHA-256.
-    #[error("the server offered only SASL mechanisms blueshift does not support ({offered}) — SCRAM-SHA-256 without channel binding is required")]
+    #[error("the server offered only SASL mechanisms blueshift does not support ({offered}) — SCRAM-SHA-256 is required (SCRAM-SHA-256-PLUS only over TLS)")]
     NoSaslMechanism {
         /// The mechanisms the server offered.
         offered: String,
+    },
+    /// `channel_binding=require` could not be met; nothing secret was sent.
+    #[error("channel binding required, but {reason} — use a TLS connection (sslmode=require or stronger) and scram-sha-256 authentication in pg_hba.conf, or set channel_binding=prefer")]
+    ChannelBindingRequired {
+        /// Why it could not be used.
+        reason: &'static str,
     },
     /// The SCRAM exchange failed on the client side (e.g. the server's proof did not verify).
     #[error("SCRAM-SHA-256 authentication failed")]

@@ -144,10 +144,11 @@ pub enum AssembleError {
         /// The global identifier of the prepared transaction.
         gid: String,
     },
-    /// The spill folder could not be created, listed or cleaned.
+    /// The spill folder could not be created, made private, listed or cleaned.
     #[error(
-        "cannot prepare the spill folder {path:?} — create it, make it writable by this \
-         process, or choose another with the spill folder setting"
+        "cannot prepare the spill folder {path:?} as a private folder of this user — create it \
+         (mode 0700, owned by this user), make its parent writable by this process, or choose \
+         another with --spill-dir"
     )]
     SpillDir {
         /// The folder.

@@ -408,8 +408,8 @@ fn assemble(messages: &[PgOutputMessage], max_memory: usize) -> (Vec<Out>, Assem
     }
     let stats = a.stats();
     drop(a);
-    let left = std::fs::read_dir(dir.path()).expect("read dir").count();
-    assert_eq!(left, 0, "spill files left after drop");
+    // Dropping the assembler removes its files and then its (empty) folder.
+    assert!(!dir.path().exists(), "spill folder left after drop");
     (outs, stats)
 }
 

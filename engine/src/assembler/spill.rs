@@ -27,6 +27,13 @@
 //!
 //! Files are named `blueshift-spill-<xid>-<n>.spill`; a file is deleted when its writer or
 //! reader is dropped, and leftovers of a crashed run are removed when an assembler starts.
+//!
+//! # Privacy
+//!
+//! Spill files hold blue's row data. The folder is blueshift's own ([`prepare_dir`]): created
+//! with mode `0700`, or, when it exists, accepted only as a real folder (not a symlink) owned
+//! by this process's user, and narrowed to `0700`; every file is created `0600`
+//! (`O_EXCL`, never following a planted file). The folder is removed when its assembler drops.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -57,6 +64,40 @@ const IO_BUFFER: usize = 64 * 1024;
 /// The name of the spill file number `n` of transaction `xid`.
 pub(super) fn file_name(xid: Xid, n: u64) -> String {
     format!("{FILE_PREFIX}{xid}-{n}{FILE_SUFFIX}")
+}
+
+/// Makes `dir` a private folder of this process's user: created `0700` (its parents as usual)
+/// when missing; when present it must be a folder, not a symlink, owned by this user, and its
+/// mode is narrowed to `0700`. Anything else is an error: another user could read or swap the
+/// files.
+pub(super) fn prepare_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.file_type().is_dir() {
+        return Err(io::Error::other(
+            "it exists but is not a folder (a symlink or a file): remove it",
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(io::Error::other(format!(
+            "it belongs to user id {}, not to this process's user id {me}: remove it, or choose \
+             another folder",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Removes every spill file in `dir` (files named like [`file_name`]'s); returns how many.
@@ -126,11 +167,11 @@ impl SpillWriter {
     /// Creates `dir/name`; fails if it exists.
     pub(super) fn create(dir: &Path, name: &str) -> io::Result<SpillWriter> {
         let path = dir.join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().read(true).write(true).create_new(true),
+            0o600,
+        )
+        .open(&path)?;
         Ok(SpillWriter {
             out: BufWriter::with_capacity(IO_BUFFER, file),
             guard: FileGuard { path },

@@ -606,7 +606,7 @@ fn reset_and_drop_delete_open_spill_files() {
     run(&mut a, open);
     assert_eq!(files(dir.path()), 1);
     drop(a);
-    assert_eq!(files(dir.path()), 0);
+    assert!(!dir.path().exists(), "the files and the folder are gone");
 }
 
 #[test]
@@ -659,4 +659,49 @@ fn the_assembler_and_its_outputs_move_between_threads() {
     send::<Assembled>();
     send::<AssembleError>();
     send::<SpillReader>();
+}
+
+#[test]
+fn spill_files_are_private_and_the_folder_goes_away() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("blueshift_spill_s");
+    // An existing folder open to everyone is narrowed to 0700.
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut a = assembler(&dir, 1);
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    a.push(begin(5, 100)).unwrap();
+    a.push(relation(1, 1, None)).unwrap();
+    a.push(insert(None, 1, "secret row")).unwrap();
+    let spilled: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(spilled.len(), 1, "the transaction spilled to one file");
+    assert_eq!(
+        std::fs::metadata(&spilled[0]).unwrap().mode() & 0o777,
+        0o600
+    );
+    drop(a);
+    assert!(!dir.exists(), "the spill folder outlived its assembler");
+
+    // A folder of another user, or a symlink, is refused.
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let err = TxAssembler::new(AssemblerOptions {
+        max_memory: 1,
+        spill_dir: dir.clone(),
+        skip_origin_prefix: None,
+    })
+    .unwrap_err();
+    assert!(matches!(err, AssembleError::SpillDir { .. }), "{err}");
+    std::fs::remove_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(parent.path(), &dir).unwrap();
+    assert!(TxAssembler::new(AssemblerOptions {
+        max_memory: 1,
+        spill_dir: dir.clone(),
+        skip_origin_prefix: None,
+    })
+    .is_err());
 }

@@ -34,7 +34,10 @@ pub(super) async fn row_filter(
     table: &QualifiedName,
 ) -> Result<Option<String>, BackfillError> {
     let version: i32 = blue
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
+            &[],
+        )
         .await
         .map_err(|e| BackfillError::blue("read the server version", e))?
         .get(0);
@@ -59,7 +62,7 @@ pub(super) async fn row_estimate(
 ) -> Result<u64, BackfillError> {
     let row = blue
         .query_one(
-            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 \
+            "SELECT coalesce(pg_catalog.sum(greatest(c.reltuples, 0)), 0)::pg_catalog.int8 \
                FROM pg_catalog.pg_class r \
                JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
                JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(r.oid) \
@@ -83,7 +86,7 @@ pub(super) async fn green_key(
             "SELECT a.attname::text FROM pg_catalog.pg_index x \
                JOIN pg_catalog.pg_class r ON r.oid = x.indrelid \
                JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
-               CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) \
+               CROSS JOIN LATERAL pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, pos) \
                JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum \
               WHERE n.nspname = $1 AND r.relname = $2 AND k.pos <= x.indnkeyatts \
                 AND x.indexrelid = (SELECT y.indexrelid FROM pg_catalog.pg_index y \

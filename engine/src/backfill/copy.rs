@@ -80,9 +80,14 @@ impl TableCopy {
         }
         let mut conditions = Vec::new();
         if !whole {
-            conditions.push(format!("ctid >= '({},0)'::tid", chunk.first_block));
+            conditions.push(format!(
+                "ctid OPERATOR(pg_catalog.>=) '({},0)'::pg_catalog.tid",
+                chunk.first_block
+            ));
             if let Some(end) = chunk.end_block {
-                conditions.push(format!("ctid < '({end},0)'::tid"));
+                conditions.push(format!(
+                    "ctid OPERATOR(pg_catalog.<) '({end},0)'::pg_catalog.tid"
+                ));
             }
         }
         if let Some(filter) = &self.row_filter {
@@ -98,7 +103,10 @@ impl TableCopy {
 
     /// The staging table of a worker for this table's upserts.
     fn stage(&self, worker: usize) -> String {
-        quote_ident(&format!("blueshift_stage_{worker}"))
+        format!(
+            "pg_temp.{}",
+            quote_ident(&format!("blueshift_stage_{worker}"))
+        )
     }
 
     /// Green's `COPY … FROM STDIN`.
@@ -475,8 +483,8 @@ mod tests {
         let mut chunk = split(&t.target, &t.target, 1000, 100, 1).remove(3);
         assert_eq!(
             t.copy_out_sql(&chunk, false),
-            "COPY (SELECT \"id\", \"name\" FROM ONLY \"public\".\"t x\" WHERE ctid >= '(300,0)'::tid \
-             AND ctid < '(400,0)'::tid) TO STDOUT"
+            "COPY (SELECT \"id\", \"name\" FROM ONLY \"public\".\"t x\" WHERE ctid OPERATOR(pg_catalog.>=) '(300,0)'::pg_catalog.tid \
+             AND ctid OPERATOR(pg_catalog.<) '(400,0)'::pg_catalog.tid) TO STDOUT"
         );
         chunk.end_block = None;
         let mut filtered = table();
@@ -484,7 +492,7 @@ mod tests {
         filtered.binary = true;
         assert_eq!(
             filtered.copy_out_sql(&chunk, false),
-            "COPY (SELECT \"id\", \"name\" FROM ONLY \"public\".\"t x\" WHERE ctid >= '(300,0)'::tid \
+            "COPY (SELECT \"id\", \"name\" FROM ONLY \"public\".\"t x\" WHERE ctid OPERATOR(pg_catalog.>=) '(300,0)'::pg_catalog.tid \
              AND (id > 5)) TO STDOUT (FORMAT binary)"
         );
         assert_eq!(
@@ -503,13 +511,13 @@ mod tests {
         t.upsert_key = Some(vec!["\"id\"".into()]);
         assert_eq!(
             t.copy_in_sql(2),
-            "COPY \"blueshift_stage_2\" (\"id\", \"full_name\") FROM STDIN"
+            "COPY pg_temp.\"blueshift_stage_2\" (\"id\", \"full_name\") FROM STDIN"
         );
         let [_, merge, _] = t.upsert_sql(2, &["\"id\"".to_owned()]);
         assert_eq!(
             merge,
             "INSERT INTO \"public\".\"t x\" (\"id\", \"full_name\") OVERRIDING SYSTEM VALUE \
-             SELECT \"id\", \"full_name\" FROM \"blueshift_stage_2\" ON CONFLICT (\"id\") \
+             SELECT \"id\", \"full_name\" FROM pg_temp.\"blueshift_stage_2\" ON CONFLICT (\"id\") \
              DO UPDATE SET \"full_name\" = EXCLUDED.\"full_name\""
         );
     }

@@ -66,7 +66,7 @@ const READ: &str = "\
 WITH t AS (
   SELECT c.oid FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  JOIN unnest($1::text[], $2::text[]) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
+  JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
 )
 SELECT 'foreign_key', n.nspname::text, r.relname::text, k.conname::text,
        pg_catalog.pg_get_constraintdef(k.oid)
@@ -376,7 +376,7 @@ async fn restore_foreign_key(green: &mut Client, slot: &str, d: &Ddl) -> Result<
     let exists = green
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint \
-              WHERE conname = $1 AND conrelid = $2::text::regclass)",
+              WHERE conname = $1 AND conrelid = $2::pg_catalog.text::pg_catalog.regclass)",
             &[&d.name, &d.table.to_string()],
         )
         .await

@@ -18,7 +18,7 @@ use crate::schema::QualifiedName;
 /// that a policy applies to for the current role.
 const BLUE: &str = "\
 SELECT DISTINCT n.nspname::text, c.relname::text
-  FROM unnest($1::text[], $2::text[]) AS u(s, r)
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(s, r)
   JOIN pg_catalog.pg_namespace tn ON tn.nspname = u.s
   JOIN pg_catalog.pg_class t ON t.relnamespace = tn.oid AND t.relname = u.r
   CROSS JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(t.oid)
@@ -31,7 +31,7 @@ SELECT DISTINCT n.nspname::text, c.relname::text
 /// On green: the tables themselves (a copy writes into them, rows routed from there).
 const GREEN: &str = "\
 SELECT n.nspname::text, c.relname::text
-  FROM unnest($1::text[], $2::text[]) AS u(s, r)
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(s, r)
   JOIN pg_catalog.pg_namespace n ON n.nspname = u.s
   JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
  WHERE pg_catalog.row_security_active(c.oid)

@@ -24,7 +24,7 @@ SELECT pg_catalog.pg_advisory_xact_lock(7235342165031183718);
 CREATE SCHEMA IF NOT EXISTS blueshift;
 CREATE TABLE IF NOT EXISTS blueshift.backfill_run (
     slot text PRIMARY KEY,
-    started_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at timestamptz,
     keep_indexes boolean NOT NULL
 );
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS blueshift.backfill_generation (
     slot text NOT NULL,
     generation int NOT NULL,
     snapshot_lsn pg_lsn NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (slot, generation)
 );
 CREATE TABLE IF NOT EXISTS blueshift.backfill_chunk (
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS blueshift.backfill_declared (
     slot text NOT NULL,
     target_schema text NOT NULL,
     target_table text NOT NULL,
-    declared_at timestamptz NOT NULL DEFAULT now(),
+    declared_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (slot, target_schema, target_table)
 )";
 
@@ -300,7 +300,7 @@ pub(crate) async fn start(
 pub(crate) async fn finish(green: &impl GenericClient, slot: &str) -> Result<(), BackfillError> {
     green
         .execute(
-            "UPDATE blueshift.backfill_run SET finished_at = now() WHERE slot = $1",
+            "UPDATE blueshift.backfill_run SET finished_at = pg_catalog.now() WHERE slot = $1",
             &[&slot],
         )
         .await
@@ -317,7 +317,7 @@ pub(crate) async fn add_generation(
     let row = green
         .query_one(
             "INSERT INTO blueshift.backfill_generation (slot, generation, snapshot_lsn) \
-             SELECT $1, coalesce(max(generation), 0) + 1, $2::text::pg_lsn \
+             SELECT $1, coalesce(pg_catalog.max(generation), 0) OPERATOR(pg_catalog.+) 1, $2::pg_catalog.text::pg_catalog.pg_lsn \
                FROM blueshift.backfill_generation WHERE slot = $1 \
              RETURNING generation",
             &[&slot, &lsn.to_string()],
@@ -447,7 +447,7 @@ pub(crate) async fn finish_chunk(
     let rows = i64::try_from(rows).unwrap_or(i64::MAX);
     let updated = green
         .execute(
-            "UPDATE blueshift.backfill_chunk SET generation = $7, rows = $8, done_at = now() \
+            "UPDATE blueshift.backfill_chunk SET generation = $7, rows = $8, done_at = pg_catalog.now() \
               WHERE slot = $1 AND target_schema = $2 AND target_table = $3 \
                 AND source_schema = $4 AND source_table = $5 AND chunk = $6 \
                 AND generation IS NULL",

@@ -296,6 +296,14 @@ pub(crate) async fn run(
         run_each(client, script, loaded, direction, started).await
     };
     let execution_ms = elapsed_ms(started);
+    // The script ran with the user's search_path (and may have changed it): pin it again for
+    // what blueshift sends next.
+    pin_search_path(client, false)
+        .await
+        .map_err(|e| MigrateError::Query {
+            what: "pin search_path after the script".to_owned(),
+            source: e,
+        })?;
     match result {
         Ok(()) => {
             info!(
@@ -435,6 +443,20 @@ fn statement_point(
     }
 }
 
+/// Sets `search_path` to `pg_catalog, pg_temp`, for the session or (`local`) the transaction.
+pub(crate) async fn pin_search_path(
+    client: &impl tokio_postgres::GenericClient,
+    local: bool,
+) -> Result<(), SqlError> {
+    client
+        .execute(
+            "SELECT pg_catalog.set_config('search_path', $1, $2)",
+            &[&blueshift_decoder::connection::PINNED_SEARCH_PATH, &local],
+        )
+        .await?;
+    Ok(())
+}
+
 async fn record_success(
     tx: &tokio_postgres::Transaction<'_>,
     script: &Script,
@@ -445,6 +467,8 @@ async fn record_success(
         what: "record the migration in blueshift.schema_version".to_owned(),
         source,
     };
+    // The script's statements ran before in this transaction, with the user's search_path.
+    pin_search_path(tx, true).await.map_err(bookkeeping)?;
     match direction {
         Direction::Up => history::record_applied(
             tx,

@@ -17,12 +17,12 @@ use crate::client::SqlError;
 const CREATE: &str = r#"
 CREATE SCHEMA IF NOT EXISTS blueshift;
 CREATE TABLE IF NOT EXISTS blueshift.schema_version (
-    version      bigint PRIMARY KEY CHECK (version > 0),
+    version      bigint PRIMARY KEY CHECK (version OPERATOR(pg_catalog.>) 0),
     description  text NOT NULL,
     script       text NOT NULL,
     checksum     text NOT NULL,
     kind         text NOT NULL DEFAULT 'migration' CHECK (kind IN ('migration', 'baseline')),
-    applied_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    applied_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     applied_by   text NOT NULL DEFAULT current_user,
     execution_ms bigint NOT NULL DEFAULT 0,
     success      boolean NOT NULL
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS blueshift.schema_history (
     detail       text,
     performed_by text NOT NULL DEFAULT current_user,
     client       text,
-    performed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    performed_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     execution_ms bigint
 );
 COMMENT ON TABLE blueshift.schema_history IS
@@ -173,8 +173,8 @@ pub(crate) struct Entry<'a> {
 pub(crate) async fn exists(client: &impl GenericClient) -> Result<bool, SqlError> {
     let row = client
         .query_one(
-            "SELECT to_regclass('blueshift.schema_version') IS NOT NULL \
-                AND to_regclass('blueshift.schema_history') IS NOT NULL",
+            "SELECT pg_catalog.to_regclass('blueshift.schema_version') IS NOT NULL \
+                AND pg_catalog.to_regclass('blueshift.schema_history') IS NOT NULL",
             &[],
         )
         .await?;
@@ -199,7 +199,7 @@ pub(crate) async fn applied(
     let rows = client
         .query(
             "SELECT version, description, script, checksum, kind, \
-                    to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"'), \
+                    pg_catalog.to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"'), \
                     applied_by, execution_ms, success \
                FROM blueshift.schema_version ORDER BY version",
             &[],
@@ -243,7 +243,7 @@ pub(crate) async fn history(
             "SELECT * FROM ( \
                SELECT id, version, description, script, action, outcome, detail, performed_by, \
                       client, \
-                      to_char(performed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"'), \
+                      pg_catalog.to_char(performed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"'), \
                       execution_ms \
                  FROM blueshift.schema_history ORDER BY id DESC LIMIT $1) h \
              ORDER BY id",

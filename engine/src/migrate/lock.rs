@@ -47,7 +47,7 @@ pub(crate) async fn acquire(client: &Client, wait: LockWait) -> Result<(), Migra
         }
     };
     let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .query_one("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
         .await
         .map_err(query("take the migration lock"))?
         .get(0);
@@ -76,7 +76,10 @@ pub(crate) async fn acquire(client: &Client, wait: LockWait) -> Result<(), Migra
             what: "set lock_timeout".to_owned(),
             source,
         })?;
-    match client.execute("SELECT pg_advisory_lock($1)", &[&key]).await {
+    match client
+        .execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
+        .await
+    {
         Ok(_) => {
             debug!(key, "migration lock taken");
             Ok(())
@@ -101,7 +104,7 @@ pub(crate) async fn acquire(client: &Client, wait: LockWait) -> Result<(), Migra
 /// Releases the migration lock of this session.
 pub(crate) async fn release(client: &Client) -> Result<(), SqlError> {
     client
-        .execute("SELECT pg_advisory_unlock($1)", &[&lock_key()])
+        .execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&lock_key()])
         .await?;
     debug!("migration lock released");
     Ok(())
@@ -111,7 +114,10 @@ pub(crate) async fn release(client: &Client) -> Result<(), SqlError> {
 pub(crate) async fn set_lock_timeout(client: &Client, timeout: Duration) -> Result<(), SqlError> {
     let ms = format!("{}ms", timeout.as_millis());
     client
-        .execute("SELECT set_config('lock_timeout', $1, false)", &[&ms])
+        .execute(
+            "SELECT pg_catalog.set_config('lock_timeout', $1, false)",
+            &[&ms],
+        )
         .await?;
     Ok(())
 }
@@ -142,11 +148,14 @@ async fn holder(client: &Client) -> Option<LockHolder> {
     let row = client
         .query_opt(
             "SELECT l.pid, nullif(a.application_name, '') \
-               FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-              WHERE l.locktype = 'advisory' AND l.granted \
-                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1 \
-                AND l.pid <> pg_backend_pid() \
+               FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a \
+                 ON a.pid OPERATOR(pg_catalog.=) l.pid \
+              WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted \
+                AND l.database OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
+                     WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
+                AND l.classid OPERATOR(pg_catalog.=) $1 AND l.objid OPERATOR(pg_catalog.=) $2 \
+                AND l.objsubid OPERATOR(pg_catalog.=) 1 \
+                AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
               LIMIT 1",
             &[&high, &low],
         )

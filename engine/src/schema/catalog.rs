@@ -105,7 +105,10 @@ pub async fn published_tables(
         });
     }
     let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
+            &[],
+        )
         .await
         .map_err(|e| SchemaError::query("read the server version", e))?
         .get(0);
@@ -144,7 +147,7 @@ pub async fn read_tables(
                              WHERE i.indrelid = c.oid AND i.indisprimary) \
                FROM pg_catalog.pg_class c \
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-               JOIN unnest($1::text[], $2::text[]) AS want(nspname, relname) \
+               JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS want(nspname, relname) \
                  ON want.nspname = n.nspname AND want.relname = c.relname \
               WHERE c.relkind IN ('r', 'p')",
             &[&schemas, &relnames],

@@ -116,7 +116,7 @@ async fn blue_table(
         .query(
             "SELECT m.oid, m.typmod, pg_catalog.format_type(m.oid, m.typmod), \
                     pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname) \
-               FROM unnest($1::oid[], $2::int4[]) AS m(oid, typmod) \
+               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), pg_catalog.unnest($2::pg_catalog.int4[])) AS m(oid, typmod) \
                JOIN pg_catalog.pg_type t ON t.oid = m.oid \
                JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace",
             &[&oids, &typmods],

@@ -44,9 +44,9 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Vec<OriginProgre
     let prefix = format!("{ORIGIN_PREFIX}{slot}_");
     let rows = client
         .query(
-            "SELECT roname::text, pg_replication_origin_progress(roname, true)::text
-               FROM pg_replication_origin
-              WHERE starts_with(roname, $1)",
+            "SELECT roname::pg_catalog.text, pg_catalog.pg_replication_origin_progress(roname, true)::pg_catalog.text
+               FROM pg_catalog.pg_replication_origin
+              WHERE pg_catalog.starts_with(roname, $1)",
             &[&prefix],
         )
         .await?;

@@ -39,7 +39,7 @@ pub struct SlotInfo {
 pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>, SqlError> {
     let version: i32 = client
         .query_one(
-            "SELECT pg_catalog.current_setting('server_version_num')::int",
+            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
             &[],
         )
         .await?
@@ -82,7 +82,10 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
 /// `pg_current_wal_lsn()`.
 pub(crate) async fn current_wal_lsn(client: &Client) -> Result<Lsn, SqlError> {
     let text: String = client
-        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+        .query_one(
+            "SELECT pg_catalog.pg_current_wal_lsn()::pg_catalog.text",
+            &[],
+        )
         .await?
         .try_get(0)?;
     Ok(parse_lsn(Some(text)).unwrap_or(Lsn::INVALID))

@@ -1,5 +1,6 @@
 //! Checks before any data moves, each failure naming the object and the fix:
-//! `wal_level = logical` on blue; the publication (created when asked); replication privileges;
+//! `wal_level = logical` on blue; every privilege both roles need ([`crate::privileges`]: all
+//! the missing ones at once, each with its GRANT); the publication (created when asked);
 //! a free replication slot when the slot must be created; the schema plan (with the configured
 //! mapping): every published table present on green and nothing blocked — a blue column green
 //! lacks that is not declared excluded, a green-only `NOT NULL` column without a default, a key
@@ -76,6 +77,9 @@ pub enum PreflightError {
         /// The database.
         database: String,
     },
+    /// Privileges are missing on blue or green (each named with the GRANT that fixes it).
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::MissingPrivileges),
     /// The slot is lost, invalidated, or not where blueshift left it.
     #[error(transparent)]
     Slot(#[from] crate::slot_guard::SlotError),
@@ -140,7 +144,7 @@ async fn run_checks(
         blue,
         "blue",
         "wal_level",
-        "SELECT current_setting('wal_level')",
+        "SELECT pg_catalog.current_setting('wal_level')",
         &[],
     )
     .await?;
@@ -152,27 +156,8 @@ async fn run_checks(
         ));
     }
 
-    // Replication privilege on blue.
-    let row = one(
-        blue,
-        "blue",
-        "role attributes",
-        "SELECT rolreplication OR rolsuper, current_user::text FROM pg_catalog.pg_roles WHERE rolname = current_user",
-        &[],
-    )
-    .await?;
-    if let Some(row) = row {
-        if !row.get::<_, bool>(0) {
-            let user: String = row.get(1);
-            return Err(failed(
-                format!(
-                    "role {} on blue may not use replication",
-                    quote_ident(&user)
-                ),
-                format!("ALTER ROLE {} REPLICATION on blue", quote_ident(&user)),
-            ));
-        }
-    }
+    // Every privilege both roles need, before anything is created.
+    crate::privileges::check_sync(config, blue, green).await?;
 
     // The publication.
     let exists = one(
@@ -231,8 +216,8 @@ async fn run_checks(
         "blue",
         "replication slots",
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1),
-                (SELECT count(*) FROM pg_catalog.pg_replication_slots),
-                current_setting('max_replication_slots')::int8",
+                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots),
+                pg_catalog.current_setting('max_replication_slots')::pg_catalog.int8",
         &[&config.slot],
     )
     .await?;
@@ -313,35 +298,6 @@ async fn run_checks(
         ));
     }
 
-    // Green: the appliers need to set session_replication_role and use replication origins.
-    let row = one(
-        green,
-        "green",
-        "role attributes",
-        "SELECT rolsuper, current_user::text FROM pg_catalog.pg_roles WHERE rolname = current_user",
-        &[],
-    )
-    .await?;
-    if let Some(row) = row {
-        if !row.get::<_, bool>(0) {
-            let user: String = row.get(1);
-            let origin_ok = one(
-                green,
-                "green",
-                "function privileges",
-                "SELECT has_function_privilege('pg_catalog.pg_replication_origin_xact_setup(pg_lsn, timestamptz)', 'execute')",
-                &[],
-            )
-            .await?
-            .is_some_and(|r| r.get::<_, bool>(0));
-            if !origin_ok {
-                return Err(failed(
-                    format!("role {} on green may not use replication origins", quote_ident(&user)),
-                    "connect to green as a superuser, or GRANT EXECUTE on the pg_replication_origin_* functions and SET on session_replication_role",
-                ));
-            }
-        }
-    }
     Ok(())
 }
 

@@ -118,12 +118,12 @@ pub struct KeyCatalogError {
 const UNIQUE_KEYS_SQL: &str = "
 SELECT i.indexrelid::int8,
        i.indnkeyatts::int4,
-       array_agg(a.attname::text ORDER BY k.ord) FILTER (WHERE k.ord <= i.indnkeyatts) AS columns,
+       pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.ord) FILTER (WHERE k.ord <= i.indnkeyatts) AS columns,
        bool_or(k.attnum = 0 AND k.ord <= i.indnkeyatts) AS has_expression
   FROM pg_catalog.pg_index i
   JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+  CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, ord)
   LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
  WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indisvalid
  GROUP BY i.indexrelid, i.indnkeyatts

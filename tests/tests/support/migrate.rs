@@ -9,7 +9,6 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use blueshift_decoder::config::ConnectConfig;
-use blueshift_engine::client;
 use blueshift_engine::migrate::{LockWait, MigrateConfig, Migrator};
 use blueshift_tests::{blueshift_binary, Cluster, ClusterOptions, PgBinaries};
 use tempfile::TempDir;
@@ -82,10 +81,11 @@ impl Fixture {
     }
 }
 
-/// A connection through the engine's client to `uri`; the connection task is spawned.
+/// A migration session through the engine (the user's search_path for scripts) to `uri`; the
+/// connection task is spawned.
 pub(crate) async fn connect_uri(uri: &str) -> tokio_postgres::Client {
     let config = ConnectConfig::from_conninfo(uri).expect("the harness URI parses");
-    let (client, _task) = client::connect(&config, "blueshift-tests")
+    let (client, _task) = blueshift_engine::migrate::connect(&config, "blueshift-tests")
         .await
         .expect("connects");
     client
