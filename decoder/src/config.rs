@@ -15,8 +15,8 @@
 //! the redacted target (`postgres@127.0.0.1:5432/db`) for logs, and no [`ConfigError`] carries a
 //! value that could be a password.
 
-mod conninfo;
-mod pgpass;
+pub(crate) mod conninfo;
+pub(crate) mod pgpass;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
