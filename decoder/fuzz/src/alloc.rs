@@ -12,6 +12,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Once;
 
 /// Bytes allocated and not yet freed, process-wide.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -140,6 +141,7 @@ impl Budget {
 /// bytes it held live. Panics if the peak passed the budget (an allocation that would pass it
 /// has already aborted the process).
 pub fn bounded<R>(input_len: usize, budget: Budget, f: impl FnOnce() -> R) -> (R, usize) {
+    disarm_on_panic();
     let limit = budget.for_input(input_len);
     BASE.store(LIVE.load(Relaxed), Relaxed);
     PEAK.store(0, Relaxed);
@@ -161,6 +163,20 @@ pub fn bounded<R>(input_len: usize, budget: Budget, f: impl FnOnce() -> R) -> (R
          {limit} bytes ({budget:?})"
     );
     (result, peak)
+}
+
+/// Makes a panic disarm the budget before the panic hook (libFuzzer's, which prints the message
+/// and, with `RUST_BACKTRACE`, a symbolized backtrace) runs: what a failing check prints must
+/// not be refused, or the report would turn into an allocation failure inside the hook.
+fn disarm_on_panic() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            ARMED.store(false, Relaxed);
+            previous(info)
+        }));
+    });
 }
 
 /// Bytes live now, process-wide (for tests of the allocator itself).
