@@ -14,6 +14,7 @@ pub mod applier;
 mod change;
 pub mod client;
 pub mod error;
+pub mod failpoint;
 pub mod fence;
 mod origin;
 pub mod outcome;

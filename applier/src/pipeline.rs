@@ -78,6 +78,8 @@ impl<'a> Pipeline<'a> {
         params: Vec<ColumnValue>,
         must_touch: bool,
     ) -> Result<(), ApplyError> {
+        // Test builds: a crash with part of the (group's) green transaction sent.
+        crate::failpoint::hit("between-statements");
         while self.in_flight.len() >= self.depth {
             self.next().await?;
         }

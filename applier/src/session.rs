@@ -4,8 +4,9 @@
 //! `session_replication_role = replica` (user triggers and foreign-key checks do not fire, as in
 //! native logical replication apply), and the settings that fix how text values are read back:
 //! `DateStyle = ISO`, `TimeZone = UTC`, `IntervalStyle = postgres`, `extra_float_digits = 3`,
-//! `bytea_output = hex`, `client_encoding = UTF8`. Values go through `set_config` as
-//! parameters.
+//! `bytea_output = hex`, `client_encoding = UTF8`; and `row_security = off`, so that a
+//! row-level security policy on green makes a statement fail instead of silently filtering the
+//! rows an UPDATE or DELETE reaches. Values go through `set_config` as parameters.
 
 use std::sync::Arc;
 
@@ -82,8 +83,9 @@ impl ApplierOptions {
 
 /// Pins the session settings.
 pub(crate) async fn pin(client: &Client, options: &ApplierOptions) -> Result<(), ApplyError> {
-    let settings: [(&'static str, &str); 8] = [
+    let settings: [(&'static str, &str); 9] = [
         ("session_replication_role", "replica"),
+        ("row_security", "off"),
         ("DateStyle", "ISO"),
         ("TimeZone", "UTC"),
         ("IntervalStyle", "postgres"),

@@ -66,6 +66,10 @@ fn main() -> ExitCode {
         _ => "info",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_level));
+    // Test builds only: failpoints armed by BLUESHIFT_FAILPOINTS (an error in any other build).
+    if let Err(e) = blueshift_engine::failpoint::configure_from_env() {
+        return report(&anyhow::anyhow!(e));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("blueshift")

@@ -120,7 +120,8 @@ pub(crate) struct SyncArgs {
     /// it creates the slot, and finishes an interrupted copy.
     #[arg(long, env = "BLUESHIFT_BACKFILL", conflicts_with = "no_backfill")]
     backfill: bool,
-    /// Never copy: green was loaded another way (pg_dump, a restore).
+    /// Never copy: green was loaded another way (pg_dump, a restore). A table added to the
+    /// publication later stops sync: run once without it to copy that table.
     #[arg(long, env = "BLUESHIFT_NO_BACKFILL")]
     no_backfill: bool,
     /// Parallel copy workers, each one connection to blue and one to green [default: 4].

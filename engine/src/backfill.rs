@@ -58,32 +58,43 @@
 //! holds. The slot must survive: an unfinished backfill (or green holding progress through the
 //! slot) with the slot gone is refused, never silently restarted.
 //!
+//! **Tables added later.** Green records which published tables it holds the rows of; one
+//! added to the publication afterwards (while sync runs or while it is down) is copied by
+//! reopening the run for it alone, under a snapshot of its own: its fence then skips what the
+//! copy holds, exactly as above (see `start`).
+//!
+//! **Nothing hidden.** Every copy session sets `row_security = off`, and a table a policy
+//! applies to for the connecting role is refused before anything is created (see `security`).
+//!
 //! Indexes other than keys, unique constraints and foreign keys are rebuilt only once the stream
 //! has passed every table's `hi` (a catch-up with one applier, before sync proper starts), so
 //! they never see a mixed state.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use blueshift_applier::client::{ClientError, SqlError};
 use blueshift_applier::fence::{Fence, Fences};
-use blueshift_decoder::connection::{
-    CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
-};
+use blueshift_decoder::connection::{CreateSlotOptions, ReplicationConnection, SnapshotAction};
 use blueshift_decoder::Lsn;
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 use crate::metrics::Metrics;
-use crate::schema::{self, quote_ident, QualifiedName, SchemaError, Verdict};
+use crate::schema::{self, quote_ident, QualifiedName, Verdict};
 use crate::sync::SyncConfig;
 
+mod catalog;
 pub mod copy;
+mod error;
 pub mod indexes;
 pub mod progress;
-mod sequences;
+mod security;
+mod start;
 mod state;
+
+pub use error::BackfillError;
+use start::Start;
 
 pub use progress::{Phase, Progress, TableCounters};
 
@@ -95,7 +106,8 @@ pub enum BackfillMode {
     Auto,
     /// Always (a new copy when no backfill is unfinished: green's tables must be empty).
     Always,
-    /// Never: green was loaded otherwise. An unfinished backfill is then an error.
+    /// Never: green was loaded otherwise (every published table is declared loaded at the
+    /// first start). An unfinished backfill, or a table published since, is then an error.
     Never,
 }
 
@@ -125,139 +137,6 @@ impl Default for BackfillOptions {
             keep_indexes: false,
             maintenance_work_mem: "256MB".to_owned(),
             only: false,
-        }
-    }
-}
-
-/// Why a backfill failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
-    /// A statement on green failed.
-    #[error("could not {what} on green")]
-    Green {
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: SqlError,
-    },
-    /// A statement on blue failed.
-    #[error("could not {what} on blue")]
-    Blue {
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: SqlError,
-    },
-    /// A connection could not be opened.
-    #[error(transparent)]
-    Connect(ClientError),
-    /// The replication connection failed.
-    #[error("the replication connection to blue failed")]
-    Replication(#[source] ReplicationError),
-    /// The schemas could not be compared.
-    #[error(transparent)]
-    Schema(#[from] SchemaError),
-    /// The schema comparison found something the copy cannot carry.
-    #[error("table {table} cannot be copied: {reason} — run `blueshift plan` for the details")]
-    Blocked {
-        /// The table.
-        table: QualifiedName,
-        /// Why.
-        reason: String,
-    },
-    /// A green table already holds rows.
-    #[error(
-        "green table {table} already has rows; a backfill copies into empty tables — TRUNCATE \
-         it on green, or pass --no-backfill if green was loaded another way"
-    )]
-    NotEmpty {
-        /// The table.
-        table: QualifiedName,
-    },
-    /// An unfinished backfill exists but backfill is turned off.
-    #[error(
-        "the backfill of slot {slot} on green is unfinished; run again without --no-backfill to \
-         finish it (or drop green's blueshift.backfill_* rows of the slot if green was reloaded)"
-    )]
-    Unfinished {
-        /// The slot.
-        slot: String,
-    },
-    /// The slot an unfinished backfill streams from is gone: what it copied under earlier
-    /// snapshots needs the changes since, which went with the slot.
-    #[error(
-        "replication slot {slot} is gone but the backfill that relies on it is unfinished; start \
-         over: TRUNCATE green's tables, `blueshift cleanup --yes`, then sync again"
-    )]
-    SlotLost {
-        /// The slot.
-        slot: String,
-    },
-    /// Two backfills of one slot ran at once.
-    #[error("another backfill of slot {slot} is running against the same green database")]
-    Concurrent {
-        /// The slot.
-        slot: String,
-    },
-    /// The state on green is not what blueshift wrote.
-    #[error("unexpected {what}")]
-    Corrupt {
-        /// What.
-        what: String,
-    },
-    /// The catch-up after a resumed copy failed.
-    #[error("the catch-up after the resumed copy failed")]
-    CatchUp(#[source] Box<crate::sync::SyncError>),
-    /// A task panicked or was cancelled.
-    #[error("a backfill task ended abnormally")]
-    Task(#[source] tokio::task::JoinError),
-    /// Shutdown was asked for during the copy; the next run resumes.
-    #[error("backfill interrupted; the next run resumes at the first unfinished chunk")]
-    Interrupted,
-}
-
-impl BackfillError {
-    pub(crate) fn green(what: &str, e: tokio_postgres::Error) -> BackfillError {
-        BackfillError::Green {
-            what: what.to_owned(),
-            source: SqlError::from(e),
-        }
-    }
-
-    pub(crate) fn blue(what: &str, e: tokio_postgres::Error) -> BackfillError {
-        BackfillError::Blue {
-            what: what.to_owned(),
-            source: SqlError::from(e),
-        }
-    }
-
-    pub(crate) fn sql(side: &str, what: &str, e: tokio_postgres::Error) -> BackfillError {
-        if side == "blue" {
-            BackfillError::blue(what, e)
-        } else {
-            BackfillError::green(what, e)
-        }
-    }
-
-    /// Whether running again soon may help (a lost connection, a restarting server).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            // The snapshot could not be imported (its exporter is gone: 22023) or is too old
-            // (72000): the next attempt takes a new one.
-            BackfillError::Blue { source, .. }
-                if matches!(source.sqlstate(), Some("22023" | "72000")) =>
-            {
-                true
-            }
-            BackfillError::Green { source, .. } | BackfillError::Blue { source, .. } => {
-                source.is_transient()
-            }
-            BackfillError::Connect(e) => e.is_transient(),
-            BackfillError::Replication(e) => crate::sync::replication_is_transient(e),
-            BackfillError::CatchUp(e) => e.is_transient(),
-            _ => false,
         }
     }
 }
@@ -319,35 +198,30 @@ async fn run_with(
     shutdown: Shutdown,
 ) -> Result<BackfillSummary, BackfillError> {
     let slot = config.slot.as_str();
+    let start = start::decide(config, options, green, blue).await?;
+    if start == Start::Nothing {
+        return Ok(BackfillSummary::default());
+    }
     let previous = state::run(&*green, slot).await?;
-    let slot_exists = slot_exists(blue, slot).await?;
-    let fresh = match (&previous, options.mode) {
-        (Some(run), BackfillMode::Never) if !run.finished => {
-            return Err(BackfillError::Unfinished {
-                slot: slot.to_owned(),
-            })
-        }
-        (Some(run), _) if !run.finished && !slot_exists => {
-            return Err(BackfillError::SlotLost {
-                slot: slot.to_owned(),
-            })
-        }
-        (Some(run), _) if !run.finished => false,
-        (_, BackfillMode::Never) => return Ok(BackfillSummary::default()),
-        (_, BackfillMode::Auto) if slot_exists => return Ok(BackfillSummary::default()),
-        // Done already for this slot: a sidecar restarted with --backfill still set must not
-        // stop on green's (now full) tables. `blueshift cleanup` forgets the record.
-        (Some(_), BackfillMode::Always) if slot_exists => {
-            tracing::info!(slot, "the backfill of this slot finished already; not copying again (`blueshift cleanup` forgets it)");
-            return Ok(BackfillSummary::default());
-        }
-        _ => true,
-    };
+    // The slot exists unless a fresh copy creates it.
+    let slot_exists = start != Start::Fresh || catalog::slot_exists(blue, slot).await?;
     state::ensure(green).await?;
     progress.set_phase(Phase::Planning);
     let plan = schema::plan(blue, &*green, Some(&config.publication), &config.renames).await?;
+    let published: BTreeSet<QualifiedName> = plan.tables.iter().map(|t| t.table.clone()).collect();
+    // The tables this run copies: all of them when fresh; those of the run (not the ones
+    // declared loaded) when resuming; the added ones when adding.
+    let declared = state::declared(&*green, slot).await?;
     let mut tables: BTreeMap<QualifiedName, Arc<copy::TableCopy>> = BTreeMap::new();
     for t in &plan.tables {
+        let copied = match &start {
+            Start::Add(added) => added.contains(&t.table),
+            Start::Resume => !declared.contains(&t.table),
+            Start::Fresh | Start::Nothing => true,
+        };
+        if !copied {
+            continue;
+        }
         if !t.on_green || t.verdict == Verdict::Blocked {
             let reason = t
                 .notes
@@ -375,34 +249,54 @@ async fn run_with(
                 blue_columns: mappings.iter().map(|m| quote_ident(&m.blue)).collect(),
                 green_columns: mappings.iter().map(|m| quote_ident(&m.green)).collect(),
                 binary,
-                row_filter: row_filter(blue, &config.publication, &t.table).await?,
+                row_filter: catalog::row_filter(blue, &config.publication, &t.table).await?,
                 upsert_key: None,
             }),
         );
     }
     let names: Vec<QualifiedName> = tables.keys().cloned().collect();
-    let keep_indexes = if fresh {
-        for name in &names {
-            let any = green
-                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {name})"), &[])
-                .await
-                .map_err(|e| BackfillError::green(&format!("check that {name} is empty"), e))?;
-            if any.get::<_, bool>(0) {
-                return Err(BackfillError::NotEmpty {
-                    table: name.clone(),
-                });
+    // Row-level security: refused before anything is created, for what is still to copy.
+    let to_copy = state::uncopied(&*green, slot, &names).await?;
+    security::check(blue, &*green, &to_copy).await?;
+    // So are sequences blueshift may not read: the copy would otherwise end on them.
+    crate::sequence::check_readable(blue, &config.publication).await?;
+    let keep_indexes = match &start {
+        Start::Fresh => {
+            for name in &names {
+                if !catalog::is_empty(&*green, name).await? {
+                    return Err(BackfillError::NotEmpty {
+                        table: name.clone(),
+                    });
+                }
             }
+            state::start(&*green, slot, options.keep_indexes).await?;
+            if !options.keep_indexes {
+                let ddl = indexes::read(green, &names).await?;
+                indexes::drop_all(green, slot, &ddl).await?;
+            }
+            tracing::info!(slot, tables = names.len(), "backfill started");
+            options.keep_indexes
         }
-        state::start(&*green, slot, options.keep_indexes).await?;
-        if !options.keep_indexes {
-            let ddl = indexes::read(green, &names).await?;
-            indexes::drop_all(green, slot, &ddl).await?;
+        Start::Add(added) => {
+            for name in &names {
+                if !catalog::is_empty(&*green, name).await? {
+                    return Err(BackfillError::AddedNotEmpty {
+                        table: name.clone(),
+                    });
+                }
+            }
+            // Their indexes stay (see `start`); from here on, the run is unfinished and every
+            // start resumes it before streaming.
+            let keep = previous.map_or(options.keep_indexes, |r| r.keep_indexes);
+            state::reopen(&*green, slot, keep).await?;
+            let list: Vec<String> = added.iter().map(ToString::to_string).collect();
+            tracing::info!(slot, tables = %list.join(", "), "copying the tables added to the publication");
+            keep
         }
-        tracing::info!(slot, tables = names.len(), "backfill started");
-        options.keep_indexes
-    } else {
-        tracing::info!(slot, "resuming the unfinished backfill");
-        previous.map_or(options.keep_indexes, |r| r.keep_indexes)
+        Start::Resume | Start::Nothing => {
+            tracing::info!(slot, "resuming the unfinished backfill");
+            previous.map_or(options.keep_indexes, |r| r.keep_indexes)
+        }
     };
 
     let mut summary = BackfillSummary {
@@ -430,8 +324,9 @@ async fn run_with(
         // Fences, and whether any table needs the stream to reconcile it before its other
         // indexes.
         let fences = fences(&*green, slot).await?;
-        let reconcile_until = fences
-            .values()
+        let reconcile_until = tables
+            .keys()
+            .filter_map(|t| fences.get(&t.schema, &t.name))
             .filter(|f| f.reconcile_before > f.skip_before)
             .map(|f| f.reconcile_before)
             .max();
@@ -444,6 +339,14 @@ async fn run_with(
         tracing::info!(until = %until, "applying the changes made while the copy was interrupted");
         match crate::sync::catch_up(config, metrics, until).await {
             Ok(()) => break,
+            // A table published after this run was planned: no longer published, it cannot be
+            // copied; else the next attempt plans it.
+            Err(crate::sync::SyncError::TableAdded { table }) if !published.contains(&table) => {
+                return Err(BackfillError::NotPublished {
+                    table,
+                    publication: config.publication.clone(),
+                });
+            }
             // A change that cannot be reconciled with the rows copied (an UPDATE that left a
             // TOASTed value unchanged for a row green lacks): copy that table again whole
             // under a new snapshot, which the stream then only skips up to.
@@ -463,7 +366,8 @@ async fn run_with(
         summary.indexes += restore_indexes(config, options, indexes::Phase::Rest, None).await?;
     }
     progress.set_phase(Phase::Sequences);
-    summary.sequences = sequences::copy(blue, &*green).await?;
+    let synced = crate::sequence::copy(blue, &*green, &config.publication, &config.renames).await?;
+    summary.sequences = synced.set;
     state::finish(&*green, slot).await?;
     summary.generations = state::generations(&*green, slot).await?.len();
     tracing::info!(
@@ -510,6 +414,18 @@ async fn copy_generation(
     } else {
         (slot.to_owned(), false)
     };
+    // Blue's identity for the slot guard, asked first: the exported snapshot lives only until
+    // the replication connection's next command.
+    let identity = if temporary {
+        None
+    } else {
+        Some(crate::slot_guard::BlueIdentity::from(
+            &repl
+                .identify_system()
+                .await
+                .map_err(BackfillError::Replication)?,
+        ))
+    };
     let created = repl
         .create_slot(
             &slot_name,
@@ -521,6 +437,12 @@ async fn copy_generation(
         )
         .await
         .map_err(BackfillError::Replication)?;
+    if let Some(identity) = &identity {
+        // The real slot: green records it at its consistent point before anything streams.
+        crate::slot_guard::record(green, slot, identity, created.consistent_point, true)
+            .await
+            .map_err(|e| BackfillError::SlotGuard(Box::new(e)))?;
+    }
     let snapshot = created
         .snapshot_name
         .clone()
@@ -559,6 +481,12 @@ async fn copy_generation(
     for (table, sources) in &current {
         let mine: Vec<&state::Chunk> = chunks.iter().filter(|c| &c.target == table).collect();
         let done = mine.iter().filter(|c| c.generation.is_some()).count();
+        if mine.is_empty() && !catalog::is_empty(&*green, table).await? {
+            // Never planned (published after this run began), yet green holds rows of it.
+            return Err(BackfillError::AddedNotEmpty {
+                table: table.clone(),
+            });
+        }
         if done == 0 {
             replan.push((table.clone(), false));
             continue;
@@ -583,7 +511,7 @@ async fn copy_generation(
         restore_indexes(config, options, indexes::Phase::Keys, Some(&mixed)).await?;
     }
     for table in mixed {
-        match green_key(&*green, &table).await? {
+        match catalog::green_key(&*green, &table).await? {
             Some(key) => {
                 if let Some(copy) = tables.get_mut(&table) {
                     Arc::make_mut(copy).upsert_key = Some(key);
@@ -629,7 +557,7 @@ async fn copy_generation(
         counters.chunks_total.store(total, Ordering::Relaxed);
         counters.chunks_done.store(done, Ordering::Relaxed);
         summary.chunks_resumed += done;
-        let expected = row_estimate(planner, table).await?;
+        let expected = catalog::row_estimate(planner, table).await?;
         counters.rows_expected.store(expected, Ordering::Relaxed);
     }
     let mut todo: Vec<copy::Job> = chunks
@@ -804,92 +732,6 @@ async fn reset_table(
         .map_err(|e| BackfillError::green("reset a table", e))
 }
 
-/// Whether `slot` exists on blue.
-async fn slot_exists(blue: &Client, slot: &str) -> Result<bool, BackfillError> {
-    let row = blue
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
-            &[&slot],
-        )
-        .await
-        .map_err(|e| BackfillError::blue("look up the replication slot", e))?;
-    Ok(row.get(0))
-}
-
-/// The publication's row filter of `table` (PostgreSQL 15+).
-async fn row_filter(
-    blue: &Client,
-    publication: &str,
-    table: &QualifiedName,
-) -> Result<Option<String>, BackfillError> {
-    let version: i32 = blue
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(|e| BackfillError::blue("read the server version", e))?
-        .get(0);
-    if version < 150_000 {
-        return Ok(None);
-    }
-    let row = blue
-        .query_opt(
-            "SELECT rowfilter FROM pg_catalog.pg_publication_tables \
-              WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-            &[&publication, &table.schema, &table.name],
-        )
-        .await
-        .map_err(|e| BackfillError::blue("read the publication's row filter", e))?;
-    Ok(row.and_then(|r| r.get(0)))
-}
-
-/// Blue's row estimate of `table` (its partitions summed), for the ETA.
-async fn row_estimate(blue: &Client, table: &QualifiedName) -> Result<u64, BackfillError> {
-    let row = blue
-        .query_one(
-            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 \
-               FROM pg_catalog.pg_class r \
-               JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
-               JOIN LATERAL (SELECT relid FROM pg_catalog.pg_partition_tree(r.oid)) l ON true \
-               JOIN pg_catalog.pg_class c ON c.oid = l.relid \
-              WHERE n.nspname = $1 AND r.relname = $2",
-            &[&table.schema, &table.name],
-        )
-        .await
-        .map_err(|e| BackfillError::blue("read the row estimate", e))?;
-    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-}
-
-/// Green's key of `table`, quoted: its primary key, else its replica identity index.
-async fn green_key(
-    green: &Client,
-    table: &QualifiedName,
-) -> Result<Option<Vec<String>>, BackfillError> {
-    let rows = green
-        .query(
-            "SELECT a.attname::text FROM pg_catalog.pg_index x \
-               JOIN pg_catalog.pg_class r ON r.oid = x.indrelid \
-               JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
-               CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) \
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum \
-              WHERE n.nspname = $1 AND r.relname = $2 AND k.pos <= x.indnkeyatts \
-                AND x.indexrelid = (SELECT y.indexrelid FROM pg_catalog.pg_index y \
-                                     WHERE y.indrelid = r.oid AND y.indisunique \
-                                       AND (y.indisprimary OR y.indisreplident) \
-                                     ORDER BY y.indisprimary DESC LIMIT 1) \
-              ORDER BY k.pos",
-            &[&table.schema, &table.name],
-        )
-        .await
-        .map_err(|e| BackfillError::green(&format!("read the key of {table}"), e))?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        rows.iter()
-            .map(|r| quote_ident(&r.get::<_, String>(0)))
-            .collect(),
-    ))
-}
-
 /// Whether green holds a backfill record of `slot`: if so, whether it finished and how many
 /// of the indexes and constraints it dropped are not restored yet.
 pub async fn recorded(
@@ -913,7 +755,38 @@ pub async fn recorded(
             &[&slot],
         )
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    if row.is_some() {
+        return Ok(row.map(|r| (r.get(0), r.get(1))));
+    }
+    // Tables declared loaded by --no-backfill, without a run: a finished record too.
+    let declared: bool = green
+        .query_one(
+            "SELECT pg_catalog.to_regclass('blueshift.backfill_declared') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !declared {
+        return Ok(None);
+    }
+    let any: bool = green
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM blueshift.backfill_declared WHERE slot = $1)",
+            &[&slot],
+        )
+        .await?
+        .get(0);
+    Ok(any.then_some((true, 0)))
+}
+
+/// The published tables green holds the rows of through `slot`: copied by a backfill (or being
+/// copied: a run copies every table it planned before streaming goes on), or declared loaded by
+/// `--no-backfill`. Sync applies changes only to these.
+pub async fn loaded(
+    green: &impl tokio_postgres::GenericClient,
+    slot: &str,
+) -> Result<BTreeSet<QualifiedName>, BackfillError> {
+    Ok(state::loaded(green, slot).await?.unwrap_or_default())
 }
 
 /// Deletes green's backfill record of `slot` (green's rows stay).

@@ -1,11 +1,13 @@
 //! `cleanup`: removes what a blue → green sync left on the two servers once it is no longer
 //! wanted: the replication slot on blue, the publication when blueshift created it, and the
-//! appliers' replication origins on green.
+//! appliers' replication origins and blueshift's records of the slot (the slot guard, the
+//! backfill) on green.
 //!
 //! ```text
 //!   plan (read only)                               execute (with `execute: true`)
 //!   blue:  pg_replication_slots (slot)  ─┐         pg_drop_replication_slot(slot)
-//!          pg_publication + its comment ─┼─ steps ─ DROP PUBLICATION (only blueshift's)
+//!   green: blueshift.slot_guard         ─┤         DELETE its record (crate::slot_guard)
+//!   blue:  pg_publication + its comment ─┼─ steps ─ DROP PUBLICATION (only blueshift's)
 //!   green: pg_replication_origin        ─┘         pg_replication_origin_drop(origin) …
 //! ```
 //!
@@ -113,6 +115,14 @@ pub enum Step {
         /// Its `confirmed_flush_lsn`: the stream position lost with it.
         confirmed_flush_lsn: Option<Lsn>,
     },
+    /// Forget green's record of the slot (`blueshift.slot_guard`): a slot created afresh under
+    /// the same name is then a new start, not a slot that moved.
+    ForgetSlotGuard {
+        /// The slot.
+        slot: String,
+        /// What the record says blueshift acknowledged.
+        acknowledged: Lsn,
+    },
     /// Drop the publication on blue (its comment marks it as blueshift's).
     DropPublication {
         /// The publication.
@@ -212,6 +222,16 @@ pub async fn cleanup(options: &CleanupOptions) -> Result<CleanupReport, CleanupE
         steps.push(Step::DropSlot {
             slot: slot.name,
             confirmed_flush_lsn: slot.confirmed_flush_lsn,
+        });
+    }
+    // The slot guard's record goes with the slot (or after it, when the slot is gone already).
+    if let Some(record) = crate::slot_guard::read(&green.client, slot_name)
+        .await
+        .map_err(|e| green.error("read blueshift.slot_guard", e))?
+    {
+        steps.push(Step::ForgetSlotGuard {
+            slot: slot_name.to_owned(),
+            acknowledged: record.acknowledged,
         });
     }
     let marked = marked_publications(&blue.client)
@@ -367,6 +387,12 @@ async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), Clean
             }
             info!(origin = %origin, "replication origin dropped on green");
         }
+        Step::ForgetSlotGuard { slot, .. } => {
+            crate::slot_guard::forget(&green.client, slot)
+                .await
+                .map_err(|e| green.error("delete the slot guard record", e))?;
+            info!(slot = %slot, "slot guard record deleted on green");
+        }
         Step::ForgetBackfill { slot, .. } => {
             crate::backfill::forget(&green.client, slot)
                 .await
@@ -431,6 +457,11 @@ impl fmt::Display for Step {
                 f,
                 "publication {} on blue (created by blueshift)",
                 quote_ident(publication)
+            ),
+            Step::ForgetSlotGuard { slot, acknowledged } => write!(
+                f,
+                "green's record of slot {} (blueshift.slot_guard; acknowledged up to {acknowledged})",
+                quote_ident(slot)
             ),
             Step::ForgetBackfill { slot, finished } => write!(
                 f,

@@ -8,8 +8,10 @@ pub mod cleanup;
 pub mod metrics;
 pub mod migrate;
 pub mod schema;
+pub mod sequence;
+pub mod slot_guard;
 pub mod status;
 pub mod sync;
 pub mod tail;
 
-pub use blueshift_applier::client;
+pub use blueshift_applier::{client, failpoint};

@@ -12,6 +12,10 @@
 //!   `pg_current_wal_lsn() - restart_lsn`.
 //! - [`origin`]: the appliers' origins on green; their maximum progress is green's durable
 //!   position, and the lag is blue's current position minus it.
+//! - the slot guard's record on green ([`crate::slot_guard`]): the slot must not be past what
+//!   blueshift acknowledged, nor invalidated; either is listed under *problems*, with the text
+//!   `blueshift sync` would stop with (a slot gone while green holds changes streamed through it
+//!   is an error, as sync's would be).
 //!
 //! Lag in *seconds* is not reported here: green's origins record blue's commit LSNs, not
 //! times, and blue keeps no map from LSN to time (`pg_last_committed_xact()` gives only the
@@ -32,6 +36,7 @@ pub use origin::{durable_position, origin_name, origin_worker, OriginProgress, O
 pub use slot::SlotInfo;
 
 use crate::client::{self, ClientError, SqlError};
+use crate::slot_guard::{self, Record, SlotError};
 
 pub use crate::sync::DEFAULT_SLOT;
 
@@ -103,6 +108,9 @@ pub enum StatusError {
         /// Blue, without the password.
         target: String,
     },
+    /// The slot is gone although green holds changes streamed through it.
+    #[error(transparent)]
+    Slot(SlotError),
     /// No origin of the slot exists on green.
     #[error("green ({target}) has no replication origin of slot {slot:?} (named {ORIGIN_PREFIX}{slot}_<n>) — no applier of this slot has started yet; start them with `blueshift sync --source … --target … --slot {slot}`")]
     NoOrigins {
@@ -131,6 +139,12 @@ pub struct Status {
     /// Blue's current position minus green's durable one; `None` before the first applied
     /// transaction.
     pub lag_bytes: Option<u64>,
+    /// Green's record of the slot (`blueshift.slot_guard`); `None` before sync first ran with
+    /// the slot guard.
+    pub guard: Option<Record>,
+    /// What stops (or will stop) sync, each with its fix: a slot past what blueshift
+    /// acknowledged, an invalidated slot, one about to be.
+    pub problems: Vec<String>,
 }
 
 /// Reads the slot on blue and its origins on green (both servers at once).
@@ -145,15 +159,49 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
         read_blue(&options.source, slot_name),
         read_green(&options.target, slot_name)
     );
-    let (slot, blue_current_lsn) = blue?;
-    let origins = green?;
+    let (slot, blue_current_lsn, blue_major) = blue?;
+    let (origins, guard) = green?;
+    let green_lsn = durable_position(&origins);
+    let Some(slot) = slot else {
+        if guard.is_some() || green_lsn.is_some() {
+            return Err(StatusError::Slot(SlotError::Lost {
+                slot: slot_name.to_owned(),
+            }));
+        }
+        return Err(StatusError::NoSlot {
+            slot: slot_name.to_owned(),
+            target: options.source.to_string(),
+        });
+    };
     if origins.is_empty() {
         return Err(StatusError::NoOrigins {
             slot: slot_name.to_owned(),
             target: options.target.to_string(),
         });
     }
-    let green_lsn = durable_position(&origins);
+    let mut problems = Vec::new();
+    match slot.wal_status.as_deref() {
+        Some("lost") => problems.push(
+            SlotError::Invalidated {
+                slot: slot.name.clone(),
+                reason: slot.invalidation.clone(),
+                idle_timeout_known: blue_major >= 18,
+            }
+            .to_string(),
+        ),
+        Some("unreserved") => problems.push(format!(
+            "replication slot {} is past max_slot_wal_keep_size (wal_status = unreserved): blue \
+             removes its WAL at the next checkpoint unless sync catches up first — raise \
+             max_slot_wal_keep_size on blue now",
+            quote_ident(&slot.name)
+        )),
+        _ => {}
+    }
+    if let Some(record) = &guard {
+        if let Err(e) = slot_guard::verify(slot_name, record, slot.confirmed_flush_lsn) {
+            problems.push(e.to_string());
+        }
+    }
     Ok(Status {
         retained_wal_bytes: slot
             .restart_lsn
@@ -163,10 +211,15 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
         blue_current_lsn,
         origins,
         green_lsn,
+        guard,
+        problems,
     })
 }
 
-async fn read_blue(config: &ConnectConfig, slot: &str) -> Result<(SlotInfo, Lsn), StatusError> {
+async fn read_blue(
+    config: &ConnectConfig,
+    slot: &str,
+) -> Result<(Option<SlotInfo>, Lsn, u32), StatusError> {
     let (client, _connection) = connect(Side::Blue, config).await?;
     let query_error = |what| {
         move |source| StatusError::Query {
@@ -178,30 +231,41 @@ async fn read_blue(config: &ConnectConfig, slot: &str) -> Result<(SlotInfo, Lsn)
     };
     let info = slot::read(&client, slot)
         .await
-        .map_err(query_error("pg_replication_slots"))?
-        .ok_or_else(|| StatusError::NoSlot {
-            slot: slot.to_owned(),
-            target: config.to_string(),
-        })?;
+        .map_err(query_error("pg_replication_slots"))?;
     let current = slot::current_wal_lsn(&client)
         .await
         .map_err(query_error("pg_current_wal_lsn()"))?;
-    Ok((info, current))
+    let version: i32 = client
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::int",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error("server_version_num")(SqlError::from(e)))?
+        .get(0);
+    Ok((info, current, u32::try_from(version / 10_000).unwrap_or(0)))
 }
 
 async fn read_green(
     config: &ConnectConfig,
     slot: &str,
-) -> Result<Vec<OriginProgress>, StatusError> {
+) -> Result<(Vec<OriginProgress>, Option<Record>), StatusError> {
     let (client, _connection) = connect(Side::Green, config).await?;
-    origin::read(&client, slot)
-        .await
-        .map_err(|source| StatusError::Query {
+    let query_error = |what| {
+        move |source| StatusError::Query {
             side: Side::Green,
             target: config.to_string(),
-            what: "the replication origins",
+            what,
             source,
-        })
+        }
+    };
+    let origins = origin::read(&client, slot)
+        .await
+        .map_err(query_error("the replication origins"))?;
+    let guard = slot_guard::read(&client, slot)
+        .await
+        .map_err(|e| query_error("blueshift.slot_guard")(SqlError::from(e)))?;
+    Ok((origins, guard))
 }
 
 async fn connect(
@@ -230,6 +294,7 @@ impl Status {
                 "restart_lsn": lsn(self.slot.restart_lsn),
                 "wal_status": self.slot.wal_status,
                 "safe_wal_size": self.slot.safe_wal_size,
+                "invalidation_reason": self.slot.invalidation,
             },
             "blue": {
                 "current_lsn": self.blue_current_lsn.to_string(),
@@ -244,6 +309,14 @@ impl Status {
                 "durable_lsn": lsn(self.green_lsn),
             },
             "lag_bytes": self.lag_bytes,
+            "slot_guard": self.guard.as_ref().map(|g| json!({
+                "acknowledged": g.acknowledged.to_string(),
+                "created_lsn": lsn(g.created_lsn),
+                "system_identifier": g.system_identifier,
+                "timeline": g.timeline,
+                "database": g.database,
+            })),
+            "problems": self.problems,
         })
     }
 }
@@ -253,6 +326,12 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.slot;
         let lsn = |l: Option<Lsn>| l.map_or_else(|| "-".to_owned(), |l| l.to_string());
+        for problem in &self.problems {
+            writeln!(f, "PROBLEM: {problem}")?;
+        }
+        if !self.problems.is_empty() {
+            writeln!(f)?;
+        }
         writeln!(f, "blue")?;
         row(f, "slot", &quote_ident(&s.name))?;
         let kind = match (&s.plugin, &s.database) {
@@ -294,6 +373,11 @@ impl fmt::Display for Status {
             .green_lsn
             .map_or_else(|| "- (nothing applied yet)".to_owned(), |l| l.to_string());
         row(f, "durable position", &durable)?;
+        let guard = self.guard.as_ref().map_or_else(
+            || "- (no record yet: the next `blueshift sync` records the slot)".to_owned(),
+            |g| g.acknowledged.to_string(),
+        );
+        row(f, "slot guard: acknowledged", &guard)?;
         writeln!(f, "lag")?;
         let lag = self
             .lag_bytes
@@ -353,6 +437,7 @@ mod tests {
                 confirmed_flush_lsn: Some(Lsn(0x200)),
                 wal_status: Some("reserved".into()),
                 safe_wal_size: None,
+                invalidation: None,
             },
             blue_current_lsn: Lsn(0x1_0000_0300),
             retained_wal_bytes: Some(0x1_0000_0200),
@@ -363,17 +448,23 @@ mod tests {
             }],
             green_lsn: Some(Lsn(0xABC)),
             lag_bytes: Some(0x1_0000_0300 - 0xABC),
+            guard: None,
+            problems: vec!["the slot moved".into()],
         };
         let text = status.to_string();
         assert!(text.contains("active (pid 42)"), "{text}");
         assert!(text.contains("origin blueshift_s_0"), "{text}");
         assert!(text.contains("0/ABC"), "{text}");
         assert!(text.contains("unlimited"), "{text}");
+        assert!(text.starts_with("PROBLEM: the slot moved\n"), "{text}");
+        assert!(text.contains("no record yet"), "{text}");
         let v = status.to_json();
         assert_eq!(v["blue"]["current_lsn"], "1/300");
         assert_eq!(v["green"]["durable_lsn"], "0/ABC");
         assert_eq!(v["green"]["origins"][0]["progress"], "0/ABC");
         assert_eq!(v["slot"]["active_pid"], 42);
         assert_eq!(v["lag_bytes"], 0x1_0000_0300u64 - 0xABC);
+        assert_eq!(v["problems"][0], "the slot moved");
+        assert_eq!(v["slot_guard"], Value::Null);
     }
 }

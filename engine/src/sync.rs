@@ -22,17 +22,24 @@
 //!   transaction green holds: streaming resumes there and anything at or before it is skipped.
 //! - The slot is told *flushed* only up to the end of the last transaction committed on green in
 //!   order **and flushed to green's disk** ([`durability`]: the appliers commit with
-//!   `synchronous_commit = off`, as native apply does, and green's flush position is tracked).
+//!   `synchronous_commit = off`, as native apply does, and green's flush position is tracked),
+//!   and only once green has recorded that position in the slot guard ([`acknowledge`]).
+//! - The slot is resumed only if it is the one blueshift left, where it left it ([`slot`],
+//!   [`crate::slot_guard`]); standby status goes out within a third of blue's
+//!   `wal_sender_timeout`, whatever the appliers are blocked on.
 //!
 //! Transient errors (a connection lost, blue or green restarting) end the attempt; [`run`]
 //! reconnects with backoff and resumes from green's durable position. Definite errors stop.
 
+mod acknowledge;
 mod durability;
+mod loaded;
 mod monitor;
 mod order;
 mod preflight;
 mod reader;
 mod scheduler;
+mod slot;
 mod worker;
 mod writeset;
 
@@ -45,11 +52,8 @@ use blueshift_applier::{
     Applier, ApplierOptions, ApplyError, ErrorClass, Renames, SynchronousCommit,
 };
 use blueshift_decoder::config::ConnectConfig;
-use blueshift_decoder::connection::{
-    CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
-};
+use blueshift_decoder::connection::ReplicationError;
 use blueshift_decoder::pgoutput::{DecodeError, PgOutputDecoder, ProtocolVersion};
-use blueshift_decoder::stream::{OriginFilter, StartOptions, StatusOptions, Streaming};
 use blueshift_decoder::Lsn;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
@@ -58,6 +62,7 @@ use crate::assembler::{AssembleError, AssemblerOptions, TxAssembler};
 use crate::backfill::{self, BackfillError, BackfillOptions, Progress};
 use crate::client;
 use crate::metrics::Metrics;
+use crate::slot_guard::SlotError;
 use order::CommitOrder;
 use scheduler::Scheduler;
 use writeset::KeyCatalog;
@@ -189,16 +194,19 @@ pub enum SyncError {
     /// The backfill failed.
     #[error("the backfill failed")]
     Backfill(#[source] BackfillError),
-    /// The slot is gone although green holds changes streamed through it.
+    /// Blue's stream carries a change to a table green does not hold the rows of: one added to
+    /// the publication while sync ran. Sync copies it (see `backfill::start`) and goes on.
     #[error(
-        "replication slot {slot} does not exist on blue, but green holds changes streamed through \
-         it: the changes since are lost with it. Start over (TRUNCATE green's tables, `blueshift \
-         cleanup --yes`, sync again), or sync into a fresh green"
+        "table {table} was added to the publication while sync ran: its existing rows must be \
+         copied before its changes are applied"
     )]
-    SlotLost {
-        /// The slot.
-        slot: String,
+    TableAdded {
+        /// The table.
+        table: crate::schema::QualifiedName,
     },
+    /// The slot is not the one blueshift left, or not usable (see [`crate::slot_guard`]).
+    #[error(transparent)]
+    Slot(#[from] SlotError),
 }
 
 impl SyncError {
@@ -218,6 +226,7 @@ impl SyncError {
             }
             SyncError::Sql { source, .. } => source.is_transient(),
             SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
+            SyncError::Slot(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -269,41 +278,15 @@ pub async fn run_with_progress(
     let shutdown = shutdown_signal(shutdown);
     preflight::check(&config).await?;
     let mut summary = SyncSummary::default();
-    let mut wait = config.backoff.0;
-    // The backfill, resumed after transient failures (each retry takes a new snapshot and copies
-    // only what is unfinished).
-    loop {
-        match backfill::run(
-            &config,
-            &config.backfill,
-            &metrics,
-            progress,
-            shutdown.clone().wait(),
-        )
-        .await
-        {
-            Ok(done) => {
-                summary.backfill = done;
-                break;
-            }
-            Err(BackfillError::Interrupted) => return Ok(summary),
-            Err(e) if e.is_transient() && !shutdown.fired() => {
-                let what = "backfill interrupted; resuming";
-                if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
-                    return Ok(summary);
-                }
-                summary.reconnects += 1;
-            }
-            Err(e) => {
-                metrics.error(ErrorClass::Definite);
-                return Err(SyncError::Backfill(e));
-            }
-        }
+    if !backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await? {
+        return Ok(summary);
     }
     if config.backfill.only || shutdown.fired() {
         return Ok(summary);
     }
-    wait = config.backoff.0;
+    // The table the last attempt stopped at, added to the publication (see `loaded`).
+    let mut added: Option<crate::schema::QualifiedName> = None;
+    let mut wait = config.backoff.0;
     loop {
         let started = std::time::Instant::now();
         let result = attempt(&config, &metrics, shutdown.clone(), None).await;
@@ -316,6 +299,26 @@ pub async fn run_with_progress(
                 summary.transactions = transactions;
                 return Ok(summary);
             }
+            Err(SyncError::TableAdded { table }) if !shutdown.fired() => {
+                // The same table again right after the backfill: it is not published any more,
+                // so the backfill could not copy it.
+                if added.as_ref() == Some(&table) {
+                    metrics.error(ErrorClass::Definite);
+                    return Err(SyncError::Backfill(BackfillError::NotPublished {
+                        table,
+                        publication: config.publication.clone(),
+                    }));
+                }
+                tracing::info!(table = %table, "table was added to the publication: copying its rows before applying its changes");
+                added = Some(table);
+                if !backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary)
+                    .await?
+                {
+                    return Ok(summary);
+                }
+                wait = config.backoff.0;
+            }
+            Err(SyncError::TableAdded { .. }) => return Ok(summary),
             Err(e) if e.is_transient() && !shutdown.fired() => {
                 let what = "sync interrupted; reconnecting";
                 if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
@@ -326,6 +329,48 @@ pub async fn run_with_progress(
             Err(e) => {
                 metrics.error(ErrorClass::Definite);
                 return Err(e);
+            }
+        }
+    }
+}
+
+/// The backfill (see [`backfill::run`]), resumed after transient failures: each retry takes a
+/// new snapshot and copies only what is unfinished. False when shutdown interrupted it.
+async fn backfill_until_done(
+    config: &SyncConfig,
+    metrics: &Metrics,
+    progress: &Arc<Progress>,
+    shutdown: &Shutdown,
+    summary: &mut SyncSummary,
+) -> Result<bool, SyncError> {
+    let mut wait = config.backoff.0;
+    loop {
+        match backfill::run(
+            config,
+            &config.backfill,
+            metrics,
+            progress,
+            shutdown.clone().wait(),
+        )
+        .await
+        {
+            Ok(done) => {
+                if done.ran || !summary.backfill.ran {
+                    summary.backfill = done;
+                }
+                return Ok(true);
+            }
+            Err(BackfillError::Interrupted) => return Ok(false),
+            Err(e) if e.is_transient() && !shutdown.fired() => {
+                let what = "backfill interrupted; resuming";
+                if !back_off(&e, what, &mut wait, config, metrics, shutdown).await {
+                    return Ok(false);
+                }
+                summary.reconnects += 1;
+            }
+            Err(e) => {
+                metrics.error(ErrorClass::Definite);
+                return Err(SyncError::Backfill(e));
             }
         }
     }
@@ -386,8 +431,8 @@ async fn attempt(
     shutdown: Shutdown,
     stop_at: Option<Lsn>,
 ) -> Result<u64, SyncError> {
-    // What a backfill copied, each applier must not apply again.
-    let fences = {
+    // What a backfill copied, each applier must not apply again; the tables green holds.
+    let (fences, loaded) = {
         let (green, conn) = client::connect(&config.target, "blueshift sync")
             .await
             .map_err(|source| SyncError::Sql {
@@ -397,8 +442,11 @@ async fn attempt(
         let fences = backfill::fences(&green, &config.slot)
             .await
             .map_err(SyncError::Backfill)?;
+        let tables = backfill::loaded(&green, &config.slot)
+            .await
+            .map_err(SyncError::Backfill)?;
         conn.abort();
-        Arc::new(fences)
+        (Arc::new(fences), loaded::Loaded::new(tables))
     };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
     // is the last transaction green holds.
@@ -428,43 +476,37 @@ async fn attempt(
             source,
         })?;
 
-    // Blue: the slot, created when absent.
-    let mut blue = ReplicationConnection::connect(&config.source)
+    // Blue: the slot, checked against green's record of it (created when absent and nothing on
+    // green depends on it), and the stream.
+    let (mut guard_green, guard_conn) = client::connect(&config.target, "blueshift slot guard")
         .await
-        .map_err(SyncError::Source)?;
-    // A slot that is gone while green holds progress through it (or a backfill's fences) must
-    // not be created again silently: the changes between would be missing.
-    ensure_slot(
-        &mut blue,
-        &config.slot,
-        resume_after != Lsn::INVALID || !fences.is_empty(),
-    )
-    .await?;
-    let major = blue.server_major();
-    let start = StartOptions {
-        publication_names: vec![config.publication.clone()],
-        proto_version: None,
-        binary: config.binary,
-        messages: false,
-        streaming: Streaming::On,
-        origin: (major >= 16).then_some(OriginFilter::None),
-        two_phase: false,
-    };
-    let mut stream = blue
-        .start_replication(
-            &config.slot,
-            resume_after,
-            start,
-            StatusOptions {
-                interval: config.status_interval,
-            },
-        )
-        .await
-        .map_err(SyncError::Source)?;
+        .map_err(|source| SyncError::Sql {
+            what: format!("could not connect to green ({})", config.target),
+            source,
+        })?;
+    let in_use = resume_after != Lsn::INVALID || !fences.is_empty();
+    let slot::Opened {
+        mut stream,
+        record,
+        blue_sql,
+        blue_sql_conn,
+        status_interval,
+    } = slot::open(config, &mut guard_green, resume_after, in_use).await?;
     tracing::info!(slot = %config.slot, resume_after = %resume_after, workers = config.workers, "sync started");
     let version = ProtocolVersion::try_from(stream.proto_version())
         .expect("start_replication negotiates a protocol version from 1 to 4");
     let feedback = stream.feedback();
+    let acks = acknowledge::Acks::new(feedback.clone());
+    let (stop_acks, acks_stopped) = tokio::sync::oneshot::channel();
+    let mut acknowledger = tokio::spawn(
+        acknowledge::Acknowledger {
+            acks: Arc::clone(&acks),
+            green: guard_green,
+            slot: config.slot.clone(),
+            recorded: record.acknowledged,
+        }
+        .run(status_interval, acks_stopped),
+    );
 
     let order = CommitOrder::new(0);
     let durability = Arc::new(durability::Durability::default());
@@ -478,23 +520,17 @@ async fn attempt(
     let mut tracker = tokio::spawn(durability::track(
         Arc::clone(&durability),
         Arc::clone(&green_flush),
-        feedback.clone(),
+        Arc::clone(&acks),
     ));
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));
     let mut tasks = JoinSet::new();
-    let monitor = match client::connect(&config.source, "blueshift monitor").await {
-        Ok((blue_sql, _conn)) => Some(tokio::spawn(monitor::watch_blue(
-            blue_sql,
-            config.slot.clone(),
-            feedback.clone(),
-            metrics.clone(),
-        ))),
-        Err(e) => {
-            tracing::warn!(error = %e, "no SQL connection to blue: the lag and retained WAL metrics stay unset");
-            None
-        }
-    };
+    let monitor = tokio::spawn(monitor::watch_blue(
+        blue_sql,
+        config.slot.clone(),
+        Arc::clone(&acks),
+        metrics.clone(),
+    ));
     for (n, applier) in appliers.into_iter().enumerate() {
         let task = worker::run(
             n,
@@ -526,13 +562,14 @@ async fn attempt(
         assembler,
         scheduler: Scheduler::starting_at(1),
         keys: KeyCatalog::new(Arc::clone(&config.renames)),
+        loaded,
         green,
         resume_after,
         stop_at,
         order: order.clone(),
         durability: Arc::clone(&durability),
         jobs: job_tx,
-        feedback: feedback.clone(),
+        acks: Arc::clone(&acks),
         metrics: metrics.clone(),
         spilled: (0, 0),
         queued_memory: Arc::new(tokio::sync::Semaphore::new(queued_memory)),
@@ -554,6 +591,11 @@ async fn attempt(
                     },
                     Err(e) => SyncError::Task(e),
                 }),
+                done = &mut acknowledger => break Err(match done {
+                    Ok(Ok(())) => SyncError::AppliersGone,
+                    Ok(Err(e)) => SyncError::Slot(e),
+                    Err(e) => SyncError::Task(e),
+                }),
                 Some(done) = tasks.join_next() => {
                     match done {
                         Ok(Ok(())) => {}
@@ -566,7 +608,10 @@ async fn attempt(
     };
     // The reader (and with it the job sender) is gone: appliers drain the queue and stop. On
     // error they are aborted; their open transactions roll back with their connections.
-    let drained = if outcome.is_ok() {
+    // A table added to the publication ends reading like a shutdown: what was scheduled
+    // before it is applied.
+    let graceful = matches!(outcome, Ok(_) | Err(SyncError::TableAdded { .. }));
+    let drained = if graceful {
         let mut result = Ok(());
         while let Some(done) = tasks.join_next().await {
             match done {
@@ -583,23 +628,29 @@ async fn attempt(
     // What the appliers committed becomes durable within green's wal_writer_delay: confirm it
     // before the final status update, so a restart has little to resend.
     tracker.abort();
-    if outcome.is_ok() && drained.is_ok() {
-        durability::drain(
-            &durability,
-            &green_flush,
-            &feedback,
-            Duration::from_secs(10),
-        )
-        .await;
+    if graceful && drained.is_ok() {
+        durability::drain(&durability, &green_flush, &acks, Duration::from_secs(10)).await;
+    }
+    // The acknowledger records what is durable once more and hands it to the stream.
+    let _ = stop_acks.send(());
+    if !acknowledger.is_finished() {
+        match tokio::time::timeout(Duration::from_secs(10), &mut acknowledger).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %error_chain(&e), "could not record the last durable position")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "the acknowledger ended abnormally"),
+            Err(_) => acknowledger.abort(),
+        }
     }
     // A final status update carries the last flushed position.
     if let Err(e) = stream.close().await {
         tracing::debug!(error = %e, "the replication stream did not end cleanly");
     }
     green_conn.abort();
-    if let Some(monitor) = monitor {
-        monitor.abort();
-    }
+    guard_conn.abort();
+    monitor.abort();
+    blue_sql_conn.abort();
     let scheduled = outcome?;
     drained?;
     tracing::info!(
@@ -609,43 +660,6 @@ async fn attempt(
         "sync stopped"
     );
     Ok(scheduled)
-}
-
-/// Creates the slot when it does not exist, unless green already holds changes streamed through
-/// it (`in_use`).
-async fn ensure_slot(
-    blue: &mut ReplicationConnection,
-    slot: &str,
-    in_use: bool,
-) -> Result<(), SyncError> {
-    blueshift_decoder::connection::validate_slot_name(slot).map_err(SyncError::Source)?;
-    // The name is validated ([a-z0-9_]), so it is safe inside a literal.
-    let rows = blue
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}'"
-        ))
-        .await
-        .map_err(SyncError::Source)?;
-    if rows.is_empty() && in_use {
-        return Err(SyncError::SlotLost {
-            slot: slot.to_owned(),
-        });
-    }
-    if rows.is_empty() {
-        let created = blue
-            .create_slot(
-                slot,
-                CreateSlotOptions {
-                    temporary: false,
-                    snapshot: SnapshotAction::NoExport,
-                    two_phase: false,
-                },
-            )
-            .await
-            .map_err(SyncError::Source)?;
-        tracing::info!(slot, consistent_point = %created.consistent_point, "created the replication slot");
-    }
-    Ok(())
 }
 
 /// The replication origin of applier `n` of `slot`: `blueshift_<slot>_<n>`.

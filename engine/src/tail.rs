@@ -207,6 +207,8 @@ pub async fn tail<S: TailSink + ?Sized>(
         xlogpos = %system.xlogpos,
         "connected to the source"
     );
+    // Status goes out within a third of the server's timeout, however slow the sink.
+    let wal_sender_timeout = connection.wal_sender_timeout().await?;
     let (slot, start_at) = prepare_slot(&mut connection, &options).await?;
     let start_lsn = options.from.unwrap_or(start_at);
 
@@ -225,7 +227,8 @@ pub async fn tail<S: TailSink + ?Sized>(
     };
     let status = StatusOptions {
         interval: options.status_interval,
-    };
+    }
+    .within(wal_sender_timeout);
     let mut stream = connection
         .start_replication(&slot, start_lsn, start, status)
         .await?;

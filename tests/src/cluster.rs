@@ -33,7 +33,7 @@ use crate::command::{chown_to_server_user, client_command, run, server_command};
 use crate::eventually::eventually;
 use crate::template::template_for;
 
-const HOST: &str = "127.0.0.1";
+pub(crate) const HOST: &str = "127.0.0.1";
 const SUPERUSER: &str = "postgres";
 /// How long `pg_ctl -w` waits for a start or stop, in seconds.
 const PG_CTL_TIMEOUT_SECS: &str = "120";
@@ -591,7 +591,7 @@ fn write_hba(data_dir: &Path, test_lines: &[String]) -> anyhow::Result<()> {
 }
 
 /// A loopback port nobody listens on right now (bound, read, closed).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((HOST, 0)).context("could not bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -606,7 +606,7 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -618,14 +618,14 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-fn kill9(pid: i32) -> anyhow::Result<()> {
+pub(crate) fn kill9(pid: i32) -> anyhow::Result<()> {
     let pid = rustix::process::Pid::from_raw(pid).context("pid 0 is not a process")?;
     rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
     Ok(())
 }
 
 /// Waits (bounded) until every pid in `waiting` has exited.
-fn wait_for_exit(waiting: &mut Vec<i32>, within: Duration) -> anyhow::Result<()> {
+pub(crate) fn wait_for_exit(waiting: &mut Vec<i32>, within: Duration) -> anyhow::Result<()> {
     eventually(within, || {
         waiting.retain(|p| process_alive(*p));
         if waiting.is_empty() {
@@ -636,7 +636,7 @@ fn wait_for_exit(waiting: &mut Vec<i32>, within: Duration) -> anyhow::Result<()>
     })
 }
 
-fn process_alive(pid: i32) -> bool {
+pub(crate) fn process_alive(pid: i32) -> bool {
     // A zombie has exited (its parent has not reaped it yet).
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat

@@ -29,10 +29,14 @@ mod binaries;
 mod cluster;
 mod command;
 mod eventually;
+mod pgbouncer;
 mod program;
 mod template;
 
 pub use binaries::{cache_dir, fetch_script, install_command, PgBinaries, DEFAULT_CACHE_DIR};
 pub use cluster::{quote_ident, Cluster, ClusterOptions};
 pub use eventually::{eventually, eventually_async};
+pub use pgbouncer::{
+    pgbouncer_binary, DatabaseEntry, PgBouncer, PgBouncerOptions, PGBOUNCER_INSTALL_COMMAND,
+};
 pub use program::blueshift_binary;

@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 /// The path of the `blueshift` binary of this workspace, built (debug profile) on first use.
 ///
 /// Integration tests of this crate cannot name another package's binary through
-/// `CARGO_BIN_EXE_*`, so the binary is built with the same `cargo` that runs the tests.
+/// `CARGO_BIN_EXE_*`, so the binary is built with the same `cargo` that runs the tests, with the
+/// `failpoints` feature: the tests arm them through `BLUESHIFT_FAILPOINTS` (a release build has
+/// none).
 pub fn blueshift_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -17,11 +19,21 @@ pub fn blueshift_binary() -> &'static Path {
             .to_owned();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "--package", "blueshift"])
+            .args([
+                "build",
+                "--quiet",
+                "--package",
+                "blueshift",
+                "--features",
+                "failpoints",
+            ])
             .current_dir(&workspace)
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "cargo build --package blueshift failed");
+        assert!(
+            status.success(),
+            "cargo build --package blueshift --features failpoints failed"
+        );
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace.join("target"));

@@ -8,6 +8,16 @@
 //! keepalive asking for a reply. It runs on its own, so a caller that is slow to poll the
 //! stream (back-pressure from green) does not make the server's `wal_sender_timeout` fire.
 //!
+//! Why it stays independent of a blocked reader: the two halves come from `tokio::io::split`,
+//! whose lock is taken only inside one `poll_read`/`poll_write` call, never across an `.await`,
+//! so a reader that is not being polled at all (its caller waits on a full queue) holds nothing;
+//! the task is a `tokio::spawn`ed task of its own, woken by its interval; and the walsender reads
+//! replies even while its own output is blocked on a full socket (`WalSndWriteData` calls
+//! `ProcessRepliesIfAny`), which is what resets its timeout. The one thing a blocked reader does
+//! stop is the "reply now" path, since the keepalive asking for it is never read: so the
+//! interval itself must be well inside `wal_sender_timeout` —
+//! [`StatusOptions::within`](super::StatusOptions::within) fits it to the server's setting.
+//!
 //! Positions only move forward (`fetch_max`). `written` is advanced by the stream to the
 //! highest `wal_end` handed to the caller; `flushed` and `applied` are set only by the caller.
 //! They start at `0/0`, which PostgreSQL reads as "nothing confirmed": the walsender calls
@@ -37,6 +47,8 @@ struct Positions {
     written: AtomicU64,
     flushed: AtomicU64,
     applied: AtomicU64,
+    /// The flushed position of the last update written to the socket.
+    sent_flushed: AtomicU64,
     /// Wakes the status task to send an update now.
     send_now: Notify,
 }
@@ -69,6 +81,12 @@ impl FeedbackHandle {
     /// The applied position reported to the server.
     pub fn applied(&self) -> Lsn {
         Lsn(self.positions.applied.load(Ordering::Acquire))
+    }
+
+    /// The flushed position carried by the last status update actually written to the server
+    /// (behind [`flushed`](Self::flushed) until the next update goes out).
+    pub fn sent_flushed(&self) -> Lsn {
+        Lsn(self.positions.sent_flushed.load(Ordering::Acquire))
     }
 
     /// The written position reported to the server: the highest `wal_end` received.
@@ -187,6 +205,10 @@ async fn send(
         .await
         .map_err(ReplicationError::io(during))?;
     writer.flush().await.map_err(ReplicationError::io(during))?;
+    feedback
+        .positions
+        .sent_flushed
+        .fetch_max(update.flushed.0, Ordering::AcqRel);
     tracing::debug!(
         written = %update.written,
         flushed = %update.flushed,

@@ -77,7 +77,24 @@ impl Default for StatusOptions {
     }
 }
 
+/// The shortest interval [`StatusOptions::within`] picks, however short the server's timeout.
+const MIN_STATUS_INTERVAL: Duration = Duration::from_millis(100);
+
 impl StatusOptions {
+    /// These options with the interval shortened, when needed, to a third of the server's
+    /// `wal_sender_timeout` (`None` or zero: the server never times out): the server ends a
+    /// connection it has heard nothing from for that long, whatever the caller is busy with, so
+    /// status must go out well inside it even when no keepalive asking for a reply gets read
+    /// (a caller blocked by back-pressure reads nothing).
+    pub fn within(self, wal_sender_timeout: Option<Duration>) -> StatusOptions {
+        match wal_sender_timeout {
+            Some(timeout) if !timeout.is_zero() => StatusOptions {
+                interval: self.interval.min((timeout / 3).max(MIN_STATUS_INTERVAL)),
+            },
+            _ => self,
+        }
+    }
+
     pub(crate) fn check(&self) -> Result<(), ReplicationError> {
         if self.interval.is_zero() {
             return Err(ReplicationError::InvalidOption {
@@ -86,6 +103,48 @@ impl StatusOptions {
         }
         Ok(())
     }
+}
+
+impl crate::connection::ReplicationConnection {
+    /// The server's `wal_sender_timeout` (`SHOW` works on a replication connection); `None`
+    /// when it is 0 (no timeout).
+    pub async fn wal_sender_timeout(&mut self) -> Result<Option<Duration>, ReplicationError> {
+        const COMMAND: &str = "SHOW wal_sender_timeout";
+        let rows = self.simple_query(COMMAND).await?;
+        let text = rows
+            .first()
+            .and_then(|r| r.get(0))
+            .unwrap_or_default()
+            .to_owned();
+        let timeout = parse_setting_duration(&text).ok_or_else(|| {
+            ReplicationError::from(crate::connection::ProtocolError::UnexpectedResult {
+                command: COMMAND,
+                problem: format!("unreadable value {text:?}"),
+            })
+        })?;
+        Ok((!timeout.is_zero()).then_some(timeout))
+    }
+}
+
+/// A time setting as `SHOW` prints it (`60s`, `500ms`, `1min`, `0`; a bare number is
+/// milliseconds, the unit of `wal_sender_timeout`).
+fn parse_setting_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit_ms: u64 = match unit.trim() {
+        "" | "ms" => 1,
+        "us" => return Some(Duration::from_micros(n)),
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(unit_ms)?))
 }
 
 /// The best `pgoutput` protocol version a server of major version `major` supports.
@@ -288,6 +347,51 @@ impl std::fmt::Display for Streaming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_fits_inside_the_wal_sender_timeout() {
+        let s = |secs| StatusOptions {
+            interval: Duration::from_secs(secs),
+        };
+        assert_eq!(parse_setting_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_setting_duration("1min"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_setting_duration("500ms"),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_setting_duration("250"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_setting_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_setting_duration("5 fortnights"), None);
+        assert_eq!(parse_setting_duration(""), None);
+        // A third of the timeout, never longer than asked, never below the floor.
+        assert_eq!(
+            s(10).within(Some(Duration::from_secs(5))).interval,
+            Duration::from_secs(5) / 3
+        );
+        assert_eq!(
+            s(10).within(Some(Duration::from_secs(60))).interval,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            s(1).within(Some(Duration::from_secs(60))).interval,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            s(10).within(Some(Duration::from_millis(30))).interval,
+            MIN_STATUS_INTERVAL
+        );
+        assert_eq!(s(10).within(None).interval, Duration::from_secs(10));
+        assert_eq!(
+            s(10).within(Some(Duration::ZERO)).interval,
+            Duration::from_secs(10)
+        );
+    }
 
     fn cmd(options: &StartOptions, major: u32) -> Result<String, ReplicationError> {
         options

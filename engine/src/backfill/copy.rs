@@ -26,8 +26,11 @@ use crate::client;
 use crate::schema::{quote_ident, QualifiedName};
 
 /// Session settings pinned on both sides, so text COPY output of blue reads back the same on
-/// green (dates, intervals, floats, bytea), and long copies are not cut by timeouts.
+/// green (dates, intervals, floats, bytea), long copies are not cut by timeouts, and a
+/// row-level security policy makes a statement fail rather than filter rows (`row_security =
+/// off`, see [`super::security`]).
 const PINNED: &[(&str, &str)] = &[
+    ("row_security", "off"),
     ("DateStyle", "ISO"),
     ("IntervalStyle", "postgres"),
     ("TimeZone", "UTC"),
@@ -298,6 +301,7 @@ impl WorkerJob {
             let result = worker(
                 self.n,
                 blue,
+                self.source.user().to_owned(),
                 self.target,
                 self.slot,
                 self.generation,
@@ -316,9 +320,11 @@ impl WorkerJob {
 }
 
 /// A worker: copies jobs from the queue until it is empty.
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     n: usize,
     blue: Client,
+    blue_role: String,
     target: ConnectConfig,
     slot: String,
     generation: i32,
@@ -334,7 +340,12 @@ async fn worker(
         let Some(job) = queue.lock().await.pop_front() else {
             break;
         };
-        let rows = copy_chunk(n, &blue, &mut green, &slot, generation, &job, &progress).await?;
+        let rows = copy_chunk(n, &blue, &mut green, &slot, generation, &job, &progress)
+            .await
+            .map_err(|e| {
+                let (source, target_table) = (&job.chunk.source, &job.chunk.target);
+                super::security::refine(e, source, target_table, &blue_role, target.user())
+            })?;
         progress.chunk_done(&job.chunk.target, rows);
         tracing::debug!(table = %job.chunk.target, source = %job.chunk.source, chunk = job.chunk.chunk, rows, "chunk copied");
     }

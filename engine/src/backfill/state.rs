@@ -1,9 +1,15 @@
 //! The backfill's record on green, in the `blueshift` schema: one run per slot, the snapshot
-//! generations it copied under, every chunk (finished in the same transaction as its rows), and
-//! the index and constraint definitions dropped for the load.
+//! generations it copied under, every chunk (finished in the same transaction as its rows), the
+//! index and constraint definitions dropped for the load, and the tables declared loaded
+//! without a copy (`--no-backfill`).
+//!
+//! A published table is *loaded* when it has chunks (a run copies them all before streaming
+//! goes on) or is declared; sync applies changes only to loaded tables.
 //!
 //! Everything a restart needs is here, so a `kill -9` at any point leaves a state the next run
 //! continues from.
+
+use std::collections::BTreeSet;
 
 use blueshift_decoder::Lsn;
 use tokio_postgres::{Client, GenericClient};
@@ -54,6 +60,13 @@ CREATE TABLE IF NOT EXISTS blueshift.backfill_ddl (
     definition text NOT NULL,
     restored boolean NOT NULL DEFAULT false,
     PRIMARY KEY (slot, ordinal)
+);
+CREATE TABLE IF NOT EXISTS blueshift.backfill_declared (
+    slot text NOT NULL,
+    target_schema text NOT NULL,
+    target_table text NOT NULL,
+    declared_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot, target_schema, target_table)
 )";
 
 /// Creates the state tables when missing.
@@ -120,14 +133,121 @@ pub(crate) async fn forget(
         "backfill_generation",
         "backfill_chunk",
         "backfill_ddl",
+        "backfill_declared",
     ] {
+        // backfill_declared is missing where an older blueshift made the others.
+        let exists: bool = green
+            .query_one(
+                "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+                &[&format!("blueshift.{table}")],
+            )
+            .await?
+            .get(0);
+        if exists {
+            green
+                .execute(
+                    &format!("DELETE FROM blueshift.{table} WHERE slot = $1"),
+                    &[&slot],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the declarations table exists (an older blueshift did not make it).
+async fn declarations_exist(green: &impl GenericClient) -> Result<bool, BackfillError> {
+    let row = green
+        .query_one(
+            "SELECT pg_catalog.to_regclass('blueshift.backfill_declared') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| BackfillError::green("look for the declared tables", e))?;
+    Ok(row.get(0))
+}
+
+/// The tables declared loaded without a copy.
+pub(crate) async fn declared(
+    green: &impl GenericClient,
+    slot: &str,
+) -> Result<BTreeSet<QualifiedName>, BackfillError> {
+    if !declarations_exist(green).await? {
+        return Ok(BTreeSet::new());
+    }
+    let rows = green
+        .query(
+            "SELECT target_schema, target_table FROM blueshift.backfill_declared WHERE slot = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| BackfillError::green("read the declared tables", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect())
+}
+
+/// Declares `tables` loaded without a copy (green was loaded another way).
+pub(crate) async fn declare(
+    green: &impl GenericClient,
+    slot: &str,
+    tables: &[QualifiedName],
+) -> Result<(), BackfillError> {
+    for t in tables {
         green
             .execute(
-                &format!("DELETE FROM blueshift.{table} WHERE slot = $1"),
-                &[&slot],
+                "INSERT INTO blueshift.backfill_declared (slot, target_schema, target_table) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&slot, &t.schema, &t.name],
             )
-            .await?;
+            .await
+            .map_err(|e| BackfillError::green("declare the tables loaded", e))?;
     }
+    Ok(())
+}
+
+/// The loaded tables: with chunks (planned by a run, which copies them before streaming goes
+/// on) or declared. `None` when green records nothing of `slot` at all.
+pub(crate) async fn loaded(
+    green: &impl GenericClient,
+    slot: &str,
+) -> Result<Option<BTreeSet<QualifiedName>>, BackfillError> {
+    if !exists(green).await? {
+        return Ok(None);
+    }
+    let mut tables = declared(green, slot).await?;
+    let rows = green
+        .query(
+            "SELECT DISTINCT target_schema, target_table FROM blueshift.backfill_chunk \
+              WHERE slot = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| BackfillError::green("read the copied tables", e))?;
+    tables.extend(
+        rows.iter()
+            .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))),
+    );
+    let has_run = run(green, slot).await?.is_some();
+    Ok((has_run || !tables.is_empty()).then_some(tables))
+}
+
+/// Opens the run of `slot` again to copy more tables (or starts one, keeping what is recorded);
+/// a run that is not finished is resumed by the next start whatever happens.
+pub(crate) async fn reopen(
+    green: &impl GenericClient,
+    slot: &str,
+    keep_indexes: bool,
+) -> Result<(), BackfillError> {
+    green
+        .execute(
+            "INSERT INTO blueshift.backfill_run (slot, keep_indexes) VALUES ($1, $2) \
+             ON CONFLICT (slot) DO UPDATE SET finished_at = NULL",
+            &[&slot, &keep_indexes],
+        )
+        .await
+        .map_err(|e| BackfillError::green("reopen the backfill run", e))?;
     Ok(())
 }
 
@@ -296,6 +416,23 @@ pub(crate) async fn chunks(
             generation: r.get(7),
             filenode: r.get(8),
         })
+        .collect())
+}
+
+/// Those of `tables` with a chunk still to copy, or none planned yet.
+pub(crate) async fn uncopied(
+    green: &impl GenericClient,
+    slot: &str,
+    tables: &[QualifiedName],
+) -> Result<BTreeSet<QualifiedName>, BackfillError> {
+    let chunks = chunks(green, slot).await?;
+    Ok(tables
+        .iter()
+        .filter(|t| {
+            let mut mine = chunks.iter().filter(|c| &c.target == *t).peekable();
+            mine.peek().is_none() || mine.any(|c| c.generation.is_none())
+        })
+        .cloned()
         .collect())
 }
 

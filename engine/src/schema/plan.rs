@@ -413,12 +413,14 @@ fn identity_notes(blue: &Table) -> Vec<Note> {
     let message = match blue.replica_identity {
         ReplicaIdentity::Nothing => format!(
             "table {} has REPLICA IDENTITY NOTHING on blue; UPDATE and DELETE cannot be \
-             replicated — add a primary key or set REPLICA IDENTITY FULL",
+             replicated, and blue itself refuses UPDATE and DELETE on it once it is in a \
+             publication that publishes them — add a primary key or set REPLICA IDENTITY FULL",
             blue.name
         ),
         ReplicaIdentity::Default if !blue.has_primary_key => format!(
-            "table {} has no primary key on blue; UPDATE and DELETE cannot be replicated — add \
-             a primary key or set REPLICA IDENTITY FULL",
+            "table {} has no primary key on blue; UPDATE and DELETE cannot be replicated, and \
+             blue itself refuses UPDATE and DELETE on it once it is in a publication that \
+             publishes them — add a primary key or set REPLICA IDENTITY FULL",
             blue.name
         ),
         ReplicaIdentity::Full => {

@@ -29,12 +29,19 @@ pub struct SlotInfo {
     /// `safe_wal_size` (PostgreSQL 13+): bytes of WAL that can still be written before the slot
     /// risks losing its WAL; `None` means unlimited (`max_slot_wal_keep_size = -1`).
     pub safe_wal_size: Option<i64>,
+    /// Why blue invalidated the slot: `invalidation_reason` (PostgreSQL 17+: `wal_removed`,
+    /// `rows_removed`, `wal_level_insufficient`, `idle_timeout`), `conflict with recovery` when
+    /// 16's `conflicting` is true; `None` when valid or not known (older servers).
+    pub invalidation: Option<String>,
 }
 
 /// Reads slot `slot`, or `None` when it does not exist.
 pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>, SqlError> {
     let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::int",
+            &[],
+        )
         .await?
         .try_get(0)?;
     // wal_status and safe_wal_size came in PostgreSQL 13.
@@ -43,10 +50,16 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
     } else {
         "NULL::text, NULL::bigint"
     };
+    // invalidation_reason came in 17; 16 only says whether the slot conflicted with recovery.
+    let invalidation = match version {
+        170_000.. => "invalidation_reason",
+        160_000.. => "CASE WHEN conflicting THEN 'conflict with recovery' END",
+        _ => "NULL::text",
+    };
     let sql = format!(
         "SELECT slot_name::text, plugin::text, slot_type, database::text, active, active_pid,
-                restart_lsn::text, confirmed_flush_lsn::text, {wal_columns}
-           FROM pg_replication_slots WHERE slot_name = $1"
+                restart_lsn::text, confirmed_flush_lsn::text, {wal_columns}, {invalidation}
+           FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
     );
     let Some(row) = client.query_opt(&sql, &[&slot]).await? else {
         return Ok(None);
@@ -62,13 +75,14 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
         confirmed_flush_lsn: parse_lsn(row.try_get(7)?),
         wal_status: row.try_get(8)?,
         safe_wal_size: row.try_get(9)?,
+        invalidation: row.try_get(10)?,
     }))
 }
 
 /// `pg_current_wal_lsn()`.
 pub(crate) async fn current_wal_lsn(client: &Client) -> Result<Lsn, SqlError> {
     let text: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
         .await?
         .try_get(0)?;
     Ok(parse_lsn(Some(text)).unwrap_or(Lsn::INVALID))

@@ -7,6 +7,9 @@
 //! a tracker task asks green for `pg_current_wal_flush_lsn()` and moves the slot's flushed
 //! position to the end LSN of the last transaction in that order whose commit green has flushed.
 //!
+//! The position goes to the acknowledger ([`super::acknowledge`]), which records it in the slot
+//! guard on green before the slot hears of it.
+//!
 //! If green crashes, the commits it had not flushed are lost — and so is their replication
 //! origin progress, which is part of the same commit records. The slot was never told about them,
 //! so blue sends them again and they are applied once more, once. Invariant 2 holds: the slot
@@ -16,10 +19,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blueshift_decoder::stream::FeedbackHandle;
+use blueshift_applier::failpoint;
 use blueshift_decoder::Lsn;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
+
+use super::acknowledge::Acks;
 
 /// How often green is asked while commits wait to be confirmed durable.
 const POLL: Duration = Duration::from_millis(20);
@@ -77,7 +82,7 @@ impl Durability {
 pub(crate) async fn track(
     durability: Arc<Durability>,
     green: Arc<Client>,
-    feedback: FeedbackHandle,
+    acks: Arc<Acks>,
 ) -> Result<(), tokio_postgres::Error> {
     loop {
         if durability.pending() == 0 {
@@ -87,8 +92,8 @@ pub(crate) async fn track(
         match flush_lsn(&green).await {
             Ok(flushed) => {
                 if let Some(end) = durability.confirm(flushed) {
-                    feedback.set_flushed(end);
-                    feedback.set_applied(end);
+                    failpoint::hit("after-durable");
+                    acks.durable(end);
                 }
             }
             Err(e) if green.is_closed() => return Err(e),
@@ -101,18 +106,12 @@ pub(crate) async fn track(
 }
 
 /// Waits, up to `limit`, until every queued commit is confirmed (at shutdown).
-pub(crate) async fn drain(
-    durability: &Durability,
-    green: &Client,
-    feedback: &FeedbackHandle,
-    limit: Duration,
-) {
+pub(crate) async fn drain(durability: &Durability, green: &Client, acks: &Acks, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     while durability.pending() > 0 && tokio::time::Instant::now() < deadline {
         if let Ok(flushed) = flush_lsn(green).await {
             if let Some(end) = durability.confirm(flushed) {
-                feedback.set_flushed(end);
-                feedback.set_applied(end);
+                acks.durable(end);
             }
         }
         if durability.pending() > 0 {

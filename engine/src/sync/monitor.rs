@@ -3,24 +3,20 @@
 //! slot's `restart_lsn` and blue's current position, which blue cannot recycle while the slot
 //! holds it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use blueshift_decoder::stream::FeedbackHandle;
 use blueshift_decoder::Lsn;
 use tokio_postgres::Client;
 
+use super::acknowledge::Acks;
 use crate::metrics::Metrics;
 
 /// How often blue is asked.
 const EVERY: Duration = Duration::from_secs(1);
 
 /// Updates the gauges until the task is aborted; a failed query is logged and retried.
-pub(crate) async fn watch_blue(
-    blue: Client,
-    slot: String,
-    flushed: FeedbackHandle,
-    metrics: Metrics,
-) {
+pub(crate) async fn watch_blue(blue: Client, slot: String, durable: Arc<Acks>, metrics: Metrics) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tick.tick().await;
@@ -38,7 +34,7 @@ pub(crate) async fn watch_blue(
                 metrics.set_retained_wal(u64::try_from(bytes.unwrap_or(0)).unwrap_or(0));
                 let current: String = row.get(1);
                 if let Ok(current) = current.parse::<Lsn>() {
-                    metrics.set_lag_bytes(current.bytes_since(flushed.flushed()));
+                    metrics.set_lag_bytes(current.bytes_since(durable.wanted()));
                 }
             }
             Ok(None) => {}

@@ -53,6 +53,9 @@ pub enum PreflightError {
     /// Comparing the schemas failed.
     #[error("could not compare blue's and green's schemas")]
     Schema(#[source] SchemaError),
+    /// The slot is lost, invalidated, or not where blueshift left it.
+    #[error(transparent)]
+    Slot(#[from] crate::slot_guard::SlotError),
 }
 
 fn failed(problem: impl Into<String>, fix: impl Into<String>) -> PreflightError {
@@ -205,6 +208,11 @@ async fn run_checks(
             ));
         }
     }
+
+    // The slot, before anything decides to copy: a slot that is gone while green holds changes
+    // streamed through it, invalidated, or moved past what blueshift acknowledged is named as
+    // such (not as, say, a green table that already has rows).
+    crate::slot_guard::preflight(blue, green, &config.slot).await?;
 
     // Green: every published table, and nothing the plan (renames applied) blocks.
     let plan = schema::plan(blue, green, Some(&config.publication), &config.renames)

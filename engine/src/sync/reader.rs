@@ -3,16 +3,17 @@
 //!
 //! It skips transactions green already holds (commit LSN at or before the appliers' durable
 //! origin progress: that is what makes a restart exactly-once), and when nothing is in flight and
-//! no transaction is open, lets a keepalive's position be acknowledged so an idle blue releases
-//! WAL.
+//! no transaction is open, lets a keepalive's position be acknowledged (through the
+//! acknowledger, like every other position) so an idle blue releases WAL.
 
 use blueshift_decoder::pgoutput::PgOutputDecoder;
-use blueshift_decoder::stream::{FeedbackHandle, ReplicationFrame, ReplicationStream};
+use blueshift_decoder::stream::{ReplicationFrame, ReplicationStream};
 use blueshift_decoder::Lsn;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::acknowledge::Acks;
 use super::durability::Durability;
 use super::order::CommitOrder;
 use super::scheduler::Scheduler;
@@ -28,6 +29,8 @@ pub(crate) struct Reader {
     pub(crate) assembler: TxAssembler,
     pub(crate) scheduler: Scheduler,
     pub(crate) keys: KeyCatalog,
+    /// The tables green holds the rows of: reading stops at a change to any other.
+    pub(crate) loaded: super::loaded::Loaded,
     /// A connection to green for reading unique indexes.
     pub(crate) green: tokio_postgres::Client,
     /// Transactions committing at or before this are on green already.
@@ -38,7 +41,8 @@ pub(crate) struct Reader {
     /// Commits not yet confirmed durable on green.
     pub(crate) durability: Arc<Durability>,
     pub(crate) jobs: mpsc::Sender<Job>,
-    pub(crate) feedback: FeedbackHandle,
+    /// Where idle keepalive positions go to be recorded and acknowledged.
+    pub(crate) acks: Arc<Acks>,
     pub(crate) metrics: Metrics,
     /// Spill totals already reported to the metrics (bytes, transactions).
     pub(crate) spilled: (u64, u64),
@@ -87,6 +91,7 @@ impl Reader {
                                 lsn: wal_start,
                                 source,
                             })?;
+                    self.loaded.check(&message)?;
                     let Some(assembled) =
                         self.assembler
                             .push(message)
@@ -125,8 +130,7 @@ impl Reader {
                         if self.stop_at.is_some_and(|stop| wal_end >= stop) {
                             return Ok(scheduled);
                         }
-                        self.feedback.set_flushed(wal_end);
-                        self.feedback.set_applied(wal_end);
+                        self.acks.durable(wal_end);
                         self.metrics.set_lag_seconds(0.0);
                     }
                 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blueshift_applier::{Applier, Changes, Transaction};
+use blueshift_applier::{failpoint, Applier, Changes, Transaction};
 use blueshift_decoder::Lsn;
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 
@@ -158,6 +158,7 @@ pub(crate) async fn run(
                     .commit()
                     .await
                     .map_err(|e| SyncError::apply(last, e))?;
+                failpoint::hit("after-green-commit");
                 metrics.stage(Stage::Commit, turn.elapsed());
                 Some(outcome)
             }
@@ -307,6 +308,7 @@ mod tests {
 
     use super::{run, Job};
     use crate::metrics::Metrics;
+    use crate::sync::acknowledge::Acks;
     use crate::sync::durability::{self, Durability};
     use crate::sync::order::CommitOrder;
 
@@ -451,9 +453,16 @@ mod tests {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         assert_eq!(rows, [(1, 10), (2, 20)], "applied in blue's order");
-        // Both commits are confirmed to the slot once green has flushed them.
+        // Both commits are handed to the acknowledger once green has flushed them.
         let feedback = FeedbackHandle::default();
-        durability::drain(&durability, &client, &feedback, Duration::from_secs(10)).await;
-        assert_eq!(feedback.flushed(), Lsn(0x210));
+        let acks = Acks::new(feedback.clone());
+        durability::drain(&durability, &client, &acks, Duration::from_secs(10)).await;
+        assert_eq!(acks.wanted(), Lsn(0x210));
+        assert_eq!(feedback.applied(), Lsn(0x210));
+        assert_eq!(
+            feedback.flushed(),
+            Lsn::INVALID,
+            "not before it is recorded"
+        );
     }
 }

@@ -84,20 +84,49 @@ impl Pair {
     /// `blueshift <command>` (`sync` or `backfill`) between the two, without waiting for
     /// anything; stderr goes to a log file that is printed if the test fails.
     pub(crate) fn spawn(&self, command: &str, extra: &[&str]) -> Sync {
+        self.spawn_env(command, extra, &[])
+    }
+
+    /// [`spawn`](Self::spawn), connecting to blue's `app` as `user` (trusted on loopback, no
+    /// password).
+    pub(crate) fn spawn_as(&self, command: &str, user: &str, extra: &[&str]) -> Sync {
+        let source = format!("postgresql://{user}@127.0.0.1:{}/app", self.blue.port());
+        self.spawn_with(command, &source, extra, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables (`BLUESHIFT_FAILPOINTS`). The
+    /// status interval is 1 s unless `extra` sets one.
+    pub(crate) fn spawn_env(&self, command: &str, extra: &[&str], env: &[(&str, &str)]) -> Sync {
+        self.spawn_with(command, &self.blue.uri("app"), extra, env)
+    }
+
+    fn spawn_with(
+        &self,
+        command: &str,
+        source: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sync {
         let log = self.logs.path().join(format!(
             "{command}-{}.log",
             std::fs::read_dir(self.logs.path())
                 .map(|d| d.count())
                 .unwrap_or(0)
         ));
+        let interval: &[&str] = if extra.contains(&"--status-interval") {
+            &[]
+        } else {
+            &["--status-interval", "1"]
+        };
         let child = Command::new(blueshift_binary())
             .arg(command)
-            .args(["--source", &self.blue.uri("app")])
+            .args(["--source", source])
             .args(["--target", &self.green.uri("app")])
             .args(["--publication", "pub", "--slot", "bs"])
-            .args(["--status-interval", "1"])
+            .args(interval)
             .args(extra)
             .env("RUST_LOG", "info,blueshift_engine=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -204,6 +233,23 @@ impl Sync {
         self.child
             .take()
             .is_some_and(|mut c| c.wait().expect("wait").success())
+    }
+
+    /// Waits up to `within` for it to exit on its own; how it exited.
+    pub(crate) fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = eventually(within, || {
+            child
+                .try_wait()?
+                .ok_or_else(|| anyhow::anyhow!("still running"))
+        });
+        match status {
+            Ok(status) => {
+                self.child = None;
+                status
+            }
+            Err(e) => panic!("blueshift did not exit: {e:#}\n{}", self.log_text()),
+        }
     }
 
     /// Whether it is still running.

@@ -1,0 +1,119 @@
+//! The tables green holds the rows of ("loaded": copied by a backfill, or declared loaded by
+//! `--no-backfill`; see `backfill::start`). A change to any other table must not be applied:
+//! its existing rows are not on green.
+//!
+//! The reader passes every decoded message here. `Relation` messages map OIDs to names (pgoutput
+//! sends one before the first change to a relation in each session; for a partition published
+//! through its root it sends the leaf's as well as the root's, and the changes name the root);
+//! at the first Insert, Update, Delete or Truncate of a relation that is not loaded — one added
+//! to the publication while sync runs — reading stops, before any transaction touching it is
+//! scheduled. Sync then drains what is in flight, the backfill copies the table under a snapshot
+//! of its own, and streaming resumes from green's position, the table's fence skipping what its
+//! copy holds.
+
+use std::collections::{BTreeSet, HashMap};
+
+use blueshift_decoder::pgoutput::PgOutputMessage;
+use blueshift_decoder::Oid;
+
+use super::SyncError;
+use crate::schema::QualifiedName;
+
+/// The loaded tables, by blue's (and green's) name, and the relations seen that are not.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Loaded {
+    tables: BTreeSet<QualifiedName>,
+    /// Relations described by a `Relation` message of this session that are not loaded.
+    unloaded: HashMap<Oid, QualifiedName>,
+}
+
+impl Loaded {
+    pub(crate) fn new(tables: BTreeSet<QualifiedName>) -> Self {
+        Loaded {
+            tables,
+            unloaded: HashMap::new(),
+        }
+    }
+
+    /// Fails with [`SyncError::TableAdded`] at a change to a relation that is not loaded.
+    pub(crate) fn check(&mut self, message: &PgOutputMessage) -> Result<(), SyncError> {
+        let changed = match message {
+            PgOutputMessage::Relation(relation) => {
+                let table = QualifiedName::new(relation.namespace.as_str(), relation.name.as_str());
+                if self.tables.contains(&table) {
+                    self.unloaded.remove(&relation.oid);
+                } else {
+                    self.unloaded.insert(relation.oid, table);
+                }
+                return Ok(());
+            }
+            PgOutputMessage::Insert(change) => std::slice::from_ref(&change.relation),
+            PgOutputMessage::Update(change) => std::slice::from_ref(&change.relation),
+            PgOutputMessage::Delete(change) => std::slice::from_ref(&change.relation),
+            PgOutputMessage::Truncate(truncate) => truncate.relations.as_slice(),
+            _ => return Ok(()),
+        };
+        match changed.iter().find_map(|oid| self.unloaded.get(oid)) {
+            Some(table) => Err(SyncError::TableAdded {
+                table: table.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use blueshift_decoder::pgoutput::{
+        DeleteBody, OldTuple, RelationBody, ReplicaIdentity, TruncateBody, TupleData,
+    };
+
+    use super::*;
+
+    fn relation(oid: u32, namespace: &str, name: &str) -> PgOutputMessage {
+        PgOutputMessage::Relation(RelationBody {
+            xid: None,
+            oid: Oid(oid),
+            namespace: namespace.into(),
+            name: name.into(),
+            replica_identity: ReplicaIdentity::Default,
+            columns: Vec::new(),
+        })
+    }
+
+    fn delete(oid: u32) -> PgOutputMessage {
+        PgOutputMessage::Delete(DeleteBody {
+            xid: None,
+            relation: Oid(oid),
+            old: OldTuple::Key(TupleData {
+                columns: Vec::new(),
+            }),
+        })
+    }
+
+    #[test]
+    fn a_change_to_a_table_not_loaded_stops_the_reader() {
+        let mut loaded = Loaded::new([QualifiedName::new("public", "a")].into_iter().collect());
+        assert!(loaded.check(&relation(1, "public", "a")).is_ok());
+        assert!(loaded.check(&delete(1)).is_ok());
+        // Described but not changed (a leaf sent along with its published root): fine.
+        assert!(loaded.check(&relation(2, "public", "b")).is_ok());
+        assert!(loaded.check(&PgOutputMessage::StreamStop).is_ok());
+        match loaded.check(&delete(2)) {
+            Err(SyncError::TableAdded { table }) => {
+                assert_eq!(table, QualifiedName::new("public", "b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let truncate = PgOutputMessage::Truncate(TruncateBody {
+            xid: None,
+            cascade: false,
+            restart_identity: false,
+            relations: vec![Oid(1), Oid(2)],
+        });
+        assert!(loaded.check(&truncate).is_err());
+        // Same name, other schema: not the loaded table.
+        assert!(loaded.check(&relation(3, "other", "a")).is_ok());
+        assert!(loaded.check(&delete(3)).is_err());
+    }
+}
