@@ -49,6 +49,7 @@ mod tests {
         assert_eq!(got, [&b"abc"[..], b"", &[7; 300][..]]);
         // A short last frame takes what is left; a lone byte is an empty frame.
         assert_eq!(frames(&[0, 5, 1, 2]).collect::<Vec<_>>(), [&[1, 2][..]]);
-        assert_eq!(frames(&[9]).collect::<Vec<_>>(), [&[][..]]);
+        let empty: &[u8] = &[];
+        assert_eq!(frames(&[9]).collect::<Vec<_>>(), [empty]);
     }
 }
