@@ -92,7 +92,7 @@ impl Applier {
             client,
             connection,
             statements: StatementCache::new(options.statement_cache_capacity),
-            targets: TargetCache::new(Arc::clone(&options.renames)),
+            targets: TargetCache::new(Arc::clone(&options.mapping)),
             options,
             progress,
             xact_setup,

@@ -10,6 +10,12 @@
 //! NULL-safe, touching exactly one row even among duplicates. An UPDATE or DELETE that finds no
 //! row means green diverged: an error, never a silent skip. Statements go through the
 //! [`Pipeline`](crate::pipeline::Pipeline), answered in order.
+//!
+//! A TRUNCATE truncates exactly the tables blue sent, as native apply does: `ONLY` each (a
+//! partitioned table with its partitions), never `CASCADE`, `RESTART IDENTITY` only when blue
+//! ran it. A green table outside that set whose foreign key references one of them would make
+//! green's TRUNCATE fail (or, with CASCADE, empty a table blue never touched): it is looked up
+//! first and named in [`ApplyError::TruncateReferenced`].
 
 use std::borrow::Cow;
 use std::io;
@@ -20,7 +26,8 @@ use blueshift_decoder::relation::RelationInfo;
 use tokio_postgres::{Client, Statement};
 
 use crate::client::SqlError;
-use crate::error::{ApplyError, Operation};
+use crate::diagnose;
+use crate::error::{ApplyError, ForeignKey, Operation};
 use crate::fence::{Action, Fences};
 use crate::pipeline::Pipeline;
 use crate::statement::{self, Locate, Shape, StatementCache};
@@ -224,9 +231,9 @@ impl ChangeWriter<'_> {
             } else {
                 Shape::Insert { rows: n }
             };
-            let statement = self.statement(target, shape).await?;
+            let statement = self.statement(target, &shape).await?;
             self.pipeline
-                .send(Arc::clone(target), Operation::Insert, statement, params)
+                .send(Arc::clone(target), shape, statement, params)
                 .await?;
         }
         Ok(())
@@ -272,12 +279,9 @@ impl ChangeWriter<'_> {
                     .map(|&c| new.columns[target.columns[c].blue].clone())
                     .collect();
                 push_locating(&mut params, &target, &locate, source);
-                let statement = self
-                    .statement(&target, Shape::Update { set, locate })
-                    .await?;
-                self.pipeline
-                    .send(target, Operation::Update, statement, params)
-                    .await
+                let shape = Shape::Update { set, locate };
+                let statement = self.statement(&target, &shape).await?;
+                self.pipeline.send(target, shape, statement, params).await
             }
             Change::Delete { relation, old } => {
                 let action = self.action(relation);
@@ -304,8 +308,26 @@ impl ChangeWriter<'_> {
                 }
                 // Not pipelined: an unprepared statement is sent in two steps.
                 self.pipeline.drain().await?;
-                let names: Vec<&str> = targets.iter().map(|t| t.quoted.as_str()).collect();
-                let sql = statement::truncate_sql(&names, *cascade, *restart_identity);
+                let listed = targets
+                    .iter()
+                    .map(|t| format!("\"{}\"", t.display))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if *cascade {
+                    tracing::debug!(tables = %listed, "blue truncated with CASCADE: green truncates only the tables blue sent");
+                }
+                let referencing = referencing_tables(self.client, &targets).await?;
+                if !referencing.is_empty() {
+                    return Err(ApplyError::TruncateReferenced {
+                        tables: listed,
+                        referencing,
+                    });
+                }
+                let names: Vec<(&str, bool)> = targets
+                    .iter()
+                    .map(|t| (t.quoted.as_str(), t.partitioned))
+                    .collect();
+                let sql = statement::truncate_sql(&names, *restart_identity);
                 self.client
                     .execute(&sql, &[])
                     .await
@@ -316,7 +338,8 @@ impl ChangeWriter<'_> {
                             .collect::<Vec<_>>()
                             .join(", "),
                         operation: Operation::Truncate,
-                        source: SqlError::from(e),
+                        culprit: None,
+                        source: diagnose::redact(SqlError::from(e)),
                     })?;
                 self.pipeline.rows.truncated += u64::try_from(targets.len()).unwrap_or(u64::MAX);
                 Ok(())
@@ -335,15 +358,10 @@ impl ChangeWriter<'_> {
         let (locate, source) = locate(target, relation, Operation::Delete, Some(old), old.tuple())?;
         let mut params = Vec::with_capacity(locate.columns().len());
         push_locating(&mut params, target, &locate, source);
-        let statement = self.statement(target, Shape::Delete { locate }).await?;
+        let shape = Shape::Delete { locate };
+        let statement = self.statement(target, &shape).await?;
         self.pipeline
-            .send_checked(
-                Arc::clone(target),
-                Operation::Delete,
-                statement,
-                params,
-                must_touch,
-            )
+            .send_checked(Arc::clone(target), shape, statement, params, must_touch)
             .await
     }
 
@@ -351,17 +369,13 @@ impl ChangeWriter<'_> {
     async fn statement(
         &mut self,
         target: &TargetTable,
-        shape: Shape,
+        shape: &Shape,
     ) -> Result<Statement, ApplyError> {
-        if let Some(statement) = self.statements.get(target.id, &shape) {
+        if let Some(statement) = self.statements.get(target.id, shape) {
             return Ok(statement);
         }
-        let operation = match shape {
-            Shape::Insert { .. } | Shape::Upsert { .. } => Operation::Insert,
-            Shape::Update { .. } => Operation::Update,
-            Shape::Delete { .. } => Operation::Delete,
-        };
-        let sql = statement::sql(target, &shape);
+        let operation = shape.operation();
+        let sql = statement::sql(target, shape);
         let statement = self
             .client
             .prepare(&sql)
@@ -369,12 +383,70 @@ impl ChangeWriter<'_> {
             .map_err(|e| ApplyError::Statement {
                 table: target.display.clone(),
                 operation,
-                source: SqlError::from(e),
+                culprit: None,
+                source: diagnose::redact(SqlError::from(e)),
             })?;
         tracing::debug!(table = %target.display, operation = %operation, cached = self.statements.len(), "statement prepared");
-        self.statements.insert(target.id, shape, statement.clone());
+        self.statements
+            .insert(target.id, shape.clone(), statement.clone());
         Ok(statement)
     }
+}
+
+/// Green's foreign keys that reference one of `targets` (or their partitions) from a table
+/// outside them and their partitions: what would make a TRUNCATE of exactly `targets` fail.
+const REFERENCING_SQL: &str = "\
+WITH named AS ( \
+  SELECT c.oid FROM pg_catalog.pg_class c \
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    JOIN unnest($1::text[], $2::text[]) AS t(nspname, relname) \
+      ON n.nspname = t.nspname AND c.relname = t.relname), \
+truncated AS ( \
+  SELECT named.oid AS relid FROM named \
+  UNION SELECT p.relid FROM named CROSS JOIN LATERAL pg_catalog.pg_partition_tree(named.oid) p) \
+SELECT DISTINCT rn.nspname::text, r.relname::text, k.conname::text, \
+       fn.nspname::text || '.' || f.relname::text \
+  FROM pg_catalog.pg_constraint k \
+  JOIN pg_catalog.pg_class r ON r.oid = k.conrelid \
+  JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
+  JOIN pg_catalog.pg_class f ON f.oid = k.confrelid \
+  JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace \
+ WHERE k.contype = 'f' AND k.conparentid = 0 \
+   AND k.confrelid IN (SELECT relid FROM truncated) \
+   AND k.conrelid NOT IN (SELECT relid FROM truncated) \
+ ORDER BY 1, 2, 3";
+
+/// The foreign keys of [`REFERENCING_SQL`].
+async fn referencing_tables(
+    client: &Client,
+    targets: &[Arc<TargetTable>],
+) -> Result<Vec<ForeignKey>, ApplyError> {
+    let schemas: Vec<&str> = targets.iter().map(|t| t.schema.as_str()).collect();
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let rows = client
+        .query(REFERENCING_SQL, &[&schemas, &names])
+        .await
+        .map_err(|e| ApplyError::Catalog {
+            table: targets
+                .iter()
+                .map(|t| t.display.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            source: SqlError::from(e),
+        })?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (schema, name): (String, String) = (r.get(0), r.get(1));
+            ForeignKey {
+                table: format!("{schema}.{name}"),
+                schema,
+                name,
+                constraint: r.get(2),
+                referenced: r.get(3),
+            }
+        })
+        .collect())
 }
 
 /// A row must carry one value per column of its relation: checked before any
@@ -495,6 +567,7 @@ mod tests {
                 .map(|(blue, c)| TargetColumn {
                     name: c.name.clone(),
                     quoted: format!("\"{}\"", c.name),
+                    green_type: "text".to_owned(),
                     blue,
                     compare_as_text: false,
                 })
@@ -502,6 +575,7 @@ mod tests {
             blue_width: relation.columns().len(),
             key: relation.key_columns().to_vec(),
             green_key: relation.key_columns().to_vec(),
+            identity_full: relation.replica_identity() == ReplicaIdentity::Full,
             schema: "public".into(),
             name: "t".into(),
         }
@@ -635,6 +709,10 @@ mod tests {
 
         fn len(&self) -> u64 {
             self.1
+        }
+
+        fn relations(&self) -> Vec<Arc<RelationInfo>> {
+            Changes::InMemory(self.0.clone()).relations()
         }
     }
 

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use blueshift_decoder::config::{ConnectConfig, Host};
+use blueshift_decoder::config::{ConnectConfig, Host, ServerState};
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::ErrorPosition;
@@ -42,6 +42,21 @@ pub enum SqlError {
     /// The client or the connection failed (closed connection, I/O, protocol).
     #[error(transparent)]
     Client(tokio_postgres::Error),
+    /// Several hosts were listed, and none that connected is in the state
+    /// `target_session_attrs` asks for.
+    #[error("no server in the state target_session_attrs={target_session_attrs} asks for: {found} — list a host in that state, or change target_session_attrs")]
+    NoSuitableHost {
+        /// The setting.
+        target_session_attrs: &'static str,
+        /// What each server that connected is.
+        found: String,
+    },
+    /// Connecting (TCP, TLS and authentication together) took longer than `connect_timeout`.
+    #[error("timed out after {} s while connecting (connect_timeout) — is the server up and answering at this address?", after.as_secs_f64())]
+    Timeout {
+        /// The limit that passed.
+        after: Duration,
+    },
 }
 
 impl ClientError {
@@ -73,7 +88,9 @@ impl SqlError {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             SqlError::Server(e) => Some(&e.sqlstate),
-            SqlError::Client(_) => None,
+            SqlError::Client(_) | SqlError::Timeout { .. } | SqlError::NoSuitableHost { .. } => {
+                None
+            }
         }
     }
 
@@ -81,7 +98,9 @@ impl SqlError {
     pub fn server(&self) -> Option<&ServerError> {
         match self {
             SqlError::Server(e) => Some(e),
-            SqlError::Client(_) => None,
+            SqlError::Client(_) | SqlError::Timeout { .. } | SqlError::NoSuitableHost { .. } => {
+                None
+            }
         }
     }
 }
@@ -112,6 +131,8 @@ pub struct ServerError {
     pub position: Option<u32>,
     /// Where the error happened inside a function or internal query, when it did (`CONTEXT`).
     pub context: Option<String>,
+    /// The column the error is about, when the server says (a NOT NULL violation does).
+    pub column: Option<String>,
 }
 
 impl ServerError {
@@ -129,6 +150,7 @@ impl ServerError {
                 Some(ErrorPosition::Internal { .. }) | None => None,
             },
             context: db.where_().map(str::to_owned),
+            column: db.column().map(str::to_owned),
         })
     }
 }
@@ -152,7 +174,91 @@ impl fmt::Display for ServerError {
 /// Opens a SQL connection and spawns its connection task. `application_name` is used unless the
 /// settings name one. The task ends when the client is dropped; its handle is returned so that
 /// the owner can await it.
+///
+/// `connect_timeout` (10 s when the settings give none) bounds the whole connect: the TCP
+/// connect, TLS and authentication — a server that accepts the connection and never answers
+/// fails in that time too. Cancellation-safe: dropping the future drops the half-open socket.
+///
+/// With several hosts (`host=a,b`), they are tried in order, each within the timeout, until one
+/// connects — with `target_session_attrs`, until one in the state asked for connects.
 pub async fn connect(
+    config: &ConnectConfig,
+    application_name: &str,
+) -> Result<(Client, JoinHandle<()>), ClientError> {
+    let attrs = config.target_session_attrs();
+    let candidates = config.candidates();
+    let mut last_error = None;
+    let mut unsuitable = Vec::new();
+    for &pass in attrs.passes() {
+        for candidate in &candidates {
+            let (client, connection) = match connect_one(candidate, application_name).await {
+                Ok(connected) => connected,
+                Err(e) => {
+                    if candidates.len() > 1 {
+                        debug!(target = %candidate, error = %e, "could not connect; trying the next host");
+                    }
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            if !attrs.needs_check(pass) {
+                return Ok((client, connection));
+            }
+            let fail = |source| ClientError {
+                target: candidate.to_string(),
+                source,
+            };
+            let row = client
+                .query_one(ServerState::QUERY, &[])
+                .await
+                .map_err(|e| fail(SqlError::from(e)))?;
+            let state = ServerState::from_row(row.try_get(0).ok(), row.try_get(1).ok());
+            match state {
+                Some(state) if attrs.accepts(pass, state) => return Ok((client, connection)),
+                Some(state) => {
+                    unsuitable.push(format!(
+                        "{}:{} is {state}",
+                        candidate.host(),
+                        candidate.port()
+                    ));
+                }
+                None => unsuitable.push(format!(
+                    "{}:{} is unknown",
+                    candidate.host(),
+                    candidate.port()
+                )),
+            }
+            close(client, connection).await;
+        }
+    }
+    match last_error {
+        Some(e) if unsuitable.is_empty() => Err(e),
+        _ => Err(ClientError {
+            target: config.to_string(),
+            source: SqlError::NoSuitableHost {
+                target_session_attrs: attrs.as_str(),
+                found: unsuitable.join(", "),
+            },
+        }),
+    }
+}
+
+/// Connects to the one host of `config`, within its connect timeout.
+async fn connect_one(
+    config: &ConnectConfig,
+    application_name: &str,
+) -> Result<(Client, JoinHandle<()>), ClientError> {
+    let limit = config.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, connect_unbounded(config, application_name)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(ClientError {
+            target: config.to_string(),
+            source: SqlError::Timeout { after: limit },
+        }),
+    }
+}
+
+async fn connect_unbounded(
     config: &ConnectConfig,
     application_name: &str,
 ) -> Result<(Client, JoinHandle<()>), ClientError> {
@@ -169,6 +275,35 @@ pub async fn connect(
         }
     });
     Ok((client, handle))
+}
+
+/// How long closing a connection may take before its task is aborted.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ends a connection politely: drops the client, so that its connection task sends
+/// `Terminate` and closes the socket, and waits for that task (at most five seconds). Aborting
+/// the task instead drops the socket mid-conversation, which the server logs as an error.
+pub async fn close(client: Client, connection: JoinHandle<()>) {
+    drop(client);
+    finish(connection).await;
+}
+
+/// [`close`] for a client shared with tasks that are stopping: the connection ends once the
+/// last of them lets go.
+pub async fn close_shared(client: std::sync::Arc<Client>, connection: JoinHandle<()>) {
+    drop(client);
+    finish(connection).await;
+}
+
+/// Waits for the connection task of a client that is gone (at most five seconds, then aborts
+/// it).
+pub async fn finish(mut connection: JoinHandle<()>) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut connection)
+        .await
+        .is_err()
+    {
+        connection.abort();
+    }
 }
 
 /// blueshift's connection settings as a `tokio_postgres::Config`. TLS is off: the settings refuse

@@ -7,10 +7,22 @@
 //! [`ApplyError::class`] sorts errors once, at this boundary: [`ErrorClass::Transient`] (reconnect
 //! and resume from green's durable progress) or [`ErrorClass::Definite`] (stop; an operator must
 //! act). The SQLSTATE → class mapping is the one function [`class_of_sqlstate`].
+//!
+//! Among definite errors, [`ApplyError::is_blocked`] picks those an operator fixes **on green**
+//! while sync waits: a change green cannot take as it is — a column or table green lacks, a value
+//! its type or constraints refuse (SQLSTATE classes 22 and 23), a missing privilege, a TRUNCATE
+//! a foreign key of a table outside the set forbids. The engine does not exit on those: it keeps
+//! the transaction at the head of the line, nothing after it commits, and retries until green
+//! takes it. Errors that green alone cannot fix (a divergence, a malformed stream, a bad
+//! configuration) stop sync.
+//!
+//! A value error names the column and the row's key when the server does not
+//! ([`Culprit`](crate::diagnose::Culprit)), and the values green quotes are blanked.
 
 use std::io;
 
 use crate::client::{ClientError, SqlError};
+use crate::diagnose::Culprit;
 
 /// What to do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +49,97 @@ pub fn class_of_sqlstate(sqlstate: &str) -> ErrorClass {
     }
 }
 
+/// Whether a definite SQLSTATE from a statement means green refuses the change as it is (and
+/// an operator can change green so that it takes it): data exceptions (`22…`), integrity
+/// violations (`23…`), an undefined column or table (`42703`, `42P01`), a type mismatch
+/// (`42804`), a missing privilege (`42501`), and a feature not supported (`0A000`: a TRUNCATE
+/// a foreign key forbids).
+fn sqlstate_is_blocked(sqlstate: &str) -> bool {
+    sqlstate.starts_with("22")
+        || sqlstate.starts_with("23")
+        || matches!(sqlstate, "42703" | "42P01" | "42804" | "42501" | "0A000")
+}
+
+/// What a statement error says after its operation and table: the column and row of a value
+/// error, and the fix.
+fn statement_detail(culprit: Option<&Culprit>, source: &SqlError) -> String {
+    let Some(sqlstate) = source.sqlstate() else {
+        return String::new();
+    };
+    let column = culprit.map_or_else(String::new, |c| format!(": {c}"));
+    let target = match culprit.map(|c| c.columns.as_slice()) {
+        Some([one]) => format!("column \"{one}\""),
+        _ => "the column".to_owned(),
+    };
+    let fix = match sqlstate {
+        "22001" => format!(
+            "blue's value is longer than {target} allows on green: widen it on green (ALTER TABLE \
+             … ALTER COLUMN … TYPE, blue's type or wider)"
+        ),
+        "22003" => format!(
+            "blue's value is out of the range of {target} on green: widen it on green (ALTER \
+             TABLE … ALTER COLUMN … TYPE, blue's type or wider)"
+        ),
+        "23502" => format!(
+            "blue sent NULL for {target}, which is NOT NULL on green: drop the constraint on \
+             green (ALTER TABLE … ALTER COLUMN … DROP NOT NULL) until blue has no NULLs there"
+        ),
+        "23505" | "23P01" => "green already has a row with this unique key: green diverged \
+             from blue, or has a unique index or exclusion constraint blue does not — fix the \
+             row or drop the index on green"
+            .to_owned(),
+        "23514" => "green's check constraint refuses blue's row: drop or relax the constraint \
+             on green"
+            .to_owned(),
+        s if s.starts_with("22") => format!(
+            "green's type of {target} cannot read blue's value: give it on green a type that \
+             takes blue's values (blue's own type)"
+        ),
+        "42501" => "the applier's role lacks a privilege on green: GRANT it on green".to_owned(),
+        "42703" | "42P01" => {
+            "green's table changed under sync: make it match blue again (blueshift \
+             plan shows how)"
+                .to_owned()
+        }
+        _ => return column,
+    };
+    format!("{column} — {fix}; sync waits and resumes once green takes the change")
+}
+
 /// The class of a SQL error: the server's SQLSTATE when it reported one; a failure of the client
 /// or the connection (closed socket, I/O) is transient.
 pub fn class_of_sql_error(error: &SqlError) -> ErrorClass {
     match error.sqlstate() {
         Some(sqlstate) => class_of_sqlstate(sqlstate),
         None => ErrorClass::Transient,
+    }
+}
+
+/// A foreign key on green, from `table` to `referenced`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// The referencing table's schema.
+    pub schema: String,
+    /// The referencing table, `schema.name` (unquoted, for messages).
+    pub table: String,
+    /// The referencing table's name.
+    pub name: String,
+    /// The constraint's name.
+    pub constraint: String,
+    /// The referenced table, `schema.name`.
+    pub referenced: String,
+}
+
+impl ForeignKey {
+    /// `ALTER TABLE … DROP CONSTRAINT …`, quoted.
+    pub fn drop_sql(&self) -> String {
+        use blueshift_decoder::ident::quote_ident;
+        format!(
+            "ALTER TABLE {}.{} DROP CONSTRAINT {}",
+            quote_ident(&self.schema),
+            quote_ident(&self.name),
+            quote_ident(&self.constraint)
+        )
     }
 }
 
@@ -191,6 +288,55 @@ pub enum ApplyError {
         column: String,
     },
 
+    /// A blue column has no column on green to land in, and the mapping does not exclude it:
+    /// its values would be lost.
+    #[error(
+        "column \"{column}\" of table \"{table}\" has no column on green to land in{}, so its \
+         values would be lost — add it on green (ALTER TABLE … ADD COLUMN with blue's type), or \
+         declare it excluded (--exclude {exclude} or [[exclude]]) to leave it out on purpose",
+        if *displaced { " (green's column of that name receives a renamed column)" } else { "" }
+    )]
+    UnmappedColumn {
+        /// The table, `schema.name`.
+        table: String,
+        /// Blue's column.
+        column: String,
+        /// Green's column of that name receives another, renamed, blue column.
+        displaced: bool,
+        /// The `--exclude` argument that leaves it out.
+        exclude: String,
+    },
+
+    /// A replica identity key column is excluded.
+    #[error(
+        "key column \"{column}\" of table \"{table}\" is excluded, but UPDATE and DELETE find \
+         their row by it — remove the exclusion"
+    )]
+    ExcludedKeyColumn {
+        /// The table, `schema.name`.
+        table: String,
+        /// Blue's column.
+        column: String,
+    },
+
+    /// A TRUNCATE of blue's tables would have to cascade to a green table outside them.
+    #[error(
+        "TRUNCATE of {tables} cannot be applied on green: {} by a foreign key, and blue did not \
+         truncate {} — blueshift truncates exactly the tables blue truncated, never with \
+         CASCADE, and green refuses a TRUNCATE a foreign key from another table points at: drop \
+         that foreign key on green ({}), or drop the referencing table; when blue has that table \
+         too, publish it so that blue's TRUNCATE carries it",
+        referencing.iter().map(|r| format!("table \"{}\" references \"{}\"", r.table, r.referenced)).collect::<Vec<_>>().join(", "),
+        if referencing.len() == 1 { "it" } else { "them" },
+        referencing.iter().map(|r| r.drop_sql()).collect::<Vec<_>>().join("; ")
+    )]
+    TruncateReferenced {
+        /// The tables blue truncated, `"schema.name"`.
+        tables: String,
+        /// The foreign keys pointing at them from outside.
+        referencing: Vec<ForeignKey>,
+    },
+
     /// An inserted row carries an unchanged-TOAST marker, which only an UPDATE may (malformed
     /// input).
     #[error(
@@ -257,13 +403,18 @@ pub enum ApplyError {
     },
 
     /// A statement on a table failed on green.
-    #[error("{operation} on table \"{table}\" failed on green")]
+    #[error(
+        "{operation} on table \"{table}\" failed on green{}",
+        statement_detail(culprit.as_deref(), source)
+    )]
     Statement {
         /// The table(s), `schema.name`.
         table: String,
         /// The operation.
         operation: Operation,
-        /// The server's error.
+        /// The column (and row key) a value error is about, when known.
+        culprit: Option<Box<Culprit>>,
+        /// The server's error (values it quotes blanked).
         #[source]
         source: SqlError,
     },
@@ -317,6 +468,9 @@ impl ApplyError {
             | ApplyError::MissingKeyColumn { .. }
             | ApplyError::MissingRenameTarget { .. }
             | ApplyError::GeneratedColumn { .. }
+            | ApplyError::UnmappedColumn { .. }
+            | ApplyError::ExcludedKeyColumn { .. }
+            | ApplyError::TruncateReferenced { .. }
             | ApplyError::RowShape { .. }
             | ApplyError::ToastInInsert { .. }
             | ApplyError::NoReplicaIdentity { .. }
@@ -330,6 +484,27 @@ impl ApplyError {
     /// True when [`class`](Self::class) is transient.
     pub fn is_transient(&self) -> bool {
         self.class() == ErrorClass::Transient
+    }
+
+    /// Whether this is a definite error an operator fixes on green while sync waits: green lacks
+    /// a table or column the change needs, refuses a value (its type, length, range, a
+    /// constraint; SQLSTATE classes 22 and 23), lacks a privilege, or a foreign key forbids a
+    /// TRUNCATE. Retrying the same change after the fix succeeds; nothing later may commit
+    /// before it.
+    pub fn is_blocked(&self) -> bool {
+        match self {
+            ApplyError::MissingTable { .. }
+            | ApplyError::MissingKeyColumn { .. }
+            | ApplyError::MissingRenameTarget { .. }
+            | ApplyError::GeneratedColumn { .. }
+            | ApplyError::UnmappedColumn { .. }
+            | ApplyError::TruncateReferenced { .. } => true,
+            ApplyError::Statement { source, .. } => {
+                self.class() == ErrorClass::Definite
+                    && source.sqlstate().is_some_and(sqlstate_is_blocked)
+            }
+            _ => false,
+        }
     }
 
     /// The server's SQLSTATE, when green reported the error.
@@ -370,6 +545,95 @@ mod tests {
                 ErrorClass::Definite,
                 "{definite}"
             );
+        }
+    }
+
+    #[test]
+    fn changes_green_refuses_wait_for_green_and_others_stop() {
+        use crate::client::ServerError;
+        let statement = |sqlstate: &str, culprit: Option<Culprit>| ApplyError::Statement {
+            table: "public.t".into(),
+            operation: Operation::Insert,
+            culprit: culprit.map(Box::new),
+            source: SqlError::Server(Box::new(ServerError {
+                severity: "ERROR".into(),
+                sqlstate: sqlstate.into(),
+                message: "value too long for type character varying(10)".into(),
+                detail: None,
+                hint: None,
+                position: None,
+                context: None,
+                column: None,
+            })),
+        };
+        let long = statement(
+            "22001",
+            Some(Culprit {
+                columns: vec!["code".into()],
+                green_type: Some("character varying(10)".into()),
+                key: Some("(id)=(42)".into()),
+            }),
+        );
+        assert!(long.is_blocked() && !long.is_transient());
+        let text = long.to_string();
+        assert!(
+            text.starts_with(
+                "INSERT on table \"public.t\" failed on green: column \"code\" \
+                 (character varying(10) on green), row with key (id)=(42) — blue's value is \
+                 longer than column \"code\" allows on green"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("sync waits and resumes"), "{text}");
+        for blocked in ["23502", "23505", "22P02", "42703", "42501", "0A000"] {
+            assert!(statement(blocked, None).is_blocked(), "{blocked}");
+        }
+        for not_blocked in ["40001", "08006", "XX000", "42601"] {
+            assert!(!statement(not_blocked, None).is_blocked(), "{not_blocked}");
+        }
+        let unmapped = ApplyError::UnmappedColumn {
+            table: "public.t".into(),
+            column: "extra".into(),
+            displaced: false,
+            exclude: "'public.t:extra'".into(),
+        };
+        assert!(unmapped.is_blocked());
+        let text = unmapped.to_string();
+        assert!(
+            text.contains("ADD COLUMN") && text.contains("--exclude 'public.t:extra'"),
+            "{text}"
+        );
+        let referenced = ApplyError::TruncateReferenced {
+            tables: "\"public.parent\"".into(),
+            referencing: vec![ForeignKey {
+                schema: "public".into(),
+                table: "public.child".into(),
+                name: "child".into(),
+                constraint: "child_fk".into(),
+                referenced: "public.parent".into(),
+            }],
+        };
+        assert!(referenced.is_blocked());
+        assert!(
+            referenced.to_string().contains(
+                "table \"public.child\" references \"public.parent\" by a foreign key, and blue \
+                 did not truncate it"
+            ) && referenced
+                .to_string()
+                .contains("ALTER TABLE \"public\".\"child\" DROP CONSTRAINT \"child_fk\""),
+            "{referenced}"
+        );
+        for stops in [
+            ApplyError::ExcludedKeyColumn {
+                table: "public.t".into(),
+                column: "id".into(),
+            },
+            ApplyError::RowNotFound {
+                table: "public.t".into(),
+                operation: Operation::Delete,
+            },
+        ] {
+            assert!(!stops.is_blocked(), "{stops}");
         }
     }
 

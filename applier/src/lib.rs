@@ -5,17 +5,21 @@
 //!   order, built by the engine's transaction assembler.
 //! - [`applier`] runs them on green (`BEGIN`, origin setup, the changes, `COMMIT`), through
 //!   statements built per table and shape (`statement`), mapped onto green's catalog by column
-//!   name and the declared [`rename`]s (`target`), with every value sent as a parameter exactly
-//!   as blue printed it (`value`).
-//! - [`error`] classifies what goes wrong as transient or definite.
+//!   name and the declared [`mapping`] (renames, exclusions, accepted lossy casts; `target`),
+//!   with every value sent as a parameter exactly as blue printed it (`value`).
+//! - [`error`] classifies what goes wrong as transient or definite, says which errors wait for
+//!   an operator to fix green ([`ApplyError::is_blocked`]), and names the column a value error
+//!   is about (`diagnose`).
 //! - [`client`] opens SQL connections from blueshift's connection settings.
 
 pub mod applier;
 mod change;
 pub mod client;
+mod diagnose;
 pub mod error;
 pub mod failpoint;
 pub mod fence;
+pub mod mapping;
 mod origin;
 pub mod outcome;
 mod pipeline;
@@ -27,7 +31,9 @@ pub mod transaction;
 mod value;
 
 pub use applier::Applier;
-pub use error::{class_of_sqlstate, ApplyError, ErrorClass, Operation};
+pub use diagnose::Culprit;
+pub use error::{class_of_sqlstate, ApplyError, ErrorClass, ForeignKey, Operation};
+pub use mapping::{ColumnRef, Mapping, MappingError};
 pub use outcome::{ApplyOutcome, RowCounts, Staged};
 pub use rename::{Rename, RenameError, Renames};
 pub use session::{ApplierOptions, SynchronousCommit};

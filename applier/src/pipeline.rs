@@ -7,6 +7,9 @@
 //! oldest first. The first error in that order is the transaction's error: every statement
 //! after it failed only because the transaction was already aborted. A depth of 1 is the
 //! serial path: each statement is answered before the next is sent.
+//!
+//! A statement that fails keeps its shape and parameters until its answer is read, so that a
+//! value error can name its column and row ([`diagnose`](crate::diagnose)).
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -19,8 +22,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::client::SqlError;
+use crate::diagnose;
 use crate::error::{ApplyError, Operation};
 use crate::outcome::RowCounts;
+use crate::statement::Shape;
 use crate::target::TargetTable;
 use crate::value::Value;
 
@@ -60,11 +65,11 @@ impl<'a> Pipeline<'a> {
     pub(crate) async fn send(
         &mut self,
         target: Arc<TargetTable>,
-        operation: Operation,
+        shape: Shape,
         statement: Statement,
         params: Vec<ColumnValue>,
     ) -> Result<(), ApplyError> {
-        self.send_checked(target, operation, statement, params, true)
+        self.send_checked(target, shape, statement, params, true)
             .await
     }
 
@@ -73,7 +78,7 @@ impl<'a> Pipeline<'a> {
     pub(crate) async fn send_checked(
         &mut self,
         target: Arc<TargetTable>,
-        operation: Operation,
+        shape: Shape,
         statement: Statement,
         params: Vec<ColumnValue>,
         must_touch: bool,
@@ -83,6 +88,7 @@ impl<'a> Pipeline<'a> {
         while self.in_flight.len() >= self.depth {
             self.next().await?;
         }
+        let operation = shape.operation();
         let client = self.client;
         let mut pending: Pending<'a> = Box::pin(async move {
             let values: Vec<Value<'_>> = params
@@ -91,15 +97,19 @@ impl<'a> Pipeline<'a> {
                 .collect();
             let refs: Vec<&(dyn ToSql + Sync)> =
                 values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            let rows =
-                client
-                    .execute(&statement, &refs)
-                    .await
-                    .map_err(|e| ApplyError::Statement {
+            let rows = match client.execute(&statement, &refs).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let source = SqlError::from(e);
+                    let culprit = diagnose::culprit(&target, &shape, &params, &source);
+                    return Err(ApplyError::Statement {
                         table: target.display.clone(),
                         operation,
-                        source: SqlError::from(e),
-                    })?;
+                        culprit: culprit.map(Box::new),
+                        source: diagnose::redact(source),
+                    });
+                }
+            };
             if must_touch && rows == 0 && matches!(operation, Operation::Update | Operation::Delete)
             {
                 return Err(ApplyError::RowNotFound {

@@ -104,8 +104,8 @@ fn syntax(text: &str, reason: impl Into<String>) -> RenameError {
 }
 
 /// Reads one name at the start of `rest`: quoted (`"…"`, `""` inside is `"`) or unquoted (up to
-/// the next `.`, `:` or `=`). Returns the name and what follows it.
-fn name<'a>(text: &str, rest: &'a str) -> Result<(String, &'a str), RenameError> {
+/// the next `.`, `:` or `=`). Returns the name and what follows it, or why it is not a name.
+pub(crate) fn read_name(rest: &str) -> Result<(String, &str), &'static str> {
     if let Some(quoted) = rest.strip_prefix('"') {
         let mut out = String::new();
         let mut chars = quoted.char_indices();
@@ -120,23 +120,25 @@ fn name<'a>(text: &str, rest: &'a str) -> Result<(String, &'a str), RenameError>
                 continue;
             }
             if out.is_empty() {
-                return Err(syntax(text, "an empty quoted name"));
+                return Err("an empty quoted name");
             }
             return Ok((out, &quoted[i + 1..]));
         }
-        return Err(syntax(text, "a quoted name is not closed"));
+        return Err("a quoted name is not closed");
     }
     let end = rest.find(['.', ':', '=', '"']).unwrap_or(rest.len());
     if rest[end..].starts_with('"') {
-        return Err(syntax(
-            text,
-            "a double quote inside an unquoted name (quote the whole name)",
-        ));
+        return Err("a double quote inside an unquoted name (quote the whole name)");
     }
     if end == 0 {
-        return Err(syntax(text, "a name is missing"));
+        return Err("a name is missing");
     }
     Ok((rest[..end].to_owned(), &rest[end..]))
+}
+
+/// [`read_name`], its failure a [`RenameError::Syntax`] about `text`.
+fn name<'a>(text: &str, rest: &'a str) -> Result<(String, &'a str), RenameError> {
+    read_name(rest).map_err(|reason| syntax(text, reason))
 }
 
 /// Parses `[schema.]table` (a bare table is in `public`) into its schema and name.

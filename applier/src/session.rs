@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use crate::client::SqlError;
 use crate::error::ApplyError;
-use crate::rename::Renames;
+use crate::mapping::Mapping;
 
 /// `synchronous_commit` for the applier's transactions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,8 +59,9 @@ pub struct ApplierOptions {
     pub insert_batch_rows: usize,
     /// Most statements sent ahead of their answers within a transaction; 1 is the serial path.
     pub pipeline_depth: usize,
-    /// Column renames: blue's column → green's, per table (see [`rename`](crate::rename)).
-    pub renames: Arc<Renames>,
+    /// The declared column mapping: renames, exclusions, accepted lossy casts (see
+    /// [`mapping`](crate::mapping)).
+    pub mapping: Arc<Mapping>,
     /// What a backfill already copied, per table: skipped or applied idempotently.
     pub fences: Arc<crate::fence::Fences>,
 }
@@ -75,7 +76,7 @@ impl ApplierOptions {
             statement_cache_capacity: 512,
             insert_batch_rows: 256,
             pipeline_depth: 64,
-            renames: Arc::default(),
+            mapping: Arc::default(),
             fences: Arc::default(),
         }
     }

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use tokio_postgres::Statement;
 
+use crate::error::Operation;
 use crate::target::TargetTable;
 
 /// How an UPDATE or DELETE finds its row.
@@ -58,6 +59,17 @@ pub(crate) enum Shape {
         /// How the row is found.
         locate: Locate,
     },
+}
+
+impl Shape {
+    /// The row operation the statement carries out.
+    pub(crate) fn operation(&self) -> Operation {
+        match self {
+            Shape::Insert { .. } | Shape::Upsert { .. } => Operation::Insert,
+            Shape::Update { .. } => Operation::Update,
+            Shape::Delete { .. } => Operation::Delete,
+        }
+    }
 }
 
 /// The SQL text of `shape` on `table`. Parameters are numbered in order: INSERT row by row,
@@ -192,14 +204,26 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
     }
 }
 
-/// `TRUNCATE` of the given quoted table names, with the flags blue sent.
-pub(crate) fn truncate_sql(tables: &[&str], cascade: bool, restart_identity: bool) -> String {
-    let mut sql = format!("TRUNCATE TABLE {}", tables.join(", "));
+/// `TRUNCATE` of exactly the given tables, as native apply does (`ExecuteTruncateGuts` with
+/// `DROP_RESTRICT`): `ONLY` each table, so that inheritance children blue did not name stay
+/// (blue names each table it truncated that is published), except a partitioned table, whose
+/// partitions go with it; never `CASCADE`, whatever blue ran — a green table outside the set
+/// that references one of them makes the TRUNCATE fail instead; `RESTART IDENTITY` when blue
+/// sent it. `tables` are quoted names, each with whether green's table is partitioned.
+pub(crate) fn truncate_sql(tables: &[(&str, bool)], restart_identity: bool) -> String {
+    let names: Vec<String> = tables
+        .iter()
+        .map(|(name, partitioned)| {
+            if *partitioned {
+                (*name).to_owned()
+            } else {
+                format!("ONLY {name}")
+            }
+        })
+        .collect();
+    let mut sql = format!("TRUNCATE TABLE {}", names.join(", "));
     if restart_identity {
         sql.push_str(" RESTART IDENTITY");
-    }
-    if cascade {
-        sql.push_str(" CASCADE");
     }
     sql
 }
@@ -287,6 +311,7 @@ mod tests {
         let column = |name: &str, blue: usize, compare_as_text: bool| TargetColumn {
             name: name.to_owned(),
             quoted: blueshift_decoder::ident::quote_ident(name),
+            green_type: "text".to_owned(),
             blue,
             compare_as_text,
         };
@@ -304,6 +329,7 @@ mod tests {
             blue_width: 4,
             key: vec![0],
             green_key: vec![0],
+            identity_full: false,
             schema: "s".into(),
             name: "x; DROP TABLE y".into(),
         }
@@ -363,14 +389,14 @@ mod tests {
     }
 
     #[test]
-    fn truncate_flags() {
+    fn truncate_is_only_these_tables_and_never_cascades() {
         assert_eq!(
-            truncate_sql(&["\"a\".\"b\"", "\"c\".\"d\""], true, true),
-            "TRUNCATE TABLE \"a\".\"b\", \"c\".\"d\" RESTART IDENTITY CASCADE"
+            truncate_sql(&[("\"a\".\"b\"", false), ("\"c\".\"d\"", true)], true),
+            "TRUNCATE TABLE ONLY \"a\".\"b\", \"c\".\"d\" RESTART IDENTITY"
         );
         assert_eq!(
-            truncate_sql(&["\"t\""], false, false),
-            "TRUNCATE TABLE \"t\""
+            truncate_sql(&[("\"t\"", false)], false),
+            "TRUNCATE TABLE ONLY \"t\""
         );
     }
 }

@@ -2,11 +2,17 @@
 //!
 //! Green's catalog (`pg_attribute`, without dropped and generated columns) is read once per
 //! relation description; a Relation message that changes a table's columns is a new description
-//! and so gets a new mapping (and new statements). Each blue column lands in the green column of
-//! the same name, or of the name a [`rename`](crate::rename) declares, and then:
-//! - a blue column green lacks is not carried: statements leave it out. Except a column of the
-//!   replica identity key (not under REPLICA IDENTITY FULL): UPDATE and DELETE find their row by
-//!   it, so that is an error naming it;
+//! and so gets a new mapping (and new statements), read from green as it is then — so a column
+//! the operator added on green while sync waited for it is carried. [`TargetCache::clear`]
+//! forgets every mapping (after green changed under a running applier). Each blue column lands
+//! in the green column of the same name, or of the name a [`rename`](crate::rename) declares,
+//! and then:
+//! - a blue column the [`mapping`](crate::mapping) excludes is not carried: statements leave it
+//!   out. Except a column of the replica identity key (not under REPLICA IDENTITY FULL): UPDATE
+//!   and DELETE find their row by it, so excluding it is an error naming it;
+//! - a blue column green lacks, and that is not excluded, is an error naming it and both fixes
+//!   (add it on green, or exclude it): its values would be lost. The engine checks each Relation
+//!   message against green before applying it and waits for the fix; this is the backstop;
 //! - a green column no blue column lands in is never in a statement: an INSERT gives it its
 //!   default;
 //! - a column whose type differs is converted by green: values go as text parameters, and the
@@ -27,12 +33,13 @@ use tokio_postgres::Client;
 
 use crate::client::SqlError;
 use crate::error::ApplyError;
-use crate::rename::Renames;
+use crate::mapping::{ColumnRef, Mapping};
 
 /// Green's columns of a table, by name.
 const CATALOG_QUERY: &str = "\
 SELECT c.relkind::text, a.attname::text, a.attgenerated::text <> '', \
-       (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8 \
+       (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8, \
+       pg_catalog.format_type(a.atttypid, a.atttypmod) \
 FROM pg_catalog.pg_class c \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 LEFT JOIN pg_catalog.pg_attribute a \
@@ -67,6 +74,8 @@ pub(crate) struct TargetColumn {
     pub(crate) name: String,
     /// Green's column name, quoted for SQL.
     pub(crate) quoted: String,
+    /// Green's column type, with its modifier (`character varying(10)`): for messages.
+    pub(crate) green_type: String,
     /// Where the value is in blue's rows.
     pub(crate) blue: usize,
     /// Whether a NULL-safe equality on it must compare the text forms (no usable `=`).
@@ -93,8 +102,11 @@ pub(crate) struct TargetTable {
     pub(crate) columns: Vec<TargetColumn>,
     /// Values per row from blue: the relation description's column count.
     pub(crate) blue_width: usize,
-    /// Indexes (in `columns`) of the replica identity key columns.
+    /// Indexes (in `columns`) of the replica identity key columns (every column under REPLICA
+    /// IDENTITY FULL).
     pub(crate) key: Vec<usize>,
+    /// Blue's table has REPLICA IDENTITY FULL: `key` is the whole row, not a key to print.
+    pub(crate) identity_full: bool,
     /// Indexes (in `columns`) of green's primary key (else its replica identity index): the
     /// conflict target of an idempotent INSERT. Empty when green has none or a column of it is
     /// not carried.
@@ -102,11 +114,11 @@ pub(crate) struct TargetTable {
 }
 
 impl TargetTable {
-    /// Reads green's catalog for `relation` and maps its columns, renamed by `renames`.
+    /// Reads green's catalog for `relation` and maps its columns as `mapping` declares.
     pub(crate) async fn load(
         client: &Client,
         relation: &RelationInfo,
-        renames: &Renames,
+        mapping: &Mapping,
         id: u64,
     ) -> Result<TargetTable, ApplyError> {
         let name = relation.name();
@@ -122,51 +134,77 @@ impl TargetTable {
             return Err(ApplyError::MissingTable { table: display });
         };
         let partitioned = first.get::<_, String>(0) == "p";
-        let mut green: HashMap<String, (bool, i64)> = HashMap::with_capacity(rows.len());
+        let mut green: HashMap<String, (bool, i64, String)> = HashMap::with_capacity(rows.len());
         for row in &rows {
             if let Some(column) = row.get::<_, Option<String>>(1) {
                 let generated: bool = row.get(2);
                 let type_oid: i64 = row.get(3);
-                green.insert(column, (generated, type_oid));
+                let type_name: String = row.get(4);
+                green.insert(column, (generated, type_oid, type_name));
             }
         }
         let full = relation.replica_identity() == ReplicaIdentity::Full;
+        let (schema, table) = (name.schema(), name.name.as_str());
         let mut columns = Vec::with_capacity(relation.columns().len());
         let mut key = Vec::new();
         for (blue, column) in relation.columns().iter().enumerate() {
             let in_key = relation.key_columns().contains(&blue);
-            let target = renames.green_column(name.schema(), &name.name, &column.name);
+            let target = mapping.green_column(schema, table, &column.name);
             match target.and_then(|t| green.get(t).map(|g| (t, g))) {
-                Some((target, (false, type_oid))) => {
+                Some((target, (false, type_oid, type_name))) => {
                     if in_key {
                         key.push(columns.len());
                     }
                     columns.push(TargetColumn {
                         name: target.to_owned(),
                         quoted: quote_ident(target),
+                        green_type: type_name.clone(),
                         blue,
                         compare_as_text: COMPARE_AS_TEXT.contains(type_oid),
                     });
                 }
-                Some((target, (true, _))) => {
+                Some((target, (true, _, _))) => {
                     return Err(ApplyError::GeneratedColumn {
                         table: display,
                         column: target.to_owned(),
                     })
                 }
                 None => {
-                    if let Some(to) = renames.renamed_to(name.schema(), &name.name, &column.name) {
+                    let excluded = mapping.is_excluded(schema, table, &column.name);
+                    if let Some(to) = mapping.renames().renamed_to(schema, table, &column.name) {
                         return Err(ApplyError::MissingRenameTarget {
                             table: display,
                             from: column.name.clone(),
                             to: to.to_owned(),
                         });
                     }
-                    // Not carried; but rows are found by a key column.
+                    // Rows are found by a key column: it must be carried.
                     if in_key && !full {
-                        return Err(ApplyError::MissingKeyColumn {
+                        return Err(if excluded {
+                            ApplyError::ExcludedKeyColumn {
+                                table: display,
+                                column: column.name.clone(),
+                            }
+                        } else {
+                            ApplyError::MissingKeyColumn {
+                                table: display,
+                                column: column.name.clone(),
+                            }
+                        });
+                    }
+                    if !excluded {
+                        let exclude = ColumnRef {
+                            schema: schema.to_owned(),
+                            table: table.to_owned(),
+                            column: column.name.clone(),
+                        }
+                        .flag();
+                        return Err(ApplyError::UnmappedColumn {
                             table: display,
                             column: column.name.clone(),
+                            // Displaced: green's column of that name receives a renamed one.
+                            displaced: target.is_none(),
+                            exclude,
                         });
                     }
                 }
@@ -189,6 +227,7 @@ impl TargetTable {
         Ok(TargetTable {
             id,
             green_key: green_key.unwrap_or_default(),
+            identity_full: full,
             schema: name.schema().to_owned(),
             name: name.name.clone(),
             quoted: format!("{}.{}", quote_ident(name.schema()), quote_ident(&name.name)),
@@ -207,7 +246,7 @@ impl TargetTable {
 pub(crate) struct TargetCache {
     by_oid: HashMap<u32, Vec<Mapped>>,
     next_id: u64,
-    renames: Arc<Renames>,
+    mapping: Arc<Mapping>,
 }
 
 /// A relation description and its mapping onto green.
@@ -217,12 +256,12 @@ type Mapped = (Arc<RelationInfo>, Arc<TargetTable>);
 const VERSIONS_PER_RELATION: usize = 4;
 
 impl TargetCache {
-    /// An empty cache mapping columns with `renames`.
-    pub(crate) fn new(renames: Arc<Renames>) -> Self {
+    /// An empty cache mapping columns as `mapping` declares.
+    pub(crate) fn new(mapping: Arc<Mapping>) -> Self {
         TargetCache {
             by_oid: HashMap::new(),
             next_id: 0,
-            renames,
+            mapping,
         }
     }
 
@@ -248,22 +287,13 @@ impl TargetCache {
         }
         self.next_id += 1;
         let target =
-            Arc::new(TargetTable::load(client, relation, &self.renames, self.next_id).await?);
-        tracing::debug!(table = %target.display, columns = target.columns.len(), "target table loaded");
-        if target.columns.len() < target.blue_width {
-            let not_carried: Vec<&str> = relation
-                .columns()
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !target.columns.iter().any(|c| c.blue == *i))
-                .map(|(_, c)| c.name.as_str())
-                .collect();
-            tracing::info!(
-                table = %target.display,
-                columns = ?not_carried,
-                "blue's columns not carried: green has no column for them"
-            );
-        }
+            Arc::new(TargetTable::load(client, relation, &self.mapping, self.next_id).await?);
+        tracing::debug!(
+            table = %target.display,
+            columns = target.columns.len(),
+            excluded = target.blue_width - target.columns.len(),
+            "target table loaded"
+        );
         let versions = self.by_oid.entry(relation.oid().0).or_default();
         if versions.len() >= VERSIONS_PER_RELATION {
             versions.remove(0);

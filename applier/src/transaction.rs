@@ -94,6 +94,35 @@ pub enum Changes {
 }
 
 impl Changes {
+    /// The relation descriptions the changes refer to, each once (by pointer), in order of first
+    /// use.
+    pub fn relations(&self) -> Vec<Arc<RelationInfo>> {
+        match self {
+            Changes::InMemory(changes) => {
+                let mut out: Vec<Arc<RelationInfo>> = Vec::new();
+                for change in changes {
+                    let relations = match change {
+                        Change::Insert { relation, .. }
+                        | Change::Update { relation, .. }
+                        | Change::Delete { relation, .. } => std::slice::from_ref(relation),
+                        Change::Truncate { relations, .. } => relations.as_slice(),
+                    };
+                    for relation in relations {
+                        // Runs of changes to one table are the common case: the last one first.
+                        if out.last().is_some_and(|r| Arc::ptr_eq(r, relation)) {
+                            continue;
+                        }
+                        if !out.iter().any(|r| Arc::ptr_eq(r, relation)) {
+                            out.push(Arc::clone(relation));
+                        }
+                    }
+                }
+                out
+            }
+            Changes::Spilled(spilled) => spilled.relations(),
+        }
+    }
+
     /// The changes held in memory, or `None` when spilled.
     pub fn in_memory(&self) -> Option<&[Change]> {
         match self {
@@ -110,6 +139,11 @@ pub trait SpilledChanges: Send + Sync + fmt::Debug {
 
     /// How many changes there are in all.
     fn len(&self) -> u64;
+
+    /// The relation descriptions the changes refer to, each once (read without reading the
+    /// changes: the engine checks them against green before the transaction is applied). It may
+    /// also hold descriptions only changes of aborted subtransactions referred to.
+    fn relations(&self) -> Vec<Arc<RelationInfo>>;
 
     /// True when there are none.
     fn is_empty(&self) -> bool {

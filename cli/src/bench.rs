@@ -119,12 +119,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         smoke: args.smoke,
         command_line,
     };
-    // Ctrl-C or SIGTERM drops the run: its children are killed and its clusters stopped and
-    // removed.
-    let results = tokio::select! {
-        results = blueshift_bench::run(options) => results?,
-        () = crate::shutdown_signal() => anyhow::bail!("interrupted; the throwaway clusters were removed"),
-    };
+    // Ctrl-C or SIGTERM drops the run (`main` stops every command but the draining ones at
+    // once): its children are killed and its clusters stopped and removed.
+    let results = blueshift_bench::run(options).await?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(results.markdown().as_bytes())?;
     stdout.flush()?;

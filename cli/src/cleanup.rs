@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use blueshift_engine::cleanup::{self, CleanupOptions};
 
-use crate::source;
+use crate::settings;
 
 /// Drop the replication slot on blue, blueshift's publication and the origins on green.
 ///
@@ -25,14 +25,25 @@ Examples:
   blueshift cleanup --source \"$BLUE\" --target \"$GREEN\" --slot app_sync \\
       --publication blueshift_pub --yes
 
-Passwords come from ~/.pgpass or PGPASSWORD; one inside a URI works but is visible to other
-users in the process list.")]
+  # Everything from the sidecar's settings file (source, target, slot, publication)
+  blueshift cleanup --config /etc/blueshift/sync.toml --yes
+
+Settings as for every command: the command line, then BLUESHIFT_* variables (BLUESHIFT_SLOT…),
+then --config. Passwords: --source-password-file/--target-password-file, PGPASSWORD or
+~/.pgpass; one inside a URI works but is visible to other users in the process list.")]
 pub(crate) struct CleanupArgs {
     #[command(flatten)]
-    sync: source::SyncEndpoints,
+    config: settings::ConfigArg,
+    #[command(flatten)]
+    source: settings::SourceArgs,
+    #[command(flatten)]
+    target: settings::TargetArgs,
+    #[command(flatten)]
+    slot: settings::SlotArg,
 
-    /// The sync's publication on blue, dropped only if blueshift created it.
-    #[arg(long, value_name = "NAME")]
+    /// The sync's publication on blue, dropped only if blueshift created it (default: the
+    /// file's `publication`).
+    #[arg(long, value_name = "NAME", env = "BLUESHIFT_PUBLICATION")]
     publication: Option<String>,
 
     /// Drop for real (without it: a dry run that only prints what would be dropped).
@@ -41,11 +52,15 @@ pub(crate) struct CleanupArgs {
 }
 
 pub(crate) async fn run(args: CleanupArgs) -> anyhow::Result<()> {
+    let file = args.config.load()?;
+    let source = args.source.resolve(&file)?;
+    let target = args.target.resolve(&file)?;
+    settings::ensure_distinct(&source, &target)?;
     let options = CleanupOptions {
-        source: args.sync.source()?,
-        target: args.sync.target()?,
-        slot: args.sync.slot,
-        publication: args.publication,
+        source,
+        target,
+        slot: args.slot.resolve(&file)?,
+        publication: args.publication.or(file.publication),
         execute: args.yes,
     };
     let report = cleanup::cleanup(&options)

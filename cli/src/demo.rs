@@ -128,7 +128,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             chunk_bytes: 8 << 20,
             ..BackfillOptions::default()
         },
-        renames: Default::default(),
+        mapping: Default::default(),
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

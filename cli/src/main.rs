@@ -1,11 +1,15 @@
 //! The `blueshift` command: parses arguments into validated settings and calls the engine.
 //!
-//! `main` stays thin: it sets up logging, runs one subcommand, prints the error chain once and
-//! exits with a code by error class (0 done, 1 failed, 2 bad usage).
+//! `main` stays thin: it sets up logging and the signal handlers, runs one subcommand, prints
+//! the error chain once and exits with a code by error class ([`exit`]: 0 done, 1 differences,
+//! 2 usage, 3 refused, 4 connection, 5 data stop, 6 interrupted, 7 internal).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+use signals::Signals;
 
 /// mimalloc rather than the system allocator: large transactions are assembled on one runtime
 /// thread and freed on another, and glibc's per-thread arenas keep such memory resident.
@@ -15,24 +19,58 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod cleanup;
 mod demo;
+mod docs;
+mod exit;
+mod logging;
 mod migrate;
 mod plan;
 mod progress;
 mod rename;
+mod settings;
+mod signals;
 mod source;
 mod status;
 mod sync;
 mod tail;
+mod version;
 
 /// Move a live PostgreSQL database from blue to green with no write downtime.
 #[derive(Debug, Parser)]
-#[command(name = "blueshift", version)]
+#[command(
+    name = "blueshift",
+    version = version::SHORT,
+    long_version = version::LONG,
+    after_long_help = exit::HELP
+)]
 struct Cli {
     /// Log verbosity: error, warn, info, debug or trace (or a tracing filter such as
     /// `blueshift_decoder=debug`); default info (warn for the demo). The `RUST_LOG` variable
     /// wins when set.
-    #[arg(long, global = true, value_name = "FILTER")]
+    #[arg(long, global = true, value_name = "FILTER", env = "BLUESHIFT_LOG")]
     log: Option<String>,
+
+    /// Log lines as text, or as one JSON object per line (timestamp, level, message and the
+    /// event's fields) for a log collector.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = logging::Format::Text,
+        env = "BLUESHIFT_LOG_FORMAT"
+    )]
+    log_format: logging::Format,
+
+    /// After SIGINT/SIGTERM, how long sync, backfill and tail may drain what is in flight
+    /// before they stop at once (a second signal stops at once too).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        env = "BLUESHIFT_SHUTDOWN_TIMEOUT"
+    )]
+    shutdown_timeout: u64,
 
     #[command(subcommand)]
     command: Command,
@@ -42,22 +80,32 @@ struct Cli {
 enum Command {
     Demo(demo::DemoArgs),
     Sync(Box<sync::SyncArgs>),
-    /// Copy blue's existing rows into green, then exit.
-    ///
-    /// A consistent snapshot shared with the replication slot, tables split across
-    /// --copy-workers, green's indexes rebuilt after the load, sequences set. Resumes an
-    /// interrupted copy. `blueshift sync` then streams from the slot with no gap and nothing
-    /// twice.
-    Backfill(Box<sync::SyncArgs>),
+    Backfill(Box<sync::BackfillArgs>),
     Tail(tail::TailArgs),
     Migrate(migrate::MigrateArgs),
     Plan(plan::PlanArgs),
     Status(status::StatusArgs),
     Cleanup(cleanup::CleanupArgs),
     Bench(bench::BenchArgs),
+    Completions(docs::CompletionsArgs),
+    Man(docs::ManArgs),
     #[command(name = "bench-decode-sink", hide = true)]
     BenchDecodeSink(bench::DecodeSinkArgs),
 }
+
+impl Command {
+    /// Whether the first signal asks the command to drain (sync, backfill, tail) rather than
+    /// stopping it at once.
+    fn drains(&self) -> bool {
+        matches!(
+            self,
+            Command::Sync(_) | Command::Backfill(_) | Command::Tail(_)
+        )
+    }
+}
+
+/// After a forced stop, how long the dropped connections get to say goodbye.
+const TERMINATE_GRACE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,10 +113,11 @@ fn main() -> ExitCode {
         Command::Demo(_) | Command::Bench(_) | Command::BenchDecodeSink(_) => "warn",
         _ => "info",
     };
-    init_logging(cli.log.as_deref().unwrap_or(default_level));
+    let format = cli.log_format;
+    logging::init(cli.log.as_deref().unwrap_or(default_level), format);
     // Test builds only: failpoints armed by BLUESHIFT_FAILPOINTS (an error in any other build).
     if let Err(e) = blueshift_engine::failpoint::configure_from_env() {
-        return report(&anyhow::anyhow!(e));
+        return report(&anyhow::Error::new(exit::Refused(e.to_string())), format);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,67 +125,90 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return report(&anyhow::Error::new(e).context("cannot start the async runtime")),
+        Err(e) => {
+            return report(
+                &anyhow::Error::new(e).context("cannot start the async runtime"),
+                format,
+            )
+        }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Demo(args) => demo::run(args).await,
-            Command::Sync(args) => sync::run(*args).await,
-            Command::Backfill(args) => sync::run_backfill(*args).await,
-            Command::Tail(args) => tail::run(args).await,
-            Command::Migrate(args) => migrate::run(args).await,
-            Command::Plan(args) => plan::run(args).await,
-            Command::Status(args) => status::run(args).await,
-            Command::Cleanup(args) => cleanup::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::BenchDecodeSink(args) => bench::decode_sink(args).await,
+    let shutdown_timeout = Duration::from_secs(cli.shutdown_timeout);
+    let code = runtime.block_on(async move {
+        let signals = Signals::install();
+        let drains = cli.command.drains();
+        let stop: std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> = if drains {
+            Box::pin(signals.forced(shutdown_timeout))
+        } else {
+            let requested = signals.requested();
+            Box::pin(async move {
+                requested.await;
+                "stopped by a signal".to_owned()
+            })
+        };
+        let work = run(cli.command, signals);
+        let result = tokio::select! {
+            result = work => result,
+            why = stop => {
+                // The command was dropped: its SQL clients with it. Their connection tasks
+                // send a Terminate as soon as they run; give them that moment.
+                tokio::time::sleep(TERMINATE_GRACE).await;
+                Err(anyhow::Error::new(exit::Interrupted(format!(
+                    "{why}; nothing half-done was committed, so running the same command \
+                     again resumes"
+                ))))
+            }
+        };
+        match result {
+            Ok(()) => exit::Class::Done.exit_code(),
+            Err(e) => report(&e, format),
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e),
+    // Tasks still running (a forced stop) are dropped; copy threads end with the process.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+async fn run(command: Command, signals: Signals) -> anyhow::Result<()> {
+    match command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Sync(args) => sync::run(*args, &signals).await,
+        Command::Backfill(args) => sync::run_backfill(*args, &signals).await,
+        Command::Tail(args) => tail::run(args, &signals).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Cleanup(args) => cleanup::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Completions(args) => docs::completions(args, Cli::command()),
+        Command::Man(args) => docs::man(args, Cli::command()),
+        Command::BenchDecodeSink(args) => bench::decode_sink(args).await,
     }
 }
 
-/// Prints the error chain once, on stderr, and picks the exit code.
-fn report(e: &anyhow::Error) -> ExitCode {
+/// Prints the error chain once (on stderr, or as a JSON log line) and picks the exit code by
+/// the error's class.
+fn report(e: &anyhow::Error, format: logging::Format) -> ExitCode {
+    let class = exit::classify(e);
     let mut text = format!("error: {e}");
     for cause in e.chain().skip(1) {
         text.push_str(&format!("\n  caused by: {cause}"));
     }
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!("{text}");
-    }
-    ExitCode::FAILURE
-}
-
-/// Completes on SIGINT or SIGTERM: the signal to drain what is in flight and stop.
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    match format {
+        logging::Format::Json => {
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            tracing::error!(
+                error = %e,
+                causes = %chain.get(1..).unwrap_or_default().join(": "),
+                exit_code = class.code(),
+                "blueshift stopped"
+            );
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        logging::Format::Text => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("{text}");
+            }
+        }
     }
-}
-
-fn init_logging(filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    class.exit_code()
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use blueshift_decoder::config::ConnectConfig;
+
+use crate::settings;
 use blueshift_engine::client;
 use blueshift_engine::migrate::{
     scaffold, Direction, LockWait, MigrateConfig, Migrator, Repair, Run, State, Status, Version,
@@ -22,17 +24,40 @@ use serde_json::json;
   blueshift migrate up --dry-run
   blueshift migrate up --lock-wait 30s --lock-timeout 5s")]
 pub(crate) struct MigrateArgs {
-    /// The database to migrate: a libpq URI or key=value string. Prefer PGPASSWORD or ~/.pgpass to
-    /// a password in the URI.
+    /// The database to migrate: a libpq URI or key=value string (default: --target, then
+    /// BLUESHIFT_TARGET, then the --config file's `target`). Prefer PGPASSWORD or ~/.pgpass
+    /// to a password in the URI.
     #[arg(
         long,
-        visible_alias = "target",
         env = "DATABASE_URL",
         hide_env_values = true,
         global = true,
         value_name = "URI"
     )]
     database: Option<String>,
+
+    /// The TOML settings file every command reads (its `target` and `target_password_file`).
+    #[arg(long, value_name = "FILE", env = "BLUESHIFT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+
+    /// Green: the database to migrate when --database is not given.
+    #[arg(
+        long,
+        value_name = "URI",
+        env = "BLUESHIFT_TARGET",
+        hide_env_values = true,
+        global = true
+    )]
+    target: Option<String>,
+
+    /// File holding the database's password (its first line).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "BLUESHIFT_TARGET_PASSWORD_FILE",
+        global = true
+    )]
+    target_password_file: Option<PathBuf>,
 
     /// The folder of `V<version>__<description>.sql` scripts (and their `.down.sql`).
     #[arg(long, default_value = "migrations", global = true, value_name = "DIR")]
@@ -135,10 +160,34 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         println!("created {}", down.display());
         return Ok(());
     }
-    let conninfo = args
-        .database
-        .context("no database given — pass --database URI (or --target) or set DATABASE_URL")?;
-    let connect = ConnectConfig::from_conninfo(&conninfo).context("invalid --database")?;
+    let file = settings::ConfigArg {
+        config: args.config.clone(),
+    }
+    .load()?;
+    let target = settings::TargetArgs {
+        target: args.target.clone(),
+        target_password_file: args.target_password_file.clone(),
+    };
+    let connect =
+        match &args.database {
+            Some(conninfo) => {
+                let mut connect = crate::source::parse("--database", conninfo)?;
+                if let Some(path) = target
+                    .target_password_file
+                    .as_deref()
+                    .or(file.target_password_file.as_deref())
+                {
+                    connect.set_password(settings::read_password(path)?);
+                }
+                connect
+            }
+            None if target.given(&file) => target.resolve(&file)?,
+            None => return Err(anyhow::Error::new(crate::exit::Refused(
+                "no database given — pass --database URI (or --target URI), or set DATABASE_URL \
+                 or BLUESHIFT_TARGET, or target = \"…\" in the --config file"
+                    .to_owned(),
+            ))),
+        };
     let migrator = Migrator::new(config);
     let (mut client, connection) = client::connect(&connect, "blueshift migrate").await?;
     let result = command(&migrator, &mut client, args.command, &connect).await;

@@ -1,67 +1,64 @@
 //! `blueshift plan`: compares each table blue publishes with green's table of the same name
-//! (columns matched by name and the declared renames) and says whether replication can carry
-//! the difference. Prints the mapping per table (or JSON) and fails when anything is blocked.
-
-use std::path::PathBuf;
+//! (columns matched by name and the declared mapping: renames, exclusions, lossy casts) and says
+//! whether replication can carry the difference losslessly. Prints the mapping per table (or
+//! JSON) and fails when anything is blocked.
 
 use anyhow::Context as _;
-use blueshift_decoder::config::ConnectConfig;
 use blueshift_engine::client;
 use blueshift_engine::schema::{self, quote_ident, ColumnPlan, SchemaPlan, TablePlan, Verdict};
 
+use crate::exit::{Differences, Refused};
 use crate::rename::{self, RenameArgs};
+use crate::settings;
 
 /// Compare blue's published tables with green's schema: fine, cast, warning or blocked.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:
   blueshift plan --source postgresql://app@blue:5432/app --target postgresql://app@green:5432/app --publication blueshift
   blueshift plan --source … --target … --json | jq '.tables[] | select(.verdict == \"blocked\")'
-  blueshift plan --source … --target … --rename 'public.users:name=full_name'
-  blueshift plan --source … --target … --config /etc/blueshift/sync.toml   # its [[rename]]s
+  blueshift plan --source … --target … --rename 'public.users:name=full_name' --exclude 'users:legacy'
+  blueshift plan --config /etc/blueshift/sync.toml   # source, target, publication, [[rename]], [[exclude]], [[cast]]
 
 Each table lists blue column → green column: the type (blue → green when green converts it),
-\"not copied\" for a column only on blue, \"default\" for a column only on green.
+\"(excluded)\" for a blue column excluded on purpose, \"(missing)\" for a blue column green lacks
+(blocked: its values would be lost), \"(default)\" for a column only on green.
 Exits with 1 when a table is blocked.")]
 pub(crate) struct PlanArgs {
-    /// Blue, the database replicated from: a libpq URI or key=value string.
-    #[arg(long, value_name = "URI")]
-    source: String,
+    #[command(flatten)]
+    config: settings::ConfigArg,
+    #[command(flatten)]
+    source: settings::SourceArgs,
+    #[command(flatten)]
+    target: settings::TargetArgs,
 
-    /// Green, the database replicated to.
-    #[arg(long, value_name = "URI")]
-    target: String,
-
-    /// The publication whose tables are compared (default: every user table on blue).
-    #[arg(long, value_name = "NAME")]
+    /// The publication whose tables are compared (default: the file's `publication`, else
+    /// every user table on blue).
+    #[arg(long, value_name = "NAME", env = "BLUESHIFT_PUBLICATION")]
     publication: Option<String>,
 
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
 
-    /// sync's TOML settings file: only its `[[rename]]` tables are read.
-    #[arg(long, value_name = "FILE", env = "BLUESHIFT_CONFIG")]
-    config: Option<PathBuf>,
-
     #[command(flatten)]
     renames: RenameArgs,
 }
 
 pub(crate) async fn run(args: PlanArgs) -> anyhow::Result<()> {
-    let blue_config = ConnectConfig::from_conninfo(&args.source).context("invalid --source")?;
-    let green_config = ConnectConfig::from_conninfo(&args.target).context("invalid --target")?;
-    let file_renames = match &args.config {
-        Some(path) => rename::read_file(path)?,
-        None => Vec::new(),
-    };
-    let renames = rename::collect(file_renames, args.renames.renames)?;
+    let file = args.config.load()?;
+    let blue_config = args.source.resolve(&file)?;
+    let green_config = args.target.resolve(&file)?;
+    settings::ensure_distinct(&blue_config, &green_config)?;
+    let publication = args.publication.or(file.publication.clone());
+    let mapping = rename::collect(file.mapping(), args.renames)
+        .map_err(|e| anyhow::Error::new(Refused(format!("{e:#}"))))?;
     let (blue, blue_connection) = client::connect(&blue_config, "blueshift plan")
         .await
         .context("cannot reach blue (--source)")?;
     let (green, green_connection) = client::connect(&green_config, "blueshift plan")
         .await
         .context("cannot reach green (--target)")?;
-    let plan = schema::plan(&blue, &green, args.publication.as_deref(), &renames).await;
+    let plan = schema::plan(&blue, &green, publication.as_deref(), &mapping).await;
     drop((blue, green));
     let _ = blue_connection.await;
     let _ = green_connection.await;
@@ -78,12 +75,12 @@ pub(crate) async fn run(args: PlanArgs) -> anyhow::Result<()> {
         .map(|t| t.table.to_string())
         .collect();
     if !blocked.is_empty() {
-        anyhow::bail!(
+        return Err(anyhow::Error::new(Differences(format!(
             "replication cannot carry the schema of {} table(s): {} — fix what is marked blocked \
              on green before starting sync",
             blocked.len(),
             blocked.join(", ")
-        );
+        ))));
     }
     Ok(())
 }
@@ -151,7 +148,8 @@ fn row(c: &ColumnPlan) -> [String; 5] {
     let green = match (c.green_name(), &c.renamed_to) {
         (Some(g), _) => quote_ident(g),
         (None, Some(to)) => format!("{} (missing on green)", quote_ident(to)),
-        (None, None) => "(not copied)".to_owned(),
+        (None, None) if c.excluded => "(excluded)".to_owned(),
+        (None, None) => "(missing)".to_owned(),
     };
     let ty = match (&c.blue, &c.green) {
         (Some(b), Some(g)) if c.cast.is_some() => format!(

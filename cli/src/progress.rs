@@ -95,16 +95,16 @@ impl Bars {
         let (rows, _, done, total, expected) = progress.totals();
         let overall = self.overall.get_or_insert_with(|| {
             let bar = self.multi.add(ProgressBar::new(1));
-            bar.set_style(Self::style(
-                "{prefix:>28} [{bar:30}] {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
-            ));
+            bar.set_style(Self::style("{prefix:>28} [{bar:30}] {msg}"));
             bar.set_prefix("all tables");
             bar
         });
+        let secs = progress.elapsed().as_secs_f64();
         overall.set_length(expected.max(rows).max(1));
         overall.set_position(rows);
         overall.set_message(format!(
-            "{} · chunks {done}/{total}",
+            "{}  {} · chunks {done}/{total}",
+            rows_line(rows, expected, secs),
             progress.phase().as_str()
         ));
         for (name, counters) in tables {
@@ -113,9 +113,7 @@ impl Bars {
                 Some((_, bar)) => bar.clone(),
                 None => {
                     let bar = self.multi.add(ProgressBar::new(1));
-                    bar.set_style(Self::style(
-                        "{prefix:>28} [{bar:30}] {pos}/{len} rows  {per_sec}  {msg}",
-                    ));
+                    bar.set_style(Self::style("{prefix:>28} [{bar:30}] {msg}"));
                     bar.set_prefix(truncate(&label, 28));
                     self.tables.push((label, bar.clone()));
                     bar
@@ -127,7 +125,10 @@ impl Bars {
             let total = counters.chunks_total.load(Ordering::Relaxed);
             bar.set_length(expected.max(rows).max(1));
             bar.set_position(rows);
-            bar.set_message(format!("chunks {done}/{total}"));
+            bar.set_message(format!(
+                "{}  chunks {done}/{total}",
+                rows_line(rows, expected, secs)
+            ));
             if total > 0 && done == total && !bar.is_finished() {
                 bar.set_length(rows.max(1));
                 bar.finish();
@@ -147,6 +148,52 @@ impl Bars {
     }
 }
 
+/// `1,234/5,678 rows  12,345 rows/s  ETA 3 s`: the expected count only when blue's statistics
+/// know one (a table never analysed has none), the rate once something was copied, the ETA
+/// only when both are known.
+fn rows_line(rows: u64, expected: u64, secs: f64) -> String {
+    let rate = if secs > 0.5 && rows > 0 {
+        Some(rows as f64 / secs)
+    } else {
+        None
+    };
+    let mut line = if expected > 0 {
+        format!("{}/{} rows", thousands(rows), thousands(expected.max(rows)))
+    } else {
+        format!("{} rows", thousands(rows))
+    };
+    if let Some(rate) = rate {
+        line.push_str(&format!("  {} rows/s", thousands(rate.round() as u64)));
+        if expected > rows {
+            let eta = ((expected - rows) as f64 / rate).ceil() as u64;
+            line.push_str(&format!("  ETA {}", duration(eta)));
+        }
+    }
+    line
+}
+
+/// `1234567` → `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `75` → `1m15s`.
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_owned()
@@ -160,5 +207,28 @@ fn truncate(s: &str, n: usize) -> String {
             .rev()
             .collect();
         format!("…{tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_counts_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_600_000), "1,600,000");
+        // No statistics: no expected count, no ETA.
+        assert_eq!(rows_line(0, 0, 10.0), "0 rows");
+        assert_eq!(rows_line(5000, 0, 10.0), "5,000 rows  500 rows/s");
+        // A whole-number rate and an ETA once something moved.
+        assert_eq!(
+            rows_line(1_000_000, 1_600_000, 5.81),
+            "1,000,000/1,600,000 rows  172,117 rows/s  ETA 4s"
+        );
+        assert_eq!(rows_line(0, 11266, 3.0), "0/11,266 rows");
+        assert_eq!(duration(75), "1m15s");
+        assert_eq!(duration(7300), "2h01m");
     }
 }

@@ -4,16 +4,17 @@
 use anyhow::Context as _;
 use blueshift_engine::status::{self, StatusOptions};
 
-use crate::source;
+use crate::settings;
 
 /// Show where a sync stands: the slot on blue, green's durable position, the lag, the WAL kept.
 ///
 /// From blue: the replication slot (active or not, plugin, confirmed_flush_lsn, restart_lsn,
 /// wal_status, safe_wal_size), pg_current_wal_lsn() and the WAL retained for the slot. From
 /// green: each applier's replication origin (blueshift_<slot>_<n>) and its progress; their
-/// maximum is what green durably holds. The lag is blue's current position minus that, in
-/// bytes. Lag in seconds is not shown: the servers do not record it; the running sync exports
-/// it as blueshift_lag_seconds on --metrics-addr.
+/// maximum is what green durably holds. The lag, computed as the running sync computes its
+/// metrics: in bytes, blue's current position minus what green holds (or the slot's confirmed
+/// position when further); in seconds, the age of the oldest commit green does not hold, from
+/// the heartbeat the sync records on green — it keeps growing while the sync is stopped.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -24,11 +25,21 @@ Examples:
   # The same for a sync started with --slot app_sync, as JSON for a script
   blueshift status --source \"$BLUE\" --target \"$GREEN\" --slot app_sync --json | jq .lag_bytes
 
-Passwords come from ~/.pgpass or PGPASSWORD; one inside a URI works but is visible to other
-users in the process list.")]
+  # Read the sidecar's own settings file (source, target, slot)
+  blueshift status --config /etc/blueshift/sync.toml
+
+Settings as for every command: the command line, then BLUESHIFT_* variables (BLUESHIFT_SLOT…),
+then --config. Passwords: --source-password-file/--target-password-file, PGPASSWORD or
+~/.pgpass; one inside a URI works but is visible to other users in the process list.")]
 pub(crate) struct StatusArgs {
     #[command(flatten)]
-    sync: source::SyncEndpoints,
+    config: settings::ConfigArg,
+    #[command(flatten)]
+    source: settings::SourceArgs,
+    #[command(flatten)]
+    target: settings::TargetArgs,
+    #[command(flatten)]
+    slot: settings::SlotArg,
 
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -36,10 +47,14 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let file = args.config.load()?;
+    let source = args.source.resolve(&file)?;
+    let target = args.target.resolve(&file)?;
+    settings::ensure_distinct(&source, &target)?;
     let options = StatusOptions {
-        source: args.sync.source()?,
-        target: args.sync.target()?,
-        slot: args.sync.slot,
+        source,
+        target,
+        slot: args.slot.resolve(&file)?,
     };
     let status = status::status(&options)
         .await

@@ -1,29 +1,35 @@
 //! `blueshift sync`: the sidecar that keeps green caught up with blue.
 //!
 //! Settings come, in order of precedence, from the command line, `BLUESHIFT_*` environment
-//! variables, a TOML file (`--config`), then defaults; column renames from the file's
-//! `[[rename]]` tables and the `--rename` flags add up (see [`crate::rename`]).
+//! variables, the TOML file (`--config`), then defaults (see [`crate::settings`], shared by
+//! every command); the column mapping from the file's `[[rename]]`, `[[exclude]]` and `[[cast]]`
+//! tables and the `--rename`, `--exclude` and `--lossy-cast` flags add up (see
+//! [`crate::rename`]).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use blueshift_decoder::config::Password;
 use blueshift_engine::backfill::{BackfillMode, BackfillOptions, Progress};
 use blueshift_engine::metrics::{Metrics, MetricsServer};
 use blueshift_engine::sync::{self, SyncConfig};
-use serde::Deserialize;
 
-use crate::rename::{self, FileRename, RenameArgs};
-use crate::source;
+use crate::exit::Refused;
+use crate::rename::{self, RenameArgs};
+use crate::settings::{self, FileSettings};
+use crate::signals::Signals;
 
 /// Keep green caught up with blue: stream blue's changes and apply them to green, exactly once.
 ///
-/// Runs until SIGINT or SIGTERM (then drains what is in flight and exits 0). Transient errors —
-/// a lost connection, blue or green restarting — reconnect with backoff and resume from green's
-/// durable position; anything else stops with a non-zero exit and the fix.
+/// Runs until SIGINT or SIGTERM, then drains what is in flight (at most --shutdown-timeout; a
+/// second signal stops at once) and exits 0 — or 6 when the backfill was not finished.
+/// Transient errors — a lost connection, blue or green restarting — reconnect with backoff and
+/// resume from green's durable position. A change green cannot take as it is (a column blue
+/// added, a narrower type, a value too long) holds the line: sync logs what it waits for and
+/// the fix, and goes on once green is fixed. Anything else stops with the fix and an exit code
+/// by class (`blueshift --help`).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -35,10 +41,11 @@ Examples:
   # The same from a file, passwords from ~/.pgpass
   blueshift sync --config /etc/blueshift/sync.toml
 
-  # Green renamed a column: blue's users.name is green's users.full_name
-  blueshift sync --config /etc/blueshift/sync.toml --rename 'public.users:name=full_name'
+  # Green renamed a column (blue's users.name is green's users.full_name) and dropped another
+  blueshift sync --config /etc/blueshift/sync.toml --rename 'public.users:name=full_name' \\
+      --exclude 'public.users:legacy'
 
-sync.toml holds the same settings as the options, with underscores, and renames as tables:
+sync.toml holds the same settings as the options, with underscores, and the mapping as tables:
   source = \"host=blue dbname=app user=replicator\"
   target = \"host=green dbname=app user=blueshift\"
   publication = \"app_pub\"
@@ -48,59 +55,39 @@ sync.toml holds the same settings as the options, with underscores, and renames 
   table = \"public.users\"
   from = \"name\"
   to = \"full_name\"
+  [[exclude]]
+  table = \"public.users\"
+  column = \"legacy\"
+  [[cast]]
+  table = \"public.prices\"
+  column = \"amount\"
+  lossy = true
 
-Columns are matched by name: a column only on blue is not copied, one only on green takes its
-default, a different type is converted by green. Renames from the file and from --rename add up.
+Columns are matched by name and must be carried losslessly: a column only on blue stops sync
+unless excluded, one only on green takes its default, a different type is converted by green
+when nothing is lost (a narrower or lossy type stops sync unless declared a lossy cast). The
+mapping from the file and from the flags adds up.
 
-Each option but --rename can also be set as BLUESHIFT_<NAME> (e.g. BLUESHIFT_WORKERS=4). Passwords: ~/.pgpass,
-PGPASSWORD, or --source-password-file/--target-password-file; one inside a URI on the command line
-works but draws a warning, since other users can read it in the process list.")]
+Every command (status, cleanup, plan, tail, migrate…) reads the same file. Each option but
+--rename, --exclude and --lossy-cast can also be set as BLUESHIFT_<NAME> (e.g.
+BLUESHIFT_WORKERS=4, BLUESHIFT_NO_BACKFILL=1). Precedence: command line, then BLUESHIFT_*
+variables, then the file, then libpq's PG* variables for what a connection string leaves out.
+Passwords: --source-password-file/--target-password-file, else PGPASSWORD, else ~/.pgpass; one
+inside a URI on the command line works but draws a warning, since other users can read it in
+the process list.
+
+/healthz answers 200 while the process runs; /readyz answers 200 while sync streams with both
+sides connected and green is at most --ready-max-lag seconds behind, 503 otherwise.")]
 pub(crate) struct SyncArgs {
-    /// TOML file with settings (command line and environment win).
-    #[arg(long, value_name = "FILE", env = "BLUESHIFT_CONFIG")]
-    config: Option<PathBuf>,
-    /// Blue: a libpq URI or key=value string.
-    #[arg(
-        long,
-        value_name = "URI",
-        env = "BLUESHIFT_SOURCE",
-        hide_env_values = true
-    )]
-    source: Option<String>,
-    /// Green: a libpq URI or key=value string.
-    #[arg(
-        long,
-        value_name = "URI",
-        env = "BLUESHIFT_TARGET",
-        hide_env_values = true
-    )]
-    target: Option<String>,
-    /// File holding blue's password (first line).
-    #[arg(long, value_name = "FILE", env = "BLUESHIFT_SOURCE_PASSWORD_FILE")]
-    source_password_file: Option<PathBuf>,
-    /// File holding green's password (first line).
-    #[arg(long, value_name = "FILE", env = "BLUESHIFT_TARGET_PASSWORD_FILE")]
-    target_password_file: Option<PathBuf>,
-    /// Publication on blue [default: blueshift].
-    #[arg(long, value_name = "NAME", env = "BLUESHIFT_PUBLICATION")]
-    publication: Option<String>,
-    /// Create the publication when it does not exist: for all tables, or for the listed ones
-    /// (`--create-publication accounts,public.orders`).
-    #[arg(long, value_name = "TABLES", num_args = 0..=1, default_missing_value = "", value_delimiter = ',', env = "BLUESHIFT_CREATE_PUBLICATION")]
-    create_publication: Option<Vec<String>>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Ask blue for values in binary (faster to parse); every published column must have the
     /// same built-in type on green.
-    #[arg(long, env = "BLUESHIFT_BINARY")]
+    #[arg(long, env = "BLUESHIFT_BINARY", value_parser = settings::boolish())]
     binary: bool,
-    /// Logical replication slot on blue, created when absent [default: blueshift].
-    #[arg(long, value_name = "NAME", env = "BLUESHIFT_SLOT")]
-    slot: Option<String>,
     /// Appliers, each one connection to green [default: 4].
     #[arg(long, value_name = "N", env = "BLUESHIFT_WORKERS")]
     workers: Option<usize>,
-    /// Serve Prometheus metrics at this address (GET /metrics).
-    #[arg(long, value_name = "ADDR", env = "BLUESHIFT_METRICS_ADDR")]
-    metrics_addr: Option<SocketAddr>,
     /// Bytes of in-progress transactions held in memory before spilling to disk, e.g. 256MiB
     /// [default: 256MiB].
     #[arg(long, value_name = "SIZE", env = "BLUESHIFT_MAX_TXN_MEMORY")]
@@ -111,19 +98,77 @@ pub(crate) struct SyncArgs {
     /// Transactions queued for the appliers at most [default: 1024].
     #[arg(long, value_name = "N", env = "BLUESHIFT_QUEUE_CAPACITY")]
     queue_capacity: Option<usize>,
-    /// Seconds between standby status updates to blue [default: 10].
-    #[arg(long, value_name = "SECONDS", env = "BLUESHIFT_STATUS_INTERVAL")]
-    status_interval: Option<u64>,
     /// Copy blue's existing rows into green before streaming, even though the slot exists
     /// (green's tables must be empty; a backfill of this slot that finished already is not
     /// repeated: `blueshift cleanup` forgets it). Without it or --no-backfill, sync copies when
     /// it creates the slot, and finishes an interrupted copy.
-    #[arg(long, env = "BLUESHIFT_BACKFILL", conflicts_with = "no_backfill")]
+    #[arg(long, env = "BLUESHIFT_BACKFILL", value_parser = settings::boolish(), conflicts_with = "no_backfill")]
     backfill: bool,
     /// Never copy: green was loaded another way (pg_dump, a restore). A table added to the
     /// publication later stops sync: run once without it to copy that table.
-    #[arg(long, env = "BLUESHIFT_NO_BACKFILL")]
+    #[arg(long, env = "BLUESHIFT_NO_BACKFILL", value_parser = settings::boolish())]
     no_backfill: bool,
+    #[command(flatten)]
+    copy: CopyArgs,
+}
+
+/// Copy blue's existing rows into green, then exit.
+///
+/// A consistent snapshot shared with the replication slot, tables split across
+/// --copy-workers, green's indexes rebuilt after the load, sequences set. Resumes an
+/// interrupted copy. `blueshift sync` then streams from the slot with no gap and nothing
+/// twice.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  # Copy with 8 workers, then start the sidecar, which streams from the slot the copy created
+  blueshift backfill --config /etc/blueshift/sync.toml --copy-workers 8
+  blueshift sync --config /etc/blueshift/sync.toml
+
+Interrupted (Ctrl-C, SIGTERM, a crash), it exits with code 6; running it again copies only the
+chunks that are not finished. Settings as for `blueshift sync` (--config, BLUESHIFT_*).")]
+pub(crate) struct BackfillArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    copy: CopyArgs,
+}
+
+/// What sync and backfill share: where, which slot and publication, metrics, renames.
+#[derive(Debug, clap::Args)]
+struct CommonArgs {
+    #[command(flatten)]
+    config: settings::ConfigArg,
+    #[command(flatten)]
+    source: settings::SourceArgs,
+    #[command(flatten)]
+    target: settings::TargetArgs,
+    /// Publication on blue [default: blueshift].
+    #[arg(long, value_name = "NAME", env = "BLUESHIFT_PUBLICATION")]
+    publication: Option<String>,
+    /// Create the publication when it does not exist: for all tables, or for the listed ones
+    /// (`--create-publication accounts,public.orders`).
+    #[arg(long, value_name = "TABLES", num_args = 0..=1, default_missing_value = "", value_delimiter = ',', env = "BLUESHIFT_CREATE_PUBLICATION")]
+    create_publication: Option<Vec<String>>,
+    #[command(flatten)]
+    slot: settings::SlotArg,
+    /// Seconds between standby status updates to blue [default: 10].
+    #[arg(long, value_name = "SECONDS", env = "BLUESHIFT_STATUS_INTERVAL")]
+    status_interval: Option<u64>,
+    /// Serve Prometheus metrics at this address (GET /metrics), with /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", env = "BLUESHIFT_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// /readyz answers 503 while green is more than this many seconds behind blue
+    /// [default: 60].
+    #[arg(long, value_name = "SECONDS", env = "BLUESHIFT_READY_MAX_LAG")]
+    ready_max_lag: Option<f64>,
+    #[command(flatten)]
+    renames: RenameArgs,
+}
+
+/// The copy's options.
+#[derive(Debug, clap::Args)]
+struct CopyArgs {
     /// Parallel copy workers, each one connection to blue and one to green [default: 4].
     #[arg(long, value_name = "N", env = "BLUESHIFT_COPY_WORKERS")]
     copy_workers: Option<usize>,
@@ -133,81 +178,94 @@ pub(crate) struct SyncArgs {
     chunk_size: Option<String>,
     /// Keep green's indexes and constraints during the copy instead of dropping them and
     /// building them after (slower load; for tables already in use on green).
-    #[arg(long, env = "BLUESHIFT_KEEP_INDEXES")]
+    #[arg(long, env = "BLUESHIFT_KEEP_INDEXES", value_parser = settings::boolish())]
     keep_indexes: bool,
     /// maintenance_work_mem for building green's indexes after the copy [default: 256MB].
     #[arg(long, value_name = "SIZE", env = "BLUESHIFT_MAINTENANCE_WORK_MEM")]
     maintenance_work_mem: Option<String>,
-    #[command(flatten)]
-    renames: RenameArgs,
 }
 
-/// The TOML file's settings.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    source: Option<String>,
-    target: Option<String>,
-    source_password_file: Option<PathBuf>,
-    target_password_file: Option<PathBuf>,
-    publication: Option<String>,
-    create_publication: Option<Vec<String>>,
-    binary: Option<bool>,
-    slot: Option<String>,
-    workers: Option<usize>,
+/// Where the sidecar serves its endpoints, and when it is ready.
+struct Serve {
     metrics_addr: Option<SocketAddr>,
-    max_txn_memory: Option<String>,
-    spill_dir: Option<PathBuf>,
-    queue_capacity: Option<usize>,
-    status_interval: Option<u64>,
-    /// `true`: as --backfill; `false`: as --no-backfill.
-    backfill: Option<bool>,
-    copy_workers: Option<usize>,
-    chunk_size: Option<String>,
-    keep_indexes: Option<bool>,
-    maintenance_work_mem: Option<String>,
-    #[serde(default)]
-    rename: Vec<FileRename>,
+    ready_max_lag: Duration,
 }
 
-pub(crate) async fn run(args: SyncArgs) -> anyhow::Result<()> {
-    let (config, metrics_addr) = settings(args)?;
-    run_config(config, metrics_addr, "blueshift sync stopped").await
+pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()> {
+    let file = args.common.config.load()?;
+    let (mut config, serve) = settings(&args.common, &args.copy, &file)?;
+    let stream = &mut config;
+    stream.binary = args.binary || file.binary.unwrap_or(false);
+    stream.workers = settings::in_range(
+        "--workers",
+        args.workers.or(file.workers).unwrap_or(4),
+        1..=64,
+    )?;
+    stream.queue_capacity = args.queue_capacity.or(file.queue_capacity).unwrap_or(1024);
+    if let Some(text) = args.max_txn_memory.or(file.max_txn_memory.clone()) {
+        stream.max_txn_memory = settings::parse_with("--max-txn-memory", &text, parse_size)?;
+    }
+    if let Some(dir) = args.spill_dir.or(file.spill_dir.clone()) {
+        stream.spill_dir = dir;
+    }
+    stream.backfill.mode = if args.backfill {
+        BackfillMode::Always
+    } else if args.no_backfill {
+        BackfillMode::Never
+    } else {
+        match file.backfill {
+            Some(true) => BackfillMode::Always,
+            Some(false) => BackfillMode::Never,
+            None => BackfillMode::Auto,
+        }
+    };
+    run_config(config, serve, signals, "blueshift sync stopped").await
 }
 
 /// `blueshift backfill`: the copy only.
-pub(crate) async fn run_backfill(args: SyncArgs) -> anyhow::Result<()> {
-    let (mut config, metrics_addr) = settings(args)?;
-    config.backfill.only = true;
-    if config.backfill.mode == BackfillMode::Auto {
-        config.backfill.mode = BackfillMode::Always;
+pub(crate) async fn run_backfill(args: BackfillArgs, signals: &Signals) -> anyhow::Result<()> {
+    let file = args.common.config.load()?;
+    let (mut config, serve) = settings(&args.common, &args.copy, &file)?;
+    // The catch-up after a resumed copy streams: the file's stream settings apply to it.
+    if let Some(text) = file.max_txn_memory.clone() {
+        config.max_txn_memory = settings::parse_with("max_txn_memory", &text, parse_size)?;
     }
-    run_config(config, metrics_addr, "blueshift backfill stopped").await
+    if let Some(dir) = file.spill_dir.clone() {
+        config.spill_dir = dir;
+    }
+    config.backfill.only = true;
+    config.backfill.mode = BackfillMode::Always;
+    run_config(config, serve, signals, "blueshift backfill stopped").await
 }
 
 async fn run_config(
     config: SyncConfig,
-    metrics_addr: Option<SocketAddr>,
+    serve: Serve,
+    signals: &Signals,
     context: &'static str,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let server = match metrics_addr {
+    metrics.set_build_info(crate::version::VERSION, crate::version::COMMIT);
+    let server = match serve.metrics_addr {
         Some(addr) => {
             let server = MetricsServer::bind(addr)
-                .await
-                .with_context(|| format!("could not serve metrics at {addr}"))?;
+                .await?
+                .ready_max_lag(serve.ready_max_lag);
             let metrics = metrics.clone();
-            Some(tokio::spawn(
-                server.serve(metrics, crate::shutdown_signal()),
-            ))
+            // Served through the drain too; stopped when sync returns.
+            Some(tokio::spawn(server.serve(metrics, std::future::pending())))
         }
         None => None,
     };
     let progress = Progress::new(metrics.clone());
     let display = crate::progress::show(&progress);
     let result =
-        sync::run_with_progress(config, metrics, &progress, crate::shutdown_signal()).await;
+        sync::run_with_progress(config, metrics.clone(), &progress, signals.requested()).await;
     display.finish().await;
+    metrics.set_up(false);
+    if let Some(server) = server {
+        server.abort();
+    }
     let summary = result.context(context)?;
     if summary.backfill.ran {
         let b = summary.backfill;
@@ -225,79 +283,52 @@ async fn run_config(
         reconnects = summary.reconnects,
         "sync finished"
     );
-    if let Some(server) = server {
-        server.abort();
-    }
     Ok(())
 }
 
-fn settings(args: SyncArgs) -> anyhow::Result<(SyncConfig, Option<SocketAddr>)> {
-    let file = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("could not read {}", path.display()))?;
-            toml::from_str::<FileSettings>(&text)
-                .with_context(|| format!("invalid settings file {}", path.display()))?
-        }
-        None => FileSettings::default(),
-    };
-    let source = args.source.or(file.source).context(
-        "no source: pass --source URI (or BLUESHIFT_SOURCE, or source = \"…\" in --config)",
+/// The settings sync and backfill share, resolved: the command line, then `BLUESHIFT_*`
+/// variables, then the file, then defaults.
+fn settings(
+    common: &CommonArgs,
+    copy: &CopyArgs,
+    file: &FileSettings,
+) -> anyhow::Result<(SyncConfig, Serve)> {
+    let source = common.source.resolve(file)?;
+    let target = common.target.resolve(file)?;
+    settings::ensure_distinct(&source, &target)?;
+    let slot = common.slot.resolve(file)?;
+    let copy_workers = settings::in_range(
+        "--copy-workers",
+        copy.copy_workers.or(file.copy_workers).unwrap_or(4),
+        1..=64,
     )?;
-    let target = args.target.or(file.target).context(
-        "no target: pass --target URI (or BLUESHIFT_TARGET, or target = \"…\" in --config)",
-    )?;
-    let mut source = source::parse("--source", &source)?;
-    let mut target = source::parse("--target", &target)?;
-    if let Some(path) = args.source_password_file.or(file.source_password_file) {
-        source.set_password(read_password(&path)?);
-    }
-    if let Some(path) = args.target_password_file.or(file.target_password_file) {
-        target.set_password(read_password(&path)?);
-    }
-    let workers = args.workers.or(file.workers).unwrap_or(4);
-    anyhow::ensure!(
-        (1..=64).contains(&workers),
-        "--workers must be between 1 and 64, not {workers}"
-    );
-    let copy_workers = args.copy_workers.or(file.copy_workers).unwrap_or(4);
-    anyhow::ensure!(
-        (1..=64).contains(&copy_workers),
-        "--copy-workers must be between 1 and 64, not {copy_workers}"
-    );
-    let chunk_bytes = match args.chunk_size.or(file.chunk_size) {
-        Some(text) => parse_size(&text)?.max(8192),
+    let chunk_bytes = match copy.chunk_size.clone().or(file.chunk_size.clone()) {
+        Some(text) => settings::parse_with("--chunk-size", &text, parse_size)?.max(8192),
         None => 64 << 20,
     };
-    let max_txn_memory = match args.max_txn_memory.or(file.max_txn_memory) {
-        Some(text) => parse_size(&text)?,
-        None => 256 << 20,
-    };
+    let max_txn_memory = 256 << 20;
     let config = SyncConfig {
         source,
         target,
-        publication: args
+        publication: common
             .publication
-            .or(file.publication)
+            .clone()
+            .or(file.publication.clone())
             .unwrap_or_else(|| sync::DEFAULT_SLOT.to_owned()),
-        create_publication: args
+        create_publication: common
             .create_publication
-            .or(file.create_publication)
+            .clone()
+            .or(file.create_publication.clone())
             .map(|tables| tables.into_iter().filter(|t| !t.is_empty()).collect()),
-        binary: args.binary || file.binary.unwrap_or(false),
-        slot: args
-            .slot
-            .or(file.slot)
-            .unwrap_or_else(|| sync::DEFAULT_SLOT.to_owned()),
-        workers,
-        queue_capacity: args.queue_capacity.or(file.queue_capacity).unwrap_or(1024),
+        binary: false,
+        slot,
+        workers: 4,
+        queue_capacity: 1024,
         max_txn_memory,
-        spill_dir: args
-            .spill_dir
-            .or(file.spill_dir)
-            .unwrap_or_else(std::env::temp_dir),
+        spill_dir: std::env::temp_dir(),
         status_interval: Duration::from_secs(
-            args.status_interval
+            common
+                .status_interval
                 .or(file.status_interval)
                 .unwrap_or(10)
                 .max(1),
@@ -305,37 +336,35 @@ fn settings(args: SyncArgs) -> anyhow::Result<(SyncConfig, Option<SocketAddr>)> 
         turn_timeout: Duration::from_secs(1),
         backoff: (Duration::from_millis(500), Duration::from_secs(30)),
         backfill: BackfillOptions {
-            mode: if args.backfill {
-                BackfillMode::Always
-            } else if args.no_backfill {
-                BackfillMode::Never
-            } else {
-                match file.backfill {
-                    Some(true) => BackfillMode::Always,
-                    Some(false) => BackfillMode::Never,
-                    None => BackfillMode::Auto,
-                }
-            },
+            mode: BackfillMode::Auto,
             copy_workers,
             chunk_bytes: chunk_bytes as u64,
-            keep_indexes: args.keep_indexes || file.keep_indexes.unwrap_or(false),
-            maintenance_work_mem: args
+            keep_indexes: copy.keep_indexes || file.keep_indexes.unwrap_or(false),
+            maintenance_work_mem: copy
                 .maintenance_work_mem
-                .or(file.maintenance_work_mem)
+                .clone()
+                .or(file.maintenance_work_mem.clone())
                 .unwrap_or_else(|| "256MB".to_owned()),
             only: false,
         },
-        renames: Arc::new(rename::collect(file.rename, args.renames.renames)?),
+        mapping: Arc::new(
+            rename::collect(file.mapping(), common.renames.clone())
+                .map_err(|e| anyhow::Error::new(Refused(format!("{e:#}"))))?,
+        ),
     };
-    blueshift_decoder::connection::validate_slot_name(&config.slot)?;
-    Ok((config, args.metrics_addr.or(file.metrics_addr)))
-}
-
-fn read_password(path: &Path) -> anyhow::Result<Password> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("could not read the password file {}", path.display()))?;
-    let line = text.lines().next().unwrap_or_default();
-    Ok(Password::new(line))
+    let ready_max_lag = common.ready_max_lag.or(file.ready_max_lag).unwrap_or(60.0);
+    if !(ready_max_lag.is_finite() && ready_max_lag >= 0.0) {
+        return Err(anyhow::Error::new(Refused(format!(
+            "--ready-max-lag must be a number of seconds, not {ready_max_lag}"
+        ))));
+    }
+    Ok((
+        config,
+        Serve {
+            metrics_addr: common.metrics_addr.or(file.metrics_addr),
+            ready_max_lag: Duration::from_secs_f64(ready_max_lag),
+        },
+    ))
 }
 
 /// `256MiB`, `1GB`, `65536`…: a byte count.

@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use blueshift_decoder::Lsn;
 use blueshift_engine::tail::{self, JsonLines, SlotChoice, TailError, TailOptions};
 
-use crate::source;
+use crate::exit::Refused;
+use crate::settings;
+use crate::signals::Signals;
 
 /// Print the decoded change stream of a publication as JSON lines.
 ///
@@ -31,23 +33,21 @@ Examples:
 The password comes from ~/.pgpass or PGPASSWORD; one inside --source works but is visible to
 other users in the process list.")]
 pub(crate) struct TailArgs {
-    /// Source (blue) database: a libpq URI or key=value string. PG* variables fill the gaps.
-    #[arg(
-        long,
-        value_name = "URI",
-        env = "BLUESHIFT_SOURCE",
-        hide_env_values = true
-    )]
-    source: String,
+    #[command(flatten)]
+    config: settings::ConfigArg,
+    #[command(flatten)]
+    source: settings::SourceArgs,
 
-    /// Publication to stream (repeat for several).
-    #[arg(long = "publication", value_name = "NAME", required = true)]
+    /// Publication to stream (repeat for several; default: the file's `publication`).
+    #[arg(long = "publication", value_name = "NAME")]
     publications: Vec<String>,
 
-    /// Permanent logical replication slot (pgoutput) to stream from.
+    /// Permanent logical replication slot (pgoutput) to stream from (also BLUESHIFT_TAIL_SLOT;
+    /// not the file's `slot`, which is the sync's).
     #[arg(
         long,
         value_name = "NAME",
+        env = "BLUESHIFT_TAIL_SLOT",
         conflicts_with = "temporary_slot",
         required_unless_present = "temporary_slot"
     )]
@@ -58,7 +58,7 @@ pub(crate) struct TailArgs {
     create_slot: bool,
 
     /// Use a temporary slot, dropped on exit; streaming starts at its creation.
-    #[arg(long)]
+    #[arg(long, env = "BLUESHIFT_TEMPORARY_SLOT", value_parser = settings::boolish())]
     temporary_slot: bool,
 
     /// Start at this LSN instead of the slot's confirmed position (X/Y).
@@ -90,8 +90,21 @@ pub(crate) struct TailArgs {
     status_interval: u64,
 }
 
-pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
-    let source = source::parse("--source", &args.source)?;
+pub(crate) async fn run(args: TailArgs, signals: &Signals) -> anyhow::Result<()> {
+    let file = args.config.load()?;
+    let source = args.source.resolve(&file)?;
+    let publications = if args.publications.is_empty() {
+        file.publication.into_iter().collect()
+    } else {
+        args.publications
+    };
+    if publications.is_empty() {
+        return Err(anyhow::Error::new(Refused(
+            "no publication to stream: pass --publication NAME (or publication = \"…\" in the \
+             --config file)"
+                .to_owned(),
+        )));
+    }
     let slot = match args.slot {
         Some(name) => SlotChoice::Named {
             name,
@@ -101,7 +114,7 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
     };
     let options = TailOptions {
         source,
-        publications: args.publications,
+        publications,
         slot,
         from: args.from,
         until: args.until,
@@ -112,7 +125,7 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
         status_interval: Duration::from_secs(args.status_interval.max(1)),
     };
     let mut sink = JsonLines::new(BufWriter::with_capacity(64 * 1024, io::stdout().lock()));
-    match tail::tail(options, &mut sink, crate::shutdown_signal()).await {
+    match tail::tail(options, &mut sink, signals.requested()).await {
         Ok(_) => Ok(()),
         // A closed stdout (`| head`) is a normal way to stop reading.
         Err(TailError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),

@@ -6,7 +6,8 @@
 //! (<https://www.postgresql.org/docs/current/libpq-envars.html>) and the password file
 //! (<https://www.postgresql.org/docs/current/libpq-pgpass.html>) consulted at connect time when
 //! the server asks for a password and none was given. Precedence, highest first: the connection
-//! string, the environment, the password file (password only), the defaults.
+//! string, the service it names (`service=` or `PGSERVICE`, from `pg_service.conf`), the
+//! environment, the password file (password only), the defaults.
 //!
 //! The environment is passed in ([`ConnectConfig::from_conninfo_with_env`]) so callers and tests
 //! never have to touch the process environment.
@@ -16,7 +17,9 @@
 //! value that could be a password.
 
 pub(crate) mod conninfo;
+mod hosts;
 pub(crate) mod pgpass;
+mod service;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use conninfo::{Keyword, UriPart, UriProblem};
+pub use hosts::{Pass, ServerState, TargetSessionAttrs};
 
 /// The default port, as libpq's `DEF_PGPORT`.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -208,11 +212,30 @@ pub enum ConfigError {
         /// The setting.
         key: &'static str,
     },
-    /// A comma-separated host or port list.
-    #[error(
-        "several hosts in one connection string are not supported — give a single host and port"
-    )]
-    MultipleHosts,
+    /// A service named by `service=` or `PGSERVICE` is in no service file.
+    #[error("definition of service \"{service}\" not found (looked in {searched}) — add a [{service}] section to ~/.pg_service.conf or the file named by PGSERVICEFILE, or fix the service name")]
+    ServiceNotFound {
+        /// The service.
+        service: String,
+        /// The files looked in.
+        searched: String,
+    },
+    /// A service file that cannot be used.
+    #[error("service file {path}: {problem}")]
+    ServiceFile {
+        /// The file.
+        path: String,
+        /// What is wrong, by line, never with a value.
+        problem: String,
+    },
+    /// A port list that does not match the host list.
+    #[error("could not match {ports} port numbers to {hosts} hosts — give one port for all the hosts, or one per host, in the same order")]
+    HostPortMismatch {
+        /// Hosts listed.
+        hosts: usize,
+        /// Ports listed.
+        ports: usize,
+    },
     /// An `sslmode` that needs TLS.
     #[error("sslmode={sslmode} needs TLS, which blueshift does not support yet — use sslmode=disable or sslmode=prefer (no TLS), or reach the server over a Unix socket or an SSH tunnel")]
     TlsNotSupported {
@@ -237,6 +260,9 @@ pub struct ConnectConfig {
     connect_timeout: Option<Duration>,
     sslmode: SslMode,
     passfile: Option<PathBuf>,
+    /// The hosts after the first, tried in order when it fails (or does not suit).
+    more_hosts: Vec<(Host, u16)>,
+    target_session_attrs: TargetSessionAttrs,
 }
 
 impl ConnectConfig {
@@ -251,11 +277,39 @@ impl ConnectConfig {
         conninfo: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ConnectConfig, ConfigError> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
         let mut given = Given::default();
+        let mut service = None;
+        let mut after_password = false;
         for setting in conninfo::parse(conninfo)? {
-            given.set(setting)?;
+            if setting.key == "service" {
+                service = Some(setting.value).filter(|v| !v.is_empty());
+                after_password = false;
+                continue;
+            }
+            let is_password = matches!(setting.key.as_str(), "password" | "sslpassword");
+            let (key, offset) = (setting.key.clone(), setting.offset);
+            given.set(setting).map_err(|e| match e {
+                // Name the keyword, unless it may be the rest of a password written unquoted
+                // (`password=two words=…`).
+                ConfigError::UnknownOption { .. } if !after_password => {
+                    ConfigError::UnknownOption {
+                        key: Keyword::shown(&key, offset),
+                    }
+                }
+                e => e,
+            })?;
+            after_password = is_password;
         }
-        Self::resolve(given, &|name| env(name).filter(|v| !v.is_empty()))
+        // The service's settings are defaults for what the string leaves out.
+        if let Some(name) = service.or_else(|| env("PGSERVICE")) {
+            let mut from_service = Given::default();
+            for setting in service::settings(&name, &env)? {
+                from_service.set(setting)?;
+            }
+            given.fill_from(from_service);
+        }
+        Self::resolve(given, &env)
     }
 
     fn resolve(
@@ -264,15 +318,33 @@ impl ConnectConfig {
     ) -> Result<ConnectConfig, ConfigError> {
         let pick = |value: Option<String>, var: &str| value.or_else(|| env(var));
 
-        let port = match (given.port, env("PGPORT")) {
-            (Some(port), _) => parse_port("port", &port)?,
-            (None, Some(port)) => parse_port("PGPORT", &port)?,
-            (None, None) => DEFAULT_PORT,
+        let ports = match (given.port, env("PGPORT")) {
+            (Some(ports), _) => parse_ports("port", &ports)?,
+            (None, Some(ports)) => parse_ports("PGPORT", &ports)?,
+            (None, None) => vec![DEFAULT_PORT],
         };
-        let host = match (given.host, env("PGHOST")) {
-            (Some(host), _) => parse_host("host", host)?,
-            (None, Some(host)) => parse_host("PGHOST", host)?,
-            (None, None) => Host::Unix(default_socket_dir()),
+        let hosts = match (given.host, env("PGHOST")) {
+            (Some(hosts), _) => parse_hosts("host", &hosts)?,
+            (None, Some(hosts)) => parse_hosts("PGHOST", &hosts)?,
+            (None, None) => vec![Host::Unix(default_socket_dir())],
+        };
+        let mut pairs: Vec<(Host, u16)> = match ports.as_slice() {
+            [port] => hosts.into_iter().map(|h| (h, *port)).collect(),
+            _ if ports.len() == hosts.len() => hosts.into_iter().zip(ports).collect(),
+            _ => {
+                return Err(ConfigError::HostPortMismatch {
+                    hosts: hosts.len(),
+                    ports: ports.len(),
+                })
+            }
+        };
+        // `split(',')` gives at least one entry, so there is a first host.
+        let (host, port) = pairs.remove(0);
+        let more_hosts = pairs;
+        let target_session_attrs = match (given.target_session_attrs, env("PGTARGETSESSIONATTRS")) {
+            (Some(v), _) => parse_target_session_attrs("target_session_attrs", v)?,
+            (None, Some(v)) => parse_target_session_attrs("PGTARGETSESSIONATTRS", v)?,
+            (None, None) => TargetSessionAttrs::Any,
         };
         let user = pick(given.user, "PGUSER")
             .or_else(|| env("USER"))
@@ -323,10 +395,37 @@ impl ConnectConfig {
             connect_timeout,
             sslmode,
             passfile,
+            more_hosts,
+            target_session_attrs,
         })
     }
 
-    /// Where the server listens.
+    /// Every host to try, in order, with its port.
+    pub fn hosts(&self) -> Vec<(Host, u16)> {
+        std::iter::once((self.host.clone(), self.port))
+            .chain(self.more_hosts.iter().cloned())
+            .collect()
+    }
+
+    /// One configuration per host to try, in order, each with that host alone.
+    pub fn candidates(&self) -> Vec<ConnectConfig> {
+        self.hosts()
+            .into_iter()
+            .map(|(host, port)| ConnectConfig {
+                host,
+                port,
+                more_hosts: Vec::new(),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// `target_session_attrs`: which servers of [`hosts`](Self::hosts) suit.
+    pub fn target_session_attrs(&self) -> TargetSessionAttrs {
+        self.target_session_attrs
+    }
+
+    /// Where the server listens (the first host when several are listed).
     pub fn host(&self) -> &Host {
         &self.host
     }
@@ -448,13 +547,14 @@ impl ConnectConfig {
 }
 
 impl fmt::Display for ConnectConfig {
-    /// `user@host:port/dbname`, without the password.
+    /// `user@host:port/dbname` (`user@a:5432,b:5433/dbname` with several hosts), without the
+    /// password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}@{}:{}/{}",
-            self.user, self.host, self.port, self.dbname
-        )
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)?;
+        for (host, port) in &self.more_hosts {
+            write!(f, ",{host}:{port}")?;
+        }
+        write!(f, "/{}", self.dbname)
     }
 }
 
@@ -473,9 +573,49 @@ struct Given {
     connect_timeout: Option<String>,
     sslmode: Option<String>,
     passfile: Option<String>,
+    target_session_attrs: Option<String>,
 }
 
 impl Given {
+    /// Takes `other`'s value for every setting not given here.
+    fn fill_from(&mut self, other: Given) {
+        let Given {
+            host,
+            port,
+            user,
+            password,
+            dbname,
+            application_name,
+            fallback_application_name,
+            options,
+            connect_timeout,
+            sslmode,
+            passfile,
+            target_session_attrs,
+        } = other;
+        for (mine, theirs) in [
+            (&mut self.host, host),
+            (&mut self.port, port),
+            (&mut self.user, user),
+            (&mut self.password, password),
+            (&mut self.dbname, dbname),
+            (&mut self.application_name, application_name),
+            (
+                &mut self.fallback_application_name,
+                fallback_application_name,
+            ),
+            (&mut self.options, options),
+            (&mut self.connect_timeout, connect_timeout),
+            (&mut self.sslmode, sslmode),
+            (&mut self.passfile, passfile),
+            (&mut self.target_session_attrs, target_session_attrs),
+        ] {
+            if mine.is_none() {
+                *mine = theirs;
+            }
+        }
+    }
+
     fn set(&mut self, setting: conninfo::Setting) -> Result<(), ConfigError> {
         // An empty value means "not set", so the environment and defaults still apply.
         let value = Some(setting.value).filter(|v| !v.is_empty());
@@ -491,6 +631,7 @@ impl Given {
             "connect_timeout" => &mut self.connect_timeout,
             "sslmode" => &mut self.sslmode,
             "passfile" => &mut self.passfile,
+            "target_session_attrs" => &mut self.target_session_attrs,
             "replication" => {
                 return Err(ConfigError::UnsupportedOption {
                     key: "replication",
@@ -527,10 +668,46 @@ impl Given {
     }
 }
 
+/// A comma-separated port list; an empty entry is the default port.
+fn parse_ports(key: &'static str, value: &str) -> Result<Vec<u16>, ConfigError> {
+    value
+        .split(',')
+        .map(|p| {
+            if p.trim().is_empty() {
+                Ok(DEFAULT_PORT)
+            } else {
+                parse_port(key, p)
+            }
+        })
+        .collect()
+}
+
+/// A comma-separated host list; an empty entry is the default socket folder.
+fn parse_hosts(key: &'static str, value: &str) -> Result<Vec<Host>, ConfigError> {
+    value
+        .split(',')
+        .map(|h| {
+            if h.is_empty() {
+                Ok(Host::Unix(default_socket_dir()))
+            } else {
+                parse_host(key, h.to_owned())
+            }
+        })
+        .collect()
+}
+
+fn parse_target_session_attrs(
+    key: &'static str,
+    value: String,
+) -> Result<TargetSessionAttrs, ConfigError> {
+    value.parse().map_err(|()| ConfigError::InvalidValue {
+        key,
+        value,
+        expected: "one of any, read-write, read-only, primary, standby, prefer-standby",
+    })
+}
+
 fn parse_port(key: &'static str, value: &str) -> Result<u16, ConfigError> {
-    if value.contains(',') {
-        return Err(ConfigError::MultipleHosts);
-    }
     value
         .trim()
         .parse::<u16>()
@@ -544,9 +721,6 @@ fn parse_port(key: &'static str, value: &str) -> Result<u16, ConfigError> {
 }
 
 fn parse_host(key: &'static str, value: String) -> Result<Host, ConfigError> {
-    if value.contains(',') {
-        return Err(ConfigError::MultipleHosts);
-    }
     if value.starts_with('/') {
         Ok(Host::Unix(PathBuf::from(value)))
     } else if value.starts_with('@') {

@@ -40,7 +40,7 @@ pub use slot::{
 };
 pub use transport::{Socket, Transport};
 
-use crate::config::ConnectConfig;
+use crate::config::{ConnectConfig, ServerState};
 
 /// The oldest server with logical replication (and so `pgoutput`).
 pub const MIN_SERVER_MAJOR: u32 = 10;
@@ -162,8 +162,65 @@ pub struct ReplicationConnection {
 const TRANSACTION_IDLE: u8 = b'I';
 
 impl ReplicationConnection {
-    /// Connects and authenticates, within the configured connect timeout.
+    /// Connects and authenticates, within the configured connect timeout (for each host).
+    ///
+    /// With several hosts (`host=a,b`), they are tried in order until one connects; with
+    /// `target_session_attrs`, until one in the state asked for connects (see
+    /// [`TargetSessionAttrs`](crate::config::TargetSessionAttrs)). Cancellation-safe.
     pub async fn connect(
+        config: &ConnectConfig,
+    ) -> Result<ReplicationConnection, ReplicationError> {
+        let attrs = config.target_session_attrs();
+        let candidates = config.candidates();
+        let mut last_error = None;
+        let mut unsuitable = Vec::new();
+        for &pass in attrs.passes() {
+            for candidate in &candidates {
+                let mut conn = match Self::connect_one(candidate).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        if candidates.len() > 1 {
+                            tracing::debug!(server = %candidate, error = %e, "could not connect; trying the next host");
+                        }
+                        last_error = Some(e);
+                        continue;
+                    }
+                };
+                if !attrs.needs_check(pass) {
+                    return Ok(conn);
+                }
+                let rows = conn.simple_query(ServerState::QUERY).await?;
+                let state = rows
+                    .first()
+                    .and_then(|r| ServerState::from_row(r.get(0), r.get(1)))
+                    .ok_or(ProtocolError::UnexpectedResult {
+                        command: "the target_session_attrs check",
+                        problem: "not one row of two booleans".to_owned(),
+                    })?;
+                if attrs.accepts(pass, state) {
+                    return Ok(conn);
+                }
+                unsuitable.push(format!(
+                    "{}:{} is {state}",
+                    candidate.host(),
+                    candidate.port()
+                ));
+                if let Err(e) = conn.close().await {
+                    tracing::debug!(error = %e, "the unsuitable connection did not close cleanly");
+                }
+            }
+        }
+        match last_error {
+            Some(e) if unsuitable.is_empty() => Err(e),
+            _ => Err(ReplicationError::NoSuitableHost {
+                target_session_attrs: attrs.as_str(),
+                found: unsuitable.join(", "),
+            }),
+        }
+    }
+
+    /// Connects to the one host of `config`, within its connect timeout.
+    async fn connect_one(
         config: &ConnectConfig,
     ) -> Result<ReplicationConnection, ReplicationError> {
         let connect = async {
@@ -306,7 +363,8 @@ impl ReplicationConnection {
     }
 }
 
-/// Logs a `NoticeResponse` at the level matching its severity.
+/// Logs a `NoticeResponse`: a WARNING at warn level, everything else (NOTICE, INFO, LOG, DEBUG:
+/// "relation … already exists, skipping") at debug level, never relayed at info.
 pub(crate) fn log_notice(notice: &ServerError) {
     let ServerError {
         severity,
@@ -318,10 +376,7 @@ pub(crate) fn log_notice(notice: &ServerError) {
     } = notice;
     match severity.as_str() {
         "WARNING" => tracing::warn!(%severity, %code, %message, ?detail, ?hint, "server notice"),
-        "DEBUG" | "DEBUG1" | "DEBUG2" | "DEBUG3" | "DEBUG4" | "DEBUG5" | "LOG" => {
-            tracing::debug!(%severity, %code, %message, ?detail, ?hint, "server notice")
-        }
-        _ => tracing::info!(%severity, %code, %message, ?detail, ?hint, "server notice"),
+        _ => tracing::debug!(%severity, %code, %message, ?detail, ?hint, "server notice"),
     }
 }
 

@@ -175,8 +175,8 @@ pub async fn run(
         config, options, metrics, progress, &mut green, &blue, shutdown,
     )
     .await;
-    green_conn.abort();
-    blue_conn.abort();
+    crate::client::close(green, green_conn).await;
+    crate::client::close(blue, blue_conn).await;
     if result.is_ok() {
         progress.set_phase(Phase::Done);
     }
@@ -207,7 +207,7 @@ async fn run_with(
     let slot_exists = start != Start::Fresh || catalog::slot_exists(blue, slot).await?;
     state::ensure(green).await?;
     progress.set_phase(Phase::Planning);
-    let plan = schema::plan(blue, &*green, Some(&config.publication), &config.renames).await?;
+    let plan = schema::plan(blue, &*green, Some(&config.publication), &config.mapping).await?;
     let published: BTreeSet<QualifiedName> = plan.tables.iter().map(|t| t.table.clone()).collect();
     // The tables this run copies: all of them when fresh; those of the run (not the ones
     // declared loaded) when resuming; the added ones when adding.
@@ -366,7 +366,8 @@ async fn run_with(
         summary.indexes += restore_indexes(config, options, indexes::Phase::Rest, None).await?;
     }
     progress.set_phase(Phase::Sequences);
-    let synced = crate::sequence::copy(blue, &*green, &config.publication, &config.renames).await?;
+    let synced =
+        crate::sequence::copy(blue, &*green, &config.publication, config.mapping.renames()).await?;
     summary.sequences = synced.set;
     state::finish(&*green, slot).await?;
     summary.generations = state::generations(&*green, slot).await?.len();
@@ -454,8 +455,8 @@ async fn copy_generation(
     tracing::info!(slot = %slot_name, temporary, generation, consistent_point = %created.consistent_point, "snapshot taken");
     // The plan: chunks recorded on the first generation; file nodes checked on later ones.
     // Sizes are read inside the snapshot too (the replication connection stays idle meanwhile).
-    let (planner, planner_conn) = copy::import(&config.source, &snapshot).await?;
-    let planner = &planner;
+    let (planner_client, planner_conn) = copy::import(&config.source, &snapshot).await?;
+    let planner = &planner_client;
     let chunk_blocks = i64::try_from(options.chunk_bytes / 8192).unwrap_or(i64::MAX);
     let mut current: BTreeMap<QualifiedName, Vec<(QualifiedName, i64, i64)>> = BTreeMap::new();
     for table in tables.keys() {
@@ -584,6 +585,8 @@ async fn copy_generation(
     summary.chunks = todo.len() as u64;
     progress.set_phase(Phase::Copying);
     let queue = Arc::new(Mutex::new(VecDeque::from(todo)));
+    // Read before any worker starts: rows they count belong to this generation.
+    let rows_before = progress.totals().0;
     // Each worker runs on a thread of its own with a single-threaded runtime: a chunk is
     // millions of small COPY messages handed between a connection task and the worker, and
     // keeping those hand-offs on one thread avoids a cross-thread wake-up per row.
@@ -618,7 +621,6 @@ async fn copy_generation(
     if let Err(e) = repl.close().await {
         tracing::debug!(error = %e, "the replication connection did not close cleanly");
     }
-    let rows_before = progress.totals().0;
     let joined = {
         let queue = Arc::clone(&queue);
         let join = tokio::task::spawn_blocking(move || {
@@ -658,7 +660,7 @@ async fn copy_generation(
     };
     // The planner's snapshot transaction held a lock on every table it sized, so no rewrite
     // (VACUUM FULL, CLUSTER, TRUNCATE) could move rows between chunks during the copy.
-    planner_conn.abort();
+    crate::client::close(planner_client, planner_conn).await;
     joined?;
     summary.rows = progress.totals().0 - rows_before;
     Ok(())

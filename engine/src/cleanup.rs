@@ -136,6 +136,11 @@ pub enum Step {
         /// Whether the backfill had finished.
         finished: bool,
     },
+    /// Forget the slot's lag heartbeat on green (`blueshift.sync_lag`), which `status` reads.
+    ForgetLagHeartbeat {
+        /// The slot.
+        slot: String,
+    },
     /// Drop one applier's replication origin on green.
     DropOrigin {
         /// The origin.
@@ -194,8 +199,25 @@ pub async fn cleanup(options: &CleanupOptions) -> Result<CleanupReport, CleanupE
         });
     }
     let blue = Server::connect(Side::Blue, &options.source).await?;
-    let green = Server::connect(Side::Green, &options.target).await?;
+    let green = match Server::connect(Side::Green, &options.target).await {
+        Ok(green) => green,
+        Err(e) => {
+            blue.close().await;
+            return Err(e);
+        }
+    };
+    let report = plan_and_execute(options, &blue, &green).await;
+    blue.close().await;
+    green.close().await;
+    report
+}
 
+async fn plan_and_execute(
+    options: &CleanupOptions,
+    blue: &Server,
+    green: &Server,
+) -> Result<CleanupReport, CleanupError> {
+    let slot_name = options.slot.as_str();
     // Plan: read everything first, so that a refusal leaves both servers untouched.
     let mut steps = Vec::new();
     let mut left = Vec::new();
@@ -290,10 +312,18 @@ pub async fn cleanup(options: &CleanupOptions) -> Result<CleanupReport, CleanupE
             finished,
         }),
     }
+    if crate::sync::heartbeat::recorded(&green.client, slot_name)
+        .await
+        .map_err(|e| green.error("read the lag heartbeat", e))?
+    {
+        steps.push(Step::ForgetLagHeartbeat {
+            slot: slot_name.to_owned(),
+        });
+    }
 
     if options.execute {
         for step in &steps {
-            execute(step, &blue, &green).await?;
+            execute(step, blue, green).await?;
         }
     }
     Ok(CleanupReport {
@@ -310,18 +340,25 @@ struct Server {
     side: Side,
     target: String,
     client: Client,
+    connection: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     async fn connect(side: Side, config: &ConnectConfig) -> Result<Server, CleanupError> {
-        let (client, _connection) = client::connect(config, "blueshift cleanup")
+        let (client, connection) = client::connect(config, "blueshift cleanup")
             .await
             .map_err(|source| CleanupError::Connect { side, source })?;
         Ok(Server {
             side,
             target: config.to_string(),
             client,
+            connection,
         })
+    }
+
+    /// Ends the session with a Terminate.
+    async fn close(self) {
+        client::close(self.client, self.connection).await;
     }
 
     fn error(&self, what: impl Into<String>, e: impl Into<SqlError>) -> CleanupError {
@@ -399,6 +436,12 @@ async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), Clean
                 .map_err(|e| green.error("delete the backfill record", e))?;
             info!(slot = %slot, "backfill record deleted on green");
         }
+        Step::ForgetLagHeartbeat { slot } => {
+            crate::sync::heartbeat::forget(&green.client, slot)
+                .await
+                .map_err(|e| green.error("delete the lag heartbeat", e))?;
+            info!(slot = %slot, "lag heartbeat deleted on green");
+        }
     }
     Ok(())
 }
@@ -467,6 +510,11 @@ impl fmt::Display for Step {
                 f,
                 "the {} backfill record of slot {} on green (blueshift.backfill_*; green's rows stay)",
                 if *finished { "finished" } else { "unfinished" },
+                quote_ident(slot)
+            ),
+            Step::ForgetLagHeartbeat { slot } => write!(
+                f,
+                "the lag heartbeat of slot {} on green (blueshift.sync_lag)",
                 quote_ident(slot)
             ),
             Step::DropOrigin { origin, progress } => match progress {

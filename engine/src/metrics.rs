@@ -11,43 +11,45 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
+//! | `blueshift_up` | gauge | 1 while sync runs, 0 once it stops |
+//! | `blueshift_connected` | gauge | `side`: blue (the replication stream), green (the appliers) |
+//! | `blueshift_build_info` | gauge (1) | `version`, `commit` |
 //! | `blueshift_lag_bytes` | gauge | |
-//! | `blueshift_lag_seconds` | gauge | |
+//! | `blueshift_lag_seconds` | gauge | the age of the oldest commit green does not hold ([`lag`]) |
 //! | `blueshift_applied_transactions_total` | counter | |
 //! | `blueshift_applied_rows_total` | counter | `op`: insert, update, delete, truncate |
-//! | `blueshift_apply_latency_seconds` | summary (0.5, 0.9, 0.99, 0.999) | |
+//! | `blueshift_apply_latency_seconds` | histogram | |
 //! | `blueshift_queue_depth_transactions` | gauge | `queue` (names fixed in the code) |
 //! | `blueshift_slot_retained_wal_bytes` | gauge | |
 //! | `blueshift_errors_total` | counter | `class`: transient, definite |
 //! | `blueshift_spilled_bytes_total` | counter | |
 //! | `blueshift_spilled_transactions_total` | counter | |
-//! | `blueshift_stage_latency_seconds` | summary (0.5, 0.99) | `stage`: where a transaction's time goes, see [`Stage`] |
+//! | `blueshift_stage_latency_seconds` | histogram | `stage`: where a transaction's time goes, see [`Stage`] |
 //! | `blueshift_backfill_rows_total` | counter | |
 //! | `blueshift_backfill_chunks_total` | counter | |
+//! | `blueshift_blocked` | gauge | 1 while sync waits for green to be fixed (a change green cannot take as it is), else 0 |
 //!
 //! The row counts and the error classes are the applier's own ([`RowCounts`], [`ErrorClass`]:
-//! one classification for the whole engine). [`MetricsServer`] serves the series on
-//! `GET /metrics`.
+//! one classification for the whole engine). Latencies are Prometheus histograms (buckets in
+//! [`BUCKETS`]) so that a dashboard can aggregate them. [`MetricsServer`] serves the series on
+//! `GET /metrics`, with `/healthz` and `/readyz`.
 
+mod histogram;
+pub(crate) mod lag;
 mod render;
 mod server;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
-
-use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, SystemTime};
 
 pub use blueshift_applier::{ErrorClass, RowCounts};
 
+pub use histogram::{LatencySnapshot, BUCKETS};
 pub use server::{MetricsError, MetricsServer};
 
-/// The largest apply latency the histogram tells apart: one hour, in microseconds. Longer ones
-/// are recorded as one hour.
-const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
-
-/// Significant decimal digits the latency histogram keeps (0.1 % relative error).
-const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+use histogram::Latency;
+use lag::LagClock;
 
 /// The stages a source transaction passes through on its way to green, each timed
 /// (`blueshift_stage_latency_seconds{stage}`): together they say where replication lag goes.
@@ -150,15 +152,16 @@ pub struct Metrics {
 /// The shared state behind [`Metrics`].
 #[derive(Debug)]
 struct Registry {
+    up: AtomicBool,
+    /// Blue's replication stream, green's appliers.
+    connected: [AtomicBool; 2],
+    /// (version, commit) of the binary.
+    build: OnceLock<(String, String)>,
     lag_bytes: AtomicU64,
-    /// `f64::to_bits` of the lag in seconds.
-    lag_seconds: AtomicU64,
+    lag: LagClock,
     applied_transactions: AtomicU64,
     applied_rows: [AtomicU64; 4],
-    /// Apply latencies in microseconds.
-    latency: Mutex<Histogram<u64>>,
-    /// The sum of the latencies recorded, in microseconds (for `_sum`).
-    latency_sum_micros: AtomicU64,
+    latency: Latency,
     /// Queue name → depth, in the order the queues were first named.
     queues: RwLock<Vec<(&'static str, QueueGauge)>>,
     retained_wal_bytes: AtomicU64,
@@ -167,22 +170,23 @@ struct Registry {
     spilled_transactions: AtomicU64,
     backfill_rows: AtomicU64,
     backfill_chunks: AtomicU64,
-    /// Per [`Stage`], in [`Stage::ALL`] order, in microseconds.
-    stages: Mutex<Vec<Histogram<u64>>>,
+    /// 1 while sync waits for green to be fixed.
+    blocked: AtomicU64,
+    /// Per [`Stage`], in [`Stage::ALL`] order.
+    stages: [Latency; 7],
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
+            up: AtomicBool::new(true),
+            connected: Default::default(),
+            build: OnceLock::new(),
             lag_bytes: AtomicU64::new(0),
-            lag_seconds: AtomicU64::new(0f64.to_bits()),
+            lag: LagClock::new(SystemTime::now()),
             applied_transactions: AtomicU64::new(0),
             applied_rows: Default::default(),
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, LATENCY_SIGNIFICANT_DIGITS)
-                    .expect("the latency bounds are constants that hdrhistogram accepts"),
-            ),
-            latency_sum_micros: AtomicU64::new(0),
+            latency: Latency::default(),
             queues: RwLock::new(Vec::new()),
             retained_wal_bytes: AtomicU64::new(0),
             errors: Default::default(),
@@ -190,22 +194,14 @@ impl Default for Registry {
             spilled_transactions: AtomicU64::new(0),
             backfill_rows: AtomicU64::new(0),
             backfill_chunks: AtomicU64::new(0),
-            stages: Mutex::new(
-                Stage::ALL
-                    .iter()
-                    .map(|_| {
-                        Histogram::new_with_bounds(
-                            1,
-                            MAX_LATENCY_MICROS,
-                            LATENCY_SIGNIFICANT_DIGITS,
-                        )
-                        .expect("the latency bounds are constants that hdrhistogram accepts")
-                    })
-                    .collect(),
-            ),
+            blocked: AtomicU64::new(0),
+            stages: Default::default(),
         }
     }
 }
+
+/// The `side` label values of `blueshift_connected`.
+pub(crate) const SIDES: [&str; 2] = ["blue", "green"];
 
 impl Metrics {
     /// An empty registry: every counter and gauge at zero.
@@ -225,38 +221,62 @@ impl Metrics {
         let r = &self.inner;
         r.applied_transactions
             .fetch_add(transactions, Ordering::Relaxed);
+        // Something committed: whatever held the line has been fixed.
+        r.blocked.store(0, Ordering::Relaxed);
         for ((_, count), total) in ROW_OPS.iter().zip(&r.applied_rows) {
             let n = count(rows);
             if n > 0 {
                 total.fetch_add(n, Ordering::Relaxed);
             }
         }
-        let micros = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .clamp(1, MAX_LATENCY_MICROS);
-        r.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
-        // A poisoned lock only means another thread panicked while recording: the histogram
-        // itself is still whole.
-        let mut histogram = r.latency.lock().unwrap_or_else(|p| p.into_inner());
-        histogram.saturating_record(micros);
+        r.latency.record(latency);
+    }
+
+    /// `blueshift_up`: false once sync is stopping.
+    pub fn set_up(&self, up: bool) {
+        self.inner.up.store(up, Ordering::Relaxed);
+    }
+
+    /// `blueshift_connected{side}`: whether blue's replication stream (`Side::Blue`) or green's
+    /// appliers (`Side::Green`) are connected.
+    pub fn set_connected(&self, side: crate::status::Side, connected: bool) {
+        let i = match side {
+            crate::status::Side::Blue => 0,
+            crate::status::Side::Green => 1,
+        };
+        self.inner.connected[i].store(connected, Ordering::Relaxed);
+    }
+
+    /// `blueshift_build_info{version, commit}`; the first call wins.
+    pub fn set_build_info(&self, version: &str, commit: &str) {
+        let _ = self
+            .inner
+            .build
+            .set((version.to_owned(), commit.to_owned()));
+    }
+
+    /// The lag clock behind `blueshift_lag_seconds`.
+    pub(crate) fn lag(&self) -> &LagClock {
+        &self.inner.lag
+    }
+
+    /// `blueshift_lag_seconds` now: the age of the oldest commit green does not hold.
+    pub fn lag_seconds(&self) -> f64 {
+        self.inner.lag.seconds(SystemTime::now())
+    }
+
+    /// Whether sync streams with both sides connected and the lag is at most `max_lag`: what
+    /// `/readyz` answers.
+    pub fn ready(&self, max_lag: Duration) -> bool {
+        let r = &self.inner;
+        r.up.load(Ordering::Relaxed)
+            && r.connected.iter().all(|c| c.load(Ordering::Relaxed))
+            && self.lag_seconds() <= max_lag.as_secs_f64()
     }
 
     /// `blueshift_lag_bytes`: WAL blue has sent past what green durably holds.
     pub fn set_lag_bytes(&self, bytes: u64) {
         self.inner.lag_bytes.store(bytes, Ordering::Relaxed);
-    }
-
-    /// `blueshift_lag_seconds`: how long ago blue committed what green last committed (0 when
-    /// caught up). NaN and negative values count as 0.
-    pub fn set_lag_seconds(&self, seconds: f64) {
-        let seconds = if seconds.is_finite() {
-            seconds.max(0.0)
-        } else {
-            0.0
-        };
-        self.inner
-            .lag_seconds
-            .store(seconds.to_bits(), Ordering::Relaxed);
     }
 
     /// Sets the depth of queue `queue` (a fixed name such as `"decoded"` or `"apply"`: one
@@ -308,22 +328,19 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `blueshift_blocked`: whether sync waits for green to be fixed (a change green cannot
+    /// take as it is holds the line).
+    pub fn set_blocked(&self, blocked: bool) {
+        self.inner
+            .blocked
+            .store(u64::from(blocked), Ordering::Relaxed);
+    }
+
     /// A consistent-enough copy of every value, for rendering and for tests.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let r = &self.inner;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (latency_quantiles, latency_count) = {
-            let histogram = r.latency.lock().unwrap_or_else(|p| p.into_inner());
-            let quantiles = LATENCY_QUANTILES.map(|q| {
-                let micros = if histogram.is_empty() {
-                    0
-                } else {
-                    histogram.value_at_quantile(q)
-                };
-                (q, micros_to_seconds(micros))
-            });
-            (quantiles, histogram.len())
-        };
+        let latency_quantiles = LATENCY_QUANTILES.map(|q| (q, r.latency.quantile(q)));
         let queues = r
             .queues
             .read()
@@ -332,8 +349,14 @@ impl Metrics {
             .map(|(name, gauge)| (*name, gauge.get()))
             .collect();
         MetricsSnapshot {
+            up: r.up.load(Ordering::Relaxed),
+            connected: [
+                r.connected[0].load(Ordering::Relaxed),
+                r.connected[1].load(Ordering::Relaxed),
+            ],
+            build: r.build.get().cloned(),
             lag_bytes: load(&r.lag_bytes),
-            lag_seconds: f64::from_bits(load(&r.lag_seconds)),
+            lag_seconds: self.lag_seconds(),
             applied_transactions: load(&r.applied_transactions),
             applied_rows: RowCounts {
                 inserted: load(&r.applied_rows[0]),
@@ -342,8 +365,12 @@ impl Metrics {
                 truncated: load(&r.applied_rows[3]),
             },
             latency_quantiles,
-            latency_sum_seconds: micros_to_seconds(load(&r.latency_sum_micros)),
-            latency_count,
+            latency: r.latency.snapshot(),
+            stages: Stage::ALL
+                .iter()
+                .zip(&r.stages)
+                .map(|(stage, l)| (*stage, l.snapshot()))
+                .collect(),
             queues,
             retained_wal_bytes: load(&r.retained_wal_bytes),
             errors_transient: load(&r.errors[class_index(ErrorClass::Transient)]),
@@ -352,37 +379,24 @@ impl Metrics {
             spilled_transactions: load(&r.spilled_transactions),
             backfill_rows: load(&r.backfill_rows),
             backfill_chunks: load(&r.backfill_chunks),
+            blocked: load(&r.blocked) != 0,
         }
     }
 
     /// Time one transaction (or group) spent in `stage`.
     pub fn stage(&self, stage: Stage, took: Duration) {
-        let micros = u64::try_from(took.as_micros())
-            .unwrap_or(u64::MAX)
-            .clamp(1, MAX_LATENCY_MICROS);
         let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
-        let mut stages = self.inner.stages.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = stages.get_mut(index) {
-            h.saturating_record(micros);
+        if let Some(l) = self.inner.stages.get(index) {
+            l.record(took);
         }
     }
 
     /// Per stage: (stage, p50 seconds, p99 seconds, count).
     pub fn stage_quantiles(&self) -> Vec<(Stage, f64, f64, u64)> {
-        let stages = self.inner.stages.lock().unwrap_or_else(|p| p.into_inner());
         Stage::ALL
             .iter()
-            .zip(stages.iter())
-            .map(|(stage, h)| {
-                let at = |q| {
-                    if h.is_empty() {
-                        0.0
-                    } else {
-                        micros_to_seconds(h.value_at_quantile(q))
-                    }
-                };
-                (*stage, at(0.5), at(0.99), h.len())
-            })
+            .zip(&self.inner.stages)
+            .map(|(stage, l)| (*stage, l.quantile(0.5), l.quantile(0.99), l.count()))
             .collect()
     }
 
@@ -405,29 +419,22 @@ impl Metrics {
     /// Every series in the Prometheus text exposition format (version 0.0.4), with `# HELP`
     /// and `# TYPE` lines.
     pub fn render(&self) -> String {
-        let mut text = render::render(&self.snapshot());
-        text.push_str(
-            "# HELP blueshift_stage_latency_seconds Where a source transaction's time goes, by stage.\n\
-             # TYPE blueshift_stage_latency_seconds summary\n",
-        );
-        for (stage, p50, p99, _) in self.stage_quantiles() {
-            for (q, v) in [("0.5", p50), ("0.99", p99)] {
-                text.push_str(&format!(
-                    "blueshift_stage_latency_seconds{{stage=\"{}\",quantile=\"{q}\"}} {v}\n",
-                    stage.as_str()
-                ));
-            }
-        }
-        text
+        render::render(&self.snapshot())
     }
 }
 
-/// The quantiles of the apply-latency summary.
+/// The quantiles of the apply latency kept for logs and the demo.
 pub const LATENCY_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
 /// The values of [`Metrics`] at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsSnapshot {
+    /// `blueshift_up`.
+    pub up: bool,
+    /// `blueshift_connected{side}`, in [`SIDES`] order (blue, green).
+    pub connected: [bool; 2],
+    /// `blueshift_build_info{version, commit}`, once set.
+    pub build: Option<(String, String)>,
     /// `blueshift_lag_bytes`.
     pub lag_bytes: u64,
     /// `blueshift_lag_seconds`.
@@ -436,12 +443,12 @@ pub struct MetricsSnapshot {
     pub applied_transactions: u64,
     /// `blueshift_applied_rows_total` by `op`.
     pub applied_rows: RowCounts,
-    /// (quantile, seconds) of `blueshift_apply_latency_seconds`, zero when nothing was applied.
+    /// (quantile, seconds) of the apply latency, zero when nothing was applied.
     pub latency_quantiles: [(f64, f64); 4],
-    /// `blueshift_apply_latency_seconds_sum`.
-    pub latency_sum_seconds: f64,
-    /// `blueshift_apply_latency_seconds_count`.
-    pub latency_count: u64,
+    /// `blueshift_apply_latency_seconds`.
+    pub latency: LatencySnapshot,
+    /// `blueshift_stage_latency_seconds` by stage.
+    pub stages: Vec<(Stage, LatencySnapshot)>,
     /// `blueshift_queue_depth_transactions` by `queue`, in registration order.
     pub queues: Vec<(&'static str, u64)>,
     /// `blueshift_slot_retained_wal_bytes`.
@@ -458,11 +465,8 @@ pub struct MetricsSnapshot {
     pub backfill_rows: u64,
     /// `blueshift_backfill_chunks_total`.
     pub backfill_chunks: u64,
-}
-
-fn micros_to_seconds(micros: u64) -> f64 {
-    // Exact for any latency below 2^53 µs (285 years).
-    micros as f64 / 1e6
+    /// `blueshift_blocked`.
+    pub blocked: bool,
 }
 
 #[cfg(test)]
@@ -496,8 +500,8 @@ mod tests {
                 truncated: 0
             }
         );
-        assert_eq!(s.latency_count, 2);
-        assert!((s.latency_sum_seconds - 0.006).abs() < 1e-9);
+        assert_eq!(s.latency.count, 2);
+        assert!((s.latency.sum_seconds - 0.006).abs() < 1e-9);
         // 0.5 → the smaller, 0.999 → the larger, within the histogram's 0.1 %.
         assert!((s.latency_quantiles[0].1 - 0.002).abs() < 0.002 * 0.001 + 1e-9);
         assert!((s.latency_quantiles[3].1 - 0.004).abs() < 0.004 * 0.001 + 1e-9);
@@ -523,19 +527,31 @@ mod tests {
         }
         let s = m.snapshot();
         assert_eq!(s.applied_transactions, 4000);
-        assert_eq!(s.latency_count, 4000);
+        assert_eq!(s.latency.count, 4000);
         assert_eq!(s.errors_transient, 4000);
         assert_eq!(s.errors_definite, 0);
         assert_eq!(s.spilled_bytes, 12_000);
     }
 
     #[test]
+    fn the_blocked_gauge_is_set_while_waiting_and_cleared_by_a_commit() {
+        let m = Metrics::new();
+        assert!(m.render().contains("\nblueshift_blocked 0\n"));
+        m.set_blocked(true);
+        assert!(m.snapshot().blocked);
+        assert!(m.render().contains("\nblueshift_blocked 1\n"));
+        m.transaction_applied(&RowCounts::default(), Duration::from_millis(1));
+        assert!(!m.snapshot().blocked, "something committed: the line moves");
+        m.set_blocked(true);
+        m.set_blocked(false);
+        assert!(!m.snapshot().blocked);
+    }
+
+    #[test]
     fn gauges_take_the_last_value() {
         let m = Metrics::new();
         m.set_lag_bytes(100);
-        m.set_lag_seconds(1.5);
         m.set_lag_bytes(40);
-        m.set_lag_seconds(f64::NAN);
         m.set_retained_wal(7);
         m.set_retained_wal(9);
         m.set_queue_depth("decoded", 5);
@@ -545,7 +561,6 @@ mod tests {
         m.transaction_spilled();
         let s = m.snapshot();
         assert_eq!(s.lag_bytes, 40);
-        assert_eq!(s.lag_seconds, 0.0);
         assert_eq!(s.retained_wal_bytes, 9);
         assert_eq!(s.queues, vec![("decoded", 1), ("apply", 2)]);
         assert_eq!(s.spilled_transactions, 1);
@@ -557,7 +572,7 @@ mod tests {
         m.transaction_applied(&RowCounts::default(), Duration::ZERO);
         m.transaction_applied(&RowCounts::default(), Duration::from_secs(86_400 * 365));
         let s = m.snapshot();
-        assert_eq!(s.latency_count, 2);
+        assert_eq!(s.latency.count, 2);
         assert!(s.latency_quantiles[3].1 <= 3600.0 * 1.001);
     }
 }

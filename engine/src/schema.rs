@@ -9,21 +9,26 @@
 //! ```
 //!
 //! - [`catalog`]: reads published tables, their columns, replica identity and keys.
-//! - [`cast`]: whether and how green converts blue's values of one type into another.
+//! - [`cast`]: whether and how green converts blue's values of one type into another, and
+//!   whether every value survives ([`Fidelity`]: lossless, fails loudly, narrower, lossy).
 //! - [`plan`]: the comparison, its verdicts (fine, cast, warning, blocked), and per table the
-//!   column mapping (blue column → green column, with or without a cast, renames applied) that
-//!   applying and backfilling reuse.
-//! - [`Renames`]: the column renames declared in configuration (defined with the applier, which
-//!   follows them too; re-exported here).
+//!   column mapping (blue column → green column, with or without a cast, the declared mapping
+//!   applied) that applying and backfilling reuse.
+//! - [`relation`]: the same comparison for one Relation message of the running stream, so that a
+//!   change blue's schema makes mid-sync is checked against green before it is applied.
+//! - [`Mapping`] and [`Renames`]: what configuration declares — renames, exclusions, accepted
+//!   lossy casts (defined with the applier, which follows them too; re-exported here).
 
 use std::fmt;
 
 pub mod cast;
 pub mod catalog;
 pub mod plan;
+pub mod relation;
 
+pub use blueshift_applier::mapping::{ColumnRef, Mapping, MappingError};
 pub use blueshift_applier::rename::{parse_table, Rename, RenameError, Renames};
-pub use cast::CastKind;
+pub use cast::{CastKind, Fidelity};
 pub use catalog::{Column, PublishedTable, ReplicaIdentity, Table};
 pub use plan::{plan, ColumnMapping, ColumnPlan, Note, SchemaPlan, TablePlan, Verdict};
 
@@ -38,10 +43,10 @@ pub enum SchemaError {
         /// The name given.
         publication: String,
     },
-    /// A rename names a table that is not compared.
+    /// A rename, exclusion or lossy cast names a table that is not compared.
     #[error(
-        "a rename names table {table}, which blue does not publish{} — fix the table of the \
-         rename (schema.table; a bare name means public) or remove it",
+        "a rename, exclusion or lossy cast names table {table}, which blue does not publish{} — \
+         fix its table (schema.table; a bare name means public) or remove it",
         publication.as_deref().map(|p| format!(" in publication {}", quote_ident(p))).unwrap_or_default()
     )]
     RenameTable {

@@ -444,6 +444,7 @@ mod tests {
             hint: None,
             position: None,
             context: None,
+            column: None,
         }))
     }
 

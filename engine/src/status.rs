@@ -11,16 +11,23 @@
 //!   `wal_status`, `safe_wal_size`) and blue's current WAL position; the WAL retained is
 //!   `pg_current_wal_lsn() - restart_lsn`.
 //! - [`origin`]: the appliers' origins on green; their maximum progress is green's durable
-//!   position, and the lag is blue's current position minus it.
+//!   position.
 //! - the slot guard's record on green ([`crate::slot_guard`]): the slot must not be past what
 //!   blueshift acknowledged, nor invalidated; either is listed under *problems*, with the text
 //!   `blueshift sync` would stop with (a slot gone while green holds changes streamed through it
 //!   is an error, as sync's would be).
 //!
-//! Lag in *seconds* is not reported here: green's origins record blue's commit LSNs, not
-//! times, and blue keeps no map from LSN to time (`pg_last_committed_xact()` gives only the
-//! newest commit, and only with `track_commit_timestamp`). The running sync knows the commit
-//! time of what it applied and exports it as `blueshift_lag_seconds`.
+//! The lag is computed as the running sync computes `blueshift_lag_seconds` and
+//! `blueshift_lag_bytes`:
+//! - in bytes, blue's current position minus what green durably holds: the origins' progress,
+//!   or the slot's `confirmed_flush_lsn` when it is further (the sync confirms an idle stream's
+//!   position, which no transaction of green's records, and never confirms more than green
+//!   holds);
+//! - in seconds, from the heartbeat the sync records on green (`blueshift.sync_lag`, see
+//!   [`crate::sync::heartbeat`]): the age of the oldest commit green does not hold, which keeps
+//!   growing while the sync is stopped or cut off. Blue keeps no map from LSN to time, so
+//!   without a heartbeat (a sync of an older version, or a green that refused the table) the
+//!   seconds are unknown.
 
 pub mod origin;
 pub mod slot;
@@ -122,7 +129,7 @@ pub enum StatusError {
 }
 
 /// Where a sync stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Status {
     /// The slot on blue.
     pub slot: SlotInfo,
@@ -136,9 +143,14 @@ pub struct Status {
     /// The maximum of the origins' progress: what green durably holds; `None` before the first
     /// applied transaction.
     pub green_lsn: Option<Lsn>,
-    /// Blue's current position minus green's durable one; `None` before the first applied
-    /// transaction.
+    /// Blue's current position minus green's durable one (or the slot's confirmed position
+    /// when further); `None` before the first applied transaction.
     pub lag_bytes: Option<u64>,
+    /// The lag in seconds, computed from the sync's heartbeat; `None` when none was recorded.
+    pub lag_seconds: Option<f64>,
+    /// Whether the sync recorded its heartbeat lately (it runs and reaches green); `None` when
+    /// none was ever recorded.
+    pub sync_recording: Option<bool>,
     /// Green's record of the slot (`blueshift.slot_guard`); `None` before sync first ran with
     /// the slot guard.
     pub guard: Option<Record>,
@@ -160,7 +172,7 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
         read_green(&options.target, slot_name)
     );
     let (slot, blue_current_lsn, blue_major) = blue?;
-    let (origins, guard) = green?;
+    let (origins, guard, heartbeat) = green?;
     let green_lsn = durable_position(&origins);
     let Some(slot) = slot else {
         if guard.is_some() || green_lsn.is_some() {
@@ -202,11 +214,25 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
             problems.push(e.to_string());
         }
     }
+    let now = std::time::SystemTime::now();
+    let (lag_seconds, sync_recording) = match heartbeat {
+        Some((recorded_at, basis)) => (
+            Some(crate::sync::heartbeat::lag_seconds(now, recorded_at, basis)),
+            Some(
+                now.duration_since(recorded_at)
+                    .map_or(true, |age| age <= crate::sync::heartbeat::STALE_AFTER),
+            ),
+        ),
+        None => (None, None),
+    };
+    let confirmed = green_lsn.map(|green| green.max(slot.confirmed_flush_lsn.unwrap_or(green)));
     Ok(Status {
         retained_wal_bytes: slot
             .restart_lsn
             .map(|restart| blue_current_lsn.bytes_since(restart)),
-        lag_bytes: green_lsn.map(|green| blue_current_lsn.bytes_since(green)),
+        lag_bytes: confirmed.map(|green| blue_current_lsn.bytes_since(green)),
+        lag_seconds,
+        sync_recording,
         slot,
         blue_current_lsn,
         origins,
@@ -220,7 +246,17 @@ async fn read_blue(
     config: &ConnectConfig,
     slot: &str,
 ) -> Result<(Option<SlotInfo>, Lsn, u32), StatusError> {
-    let (client, _connection) = connect(Side::Blue, config).await?;
+    let (client, connection) = connect(Side::Blue, config).await?;
+    let result = read_slot(&client, config, slot).await;
+    client::close(client, connection).await;
+    result
+}
+
+async fn read_slot(
+    client: &tokio_postgres::Client,
+    config: &ConnectConfig,
+    slot: &str,
+) -> Result<(Option<SlotInfo>, Lsn, u32), StatusError> {
     let query_error = |what| {
         move |source| StatusError::Query {
             side: Side::Blue,
@@ -229,10 +265,10 @@ async fn read_blue(
             source,
         }
     };
-    let info = slot::read(&client, slot)
+    let info = slot::read(client, slot)
         .await
         .map_err(query_error("pg_replication_slots"))?;
-    let current = slot::current_wal_lsn(&client)
+    let current = slot::current_wal_lsn(client)
         .await
         .map_err(query_error("pg_current_wal_lsn()"))?;
     let version: i32 = client
@@ -246,11 +282,24 @@ async fn read_blue(
     Ok((info, current, u32::try_from(version / 10_000).unwrap_or(0)))
 }
 
-async fn read_green(
+/// A heartbeat row: when it was recorded, and the lag's basis then.
+type Heartbeat = (std::time::SystemTime, Option<std::time::SystemTime>);
+
+async fn read_green(config: &ConnectConfig, slot: &str) -> Result<GreenState, StatusError> {
+    let (client, connection) = connect(Side::Green, config).await?;
+    let result = read_green_with(&client, config, slot).await;
+    client::close(client, connection).await;
+    result
+}
+
+/// What status reads on green: the origins, the slot guard's record, the lag heartbeat.
+type GreenState = (Vec<OriginProgress>, Option<Record>, Option<Heartbeat>);
+
+async fn read_green_with(
+    client: &tokio_postgres::Client,
     config: &ConnectConfig,
     slot: &str,
-) -> Result<(Vec<OriginProgress>, Option<Record>), StatusError> {
-    let (client, _connection) = connect(Side::Green, config).await?;
+) -> Result<GreenState, StatusError> {
     let query_error = |what| {
         move |source| StatusError::Query {
             side: Side::Green,
@@ -259,13 +308,32 @@ async fn read_green(
             source,
         }
     };
-    let origins = origin::read(&client, slot)
+    let origins = origin::read(client, slot)
         .await
         .map_err(query_error("the replication origins"))?;
-    let guard = slot_guard::read(&client, slot)
+    let guard = slot_guard::read(client, slot)
         .await
         .map_err(|e| query_error("blueshift.slot_guard")(SqlError::from(e)))?;
-    Ok((origins, guard))
+    Ok((origins, guard, read_heartbeat(client, slot).await))
+}
+
+/// The sync's heartbeat row of `slot`, when the table and the row exist.
+async fn read_heartbeat(client: &tokio_postgres::Client, slot: &str) -> Option<Heartbeat> {
+    let row = client
+        .query_opt(
+            "SELECT recorded_at, lag_basis FROM blueshift.sync_lag WHERE slot = $1",
+            &[&slot],
+        )
+        .await;
+    match row {
+        Ok(Some(row)) => Some((row.try_get(0).ok()?, row.try_get(1).ok()?)),
+        Ok(None) => None,
+        // 42P01: no table, no heartbeat yet.
+        Err(e) => {
+            tracing::debug!(error = %e, "no lag heartbeat on green");
+            None
+        }
+    }
 }
 
 async fn connect(
@@ -309,6 +377,8 @@ impl Status {
                 "durable_lsn": lsn(self.green_lsn),
             },
             "lag_bytes": self.lag_bytes,
+            "lag_seconds": self.lag_seconds,
+            "sync_recording": self.sync_recording,
             "slot_guard": self.guard.as_ref().map(|g| json!({
                 "acknowledged": g.acknowledged.to_string(),
                 "created_lsn": lsn(g.created_lsn),
@@ -383,11 +453,15 @@ impl fmt::Display for Status {
             .lag_bytes
             .map_or_else(|| "- (green has applied nothing yet)".to_owned(), bytes);
         row(f, "behind blue", &lag)?;
-        row(
-            f,
-            "seconds",
-            "not known from the servers; see blueshift_lag_seconds of the running sync",
-        )
+        let seconds = match (self.lag_seconds, self.sync_recording) {
+            (Some(s), Some(true)) => format!("{s:.1} s"),
+            (Some(s), _) => format!(
+                "{s:.1} s (and growing: the sync is not recording its heartbeat on green — stopped, or cut off)"
+            ),
+            (None, _) => "- (no heartbeat on green: the sync has not run yet, or could not record it)"
+                .to_owned(),
+        };
+        row(f, "seconds", &seconds)
     }
 }
 
@@ -448,6 +522,8 @@ mod tests {
             }],
             green_lsn: Some(Lsn(0xABC)),
             lag_bytes: Some(0x1_0000_0300 - 0xABC),
+            lag_seconds: Some(2.5),
+            sync_recording: Some(false),
             guard: None,
             problems: vec!["the slot moved".into()],
         };
@@ -456,6 +532,7 @@ mod tests {
         assert!(text.contains("origin blueshift_s_0"), "{text}");
         assert!(text.contains("0/ABC"), "{text}");
         assert!(text.contains("unlimited"), "{text}");
+        assert!(text.contains("2.5 s (and growing"), "{text}");
         assert!(text.starts_with("PROBLEM: the slot moved\n"), "{text}");
         assert!(text.contains("no record yet"), "{text}");
         let v = status.to_json();

@@ -29,10 +29,19 @@
 //!   `wal_sender_timeout`, whatever the appliers are blocked on.
 //!
 //! Transient errors (a connection lost, blue or green restarting) end the attempt; [`run`]
-//! reconnects with backoff and resumes from green's durable position. Definite errors stop.
+//! reconnects with backoff and resumes from green's durable position. A change green cannot
+//! take as it is does not stop sync either — it waits, holding the line, until the operator
+//! fixes green: a relation description from blue that green cannot take losslessly is held by
+//! the reader before it is scheduled ([`reader`]), and a change green refuses when applied (a
+//! value too long, a foreign key forbidding a TRUNCATE: [`ApplyError::is_blocked`]) ends the
+//! attempt with nothing after it committed, and is tried again every few seconds from green's
+//! durable position ([`SyncError::is_blocked`]). Both log what they wait for and the fix, and set
+//! the `blueshift_blocked` gauge. Other definite errors stop.
 
 mod acknowledge;
+mod background;
 mod durability;
+pub mod heartbeat;
 mod loaded;
 mod monitor;
 mod order;
@@ -49,7 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blueshift_applier::{
-    Applier, ApplierOptions, ApplyError, ErrorClass, Renames, SynchronousCommit,
+    Applier, ApplierOptions, ApplyError, ErrorClass, Mapping, SynchronousCommit,
 };
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::ReplicationError;
@@ -63,6 +72,8 @@ use crate::backfill::{self, BackfillError, BackfillOptions, Progress};
 use crate::client;
 use crate::metrics::Metrics;
 use crate::slot_guard::SlotError;
+use crate::status::Side;
+use background::Background;
 use order::CommitOrder;
 use scheduler::Scheduler;
 use writeset::KeyCatalog;
@@ -112,8 +123,9 @@ pub struct SyncConfig {
     pub backoff: (Duration, Duration),
     /// The initial copy of blue's rows (see [`crate::backfill`]).
     pub backfill: BackfillOptions,
-    /// Column renames, blue → green, for the plan checked at preflight and the appliers.
-    pub renames: Arc<Renames>,
+    /// The declared column mapping (renames, exclusions, accepted lossy casts), for the plan
+    /// checked at preflight, the stream's Relation messages and the appliers.
+    pub mapping: Arc<Mapping>,
 }
 
 /// Why sync stopped.
@@ -167,6 +179,15 @@ pub enum SyncError {
     /// Green's unique indexes could not be read.
     #[error(transparent)]
     KeyCatalog(#[from] writeset::KeyCatalogError),
+    /// A relation description from blue could not be checked against green's table.
+    #[error("could not check blue's definition of table \"{table}\" against green")]
+    RelationCheck {
+        /// The table, `schema.name`.
+        table: String,
+        /// Why.
+        #[source]
+        source: crate::schema::SchemaError,
+    },
     /// A SQL connection to blue or green failed.
     #[error("{what}")]
     Sql {
@@ -188,12 +209,25 @@ pub enum SyncError {
     /// Every applier stopped.
     #[error("the appliers stopped")]
     AppliersGone,
+    /// The connection to green closed (green stopped, or the network failed).
+    #[error("lost the connection to green")]
+    GreenClosed,
     /// A task panicked or was cancelled.
     #[error("a sync task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
     /// The backfill failed.
     #[error("the backfill failed")]
     Backfill(#[source] BackfillError),
+    /// A signal stopped sync before its work was done; running it again resumes.
+    #[error(
+        "{during} was interrupted by a signal: {state} — run the same command again to resume"
+    )]
+    Interrupted {
+        /// What was running: `sync` (before streaming started), `the backfill`.
+        during: &'static str,
+        /// What the interruption left behind.
+        state: &'static str,
+    },
     /// Blue's stream carries a change to a table green does not hold the rows of: one added to
     /// the publication while sync ran. Sync copies it (see `backfill::start`) and goes on.
     #[error(
@@ -220,13 +254,26 @@ impl SyncError {
         match self {
             SyncError::Source(e) => replication_is_transient(e),
             SyncError::Backfill(e) => e.is_transient(),
-            SyncError::SourceEnded => true,
+            SyncError::SourceEnded | SyncError::GreenClosed => true,
             SyncError::Apply { source, .. } | SyncError::ApplierSetup { source, .. } => {
                 source.is_transient()
             }
             SyncError::Sql { source, .. } => source.is_transient(),
             SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
             SyncError::Slot(e) => e.is_transient(),
+            SyncError::RelationCheck {
+                source: crate::schema::SchemaError::Query { source, .. },
+                ..
+            } => source.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// Whether green refuses a change as it is and an operator can fix green while sync waits
+    /// (see [`ApplyError::is_blocked`]): sync then retries instead of stopping.
+    pub fn is_blocked(&self) -> bool {
+        match self {
+            SyncError::Apply { source, .. } => source.is_blocked(),
             _ => false,
         }
     }
@@ -237,7 +284,9 @@ pub(crate) fn replication_is_transient(e: &ReplicationError) -> bool {
     e.is_io()
         || matches!(
             e,
-            ReplicationError::Closed { .. } | ReplicationError::Connect { .. }
+            ReplicationError::Closed { .. }
+                | ReplicationError::Connect { .. }
+                | ReplicationError::NoSuitableHost { .. }
         )
         || e.sqlstate()
             .is_some_and(|s| blueshift_applier::class_of_sqlstate(s) == ErrorClass::Transient)
@@ -276,23 +325,81 @@ pub async fn run_with_progress(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<SyncSummary, SyncError> {
     let shutdown = shutdown_signal(shutdown);
-    preflight::check(&config).await?;
-    let mut summary = SyncSummary::default();
-    if !backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await? {
-        return Ok(summary);
+    let mut config = config;
+    // Who holds the slot, for a second sync refused at preflight (and in pg_stat_activity).
+    let name = format!(
+        "blueshift sync {} (pid {} on {})",
+        config.slot,
+        std::process::id(),
+        hostname()
+    );
+    config.source.set_fallback_application_name(name);
+    let result = run_stages(config, metrics.clone(), progress, shutdown).await;
+    metrics.set_up(false);
+    result
+}
+
+/// This machine's name (for `application_name`), or `unknown host`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".to_owned())
+}
+
+/// What an interrupted backfill leaves behind.
+const BACKFILL_INTERRUPTED: &str = "green's tables are partly loaded (their indexes not yet \
+    rebuilt) and every finished chunk is recorded; the next run copies only the unfinished ones";
+
+async fn run_stages(
+    config: SyncConfig,
+    metrics: Metrics,
+    progress: &Arc<Progress>,
+    shutdown: Shutdown,
+) -> Result<SyncSummary, SyncError> {
+    let before_streaming = SyncError::Interrupted {
+        during: "sync",
+        state: "it had not started streaming, and nothing was changed",
+    };
+    // A signal during the preflight's connects and queries stops at once.
+    tokio::select! {
+        biased;
+        () = shutdown.clone().wait() => return Err(before_streaming),
+        checked = preflight::check(&config) => checked?,
     }
-    if config.backfill.only || shutdown.fired() {
+    let mut summary = SyncSummary::default();
+    backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await?;
+    if shutdown.fired() {
+        return Err(before_streaming);
+    }
+    if config.backfill.only {
         return Ok(summary);
     }
     // The table the last attempt stopped at, added to the publication (see `loaded`).
     let mut added: Option<crate::schema::QualifiedName> = None;
     let mut wait = config.backoff.0;
+    let mut blocked_wait = BLOCKED_RETRY_FIRST;
     loop {
         let started = std::time::Instant::now();
-        let result = attempt(&config, &metrics, shutdown.clone(), None).await;
+        let streaming = std::sync::atomic::AtomicBool::new(false);
+        // A signal while the attempt connects drops it at once; once it streams, it drains
+        // what is in flight itself.
+        let is_streaming = || streaming.load(std::sync::atomic::Ordering::Acquire);
+        let result = tokio::select! {
+            result = attempt(&config, &metrics, shutdown.clone(), None, &streaming) => result,
+            () = unless(&shutdown, is_streaming) => Ok(0),
+        };
+        metrics.set_connected(Side::Blue, false);
+        metrics.set_connected(Side::Green, false);
+        if result.is_err() || !is_streaming() {
+            metrics.lag().down(std::time::SystemTime::now());
+        }
         if started.elapsed() > config.backoff.1 {
             // It ran well for a while: the next failure starts the backoff afresh.
             wait = config.backoff.0;
+            blocked_wait = BLOCKED_RETRY_FIRST;
         }
         match result {
             Ok(transactions) => {
@@ -311,17 +418,19 @@ pub async fn run_with_progress(
                 }
                 tracing::info!(table = %table, "table was added to the publication: copying its rows before applying its changes");
                 added = Some(table);
-                if !backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary)
-                    .await?
-                {
-                    return Ok(summary);
-                }
+                backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await?;
                 wait = config.backoff.0;
             }
             Err(SyncError::TableAdded { .. }) => return Ok(summary),
             Err(e) if e.is_transient() && !shutdown.fired() => {
                 let what = "sync interrupted; reconnecting";
                 if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
+                    return Ok(summary);
+                }
+                summary.reconnects += 1;
+            }
+            Err(e) if e.is_blocked() && !shutdown.fired() => {
+                if !wait_for_green(&e, &mut blocked_wait, &metrics, &shutdown).await {
                     return Ok(summary);
                 }
                 summary.reconnects += 1;
@@ -334,37 +443,57 @@ pub async fn run_with_progress(
     }
 }
 
+/// Completes when shutdown is requested while `busy` is false (checked when the request
+/// comes); pends forever when the work in progress handles shutdown itself.
+async fn unless(shutdown: &Shutdown, busy: impl Fn() -> bool) {
+    shutdown.clone().wait().await;
+    if busy() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The backfill (see [`backfill::run`]), resumed after transient failures: each retry takes a
-/// new snapshot and copies only what is unfinished. False when shutdown interrupted it.
+/// new snapshot and copies only what is unfinished. While it copies, a signal lets the chunks in
+/// hand finish; in any other step (connecting, planning, rebuilding indexes) the step is dropped
+/// at once and the next run resumes it, as after a crash. Either way it ends with
+/// [`SyncError::Interrupted`].
 async fn backfill_until_done(
     config: &SyncConfig,
     metrics: &Metrics,
     progress: &Arc<Progress>,
     shutdown: &Shutdown,
     summary: &mut SyncSummary,
-) -> Result<bool, SyncError> {
+) -> Result<(), SyncError> {
+    let interrupted = || SyncError::Interrupted {
+        during: "the backfill",
+        state: BACKFILL_INTERRUPTED,
+    };
     let mut wait = config.backoff.0;
     loop {
-        match backfill::run(
+        let run = backfill::run(
             config,
             &config.backfill,
             metrics,
             progress,
             shutdown.clone().wait(),
-        )
-        .await
-        {
+        );
+        let copying = || progress.phase() == backfill::Phase::Copying;
+        let result = tokio::select! {
+            result = run => result,
+            () = unless(shutdown, copying) => return Err(interrupted()),
+        };
+        match result {
             Ok(done) => {
                 if done.ran || !summary.backfill.ran {
                     summary.backfill = done;
                 }
-                return Ok(true);
+                return Ok(());
             }
-            Err(BackfillError::Interrupted) => return Ok(false),
+            Err(BackfillError::Interrupted) => return Err(interrupted()),
             Err(e) if e.is_transient() && !shutdown.fired() => {
                 let what = "backfill interrupted; resuming";
                 if !back_off(&e, what, &mut wait, config, metrics, shutdown).await {
-                    return Ok(false);
+                    return Err(interrupted());
                 }
                 summary.reconnects += 1;
             }
@@ -396,6 +525,38 @@ async fn back_off(
     slept
 }
 
+/// The first wait before retrying a change green refused; it doubles up to
+/// [`BLOCKED_RETRY_MAX`].
+const BLOCKED_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries of a change green refused.
+const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// After green refused a change an operator can fix there ([`SyncError::is_blocked`]): logs what
+/// sync waits for and the fix (the error says both), sets the blocked gauge, and waits before the
+/// change is tried again from green's durable position — nothing after it committed, since
+/// commits go in blue's order. False when shutdown came during the wait.
+async fn wait_for_green(
+    e: &SyncError,
+    wait: &mut Duration,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> bool {
+    metrics.set_blocked(true);
+    tracing::warn!(
+        error = %error_chain(e),
+        retry_in = ?*wait,
+        "sync is blocked: green refuses a change, so nothing from it on is applied; waiting for \
+         green to be fixed"
+    );
+    let slept = tokio::select! {
+        () = tokio::time::sleep(*wait) => true,
+        () = shutdown.clone().wait() => false,
+    };
+    *wait = (*wait * 2).min(BLOCKED_RETRY_MAX);
+    slept
+}
+
 /// Applies blue's stream with one applier until every transaction committed before `until` is
 /// on green: the catch-up after a resumed backfill, before the indexes it kept off are built.
 pub(crate) async fn catch_up(
@@ -410,13 +571,18 @@ pub(crate) async fn catch_up(
     let (_never_fired, never) = tokio::sync::watch::channel(false);
     let never = Shutdown(never);
     let mut wait = config.backoff.0;
+    let mut blocked_wait = BLOCKED_RETRY_FIRST;
     loop {
-        match attempt(&config, metrics, never.clone(), Some(until)).await {
+        let streaming = std::sync::atomic::AtomicBool::new(false);
+        match attempt(&config, metrics, never.clone(), Some(until), &streaming).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "catch-up interrupted; reconnecting");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(config.backoff.1);
+            }
+            Err(e) if e.is_blocked() => {
+                wait_for_green(&e, &mut blocked_wait, metrics, &never).await;
             }
             Err(e) => return Err(e),
         }
@@ -425,11 +591,15 @@ pub(crate) async fn catch_up(
 
 /// One connection to blue and N to green, until shutdown, an error, or (when `stop_at` is set)
 /// every transaction committed before `stop_at` is applied.
+///
+/// Everything is connected first; `streaming` is set once the reader runs (until then, the
+/// caller may drop the attempt when shutdown comes, and no task of it is left behind).
 async fn attempt(
     config: &SyncConfig,
     metrics: &Metrics,
     shutdown: Shutdown,
     stop_at: Option<Lsn>,
+    streaming: &std::sync::atomic::AtomicBool,
 ) -> Result<u64, SyncError> {
     // What a backfill copied, each applier must not apply again; the tables green holds.
     let (fences, loaded) = {
@@ -439,13 +609,11 @@ async fn attempt(
                 what: format!("could not connect to green ({})", config.target),
                 source,
             })?;
-        let fences = backfill::fences(&green, &config.slot)
-            .await
-            .map_err(SyncError::Backfill)?;
-        let tables = backfill::loaded(&green, &config.slot)
-            .await
-            .map_err(SyncError::Backfill)?;
-        conn.abort();
+        let fences = backfill::fences(&green, &config.slot).await;
+        let tables = backfill::loaded(&green, &config.slot).await;
+        client::close(green, conn).await;
+        let fences = fences.map_err(SyncError::Backfill)?;
+        let tables = tables.map_err(SyncError::Backfill)?;
         (Arc::new(fences), loaded::Loaded::new(tables))
     };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
@@ -457,7 +625,7 @@ async fn attempt(
         options.fences = Arc::clone(&fences);
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
-        options.renames = Arc::clone(&config.renames);
+        options.mapping = Arc::clone(&config.mapping);
         let origin = options.origin_name.clone();
         let setup = |source| SyncError::ApplierSetup {
             origin: origin.clone(),
@@ -510,27 +678,38 @@ async fn attempt(
 
     let order = CommitOrder::new(0);
     let durability = Arc::new(durability::Durability::default());
-    let (green_flush, _flush_conn) = client::connect(&config.target, "blueshift durability")
+    let (green_flush, flush_conn) = client::connect(&config.target, "blueshift durability")
         .await
         .map_err(|source| SyncError::Sql {
             what: format!("could not connect to green ({})", config.target),
             source,
         })?;
     let green_flush = Arc::new(green_flush);
+    // Connected: from here on nothing awaits a server before the reader runs.
+    metrics.set_connected(Side::Blue, true);
+    metrics.set_connected(Side::Green, true);
     let mut tracker = tokio::spawn(durability::track(
         Arc::clone(&durability),
         Arc::clone(&green_flush),
         Arc::clone(&acks),
     ));
+    let mut heartbeat = {
+        let (green, slot, metrics) = (
+            Arc::clone(&green_flush),
+            config.slot.clone(),
+            metrics.clone(),
+        );
+        Background::spawn(move |stop| heartbeat::record(green, slot, metrics, stop))
+    };
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));
     let mut tasks = JoinSet::new();
-    let monitor = tokio::spawn(monitor::watch_blue(
-        blue_sql,
-        config.slot.clone(),
-        Arc::clone(&acks),
-        metrics.clone(),
-    ));
+    let monitor = {
+        let (slot, acks, metrics) = (config.slot.clone(), Arc::clone(&acks), metrics.clone());
+        Background::spawn(move |stop| {
+            monitor::watch_blue(blue_sql, blue_sql_conn, slot, acks, metrics, stop)
+        })
+    };
     for (n, applier) in appliers.into_iter().enumerate() {
         let task = worker::run(
             n,
@@ -561,7 +740,9 @@ async fn attempt(
         decoder: PgOutputDecoder::new(version),
         assembler,
         scheduler: Scheduler::starting_at(1),
-        keys: KeyCatalog::new(Arc::clone(&config.renames)),
+        keys: KeyCatalog::new(Arc::clone(&config.mapping)),
+        mapping: Arc::clone(&config.mapping),
+        checked: std::collections::HashMap::new(),
         loaded,
         green,
         resume_after,
@@ -577,12 +758,14 @@ async fn attempt(
     };
 
     // Read until shutdown or error; an applier failing ends reading too.
+    streaming.store(true, std::sync::atomic::Ordering::Release);
     let outcome = {
         let read = reader.run(&mut stream, shutdown.wait());
         tokio::pin!(read);
         loop {
             tokio::select! {
                 r = &mut read => break r,
+                () = heartbeat.ended(), if !heartbeat.is_finished() => break Err(SyncError::GreenClosed),
                 done = &mut tracker => break Err(match done {
                     Ok(Ok(())) => SyncError::AppliersGone,
                     Ok(Err(source)) => SyncError::Green {
@@ -614,11 +797,16 @@ async fn attempt(
     let drained = if graceful {
         let mut result = Ok(());
         while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(e) => result = Err(SyncError::Task(e)),
-            }
+            let failed = match done {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => SyncError::Task(e),
+            };
+            // The others may wait for its commit turn forever: stop them (their open
+            // transactions roll back with their connections).
+            result = Err(failed);
+            tasks.shutdown().await;
+            break;
         }
         result
     } else {
@@ -647,10 +835,14 @@ async fn attempt(
     if let Err(e) = stream.close().await {
         tracing::debug!(error = %e, "the replication stream did not end cleanly");
     }
-    green_conn.abort();
-    guard_conn.abort();
-    monitor.abort();
-    blue_sql_conn.abort();
+    // Every connection ends with a Terminate: the monitor's and the heartbeat's tasks close
+    // theirs when stopped, the others here (the reader and the acknowledger, which owned the
+    // other clients of green, are gone).
+    monitor.stop().await;
+    heartbeat.stop().await;
+    client::finish(green_conn).await;
+    client::finish(guard_conn).await;
+    client::close_shared(green_flush, flush_conn).await;
     let scheduled = outcome?;
     drained?;
     tracing::info!(

@@ -32,6 +32,7 @@ mod eventually;
 mod pgbouncer;
 mod program;
 mod template;
+mod tools;
 
 pub use binaries::{cache_dir, fetch_script, install_command, PgBinaries, DEFAULT_CACHE_DIR};
 pub use cluster::{quote_ident, Cluster, ClusterOptions};
@@ -40,3 +41,4 @@ pub use pgbouncer::{
     pgbouncer_binary, DatabaseEntry, PgBouncer, PgBouncerOptions, PGBOUNCER_INSTALL_COMMAND,
 };
 pub use program::blueshift_binary;
+pub use tools::{docker_compose, promtool, TOOLS_INSTALL_COMMAND};

@@ -231,6 +231,10 @@ impl blueshift_applier::SpilledChanges for Spill {
     fn len(&self) -> u64 {
         self.len
     }
+
+    fn relations(&self) -> Vec<std::sync::Arc<blueshift_decoder::relation::RelationInfo>> {
+        blueshift_applier::Changes::InMemory(self.changes.clone().collect()).relations()
+    }
 }
 
 #[tokio::test]

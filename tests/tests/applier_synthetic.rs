@@ -233,10 +233,49 @@ async fn truncate_with_cascade_and_restart_identity() {
         ReplicaIdentity::Default,
         &[("id", false)],
     );
+    let child = relation(
+        16603,
+        "public",
+        "child",
+        ReplicaIdentity::Default,
+        &[("id", true), ("parent_id", false)],
+    );
     let mut applier = applier(&config, "blueshift_trunc_0").await;
+    // Blue truncated parent with CASCADE but sent only parent: green never cascades to a table
+    // blue did not name. Child's foreign key makes it a change green refuses, naming child.
+    let err = applier
+        .apply(&mut tx(
+            0x30,
+            vec![Change::Truncate {
+                relations: vec![Arc::clone(&parent)],
+                cascade: true,
+                restart_identity: false,
+            }],
+        ))
+        .await
+        .expect_err("child references parent");
+    assert!(
+        matches!(&err, ApplyError::TruncateReferenced { referencing, .. }
+            if referencing.len() == 1 && referencing[0].table == "public.child"
+                && referencing[0].referenced == "public.parent"
+                && referencing[0].constraint == "child_parent_id_fkey"),
+        "{err:?}"
+    );
+    assert!(err.is_blocked(), "{err}");
+    assert!(err.to_string().contains("never with CASCADE"), "{err}");
+    assert_eq!(
+        green
+            .psql(
+                "trunc",
+                "SELECT (SELECT count(*) FROM parent), (SELECT count(*) FROM child)"
+            )
+            .unwrap(),
+        "1|1",
+        "nothing truncated"
+    );
     let changes = vec![
         Change::Truncate {
-            relations: vec![Arc::clone(&parent)],
+            relations: vec![Arc::clone(&parent), Arc::clone(&child)],
             cascade: true,
             restart_identity: false,
         },
@@ -249,7 +288,7 @@ async fn truncate_with_cascade_and_restart_identity() {
         insert(&seq_t, &[Some("7"), Some("seven")]),
     ];
     let outcome = applier.apply(&mut tx(0x40, changes)).await.expect("apply");
-    assert_eq!((outcome.rows.truncated, outcome.rows.inserted), (3, 1));
+    assert_eq!((outcome.rows.truncated, outcome.rows.inserted), (4, 1));
     assert_eq!(
         green
             .psql(
@@ -268,28 +307,27 @@ async fn truncate_with_cascade_and_restart_identity() {
         "1"
     );
 
-    // Without CASCADE, a referenced table cannot be truncated alone: the server's error is kept.
-    green
-        .psql(
-            "trunc",
-            "INSERT INTO parent VALUES (2); INSERT INTO child VALUES (2, 2)",
-        )
-        .unwrap();
-    let err = applier
+    // Without RESTART IDENTITY, green's identity goes on.
+    applier
         .apply(&mut tx(
             0x50,
             vec![Change::Truncate {
-                relations: vec![Arc::clone(&parent)],
+                relations: vec![Arc::clone(&seq_t)],
                 cascade: false,
                 restart_identity: false,
             }],
         ))
         .await
-        .expect_err("FK refuses");
-    assert_eq!(err.sqlstate(), Some("0A000"), "{err:?}");
-    assert!(err
-        .to_string()
-        .contains("TRUNCATE on table \"public.parent\""));
+        .expect("apply");
+    assert_eq!(
+        green
+            .psql(
+                "trunc",
+                "INSERT INTO seq_t (v) VALUES ('next') RETURNING id"
+            )
+            .unwrap(),
+        "2"
+    );
 }
 
 #[tokio::test]

@@ -85,7 +85,8 @@ fn a_session_from_new_to_down() {
     )
     .unwrap();
     let out = f.migrate(&["up"]);
-    assert_eq!(out.status.code(), Some(1));
+    // Exit code 5: a data or integrity stop (`blueshift --help`).
+    assert_eq!(out.status.code(), Some(5));
     let err = stderr(&out);
     assert!(err.contains("V3__broken.sql:2:24"), "{err}");
     assert!(err.contains("42703"), "{err}");
@@ -93,7 +94,7 @@ fn a_session_from_new_to_down() {
     assert!(err.contains("rolled back"), "{err}");
     fs::remove_file(f.dir().join("V3__broken.sql")).unwrap();
 
-    // An edited applied script: validate fails (exit 1) until repair.
+    // An edited applied script: validate finds the difference (exit 1) until repair.
     append("V1__create_users.sql", "-- reviewed\n");
     let out = f.migrate(&["validate"]);
     assert_eq!(out.status.code(), Some(1));
@@ -136,7 +137,8 @@ fn database_url_and_the_target_alias_name_the_database() {
     assert!(stdout(&out).contains("applied"), "{}", stdout(&out));
 
     let out = blueshift(&["migrate", "status", "--dir", &dir]);
-    assert_eq!(out.status.code(), Some(1));
+    // Exit code 3: configuration refused.
+    assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("DATABASE_URL"), "{}", stderr(&out));
 
     // Uncontended, `--lock-wait 0s` takes the lock at once.

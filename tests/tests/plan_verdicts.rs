@@ -5,7 +5,7 @@
 #[path = "support/migrate.rs"]
 mod support;
 
-use blueshift_engine::schema::{self, CastKind, Renames, SchemaError, Verdict};
+use blueshift_engine::schema::{self, CastKind, ColumnRef, Mapping, Renames, SchemaError, Verdict};
 use blueshift_tests::{Cluster, ClusterOptions, PgBinaries};
 use support::{blueshift, connect_uri, stderr, stdout};
 
@@ -26,12 +26,14 @@ CREATE TABLE nothing_identity (id int PRIMARY KEY);
 ALTER TABLE nothing_identity REPLICA IDENTITY NOTHING;
 CREATE TABLE full_identity (a int);
 ALTER TABLE full_identity REPLICA IDENTITY FULL;
+CREATE TABLE lossy (id int PRIMARY KEY, price numeric(12,4), ratio float8, at timestamptz,
+                    doc json, code varchar(20), wider numeric(10,2), big bigint);
 CREATE SCHEMA "Odd ""Schema"" ü";
 CREATE TABLE "Odd ""Schema"" ü"."it's a ""table"" 表" ("Col 'x'" int PRIMARY KEY, "naïve" text);
 CREATE TABLE not_published (id int PRIMARY KEY);
 CREATE PUBLICATION "pub ""all"" ü" FOR TABLE same, added_default, added_not_null, dropped,
     key_dropped, cast_ok, cast_blocked, generated_on_green, missing, no_key, nothing_identity,
-    full_identity, "Odd ""Schema"" ü"."it's a ""table"" 表";
+    full_identity, lossy, "Odd ""Schema"" ü"."it's a ""table"" 表";
 CREATE PUBLICATION fine_only FOR TABLE same, dropped (id);
 "#;
 
@@ -49,6 +51,8 @@ CREATE TABLE generated_on_green (id int PRIMARY KEY, total int GENERATED ALWAYS 
 CREATE TABLE no_key (a int);
 CREATE TABLE nothing_identity (id int PRIMARY KEY);
 CREATE TABLE full_identity (a int);
+CREATE TABLE lossy (id int PRIMARY KEY, price numeric(12,2), ratio float4, at timestamp,
+                    doc jsonb, code varchar(10), wider numeric(14,4), big int);
 CREATE SCHEMA "Odd ""Schema"" ü";
 CREATE TABLE "Odd ""Schema"" ü"."it's a ""table"" 表" ("Col 'x'" int PRIMARY KEY, "naïve" varchar(40));
 "#;
@@ -69,7 +73,7 @@ async fn every_verdict_kind_on_two_clusters() {
     let (blue, green) = clusters();
     let b = connect_uri(&blue.uri("app")).await;
     let g = connect_uri(&green.uri("app")).await;
-    let plan = schema::plan(&b, &g, Some("pub \"all\" ü"), &Renames::default())
+    let plan = schema::plan(&b, &g, Some("pub \"all\" ü"), &Mapping::default())
         .await
         .unwrap();
 
@@ -85,11 +89,15 @@ async fn every_verdict_kind_on_two_clusters() {
             .map(|(_, v)| *v)
             .unwrap_or_else(|| panic!("{name} is in the plan: {verdicts:?}"))
     };
-    assert_eq!(plan.tables.len(), 13, "{verdicts:?}");
+    assert_eq!(plan.tables.len(), 14, "{verdicts:?}");
     assert_eq!(expect("same"), Verdict::Fine);
     assert_eq!(expect("added_default"), Verdict::Fine);
     assert_eq!(expect("added_not_null"), Verdict::Blocked);
-    assert_eq!(expect("dropped"), Verdict::Fine);
+    assert_eq!(
+        expect("dropped"),
+        Verdict::Blocked,
+        "a blue column green lacks would lose its values"
+    );
     assert_eq!(expect("key_dropped"), Verdict::Blocked);
     assert_eq!(
         expect("cast_ok"),
@@ -102,6 +110,7 @@ async fn every_verdict_kind_on_two_clusters() {
     assert_eq!(expect("no_key"), Verdict::Warning);
     assert_eq!(expect("nothing_identity"), Verdict::Warning);
     assert_eq!(expect("full_identity"), Verdict::Fine);
+    assert_eq!(expect("lossy"), Verdict::Blocked);
     assert_eq!(expect("it's a \"table\" 表"), Verdict::Cast);
     assert_eq!(plan.verdict(), Verdict::Blocked);
 
@@ -152,7 +161,41 @@ async fn every_verdict_kind_on_two_clusters() {
     assert!(t.column_mappings().iter().all(|m| m.blue != "at"));
 
     let t = plan.table("public", "dropped").unwrap();
-    assert_eq!(t.column("gone").unwrap().verdict, Verdict::Fine);
+    let gone = t.column("gone").unwrap();
+    assert_eq!(gone.verdict, Verdict::Blocked);
+    assert!(
+        gone.note
+            .contains("ALTER TABLE \"public\".\"dropped\" ADD COLUMN \"gone\" text")
+            && gone.note.contains("--exclude 'public.dropped:gone'"),
+        "{}",
+        gone.note
+    );
+
+    // Narrower modifiers and silent losses are blocked; widening and loud failures are casts.
+    let t = plan.table("public", "lossy").unwrap();
+    let verdict = |c: &str| {
+        let column = t.column(c).unwrap();
+        (column.verdict, column.note.clone())
+    };
+    for (column, why) in [
+        ("price", "rounded to 2 decimals"),
+        ("ratio", "rounds to 6 significant digits"),
+        ("at", "drops the UTC offset"),
+        ("doc", "normalizes"),
+        ("code", "longer values fail"),
+    ] {
+        let (v, note) = verdict(column);
+        assert_eq!(v, Verdict::Blocked, "{column}: {note}");
+        assert!(note.contains(why), "{column}: {note}");
+        assert!(
+            note.contains("--lossy-cast 'public.lossy:") && note.contains("ALTER COLUMN"),
+            "{column}: both fixes: {note}"
+        );
+    }
+    assert_eq!(verdict("wider").0, Verdict::Cast);
+    let (v, note) = verdict("big");
+    assert_eq!(v, Verdict::Cast);
+    assert!(note.contains("out of the range of integer fail"), "{note}");
     let t = plan.table("public", "key_dropped").unwrap();
     assert!(t.column("b").unwrap().note.contains("key column \"b\""));
     let t = plan.table("public", "missing").unwrap();
@@ -179,6 +222,47 @@ async fn every_verdict_kind_on_two_clusters() {
         .unwrap();
     assert_eq!(odd["columns"][1]["name"], "naïve");
     assert_eq!(odd["columns"][1]["cast"], "binary");
+
+    // Declared: `gone` excluded, the lossy columns accepted.
+    let c = |text: &str| text.parse::<ColumnRef>().unwrap();
+    let mapping = Mapping::new(
+        Renames::default(),
+        [c("dropped:gone")],
+        ["price", "ratio", "at", "doc", "code"].map(|col| c(&format!("lossy:{col}"))),
+    )
+    .unwrap();
+    let plan = schema::plan(&b, &g, Some("pub \"all\" ü"), &mapping)
+        .await
+        .unwrap();
+    let t = plan.table("public", "dropped").unwrap();
+    assert_eq!(t.verdict, Verdict::Fine);
+    let gone = t.column("gone").unwrap();
+    assert!(
+        gone.excluded && gone.note.contains("excluded"),
+        "{}",
+        gone.note
+    );
+    assert!(t.column_mappings().iter().all(|m| m.blue != "gone"));
+    let t = plan.table("public", "lossy").unwrap();
+    assert_eq!(t.verdict, Verdict::Warning);
+    assert!(t
+        .column("price")
+        .unwrap()
+        .note
+        .contains("accepted lossy cast"));
+    assert_eq!(t.column_mappings().len(), 8, "accepted columns are carried");
+    // A key column cannot be excluded.
+    let mapping = Mapping::new(Renames::default(), [c("same:id")], []).unwrap();
+    let plan = schema::plan(&b, &g, Some("pub \"all\" ü"), &mapping)
+        .await
+        .unwrap();
+    let id = plan.table("public", "same").unwrap().column("id").unwrap();
+    assert_eq!(id.verdict, Verdict::Blocked);
+    assert!(
+        id.note.contains("key column \"id\" is excluded"),
+        "{}",
+        id.note
+    );
 }
 
 #[tokio::test]
@@ -188,24 +272,24 @@ async fn column_lists_missing_publications_and_all_tables() {
     let g = connect_uri(&green.uri("app")).await;
 
     // `dropped (id)`: the column `gone` is not published, so it is not compared.
-    let plan = schema::plan(&b, &g, Some("fine_only"), &Renames::default())
+    let plan = schema::plan(&b, &g, Some("fine_only"), &Mapping::default())
         .await
         .unwrap();
     assert_eq!(plan.verdict(), Verdict::Fine);
     let dropped = plan.table("public", "dropped").unwrap();
     assert!(dropped.column("gone").is_none());
 
-    let err = schema::plan(&b, &g, Some("no \"such\" pub"), &Renames::default())
+    let err = schema::plan(&b, &g, Some("no \"such\" pub"), &Mapping::default())
         .await
         .unwrap_err();
     assert!(matches!(err, SchemaError::NoPublication { .. }), "{err}");
     assert!(err.to_string().contains("\"no \"\"such\"\" pub\""), "{err}");
 
     // Without a publication: every user table, the unpublished one included.
-    let plan = schema::plan(&b, &g, None, &Renames::default())
+    let plan = schema::plan(&b, &g, None, &Mapping::default())
         .await
         .unwrap();
-    assert_eq!(plan.tables.len(), 14);
+    assert_eq!(plan.tables.len(), 15);
     assert_eq!(
         plan.table("public", "not_published").unwrap().verdict,
         Verdict::Blocked
@@ -269,5 +353,5 @@ fn the_cli_prints_tables_or_json_and_fails_when_blocked() {
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json["verdict"], "blocked");
-    assert_eq!(json["tables"].as_array().unwrap().len(), 13);
+    assert_eq!(json["tables"].as_array().unwrap().len(), 14);
 }

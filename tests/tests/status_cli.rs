@@ -135,11 +135,16 @@ fn reports_slot_origins_and_lag_as_json_and_table() {
         ])
     );
     assert_eq!(v["green"]["durable_lsn"], "0/ABC");
-    assert_eq!(v["lag_bytes"], current.bytes_since(Lsn(0xABC)));
-    assert!(
-        v.get("lag_seconds").is_none(),
-        "no honest source for seconds"
+    // The lag counts from what green holds: the origins' progress, or the slot's confirmed
+    // position when further (as the running sync's blueshift_lag_bytes does).
+    assert_eq!(
+        v["lag_bytes"],
+        current.bytes_since(Lsn(0xABC).max(confirmed)),
+        "{v}"
     );
+    // No sync ever recorded a heartbeat on green: the seconds are unknown, not 0.
+    assert_eq!(v["lag_seconds"], Value::Null, "{v}");
+    assert_eq!(v["sync_recording"], Value::Null, "{v}");
 
     // The table says the same.
     let text = succeeded(&status(

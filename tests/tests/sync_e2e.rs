@@ -114,7 +114,7 @@ fn every_dml_kind_toast_identities_truncate_and_hostile_names() {
         "{page}"
     );
     assert!(
-        page.contains("blueshift_apply_latency_seconds{quantile=\"0.99\"}"),
+        page.contains("blueshift_apply_latency_seconds_bucket{le=\"+Inf\"}"),
         "{page}"
     );
     // The table without a key was named in a warning before data moved.

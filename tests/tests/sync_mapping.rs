@@ -1,13 +1,14 @@
 //! Schema mapping, blue ≠ green, with the real binary between two real clusters: green adds a
-//! column with a default, drops a column, widens types (int4 → int8, varchar(10) → text) and
-//! renames columns (a key column among them), declared in a TOML file (`[[rename]]`) and with
-//! `--rename`. Rows blue held before sync are backfilled through the mapping; streamed INSERT,
-//! UPDATE (one changing only the dropped column) and DELETE —
-//! REPLICA IDENTITY FULL on a table with a dropped column too — give exactly the expected green
-//! rows. A green-only NOT NULL column without a default, and renames naming a column or table
-//! that does not exist, stop sync before any data moves, naming them. `blueshift plan` prints
-//! the mapping, and `--json` carries it. The applier alone: renames, columns not carried, and
-//! the errors preflight normally catches first.
+//! column with a default, drops a column (declared excluded), widens types (int4 → int8,
+//! varchar(10) → text) and renames columns (a key column among them), declared in a TOML file
+//! (`[[rename]]`, `[[exclude]]`) and with `--rename`, `--exclude`. Rows blue held before sync are
+//! backfilled through the mapping; streamed INSERT, UPDATE (one changing only the excluded
+//! column) and DELETE — REPLICA IDENTITY FULL on a table with an excluded column too — give
+//! exactly the expected green rows. A green-only NOT NULL column without a default, a blue-only
+//! column not excluded, and renames naming a column or table that does not exist, stop sync
+//! before any data moves, naming them. `blueshift plan` prints the mapping, and `--json` carries
+//! it. The applier alone: renames, excluded columns, and the errors preflight normally catches
+//! first.
 
 #[path = "support/applier.rs"]
 mod applier_support;
@@ -25,7 +26,9 @@ use applier_support::{delete, full, insert, key, relation, tx, update};
 use blueshift_applier::{Applier, ApplierOptions, ApplyError};
 use blueshift_decoder::pgoutput::ReplicaIdentity;
 
-use blueshift_engine::schema::{self, CastKind, ColumnMapping, Rename, Renames, Verdict};
+use blueshift_engine::schema::{
+    self, CastKind, ColumnMapping, ColumnRef, Mapping, Rename, Renames, Verdict,
+};
 use blueshift_tests::{blueshift_binary, eventually};
 use support::Pair;
 
@@ -38,10 +41,10 @@ CREATE TABLE same (id int PRIMARY KEY, v text);
 CREATE PUBLICATION pub FOR ALL TABLES;
 "#;
 
-/// users: `name` → `full_name` and `nick` → `handle` (renamed), `legacy` dropped, `id` and `age`
-/// int4 → int8, `code` varchar(10) → text, `created` added with a default, `note` added
-/// nullable; events: `gone` dropped under REPLICA IDENTITY FULL; orders: the key `ref` →
-/// `order_ref` and `qty` → `quantity` renamed.
+/// users: `name` → `full_name` and `nick` → `handle` (renamed), `legacy` dropped (excluded),
+/// `id` and `age` int4 → int8, `code` varchar(10) → text, `created` added with a default, `note`
+/// added nullable; events: `gone` dropped (excluded) under REPLICA IDENTITY FULL; orders: the
+/// key `ref` → `order_ref` and `qty` → `quantity` renamed.
 const GREEN: &str = r#"
 CREATE TABLE users (id bigint PRIMARY KEY, full_name text, age bigint, code text, handle text,
                     created text NOT NULL DEFAULT 'green', note text);
@@ -51,7 +54,7 @@ CREATE TABLE orders (order_ref int PRIMARY KEY, quantity int, "Note ""x""" text)
 CREATE TABLE same (id int PRIMARY KEY, v text);
 "#;
 
-/// The renames of the TOML file; `RENAME_FLAGS` holds the others.
+/// The mapping of the TOML file; `RENAME_FLAGS` holds the rest.
 const RENAME_FILE: &str = r#"
 [[rename]]
 table = "public.users"
@@ -62,6 +65,10 @@ to = "full_name"
 table = "orders"
 from = "ref"
 to = "order_ref"
+
+[[exclude]]
+table = "events"
+column = "gone"
 "#;
 
 const RENAME_FLAGS: &[&str] = &[
@@ -69,6 +76,8 @@ const RENAME_FLAGS: &[&str] = &[
     "users:nick=handle",
     "--rename",
     "public.orders:qty=quantity",
+    "--exclude",
+    "public.users:legacy",
 ];
 
 /// Each pair of queries, on blue and on green, must print the same rows.
@@ -275,10 +284,12 @@ fn unfillable_columns_and_bad_renames_stop_sync_naming_them() {
         err.contains("add a default") && err.contains("make it nullable"),
         "{err}"
     );
+    // Blue's `legacy` is not on green: its values would be lost unless it is excluded.
     assert!(
-        !err.contains("\"legacy\""),
-        "a dropped column is fine: {err}"
+        err.contains("column \"legacy\" of table \"public\".\"users\": green has no column"),
+        "{err}"
     );
+    assert!(err.contains("--exclude 'public.users:legacy'"), "{err}");
     pair.green
         .psql("app", "ALTER TABLE users ALTER COLUMN tenant SET DEFAULT 0")
         .unwrap();
@@ -302,8 +313,8 @@ fn unfillable_columns_and_bad_renames_stop_sync_naming_them() {
     let err = refused(&pair, &["--rename", "public.nosuch:a=b"]);
     assert!(
         err.contains(
-            "a rename names table \"public\".\"nosuch\", which blue does not publish in \
-             publication \"pub\""
+            "a rename, exclusion or lossy cast names table \"public\".\"nosuch\", which blue \
+             does not publish in publication \"pub\""
         ),
         "{err}"
     );
@@ -337,8 +348,32 @@ fn unfillable_columns_and_bad_renames_stop_sync_naming_them() {
     let err = refused(&pair, &["--rename", "users:name=name"]);
     assert!(err.contains("to itself"), "{err}");
 
-    // Fixed: the declared rename is all it takes.
-    let mut sync = pair.sync(&["--config", file.to_str().unwrap()]);
+    // An exclusion naming a column blue does not have (yet) warns: it takes effect when blue
+    // adds the column.
+    let out = plan(
+        &pair,
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--exclude",
+            "users:legacy",
+            "--exclude",
+            "users:nope",
+        ],
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("warning: the exclusion of column \"nope\" names no column blue publishes"),
+        "{text}"
+    );
+
+    // Fixed: the declared rename and exclusion are all it takes.
+    let mut sync = pair.sync(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--exclude",
+        "users:legacy",
+    ]);
     pair.blue
         .psql("app", "INSERT INTO users VALUES (1, 'ada', 'gone')")
         .unwrap();
@@ -385,7 +420,7 @@ fn plan_prints_the_mapping_with_renames() {
         "{text}"
     );
     let line = line_with(&text, "\"legacy\"");
-    assert!(line.contains("→ (not copied)"), "{line}");
+    assert!(line.contains("→ (excluded)"), "{line}");
     let line = line_with(&text, "\"created\"");
     assert!(line.trim_start().starts_with("(default)"), "{line}");
     assert!(line.contains("takes its default 'green'::text"), "{line}");
@@ -411,9 +446,10 @@ fn plan_prints_the_mapping_with_renames() {
         text.contains("table \"public\".\"orders\": blocked"),
         "{text}"
     );
+    assert!(line_with(&text, "\"ref\"").contains("(missing)"), "{text}");
     assert!(
-        line_with(&text, "\"ref\"").contains("(not copied)"),
-        "{text}"
+        line_with(&text, "\"legacy\"").contains("(missing)"),
+        "not excluded without the flags: {text}"
     );
 
     // JSON: every column with its green name, the mapping, and whether binary COPY may be used.
@@ -488,7 +524,9 @@ async fn the_plan_library_maps_renamed_columns() {
         .chain([Rename::new("public.orders", "qty", "quantity").unwrap()]),
     )
     .unwrap();
-    let plan = schema::plan(&blue, &green, Some("pub"), &renames)
+    let c = |text: &str| text.parse::<ColumnRef>().unwrap();
+    let mapping = Mapping::new(renames.clone(), [c("users:legacy"), c("events:gone")], []).unwrap();
+    let plan = schema::plan(&blue, &green, Some("pub"), &mapping)
         .await
         .unwrap();
     assert_eq!(plan.verdict(), Verdict::Cast);
@@ -519,6 +557,18 @@ async fn the_plan_library_maps_renamed_columns() {
     assert_eq!(name.label(), "\"name\" → \"full_name\"");
     let legacy = users.column("legacy").unwrap();
     assert_eq!((legacy.green_name(), legacy.verdict), (None, Verdict::Fine));
+    assert!(legacy.excluded);
+    // Not excluded, it is blocked: its values would be lost.
+    let plan_without = schema::plan(&blue, &green, Some("pub"), &Mapping::from(renames))
+        .await
+        .unwrap();
+    let legacy = plan_without
+        .table("public", "users")
+        .unwrap()
+        .column("legacy")
+        .unwrap();
+    assert_eq!(legacy.verdict, Verdict::Blocked);
+    assert!(!legacy.excluded);
     let created = users.column("created").unwrap();
     assert!(created.blue.is_none() && created.verdict == Verdict::Fine);
 
@@ -540,19 +590,27 @@ async fn the_plan_library_maps_renamed_columns() {
     assert!(events.binary_compatible());
     assert_eq!(events.column_mappings().len(), 2);
 
-    // A blue column whose green namesake receives a renamed column is not copied (a warning).
+    // A blue column whose green namesake receives a renamed column has nowhere to go: blocked
+    // unless excluded.
     let swap = Renames::new(["users:age=code".parse::<Rename>().unwrap()]).unwrap();
-    let plan = schema::plan(&blue, &green, Some("pub"), &swap)
+    let plan = schema::plan(&blue, &green, Some("pub"), &Mapping::from(swap.clone()))
         .await
         .unwrap();
     let users = plan.table("public", "users").unwrap();
     let code = users.column("code").unwrap();
-    assert_eq!(code.verdict, Verdict::Warning);
+    assert_eq!(code.verdict, Verdict::Blocked);
     assert!(
-        code.note.contains("receives blue's \"age\""),
+        code.note.contains("receives blue's \"age\"")
+            && code.note.contains("--exclude 'public.users:code'"),
         "{}",
         code.note
     );
+    let excluded = Mapping::new(swap, [c("users:code"), c("users:legacy")], []).unwrap();
+    let plan = schema::plan(&blue, &green, Some("pub"), &excluded)
+        .await
+        .unwrap();
+    let users = plan.table("public", "users").unwrap();
+    assert_eq!(users.column("code").unwrap().verdict, Verdict::Fine);
     assert!(users
         .column_mappings()
         .iter()
@@ -563,7 +621,7 @@ async fn the_plan_library_maps_renamed_columns() {
         &blue,
         &green,
         Some("pub"),
-        &Renames::new(["nosuch:a=b".parse::<Rename>().unwrap()]).unwrap(),
+        &Mapping::from(Renames::new(["nosuch:a=b".parse::<Rename>().unwrap()]).unwrap()),
     )
     .await
     .unwrap_err();
@@ -597,18 +655,50 @@ async fn the_applier_maps_columns_and_names_what_it_cannot_map() {
         ReplicaIdentity::Full,
         &[("a", true), ("gone", true), ("b", true)],
     );
-    let renames = |list: &[&str]| {
-        Arc::new(Renames::new(list.iter().map(|r| r.parse::<Rename>().unwrap())).unwrap())
+    let mapping = |list: &[&str], excluded: &[&str]| {
+        Arc::new(
+            Mapping::new(
+                Renames::new(list.iter().map(|r| r.parse::<Rename>().unwrap())).unwrap(),
+                excluded.iter().map(|c| c.parse::<ColumnRef>().unwrap()),
+                [],
+            )
+            .unwrap(),
+        )
     };
-    let connect = |origin: &str, renames: Arc<Renames>| {
+    let connect = |origin: &str, mapping: Arc<Mapping>| {
         let mut options = ApplierOptions::new(origin);
-        options.renames = renames;
+        options.mapping = mapping;
         Applier::connect(&config, options)
     };
 
-    let mut applier = connect("blueshift_map_0", renames(&["t:name=full_name"]))
+    // Not excluded, a blue column green lacks is an error naming it and both fixes.
+    let mut applier = connect("blueshift_map_x", mapping(&["t:name=full_name"], &[]))
         .await
         .unwrap();
+    let err = applier
+        .apply(&mut tx(
+            0x80,
+            vec![insert(&t, &[Some("9"), Some("z"), Some("l")])],
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::UnmappedColumn { column, .. } if column == "legacy"),
+        "{err:?}"
+    );
+    assert!(err.is_blocked(), "sync waits for green to be fixed");
+    assert!(
+        err.to_string().contains("ADD COLUMN") && err.to_string().contains("--exclude"),
+        "{err}"
+    );
+    applier.close().await;
+
+    let mut applier = connect(
+        "blueshift_map_0",
+        mapping(&["t:name=full_name"], &["t:legacy", "f:gone"]),
+    )
+    .await
+    .unwrap();
     applier
         .apply(&mut tx(
             0x100,
@@ -649,7 +739,7 @@ async fn the_applier_maps_columns_and_names_what_it_cannot_map() {
     applier.close().await;
 
     // A rename to a column green lacks.
-    let mut applier = connect("blueshift_map_1", renames(&["t:name=nope"]))
+    let mut applier = connect("blueshift_map_1", mapping(&["t:name=nope"], &["t:legacy"]))
         .await
         .unwrap();
     let err = applier
@@ -674,7 +764,9 @@ async fn the_applier_maps_columns_and_names_what_it_cannot_map() {
         ReplicaIdentity::Index,
         &[("id", false), ("name", false), ("legacy", true)],
     );
-    let mut applier = connect("blueshift_map_2", Arc::default()).await.unwrap();
+    let mut applier = connect("blueshift_map_2", mapping(&[], &["t:name"]))
+        .await
+        .unwrap();
     let err = applier
         .apply(&mut tx(
             0x300,
@@ -684,6 +776,22 @@ async fn the_applier_maps_columns_and_names_what_it_cannot_map() {
         .unwrap_err();
     assert!(
         matches!(&err, ApplyError::MissingKeyColumn { column, .. } if column == "legacy"),
+        "{err:?}"
+    );
+    applier.close().await;
+    // …and excluding it does not help: rows are found by it.
+    let mut applier = connect("blueshift_map_3", mapping(&[], &["t:name", "t:legacy"]))
+        .await
+        .unwrap();
+    let err = applier
+        .apply(&mut tx(
+            0x400,
+            vec![insert(&keyed_by_legacy, &[Some("9"), None, Some("k")])],
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::ExcludedKeyColumn { column, .. } if column == "legacy"),
         "{err:?}"
     );
     applier.close().await;

@@ -58,7 +58,8 @@ fn missing_publication_tables_and_columns_are_named() {
             "CREATE TABLE a (id int PRIMARY KEY, v text, extra int); CREATE TABLE \"Only Blue\" (id int PRIMARY KEY)",
         )
         .unwrap();
-    // Blue's `extra` is not on green (not copied: fine); green's `tenant` has no value to take.
+    // Blue's `extra` is not on green (its values would be lost: refused unless excluded);
+    // green's `tenant` has no value to take.
     pair.green
         .psql(
             "app",
@@ -85,8 +86,20 @@ fn missing_publication_tables_and_columns_are_named() {
         "{err}"
     );
     assert!(err.contains("add a default"), "{err}");
-    assert!(!err.contains("\"extra\""), "{err}");
+    assert!(
+        err.contains("column \"extra\" of table \"public\".\"a\": green has no column \"extra\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("ALTER TABLE \"public\".\"a\" ADD COLUMN \"extra\" integer")
+            && err.contains("--exclude 'public.a:extra'"),
+        "both fixes: {err}"
+    );
     assert!(err.contains("blueshift migrate"), "{err}");
+    // Excluded, `extra` is no longer a problem; the others still are.
+    let err = refused(&pair, &["--publication", "p", "--exclude", "a:extra"]);
+    assert!(!err.contains("\"extra\""), "{err}");
+    assert!(err.contains("\"tenant\""), "{err}");
 }
 
 #[test]

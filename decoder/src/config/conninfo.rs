@@ -64,11 +64,13 @@ const LIBPQ_KEYWORDS: &[&str] = &[
     "user",
 ];
 
-/// A word found where a keyword belongs, safe to print: libpq keywords are shown, anything else
-/// (possibly a fragment of a password) is shown only by its byte offset.
+/// A word found where a keyword belongs, safe to print: libpq keywords are shown; another word
+/// is shown only when the caller knows it cannot be a fragment of a password ([`Keyword::shown`])
+/// and it looks like a keyword, else only by its byte offset.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Keyword {
     known: Option<&'static str>,
+    shown: Option<String>,
     offset: usize,
 }
 
@@ -76,7 +78,20 @@ impl Keyword {
     pub(crate) fn new(word: &str, offset: usize) -> Keyword {
         Keyword {
             known: LIBPQ_KEYWORDS.iter().copied().find(|k| *k == word),
+            shown: None,
             offset,
+        }
+    }
+
+    /// A word that stands where a keyword is expected, not right after a password: shown when it
+    /// is keyword-shaped (a letter, then letters, digits and `_`, at most 63 bytes).
+    pub(crate) fn shown(word: &str, offset: usize) -> Keyword {
+        let shaped = word.len() <= 63
+            && word.starts_with(|c: char| c.is_ascii_alphabetic())
+            && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        Keyword {
+            shown: shaped.then(|| word.to_owned()),
+            ..Keyword::new(word, offset)
         }
     }
 
@@ -88,9 +103,10 @@ impl Keyword {
 
 impl fmt::Display for Keyword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.known {
-            Some(k) => write!(f, "\"{k}\""),
-            None => write!(f, "at byte {} (not a libpq keyword)", self.offset),
+        match (self.known, &self.shown) {
+            (Some(k), _) => write!(f, "\"{k}\""),
+            (None, Some(word)) => write!(f, "\"{word}\" (not a libpq keyword)"),
+            (None, None) => write!(f, "at byte {} (not a libpq keyword)", self.offset),
         }
     }
 }
@@ -250,7 +266,8 @@ fn parse_uri(rest: &str, base: usize) -> Result<Vec<Setting>, ConfigError> {
     Ok(settings)
 }
 
-/// `host`, `host:port`, `[v6addr]`, `[v6addr]:port`, or empty. A comma means several hosts.
+/// A comma-separated list of `host`, `host:port`, `[v6addr]`, `[v6addr]:port` (each may be
+/// empty): one `host` and one `port` setting with the lists, as libpq makes them.
 fn parse_hostspec(
     settings: &mut Vec<Setting>,
     spec: &str,
@@ -259,7 +276,44 @@ fn parse_hostspec(
     if spec.is_empty() {
         return Ok(());
     }
-    let (host, port) = if let Some(bracketed) = spec.strip_prefix('[') {
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for entry in super::hosts::split_uri_hosts(spec) {
+        let (host, port) = parse_one_host(entry)?;
+        hosts.push(host);
+        ports.push(match port {
+            Some(port) => percent_decode(port).map_err(|problem| ConfigError::Uri {
+                part: UriPart::Port,
+                problem,
+            })?,
+            None => String::new(),
+        });
+    }
+    let host = Some(hosts.join(",")).filter(|_| hosts.iter().any(|h| !h.is_empty()));
+    let port = ports.iter().any(|p| !p.is_empty()).then(|| ports.join(","));
+    if let Some(host) = host {
+        settings.push(Setting {
+            key: "host".to_owned(),
+            offset,
+            value: host,
+        });
+    }
+    if let Some(port) = port {
+        settings.push(Setting {
+            key: "port".to_owned(),
+            offset,
+            value: port,
+        });
+    }
+    Ok(())
+}
+
+/// One `host[:port]` or `[v6addr][:port]` of a URI's host list: (host, port).
+fn parse_one_host(spec: &str) -> Result<(String, Option<&str>), ConfigError> {
+    if spec.is_empty() {
+        return Ok((String::new(), None));
+    }
+    if let Some(bracketed) = spec.strip_prefix('[') {
         let (host, after) = bracketed.split_once(']').ok_or(ConfigError::Uri {
             part: UriPart::Host,
             problem: UriProblem::UnclosedBracket,
@@ -272,44 +326,23 @@ fn parse_hostspec(
         }
         let port = match after {
             "" => None,
-            _ => match after.strip_prefix(':') {
-                Some(port) => Some(port),
-                None if after.starts_with(',') => return Err(ConfigError::MultipleHosts),
-                None => {
-                    return Err(ConfigError::Uri {
-                        part: UriPart::Host,
-                        problem: UriProblem::AfterBracket,
-                    })
-                }
-            },
+            _ => Some(after.strip_prefix(':').ok_or(ConfigError::Uri {
+                part: UriPart::Host,
+                problem: UriProblem::AfterBracket,
+            })?),
         };
         // An IPv6 address is not percent-decoded by libpq either.
-        (Some(host.to_owned()), port)
-    } else {
-        let (host, port) = match spec.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (spec, None),
-        };
-        let host = percent_decode(host).map_err(|problem| ConfigError::Uri {
-            part: UriPart::Host,
-            problem,
-        })?;
-        (Some(host), port)
+        return Ok((host.to_owned(), port));
+    }
+    let (host, port) = match spec.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (spec, None),
     };
-    if port.is_some_and(|p| p.contains(',')) || host.as_deref().is_some_and(|h| h.contains(',')) {
-        return Err(ConfigError::MultipleHosts);
-    }
-    if let Some(host) = host.filter(|h| !h.is_empty()) {
-        settings.push(Setting {
-            key: "host".to_owned(),
-            offset,
-            value: host,
-        });
-    }
-    if let Some(port) = port.filter(|p| !p.is_empty()) {
-        push_decoded(settings, "port", offset, port, UriPart::Port)?;
-    }
-    Ok(())
+    let host = percent_decode(host).map_err(|problem| ConfigError::Uri {
+        part: UriPart::Host,
+        problem,
+    })?;
+    Ok((host, port))
 }
 
 fn push_decoded(
@@ -573,14 +606,13 @@ mod tests {
             err("postgresql://[::1]x/db"),
             ConfigError::Uri { .. }
         ));
-        assert!(matches!(
-            err("postgresql://a,b/db"),
-            ConfigError::MultipleHosts
-        ));
-        assert!(matches!(
-            err("postgresql://a:1,b:2/db"),
-            ConfigError::MultipleHosts
-        ));
+        let hosts = parse("postgresql://a:1,[::1]:2,b/db").unwrap();
+        let kv: Vec<(&str, &str)> = hosts
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.as_str()))
+            .collect();
+        assert_eq!(kv[0], ("host", "a,::1,b"));
+        assert_eq!(kv[1], ("port", "1,2,"));
         assert!(matches!(
             err("postgresql://h/db?sslmode"),
             ConfigError::MissingEquals { .. }

@@ -244,8 +244,10 @@ fn bad_input_is_named() {
         parse_env("host=h", &[("PGPORT", "x")]).unwrap_err(),
         ConfigError::InvalidValue { key: "PGPORT", .. }
     ));
-    assert!(matches!(err("host=a,b"), ConfigError::MultipleHosts));
-    assert!(matches!(err("host=a port=1,2"), ConfigError::MultipleHosts));
+    assert!(matches!(
+        err("host=a port=1,2"),
+        ConfigError::HostPortMismatch { hosts: 1, ports: 2 }
+    ));
     assert!(matches!(
         err("host=@abstract"),
         ConfigError::InvalidValue { key: "host", .. }
@@ -370,7 +372,7 @@ fn password_never_printed() {
         format!("postgresql://u:{SECRET}@h/db?{SECRET}"),
         format!("postgresql://u:{SECRET}@h/db?{SECRET}=1"),
         format!("postgresql://u:{SECRET}@h/db?sslmode=require"),
-        format!("postgresql://u:{SECRET}@a,b/db"),
+        format!("postgresql://u:{SECRET}@a,b/db?port=1,2,3"),
     ];
     for conninfo in &bad {
         let err = parse_env(conninfo, &[]).unwrap_err();
@@ -385,4 +387,87 @@ fn password_never_printed() {
             );
         }
     }
+}
+
+#[test]
+fn an_unknown_option_is_named_unless_it_may_be_part_of_a_password() {
+    let e = err("host=h frobnicate=1").to_string();
+    assert!(e.contains("\"frobnicate\" (not a libpq keyword)"), "{e}");
+    let e = err("postgresql://h?dbnme=app").to_string();
+    assert!(e.contains("\"dbnme\""), "{e}");
+    // `password=two words=x`: `words` is half of a password, so only its offset is shown.
+    let e = err("host=h password=two words=x").to_string();
+    assert!(!e.contains("words") && !e.contains("two"), "{e}");
+    assert!(e.contains("at byte"), "{e}");
+}
+
+#[test]
+fn a_service_fills_what_the_string_leaves_out_before_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.conf");
+    std::fs::write(
+        &file,
+        "[blue]\nhost=blue.internal\nport=6543\ndbname=app\nuser=svc\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    // service= in the string; the string's own port wins, the service beats PGUSER.
+    let c = parse_env(
+        "service=blue port=7000",
+        &[("PGSERVICEFILE", &file), ("PGUSER", "envuser")],
+    )
+    .unwrap();
+    assert_eq!(c.host(), &Host::Tcp("blue.internal".into()));
+    assert_eq!(c.port(), 7000);
+    assert_eq!(c.dbname(), "app");
+    assert_eq!(c.user(), "svc");
+    // PGSERVICE when the string names none.
+    let c = parse_env("", &[("PGSERVICEFILE", &file), ("PGSERVICE", "blue")]).unwrap();
+    assert_eq!(c.port(), 6543);
+    // A service no file defines is an error naming it, not silently ignored.
+    let e = parse_env("service=nope", &[("PGSERVICEFILE", &file)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("service \"nope\" not found"), "{e}");
+}
+
+fn err(conninfo: &str) -> ConfigError {
+    ConnectConfig::from_conninfo_with_env(conninfo, env_of(&[])).unwrap_err()
+}
+
+#[test]
+fn several_hosts_and_target_session_attrs() {
+    let c = parse("host=a,b,c port=5433 target_session_attrs=read-write dbname=d user=u");
+    let hosts: Vec<(Host, u16)> = c.hosts();
+    assert_eq!(
+        hosts,
+        [
+            (Host::Tcp("a".into()), 5433),
+            (Host::Tcp("b".into()), 5433),
+            (Host::Tcp("c".into()), 5433)
+        ]
+    );
+    assert_eq!(c.target_session_attrs(), TargetSessionAttrs::ReadWrite);
+    assert_eq!(c.to_string(), "u@a:5433,b:5433,c:5433/d");
+    let each: Vec<String> = c.candidates().iter().map(ToString::to_string).collect();
+    assert_eq!(each, ["u@a:5433/d", "u@b:5433/d", "u@c:5433/d"]);
+    // One port per host, an empty one the default; the URI form too.
+    let c = parse("postgresql://u@a:1,b/d?target_session_attrs=prefer-standby");
+    assert_eq!(
+        c.hosts(),
+        [(Host::Tcp("a".into()), 1), (Host::Tcp("b".into()), 5432)]
+    );
+    assert_eq!(c.target_session_attrs(), TargetSessionAttrs::PreferStandby);
+    // From the environment.
+    let c = parse_env(
+        "dbname=d",
+        &[("PGHOST", "x,y"), ("PGTARGETSESSIONATTRS", "primary")],
+    )
+    .unwrap();
+    assert_eq!(c.hosts().len(), 2);
+    assert_eq!(c.target_session_attrs(), TargetSessionAttrs::Primary);
+    assert!(matches!(
+        err("host=a target_session_attrs=master"),
+        ConfigError::InvalidValue { .. }
+    ));
 }

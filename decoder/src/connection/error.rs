@@ -80,6 +80,15 @@ pub enum ReplicationError {
         /// What is wrong and how to fix it.
         problem: String,
     },
+    /// Several hosts were listed, and none that connected is in the state
+    /// `target_session_attrs` asks for.
+    #[error("no server in the state target_session_attrs={target_session_attrs} asks for: {found} — list a host in that state, or change target_session_attrs")]
+    NoSuitableHost {
+        /// The setting.
+        target_session_attrs: &'static str,
+        /// What each server that connected is (`a:5432 is a standby, …`).
+        found: String,
+    },
     /// The standby status task ended abnormally (it panicked or was cancelled).
     #[error("the standby status task of the replication stream stopped unexpectedly")]
     StatusTask,

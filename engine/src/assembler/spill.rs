@@ -256,6 +256,7 @@ impl SpillWriter {
             out,
             guard,
             aborted,
+            relations: described,
             ..
         } = self;
         let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
@@ -266,6 +267,7 @@ impl SpillWriter {
         Ok(SpillReader {
             input,
             guard,
+            described,
             relations: Vec::new(),
             aborted,
             records: 0,
@@ -315,6 +317,8 @@ fn count_surviving(
 pub struct SpillReader {
     input: BufReader<File>,
     guard: FileGuard,
+    /// The relation descriptions the writer wrote, as the stream gave them.
+    described: Vec<Arc<RelationInfo>>,
     /// Relation descriptions read so far, by record number.
     relations: Vec<Arc<RelationInfo>>,
     aborted: HashMap<Xid, u64>,
@@ -433,5 +437,9 @@ impl SpilledChanges for SpillReader {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn relations(&self) -> Vec<Arc<RelationInfo>> {
+        self.described.clone()
     }
 }

@@ -309,7 +309,8 @@ impl WorkerJob {
                 self.progress,
             )
             .await;
-            blue_conn.abort();
+            // `worker` dropped the client: its connection ends with a Terminate.
+            client::finish(blue_conn).await;
             result
         });
         if result.is_err() {
@@ -352,7 +353,7 @@ async fn worker(
     blue.batch_execute("COMMIT")
         .await
         .map_err(|e| BackfillError::blue("end the snapshot transaction", e))?;
-    green_conn.abort();
+    client::close(green, green_conn).await;
     Ok(())
 }
 
@@ -396,22 +397,31 @@ async fn copy_chunk(
     pin_mut!(sink);
     pin_mut!(stream);
     let counter = progress.table(&table.target);
-    while let Some(data) = stream.next().await {
-        let data = data.map_err(|e| BackfillError::blue(&what(), e))?;
-        counter
-            .bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        counter.rows.fetch_add(1, Ordering::Relaxed);
-        // `feed`, not `send`: `send` flushes every row as a write of its own.
-        sink.feed(data)
+    // Live progress counts COPY messages (one per row, plus a binary COPY's trailer); once the
+    // chunk is in, green's own count replaces them, and a chunk that fails counts nothing.
+    let mut counted = 0u64;
+    let streamed = async {
+        while let Some(data) = stream.next().await {
+            let data = data.map_err(|e| BackfillError::blue(&what(), e))?;
+            counter
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            counter.rows.fetch_add(1, Ordering::Relaxed);
+            counted += 1;
+            // `feed`, not `send`: `send` flushes every row as a write of its own.
+            sink.feed(data)
+                .await
+                .map_err(|e| BackfillError::green(&what(), e))?;
+        }
+        sink.as_mut()
+            .finish()
             .await
-            .map_err(|e| BackfillError::green(&what(), e))?;
+            .map_err(|e| BackfillError::green(&what(), e))
     }
-    let rows = sink
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|e| BackfillError::green(&what(), e))?;
+    .await;
+    counter.rows.fetch_sub(counted, Ordering::Relaxed);
+    let rows = streamed?;
+    counter.rows.fetch_add(rows, Ordering::Relaxed);
     if let Some([_, merge, drop]) = &upsert {
         tx.batch_execute(merge)
             .await

@@ -230,9 +230,9 @@ pub(crate) async fn restore(
     let (green, conn) = client::connect(target, "blueshift backfill")
         .await
         .map_err(BackfillError::Connect)?;
-    let all = state::ddl(&green, slot).await?;
-    drop(green);
-    conn.abort();
+    let all = state::ddl(&green, slot).await;
+    client::close(green, conn).await;
+    let all = all?;
     let todo: Vec<Ddl> = all
         .iter()
         .filter(|d| !d.restored && in_phase(&all, d, phase))
@@ -284,7 +284,7 @@ pub(crate) async fn restore(
                     };
                     restore_one(&mut green, &slot, &d).await?;
                 }
-                conn.abort();
+                client::close(green, conn).await;
                 Ok::<(), BackfillError>(())
             });
         }

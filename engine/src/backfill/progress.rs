@@ -129,7 +129,8 @@ impl Progress {
         let (rows, bytes, done, total, expected) = self.totals();
         let secs = self.elapsed().as_secs_f64().max(0.001);
         let rate = rows as f64 / secs;
-        let eta = if expected > rows && rate > 0.0 {
+        // No ETA before anything moved, nor without statistics (expected 0) on blue.
+        let eta = if expected > rows && rows > 0 {
             format!(", ETA {:.0} s", (expected - rows) as f64 / rate)
         } else {
             String::new()

@@ -127,6 +127,7 @@ mod tests {
             hint: None,
             position: None,
             context: None,
+            column: None,
         }))
     }
 

@@ -4,14 +4,46 @@
 
 use std::fmt::Write as _;
 
-use super::{class_label, ErrorClass, MetricsSnapshot, ROW_OPS};
+use super::{class_label, ErrorClass, LatencySnapshot, MetricsSnapshot, ROW_OPS, SIDES};
 
 /// The `Content-Type` of [`render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders every series of `s`.
 pub(super) fn render(s: &MetricsSnapshot) -> String {
-    let mut out = Exposition(String::with_capacity(2048));
+    let mut out = Exposition(String::with_capacity(8192));
+    out.header(
+        "blueshift_up",
+        "gauge",
+        "1 while blueshift sync runs, 0 once it is stopping.",
+    );
+    out.sample("blueshift_up", &[], Value::Int(u64::from(s.up)));
+    out.header(
+        "blueshift_connected",
+        "gauge",
+        "1 while connected: side blue is the replication stream, side green the appliers.",
+    );
+    for (side, connected) in SIDES.iter().zip(s.connected) {
+        out.sample(
+            "blueshift_connected",
+            &[("side", side)],
+            Value::Int(u64::from(connected)),
+        );
+    }
+    out.header(
+        "blueshift_build_info",
+        "gauge",
+        "The running binary: always 1, with its version and git commit as labels.",
+    );
+    let (version, commit) = s
+        .build
+        .clone()
+        .unwrap_or_else(|| (env!("CARGO_PKG_VERSION").to_owned(), "unknown".to_owned()));
+    out.sample(
+        "blueshift_build_info",
+        &[("version", &version), ("commit", &commit)],
+        Value::Int(1),
+    );
     out.header(
         "blueshift_lag_bytes",
         "gauge",
@@ -21,7 +53,7 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
     out.header(
         "blueshift_lag_seconds",
         "gauge",
-        "Seconds since blue committed the last transaction green durably holds (0 when caught up).",
+        "Age of the oldest transaction blue committed that green does not hold yet (0 when caught up); grows while green or the stream is down.",
     );
     out.sample("blueshift_lag_seconds", &[], Value::Float(s.lag_seconds));
 
@@ -50,27 +82,10 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
 
     out.header(
         "blueshift_apply_latency_seconds",
-        "summary",
-        "Time from hand-off to an applier to the commit on green, per source transaction.",
+        "histogram",
+        "Time from hand-off to an applier to the commit on green, per green transaction.",
     );
-    for (quantile, seconds) in s.latency_quantiles {
-        let q = quantile.to_string();
-        out.sample(
-            "blueshift_apply_latency_seconds",
-            &[("quantile", &q)],
-            Value::Float(seconds),
-        );
-    }
-    out.sample(
-        "blueshift_apply_latency_seconds_sum",
-        &[],
-        Value::Float(s.latency_sum_seconds),
-    );
-    out.sample(
-        "blueshift_apply_latency_seconds_count",
-        &[],
-        Value::Int(s.latency_count),
-    );
+    out.histogram("blueshift_apply_latency_seconds", &[], &s.latency);
 
     out.header(
         "blueshift_queue_depth_transactions",
@@ -84,6 +99,13 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
             Value::Int(*depth),
         );
     }
+
+    out.header(
+        "blueshift_blocked",
+        "gauge",
+        "1 while sync waits for green to be fixed: a change green cannot take as it is holds the line.",
+    );
+    out.sample("blueshift_blocked", &[], Value::Int(u64::from(s.blocked)));
 
     out.header(
         "blueshift_slot_retained_wal_bytes",
@@ -153,6 +175,18 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
         &[],
         Value::Int(s.backfill_chunks),
     );
+    out.header(
+        "blueshift_stage_latency_seconds",
+        "histogram",
+        "Where a source transaction's time goes, by stage.",
+    );
+    for (stage, latency) in &s.stages {
+        out.histogram(
+            "blueshift_stage_latency_seconds",
+            &[("stage", stage.as_str())],
+            latency,
+        );
+    }
     out.0
 }
 
@@ -169,6 +203,22 @@ impl Exposition {
     fn header(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    /// The `_bucket` (with `le`), `_sum` and `_count` samples of a histogram.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &LatencySnapshot) {
+        let bucket = format!("{name}_bucket");
+        for (bound, count) in &h.buckets {
+            let le = format_float(*bound);
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, Value::Int(*count));
+        }
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", "+Inf"));
+        self.sample(&bucket, &with_le, Value::Int(h.count));
+        self.sample(&format!("{name}_sum"), labels, Value::Float(h.sum_seconds));
+        self.sample(&format!("{name}_count"), labels, Value::Int(h.count));
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Value) {
@@ -246,7 +296,7 @@ mod tests {
                     Some(name),
                     "HELP before TYPE"
                 );
-                assert!(["gauge", "counter", "summary"].contains(&kind), "{line}");
+                assert!(["gauge", "counter", "histogram"].contains(&kind), "{line}");
                 assert!(types.insert(name.to_owned(), kind.to_owned()).is_none());
             } else {
                 let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
@@ -255,7 +305,8 @@ mod tests {
                 let family = name
                     .strip_suffix("_sum")
                     .or_else(|| name.strip_suffix("_count"))
-                    .filter(|f| types.get(*f).map(String::as_str) == Some("summary"))
+                    .or_else(|| name.strip_suffix("_bucket"))
+                    .filter(|f| types.get(*f).map(String::as_str) == Some("histogram"))
                     .unwrap_or(name);
                 assert!(types.contains_key(family), "sample before its TYPE: {line}");
                 let value: f64 = value.parse().expect("a number");
@@ -267,17 +318,25 @@ mod tests {
 
     #[test]
     fn an_empty_registry_exports_every_series_at_zero() {
-        let (types, samples) = parse(&Metrics::new().render());
-        assert_eq!(types.len(), 13);
-        assert_eq!(types["blueshift_apply_latency_seconds"], "summary");
+        let m = Metrics::new();
+        m.lag().caught_up();
+        let (types, samples) = parse(&m.render());
+        assert_eq!(types.len(), 17);
+        assert_eq!(types["blueshift_blocked"], "gauge");
+        assert_eq!(types["blueshift_apply_latency_seconds"], "histogram");
+        assert_eq!(types["blueshift_stage_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_errors_total"], "counter");
         assert_eq!(types["blueshift_lag_bytes"], "gauge");
         for (series, value) in &samples {
-            assert_eq!(*value, 0.0, "{series}");
+            let one = series.starts_with("blueshift_build_info") || series == "blueshift_up";
+            assert_eq!(*value, if one { 1.0 } else { 0.0 }, "{series}");
         }
         assert!(samples.contains_key("blueshift_applied_rows_total{op=\"truncate\"}"));
-        assert!(samples.contains_key("blueshift_apply_latency_seconds{quantile=\"0.999\"}"));
+        assert!(samples.contains_key("blueshift_apply_latency_seconds_bucket{le=\"+Inf\"}"));
+        assert!(samples
+            .contains_key("blueshift_stage_latency_seconds_bucket{stage=\"commit\",le=\"0.001\"}"));
         assert!(samples.contains_key("blueshift_errors_total{class=\"definite\"}"));
+        assert!(samples.contains_key("blueshift_connected{side=\"green\"}"));
     }
 
     #[test]
@@ -292,7 +351,8 @@ mod tests {
             Duration::from_millis(3),
         );
         m.set_lag_bytes(4096);
-        m.set_lag_seconds(0.25);
+        m.set_build_info("1.2.3", "abc\"def");
+        m.set_connected(crate::status::Side::Blue, true);
         m.set_queue_depth("decoded", 7);
         m.set_queue_depth("odd\"name\\", 1);
         m.set_retained_wal(1 << 40);
@@ -306,7 +366,12 @@ mod tests {
         assert_eq!(s["blueshift_applied_rows_total{op=\"truncate\"}"], 1.0);
         assert_eq!(s["blueshift_applied_rows_total{op=\"update\"}"], 0.0);
         assert_eq!(s["blueshift_lag_bytes"], 4096.0);
-        assert_eq!(s["blueshift_lag_seconds"], 0.25);
+        assert_eq!(s["blueshift_connected{side=\"blue\"}"], 1.0);
+        assert_eq!(s["blueshift_connected{side=\"green\"}"], 0.0);
+        assert_eq!(
+            s["blueshift_build_info{version=\"1.2.3\",commit=\"abc\\\"def\"}"],
+            1.0
+        );
         assert_eq!(
             s["blueshift_queue_depth_transactions{queue=\"decoded\"}"],
             7.0
@@ -322,8 +387,18 @@ mod tests {
         assert_eq!(s["blueshift_spilled_transactions_total"], 1.0);
         assert_eq!(s["blueshift_apply_latency_seconds_count"], 1.0);
         assert_eq!(s["blueshift_apply_latency_seconds_sum"], 0.003);
-        let p50 = s["blueshift_apply_latency_seconds{quantile=\"0.5\"}"];
-        assert!((p50 - 0.003).abs() <= 0.003 * 0.001, "{p50}");
+        assert_eq!(
+            s["blueshift_apply_latency_seconds_bucket{le=\"0.0025\"}"],
+            0.0
+        );
+        assert_eq!(
+            s["blueshift_apply_latency_seconds_bucket{le=\"0.005\"}"],
+            1.0
+        );
+        assert_eq!(
+            s["blueshift_apply_latency_seconds_bucket{le=\"+Inf\"}"],
+            1.0
+        );
     }
 
     #[test]

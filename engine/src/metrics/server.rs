@@ -1,4 +1,7 @@
-//! The `GET /metrics` endpoint: a minimal HTTP/1.1 responder on a `tokio::net::TcpListener`.
+//! The `GET /metrics` endpoint, with `/healthz` (200 while the process runs) and `/readyz` (200
+//! while sync streams with both sides connected and the lag is under the threshold, 503
+//! otherwise, the reason in the body): a minimal HTTP/1.1 responder on a
+//! `tokio::net::TcpListener`.
 //!
 //! Why not `hyper`/`axum`: the endpoint answers one kind of request from one kind of client (a
 //! Prometheus scraper, `curl`), one request per connection, with a body rendered in memory.
@@ -57,7 +60,11 @@ pub enum MetricsError {
 pub struct MetricsServer {
     listener: TcpListener,
     addr: SocketAddr,
+    ready_max_lag: Duration,
 }
+
+/// The lag above which `/readyz` says not ready, unless set.
+const DEFAULT_READY_MAX_LAG: Duration = Duration::from_secs(60);
 
 impl MetricsServer {
     /// Listens on `addr` (port 0 picks a free port; see [`MetricsServer::local_addr`]).
@@ -65,7 +72,17 @@ impl MetricsServer {
         let bind_error = |source| MetricsError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        Ok(MetricsServer { listener, addr })
+        Ok(MetricsServer {
+            listener,
+            addr,
+            ready_max_lag: DEFAULT_READY_MAX_LAG,
+        })
+    }
+
+    /// `/readyz` answers 503 while the lag is above `max_lag` (default 60 s).
+    pub fn ready_max_lag(mut self, max_lag: Duration) -> MetricsServer {
+        self.ready_max_lag = max_lag;
+        self
     }
 
     /// The address actually listened on.
@@ -77,7 +94,8 @@ impl MetricsServer {
     /// aborts the connections still open. Failures of single connections are logged at debug
     /// level and never end the server.
     pub async fn serve(self, metrics: Metrics, shutdown: impl Future<Output = ()>) {
-        info!(addr = %self.addr, "serving metrics on /metrics");
+        info!(addr = %self.addr, "serving metrics on /metrics (and /healthz, /readyz)");
+        let max_lag = self.ready_max_lag;
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -89,7 +107,7 @@ impl MetricsServer {
                         Ok((stream, peer)) => {
                             let metrics = metrics.clone();
                             connections.spawn(async move {
-                                if let Err(e) = respond(stream, &metrics).await {
+                                if let Err(e) = respond(stream, &metrics, max_lag).await {
                                     debug!(peer = %peer, error = %e, "metrics connection failed");
                                 }
                             });
@@ -108,12 +126,12 @@ impl MetricsServer {
 }
 
 /// Reads one request and writes one response.
-async fn respond(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
+async fn respond(mut stream: TcpStream, metrics: &Metrics, max_lag: Duration) -> io::Result<()> {
     let head = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request head in time"))??;
     let response = match head {
-        Head::Complete(head) => answer(&head, metrics),
+        Head::Complete(head) => answer(&head, metrics, max_lag),
         Head::TooLarge => Response::text(
             431,
             "Request Header Fields Too Large",
@@ -177,7 +195,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The response to a complete request head.
-fn answer(head: &[u8], metrics: &Metrics) -> Response {
+fn answer(head: &[u8], metrics: &Metrics, max_lag: Duration) -> Response {
     let Ok(head) = std::str::from_utf8(head) else {
         return Response::text(400, "Bad Request", "request head is not UTF-8\n");
     };
@@ -196,26 +214,62 @@ fn answer(head: &[u8], metrics: &Metrics) -> Response {
         );
     }
     let path = target.split('?').next().unwrap_or_default();
-    if path != "/metrics" {
-        return Response::text(404, "Not Found", "not found; the metrics are at /metrics\n");
-    }
-    match method {
-        "GET" => Response {
+    let mut response = match path {
+        "/metrics" => Response {
             status: 200,
             reason: "OK",
             content_type: CONTENT_TYPE,
             body: metrics.render().into_bytes(),
             head_only: false,
         },
-        "HEAD" => Response {
-            status: 200,
-            reason: "OK",
-            content_type: CONTENT_TYPE,
-            body: metrics.render().into_bytes(),
-            head_only: true,
-        },
+        "/healthz" => Response::text(200, "OK", "ok\n"),
+        "/readyz" => readiness(metrics, max_lag),
+        _ => {
+            return Response::text(
+                404,
+                "Not Found",
+                "not found; the metrics are at /metrics, health at /healthz and /readyz\n",
+            )
+        }
+    };
+    match method {
+        "GET" => response,
+        "HEAD" => {
+            response.head_only = true;
+            response
+        }
         _ => Response::text(405, "Method Not Allowed", "only GET and HEAD are served\n"),
     }
+}
+
+/// `/readyz`: 200 when sync streams with both sides connected and the lag is at most
+/// `max_lag`; 503 with the reason otherwise.
+fn readiness(metrics: &Metrics, max_lag: Duration) -> Response {
+    if metrics.ready(max_lag) {
+        return Response::text(200, "OK", "ready\n");
+    }
+    let s = metrics.snapshot();
+    let reason = if !s.up {
+        "not ready: sync is stopping\n".to_owned()
+    } else if !s.connected[0] || !s.connected[1] {
+        let down: Vec<&str> = super::SIDES
+            .iter()
+            .zip(s.connected)
+            .filter(|(_, c)| !c)
+            .map(|(side, _)| *side)
+            .collect();
+        format!(
+            "not ready: not streaming ({} not connected)\n",
+            down.join(" and ")
+        )
+    } else {
+        format!(
+            "not ready: green is {:.1} s behind blue (more than {} s)\n",
+            s.lag_seconds,
+            max_lag.as_secs_f64()
+        )
+    };
+    Response::text(503, "Service Unavailable", &reason)
 }
 
 /// One HTTP response, always closing the connection.

@@ -2,28 +2,39 @@
 //! replication can carry each difference, and the column mapping (blue column → green column,
 //! with or without a cast) that applying and backfilling use.
 //!
-//! Columns are matched by name, or by a declared [`Renames`] (blue's `from` lands in green's
-//! `to`; see [`blueshift_applier::rename`] for the exact rule, which the applier follows too).
+//! Columns are matched by name, or as the declared [`Mapping`] says: a rename (blue's `from`
+//! lands in green's `to`; see [`blueshift_applier::rename`] for the exact rule, which the applier
+//! follows too), an exclusion (the blue column is left out on purpose), an accepted lossy cast.
+//! Nothing is dropped unless declared: green equals blue, or sync does not start.
 //! Verdicts, per column and per table (the worst of its columns and notes):
 //!
 //! | difference                                   | verdict  |
 //! |----------------------------------------------|----------|
 //! | same column, same type                       | fine     |
-//! | column only on blue (dropped on green): not copied | fine |
+//! | column only on blue, excluded: not copied    | fine     |
+//! | column only on blue, not excluded: its values would be lost | blocked |
+//! | blue key column excluded                     | blocked  |
 //! | column only on green, nullable / default / identity / generated: takes its default | fine |
 //! | column only on green, `NOT NULL` without default | blocked |
-//! | type change with an assignment cast          | cast     |
-//! | type change without one                      | blocked  |
+//! | type change green converts losslessly, or refusing (loudly) what does not fit | cast |
+//! | narrower type modifier, or a conversion that loses silently (see [`Fidelity`]) | blocked |
+//! | … the same, declared an accepted lossy cast  | warning  |
+//! | type change without an assignment cast       | blocked  |
 //! | blue key column dropped on green             | blocked  |
 //! | green column generated, blue sends values    | blocked  |
 //! | `NOT NULL` on green, nullable on blue        | warning  |
 //! | table missing on green                       | blocked  |
 //! | blue table without primary key / replica identity | warning |
 //! | renamed column, green has the new name       | as the types say (fine, cast, …) |
-//! | rename whose `from` blue does not publish    | blocked  |
+//! | rename naming a column blue does not publish | blocked |
+//! | exclusion or lossy cast naming a column blue does not publish (yet) | warning |
 //! | rename whose `to` green does not have        | blocked  |
-//! | blue column whose green namesake receives a renamed column: not copied | warning |
-//! | rename naming a table blue does not publish  | error ([`SchemaError::RenameTable`]) |
+//! | blue column whose green namesake receives a renamed column, not excluded | blocked |
+//! | rename, exclusion or cast naming a table blue does not publish | error ([`SchemaError::RenameTable`]) |
+//!
+//! The same comparison checks each Relation message of the running stream
+//! ([`relation`](super::relation)), so a column blue gains mid-sync, or a type it narrows, stops
+//! sync at that change just as it would at preflight.
 //!
 //! A cast is green's work: streamed values go as text parameters and a text `COPY` as text, so
 //! green's input function of the column's type reads blue's text form, as PostgreSQL's own
@@ -36,9 +47,9 @@ use std::fmt;
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
-use super::cast::{CastKind, Casts, Conversion};
+use super::cast::{fidelity, CastKind, Casts, Conversion, Fidelity};
 use super::catalog::{self, Column, ReplicaIdentity, Table};
-use super::{quote_ident, QualifiedName, Renames, SchemaError};
+use super::{quote_ident, ColumnRef, Mapping, QualifiedName, SchemaError};
 
 /// Types below this OID are built in: the same type, with the same binary format, on every
 /// server.
@@ -86,6 +97,8 @@ pub struct ColumnPlan {
     pub green: Option<Column>,
     /// The green name a rename declares for the blue column, whether or not green has it.
     pub renamed_to: Option<String>,
+    /// The blue column is excluded by the mapping: not copied.
+    pub excluded: bool,
     /// The verdict.
     pub verdict: Verdict,
     /// The cast green applies, if any.
@@ -243,6 +256,7 @@ impl SchemaPlan {
                             "name": c.name,
                             "green_name": c.green_name(),
                             "renamed_to": c.renamed_to,
+                            "excluded": c.excluded,
                             "blue_type": c.blue.as_ref().map(|b| &b.type_name),
                             "green_type": c.green.as_ref().map(|g| &g.type_name),
                             "verdict": c.verdict.as_str(),
@@ -290,16 +304,16 @@ impl SchemaPlan {
 }
 
 /// Compares every table `publication` publishes on blue (every user table without one) with
-/// green's table of the same name, blue's columns renamed by `renames`. A rename naming a table
+/// green's table of the same name, blue's columns mapped by `mapping`. A mapping naming a table
 /// that is not compared is an error.
 pub async fn plan(
     blue: &Client,
     green: &Client,
     publication: Option<&str>,
-    renames: &Renames,
+    mapping: &Mapping,
 ) -> Result<SchemaPlan, SchemaError> {
     let published = catalog::published_tables(blue, publication).await?;
-    for (schema, table) in renames.tables() {
+    for (schema, table) in mapping.tables() {
         if !published
             .iter()
             .any(|p| p.name.schema == schema && p.name.name == table)
@@ -326,7 +340,7 @@ pub async fn plan(
             .filter(|c| p.columns.as_ref().is_none_or(|list| list.contains(&c.name)))
             .collect();
         let green_table = green_tables.iter().find(|t| t.name == p.name);
-        tables.push(compare(blue_table, &blue_columns, green_table, renames, &mut casts).await?);
+        tables.push(compare(blue_table, &blue_columns, green_table, mapping, &mut casts).await?);
     }
     Ok(SchemaPlan {
         publication: publication.map(str::to_owned),
@@ -334,17 +348,20 @@ pub async fn plan(
     })
 }
 
-async fn compare(
+/// `blue`'s columns `blue_columns` compared with `green`'s table, as `mapping` maps them.
+pub(crate) async fn compare(
     blue: &Table,
     blue_columns: &[&Column],
     green: Option<&Table>,
-    renames: &Renames,
+    mapping: &Mapping,
     casts: &mut Casts<'_>,
 ) -> Result<TablePlan, SchemaError> {
     let (schema, table) = (blue.name.schema.as_str(), blue.name.name.as_str());
+    let renames = mapping.renames();
     let mut notes = identity_notes(blue);
+    let publishes = |column: &str| blue_columns.iter().any(|b| b.name == column);
     for (from, to) in renames.of_table(schema, table) {
-        if !blue_columns.iter().any(|b| b.name == from) {
+        if !publishes(from) {
             notes.push(Note {
                 verdict: Verdict::Blocked,
                 message: format!(
@@ -352,6 +369,32 @@ async fn compare(
                      fix the rename (blue's exact column name) or remove it",
                     quote_ident(from),
                     quote_ident(to),
+                    blue.name
+                ),
+            });
+        }
+    }
+    for (what, columns) in [
+        (
+            "exclusion",
+            mapping.excluded_of_table(schema, table).collect::<Vec<_>>(),
+        ),
+        (
+            "lossy cast",
+            mapping.lossy_of_table(schema, table).collect(),
+        ),
+    ] {
+        // Harmless: it takes effect when blue adds the column (declared ahead of a migration),
+        // and a misspelt one excludes nothing — the column it meant still stops sync if green
+        // cannot take it.
+        for column in columns.into_iter().filter(|c| !publishes(c)) {
+            notes.push(Note {
+                verdict: Verdict::Warning,
+                message: format!(
+                    "the {what} of column {} names no column blue publishes in table {}: it \
+                     takes effect if blue adds the column — check the name (blue's exact \
+                     column name)",
+                    quote_ident(column),
                     blue.name
                 ),
             });
@@ -370,13 +413,20 @@ async fn compare(
     let mut columns: Vec<ColumnPlan> = Vec::new();
     for b in blue_columns {
         let renamed_to = renames.renamed_to(schema, table, &b.name);
-        let mut plan = match renames.green_column(schema, table, &b.name) {
-            Some(target) => match green.column(target) {
-                Some(g) => both(b, g, casts).await?,
-                None if renamed_to.is_some() => rename_missing(b, target),
-                None => only_on_blue(b),
-            },
-            None => displaced(b, renames.blue_column(schema, table, &b.name)),
+        let mut plan = if mapping.is_excluded(schema, table, &b.name) {
+            excluded(b, blue)
+        } else {
+            match renames.green_column(schema, table, &b.name) {
+                Some(target) => match green.column(target) {
+                    Some(g) => {
+                        let accepted = mapping.accepts_loss(schema, table, &b.name);
+                        both(b, g, accepted, blue, casts).await?
+                    }
+                    None if renamed_to.is_some() => rename_missing(b, target),
+                    None => only_on_blue(b, blue),
+                },
+                None => displaced(b, renames.blue_column(schema, table, &b.name), blue),
+            }
         };
         plan.renamed_to = renamed_to.map(str::to_owned);
         columns.push(plan);
@@ -441,7 +491,13 @@ fn identity_notes(blue: &Table) -> Vec<Note> {
     }]
 }
 
-async fn both(b: &Column, g: &Column, casts: &mut Casts<'_>) -> Result<ColumnPlan, SchemaError> {
+async fn both(
+    b: &Column,
+    g: &Column,
+    accepted: bool,
+    table: &Table,
+    casts: &mut Casts<'_>,
+) -> Result<ColumnPlan, SchemaError> {
     let column = quote_ident(&g.name);
     let (mut verdict, cast, mut note) = if g.generated {
         (
@@ -453,30 +509,41 @@ async fn both(b: &Column, g: &Column, casts: &mut Casts<'_>) -> Result<ColumnPla
             ),
         )
     } else {
-        match casts.conversion(b, g, g.type_oid).await? {
+        let conversion = casts.conversion(b, g, g.type_oid).await?;
+        match &conversion {
             Conversion::Same => (Verdict::Fine, None, "same type".to_owned()),
             Conversion::Cast(kind) => {
-                let risk = match kind {
-                    CastKind::Assignment => {
-                        format!(
-                            "; values that {} does not take as they are (out of range, \
-                             fractional) fail",
-                            g.type_name
-                        )
-                    }
-                    CastKind::Length => format!("; values that exceed {} fail", g.type_name),
-                    CastKind::Binary | CastKind::Implicit | CastKind::Io => String::new(),
-                };
-                (
-                    Verdict::Cast,
-                    Some(kind),
-                    format!(
-                        "{} → {} by {} cast on green{risk}",
-                        b.type_name,
-                        g.type_name,
-                        kind.as_str()
+                let how = format!(
+                    "{} → {} by {} cast on green",
+                    b.type_name,
+                    g.type_name,
+                    kind.as_str()
+                );
+                match fidelity(b, g, &conversion) {
+                    Fidelity::Lossless => (Verdict::Cast, Some(*kind), how),
+                    Fidelity::FailsLoudly(what) => (
+                        Verdict::Cast,
+                        Some(*kind),
+                        format!("{how}; {what}, naming the column"),
                     ),
-                )
+                    Fidelity::Narrowing(loss) | Fidelity::LosesSilently(loss) if accepted => (
+                        Verdict::Warning,
+                        Some(*kind),
+                        format!("{how}; accepted lossy cast: {loss}"),
+                    ),
+                    Fidelity::Narrowing(loss) | Fidelity::LosesSilently(loss) => (
+                        Verdict::Blocked,
+                        Some(*kind),
+                        format!(
+                            "{loss}, so green would not equal blue — give {column} blue's type on \
+                             green (ALTER TABLE {} ALTER COLUMN {column} TYPE {}), or accept the \
+                             loss: --lossy-cast {} (or [[cast]] with lossy = true)",
+                            table.name,
+                            b.type_name,
+                            flag_form(&table.name, &b.name)
+                        ),
+                    ),
+                }
             }
             Conversion::Impossible(why) => (
                 Verdict::Blocked,
@@ -501,10 +568,47 @@ async fn both(b: &Column, g: &Column, casts: &mut Casts<'_>) -> Result<ColumnPla
         blue: Some(b.clone()),
         green: Some(g.clone()),
         renamed_to: None,
+        excluded: false,
         verdict,
         cast,
         note,
     })
+}
+
+/// `[schema.]table:column` as `--exclude` and `--lossy-cast` take it, quoted for a shell.
+fn flag_form(table: &QualifiedName, column: &str) -> String {
+    ColumnRef {
+        schema: table.schema.clone(),
+        table: table.name.clone(),
+        column: column.to_owned(),
+    }
+    .flag()
+}
+
+/// A blue column the mapping excludes.
+fn excluded(b: &Column, table: &Table) -> ColumnPlan {
+    let (verdict, note) = if b.in_key && table.replica_identity != ReplicaIdentity::Full {
+        (
+            Verdict::Blocked,
+            format!(
+                "key column {} is excluded, but UPDATE and DELETE find their row by it — remove \
+                 the exclusion",
+                quote_ident(&b.name)
+            ),
+        )
+    } else {
+        (Verdict::Fine, "excluded: not copied".to_owned())
+    };
+    ColumnPlan {
+        name: b.name.clone(),
+        blue: Some(b.clone()),
+        green: None,
+        renamed_to: None,
+        excluded: true,
+        verdict,
+        cast: None,
+        note,
+    }
 }
 
 /// A blue column renamed to `to`, which green does not have.
@@ -514,6 +618,7 @@ fn rename_missing(b: &Column, to: &str) -> ColumnPlan {
         blue: Some(b.clone()),
         green: None,
         renamed_to: Some(to.to_owned()),
+        excluded: false,
         verdict: Verdict::Blocked,
         cast: None,
         note: format!(
@@ -525,39 +630,46 @@ fn rename_missing(b: &Column, to: &str) -> ColumnPlan {
 }
 
 /// A blue column whose green namesake receives another, renamed, blue column (`by`).
-fn displaced(b: &Column, by: Option<&str>) -> ColumnPlan {
-    let mut plan = only_on_blue(b);
-    if plan.verdict < Verdict::Warning {
-        plan.verdict = Verdict::Warning;
+fn displaced(b: &Column, by: Option<&str>, table: &Table) -> ColumnPlan {
+    let mut plan = only_on_blue(b, table);
+    if !b.in_key {
         plan.note = format!(
-            "not copied: green's column {} receives blue's {} (renamed) — declare a rename for \
-             this column too if green has a column for it",
+            "green's column {} receives blue's {} (renamed), so blue's own {} has nowhere to go \
+             and its values would be lost — declare a rename for it too, or exclude it: --exclude \
+             {} (or [[exclude]])",
             quote_ident(&b.name),
             by.map_or_else(|| "column".to_owned(), quote_ident),
+            quote_ident(&b.name),
+            flag_form(&table.name, &b.name)
         );
     }
     plan
 }
 
-fn only_on_blue(b: &Column) -> ColumnPlan {
+fn only_on_blue(b: &Column, table: &Table) -> ColumnPlan {
     let column = quote_ident(&b.name);
-    let (verdict, note) = if b.in_key {
-        (
-            Verdict::Blocked,
-            format!(
-                "key column {column} is missing on green; UPDATE and DELETE find their row by it \
-                 — keep it on green (or declare its rename) until after cutover"
-            ),
+    let note = if b.in_key {
+        format!(
+            "key column {column} is missing on green; UPDATE and DELETE find their row by it \
+             — keep it on green (or declare its rename) until after cutover"
         )
     } else {
-        (Verdict::Fine, "dropped on green: not copied".to_owned())
+        format!(
+            "green has no column {column}, so blue's values of it would be lost — add it on green \
+             (ALTER TABLE {} ADD COLUMN {column} {}), or leave it out on purpose: --exclude {} \
+             (or [[exclude]])",
+            table.name,
+            b.type_name,
+            flag_form(&table.name, &b.name)
+        )
     };
     ColumnPlan {
         name: b.name.clone(),
         blue: Some(b.clone()),
         green: None,
         renamed_to: None,
-        verdict,
+        excluded: false,
+        verdict: Verdict::Blocked,
         cast: None,
         note,
     }
@@ -594,6 +706,7 @@ fn only_on_green(g: &Column) -> ColumnPlan {
         blue: None,
         green: Some(g.clone()),
         renamed_to: None,
+        excluded: false,
         verdict,
         cast: None,
         note,

@@ -7,19 +7,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blueshift_decoder::Lsn;
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use super::acknowledge::Acks;
+use super::background::StopRequest;
+use crate::client;
 use crate::metrics::Metrics;
 
 /// How often blue is asked.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// Updates the gauges until the task is aborted; a failed query is logged and retried.
-pub(crate) async fn watch_blue(blue: Client, slot: String, durable: Arc<Acks>, metrics: Metrics) {
+/// Updates the gauges until asked to stop, then closes the connection; a failed query is
+/// logged and retried.
+pub(crate) async fn watch_blue(
+    blue: Client,
+    connection: JoinHandle<()>,
+    slot: String,
+    durable: Arc<Acks>,
+    metrics: Metrics,
+    mut stop: StopRequest,
+) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
+        }
         let row = blue
             .query_opt(
                 "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::int8,
@@ -41,4 +55,5 @@ pub(crate) async fn watch_blue(blue: Client, slot: String, durable: Arc<Acks>, m
             Err(e) => tracing::debug!(error = %e, "could not read blue's position"),
         }
     }
+    client::close(blue, connection).await;
 }

@@ -1,10 +1,11 @@
 //! Checks before any data moves, each failure naming the object and the fix:
 //! `wal_level = logical` on blue; the publication (created when asked); replication privileges;
 //! a free replication slot when the slot must be created; the schema plan (with the configured
-//! renames): every published table present on green and nothing blocked — a green-only
-//! `NOT NULL` column without a default, a key column green lacks, a type green cannot take, a
-//! rename naming a column either side lacks; tables whose UPDATE and DELETE cannot be
-//! replicated (no usable replica identity) reported as warnings.
+//! mapping): every published table present on green and nothing blocked — a blue column green
+//! lacks that is not declared excluded, a green-only `NOT NULL` column without a default, a key
+//! column green lacks (or excluded), a type green cannot take or would take with a loss not
+//! declared acceptable, a rename or exclusion naming a column either side lacks; tables whose
+//! UPDATE and DELETE cannot be replicated (no usable replica identity) reported as warnings.
 
 use blueshift_decoder::ident::quote_ident;
 use tokio_postgres::Client;
@@ -53,6 +54,28 @@ pub enum PreflightError {
     /// Comparing the schemas failed.
     #[error("could not compare blue's and green's schemas")]
     Schema(#[source] SchemaError),
+    /// Another process streams from the slot.
+    #[error(
+        "replication slot {} on blue is in use: blue's process {pid} streams it{holder} — another `blueshift sync` \
+         (or another consumer) is streaming from it: stop that one first, or give this sync its \
+         own --slot. If that process is gone, blue frees the slot within wal_sender_timeout, or \
+         at once with SELECT pg_terminate_backend({pid}) on blue",
+        quote_ident(slot)
+    )]
+    SlotInUse {
+        /// The slot.
+        slot: String,
+        /// `pg_replication_slots.active_pid`: blue's walsender serving the other process.
+        pid: i32,
+        /// Who the other process is, as ` (to "blueshift sync bs (pid 12 on db1)", from host …)`.
+        holder: String,
+    },
+    /// Blue and green are one database.
+    #[error("--source and --target reach the same database ({}) of the same server — green must be another database than blue: check the connection strings", quote_ident(database))]
+    SameDatabase {
+        /// The database.
+        database: String,
+    },
     /// The slot is lost, invalidated, or not where blueshift left it.
     #[error(transparent)]
     Slot(#[from] crate::slot_guard::SlotError),
@@ -68,10 +91,17 @@ fn failed(problem: impl Into<String>, fix: impl Into<String>) -> PreflightError 
 /// Runs every check; creates the publication when `create_publication` is set.
 pub(crate) async fn check(config: &SyncConfig) -> Result<(), PreflightError> {
     let (blue, blue_conn) = connect("blue", &config.source).await?;
-    let (green, green_conn) = connect("green", &config.target).await?;
+    let (green, green_conn) = match connect("green", &config.target).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            client::close(blue, blue_conn).await;
+            return Err(e);
+        }
+    };
     let result = run_checks(config, &blue, &green).await;
-    blue_conn.abort();
-    green_conn.abort();
+    // Closed with a Terminate: a dropped socket makes blue log "could not send data to client".
+    client::close(blue, blue_conn).await;
+    client::close(green, green_conn).await;
     result
 }
 
@@ -188,6 +218,13 @@ async fn run_checks(
         tracing::info!(publication = %config.publication, scope = %scope, "created the publication");
     }
 
+    // Blue and green must be two databases (a sync onto itself would apply every change twice).
+    same_database(blue, green).await?;
+
+    // Our slot, when it exists, must be free: another sync streaming from it would take turns
+    // with this one. A process that just died may hold it for a moment: wait a little.
+    slot_free(blue, &config.slot).await?;
+
     // A free slot, when ours must be created.
     let row = one(
         blue,
@@ -215,7 +252,7 @@ async fn run_checks(
     crate::slot_guard::preflight(blue, green, &config.slot).await?;
 
     // Green: every published table, and nothing the plan (renames applied) blocks.
-    let plan = schema::plan(blue, green, Some(&config.publication), &config.renames)
+    let plan = schema::plan(blue, green, Some(&config.publication), &config.mapping)
         .await
         .map_err(PreflightError::Schema)?;
     let mut problems = Vec::new();
@@ -272,7 +309,7 @@ async fn run_checks(
     if !problems.is_empty() {
         return Err(failed(
             problems.join("; "),
-            "fix green's schema (blueshift migrate) or the renames, then start sync again; `blueshift plan` shows every difference",
+            "fix green's schema (blueshift migrate) or the mapping (--rename, --exclude, --lossy-cast), then start sync again; `blueshift plan` shows every difference",
         ));
     }
 
@@ -306,4 +343,85 @@ async fn run_checks(
         }
     }
     Ok(())
+}
+
+/// Refuses blue and green being the same database. Two clusters can share a system
+/// identifier (a green made from a physical copy of blue), so the check is by sight: blue's
+/// session takes a unique `application_name`, and green looks for it in its own
+/// `pg_stat_activity`, in its own database.
+async fn same_database(blue: &Client, green: &Client) -> Result<(), PreflightError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let token = format!("blueshift preflight {} {nanos}", std::process::id());
+    let set = "SELECT pg_catalog.set_config('application_name', $1, false)";
+    let Ok(previous) = blue
+        .query_one("SELECT pg_catalog.current_setting('application_name')", &[])
+        .await
+    else {
+        return Ok(());
+    };
+    let previous: String = previous.get(0);
+    if blue.execute(set, &[&token]).await.is_err() {
+        return Ok(());
+    }
+    let seen = green
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+                             WHERE application_name = $1 AND datname = pg_catalog.current_database())",
+            &[&token],
+        )
+        .await;
+    let _ = blue.execute(set, &[&previous]).await;
+    match seen {
+        Ok(row) if row.get::<_, bool>(0) => {
+            let name = green
+                .query_one("SELECT pg_catalog.current_database()::text", &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_default();
+            Err(PreflightError::SameDatabase { database: name })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How long a slot held by a process that just went away may stay active.
+const SLOT_RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuses a slot another process streams from, naming its pid and where it connects from.
+async fn slot_free(blue: &Client, slot: &str) -> Result<(), PreflightError> {
+    const SQL: &str =
+        "SELECT s.active_pid, a.application_name, a.client_addr::text, a.client_hostname
+                         FROM pg_catalog.pg_replication_slots s
+                         LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = s.active_pid
+                        WHERE s.slot_name = $1 AND s.active";
+    let deadline = tokio::time::Instant::now() + SLOT_RELEASE_GRACE;
+    loop {
+        let row = one(blue, "blue", "replication slots", SQL, &[&slot]).await?;
+        let Some(row) = row else { return Ok(()) };
+        if tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        let pid: Option<i32> = row.get(0);
+        let application: Option<String> = row.get(1);
+        let addr: Option<String> = row.get(2);
+        let hostname: Option<String> = row.get(3);
+        let mut parts = Vec::new();
+        if let Some(app) = application.filter(|a| !a.is_empty()) {
+            parts.push(format!("to {app:?}"));
+        }
+        match (hostname, addr) {
+            (Some(host), Some(addr)) => parts.push(format!("from host {host} ({addr})")),
+            (None, Some(addr)) => parts.push(format!("from host {addr}")),
+            (Some(host), None) => parts.push(format!("from host {host}")),
+            (None, None) => parts.push("over a local socket".to_owned()),
+        }
+        return Err(PreflightError::SlotInUse {
+            slot: slot.to_owned(),
+            pid: pid.unwrap_or(0),
+            holder: format!(" ({})", parts.join(", ")),
+        });
+    }
 }

@@ -5,12 +5,31 @@
 //! origin progress: that is what makes a restart exactly-once), and when nothing is in flight and
 //! no transaction is open, lets a keepalive's position be acknowledged (through the
 //! acknowledger, like every other position) so an idle blue releases WAL.
+//!
+//! **Schema changes wait for green.** Before a transaction is scheduled, every relation
+//! description it uses that has not been checked yet (each table's first in a session, and each
+//! new one blue sends after an `ALTER TABLE`) is compared with green's table
+//! ([`schema::relation`](crate::schema::relation)): a blue column green lacks and the mapping does
+//! not exclude, a type green cannot take, a narrower type modifier, a lossy conversion. When green
+//! cannot take it, the reader holds that transaction: nothing at or after it is scheduled, so
+//! nothing after it commits (the transactions before it finish on the appliers), and the slot is
+//! not told about it. It logs what it waits for and the fix, sets the `blueshift_blocked` gauge,
+//! and checks green again — after 1 s, then every few seconds — until the operator has fixed
+//! green (or declared an exclusion and restarted). Then it forgets what it knew of green's
+//! table ([`KeyCatalog::forget`]; the appliers map each new description afresh from green's
+//! catalog) and goes on: the same process, nothing lost, nothing reordered. A shutdown while it
+//! waits stops cleanly; the held transaction is sent again after a restart.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blueshift_applier::{Mapping, Transaction};
 use blueshift_decoder::pgoutput::PgOutputDecoder;
+use blueshift_decoder::relation::RelationInfo;
 use blueshift_decoder::stream::{ReplicationFrame, ReplicationStream};
 use blueshift_decoder::Lsn;
-use std::sync::Arc;
-
 use tokio::sync::{mpsc, Semaphore};
 
 use super::acknowledge::Acks;
@@ -22,6 +41,17 @@ use super::writeset::KeyCatalog;
 use super::SyncError;
 use crate::assembler::{Assembled, TxAssembler};
 use crate::metrics::{Metrics, Stage};
+use crate::schema::relation;
+
+/// The first wait before checking a blocked table on green again; it doubles up to
+/// [`BLOCKED_RECHECK_MAX`].
+const BLOCKED_RECHECK_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two checks of a blocked table.
+const BLOCKED_RECHECK_MAX: Duration = Duration::from_secs(5);
+
+/// Relation descriptions remembered as checked, per table.
+const CHECKED_PER_RELATION: usize = 4;
 
 /// What the reader needs besides the stream.
 pub(crate) struct Reader {
@@ -31,7 +61,11 @@ pub(crate) struct Reader {
     pub(crate) keys: KeyCatalog,
     /// The tables green holds the rows of: reading stops at a change to any other.
     pub(crate) loaded: super::loaded::Loaded,
-    /// A connection to green for reading unique indexes.
+    /// The declared column mapping, for checking relation descriptions against green.
+    pub(crate) mapping: Arc<Mapping>,
+    /// Relation descriptions green was found to take, by relation OID (a few per table).
+    pub(crate) checked: HashMap<u32, Vec<Arc<RelationInfo>>>,
+    /// A connection to green for reading unique indexes and table definitions.
     pub(crate) green: tokio_postgres::Client,
     /// Transactions committing at or before this are on green already.
     pub(crate) resume_after: Lsn,
@@ -108,6 +142,13 @@ impl Reader {
                     {
                         return Ok(scheduled);
                     }
+                    if let Assembled::Transaction(tx) = &assembled {
+                        if tx.commit_lsn > self.resume_after
+                            && !self.admit(tx, &mut shutdown).await?
+                        {
+                            return Ok(scheduled);
+                        }
+                    }
                     let received = std::time::Instant::now();
                     if let Assembled::Transaction(tx) = &assembled {
                         if let Some(behind) = tx
@@ -131,7 +172,7 @@ impl Reader {
                             return Ok(scheduled);
                         }
                         self.acks.durable(wal_end);
-                        self.metrics.set_lag_seconds(0.0);
+                        self.metrics.lag().caught_up();
                     }
                 }
             }
@@ -149,6 +190,73 @@ impl Reader {
                 u64::try_from(self.jobs.max_capacity() - self.jobs.capacity()).unwrap_or(0),
             );
         }
+    }
+
+    /// Waits until green can take every relation description `tx` uses (see the module docs);
+    /// false when `shutdown` completed first.
+    async fn admit(
+        &mut self,
+        tx: &Transaction,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<bool, SyncError> {
+        for relation in tx.changes.relations() {
+            if self.is_checked(&relation) {
+                continue;
+            }
+            let mut wait = BLOCKED_RECHECK_FIRST;
+            let mut waited = false;
+            loop {
+                let type_names = self.assembler.relations();
+                let blocked = relation::check(
+                    &self.green,
+                    &relation,
+                    |oid| type_names.type_name(oid),
+                    &self.mapping,
+                )
+                .await
+                .map_err(|source| SyncError::RelationCheck {
+                    table: relation.name().to_string(),
+                    source,
+                })?;
+                let Some(blocked) = blocked else { break };
+                self.metrics.set_blocked(true);
+                tracing::warn!(
+                    table = %blocked.table,
+                    commit_lsn = %tx.commit_lsn,
+                    retry_in = ?wait,
+                    "sync is blocked: green cannot take blue's change to this table losslessly, so \
+                     nothing from this transaction on is applied; waiting for green to be fixed: {blocked}"
+                );
+                waited = true;
+                tokio::select! {
+                    () = &mut *shutdown => return Ok(false),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(BLOCKED_RECHECK_MAX);
+            }
+            let name = relation.name();
+            if waited {
+                tracing::info!(table = %name, commit_lsn = %tx.commit_lsn, "green takes blue's change to this table now; sync goes on");
+                self.metrics.set_blocked(false);
+            }
+            // Green's unique keys of the table are read again for the new description.
+            self.keys.forget(name.schema(), &name.name);
+            let versions = self.checked.entry(relation.oid().0).or_default();
+            if versions.len() >= CHECKED_PER_RELATION {
+                versions.remove(0);
+            }
+            versions.push(relation);
+        }
+        Ok(true)
+    }
+
+    /// Whether `relation` (the same `Arc`, or an equal description) was checked.
+    fn is_checked(&self, relation: &Arc<RelationInfo>) -> bool {
+        self.checked.get(&relation.oid().0).is_some_and(|versions| {
+            versions
+                .iter()
+                .any(|r| Arc::ptr_eq(r, relation) || **r == **relation)
+        })
     }
 
     async fn dispatch(
@@ -186,6 +294,10 @@ impl Reader {
                 .scheduler
                 .schedule(&super::writeset::Writeset::default(), committed),
         };
+        // From here until it commits on green, its commit time is what the lag grows from.
+        if let Some(at) = tx.as_ref().and_then(|tx| tx.commit_time.to_system_time()) {
+            self.metrics.lag().received(slot.seq, at);
+        }
         let cost = tx
             .as_ref()
             .map_or(0, crate::assembler::memory_cost)

@@ -79,6 +79,7 @@ pub(crate) async fn run(
             Some(group) => group,
             None => {
                 tracing::debug!(applier = index, "no more transactions");
+                applier.close().await;
                 return Ok(());
             }
         };
@@ -117,10 +118,13 @@ pub(crate) async fn run(
                         // it that has not committed yet: writesets see the old values of
                         // unique columns only when blue sends them (the key, or REPLICA
                         // IDENTITY FULL). Re-run it at the head of the line, where such a
-                        // conflict is real. (It rolled back already; a spill is never ahead of
-                        // anything, being a barrier.)
+                        // conflict is real. The same for a change green refuses as it is
+                        // (blocked: sync waits for green to be fixed): failing there, with every
+                        // earlier transaction committed, nothing before it is rolled back and
+                        // re-sent. (It rolled back already; a spill is never ahead of anything,
+                        // being a barrier.)
                         Err(e)
-                            if is_unique_conflict(&e)
+                            if (is_unique_conflict(&e) || e.is_blocked())
                                 && !at_head
                                 && tx.changes.in_memory().is_some() =>
                         {
@@ -128,7 +132,7 @@ pub(crate) async fn run(
                                 applier = index,
                                 seq = first,
                                 error = %e,
-                                "unique conflict before its turn; re-running at the head of the line"
+                                "conflict or refused change before its turn; re-running at the head of the line"
                             );
                             order.wait_for(first - 1, None).await;
                             continue;
@@ -173,11 +177,8 @@ pub(crate) async fn run(
         if let Some(outcome) = outcome {
             metrics.transactions_applied(transactions, &outcome.rows, started.elapsed());
         }
-        // Replication delay: how long ago blue committed what green just committed.
-        if let Some(at) = commit_time {
-            let behind = at.elapsed().unwrap_or_default();
-            metrics.set_lag_seconds(behind.as_secs_f64());
-        }
+        // Green holds everything up to `last`: the lag now grows from the next one.
+        metrics.lag().applied(last, commit_time);
     }
 }
 

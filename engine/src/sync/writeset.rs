@@ -15,13 +15,18 @@
 //!   that conflicts with every transaction in flight.
 //!
 //! Blue sends each value in its type's canonical text (or binary) form, so equal keys from blue
-//! hash equally. Green's key columns are found in blue's rows through the configured renames
-//! (a green column renamed from blue's `name` is read from blue's `name`).
+//! hash equally. Green's key columns are found in blue's rows through the configured mapping
+//! (a green column renamed from blue's `name` is read from blue's `name`; one whose blue column
+//! is excluded is filled by no blue column, so that key is not used).
+//!
+//! Green's unique keys are read once per table, and read again after the reader forgets the
+//! table ([`KeyCatalog::forget`]): when blue's definition of it changes, and so when the
+//! operator changed green's table for a change sync waited on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use blueshift_applier::{Change, Renames, Transaction};
+use blueshift_applier::{Change, Mapping, Transaction};
 use blueshift_decoder::pgoutput::{ColumnValue, TupleData};
 use blueshift_decoder::relation::RelationInfo;
 use tokio_postgres::Client;
@@ -97,7 +102,7 @@ pub(crate) struct KeyCatalog {
     /// Relation message), the resolved column positions.
     resolved: HashMap<usize, (Arc<RelationInfo>, Arc<ResolvedKeys>)>,
     /// Blue's column → green's, to find green's key columns in blue's rows.
-    renames: Arc<Renames>,
+    mapping: Arc<Mapping>,
 }
 
 /// Green's catalog could not be read.
@@ -125,12 +130,22 @@ SELECT i.indexrelid::int8,
  ORDER BY i.indexrelid";
 
 impl KeyCatalog {
-    /// An empty catalog; green's key columns are mapped back to blue's through `renames`.
-    pub(crate) fn new(renames: Arc<Renames>) -> KeyCatalog {
+    /// An empty catalog; green's key columns are mapped back to blue's through `mapping`.
+    pub(crate) fn new(mapping: Arc<Mapping>) -> KeyCatalog {
         KeyCatalog {
-            renames,
+            mapping,
             ..KeyCatalog::default()
         }
+    }
+
+    /// Forgets what green said about `schema.table`: it is read again when next needed (blue's
+    /// definition of the table changed, or green's did while sync waited for it).
+    pub(crate) fn forget(&mut self, schema: &str, table: &str) {
+        self.tables.retain(|(s, t), _| !(s == schema && t == table));
+        self.resolved.retain(|_, (relation, _)| {
+            let name = relation.name();
+            !(name.schema() == schema && name.name == table)
+        });
     }
 
     /// Reads the unique keys of every table `tx` touches that has not been read yet.
@@ -255,7 +270,7 @@ impl KeyCatalog {
                 .columns
                 .iter()
                 .map(|c| {
-                    let blue = self.renames.blue_column(name.schema(), &name.name, c)?;
+                    let blue = self.mapping.blue_column(name.schema(), &name.name, c)?;
                     relation.column_index(blue)
                 })
                 .collect();
@@ -461,7 +476,7 @@ mod tests {
             .parse::<blueshift_applier::Rename>()
             .unwrap()])
         .unwrap();
-        let mut cat = KeyCatalog::new(Arc::new(renames));
+        let mut cat = KeyCatalog::new(Arc::new(Mapping::from(renames)));
         // Green's unique index is on full_name (blue's name); blue's own full_name is dropped.
         cat.declare("public", "users", &[&["id"], &["full_name"]]);
         let ins = |id: &str, name: &str, full: &str| {

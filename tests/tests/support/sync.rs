@@ -107,26 +107,36 @@ impl Pair {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Sync {
-        let log = self.logs.path().join(format!(
-            "{command}-{}.log",
-            std::fs::read_dir(self.logs.path())
-                .map(|d| d.count())
-                .unwrap_or(0)
-        ));
         let interval: &[&str] = if extra.contains(&"--status-interval") {
             &[]
         } else {
             &["--status-interval", "1"]
         };
-        let child = Command::new(blueshift_binary())
-            .arg(command)
+        let mut cmd = Command::new(blueshift_binary());
+        cmd.arg(command)
             .args(["--source", source])
             .args(["--target", &self.green.uri("app")])
             .args(["--publication", "pub", "--slot", "bs"])
             .args(interval)
             .args(extra)
             .env("RUST_LOG", "info,blueshift_engine=debug")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        self.spawn_command(command, cmd)
+    }
+
+    /// Runs `cmd` (a `blueshift` command line built by the caller) like [`Pair::spawn`]:
+    /// stderr to a log file printed if the test fails; `RUST_LOG` unless `cmd` sets it.
+    pub(crate) fn spawn_command(&self, name: &str, mut cmd: Command) -> Sync {
+        let log = self.logs.path().join(format!(
+            "{name}-{}.log",
+            std::fs::read_dir(self.logs.path())
+                .map(|d| d.count())
+                .unwrap_or(0)
+        ));
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info,blueshift_engine=debug");
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -228,11 +238,42 @@ impl Sync {
         status.success()
     }
 
+    /// Sends `signal` (`TERM`, `INT`) without waiting.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits at most `within` for it to exit; its exit code. Panics (with the log) when it is
+    /// still running then.
+    pub(crate) fn exit_code_within(&mut self, within: Duration) -> i32 {
+        let child = self.child.as_mut().expect("running");
+        let status = eventually(within, || {
+            child
+                .try_wait()?
+                .ok_or_else(|| anyhow::anyhow!("still running"))
+        })
+        .unwrap_or_else(|e| panic!("blueshift did not exit: {e:#}\n{}", self.log_text()));
+        self.child = None;
+        status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {status:?}\n{}", self.log_text()))
+    }
+
     /// Waits for it to exit; returns whether it exited 0.
     pub(crate) fn wait(&mut self) -> bool {
         self.child
             .take()
             .is_some_and(|mut c| c.wait().expect("wait").success())
+    }
+
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Waits up to `within` for it to exit on its own; how it exited.
