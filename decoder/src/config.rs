@@ -16,9 +16,9 @@
 //! the redacted target (`postgres@127.0.0.1:5432/db`) for logs, and no [`ConfigError`] carries a
 //! value that could be a password.
 
-mod conninfo;
+pub(crate) mod conninfo;
 mod hosts;
-mod pgpass;
+pub(crate) mod pgpass;
 mod service;
 mod tls;
 

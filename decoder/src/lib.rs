@@ -19,6 +19,8 @@
 
 pub mod config;
 pub mod connection;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ident;
 pub mod lsn;
 pub mod oid;

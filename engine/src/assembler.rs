@@ -26,11 +26,17 @@
 //! dropped; its changes are not buffered, and its commit comes out as
 //! [`Assembled::Skipped`], whose `end_lsn` lets progress move past it.
 //!
+//! **Every change fits its relation**: each row image carries one value per column of the
+//! latest Relation message, and a key-only old row has values only in replica identity columns
+//! ([`shape`]); a change that does not fit is refused with an [`AssembleError`] before it is
+//! buffered, so nothing downstream ever indexes a row by a column it does not have.
+//!
 //! Two-phase messages are refused (blueshift never requests them), and so is any sequence that
 //! is not a well-formed stream, with an [`AssembleError`] naming the xid or LSN.
 
 mod buffer;
 mod error;
+mod shape;
 pub mod spill;
 
 #[cfg(test)]
@@ -381,14 +387,16 @@ impl TxAssembler {
         self.enforce_limit()
     }
 
-    /// The [`Change`] a change message stands for, with the relations' current descriptions.
+    /// The [`Change`] a change message stands for, with the relations' current descriptions;
+    /// refused when its rows do not fit them (see [`shape`]).
     fn to_change(&self, xid: Xid, message: PgOutputMessage) -> Result<Change, AssembleError> {
         let relation = |oid| {
             self.relations
                 .require(oid)
                 .map_err(|source| AssembleError::UnknownRelation { xid, source })
         };
-        Ok(match message {
+        let name = message.name();
+        let change = match message {
             PgOutputMessage::Insert(m) => Change::Insert {
                 relation: relation(m.relation)?,
                 new: m.new,
@@ -412,7 +420,9 @@ impl TxAssembler {
                 restart_identity: m.restart_identity,
             },
             other => unreachable!("{} is not a change message", other.name()),
-        })
+        };
+        shape::check(xid, name, &change)?;
+        Ok(change)
     }
 
     /// Spills the largest open transactions until the memory held is within the limit.

@@ -1,31 +1,45 @@
-//! Fuzz target `pgoutput`: arbitrary bytes into the `pgoutput` decoder and the relation cache.
+//! Fuzz target `pgoutput`: arbitrary bytes into the `pgoutput` decoder, and in multi-frame mode
+//! through the decoder into the transaction assembler beside a model of the protocol.
 //!
-//! The first input byte chooses the decoding context (protocol version, inside a streamed
-//! block or not, `streaming 'parallel'` or not) and the mode: one frame through the stateless
-//! `decode_message`, or a sequence of length-prefixed frames through a `PgOutputDecoder` and a
-//! `RelationCache`, as a replication stream would feed them. Besides "never panics", every
-//! frame the decoder accepts must encode back to exactly its bytes.
+//! The first byte chooses the context and the mode:
+//!
+//! | bits | meaning |
+//! |---|---|
+//! | 0–1 | protocol version 1 to 4 |
+//! | 2 | single-frame mode: the frame is inside a streamed block |
+//! | 3 | `streaming 'parallel'` (Stream Abort carries LSN and time) |
+//! | 4 | multi-frame mode: the rest is frames of a 2-byte length and that many bytes |
+//! | 5 | multi-frame mode: the assembler spills (almost) every change to disk |
+//! | 6 | multi-frame mode: transactions of origin `blueshift…` are dropped |
+//!
+//! Single-frame mode: a frame the decoder accepts must encode back to exactly its bytes; an
+//! error must point inside the frame at what it names. Multi-frame mode adds everything
+//! `blueshift_decoder_fuzz::pgoutput` checks of the session. Every run stays within an
+//! allocation budget of 128 bytes per input byte (each one-byte NULL column is a 32-byte value
+//! in the decoded message, again in the model's copy, with vector growth on top) plus 256 KiB,
+//! or 1 MiB when spilling (64 KiB buffers per spill file).
 //! Format: <https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html>.
 
 #![no_main]
 
-use blueshift_decoder::pgoutput::{
-    decode_message, encode, DecodeContext, PgOutputDecoder, PgOutputMessage, ProtocolVersion,
+use blueshift_decoder::pgoutput::{decode_message, DecodeContext, ProtocolVersion};
+use blueshift_decoder_fuzz::alloc::{bounded, Budget};
+use blueshift_decoder_fuzz::input::frames;
+use blueshift_decoder_fuzz::pgoutput::{
+    assert_round_trip, check_decode_error, Session, SessionOptions,
 };
-use blueshift_decoder::relation::RelationCache;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
-/// Asserts that an accepted frame is the canonical encoding of what it decoded to.
-fn assert_round_trip(message: &PgOutputMessage, in_stream: bool, frame: &[u8]) {
-    let mut out = BytesMut::new();
-    encode(message, in_stream, &mut out).expect("a decoded message encodes");
-    assert_eq!(
-        &out[..],
-        frame,
-        "decode → encode changed the bytes of {message:?}"
-    );
-}
+const BUDGET: Budget = Budget {
+    per_input_byte: 128,
+    fixed: 256 * 1024,
+};
+
+const SPILL_BUDGET: Budget = Budget {
+    per_input_byte: 128,
+    fixed: 1024 * 1024,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
@@ -44,37 +58,27 @@ fuzz_target!(|data: &[u8]| {
             in_stream: selector & 0b100 != 0,
             parallel_streaming: parallel,
         };
-        if let Ok(message) = decode_message(Bytes::copy_from_slice(rest), ctx) {
-            assert_round_trip(&message, ctx.in_stream, rest);
-        }
+        bounded(data.len(), BUDGET, || {
+            match decode_message(Bytes::copy_from_slice(rest), ctx) {
+                Ok(message) => assert_round_trip(&message, ctx.in_stream, rest),
+                Err(e) => check_decode_error(&e, rest),
+            }
+        });
         return;
     }
-    // A stream: each frame is a length byte and that many bytes.
-    let mut decoder = PgOutputDecoder::new(version).with_parallel_streaming(parallel);
-    let mut cache = RelationCache::new();
-    let mut rest = rest;
-    while let Some((&len, tail)) = rest.split_first() {
-        let (frame, tail) = tail.split_at(usize::from(len).min(tail.len()));
-        rest = tail;
-        let in_stream = decoder.in_stream();
-        let Ok(message) = decoder.decode(Bytes::copy_from_slice(frame)) else {
-            continue;
-        };
-        assert_round_trip(&message, in_stream, frame);
-        cache.observe(&message);
-        let tuple_relation = match &message {
-            PgOutputMessage::Insert(m) => Some((m.relation, m.new.columns.len())),
-            PgOutputMessage::Update(m) => Some((m.relation, m.new.columns.len())),
-            PgOutputMessage::Delete(m) => Some((m.relation, m.old.tuple().columns.len())),
-            _ => None,
-        };
-        if let Some((oid, _columns)) = tuple_relation {
-            if let Ok(info) = cache.require(oid) {
-                for &key in info.key_columns() {
-                    assert!(info.columns()[key].is_key);
-                }
-                let _ = info.name().to_string();
+    let options = SessionOptions {
+        version,
+        parallel,
+        spill: selector & 0b10_0000 != 0,
+        skip_origins: selector & 0b100_0000 != 0,
+    };
+    let budget = if options.spill { SPILL_BUDGET } else { BUDGET };
+    bounded(data.len(), budget, || {
+        let mut session = Session::new(options);
+        for frame in frames(rest) {
+            if !session.frame(frame) {
+                break;
             }
         }
-    }
+    });
 });

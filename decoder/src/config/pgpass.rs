@@ -2,9 +2,11 @@
 //!
 //! Implements <https://www.postgresql.org/docs/current/libpq-pgpass.html>: one
 //! `hostname:port:database:username:password` entry a line, `*` matching anything in the first
-//! four fields, `\:` and `\\` escapes, `#` comment lines, the first matching line wins. The file
-//! is ignored, with a warning, when it is not a regular file or is readable by group or others.
-//! For a Unix-socket connection the host looked up is `localhost`.
+//! four fields, `\:` and `\\` escapes, `#` comment lines, the first matching line wins. Where
+//! the documentation stops, libpq's code decides (`passwordFromFile` in `fe-connect.c`); the
+//! `pgpass` fuzz target compares the two. The file is ignored, with a warning, when it is not a
+//! regular file or is readable by group or others. For a Unix-socket connection the host looked
+//! up is `localhost`.
 
 use std::fs;
 use std::io;
@@ -75,31 +77,35 @@ fn group_or_world_accessible(_metadata: &fs::Metadata) -> bool {
     false
 }
 
-/// The password of the first line of `contents` matching `entry`.
+/// The password of the first line of `contents` matching `entry`. As in libpq, that line wins
+/// even when its password is empty, which means no password: later lines are not looked at.
 pub(crate) fn find(contents: &str, entry: Entry<'_>) -> Option<Password> {
     let port = entry.port.to_string();
     let wanted = [entry.host, port.as_str(), entry.dbname, entry.user];
     contents
-        .lines()
+        .split('\n')
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            let mut rest = line;
+            // libpq strips every trailing carriage return (pg_strip_crlf).
+            let mut rest = line.trim_end_matches('\r');
             for want in wanted {
                 rest = match_field(rest, want)?;
             }
-            let password = unescape_last(rest);
-            (!password.is_empty()).then(|| Password::new(password))
+            Some(unescape_last(rest))
         })
+        .filter(|password| !password.is_empty())
+        .map(Password::new)
 }
 
 /// Matches one `:`-terminated field at the start of `line` against `want`; returns the text after
-/// the `:`. A field that is exactly `*` matches anything.
+/// the `:`. A field that is exactly `*` matches anything. As in libpq's `pwdfMatchesString`, a
+/// `:` ends the field only once all of `want` has matched: before that, an unescaped `:` matches
+/// a `:` in `want` like any other character.
 fn match_field<'a>(line: &'a str, want: &str) -> Option<&'a str> {
     if let Some(rest) = line.strip_prefix("*:") {
         return Some(rest);
     }
-    let mut want = want.chars();
+    let mut want = want.chars().peekable();
     let mut chars = line.char_indices();
     while let Some((i, c)) = chars.next() {
         let (c, escaped) = if c == '\\' {
@@ -110,8 +116,8 @@ fn match_field<'a>(line: &'a str, want: &str) -> Option<&'a str> {
         } else {
             (c, false)
         };
-        if c == ':' && !escaped {
-            return want.next().is_none().then(|| line.get(i + 1..)).flatten();
+        if c == ':' && !escaped && want.peek().is_none() {
+            return line.get(i + 1..);
         }
         if want.next() != Some(c) {
             return None;
@@ -180,14 +186,37 @@ db.example:5432:app:alice:right
             found("*:*:*:a\\:b\\\\c:p\\:w\\\\d", colon_user).as_deref(),
             Some("p:w\\d")
         );
+        // As in libpq, an unescaped colon matches a colon of the value looked up.
+        let colon = Entry {
+            user: "a:b",
+            ..ENTRY
+        };
+        assert_eq!(found("*:*:*:a:b:pw", colon).as_deref(), Some("pw"));
+        assert_eq!(found("*:*:*:a:b:pw", ENTRY), None);
         // An escaped `*` is a literal star, not a wildcard.
         assert_eq!(found("\\*:*:*:*:pw", ENTRY), None);
         let star = Entry { host: "*", ..ENTRY };
         assert_eq!(found("\\*:*:*:*:pw", star).as_deref(), Some("pw"));
         // The password ends at an unescaped colon.
         assert_eq!(found("*:*:*:*:pw:extra", ENTRY).as_deref(), Some("pw"));
-        // CRLF line endings.
+        // CRLF line endings; libpq strips every trailing carriage return.
         assert_eq!(found("*:*:*:*:pw\r\n", ENTRY).as_deref(), Some("pw"));
+        assert_eq!(found("*:*:*:*:pw\r\r\r\n", ENTRY).as_deref(), Some("pw"));
+        assert_eq!(found("*:*:*:*:pw\\\r\n", ENTRY).as_deref(), Some("pw\\"));
+    }
+
+    #[test]
+    fn a_matching_line_with_an_empty_password_ends_the_lookup() {
+        // libpq takes the first matching line and then treats its empty password as none; a
+        // later line must not supply one (found by the `pgpass` fuzz target).
+        let file = "*:*:*:*::ignored\n*:*:*:*:later\n";
+        assert_eq!(found(file, ENTRY), None);
+        assert_eq!(found("*:*:*:*:\n*:*:*:*:later\n", ENTRY), None);
+        // A line that does not match is passed over, empty password or not.
+        assert_eq!(
+            found("other:*:*:*:\n*:*:*:*:later\n", ENTRY).as_deref(),
+            Some("later")
+        );
     }
 
     #[test]

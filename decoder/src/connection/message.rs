@@ -62,7 +62,7 @@ pub(crate) const MAX_MESSAGE_LEN: usize = (1 << 30) + (1 << 20);
 /// How much the read buffer grows at least when it needs room.
 const READ_RESERVE: usize = 64 * 1024;
 /// How much the read buffer grows at most at a time while a long message arrives.
-const MAX_READ_RESERVE: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_READ_RESERVE: usize = 4 * 1024 * 1024;
 
 /// A message from the server.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use blueshift_decoder::pgoutput::EncodeError;
 use blueshift_decoder::relation::UnknownRelation;
-use blueshift_decoder::{Lsn, Xid};
+use blueshift_decoder::{Lsn, Oid, Xid};
 
 /// What restarting replication fixes; appended to every sequence error.
 const RESTART: &str = "restart replication from the last confirmed position so the server \
@@ -129,6 +129,51 @@ pub enum AssembleError {
         /// The OID the change named.
         #[source]
         source: UnknownRelation,
+    },
+    /// A row image of a change has another number of columns than its relation's latest
+    /// Relation message described.
+    #[error(
+        "{message} of transaction {xid} carries a {image} row of {got} columns, but relation \
+         {relation} (OID {oid}) was described with {expected} — the change does not fit its \
+         table and was not buffered; the stream is corrupt or out of step with its Relation \
+         messages: {RESTART}, and report it if it happens again"
+    )]
+    ColumnCount {
+        /// The protocol's name of the message.
+        message: &'static str,
+        /// The (top-level) transaction.
+        xid: Xid,
+        /// Which row image: `new`, `old` or `key-only old`.
+        image: &'static str,
+        /// The values the row carries.
+        got: usize,
+        /// The relation, `schema.name`.
+        relation: String,
+        /// Its OID.
+        oid: Oid,
+        /// The columns its Relation message described.
+        expected: usize,
+    },
+    /// A key-only old row (`K`) has a value in a column outside the replica identity, where
+    /// PostgreSQL always sends NULL.
+    #[error(
+        "{message} of transaction {xid} carries a key-only old row with a value in column \
+         \"{column}\" of relation {relation} (OID {oid}), which its Relation message did not \
+         mark as part of the replica identity — the change does not fit its table and was not \
+         buffered; the stream is corrupt or out of step with its Relation messages: {RESTART}, \
+         and report it if it happens again"
+    )]
+    ValueOutsideKey {
+        /// The protocol's name of the message.
+        message: &'static str,
+        /// The (top-level) transaction.
+        xid: Xid,
+        /// The relation, `schema.name`.
+        relation: String,
+        /// Its OID.
+        oid: Oid,
+        /// The first column outside the key that carries a value.
+        column: String,
     },
     /// A two-phase commit message arrived; blueshift never asks for them.
     #[error(

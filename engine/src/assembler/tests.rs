@@ -553,7 +553,13 @@ fn relation_changes_mid_transaction_survive_the_spill() {
                 relation(2, 1, None),
                 insert(None, 2, "other table"),
                 relation(1, 3, None),
-                insert(None, 1, "three columns"),
+                PgOutputMessage::Insert(InsertBody {
+                    xid: None,
+                    relation: Oid(1),
+                    new: TupleData {
+                        columns: vec![text("three columns"), ColumnValue::Null, text("c")],
+                    },
+                }),
                 commit(100),
             ],
         );
