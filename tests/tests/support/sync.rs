@@ -224,8 +224,24 @@ impl Sync {
         }
     }
 
-    /// SIGTERM; returns whether it exited 0.
+    /// SIGTERM; returns whether it exited 0. A sync still in its backfill is first given time
+    /// (bounded) to start streaming: a signal during a backfill interrupts it, which exits 6 by
+    /// design, while a test that terminates a sync means "stop it cleanly now that it is done".
     pub(crate) fn terminate(&mut self) -> bool {
+        if self.child.is_some() {
+            let _ = eventually(Duration::from_secs(60), || {
+                let log = self.log_text();
+                let exited = self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                anyhow::ensure!(
+                    exited || !log.contains("backfill started") || log.contains("sync started"),
+                    "still backfilling"
+                );
+                Ok(())
+            });
+        }
         let Some(mut child) = self.child.take() else {
             return false;
         };
