@@ -42,6 +42,7 @@ mod acknowledge;
 mod background;
 mod durability;
 pub mod heartbeat;
+mod hold;
 mod loaded;
 mod monitor;
 mod order;
@@ -677,6 +678,8 @@ async fn attempt(
     );
 
     let order = CommitOrder::new(0);
+    // Verify's hold (see `hold`): the appliers check it before each commit.
+    let hold = Arc::new(hold::Hold::default());
     let durability = Arc::new(durability::Durability::default());
     let (green_flush, flush_conn) = client::connect(&config.target, "blueshift durability")
         .await
@@ -701,6 +704,14 @@ async fn attempt(
         );
         Background::spawn(move |stop| heartbeat::record(green, slot, metrics, stop))
     };
+    let hold_server = {
+        let (hold, green, slot) = (
+            Arc::clone(&hold),
+            Arc::clone(&green_flush),
+            config.slot.clone(),
+        );
+        Background::spawn(move |stop| hold::serve(hold, green, slot, stop))
+    };
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));
     let mut tasks = JoinSet::new();
@@ -719,6 +730,7 @@ async fn attempt(
             Arc::clone(&durability),
             metrics.clone(),
             config.turn_timeout,
+            Arc::clone(&hold),
         );
         tasks.spawn(task);
     }
@@ -752,6 +764,7 @@ async fn attempt(
         jobs: job_tx,
         acks: Arc::clone(&acks),
         metrics: metrics.clone(),
+        hold: Arc::clone(&hold),
         spilled: (0, 0),
         queued_memory: Arc::new(tokio::sync::Semaphore::new(queued_memory)),
         queued_memory_max: queued_memory,
@@ -839,6 +852,7 @@ async fn attempt(
     // theirs when stopped, the others here (the reader and the acknowledger, which owned the
     // other clients of green, are gone).
     monitor.stop().await;
+    hold_server.stop().await;
     heartbeat.stop().await;
     client::finish(green_conn).await;
     client::finish(guard_conn).await;
