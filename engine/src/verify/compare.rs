@@ -690,11 +690,12 @@ pub(super) async fn run(
         pair.close().await;
         sampled = result?;
     }
-    let shared = Arc::try_unwrap(shared)
-        .map_err(|_| ())
-        .expect("every worker has ended")
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The progress task may not have dropped its handle yet: take the contents.
+    let shared = std::mem::take(
+        &mut *shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     Ok(Outcome {
         tables: shared.tables.into_values().collect(),
         differences: shared.differences,
