@@ -705,12 +705,12 @@ async fn attempt(
         Background::spawn(move |stop| heartbeat::record(green, slot, metrics, stop))
     };
     let hold_server = {
-        let (hold, green, slot) = (
+        let (hold, target, slot) = (
             Arc::clone(&hold),
-            Arc::clone(&green_flush),
+            config.target.clone(),
             config.slot.clone(),
         );
-        Background::spawn(move |stop| hold::serve(hold, green, slot, stop))
+        Background::spawn(move |stop| hold::serve(hold, target, slot, stop))
     };
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));

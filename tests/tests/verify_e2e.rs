@@ -314,7 +314,12 @@ fn injected_differences_are_found_with_keys_and_both_rows() {
         .map(|(t, k, key, _, _, d)| format!("{t} {k} {key} {d}"))
         .collect();
     assert!(
-        has(r#""public"."child""#, "extra on green", r#"["999"]"#, &|_, g, _| g.contains("12345")),
+        has(
+            r#""public"."child""#,
+            "extra on green",
+            r#"["999"]"#,
+            &|_, g, _| g.contains("12345")
+        ),
         "the row violating the foreign key is also extra on green: {short:#?}"
     );
     assert_eq!(diffs.len(), 8, "nothing else: {short:#?}");

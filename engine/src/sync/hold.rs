@@ -22,6 +22,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::Lsn;
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -187,46 +188,75 @@ impl Drop for ReleaseOnDrop<'_> {
     }
 }
 
-/// Serves hold requests for `slot` from green until asked to stop. Errors are logged and the
-/// loop goes on after a second: the control channel never stops sync.
+/// Serves hold requests for `slot` from green, on a session of its own (a hold's round trips
+/// never queue behind other work), until asked to stop. Errors are logged and the loop goes on
+/// after a second: the control channel never stops sync.
 pub(crate) async fn serve(
     hold: Arc<Hold>,
-    green: Arc<Client>,
+    target: ConnectConfig,
     slot: String,
     mut stop: StopRequest,
 ) {
     let _release = ReleaseOnDrop(&hold);
+    let mut session: Option<(Client, tokio::task::JoinHandle<()>)> = None;
     let mut table = false;
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => break,
             () = tokio::time::sleep(IDLE_POLL) => {}
         }
+        if session.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            let connected = tokio::select! {
+                _ = &mut stop => break,
+                connected = crate::client::connect(&target, "blueshift sync (verify hold)") => connected,
+            };
+            match connected {
+                Ok(s) => {
+                    session = Some(s);
+                    table = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "verify hold: cannot connect to green; retrying");
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        let green = &session.as_ref().expect("connected just above").0;
         let step = async {
             if !table {
-                table = control::exists(&green).await?;
+                table = control::exists(green).await?;
                 if !table {
                     return Ok(());
                 }
             }
-            match control::next_request(&green, &slot).await? {
-                Some((id, lsn)) => one(&hold, &green, id, lsn).await,
+            match control::next_request(green, &slot).await? {
+                Some((id, lsn)) => one(&hold, green, id, lsn).await,
                 None => Ok(()),
             }
         };
         let result = tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => break,
             result = step => result,
         };
         if let Err(e) = result {
             hold.release();
             table = false;
+            if let Some((client, conn)) = session.take() {
+                crate::client::close(client, conn).await;
+            }
             tracing::warn!(error = %e, "verify hold: could not serve a request; retrying");
             tokio::select! {
-                _ = &mut stop => return,
+                _ = &mut stop => break,
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+    if let Some((client, conn)) = session.take() {
+        crate::client::close(client, conn).await;
     }
 }
 

@@ -225,11 +225,13 @@ async fn take_group(
             .is_some_and(|tx| tx.changes.in_memory().is_none() || tx.commit_lsn < fenced_until)
     };
     let mut queue = jobs.lock().await;
-    let first = match carried.take() {
-        Some(job) => job,
-        None => queue.recv().await?,
+    // A carried job goes alone: the jobs after it in the queue may be taken by another applier
+    // already, so a group started from it would not be contiguous.
+    let (first, from_carried) = match carried.take() {
+        Some(job) => (job, true),
+        None => (queue.recv().await?, false),
     };
-    let first_alone = alone(&first);
+    let first_alone = from_carried || alone(&first);
     let mut group = Group {
         queued: first.queued,
         first: first.seq,
@@ -243,11 +245,12 @@ async fn take_group(
     };
     let mut changes = match first.tx {
         Some(tx) if first_alone => {
-            // Spilled or fenced: applied on its own.
+            // Spilled, fenced or carried: applied on its own.
             group.tx = Some(tx);
             return Some(group);
         }
         Some(tx) => Some(tx),
+        None if from_carried => return Some(group),
         None => None,
     };
     let mut count = changes

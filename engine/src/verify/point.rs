@@ -117,22 +117,32 @@ pub(crate) fn check_snapshot_name(name: &str) -> Result<(), VerifyError> {
     }
 }
 
-/// Green's snapshot, exported from a transaction of its own.
-async fn green_snapshot(
-    config: &VerifyConfig,
-) -> Result<(Client, tokio::task::JoinHandle<()>, String), VerifyError> {
-    let (green, conn) = super::connect(&config.target, "green").await?;
-    green
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+/// Green's snapshot, exported from a transaction of its own on `green` (a session opened
+/// beforehand, so that taking the snapshot is one round trip while green's commits wait).
+async fn export_green(green: &Client) -> Result<String, VerifyError> {
+    let messages = green
+        .simple_query(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SELECT pg_catalog.pg_export_snapshot()",
+        )
         .await
-        .map_err(|e| VerifyError::sql("green", "open the snapshot transaction", e))?;
-    let name: String = green
-        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
-        .await
-        .map_err(|e| VerifyError::sql("green", "export a snapshot", e))?
-        .get(0);
+        .map_err(|e| VerifyError::sql("green", "export a snapshot", e))?;
+    let name = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .ok_or_else(|| VerifyError::NoPoint("green exported no snapshot".to_owned()))?;
     check_snapshot_name(&name)?;
-    Ok((green, conn, name))
+    Ok(name)
+}
+
+/// A green session for [`export_green`], settings pinned.
+async fn green_session(
+    config: &VerifyConfig,
+) -> Result<(Client, tokio::task::JoinHandle<()>), VerifyError> {
+    super::connect(&config.target, "green").await
 }
 
 /// Takes the consistent point (see the module docs).
@@ -173,6 +183,7 @@ async fn sidecar(config: &VerifyConfig, records: &Client) -> Result<Point, Verif
     };
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
+        let (green, green_conn) = green_session(config).await?;
         let (repl, lsn, blue_snapshot) = blue_snapshot(config).await?;
         let id = control::request(records, &config.slot, lsn)
             .await
@@ -207,6 +218,7 @@ async fn sidecar(config: &VerifyConfig, records: &Client) -> Result<Point, Verif
             Some(HoldState::Passed) => {
                 tracing::debug!(attempt, lsn = %lsn, "green was past the point; taking a new one");
                 last = format!("green was past L = {lsn}");
+                crate::client::close(green, green_conn).await;
                 drop(repl);
                 continue;
             }
@@ -219,15 +231,16 @@ async fn sidecar(config: &VerifyConfig, records: &Client) -> Result<Point, Verif
             }
             other => {
                 last = format!("the hold request ended as {other:?}");
+                crate::client::close(green, green_conn).await;
                 drop(repl);
                 continue;
             }
         }
-        let taken = green_snapshot(config).await;
+        let taken = export_green(&green).await;
         let released = control::transition(records, id, HoldState::Held, HoldState::Released)
             .await
             .map_err(ctl("release the hold"))?;
-        let (green, green_conn, green_snapshot) = taken?;
+        let green_snapshot = taken?;
         if !released {
             // The sidecar let commits go before the snapshot was certainly taken.
             last = "the hold expired before green's snapshot was taken".to_owned();
@@ -329,8 +342,9 @@ async fn quiet(
     records: &Client,
 ) -> Result<Point, VerifyError> {
     let before = applied(records, &config.slot).await?;
+    let (green, green_conn) = green_session(config).await?;
     let (repl, lsn, blue_snapshot) = blue_snapshot(config).await?;
-    let (green, green_conn, green_snapshot) = green_snapshot(config).await?;
+    let green_snapshot = export_green(&green).await?;
     let after = applied(records, &config.slot).await?;
     let refuse = |why: String| VerifyError::NoPoint(why);
     if before != after || after >= lsn {
