@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use blueshift_decoder::pgoutput::PgOutputMessage;
 use blueshift_decoder::Oid;
 
+use super::identity::{Change, Changed};
 use super::SyncError;
 use crate::schema::QualifiedName;
 
@@ -23,23 +24,52 @@ use crate::schema::QualifiedName;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Loaded {
     tables: BTreeSet<QualifiedName>,
+    /// Blue's relation OID of each loaded table, as green recorded it (see `sync::identity`).
+    relids: HashMap<QualifiedName, u32>,
     /// Relations described by a `Relation` message of this session that are not loaded.
     unloaded: HashMap<Oid, QualifiedName>,
+    slot: String,
+    publication: String,
 }
 
 impl Loaded {
-    pub(crate) fn new(tables: BTreeSet<QualifiedName>) -> Self {
+    pub(crate) fn new(
+        tables: BTreeSet<QualifiedName>,
+        relids: HashMap<QualifiedName, u32>,
+        slot: &str,
+        publication: &str,
+    ) -> Self {
         Loaded {
             tables,
+            relids,
             unloaded: HashMap::new(),
+            slot: slot.to_owned(),
+            publication: publication.to_owned(),
         }
     }
 
-    /// Fails with [`SyncError::TableAdded`] at a change to a relation that is not loaded.
+    /// The slot (for forgetting a table that changed on blue).
+    pub(crate) fn slot(&self) -> &str {
+        &self.slot
+    }
+
+    /// Fails with [`SyncError::TableAdded`] at a change to a relation that is not loaded, and
+    /// with [`SyncError::SourceChanged`] at the description of a loaded table under another OID
+    /// than green recorded (dropped and created again on blue).
     pub(crate) fn check(&mut self, message: &PgOutputMessage) -> Result<(), SyncError> {
         let changed = match message {
             PgOutputMessage::Relation(relation) => {
                 let table = QualifiedName::new(relation.namespace.as_str(), relation.name.as_str());
+                if self
+                    .relids
+                    .get(&table)
+                    .is_some_and(|&recorded| recorded != relation.oid.0)
+                {
+                    return Err(SyncError::SourceChanged {
+                        changed: Changed(vec![(table, Change::Recreated)]),
+                        publication: self.publication.clone(),
+                    });
+                }
                 if self.tables.contains(&table) {
                     self.unloaded.remove(&relation.oid);
                 } else {
@@ -93,7 +123,14 @@ mod tests {
 
     #[test]
     fn a_change_to_a_table_not_loaded_stops_the_reader() {
-        let mut loaded = Loaded::new([QualifiedName::new("public", "a")].into_iter().collect());
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            [(QualifiedName::new("public", "a"), 1)]
+                .into_iter()
+                .collect(),
+            "bs",
+            "pub",
+        );
         assert!(loaded.check(&relation(1, "public", "a")).is_ok());
         assert!(loaded.check(&delete(1)).is_ok());
         // Described but not changed (a leaf sent along with its published root): fine.
@@ -115,5 +152,31 @@ mod tests {
         // Same name, other schema: not the loaded table.
         assert!(loaded.check(&relation(3, "other", "a")).is_ok());
         assert!(loaded.check(&delete(3)).is_err());
+    }
+
+    #[test]
+    fn a_loaded_table_described_under_another_oid_stops_the_reader() {
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            [(QualifiedName::new("public", "a"), 1)]
+                .into_iter()
+                .collect(),
+            "bs",
+            "pub",
+        );
+        assert!(loaded.check(&relation(1, "public", "a")).is_ok());
+        match loaded.check(&relation(7, "public", "a")) {
+            Err(SyncError::SourceChanged {
+                changed,
+                publication,
+            }) => {
+                assert_eq!(
+                    changed.0,
+                    vec![(QualifiedName::new("public", "a"), Change::Recreated)]
+                );
+                assert_eq!(publication, "pub");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -125,7 +125,24 @@ impl Reader {
                                 lsn: wal_start,
                                 source,
                             })?;
-                    self.loaded.check(&message)?;
+                    if let Err(e) = self.loaded.check(&message) {
+                        return Err(match e {
+                            SyncError::SourceChanged {
+                                changed,
+                                publication,
+                            } => {
+                                let slot = self.loaded.slot().to_owned();
+                                super::identity::forget_and_fail(
+                                    &mut self.green,
+                                    &slot,
+                                    &publication,
+                                    changed.0,
+                                )
+                                .await
+                            }
+                            e => e,
+                        });
+                    }
                     let Some(assembled) =
                         self.assembler
                             .push(message)
