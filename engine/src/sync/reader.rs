@@ -118,14 +118,17 @@ impl Reader {
                 ReplicationFrame::XLogData {
                     wal_start, data, ..
                 } => {
-                    let message =
+                    let mut message =
                         self.decoder
                             .decode(data)
                             .map_err(|source| SyncError::Decode {
                                 lsn: wal_start,
                                 source,
                             })?;
-                    self.loaded.check(&message)?;
+                    // blueshift's own tables are never replicated.
+                    if !self.loaded.filter(&mut message)? {
+                        continue;
+                    }
                     let Some(assembled) =
                         self.assembler
                             .push(message)
