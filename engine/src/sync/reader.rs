@@ -270,7 +270,11 @@ impl Reader {
         let (tx, end_lsn, commit_lsn) = match assembled {
             Assembled::Transaction(tx) => {
                 let (end, commit) = (tx.end_lsn, tx.commit_lsn);
-                (Some(tx), end, commit)
+                // Nothing left to apply (it changed only blueshift's own tables, or nothing):
+                // passed through to keep the order, like one dropped for its origin, so the
+                // other direction's bookkeeping never counts as applied.
+                let tx = (!matches!(tx.changes.in_memory(), Some([]))).then_some(tx);
+                (tx, end, commit)
             }
             Assembled::Skipped {
                 end_lsn,

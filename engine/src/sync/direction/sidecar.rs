@@ -154,6 +154,24 @@ async fn armed(config: &SyncConfig) -> Result<Option<Reverse>, SyncError> {
     })
 }
 
+/// Fails with [`DirectionError::SlotLost`](super::DirectionError::SlotLost) when the reverse
+/// slot is not on green (a lost connection is left to the attempt, which retries it).
+async fn slot_present(config: &SyncConfig, row: &Reverse) -> Result<(), SyncError> {
+    let Ok((green, conn)) = client::connect(&config.target, "blueshift reverse").await else {
+        return Ok(());
+    };
+    let found = super::slot_on(&green, &row.reverse_slot).await;
+    client::close(green, conn).await;
+    match found {
+        Ok(None) => Err(SyncError::Direction(super::DirectionError::SlotLost {
+            slot: row.slot.clone(),
+            reverse_slot: row.reverse_slot.clone(),
+            armed_lsn: row.armed_lsn,
+        })),
+        _ => Ok(()),
+    }
+}
+
 /// The forward configuration turned around: green is the source, blue the target, the reverse
 /// slot and publication, no declared mapping.
 pub(in crate::sync) fn reverse_config(config: &SyncConfig, row: &Reverse) -> SyncConfig {
@@ -208,6 +226,11 @@ async fn run_reverse(
         })
     };
     let stopping = Shutdown(stopped);
+    // A row whose slot is gone: what green took since it was armed may be missing on blue.
+    if let Err(e) = slot_present(config, row).await {
+        watcher.abort();
+        return Err(e);
+    }
     let mut wait = config.backoff.0;
     let mut blocked_wait = BLOCKED_RETRY_FIRST;
     let result = loop {
