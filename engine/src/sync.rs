@@ -127,6 +127,10 @@ pub struct SyncConfig {
     /// The declared column mapping (renames, exclusions, accepted lossy casts), for the plan
     /// checked at preflight, the stream's Relation messages and the appliers.
     pub mapping: Arc<Mapping>,
+    /// Two-way sync: arm the reverse direction (green → blue) once the forward one streams
+    /// (see [`direction`]). Without it, the reverse direction runs only when armed by another
+    /// (`blueshift cutover`).
+    pub bidirectional: bool,
 }
 
 /// Why sync stopped.

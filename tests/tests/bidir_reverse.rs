@@ -15,88 +15,15 @@ mod bidir;
 
 use std::time::Duration;
 
-use bidir::{arm, counters_stop, disarm, finish, free_addr, keyless, writer, SCHEMA};
+use bidir::{arm, counters_stop, disarm, two_way_under_load};
 use blueshift_engine::sync::direction::DirectionError;
 use blueshift_tests::{eventually, PgBinaries};
 use support::Pair;
 
-/// Both directions under load on disjoint keys, a `kill -9` in the middle; returns the sidecar
-/// (running, both directions caught up) and its metrics address.
-fn two_way_under_load(pair: &Pair) -> (support::Sync, String) {
-    pair.schema(SCHEMA);
-    pair.blue
-        .psql(
-            "app",
-            "CREATE PUBLICATION pub FOR ALL TABLES;
-             INSERT INTO t SELECT g, 'seed' FROM generate_series(1, 100) g;",
-        )
-        .expect("blue");
-    let metrics = free_addr();
-    let args = ["--workers", "2", "--metrics-addr", metrics.as_str()];
-    let mut sync = pair.sync(&args);
-    pair.converge(&["t", "keyless"], Duration::from_secs(60));
-
-    // Green equals blue here: arm, twice (the second is a no-op).
-    let armed = arm(pair).expect("arm_reverse");
-    assert_eq!(armed.slot, "bs");
-    assert_eq!(armed.reverse_slot, "bs_reverse");
-    assert_eq!(armed.reverse_publication, "pub_reverse");
-    assert_eq!(arm(pair).expect("arm_reverse again"), armed, "idempotent");
-    assert_eq!(
-        pair.green
-            .psql(
-                "app",
-                "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables \
-                  WHERE pubname = 'pub_reverse'"
-            )
-            .unwrap(),
-        "keyless,t",
-        "the forward publication's tables, blueshift's own left out"
-    );
-    // The sidecar picks the row up by itself.
-    eventually(Duration::from_secs(30), || {
-        let active = pair.green.psql(
-            "app",
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bs_reverse' AND active",
-        )?;
-        anyhow::ensure!(active == "1", "the reverse slot is not streaming yet");
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
-
-    let green_writer = writer(&pair.green, "green", 1_000_000, 400, 0.005);
-    let blue_writer = writer(&pair.blue, "blue", 2_000_000, 400, 0.005);
-    // Some of green's writes are on blue: kill the sidecar under load, then start it again.
-    eventually(Duration::from_secs(60), || {
-        let n: i64 = pair
-            .blue
-            .psql("app", "SELECT count(*) FROM keyless WHERE side = 'green'")?
-            .parse()?;
-        anyhow::ensure!(n >= 50, "{n} of green's rows on blue");
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
-    sync.kill9();
-    let sync = pair.sync(&args);
-    finish(green_writer);
-    finish(blue_writer);
-    pair.converge(&["t", "keyless"], Duration::from_secs(120));
-    for cluster in [&pair.blue, &pair.green] {
-        for side in ["green", "blue"] {
-            assert_eq!(
-                keyless(cluster, side),
-                (400, 400),
-                "every {side} transaction once, on both sides"
-            );
-        }
-    }
-    (sync, metrics)
-}
-
 #[test]
 fn greens_writes_reach_blue_exactly_once_and_nothing_bounces() {
     let pair = Pair::new("bidir-rev");
-    let (mut sync, metrics) = two_way_under_load(&pair);
+    let (mut sync, metrics) = two_way_under_load(&pair, false);
     let (forward, reverse) = counters_stop(&metrics, Duration::from_secs(3));
     assert!(
         reverse > 0.0,
@@ -204,7 +131,7 @@ fn cross_version(name: &str, blue: u32, green: u32) {
         PgBinaries::major(green).expect("green's binaries"),
         &[],
     );
-    let (mut sync, metrics) = two_way_under_load(&pair);
+    let (mut sync, metrics) = two_way_under_load(&pair, false);
     let (forward, reverse) = counters_stop(&metrics, Duration::from_secs(3));
     assert!(forward > 0.0 && reverse > 0.0);
     assert!(sync.terminate(), "clean stop:\n{}", sync.log_text());

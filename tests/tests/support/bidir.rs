@@ -12,7 +12,7 @@ use blueshift_decoder::config::ConnectConfig;
 use blueshift_engine::sync::direction::{self, DirectionError, Disarmed, Reverse};
 use blueshift_tests::{eventually, Cluster};
 
-use crate::support::Pair;
+use crate::support::{Pair, Sync};
 
 /// Two tables: `t` (a key, updated and deleted) and `keyless` (insert-only, no key: a change
 /// applied twice shows as a duplicate).
@@ -159,4 +159,93 @@ pub(crate) fn keyless(c: &Cluster, side: &str) -> (i64, i64) {
         .expect("keyless");
     let (a, b) = text.split_once(' ').expect("two numbers");
     (a.parse().expect("count"), b.parse().expect("distinct"))
+}
+
+/// Both directions under load on disjoint keys, a `kill -9` in the middle; returns the sidecar
+/// (running, both directions caught up) and its metrics address. The reverse direction is armed
+/// through `arm_reverse` (as the cutover does), or by the sidecar itself with `--bidirectional`.
+pub(crate) fn two_way_under_load(pair: &Pair, bidirectional: bool) -> (Sync, String) {
+    pair.schema(SCHEMA);
+    pair.blue
+        .psql(
+            "app",
+            "CREATE PUBLICATION pub FOR ALL TABLES;
+             INSERT INTO t SELECT g, 'seed' FROM generate_series(1, 100) g;",
+        )
+        .expect("blue");
+    let metrics = free_addr();
+    let mut args = vec!["--workers", "2", "--metrics-addr", metrics.as_str()];
+    if bidirectional {
+        args.push("--bidirectional");
+    }
+    let mut sync = pair.sync(&args);
+    pair.converge(&["t", "keyless"], Duration::from_secs(60));
+
+    if bidirectional {
+        eventually(Duration::from_secs(30), || {
+            anyhow::ensure!(
+                sync.log_text()
+                    .contains("two-way sync: the reverse direction is armed"),
+                "not armed yet"
+            );
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
+    } else {
+        // Green equals blue here: arm, twice (the second is a no-op).
+        let armed = arm(pair).expect("arm_reverse");
+        assert_eq!(armed.slot, "bs");
+        assert_eq!(armed.reverse_slot, "bs_reverse");
+        assert_eq!(armed.reverse_publication, "pub_reverse");
+        assert_eq!(arm(pair).expect("arm_reverse again"), armed, "idempotent");
+        assert_eq!(
+            pair.green
+                .psql(
+                    "app",
+                    "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables \
+                      WHERE pubname = 'pub_reverse'"
+                )
+                .unwrap(),
+            "keyless,t",
+            "the forward publication's tables, blueshift's own left out"
+        );
+    }
+    // The sidecar picks the row up by itself.
+    eventually(Duration::from_secs(30), || {
+        let active = pair.green.psql(
+            "app",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bs_reverse' AND active",
+        )?;
+        anyhow::ensure!(active == "1", "the reverse slot is not streaming yet");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
+
+    let green_writer = writer(&pair.green, "green", 1_000_000, 400, 0.005);
+    let blue_writer = writer(&pair.blue, "blue", 2_000_000, 400, 0.005);
+    // Some of green's writes are on blue: kill the sidecar under load, then start it again.
+    eventually(Duration::from_secs(60), || {
+        let n: i64 = pair
+            .blue
+            .psql("app", "SELECT count(*) FROM keyless WHERE side = 'green'")?
+            .parse()?;
+        anyhow::ensure!(n >= 50, "{n} of green's rows on blue");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
+    sync.kill9();
+    let sync = pair.sync(&args);
+    finish(green_writer);
+    finish(blue_writer);
+    pair.converge(&["t", "keyless"], Duration::from_secs(120));
+    for cluster in [&pair.blue, &pair.green] {
+        for side in ["green", "blue"] {
+            assert_eq!(
+                keyless(cluster, side),
+                (400, 400),
+                "every {side} transaction once, on both sides"
+            );
+        }
+    }
+    (sync, metrics)
 }

@@ -35,8 +35,8 @@ use crate::sync::{
 const POLL: Duration = Duration::from_secs(1);
 
 /// Runs `forward` (given a shutdown of its own) and, beside it, the reverse direction whenever
-/// it is armed; returns once both ended. The forward's result wins unless it ended well and the
-/// reverse did not.
+/// it is armed; returns once both ended: the reverse direction's error when it failed (it stops
+/// the forward one), else the forward's result.
 pub(in crate::sync) async fn with_reverse<F, Fut>(
     config: &SyncConfig,
     metrics: &Metrics,
@@ -65,7 +65,7 @@ where
     };
     let mut reverse = tokio::spawn(supervise(
         config.clone(),
-        metrics.reverse(),
+        metrics.clone(),
         Shutdown(reverse_stopped),
     ));
     let run = forward(Shutdown(forward_stopped));
@@ -91,19 +91,33 @@ where
     };
     relay.abort();
     match (result, reverse_result) {
-        (Ok(_), Err(e)) => Err(SyncError::Reverse(Box::new(e))),
-        (result, _) => result,
+        // The reverse stopped first and stopped the forward: its error is the cause.
+        (result, Err(e)) => {
+            if let Err(forward) = result {
+                tracing::debug!(error = %error_chain(&forward), "the forward direction stopped too");
+            }
+            Err(SyncError::Reverse(Box::new(e)))
+        }
+        (result, Ok(())) => result,
     }
 }
 
-/// Waits for the row, runs the reverse direction while it exists; until shutdown or a definite
-/// error.
+/// Waits for the row (arming it in two-way mode once the forward direction streams), runs the
+/// reverse direction while it exists; until shutdown or a definite error. `forward`: the
+/// forward direction's metrics (the reverse direction's registry hangs off it).
 async fn supervise(
     config: SyncConfig,
-    metrics: Metrics,
+    forward: Metrics,
     shutdown: Shutdown,
 ) -> Result<(), SyncError> {
     let mut announced = false;
+    // Two-way mode arms once; a row deleted later (disarmed) is not armed again.
+    let mut may_arm = config.bidirectional;
+    if may_arm && !config.mapping.is_empty() {
+        return Err(SyncError::ReverseMapping {
+            slot: config.slot.clone(),
+        });
+    }
     loop {
         match armed(&config).await {
             Ok(Some(row)) => {
@@ -112,8 +126,32 @@ async fn supervise(
                         slot: config.slot.clone(),
                     });
                 }
-                run_reverse(&config, &row, &metrics, &shutdown).await?;
+                may_arm = false;
+                run_reverse(&config, &row, &forward.reverse(), &shutdown).await?;
                 announced = false;
+            }
+            Ok(None) if may_arm && streaming(&forward) => {
+                // Green holds only what the forward direction applied (origin-tagged, never
+                // sent back) and the backfill is done: every write green takes from the reverse
+                // slot's consistent point on flows to blue.
+                match super::arm_reverse(
+                    &config.source,
+                    &config.target,
+                    &config.slot,
+                    &config.publication,
+                )
+                .await
+                {
+                    Ok(row) => {
+                        may_arm = false;
+                        tracing::info!(direction = "reverse", slot = %config.slot, armed_lsn = %row.armed_lsn, "two-way sync: the reverse direction is armed; green may take writes now");
+                        continue;
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %error_chain(&e), "could not arm the reverse direction yet; retrying");
+                    }
+                    Err(e) => return Err(SyncError::Direction(e)),
+                }
             }
             Ok(None) => {
                 if !announced {
@@ -133,6 +171,11 @@ async fn supervise(
             return Ok(());
         }
     }
+}
+
+/// Whether the forward direction streams (connected to both sides: its backfill is done).
+fn streaming(forward: &Metrics) -> bool {
+    forward.snapshot().connected.iter().all(|c| *c)
 }
 
 /// The row of the sync's slot, read over a short-lived connection to green.
