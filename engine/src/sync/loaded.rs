@@ -11,7 +11,7 @@
 //! of its own, and streaming resumes from green's position, the table's fence skipping what its
 //! copy holds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use blueshift_decoder::pgoutput::PgOutputMessage;
 use blueshift_decoder::Oid;
@@ -30,7 +30,12 @@ pub(crate) struct Loaded {
     unloaded: HashMap<Oid, QualifiedName>,
     slot: String,
     publication: String,
+    /// Relations of schema `blueshift` (blueshift's own state, on both sides in two-way sync).
+    own: HashSet<Oid>,
 }
+
+/// blueshift's schema: its changes are never replicated, whatever a publication holds.
+pub(crate) const OWN_SCHEMA: &str = "blueshift";
 
 impl Loaded {
     pub(crate) fn new(
@@ -45,12 +50,42 @@ impl Loaded {
             unloaded: HashMap::new(),
             slot: slot.to_owned(),
             publication: publication.to_owned(),
+            own: HashSet::new(),
         }
     }
 
     /// The slot (for forgetting a table that changed on blue).
     pub(crate) fn slot(&self) -> &str {
         &self.slot
+    }
+
+    /// [`check`](Self::check), after dropping what concerns blueshift's own tables (a
+    /// publication `FOR ALL TABLES` holds them: the slot guard and lag heartbeat of the reverse
+    /// direction live on blue). False: nothing of `message` is left to apply.
+    pub(crate) fn filter(&mut self, message: &mut PgOutputMessage) -> Result<bool, SyncError> {
+        let own = match message {
+            PgOutputMessage::Relation(relation) => {
+                if relation.namespace.as_str() == OWN_SCHEMA {
+                    self.own.insert(relation.oid);
+                    return Ok(true);
+                }
+                self.own.remove(&relation.oid);
+                false
+            }
+            PgOutputMessage::Insert(change) => self.own.contains(&change.relation),
+            PgOutputMessage::Update(change) => self.own.contains(&change.relation),
+            PgOutputMessage::Delete(change) => self.own.contains(&change.relation),
+            PgOutputMessage::Truncate(truncate) => {
+                truncate.relations.retain(|oid| !self.own.contains(oid));
+                truncate.relations.is_empty()
+            }
+            _ => false,
+        };
+        if own {
+            return Ok(false);
+        }
+        self.check(message)?;
+        Ok(true)
     }
 
     /// Fails with [`SyncError::TableAdded`] at a change to a relation that is not loaded, and
@@ -178,5 +213,45 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn changes_to_blueshifts_own_tables_are_dropped() {
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            HashMap::new(),
+            "bs",
+            "pub",
+        );
+        assert!(loaded.filter(&mut relation(1, "public", "a")).unwrap());
+        assert!(loaded
+            .filter(&mut relation(7, "blueshift", "slot_guard"))
+            .unwrap());
+        assert!(
+            !loaded.filter(&mut delete(7)).unwrap(),
+            "dropped, not an added table"
+        );
+        assert!(loaded.filter(&mut delete(1)).unwrap());
+        let mut both = PgOutputMessage::Truncate(TruncateBody {
+            xid: None,
+            cascade: false,
+            restart_identity: false,
+            relations: vec![Oid(7), Oid(1)],
+        });
+        assert!(loaded.filter(&mut both).unwrap());
+        match both {
+            PgOutputMessage::Truncate(t) => assert_eq!(t.relations, vec![Oid(1)]),
+            other => panic!("{other:?}"),
+        }
+        let mut alone = PgOutputMessage::Truncate(TruncateBody {
+            xid: None,
+            cascade: false,
+            restart_identity: false,
+            relations: vec![Oid(7)],
+        });
+        assert!(!loaded.filter(&mut alone).unwrap());
+        // Any other table not loaded still stops the reader.
+        assert!(loaded.filter(&mut relation(2, "public", "b")).unwrap());
+        assert!(loaded.filter(&mut delete(2)).is_err());
     }
 }
