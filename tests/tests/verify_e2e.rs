@@ -170,6 +170,7 @@ CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
 CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
 CREATE TABLE parent (id int PRIMARY KEY);
 CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent);
+CREATE TABLE seq_t (id serial PRIMARY KEY, v text);
 CREATE TABLE "x; DROP TABLE y" ("Weird ""col""" int PRIMARY KEY, "ünï" text, f float8, ts timestamptz, iv interval, by bytea);
 "#;
 
@@ -179,6 +180,7 @@ INSERT INTO accounts SELECT g, 'owner ' || g, g * 10, CASE WHEN g % 100 = 5 THEN
 INSERT INTO nokey SELECT g % 7, 'v' || (g % 7) FROM generate_series(1, 50) g;
 INSERT INTO parted SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, 'p' || g FROM generate_series(1, 200) g;
 INSERT INTO parent SELECT generate_series(1, 20);
+INSERT INTO seq_t (v) SELECT 's' || g FROM generate_series(1, 5) g;
 INSERT INTO child SELECT g, g % 20 + 1 FROM generate_series(1, 40) g;
 INSERT INTO "x; DROP TABLE y" SELECT g, 'ü' || g, g / 3.0, '2024-01-01 00:00:00+02'::timestamptz + g * interval '1 hour',
   g * interval '1 day 3 seconds', decode(md5(g::text), 'hex') FROM generate_series(1, 300) g;
@@ -223,10 +225,29 @@ fn injected_differences_are_found_with_keys_and_both_rows() {
     let (code, _, stderr) = verify(&pair, &[]);
     assert_eq!(code, 3, "refused: {stderr}");
     assert!(stderr.contains("not caught up"), "{stderr}");
-    // Catch up again.
+    // Catch up again; rows streamed into seq_t leave green's sequence behind blue's (sync does
+    // not carry sequences: the backfill and the cutover copy them).
     let mut sync = pair.sync(&["--workers", "2"]);
-    pair.converge(&["accounts"], Duration::from_secs(60));
+    pair.blue
+        .psql("app", "INSERT INTO seq_t (v) VALUES ('a'), ('b'), ('c')")
+        .unwrap();
+    pair.converge(&["accounts", "seq_t"], Duration::from_secs(60));
     assert!(sync.terminate());
+    // What apply never checks: a NOT VALID check constraint (row 1000 has balance 10001) and an
+    // index left invalid by a failed concurrent build (nokey has duplicates).
+    pair.green
+        .psql(
+            "app",
+            "ALTER TABLE accounts ADD CONSTRAINT small CHECK (balance < 10000) NOT VALID",
+        )
+        .unwrap();
+    assert!(pair
+        .green
+        .psql(
+            "app",
+            "CREATE UNIQUE INDEX CONCURRENTLY nokey_a ON nokey (a)"
+        )
+        .is_err());
 
     pair.green
         .psql(
@@ -322,7 +343,51 @@ fn injected_differences_are_found_with_keys_and_both_rows() {
         ),
         "the row violating the foreign key is also extra on green: {short:#?}"
     );
-    assert_eq!(diffs.len(), 8, "nothing else: {short:#?}");
+    assert!(
+        has(t, "constraint violated on green", "", &|_, g, d| g
+            .contains("(1000,")
+            && d.contains("\"small\"")),
+        "a NOT VALID check constraint: {short:#?}"
+    );
+    assert!(
+        has(
+            r#""public"."nokey""#,
+            "constraint violated on green",
+            "",
+            &|_, _, d| d.contains("\"nokey_a\" is invalid")
+        ),
+        "an invalid index: {short:#?}"
+    );
+    assert!(
+        has(
+            r#""public"."seq_t_id_seq""#,
+            "sequence behind on green",
+            "",
+            &|b, g, _| b.contains("last_value 8") && g.contains("last_value 5")
+        ),
+        "a sequence behind: {short:#?}"
+    );
+    assert_eq!(diffs.len(), 11, "nothing else: {short:#?}");
+    // Counts only: the tables whose counts differ.
+    let (code, report, stderr) = verify(&pair, &["--counts", "--chunk-rows", "100000"]);
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    let counted: BTreeSet<String> = differences(&report)
+        .into_iter()
+        .filter(|d| d.5.contains("rows on blue"))
+        .map(|d| d.0)
+        .collect();
+    assert_eq!(
+        counted,
+        [
+            r#""public"."child""#,
+            r#""public"."nokey""#,
+            r#""public"."parted_eu""#
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        "accounts lost one row and gained one: equal counts"
+    );
 
     // What cutover reads.
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -333,7 +398,8 @@ fn injected_differences_are_found_with_keys_and_both_rows() {
             .unwrap()
             .expect("a run is recorded");
         assert_eq!(last.outcome, "different");
-        assert_eq!(last.differences, Some(8));
+        // The last run is the counts one: 3 counts, 3 constraints, 1 sequence.
+        assert_eq!(last.differences, Some(7));
         assert!(last.lsn.is_some() && last.finished_at.is_some());
         let other = pair.blue.connect("app").await.unwrap();
         assert_eq!(
