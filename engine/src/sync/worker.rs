@@ -57,6 +57,7 @@ const GROUP_MAX_CHANGES: usize = 8192;
 /// rolls the whole group back (and it is sent again), and a caught-up pipeline, whose queue is
 /// empty, applies each transaction on its own for the lowest latency. Transactions read back
 /// from a spill file are never merged.
+#[allow(clippy::too_many_arguments)] // the applier's shared handles, one each
 pub(crate) async fn run(
     index: usize,
     mut applier: Applier,
