@@ -493,6 +493,24 @@ fn kill_9_then_resume_covers_every_chunk_once() {
         )
         .unwrap();
     assert_eq!(outcome, "equal 2");
+
+    // A difference deep inside one large chunk is bisected down to its key.
+    pair.green
+        .psql("app", "UPDATE big SET v = 'drift' WHERE id = 29999")
+        .unwrap();
+    let started = Instant::now();
+    let (code, report, stderr) = verify(&pair, &["--chunk-rows", "40000"]);
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    let diffs = differences(&report);
+    assert_eq!(diffs.len(), 1, "{diffs:#?}");
+    assert_eq!(
+        (diffs[0].1.as_str(), diffs[0].2.as_str()),
+        ("different", r#"["29999"]"#)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "bisection halves the range each step"
+    );
 }
 
 #[test]

@@ -135,11 +135,14 @@ async fn key_at(
 ) -> Result<Option<Key>, VerifyError> {
     let bounds: Vec<&Key> = lo.into_iter().chain(hi).collect();
     let offset = bounds.iter().map(|k| k.len()).sum::<usize>() + 1;
+    // Ordered by the table's columns (`s.`): a bare name would order by the output column of
+    // that name, the key as text.
+    let order: Vec<String> = side.key.iter().map(|k| format!("s.{k}")).collect();
     let sql = format!(
-        "SELECT {} FROM {table} WHERE {} ORDER BY {} OFFSET ${offset} LIMIT 1",
+        "SELECT {} FROM {table} AS s WHERE {} ORDER BY {} OFFSET ${offset} LIMIT 1",
         side.key_text(),
         side.range(lo.is_some(), hi.is_some()),
-        side.key.join(", ")
+        order.join(", ")
     );
     let mut p = params(&bounds);
     p.push(&n);
@@ -295,6 +298,7 @@ async fn bisect(
     let table = &plan.table;
     let mut stack = vec![(lo, hi, counts)];
     while let Some((lo, hi, (bn, gn))) = stack.pop() {
+        tracing::debug!(table = %table, ?lo, ?hi, blue_rows = bn, green_rows = gn, "bisecting");
         let n = bn.max(gn);
         if rows(n) <= LEAF_ROWS {
             leaf(pair, plan, lo.as_ref(), hi.as_ref(), result).await?;
