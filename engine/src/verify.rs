@@ -13,7 +13,7 @@
 //!          │ chunk queue
 //!          ▼
 //!  workers 1..N: (blue in Sb, green in Sg) per worker
-//!          count + Σ xxh of md5(canonical row) per range, both sides at once
+//!          count + Σ hashtextextended(canonical row) per range, both sides at once
 //!          mismatch ─► bisect the range (median key) down to ≤ 256 rows ─► (key, row hash)
 //!          lists ─► each candidate key looked up on both sides: missing / extra / different
 //!          keyless tables: one multiset (row hash → multiplicity)
@@ -34,9 +34,11 @@
 //! the same on 14–18. A row is `ROW(c1, …)::text` over the compared columns through the same
 //! mapping as sync (renames; excluded and green-only columns left out; a blue column whose green
 //! type differs cast to green's type on blue, so both print green's text form) — see [`plan`].
-//! Hashing is server-side (`md5` of that text, its first 64 bits summed): no row leaves a server
-//! unless a chunk differs, and the sum makes a chunk's checksum a multiset hash, so keyless tables
-//! and duplicates are covered by the same form.
+//! Hashing is server-side (`hashtextextended` of that text, 64 bits, summed as numeric): no row
+//! leaves a server unless a chunk differs, and the sum makes a chunk's checksum a multiset hash,
+//! so keyless tables and duplicates are covered by the same form. (Streaming rows out by COPY and
+//! hashing them client-side was not built: it moves every byte over the network, where the
+//! server-side hash moves two numbers per chunk.)
 //!
 //! **Resumable and recorded.** The chunk plan and every finished chunk are recorded on green
 //! ([`record`]); `--resume` takes the last unfinished run and compares only the chunks it did not

@@ -100,7 +100,7 @@ fn zero_differences_under_pgbench_load_at_several_moments() {
     );
     // Writes on blue throughout: 4 clients, no think time.
     let mut load = Command::new(pair.blue.binaries().bin("pgbench"))
-        .args(["-n", "-c", "4", "-j", "2", "-T", "60"])
+        .args(["-n", "-c", "4", "-j", "2", "-T", "600"])
         .arg(pair.blue.uri("app"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -4,8 +4,8 @@
 //! Each worker holds one session per side, both in the snapshots at L, and takes chunks from one
 //! queue (`--workers 1` is the serial path). A chunk is a key range (`lo`, `hi`] (open at either
 //! end for the first and last, so every key on either side falls in exactly one chunk); its
-//! checksum on each side is `count(*)` and the sum of the first 64 bits of each canonical row's
-//! md5 ([`super::plan`]), computed on the server. Equal on both sides: done. Otherwise the range
+//! checksum on each side is `count(*)` and the sum of each canonical row's 64-bit hash
+//! ([`super::plan`]), computed on the server. Equal on both sides: done. Otherwise the range
 //! is halved at its median key until a part holds at most [`LEAF_ROWS`] rows; a part's
 //! `(key, row hash)` lists are compared, and every key that differs is looked up on both sides
 //! by equality, which classifies it (missing on green, extra on green, different) and drops a

@@ -34,12 +34,11 @@ impl Side {
         format!("ROW({})::pg_catalog.text", self.exprs.join(", "))
     }
 
-    /// The first 64 bits of the md5 of the canonical form, as an int8.
+    /// A 64-bit hash of the canonical form: `hashtextextended`, PostgreSQL's `hash_any_extended`
+    /// over the text's bytes (the same function on 14–18; the database collations blueshift
+    /// supports are deterministic, so it hashes the bytes).
     pub(crate) fn row_hash(&self) -> String {
-        format!(
-            "pg_catalog.concat('x', pg_catalog.left(pg_catalog.md5({}), 16))::pg_catalog.bit(64)::pg_catalog.int8",
-            self.row_text()
-        )
+        format!("pg_catalog.hashtextextended({}, 0)", self.row_text())
     }
 
     /// `ROW(k1, …)`.
