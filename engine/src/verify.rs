@@ -464,15 +464,24 @@ pub(crate) async fn connect(
     let (client, conn) = crate::client::connect(config, "blueshift verify")
         .await
         .map_err(|source| VerifyError::Connect { side, source })?;
-    for (setting, value) in PINNED {
-        client
-            .execute(
-                "SELECT pg_catalog.set_config($1, $2, false)",
-                &[setting, value],
+    // One round trip for all of them.
+    let calls: Vec<String> = (0..PINNED.len())
+        .map(|i| {
+            format!(
+                "pg_catalog.set_config(${}, ${}, false)",
+                2 * i + 1,
+                2 * i + 2
             )
-            .await
-            .map_err(|e| VerifyError::sql(side, format!("set {setting}"), e))?;
-    }
+        })
+        .collect();
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = PINNED
+        .iter()
+        .flat_map(|(k, v)| [k as &(dyn tokio_postgres::types::ToSql + Sync), v as _])
+        .collect();
+    client
+        .execute(&format!("SELECT {}", calls.join(", ")), &params)
+        .await
+        .map_err(|e| VerifyError::sql(side, "pin the session's settings", e))?;
     Ok((client, conn))
 }
 
