@@ -5,7 +5,7 @@
 //! ```text
 //!  run(options)
 //!   ├── Servers: blue and green (throwaway clusters, or --source/--target)
-//!   ├── for each scenario (catchup, live, backfill, decode, bigtxn):
+//!   ├── for each scenario (catchup, live, backfill, decode, bigtxn, verify):
 //!   │     setup (databases, pgbench -i, publication, consumers paused)
 //!   │     K runs: each side in turn (the order alternates), timed, /proc sampled, checked
 //!   │     teardown (subscriptions, slots, origins, databases)

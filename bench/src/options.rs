@@ -19,16 +19,19 @@ pub enum Scenario {
     Decode,
     /// One large INSERT and one large DELETE.
     Bigtxn,
+    /// Proving green equals blue: blueshift verify against SQL checksums and an ordered dump.
+    Verify,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Catchup,
         Scenario::Live,
         Scenario::Backfill,
         Scenario::Decode,
         Scenario::Bigtxn,
+        Scenario::Verify,
     ];
 
     /// The name on the command line and in the report.
@@ -39,6 +42,7 @@ impl Scenario {
             Scenario::Backfill => "backfill",
             Scenario::Decode => "decode",
             Scenario::Bigtxn => "bigtxn",
+            Scenario::Verify => "verify",
         }
     }
 }

@@ -11,6 +11,7 @@ mod bigtxn;
 mod catchup;
 mod decode;
 mod live;
+mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Context<'_>) -> ScenarioResult
         Scenario::Backfill => backfill::run(ctx).await,
         Scenario::Decode => decode::run(ctx).await,
         Scenario::Bigtxn => bigtxn::run(ctx).await,
+        Scenario::Verify => verify::run(ctx).await,
     }
 }
 

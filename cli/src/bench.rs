@@ -38,7 +38,7 @@ Examples:
   blueshift bench catchup --source 'host=blue dbname=postgres user=bench' \\
       --target 'host=green dbname=postgres user=bench'")]
 pub(crate) struct BenchArgs {
-    /// Scenarios to run: catchup, live, backfill, decode, bigtxn [default: all].
+    /// Scenarios to run: catchup, live, backfill, decode, bigtxn, verify [default: all].
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<Scenario>,
 

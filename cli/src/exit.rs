@@ -32,6 +32,7 @@ use blueshift_engine::slot_guard::SlotError;
 use blueshift_engine::status::StatusError;
 use blueshift_engine::sync::{PreflightError, SyncError};
 use blueshift_engine::tail::TailError;
+use blueshift_engine::verify::VerifyError;
 
 /// What the exit code says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +245,20 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
         return match e {
             blueshift_engine::sequence::SequenceError::Query { .. } => Unknown,
             _ => Settled(Class::Refused),
+        };
+    }
+    if let Some(e) = e.downcast_ref::<VerifyError>() {
+        return match e {
+            VerifyError::Connect { .. } => Settled(Class::Connection),
+            VerifyError::Task(_) => Settled(Class::Internal),
+            VerifyError::Schema(inner) => verdict(inner),
+            VerifyError::Sequence(inner) => verdict(inner),
+            VerifyError::Replication(_) | VerifyError::Sql { .. } => Unknown,
+            VerifyError::GreenTableMissing { .. }
+            | VerifyError::GreenColumnMissing { .. }
+            | VerifyError::NotPublished { .. }
+            | VerifyError::NoPoint(_)
+            | VerifyError::NothingToResume => Settled(Class::Refused),
         };
     }
     if e.is::<MetricsError>() {

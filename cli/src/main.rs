@@ -32,6 +32,7 @@ mod source;
 mod status;
 mod sync;
 mod tail;
+mod verify;
 mod version;
 
 /// Move a live PostgreSQL database from blue to green with no write downtime.
@@ -86,6 +87,7 @@ enum Command {
     Plan(plan::PlanArgs),
     Status(status::StatusArgs),
     Cleanup(cleanup::CleanupArgs),
+    Verify(Box<verify::VerifyArgs>),
     Bench(bench::BenchArgs),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),
@@ -178,6 +180,7 @@ async fn run(command: Command, signals: Signals) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
+        Command::Verify(args) => verify::run(*args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Completions(args) => docs::completions(args, Cli::command()),
         Command::Man(args) => docs::man(args, Cli::command()),

@@ -5,6 +5,7 @@
 pub mod assembler;
 pub mod backfill;
 pub mod cleanup;
+pub mod control;
 pub mod metrics;
 pub mod migrate;
 pub mod privileges;
@@ -14,5 +15,6 @@ pub mod slot_guard;
 pub mod status;
 pub mod sync;
 pub mod tail;
+pub mod verify;
 
 pub use blueshift_applier::{client, failpoint};

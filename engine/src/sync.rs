@@ -43,6 +43,7 @@ mod background;
 pub mod direction;
 mod durability;
 pub mod heartbeat;
+mod hold;
 pub mod identity;
 mod loaded;
 mod monitor;
@@ -764,6 +765,8 @@ async fn attempt(
     );
 
     let order = CommitOrder::new(0);
+    // Verify's hold (see `hold`): the appliers check it before each commit.
+    let hold = Arc::new(hold::Hold::default());
     let durability = Arc::new(durability::Durability::default());
     let (green_flush, flush_conn) = client::connect(&config.target, "blueshift durability")
         .await
@@ -788,6 +791,14 @@ async fn attempt(
         );
         Background::spawn(move |stop| heartbeat::record(green, slot, metrics, stop))
     };
+    let hold_server = {
+        let (hold, target, slot) = (
+            Arc::clone(&hold),
+            config.target.clone(),
+            config.slot.clone(),
+        );
+        Background::spawn(move |stop| hold::serve(hold, target, slot, stop))
+    };
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));
     let mut tasks = JoinSet::new();
@@ -807,6 +818,7 @@ async fn attempt(
             Arc::clone(&durability),
             metrics.clone(),
             config.turn_timeout,
+            Arc::clone(&hold),
         );
         tasks.spawn(task);
     }
@@ -840,6 +852,7 @@ async fn attempt(
         jobs: job_tx,
         acks: Arc::clone(&acks),
         metrics: metrics.clone(),
+        hold: Arc::clone(&hold),
         spilled: (0, 0),
         queued_memory: Arc::new(tokio::sync::Semaphore::new(queued_memory)),
         queued_memory_max: queued_memory,
@@ -932,6 +945,7 @@ async fn attempt(
     // theirs when stopped, the others here (the reader and the acknowledger, which owned the
     // other clients of green, are gone).
     monitor.stop().await;
+    hold_server.stop().await;
     heartbeat.stop().await;
     client::finish(green_conn).await;
     client::finish(guard_conn).await;

@@ -47,7 +47,10 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(names, ["catchup", "live", "backfill", "decode", "bigtxn"]);
+    assert_eq!(
+        names,
+        ["catchup", "live", "backfill", "decode", "bigtxn", "verify"]
+    );
 
     let mut errors = Vec::new();
     for s in scenarios {

@@ -78,6 +78,8 @@ pub(crate) struct Reader {
     /// Where idle keepalive positions go to be recorded and acknowledged.
     pub(crate) acks: Arc<Acks>,
     pub(crate) metrics: Metrics,
+    /// Verify's hold: told when the stream is past its position with nothing in flight.
+    pub(crate) hold: Arc<super::hold::Hold>,
     /// Spill totals already reported to the metrics (bytes, transactions).
     pub(crate) spilled: (u64, u64),
     /// Bytes of assembled transactions that may wait for (or be in) the appliers at once: the
@@ -194,6 +196,7 @@ impl Reader {
                         }
                         self.acks.durable(wal_end);
                         self.metrics.lag().caught_up();
+                        self.hold.idle_at(wal_end);
                     }
                 }
             }

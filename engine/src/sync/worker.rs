@@ -16,6 +16,7 @@ use blueshift_decoder::Lsn;
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 
 use super::durability::Durability;
+use super::hold::Hold;
 use super::order::CommitOrder;
 use super::SyncError;
 use crate::metrics::{Metrics, Stage};
@@ -56,6 +57,7 @@ const GROUP_MAX_CHANGES: usize = 8192;
 /// rolls the whole group back (and it is sent again), and a caught-up pipeline, whose queue is
 /// empty, applies each transaction on its own for the lowest latency. Transactions read back
 /// from a spill file are never merged.
+#[allow(clippy::too_many_arguments)] // the applier's shared handles, one each
 pub(crate) async fn run(
     index: usize,
     mut applier: Applier,
@@ -64,6 +66,7 @@ pub(crate) async fn run(
     durability: Arc<Durability>,
     metrics: Metrics,
     turn_timeout: Duration,
+    hold: Arc<Hold>,
 ) -> Result<(), SyncError> {
     let mut carried: Option<Job> = None;
     // Transactions a backfill's fences apply to are applied one by one: fences compare each
@@ -75,7 +78,7 @@ pub(crate) async fn run(
         .max()
         .unwrap_or(Lsn::INVALID);
     loop {
-        let group = match take_group(&jobs, &mut carried, fenced_until).await {
+        let group = match take_group(&jobs, &mut carried, fenced_until, &hold).await {
             Some(group) => group,
             None => {
                 tracing::debug!(applier = index, "no more transactions");
@@ -87,6 +90,7 @@ pub(crate) async fn run(
             first,
             last,
             after,
+            first_end,
             end_lsn,
             transactions,
             mut tx,
@@ -103,6 +107,7 @@ pub(crate) async fn run(
         let outcome = match tx.as_mut() {
             None => {
                 order.wait_for(first - 1, None).await;
+                hold.at_turn(first_end, end_lsn).await;
                 None
             }
             Some(tx) => {
@@ -155,6 +160,8 @@ pub(crate) async fn run(
                         .map_err(|e| SyncError::apply(last, e))?;
                     order.wait_for(first - 1, None).await;
                 }
+                // Verify's hold: the first commit past its position waits for the release.
+                hold.at_turn(first_end, end_lsn).await;
                 let turn = Instant::now();
                 metrics.stage(Stage::Apply, applied.duration_since(started));
                 metrics.stage(Stage::Turn, turn.duration_since(applied));
@@ -193,6 +200,8 @@ struct Group {
     last: u64,
     /// Wait for this number to commit before running.
     after: u64,
+    /// Where blue's commit of its first transaction ends (verify's hold compares it).
+    first_end: Lsn,
     end_lsn: Lsn,
     /// Source transactions in the group (those dropped for their origin included).
     transactions: u64,
@@ -209,6 +218,7 @@ async fn take_group(
     jobs: &JobQueue,
     carried: &mut Option<Job>,
     fenced_until: Lsn,
+    hold: &Hold,
 ) -> Option<Group> {
     let alone = |job: &Job| {
         job.tx
@@ -216,16 +226,19 @@ async fn take_group(
             .is_some_and(|tx| tx.changes.in_memory().is_none() || tx.commit_lsn < fenced_until)
     };
     let mut queue = jobs.lock().await;
-    let first = match carried.take() {
-        Some(job) => job,
-        None => queue.recv().await?,
+    // A carried job goes alone: the jobs after it in the queue may be taken by another applier
+    // already, so a group started from it would not be contiguous.
+    let (first, from_carried) = match carried.take() {
+        Some(job) => (job, true),
+        None => (queue.recv().await?, false),
     };
-    let first_alone = alone(&first);
+    let first_alone = from_carried || alone(&first);
     let mut group = Group {
         queued: first.queued,
         first: first.seq,
         last: first.seq,
         after: first.after,
+        first_end: first.end_lsn,
         end_lsn: first.end_lsn,
         transactions: 1,
         tx: None,
@@ -233,11 +246,12 @@ async fn take_group(
     };
     let mut changes = match first.tx {
         Some(tx) if first_alone => {
-            // Spilled or fenced: applied on its own.
+            // Spilled, fenced or carried: applied on its own.
             group.tx = Some(tx);
             return Some(group);
         }
         Some(tx) => Some(tx),
+        None if from_carried => return Some(group),
         None => None,
     };
     let mut count = changes
@@ -248,7 +262,7 @@ async fn take_group(
         let Ok(next) = queue.try_recv() else {
             break;
         };
-        if alone(&next) {
+        if alone(&next) || hold.splits(group.end_lsn, next.end_lsn) {
             *carried = Some(next);
             break;
         }
@@ -391,6 +405,7 @@ mod tests {
                 Arc::clone(&durability),
                 Metrics::new(),
                 Duration::from_millis(300),
+                Arc::new(crate::sync::hold::Hold::default()),
             )));
         }
         let client = green.connect("app").await.unwrap();

@@ -1,0 +1,355 @@
+//! The sidecar's side of a verify hold (see [`crate::control`]): commit every transaction that
+//! blue committed before L, then hold green's next commit until verify has opened its snapshot.
+//!
+//! A transaction is in blue's snapshot at L exactly when its commit record ends at or before L
+//! (L, a slot's consistent point, is a record boundary), so the appliers compare each group's
+//! `end_lsn` with L:
+//!
+//! - [`Hold::at_turn`], called by the applier whose turn came (every earlier transaction has
+//!   committed), before it commits: a group whose first transaction ends after L is the first
+//!   one past L — green now holds exactly what blue held at L: the hold is *held*, and the commit
+//!   waits for the release. A group straddling L (formed before the request came) makes the hold
+//!   *passed*: verify retries at a new L. [`Hold::splits`] keeps groups formed while a hold is
+//!   requested from straddling L.
+//! - [`Hold::idle_at`], called by the reader on a keepalive while nothing is in flight: blue's
+//!   stream is past L and everything before it is committed — *held* too.
+//! - [`serve`], a background task of the attempt, polls green for requests, answers them and
+//!   lets commits go on release, or by itself after [`HOLD_TIMEOUT`] (the row is marked
+//!   `expired` first, so verify refuses the snapshot it may have taken after that).
+//!
+//! The hold never blocks the stream: the reader keeps reading and scheduling; only commits wait.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blueshift_decoder::config::ConnectConfig;
+use blueshift_decoder::Lsn;
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use super::background::StopRequest;
+use crate::control::{self, HoldState, BUSY_POLL, HOLD_TIMEOUT, IDLE_POLL, REACH_TIMEOUT};
+
+/// Where the hold stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No request.
+    Idle,
+    /// Requested at L: commits of transactions ending at or before L go on.
+    Waiting(Lsn),
+    /// Green holds exactly what ends at or before L; the next commit waits (since then).
+    Held(Lsn, Instant),
+    /// Green went past L before it could hold.
+    Passed,
+}
+
+#[derive(Debug)]
+struct Inner {
+    phase: Phase,
+    /// The end of the last group that got past [`Hold::at_turn`].
+    through: Lsn,
+}
+
+/// The hold shared by the appliers, the reader and [`serve`].
+#[derive(Debug)]
+pub(crate) struct Hold {
+    inner: Mutex<Inner>,
+    /// Bumped at every phase change.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Hold {
+    fn default() -> Hold {
+        Hold {
+            inner: Mutex::new(Inner {
+                phase: Phase::Idle,
+                through: Lsn::INVALID,
+            }),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Hold {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the phase half-changed: recover it.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The applier whose turn came, before it commits a group of transactions whose first ends
+    /// at `first_end` and last at `last_end`: waits while green is held.
+    pub(crate) async fn at_turn(&self, first_end: Lsn, last_end: Lsn) {
+        loop {
+            let mut changed = self.changed.subscribe();
+            {
+                let mut inner = self.lock();
+                match inner.phase {
+                    Phase::Waiting(l) if first_end > l => {
+                        inner.phase = Phase::Held(l, Instant::now());
+                        drop(inner);
+                        self.bump();
+                    }
+                    Phase::Held(l, _) if first_end > l => {}
+                    Phase::Waiting(l) if last_end > l => {
+                        inner.phase = Phase::Passed;
+                        inner.through = inner.through.max(last_end);
+                        drop(inner);
+                        self.bump();
+                        return;
+                    }
+                    _ => {
+                        inner.through = inner.through.max(last_end);
+                        return;
+                    }
+                }
+            }
+            // Held: wait for the phase to change (release, or expiry).
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Whether a group ending at `group_end` must not take in a transaction ending at
+    /// `next_end`: it would straddle a requested hold.
+    pub(crate) fn splits(&self, group_end: Lsn, next_end: Lsn) -> bool {
+        match self.lock().phase {
+            Phase::Waiting(l) | Phase::Held(l, _) => group_end <= l && next_end > l,
+            Phase::Idle | Phase::Passed => false,
+        }
+    }
+
+    /// The reader, on a keepalive at `wal_end` while nothing is in flight.
+    pub(crate) fn idle_at(&self, wal_end: Lsn) {
+        let mut inner = self.lock();
+        if let Phase::Waiting(l) = inner.phase {
+            if wal_end >= l && inner.through <= l {
+                inner.phase = Phase::Held(l, Instant::now());
+                drop(inner);
+                self.bump();
+            }
+        }
+    }
+
+    /// A hold requested at `l`; false when green is already past it.
+    fn request(&self, l: Lsn) -> bool {
+        let mut inner = self.lock();
+        if inner.through > l {
+            return false;
+        }
+        inner.phase = Phase::Waiting(l);
+        true
+    }
+
+    /// Lets commits go; returns how long they were held.
+    fn release(&self) -> Option<Duration> {
+        let mut inner = self.lock();
+        let held = match inner.phase {
+            Phase::Held(_, since) => Some(since.elapsed()),
+            _ => None,
+        };
+        inner.phase = Phase::Idle;
+        drop(inner);
+        self.bump();
+        held
+    }
+
+    /// Waits until the hold is held (true) or passed (false), at most `limit` (`None`).
+    async fn settled(&self, limit: Duration) -> Option<bool> {
+        let mut changed = self.changed.subscribe();
+        let wait = async {
+            loop {
+                match self.lock().phase {
+                    Phase::Held(..) => return true,
+                    Phase::Passed | Phase::Idle => return false,
+                    Phase::Waiting(_) => {}
+                }
+                if changed.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.ok()
+    }
+}
+
+/// Releases the hold when dropped: whatever happens to [`serve`], commits never stay held.
+struct ReleaseOnDrop<'a>(&'a Hold);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Serves hold requests for `slot` from green, on a session of its own (a hold's round trips
+/// never queue behind other work), until asked to stop. Errors are logged and the loop goes on
+/// after a second: the control channel never stops sync.
+pub(crate) async fn serve(
+    hold: Arc<Hold>,
+    target: ConnectConfig,
+    slot: String,
+    mut stop: StopRequest,
+) {
+    let _release = ReleaseOnDrop(&hold);
+    let mut session: Option<(Client, tokio::task::JoinHandle<()>)> = None;
+    let mut table = false;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            () = tokio::time::sleep(IDLE_POLL) => {}
+        }
+        if session.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            let connected = tokio::select! {
+                _ = &mut stop => break,
+                connected = crate::client::connect(&target, "blueshift sync (verify hold)") => connected,
+            };
+            match connected {
+                Ok(s) => {
+                    session = Some(s);
+                    table = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "verify hold: cannot connect to green; retrying");
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        let green = &session.as_ref().expect("connected just above").0;
+        let step = async {
+            if !table {
+                table = control::exists(green).await?;
+                if !table {
+                    return Ok(());
+                }
+            }
+            match control::next_request(green, &slot).await? {
+                Some((id, lsn)) => one(&hold, green, id, lsn).await,
+                None => Ok(()),
+            }
+        };
+        let result = tokio::select! {
+            _ = &mut stop => break,
+            result = step => result,
+        };
+        if let Err(e) = result {
+            hold.release();
+            table = false;
+            if let Some((client, conn)) = session.take() {
+                crate::client::close(client, conn).await;
+            }
+            tracing::warn!(error = %e, "verify hold: could not serve a request; retrying");
+            tokio::select! {
+                _ = &mut stop => break,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    if let Some((client, conn)) = session.take() {
+        crate::client::close(client, conn).await;
+    }
+}
+
+/// Serves request `id` at `lsn`.
+async fn one(hold: &Hold, green: &Client, id: i64, lsn: Lsn) -> Result<(), tokio_postgres::Error> {
+    let _release = ReleaseOnDrop(hold);
+    if !hold.request(lsn) {
+        tracing::debug!(id, lsn = %lsn, "verify hold: green is past the requested position");
+        control::answer(green, id, HoldState::Requested, HoldState::Passed).await?;
+        return Ok(());
+    }
+    if !control::answer(green, id, HoldState::Requested, HoldState::Waiting).await? {
+        // Verify abandoned the request meanwhile.
+        return Ok(());
+    }
+    match hold.settled(REACH_TIMEOUT).await {
+        None => {
+            hold.release();
+            control::answer(green, id, HoldState::Waiting, HoldState::Lagging).await?;
+            return Ok(());
+        }
+        Some(false) => {
+            hold.release();
+            control::answer(green, id, HoldState::Waiting, HoldState::Passed).await?;
+            return Ok(());
+        }
+        Some(true) => {}
+    }
+    if !control::answer(green, id, HoldState::Waiting, HoldState::Held).await? {
+        // Verify abandoned the request meanwhile.
+        hold.release();
+        return Ok(());
+    }
+    let deadline = Instant::now() + HOLD_TIMEOUT;
+    loop {
+        let (state, _) = control::state(green, id).await?;
+        if state != Some(HoldState::Held) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            // Marked first: a snapshot verify takes from now on is refused by its release.
+            if control::answer(green, id, HoldState::Held, HoldState::Expired).await? {
+                tracing::warn!(id, lsn = %lsn, "verify hold: not released in time; letting commits go");
+                break;
+            }
+            // Released just now.
+            break;
+        }
+        tokio::time::sleep(BUSY_POLL).await;
+    }
+    let pause = hold.release().unwrap_or_default();
+    tracing::info!(id, lsn = %lsn, pause_ms = pause.as_secs_f64() * 1000.0, "verify hold released");
+    control::record_pause(green, id, pause).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn holds_the_first_commit_past_the_position_until_released() {
+        let hold = Arc::new(Hold::default());
+        assert!(hold.request(Lsn(100)));
+        // Before L: goes through.
+        hold.at_turn(Lsn(50), Lsn(90)).await;
+        assert!(hold.splits(Lsn(90), Lsn(120)));
+        assert!(!hold.splits(Lsn(120), Lsn(130)));
+        let h = Arc::clone(&hold);
+        let held = tokio::spawn(async move { h.at_turn(Lsn(120), Lsn(130)).await });
+        assert_eq!(hold.settled(Duration::from_secs(5)).await, Some(true));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!held.is_finished(), "the commit past L waits");
+        assert!(hold.release().is_some());
+        held.await.unwrap();
+        // Past L now: a new request at an older position is refused.
+        assert!(!hold.request(Lsn(110)));
+    }
+
+    #[tokio::test]
+    async fn a_group_straddling_the_position_passes_it() {
+        let hold = Hold::default();
+        assert!(hold.request(Lsn(100)));
+        hold.at_turn(Lsn(90), Lsn(110)).await;
+        assert_eq!(hold.settled(Duration::from_secs(1)).await, Some(false));
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_past_the_position_holds() {
+        let hold = Hold::default();
+        assert!(hold.request(Lsn(100)));
+        hold.idle_at(Lsn(99));
+        assert_eq!(hold.settled(Duration::from_millis(20)).await, None);
+        hold.idle_at(Lsn(100));
+        assert_eq!(hold.settled(Duration::from_secs(1)).await, Some(true));
+    }
+}

@@ -1,0 +1,594 @@
+//! `verify`: proves that green holds what blue holds, at one consistent point L of blue, while
+//! writes go on — down to the keys that differ.
+//!
+//! ```text
+//!  blue: CREATE_REPLICATION_SLOT tmp TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT
+//!          └─► L (consistent point) + snapshot Sb: exactly the transactions committed before L
+//!  green (sidecar running): control channel ─► sync commits what ends ≤ L, holds its next commit
+//!          └─► BEGIN REPEATABLE READ; pg_export_snapshot() = Sg ─► release (pause: a few ms)
+//!  green (no sidecar): the sync's slot is idle and holds no change for green before L that
+//!          green's origins do not cover (peeked up to L) ─► Sg
+//!
+//!  planner (blue, Sb): each table's key ranges (every `--chunk-rows`-th key)
+//!          │ chunk queue
+//!          ▼
+//!  workers 1..N: (blue in Sb, green in Sg) per worker
+//!          count + Σ hashtextextended(canonical row) per range, both sides at once
+//!          mismatch ─► bisect the range (median key) down to ≤ 256 rows ─► (key, row hash)
+//!          lists ─► each candidate key looked up on both sides: missing / extra / different
+//!          keyless tables: one multiset (row hash → multiplicity)
+//!          │ every finished chunk recorded on green (blueshift.verify_chunk)
+//!          ▼
+//!  green in Sg: foreign keys, NOT VALID checks, invalid indexes; sequences green ≥ blue
+//!          ▼
+//!  blueshift.verify_run: outcome equal | different | failed, L, differences
+//! ```
+//!
+//! **One point.** See [`point`]: the transactions committed on blue before L are exactly those
+//! whose commit record ends at or before L, which is what the sidecar compares
+//! (`sync::hold`). Green's commits pause only from the moment the sidecar reaches L until
+//! verify's snapshot is open; the pause is measured by the sidecar and reported.
+//!
+//! **Canonical rows.** Every verify session pins `DateStyle`, `IntervalStyle`, `TimeZone`,
+//! `extra_float_digits`, `bytea_output`, `lc_monetary` and `client_encoding`, so a value prints
+//! the same on 14–18. A row is `ROW(c1, …)::text` over the compared columns through the same
+//! mapping as sync (renames; excluded and green-only columns left out; a blue column whose green
+//! type differs cast to green's type on blue, so both print green's text form) — see [`plan`].
+//! Hashing is server-side (`hashtextextended` of that text, 64 bits, summed as numeric): no row
+//! leaves a server unless a chunk differs, and the sum makes a chunk's checksum a multiset hash,
+//! so keyless tables and duplicates are covered by the same form. (Streaming rows out by COPY and
+//! hashing them client-side was not built: it moves every byte over the network, where the
+//! server-side hash moves two numbers per chunk.)
+//!
+//! **Resumable and recorded.** The chunk plan and every finished chunk are recorded on green
+//! ([`record`]); `--resume` takes the last unfinished run and compares only the chunks it did not
+//! finish, at a new L (each chunk's own L is recorded with it). The run's outcome, L and time
+//! are what cutover reads ([`last_run`]).
+
+mod compare;
+mod constraints;
+mod plan;
+mod point;
+mod record;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blueshift_applier::Mapping;
+use blueshift_decoder::config::ConnectConfig;
+use blueshift_decoder::connection::ReplicationError;
+use blueshift_decoder::Lsn;
+
+use crate::client::{ClientError, SqlError};
+use crate::schema::{QualifiedName, SchemaError};
+
+pub use record::{last_run, VerifyRun};
+
+/// What is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Row counts and per-chunk checksums, bisected to the differing keys.
+    Checksum,
+    /// Row counts only.
+    Counts,
+}
+
+/// Everything `verify` needs, validated.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// Blue.
+    pub source: ConnectConfig,
+    /// Green.
+    pub target: ConnectConfig,
+    /// The publication on blue: the tables compared.
+    pub publication: String,
+    /// The sync's slot (its sidecar is asked to hold; its idle slot proves a quiet pair).
+    pub slot: String,
+    /// Only these tables (`name` or `schema.name`); all published when empty.
+    pub tables: Vec<String>,
+    /// Checksums or counts.
+    pub depth: Depth,
+    /// Rows per chunk.
+    pub chunk_rows: u64,
+    /// Connections per side.
+    pub workers: usize,
+    /// Random rows per table also compared column by column.
+    pub sample: u64,
+    /// Continue the last unfinished run.
+    pub resume: bool,
+    /// The declared column mapping, as sync applies it.
+    pub mapping: Arc<Mapping>,
+}
+
+/// Why verify could not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A connection failed.
+    #[error("could not connect to {side}")]
+    Connect {
+        /// `blue` or `green`.
+        side: &'static str,
+        /// Why.
+        #[source]
+        source: ClientError,
+    },
+    /// The replication connection to blue (the snapshot at L) failed.
+    #[error("could not take blue's snapshot at a consistent point")]
+    Replication(#[source] ReplicationError),
+    /// A query failed.
+    #[error("could not {what} on {side}")]
+    Sql {
+        /// `blue` or `green`.
+        side: &'static str,
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: SqlError,
+    },
+    /// Reading the tables failed.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// Sequences could not be read.
+    #[error(transparent)]
+    Sequence(#[from] crate::sequence::SequenceError),
+    /// A published table green does not have.
+    #[error(
+        "table {table} is published on blue but green has no such table — create it on green \
+         (blueshift migrate) or leave it out of the publication"
+    )]
+    GreenTableMissing {
+        /// The table.
+        table: QualifiedName,
+    },
+    /// A blue column green lacks and the mapping does not exclude.
+    #[error(
+        "column \"{column}\" of table {table} is on blue but green has no column \"{green}\" — \
+         declare a rename or an exclusion (as for sync), or add the column on green"
+    )]
+    GreenColumnMissing {
+        /// The table.
+        table: QualifiedName,
+        /// Blue's column.
+        column: String,
+        /// The green column it maps to.
+        green: String,
+    },
+    /// `--tables` named a table the publication does not publish.
+    #[error("table {name:?} is not published by publication \"{publication}\" on blue")]
+    NotPublished {
+        /// The name given.
+        name: String,
+        /// The publication.
+        publication: String,
+    },
+    /// No consistent point could be established.
+    #[error("{0}")]
+    NoPoint(String),
+    /// `--resume` without an unfinished run.
+    #[error(
+        "--resume: green records no unfinished verify run (blueshift.verify_run) — run verify \
+         without --resume"
+    )]
+    NothingToResume,
+    /// A verify worker failed.
+    #[error("a verify worker ended abnormally")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl VerifyError {
+    pub(crate) fn sql(
+        side: &'static str,
+        what: impl Into<String>,
+        e: tokio_postgres::Error,
+    ) -> Self {
+        VerifyError::Sql {
+            side,
+            what: what.into(),
+            source: e.into(),
+        }
+    }
+
+    /// Whether running verify again may help (a lost connection, a server restarting).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VerifyError::Connect { source, .. } => source.is_transient(),
+            VerifyError::Sql { source, .. } => source.is_transient(),
+            VerifyError::Replication(e) => crate::sync::replication_is_transient(e),
+            _ => false,
+        }
+    }
+}
+
+/// How a difference shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DifferenceKind {
+    /// On blue, not on green.
+    MissingOnGreen,
+    /// On green, not on blue (for a keyless table: one more copy on green).
+    ExtraOnGreen,
+    /// The same key, other values.
+    Different,
+    /// A constraint on green that apply did not check is violated (or an index is invalid).
+    Constraint,
+    /// A sequence on green is behind blue's.
+    Sequence,
+}
+
+impl DifferenceKind {
+    /// As printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DifferenceKind::MissingOnGreen => "missing on green",
+            DifferenceKind::ExtraOnGreen => "extra on green",
+            DifferenceKind::Different => "different",
+            DifferenceKind::Constraint => "constraint violated on green",
+            DifferenceKind::Sequence => "sequence behind on green",
+        }
+    }
+}
+
+/// One difference, with the key and both rows (in their canonical text form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The table (or sequence).
+    pub table: QualifiedName,
+    /// What differs.
+    pub kind: DifferenceKind,
+    /// The key's values as text (`None` for a keyless table).
+    pub key: Option<Vec<Option<String>>>,
+    /// Blue's row.
+    pub blue: Option<String>,
+    /// Green's row.
+    pub green: Option<String>,
+    /// For constraints and sequences: which and why.
+    pub detail: Option<String>,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.table, self.kind.as_str())?;
+        if let Some(key) = &self.key {
+            let key: Vec<&str> = key.iter().map(|k| k.as_deref().unwrap_or("NULL")).collect();
+            write!(f, " key ({})", key.join(", "))?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " — {detail}")?;
+        }
+        if let Some(blue) = &self.blue {
+            write!(f, "\n    blue:  {blue}")?;
+        }
+        if let Some(green) = &self.green {
+            write!(f, "\n    green: {green}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One table's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableReport {
+    /// The table.
+    pub table: QualifiedName,
+    /// Rows on blue at L (in the chunks compared by this invocation).
+    pub blue_rows: u64,
+    /// Rows on green at L.
+    pub green_rows: u64,
+    /// Chunks compared by this invocation.
+    pub chunks: u64,
+    /// Chunks finished by an earlier invocation of a resumed run.
+    pub chunks_resumed: u64,
+    /// Differences found (rows; duplicates count each copy).
+    pub differences: u64,
+    /// Time spent on its chunks (summed over workers).
+    pub time: Duration,
+    /// Whether it has no key (compared as a multiset).
+    pub keyless: bool,
+}
+
+/// How L was agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointMode {
+    /// The running sidecar held green's next commit for `pause`.
+    Sidecar {
+        /// How long green's commits waited (measured by the sidecar).
+        pause: Option<Duration>,
+        /// Attempts needed (a new L when green had passed the last).
+        attempts: u32,
+    },
+    /// No sidecar: the pair was proven quiet and caught up.
+    Quiet,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// The run's id in `blueshift.verify_run`.
+    pub run_id: i64,
+    /// Whether it continued an earlier run.
+    pub resumed: bool,
+    /// The consistent point.
+    pub lsn: Lsn,
+    /// How it was agreed.
+    pub point: PointMode,
+    /// Per table.
+    pub tables: Vec<TableReport>,
+    /// Every difference found by this invocation, up to [`MAX_REPORTED`] (the counts are exact).
+    pub differences: Vec<Difference>,
+    /// Differences in total, recorded chunks of a resumed run included.
+    pub total_differences: u64,
+    /// Random rows compared column by column.
+    pub sampled: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Differences kept with their rows for the report; the count goes on past it.
+pub const MAX_REPORTED: usize = 1000;
+
+impl VerifyReport {
+    /// Whether green equals blue.
+    pub fn equal(&self) -> bool {
+        self.total_differences == 0
+    }
+
+    /// The summary table and the differences, as text.
+    pub fn to_text(&self) -> String {
+        use fmt::Write as _;
+        let mut out = String::new();
+        let point = match self.point {
+            PointMode::Sidecar { pause, attempts } => format!(
+                "sidecar held green's commits for {}{}",
+                pause.map_or_else(
+                    || "an unknown time".to_owned(),
+                    |p| format!("{:.1} ms", p.as_secs_f64() * 1000.0)
+                ),
+                if attempts > 1 {
+                    format!(" (attempt {attempts})")
+                } else {
+                    String::new()
+                }
+            ),
+            PointMode::Quiet => "quiet pair (no sync running, green caught up)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "verify run {}{} at {} — {point}",
+            self.run_id,
+            if self.resumed { " (resumed)" } else { "" },
+            self.lsn
+        );
+        let width = self
+            .tables
+            .iter()
+            .map(|t| t.table.to_string().chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>12}  {:>12}  {:>7}  {:>11}  {:>9}",
+            "table", "blue rows", "green rows", "chunks", "differences", "time"
+        );
+        for t in &self.tables {
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:>12}  {:>12}  {:>7}  {:>11}  {:>8.2}s",
+                t.table.to_string(),
+                t.blue_rows,
+                t.green_rows,
+                t.chunks + t.chunks_resumed,
+                t.differences,
+                t.time.as_secs_f64()
+            );
+        }
+        for d in &self.differences {
+            let _ = writeln!(out, "{d}");
+        }
+        let _ = writeln!(
+            out,
+            "{} in {:.2}s: {} difference{}",
+            if self.equal() { "equal" } else { "DIFFERENT" },
+            self.elapsed.as_secs_f64(),
+            self.total_differences,
+            if self.total_differences == 1 { "" } else { "s" }
+        );
+        out
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let (mode, pause_ms, attempts) = match self.point {
+            PointMode::Sidecar { pause, attempts } => (
+                "sidecar",
+                pause.map(|p| p.as_secs_f64() * 1000.0),
+                Some(attempts),
+            ),
+            PointMode::Quiet => ("quiet", None, None),
+        };
+        json!({
+            "run_id": self.run_id,
+            "resumed": self.resumed,
+            "lsn": self.lsn.to_string(),
+            "point": { "mode": mode, "pause_ms": pause_ms, "attempts": attempts },
+            "equal": self.equal(),
+            "differences_total": self.total_differences,
+            "sampled": self.sampled,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "tables": self.tables.iter().map(|t| json!({
+                "table": t.table.to_string(),
+                "schema": t.table.schema,
+                "name": t.table.name,
+                "blue_rows": t.blue_rows,
+                "green_rows": t.green_rows,
+                "chunks": t.chunks,
+                "chunks_resumed": t.chunks_resumed,
+                "differences": t.differences,
+                "keyless": t.keyless,
+                "time_s": t.time.as_secs_f64(),
+            })).collect::<Vec<_>>(),
+            "differences": self.differences.iter().map(|d| json!({
+                "table": d.table.to_string(),
+                "kind": d.kind.as_str(),
+                "key": d.key,
+                "blue": d.blue,
+                "green": d.green,
+                "detail": d.detail,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Session settings pinned on every verify session, so that a value prints the same on both
+/// sides and on every major version 14–18.
+pub(crate) const PINNED: &[(&str, &str)] = &[
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+    ("lc_monetary", "C"),
+    ("client_encoding", "UTF8"),
+    ("row_security", "off"),
+    ("statement_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
+];
+
+/// Opens a verify session on `side` with the settings pinned.
+pub(crate) async fn connect(
+    config: &ConnectConfig,
+    side: &'static str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), VerifyError> {
+    let (client, conn) = crate::client::connect(config, "blueshift verify")
+        .await
+        .map_err(|source| VerifyError::Connect { side, source })?;
+    // One round trip for all of them.
+    let calls: Vec<String> = (0..PINNED.len())
+        .map(|i| {
+            format!(
+                "pg_catalog.set_config(${}, ${}, false)",
+                2 * i + 1,
+                2 * i + 2
+            )
+        })
+        .collect();
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = PINNED
+        .iter()
+        .flat_map(|(k, v)| [k as &(dyn tokio_postgres::types::ToSql + Sync), v as _])
+        .collect();
+    client
+        .execute(&format!("SELECT {}", calls.join(", ")), &params)
+        .await
+        .map_err(|e| VerifyError::sql(side, "pin the session's settings", e))?;
+    Ok((client, conn))
+}
+
+/// Runs one verification (see the module docs). Differences are a result, not an error; the
+/// outcome is recorded on green either way (`failed` when this returns an error after the run
+/// was recorded).
+pub async fn run(config: &VerifyConfig) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    let (records, records_conn) = connect(&config.target, "green").await?;
+    let records = Arc::new(records);
+    record::ensure(&records).await?;
+    crate::control::ensure(&records).await.map_err(|e| {
+        VerifyError::sql(
+            "green",
+            "create the control table (blueshift.control_hold)",
+            e,
+        )
+    })?;
+    let resumed = if config.resume {
+        Some(
+            record::unfinished(&records)
+                .await?
+                .ok_or(VerifyError::NothingToResume)?,
+        )
+    } else {
+        None
+    };
+    let run_id = match resumed {
+        Some(id) => id,
+        None => record::start(&records, config).await?,
+    };
+    let result = run_recorded(config, &records, run_id, resumed.is_some(), started).await;
+    match &result {
+        Ok(report) => {
+            record::finish(
+                &records,
+                run_id,
+                Some(report.lsn),
+                if report.equal() { "equal" } else { "different" },
+                Some(report.total_differences),
+            )
+            .await?;
+        }
+        Err(e) => {
+            tracing::error!(run = run_id, error = %e, "verify failed");
+            if let Err(e2) = record::finish(&records, run_id, None, "failed", None).await {
+                tracing::warn!(run = run_id, error = %e2, "could not record the failed run");
+            }
+        }
+    }
+    crate::client::close_shared(records, records_conn).await;
+    result
+}
+
+async fn run_recorded(
+    config: &VerifyConfig,
+    records: &Arc<tokio_postgres::Client>,
+    run_id: i64,
+    resumed: bool,
+    started: Instant,
+) -> Result<VerifyReport, VerifyError> {
+    // The tables and their canonical forms, from both catalogs.
+    let (blue, blue_conn) = connect(&config.source, "blue").await?;
+    let plans = plan::tables(&blue, records, config).await;
+    crate::client::close(blue, blue_conn).await;
+    let plans = Arc::new(plans?);
+    // The consistent point: blue's snapshot at L, green's snapshot holding exactly the same.
+    let point = point::take(config, records).await?;
+    tracing::info!(run = run_id, lsn = %point.lsn, mode = ?point.mode, "consistent point taken");
+    record::set_lsn(records, run_id, point.lsn).await?;
+    let outcome = compare::run(config, &plans, &point, records, run_id, resumed).await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            point.close().await;
+            return Err(e);
+        }
+    };
+    let compare::Outcome {
+        mut tables,
+        mut differences,
+        mut total,
+        sampled,
+    } = outcome;
+    // Constraints on green that apply skipped, and sequences, in the same snapshots.
+    let extra = constraints::check(config, &plans, &point).await;
+    let (lsn, mode) = (point.lsn, point.mode);
+    point.close().await;
+    for d in extra? {
+        total += 1;
+        if let Some(t) = tables.iter_mut().find(|t| t.table == d.table) {
+            t.differences += 1;
+        }
+        if differences.len() < MAX_REPORTED {
+            differences.push(d);
+        }
+    }
+    tables.sort_by(|a, b| a.table.cmp(&b.table));
+    Ok(VerifyReport {
+        run_id,
+        resumed,
+        lsn,
+        point: mode,
+        tables,
+        differences,
+        total_differences: total,
+        sampled,
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,958 @@
+//! The comparison: chunk plans, the workers, checksums, bisection down to keys, keyless
+//! multisets and random samples.
+//!
+//! Each worker holds one session per side, both in the snapshots at L, and takes chunks from one
+//! queue (`--workers 1` is the serial path). A chunk is a key range (`lo`, `hi`] (open at either
+//! end for the first and last, so every key on either side falls in exactly one chunk); its
+//! checksum on each side is `count(*)` and the sum of each canonical row's 64-bit hash
+//! ([`super::plan`]), computed on the server. Equal on both sides: done. Otherwise the range
+//! is halved at its median key until a part holds at most [`LEAF_ROWS`] rows; a part's
+//! `(key, row hash)` lists are compared, and every key that differs is looked up on both sides
+//! by equality, which classifies it (missing on green, extra on green, different) and drops a
+//! key that only sorted into another range on one side (a collation that orders differently).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blueshift_decoder::config::ConnectConfig;
+use tokio::task::JoinSet;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use super::plan::{Side, TablePlan};
+use super::point::Point;
+use super::record::{self, PlannedChunk};
+use super::{
+    Depth, Difference, DifferenceKind, TableReport, VerifyConfig, VerifyError, MAX_REPORTED,
+};
+use crate::schema::QualifiedName;
+
+/// A part of a chunk at most this large is compared row by row.
+const LEAF_ROWS: u64 = 256;
+
+/// A key, as text.
+type Key = Vec<Option<String>>;
+
+/// What the comparison found.
+pub(super) struct Outcome {
+    pub(super) tables: Vec<TableReport>,
+    pub(super) differences: Vec<Difference>,
+    pub(super) total: u64,
+    pub(super) sampled: u64,
+}
+
+/// One session per side, in the snapshots at L.
+pub(super) struct Pair {
+    pub(super) blue: Client,
+    pub(super) green: Client,
+    conns: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Pair {
+    /// Opens both sessions and imports the snapshots.
+    pub(super) async fn open(config: &VerifyConfig, point: &Point) -> Result<Pair, VerifyError> {
+        let (blue, blue_conn) = import(&config.source, "blue", &point.blue_snapshot).await?;
+        let (green, green_conn) = import(&config.target, "green", &point.green_snapshot).await?;
+        Ok(Pair {
+            blue,
+            green,
+            conns: [blue_conn, green_conn],
+        })
+    }
+
+    pub(super) async fn close(self) {
+        let Pair { blue, green, conns } = self;
+        let [b, g] = conns;
+        crate::client::close(blue, b).await;
+        crate::client::close(green, g).await;
+    }
+}
+
+async fn import(
+    config: &ConnectConfig,
+    side: &'static str,
+    snapshot: &str,
+) -> Result<(Client, tokio::task::JoinHandle<()>), VerifyError> {
+    super::point::check_snapshot_name(snapshot)?;
+    let (client, conn) = super::connect(config, side).await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+        ))
+        .await
+        .map_err(|e| VerifyError::sql(side, "import the snapshot at L", e))?;
+    Ok((client, conn))
+}
+
+/// Parameters from key bounds.
+fn params<'a>(keys: &[&'a Key]) -> Vec<&'a (dyn ToSql + Sync)> {
+    keys.iter()
+        .flat_map(|k| k.iter().map(|v| v as &(dyn ToSql + Sync)))
+        .collect()
+}
+
+/// A count and a row-hash sum.
+type Checksum = (i64, String);
+
+async fn checksum(
+    client: &Client,
+    side_name: &'static str,
+    table: &QualifiedName,
+    side: &Side,
+    lo: Option<&Key>,
+    hi: Option<&Key>,
+    depth: Depth,
+) -> Result<Checksum, VerifyError> {
+    let sum = match depth {
+        Depth::Checksum => format!(
+            "coalesce(pg_catalog.sum({}), 0)::pg_catalog.text",
+            side.row_hash()
+        ),
+        Depth::Counts => "''".to_owned(),
+    };
+    let sql = format!(
+        "SELECT pg_catalog.count(*), {sum} FROM {table} WHERE {}",
+        side.range(lo.is_some(), hi.is_some())
+    );
+    let bounds: Vec<&Key> = lo.into_iter().chain(hi).collect();
+    let row = client
+        .query_one(&sql, &params(&bounds))
+        .await
+        .map_err(|e| VerifyError::sql(side_name, format!("checksum a chunk of {table}"), e))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The key at offset `n` of the range, in key order.
+async fn key_at(
+    client: &Client,
+    side_name: &'static str,
+    table: &QualifiedName,
+    side: &Side,
+    lo: Option<&Key>,
+    hi: Option<&Key>,
+    n: i64,
+) -> Result<Option<Key>, VerifyError> {
+    let bounds: Vec<&Key> = lo.into_iter().chain(hi).collect();
+    let offset = bounds.iter().map(|k| k.len()).sum::<usize>() + 1;
+    // Ordered by the table's columns (`s.`): a bare name would order by the output column of
+    // that name, the key as text.
+    let order: Vec<String> = side.key.iter().map(|k| format!("s.{k}")).collect();
+    let sql = format!(
+        "SELECT {} FROM {table} AS s WHERE {} ORDER BY {} OFFSET ${offset} LIMIT 1",
+        side.key_text(),
+        side.range(lo.is_some(), hi.is_some()),
+        order.join(", ")
+    );
+    let mut p = params(&bounds);
+    p.push(&n);
+    let row = client
+        .query_opt(&sql, &p)
+        .await
+        .map_err(|e| VerifyError::sql(side_name, format!("find a median key of {table}"), e))?;
+    Ok(row.map(|r| (0..side.key.len()).map(|i| r.get(i)).collect()))
+}
+
+/// `(key, row hash)` of every row in the range.
+async fn rows_of(
+    client: &Client,
+    side_name: &'static str,
+    table: &QualifiedName,
+    side: &Side,
+    lo: Option<&Key>,
+    hi: Option<&Key>,
+) -> Result<HashMap<Key, i64>, VerifyError> {
+    let bounds: Vec<&Key> = lo.into_iter().chain(hi).collect();
+    let sql = format!(
+        "SELECT {}, {} FROM {table} WHERE {}",
+        side.key_text(),
+        side.row_hash(),
+        side.range(lo.is_some(), hi.is_some())
+    );
+    let rows = client.query(&sql, &params(&bounds)).await.map_err(|e| {
+        VerifyError::sql(side_name, format!("list the rows of a part of {table}"), e)
+    })?;
+    let n = side.key.len();
+    Ok(rows
+        .iter()
+        .map(|r| ((0..n).map(|i| r.get(i)).collect(), r.get(n)))
+        .collect())
+}
+
+/// The row of `key` (canonical text and hash).
+async fn row_by_key(
+    client: &Client,
+    side_name: &'static str,
+    table: &QualifiedName,
+    side: &Side,
+    key: &Key,
+) -> Result<Option<(String, i64)>, VerifyError> {
+    let sql = format!(
+        "SELECT {}, {} FROM {table} WHERE {} = {}",
+        side.row_text(),
+        side.row_hash(),
+        side.key_row(),
+        side.key_params(1)
+    );
+    let row = client
+        .query_opt(&sql, &params(&[key]))
+        .await
+        .map_err(|e| VerifyError::sql(side_name, format!("read a row of {table} by key"), e))?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// A chunk's result.
+#[derive(Debug, Default)]
+struct ChunkResult {
+    blue_rows: u64,
+    green_rows: u64,
+    count: u64,
+    differences: Vec<Difference>,
+}
+
+fn rows(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Compares one chunk.
+async fn compare_chunk(
+    pair: &Pair,
+    plan: &TablePlan,
+    chunk: &PlannedChunk,
+    depth: Depth,
+) -> Result<ChunkResult, VerifyError> {
+    let table = &plan.table;
+    let lo = chunk
+        .lo
+        .as_ref()
+        .map(|k| k.iter().cloned().map(Some).collect::<Key>());
+    let hi = chunk
+        .hi
+        .as_ref()
+        .map(|k| k.iter().cloned().map(Some).collect::<Key>());
+    let (b, g) = tokio::join!(
+        checksum(
+            &pair.blue,
+            "blue",
+            table,
+            &plan.blue,
+            lo.as_ref(),
+            hi.as_ref(),
+            depth
+        ),
+        checksum(
+            &pair.green,
+            "green",
+            table,
+            &plan.green,
+            lo.as_ref(),
+            hi.as_ref(),
+            depth
+        ),
+    );
+    let (b, g) = (b?, g?);
+    let mut result = ChunkResult {
+        blue_rows: rows(b.0),
+        green_rows: rows(g.0),
+        ..ChunkResult::default()
+    };
+    if b == g {
+        return Ok(result);
+    }
+    if depth == Depth::Counts {
+        result.count = result.blue_rows.abs_diff(result.green_rows).max(1);
+        result.differences.push(Difference {
+            table: table.clone(),
+            kind: if result.blue_rows > result.green_rows {
+                DifferenceKind::MissingOnGreen
+            } else {
+                DifferenceKind::ExtraOnGreen
+            },
+            key: None,
+            blue: None,
+            green: None,
+            detail: Some(format!(
+                "chunk {}: {} rows on blue, {} on green",
+                chunk.chunk, result.blue_rows, result.green_rows
+            )),
+        });
+        return Ok(result);
+    }
+    if plan.keyless() {
+        multiset(pair, plan, &mut result).await?;
+    } else {
+        bisect(pair, plan, lo, hi, (b.0, g.0), &mut result).await?;
+    }
+    Ok(result)
+}
+
+/// Halves a mismatching range until its parts are small, then compares them row by row.
+async fn bisect(
+    pair: &Pair,
+    plan: &TablePlan,
+    lo: Option<Key>,
+    hi: Option<Key>,
+    counts: (i64, i64),
+    result: &mut ChunkResult,
+) -> Result<(), VerifyError> {
+    let table = &plan.table;
+    let mut stack = vec![(lo, hi, counts)];
+    while let Some((lo, hi, (bn, gn))) = stack.pop() {
+        tracing::debug!(table = %table, ?lo, ?hi, blue_rows = bn, green_rows = gn, "bisecting");
+        let n = bn.max(gn);
+        if rows(n) <= LEAF_ROWS {
+            leaf(pair, plan, lo.as_ref(), hi.as_ref(), result).await?;
+            continue;
+        }
+        // The median of the side with more rows.
+        let (client, side, name) = if bn >= gn {
+            (&pair.blue, &plan.blue, "blue")
+        } else {
+            (&pair.green, &plan.green, "green")
+        };
+        let Some(mid) = key_at(client, name, table, side, lo.as_ref(), hi.as_ref(), n / 2).await?
+        else {
+            leaf(pair, plan, lo.as_ref(), hi.as_ref(), result).await?;
+            continue;
+        };
+        for (part_lo, part_hi) in [
+            (lo.clone(), Some(mid.clone())),
+            (Some(mid.clone()), hi.clone()),
+        ] {
+            let (b, g) = tokio::join!(
+                checksum(
+                    &pair.blue,
+                    "blue",
+                    table,
+                    &plan.blue,
+                    part_lo.as_ref(),
+                    part_hi.as_ref(),
+                    Depth::Checksum
+                ),
+                checksum(
+                    &pair.green,
+                    "green",
+                    table,
+                    &plan.green,
+                    part_lo.as_ref(),
+                    part_hi.as_ref(),
+                    Depth::Checksum
+                ),
+            );
+            let (b, g) = (b?, g?);
+            if b != g {
+                stack.push((part_lo, part_hi, (b.0, g.0)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compares a small range row by row; each differing key is looked up on both sides.
+async fn leaf(
+    pair: &Pair,
+    plan: &TablePlan,
+    lo: Option<&Key>,
+    hi: Option<&Key>,
+    result: &mut ChunkResult,
+) -> Result<(), VerifyError> {
+    let table = &plan.table;
+    let (b, g) = tokio::join!(
+        rows_of(&pair.blue, "blue", table, &plan.blue, lo, hi),
+        rows_of(&pair.green, "green", table, &plan.green, lo, hi),
+    );
+    let (b, g) = (b?, g?);
+    let mut candidates: Vec<&Key> = b
+        .iter()
+        .filter(|(k, h)| g.get(*k) != Some(*h))
+        .map(|(k, _)| k)
+        .chain(g.keys().filter(|k| !b.contains_key(*k)))
+        .collect();
+    candidates.sort();
+    for key in candidates {
+        let (bb, gg) = tokio::join!(
+            row_by_key(&pair.blue, "blue", table, &plan.blue, key),
+            row_by_key(&pair.green, "green", table, &plan.green, key),
+        );
+        let kind = match (bb?, gg?) {
+            (Some(b), Some(g)) if b.1 == g.1 => continue,
+            (Some(b), Some(g)) => (DifferenceKind::Different, Some(b.0), Some(g.0)),
+            (Some(b), None) => (DifferenceKind::MissingOnGreen, Some(b.0), None),
+            (None, Some(g)) => (DifferenceKind::ExtraOnGreen, None, Some(g.0)),
+            (None, None) => continue,
+        };
+        result.count += 1;
+        if result.differences.len() < MAX_REPORTED {
+            result.differences.push(Difference {
+                table: table.clone(),
+                kind: kind.0,
+                key: Some(key.clone()),
+                blue: kind.1,
+                green: kind.2,
+                detail: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A keyless table: row hash → multiplicity on each side.
+async fn multiset(
+    pair: &Pair,
+    plan: &TablePlan,
+    result: &mut ChunkResult,
+) -> Result<(), VerifyError> {
+    let table = &plan.table;
+    let group = |side: &Side| {
+        format!(
+            "SELECT h, pg_catalog.count(*), pg_catalog.min(r) \
+               FROM (SELECT {} AS h, {} AS r FROM {table}) s GROUP BY h",
+            side.row_hash(),
+            side.row_text()
+        )
+    };
+    let (bsql, gsql) = (group(&plan.blue), group(&plan.green));
+    let (b, g) = tokio::join!(pair.blue.query(&bsql, &[]), pair.green.query(&gsql, &[]));
+    let b = b.map_err(|e| VerifyError::sql("blue", format!("count the rows of {table}"), e))?;
+    let g = g.map_err(|e| VerifyError::sql("green", format!("count the rows of {table}"), e))?;
+    let collect = |rows: &[tokio_postgres::Row]| -> HashMap<i64, (i64, String)> {
+        rows.iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect()
+    };
+    let (b, g) = (collect(&b), collect(&g));
+    let mut hashes: Vec<i64> = b.keys().chain(g.keys()).copied().collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    for h in hashes {
+        let (bn, brow) = b.get(&h).map_or((0, None), |(n, r)| (*n, Some(r.clone())));
+        let (gn, grow) = g.get(&h).map_or((0, None), |(n, r)| (*n, Some(r.clone())));
+        if bn == gn {
+            continue;
+        }
+        let copies = rows(bn.abs_diff(gn).try_into().unwrap_or(i64::MAX));
+        result.count += copies;
+        if result.differences.len() < MAX_REPORTED {
+            let kind = if bn > gn {
+                DifferenceKind::MissingOnGreen
+            } else {
+                DifferenceKind::ExtraOnGreen
+            };
+            result.differences.push(Difference {
+                table: table.clone(),
+                kind,
+                key: None,
+                blue: brow,
+                green: grow,
+                detail: Some(format!(
+                    "{bn} cop{} on blue, {gn} on green",
+                    if bn == 1 { "y" } else { "ies" }
+                )),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Integer types whose key range can be split by value.
+const INTEGER_KEYS: &[&str] = &["smallint", "integer", "bigint"];
+
+/// The chunks' upper bounds on blue: for a single integer key, its range from `min` to `max`
+/// split by value into about `rows / chunk_rows` parts (two index probes; a sparse key gives
+/// uneven chunks, never a wrong one); otherwise every `chunk_rows`-th key.
+async fn boundaries(
+    blue: &Client,
+    plan: &TablePlan,
+    chunk_rows: u64,
+) -> Result<Vec<Vec<String>>, VerifyError> {
+    let side = &plan.blue;
+    if let ([key], [ty]) = (side.key.as_slice(), side.key_types.as_slice()) {
+        if INTEGER_KEYS.contains(&ty.as_str()) {
+            let row = blue
+                .query_one(
+                    &format!(
+                        "SELECT pg_catalog.min({key})::pg_catalog.int8, pg_catalog.max({key})::pg_catalog.int8, \
+                                (SELECT pg_catalog.count(*) FROM {table}) \
+                           FROM {table}",
+                        table = plan.table
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| {
+                    VerifyError::sql("blue", format!("plan the chunks of {}", plan.table), e)
+                })?;
+            let (min, max, rows): (Option<i64>, Option<i64>, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            return Ok(match (min, max) {
+                (Some(min), Some(max)) => split_by_value(min, max, rows, chunk_rows)
+                    .into_iter()
+                    .map(|b| vec![b.to_string()])
+                    .collect(),
+                _ => Vec::new(),
+            });
+        }
+    }
+    let aliases: Vec<String> = (0..side.key.len()).map(|i| format!("k{i}")).collect();
+    let inner: Vec<String> = side
+        .key
+        .iter()
+        .zip(&aliases)
+        .map(|(k, a)| format!("{k} AS {a}"))
+        .collect();
+    let outer: Vec<String> = aliases
+        .iter()
+        .map(|a| format!("{a}::pg_catalog.text"))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM (SELECT {}, pg_catalog.row_number() OVER (ORDER BY {}) AS rn FROM {}) s \
+          WHERE rn % $1 = 0 ORDER BY rn",
+        outer.join(", "),
+        inner.join(", "),
+        side.key.join(", "),
+        plan.table
+    );
+    let every = i64::try_from(chunk_rows.max(1)).unwrap_or(i64::MAX);
+    let rows = blue
+        .query(&sql, &[&every])
+        .await
+        .map_err(|e| VerifyError::sql("blue", format!("plan the chunks of {}", plan.table), e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (0..side.key.len()).map(|i| r.get(i)).collect())
+        .collect())
+}
+
+/// Upper bounds splitting `min..=max` into about `rows / chunk_rows` ranges of equal width.
+fn split_by_value(min: i64, max: i64, rows: i64, chunk_rows: u64) -> Vec<i64> {
+    let chunk_rows = i128::from(chunk_rows.max(1));
+    let parts = (i128::from(rows.max(0)) + chunk_rows - 1) / chunk_rows;
+    if parts <= 1 || max <= min {
+        return Vec::new();
+    }
+    let width = (i128::from(max) - i128::from(min) + 1) / parts;
+    if width < 1 {
+        return Vec::new();
+    }
+    (1..parts)
+        .filter_map(|i| i64::try_from(i128::from(min) + i * width - 1).ok())
+        .collect()
+}
+
+/// The chunks of a table: (-∞, b1], (b1, b2], …, (bn, +∞); one for a keyless table.
+fn chunks_of(table: &QualifiedName, bounds: Vec<Vec<String>>) -> Vec<PlannedChunk> {
+    let mut chunks = Vec::with_capacity(bounds.len() + 1);
+    let mut lo = None;
+    for (n, hi) in bounds
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .enumerate()
+    {
+        chunks.push(PlannedChunk {
+            table: table.clone(),
+            chunk: i32::try_from(n).unwrap_or(i32::MAX),
+            lo: lo.clone(),
+            hi: hi.clone(),
+        });
+        lo = hi;
+    }
+    chunks
+}
+
+/// What every worker adds to.
+#[derive(Default)]
+struct Shared {
+    tables: HashMap<QualifiedName, TableReport>,
+    differences: Vec<Difference>,
+    total: u64,
+    done: u64,
+    rows: u64,
+}
+
+/// A unit of work.
+struct Job {
+    plan: usize,
+    chunk: PlannedChunk,
+}
+
+/// Runs the comparison of every table (see the module docs).
+pub(super) async fn run(
+    config: &VerifyConfig,
+    plans: &Arc<Vec<TablePlan>>,
+    point: &Point,
+    records: &Arc<Client>,
+    run_id: i64,
+    resumed: bool,
+) -> Result<Outcome, VerifyError> {
+    let invocation = record::invocation(records, run_id).await?;
+    let workers = config.workers.max(1);
+    let mut pairs = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        pairs.push(Pair::open(config, point).await?);
+    }
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut queue = VecDeque::new();
+    {
+        let planner = &pairs[0].blue;
+        for (index, plan) in plans.iter().enumerate() {
+            let mut recorded = if resumed {
+                record::chunks(records, run_id, &plan.table).await?
+            } else {
+                Vec::new()
+            };
+            if recorded.is_empty() {
+                let bounds = if plan.keyless() {
+                    Vec::new()
+                } else {
+                    boundaries(planner, plan, config.chunk_rows).await?
+                };
+                let planned = chunks_of(&plan.table, bounds);
+                record::plan(records, run_id, &planned).await?;
+                recorded = planned
+                    .into_iter()
+                    .map(|planned| record::RecordedChunk {
+                        planned,
+                        result: None,
+                    })
+                    .collect();
+            }
+            let mut guard = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let report = guard
+                .tables
+                .entry(plan.table.clone())
+                .or_insert_with(|| TableReport {
+                    table: plan.table.clone(),
+                    blue_rows: 0,
+                    green_rows: 0,
+                    chunks: 0,
+                    chunks_resumed: 0,
+                    differences: 0,
+                    time: Duration::ZERO,
+                    keyless: plan.keyless(),
+                });
+            let mut earlier = 0;
+            for chunk in recorded {
+                match chunk.result {
+                    Some((blue_rows, green_rows, differences)) => {
+                        report.chunks_resumed += 1;
+                        report.blue_rows += blue_rows;
+                        report.green_rows += green_rows;
+                        report.differences += differences;
+                        earlier += differences;
+                    }
+                    None => queue.push_back(Job {
+                        plan: index,
+                        chunk: chunk.planned,
+                    }),
+                }
+            }
+            guard.total += earlier;
+        }
+    }
+    let total_chunks = queue.len() as u64;
+    tracing::info!(
+        run = run_id,
+        chunks = total_chunks,
+        tables = plans.len(),
+        workers,
+        "comparing"
+    );
+    let queue = Arc::new(Mutex::new(queue));
+    let lsn = point.lsn;
+    let started = Instant::now();
+    let progress = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (done, rows) = {
+                    let s = shared
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (s.done, s.rows)
+                };
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                tracing::info!(
+                    chunks_done = done,
+                    chunks = total_chunks,
+                    rows,
+                    rows_per_s = (rows as f64 / secs).round(),
+                    "verify progress"
+                );
+            }
+        })
+    };
+    let mut tasks = JoinSet::new();
+    let mut sampler = None;
+    for (n, pair) in pairs.into_iter().enumerate() {
+        let (queue, shared, plans, records) = (
+            Arc::clone(&queue),
+            Arc::clone(&shared),
+            Arc::clone(plans),
+            Arc::clone(records),
+        );
+        let depth = config.depth;
+        let keep = n == 0 && config.sample > 0;
+        tasks.spawn(async move {
+            let result = worker(
+                &pair, &queue, &shared, &plans, &records, run_id, lsn, invocation, depth,
+            )
+            .await;
+            if result.is_err() {
+                queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clear();
+            }
+            if keep && result.is_ok() {
+                return result.map(|()| Some(pair));
+            }
+            pair.close().await;
+            result.map(|()| None)
+        });
+    }
+    let mut failed = None;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(Some(pair))) => sampler = Some(pair),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Err(e) => {
+                failed.get_or_insert(VerifyError::Task(e));
+            }
+        }
+    }
+    progress.abort();
+    if let Some(e) = failed {
+        if let Some(pair) = sampler {
+            pair.close().await;
+        }
+        return Err(e);
+    }
+    let mut sampled = 0;
+    if let Some(pair) = sampler {
+        let result = sample(&pair, plans, config.sample, &shared).await;
+        pair.close().await;
+        sampled = result?;
+    }
+    // The progress task may not have dropped its handle yet: take the contents.
+    let shared = std::mem::take(
+        &mut *shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    Ok(Outcome {
+        tables: shared.tables.into_values().collect(),
+        differences: shared.differences,
+        total: shared.total,
+        sampled,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    pair: &Pair,
+    queue: &Mutex<VecDeque<Job>>,
+    shared: &Mutex<Shared>,
+    plans: &[TablePlan],
+    records: &Client,
+    run_id: i64,
+    lsn: blueshift_decoder::Lsn,
+    invocation: i32,
+    depth: Depth,
+) -> Result<(), VerifyError> {
+    loop {
+        let Some(job) = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+        else {
+            return Ok(());
+        };
+        let plan = &plans[job.plan];
+        let started = Instant::now();
+        let result = compare_chunk(pair, plan, &job.chunk, depth).await?;
+        let once = record::chunk_done(
+            records,
+            run_id,
+            &job.chunk,
+            lsn,
+            invocation,
+            (result.blue_rows, result.green_rows),
+            result.count,
+        )
+        .await?;
+        if !once {
+            tracing::warn!(table = %plan.table, chunk = job.chunk.chunk, "chunk was recorded finished already");
+        }
+        blueshift_applier::failpoint::hit("verify-after-chunk");
+        let mut s = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.done += 1;
+        s.rows += result.blue_rows;
+        s.total += result.count;
+        if let Some(t) = s.tables.get_mut(&plan.table) {
+            t.chunks += 1;
+            t.blue_rows += result.blue_rows;
+            t.green_rows += result.green_rows;
+            t.differences += result.count;
+            t.time += started.elapsed();
+        }
+        for d in result.differences {
+            if s.differences.len() < MAX_REPORTED {
+                s.differences.push(d);
+            }
+        }
+    }
+}
+
+/// `n` random rows of each keyed table compared column by column; returns how many were.
+async fn sample(
+    pair: &Pair,
+    plans: &[TablePlan],
+    n: u64,
+    shared: &Mutex<Shared>,
+) -> Result<u64, VerifyError> {
+    let limit = i64::try_from(n).unwrap_or(i64::MAX);
+    let mut sampled = 0;
+    for plan in plans.iter().filter(|p| !p.keyless()) {
+        let table = &plan.table;
+        let keys = pair
+            .blue
+            .query(
+                &format!(
+                    "SELECT {} FROM {table} ORDER BY pg_catalog.random() LIMIT $1",
+                    plan.blue.key_text()
+                ),
+                &[&limit],
+            )
+            .await
+            .map_err(|e| VerifyError::sql("blue", format!("sample rows of {table}"), e))?;
+        let columns = |side: &Side| {
+            side.exprs
+                .iter()
+                .map(|e| format!("({e})::pg_catalog.text"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for key in &keys {
+            let key: Key = (0..plan.blue.key.len()).map(|i| key.get(i)).collect();
+            let sql = |side: &Side| {
+                format!(
+                    "SELECT {} FROM {table} WHERE {} = {}",
+                    columns(side),
+                    side.key_row(),
+                    side.key_params(1)
+                )
+            };
+            let (bsql, gsql) = (sql(&plan.blue), sql(&plan.green));
+            let key_params = params(&[&key]);
+            let (b, g) = tokio::join!(
+                pair.blue.query_opt(&bsql, &key_params),
+                pair.green.query_opt(&gsql, &key_params)
+            );
+            let b = b.map_err(|e| {
+                VerifyError::sql("blue", format!("read a sampled row of {table}"), e)
+            })?;
+            let g = g.map_err(|e| {
+                VerifyError::sql("green", format!("read a sampled row of {table}"), e)
+            })?;
+            sampled += 1;
+            let values = |r: &tokio_postgres::Row| -> Vec<Option<String>> {
+                (0..plan.columns.len()).map(|i| r.get(i)).collect()
+            };
+            let differing: Vec<&str> = match (&b, &g) {
+                (Some(b), Some(g)) => {
+                    let (bv, gv) = (values(b), values(g));
+                    plan.columns
+                        .iter()
+                        .zip(bv.iter().zip(&gv))
+                        .filter(|(_, (x, y))| x != y)
+                        .map(|(c, _)| c.as_str())
+                        .collect()
+                }
+                (Some(_), None) => vec![],
+                _ => continue,
+            };
+            if b.is_some() && g.is_some() && differing.is_empty() {
+                continue;
+            }
+            let mut s = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Found by the checksums already: counted once.
+            let known = s
+                .differences
+                .iter()
+                .any(|d| d.table == *table && d.key.as_ref() == Some(&key));
+            if known {
+                continue;
+            }
+            s.total += 1;
+            if let Some(t) = s.tables.get_mut(table) {
+                t.differences += 1;
+            }
+            if s.differences.len() < MAX_REPORTED {
+                s.differences.push(Difference {
+                    table: table.clone(),
+                    kind: if g.is_none() {
+                        DifferenceKind::MissingOnGreen
+                    } else {
+                        DifferenceKind::Different
+                    },
+                    key: Some(key.clone()),
+                    blue: None,
+                    green: None,
+                    detail: Some(if differing.is_empty() {
+                        "sampled row".to_owned()
+                    } else {
+                        format!("sampled row: columns {} differ", differing.join(", "))
+                    }),
+                });
+            }
+        }
+    }
+    Ok(sampled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_keys_split_by_value() {
+        assert_eq!(split_by_value(1, 100, 100, 25), vec![25, 50, 75]);
+        assert_eq!(split_by_value(1, 100, 100, 1000), Vec::<i64>::new());
+        assert_eq!(split_by_value(5, 5, 10, 1), Vec::<i64>::new());
+        let wide = split_by_value(i64::MIN, i64::MAX, 4, 1);
+        assert_eq!(wide.len(), 3);
+        assert!(wide.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn chunks_cover_every_key_once() {
+        let t = QualifiedName::new("public", "t");
+        let chunks = chunks_of(&t, vec![vec!["10".into()], vec!["20".into()]]);
+        let bounds: Vec<_> = chunks
+            .iter()
+            .map(|c| (c.lo.clone(), c.hi.clone()))
+            .collect();
+        assert_eq!(
+            bounds,
+            vec![
+                (None, Some(vec!["10".to_owned()])),
+                (Some(vec!["10".to_owned()]), Some(vec!["20".to_owned()])),
+                (Some(vec!["20".to_owned()]), None),
+            ]
+        );
+        assert_eq!(chunks_of(&t, Vec::new()).len(), 1);
+    }
+}

@@ -1,0 +1,288 @@
+//! Verify's records on green: `blueshift.verify_run` (one row per run: when, at which L, the
+//! outcome — what cutover reads through [`last_run`]) and `blueshift.verify_chunk` (the chunk
+//! plan of a run and each chunk's result, so `--resume` compares every chunk exactly once).
+
+use std::time::SystemTime;
+
+use blueshift_decoder::Lsn;
+use tokio_postgres::Client;
+
+use super::{VerifyConfig, VerifyError};
+use crate::schema::QualifiedName;
+
+const SCHEMA: &str = "
+BEGIN;
+SET LOCAL client_min_messages = warning;
+CREATE SCHEMA IF NOT EXISTS blueshift;
+CREATE TABLE IF NOT EXISTS blueshift.verify_run (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    finished_at timestamptz,
+    lsn pg_catalog.pg_lsn,
+    outcome text NOT NULL DEFAULT 'running'
+        CHECK (outcome IN ('running', 'equal', 'different', 'failed')),
+    differences bigint,
+    slot text,
+    publication text,
+    depth text,
+    invocations integer NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS blueshift.verify_chunk (
+    run_id bigint NOT NULL REFERENCES blueshift.verify_run (id) ON DELETE CASCADE,
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    chunk integer NOT NULL,
+    lo text[],
+    hi text[],
+    lsn pg_catalog.pg_lsn,
+    invocation integer,
+    blue_rows bigint,
+    green_rows bigint,
+    differences bigint,
+    finished_at timestamptz,
+    PRIMARY KEY (run_id, table_schema, table_name, chunk)
+);
+COMMIT;";
+
+/// Creates the tables when missing.
+pub(super) async fn ensure(green: &Client) -> Result<(), VerifyError> {
+    green.batch_execute(SCHEMA).await.map_err(|e| {
+        VerifyError::sql(
+            "green",
+            "create verify's records (blueshift.verify_run, blueshift.verify_chunk)",
+            e,
+        )
+    })
+}
+
+/// Records a new run; returns its id.
+pub(super) async fn start(green: &Client, config: &VerifyConfig) -> Result<i64, VerifyError> {
+    let depth = match config.depth {
+        super::Depth::Checksum => "checksum",
+        super::Depth::Counts => "counts",
+    };
+    let row = green
+        .query_one(
+            "INSERT INTO blueshift.verify_run (slot, publication, depth) VALUES ($1, $2, $3) \
+             RETURNING id",
+            &[&config.slot, &config.publication, &depth],
+        )
+        .await
+        .map_err(|e| VerifyError::sql("green", "record the run", e))?;
+    Ok(row.get(0))
+}
+
+/// The last run when it did not finish (killed, or failed); counts the new invocation.
+pub(super) async fn unfinished(green: &Client) -> Result<Option<i64>, VerifyError> {
+    let row = green
+        .query_opt(
+            "UPDATE blueshift.verify_run SET invocations = invocations + 1, outcome = 'running', \
+                    finished_at = NULL \
+              WHERE id = (SELECT max(id) FROM blueshift.verify_run) \
+                AND outcome IN ('running', 'failed') \
+             RETURNING id",
+            &[],
+        )
+        .await
+        .map_err(|e| VerifyError::sql("green", "find the run to resume", e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The invocation number of run `id` (1 for the first, 2 for its first resume…).
+pub(super) async fn invocation(green: &Client, id: i64) -> Result<i32, VerifyError> {
+    let row = green
+        .query_one(
+            "SELECT invocations FROM blueshift.verify_run WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| VerifyError::sql("green", "read the run", e))?;
+    Ok(row.get(0))
+}
+
+/// Records the run's consistent point.
+pub(super) async fn set_lsn(green: &Client, id: i64, lsn: Lsn) -> Result<(), VerifyError> {
+    green
+        .execute(
+            "UPDATE blueshift.verify_run SET lsn = $2::pg_catalog.text::pg_catalog.pg_lsn \
+              WHERE id = $1",
+            &[&id, &lsn.to_string()],
+        )
+        .await
+        .map_err(|e| VerifyError::sql("green", "record the run's consistent point", e))?;
+    Ok(())
+}
+
+/// Records the run's outcome.
+pub(super) async fn finish(
+    green: &Client,
+    id: i64,
+    lsn: Option<Lsn>,
+    outcome: &str,
+    differences: Option<u64>,
+) -> Result<(), VerifyError> {
+    let differences = differences.map(|d| i64::try_from(d).unwrap_or(i64::MAX));
+    green
+        .execute(
+            "UPDATE blueshift.verify_run SET finished_at = pg_catalog.clock_timestamp(), \
+                    outcome = $2, differences = $3, \
+                    lsn = coalesce($4::pg_catalog.text::pg_catalog.pg_lsn, lsn) \
+              WHERE id = $1",
+            &[&id, &outcome, &differences, &lsn.map(|l| l.to_string())],
+        )
+        .await
+        .map_err(|e| VerifyError::sql("green", "record the run's outcome", e))?;
+    Ok(())
+}
+
+/// A chunk of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PlannedChunk {
+    pub(super) table: QualifiedName,
+    pub(super) chunk: i32,
+    /// Exclusive lower key bound (`None`: open).
+    pub(super) lo: Option<Vec<String>>,
+    /// Inclusive upper key bound (`None`: open).
+    pub(super) hi: Option<Vec<String>>,
+}
+
+/// A chunk of the plan with its recorded result, if it finished.
+#[derive(Debug, Clone)]
+pub(super) struct RecordedChunk {
+    pub(super) planned: PlannedChunk,
+    /// Blue rows, green rows, differences — when finished.
+    pub(super) result: Option<(u64, u64, u64)>,
+}
+
+/// Records the chunk plan of a table.
+pub(super) async fn plan(
+    green: &Client,
+    run: i64,
+    chunks: &[PlannedChunk],
+) -> Result<(), VerifyError> {
+    for c in chunks {
+        green
+            .execute(
+                "INSERT INTO blueshift.verify_chunk (run_id, table_schema, table_name, chunk, lo, hi) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[&run, &c.table.schema, &c.table.name, &c.chunk, &c.lo, &c.hi],
+            )
+            .await
+            .map_err(|e| VerifyError::sql("green", "record the chunk plan", e))?;
+    }
+    Ok(())
+}
+
+/// The recorded chunks of run `run` for `table`.
+pub(super) async fn chunks(
+    green: &Client,
+    run: i64,
+    table: &QualifiedName,
+) -> Result<Vec<RecordedChunk>, VerifyError> {
+    let rows = green
+        .query(
+            "SELECT chunk, lo, hi, blue_rows, green_rows, differences, finished_at IS NOT NULL \
+               FROM blueshift.verify_chunk \
+              WHERE run_id = $1 AND table_schema = $2 AND table_name = $3 ORDER BY chunk",
+            &[&run, &table.schema, &table.name],
+        )
+        .await
+        .map_err(|e| VerifyError::sql("green", "read the recorded chunks", e))?;
+    let count = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+    Ok(rows
+        .iter()
+        .map(|r| RecordedChunk {
+            planned: PlannedChunk {
+                table: table.clone(),
+                chunk: r.get(0),
+                lo: r.get(1),
+                hi: r.get(2),
+            },
+            result: r
+                .get::<_, bool>(6)
+                .then(|| (count(r.get(3)), count(r.get(4)), count(r.get(5)))),
+        })
+        .collect())
+}
+
+/// Records a finished chunk; false when it was recorded finished already (never expected: each
+/// chunk is compared once).
+pub(super) async fn chunk_done(
+    green: &Client,
+    run: i64,
+    chunk: &PlannedChunk,
+    lsn: Lsn,
+    invocation: i32,
+    rows: (u64, u64),
+    differences: u64,
+) -> Result<bool, VerifyError> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let updated = green
+        .execute(
+            "UPDATE blueshift.verify_chunk SET lsn = $5::pg_catalog.text::pg_catalog.pg_lsn, \
+                    invocation = $6, blue_rows = $7, green_rows = $8, differences = $9, \
+                    finished_at = pg_catalog.clock_timestamp() \
+              WHERE run_id = $1 AND table_schema = $2 AND table_name = $3 AND chunk = $4 \
+                AND finished_at IS NULL",
+            &[
+                &run,
+                &chunk.table.schema,
+                &chunk.table.name,
+                &chunk.chunk,
+                &lsn.to_string(),
+                &invocation,
+                &n(rows.0),
+                &n(rows.1),
+                &n(differences),
+            ],
+        )
+        .await
+        .map_err(|e| VerifyError::sql("green", "record a finished chunk", e))?;
+    Ok(updated == 1)
+}
+
+/// A verify run as recorded on green (what cutover reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyRun {
+    /// Its id.
+    pub id: i64,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// When it finished (`None` while running, or when killed).
+    pub finished_at: Option<SystemTime>,
+    /// Its consistent point L.
+    pub lsn: Option<Lsn>,
+    /// `running`, `equal`, `different` or `failed`.
+    pub outcome: String,
+    /// Differences found.
+    pub differences: Option<i64>,
+}
+
+/// The latest verify run recorded on green (by id); `None` when verify never ran there.
+pub async fn last_run(green: &Client) -> Result<Option<VerifyRun>, tokio_postgres::Error> {
+    let exists: bool = green
+        .query_one(
+            "SELECT pg_catalog.to_regclass('blueshift.verify_run') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = green
+        .query_opt(
+            "SELECT id, started_at, finished_at, lsn::pg_catalog.text, outcome, differences \
+               FROM blueshift.verify_run ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| VerifyRun {
+        id: r.get(0),
+        started_at: r.get(1),
+        finished_at: r.get(2),
+        lsn: r.get::<_, Option<String>>(3).and_then(|t| t.parse().ok()),
+        outcome: r.get(4),
+        differences: r.get(5),
+    }))
+}
