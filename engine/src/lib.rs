@@ -5,6 +5,7 @@
 pub mod assembler;
 pub mod backfill;
 pub mod cleanup;
+pub mod cutover;
 pub mod metrics;
 pub mod migrate;
 pub mod privileges;
