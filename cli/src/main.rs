@@ -18,6 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cleanup;
+mod cutover;
 mod demo;
 mod docs;
 mod exit;
@@ -86,6 +87,7 @@ enum Command {
     Plan(plan::PlanArgs),
     Status(status::StatusArgs),
     Cleanup(cleanup::CleanupArgs),
+    Cutover(cutover::CutoverArgs),
     Bench(bench::BenchArgs),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),
@@ -178,6 +180,7 @@ async fn run(command: Command, signals: Signals) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
+        Command::Cutover(args) => cutover::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Completions(args) => docs::completions(args, Cli::command()),
         Command::Man(args) => docs::man(args, Cli::command()),
