@@ -132,15 +132,15 @@ pub(crate) async fn direct_sessions(
 ) -> Result<Vec<DirectSession>, CutoverError> {
     let rows = client
         .query(
-            "SELECT pid, pg_catalog.coalesce(usename::pg_catalog.text, ''),
-                    pg_catalog.coalesce(application_name, ''),
-                    pg_catalog.coalesce(pg_catalog.host(client_addr), 'a local socket'),
+            "SELECT pid, COALESCE(usename::pg_catalog.text, ''),
+                    COALESCE(application_name, ''),
+                    COALESCE(pg_catalog.host(client_addr), 'a local socket'),
                     backend_xid::pg_catalog.text
                FROM pg_catalog.pg_stat_activity
               WHERE datname = pg_catalog.current_database()
                 AND backend_type = 'client backend'
                 AND pid <> pg_catalog.pg_backend_pid()
-                AND NOT pg_catalog.starts_with(pg_catalog.coalesce(application_name, ''), 'blueshift')
+                AND NOT pg_catalog.starts_with(COALESCE(application_name, ''), 'blueshift')
               ORDER BY pid",
             &[],
         )
@@ -181,8 +181,8 @@ pub(crate) async fn long_transactions(
 ) -> Result<Vec<String>, CutoverError> {
     let rows = client
         .query(
-            "SELECT pid, pg_catalog.coalesce(usename::pg_catalog.text, ''),
-                    pg_catalog.coalesce(application_name, ''),
+            "SELECT pid, COALESCE(usename::pg_catalog.text, ''),
+                    COALESCE(application_name, ''),
                     pg_catalog.date_part('epoch', pg_catalog.now() - xact_start)
                FROM pg_catalog.pg_stat_activity
               WHERE datname = pg_catalog.current_database()
