@@ -399,7 +399,11 @@ impl Run<'_> {
 
     async fn fence(&mut self) -> Result<(), CutoverError> {
         fence::make_read_only(&self.blue, "blue").await?;
-        let sessions = fence::direct_sessions(&self.blue, "blue").await?;
+        let pooled = match &self.admin {
+            Some(admin) => admin.server_pids().await?,
+            None => Vec::new(),
+        };
+        let sessions = fence::direct_sessions(&self.blue, "blue", &pooled).await?;
         if !sessions.is_empty() {
             let names: Vec<String> = sessions.iter().map(ToString::to_string).collect();
             if self.options.terminate_direct_sessions {

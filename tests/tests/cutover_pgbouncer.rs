@@ -131,11 +131,22 @@ fn a_failing_switch_command_rolls_back_before_resume() {
     let stage = Stage::new("cutover-switchfail");
     let bench = stage.pgbench(100, 8);
     std::thread::sleep(Duration::from_secs(3));
-    let out = stage.cutover(&["--switch-command", "echo switching >&2; exit 3"], &[]);
+    // The command fails towards green; towards blue (the rollback runs it again) it succeeds.
+    let out = stage.cutover(
+        &[
+            "--switch-command",
+            "echo \"switching $BLUESHIFT_SWITCH_DIRECTION\" >&2; [ \"$BLUESHIFT_SWITCH_DIRECTION\" = to-blue ] || exit 3",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(stderr.contains("rolled back automatically"), "{stderr}");
     assert!(stderr.contains("switch command failed"), "{stderr}");
+    assert!(stderr.contains("switching to-green"), "{stderr}");
+    assert!(stderr.contains("switching to-blue"), "{stderr}");
+    // PgBouncer's own server connections are not sessions that bypass it.
+    assert!(!stderr.contains("bypasses PgBouncer"), "{stderr}");
     assert_eq!(stage.state(), "rolled-back");
     assert_eq!(stage.entry_port(), stage.pair.blue.port());
     assert!(!stage.paused());

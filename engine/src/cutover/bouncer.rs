@@ -96,6 +96,25 @@ impl Admin {
         Ok(None)
     }
 
+    /// The backend pids of PgBouncer's server connections (`SHOW SERVERS`, `remote_pid`): its
+    /// pool on the servers, which are not sessions that bypass it.
+    pub(crate) async fn server_pids(&self) -> Result<Vec<i32>, CutoverError> {
+        let mut pids = Vec::new();
+        for message in self.command("SHOW SERVERS").await? {
+            let SimpleQueryMessage::Row(row) = message else {
+                continue;
+            };
+            let pid = row
+                .columns()
+                .iter()
+                .position(|c| c.name() == "remote_pid")
+                .and_then(|i| row.get(i))
+                .and_then(|p| p.parse::<i32>().ok());
+            pids.extend(pid.filter(|p| *p != 0));
+        }
+        Ok(pids)
+    }
+
     /// `PAUSE name`, unless already paused; waits at most `within`, then cancels the pause with
     /// `RESUME` from a second session and fails.
     pub(crate) async fn pause(&self, name: &str, within: Duration) -> Result<(), CutoverError> {

@@ -125,10 +125,12 @@ async fn current_database(client: &Client, side: &'static str) -> Result<String,
         .get(0))
 }
 
-/// Client sessions on this database other than this one and blueshift's own.
+/// Client sessions on this database other than this one, blueshift's own and PgBouncer's
+/// server connections (`pooled`).
 pub(crate) async fn direct_sessions(
     client: &Client,
     side: &'static str,
+    pooled: &[i32],
 ) -> Result<Vec<DirectSession>, CutoverError> {
     let rows = client
         .query(
@@ -141,8 +143,9 @@ pub(crate) async fn direct_sessions(
                 AND backend_type = 'client backend'
                 AND pid <> pg_catalog.pg_backend_pid()
                 AND NOT pg_catalog.starts_with(COALESCE(application_name, ''), 'blueshift')
+                AND pid <> ALL ($1::pg_catalog.int4[])
               ORDER BY pid",
-            &[],
+            &[&pooled],
         )
         .await
         .map_err(CutoverError::query(side, "list the sessions (pg_stat_activity)"))?;

@@ -145,8 +145,9 @@ pub(crate) async fn run(
         ));
     }
     // Sessions that bypass PgBouncer.
-    if admin.is_some() {
-        for s in fence::direct_sessions(blue, "blue").await? {
+    if let Some(admin) = admin {
+        let pooled = admin.server_pids().await?;
+        for s in fence::direct_sessions(blue, "blue", &pooled).await? {
             p.direct_sessions.push(s.to_string());
         }
     }

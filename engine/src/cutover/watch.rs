@@ -154,7 +154,7 @@ pub(crate) async fn check_late_writes(
     barrier: Lsn,
     fence_xid: i64,
 ) -> Result<(), CutoverError> {
-    let writing: Vec<String> = fence::direct_sessions(blue, "blue")
+    let writing: Vec<String> = fence::direct_sessions(blue, "blue", &[])
         .await?
         .into_iter()
         .filter(|s| s.xid.is_some())
