@@ -123,8 +123,13 @@ impl Stage {
             .args(["--pgbouncer", &self.bouncer.uri("app")])
             .arg("--pgbouncer-file")
             .arg(self.bouncer.databases_file())
-            .args(["--skip-verify", "--watch", "2", "--max-pause", "5"])
-            .args(extra)
+            .arg("--skip-verify");
+        for (flag, value) in [("--watch", "2"), ("--max-pause", "5")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.args(extra)
             .env("RUST_LOG", "info,blueshift_engine=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null());
@@ -133,10 +138,11 @@ impl Stage {
 
     /// The cutover's state on green.
     pub(crate) fn state(&self) -> String {
+        // Empty before the first cutover created the table.
         self.pair
             .green
             .psql("app", "SELECT state FROM blueshift.cutover WHERE slot = 'bs'")
-            .expect("state")
+            .unwrap_or_default()
     }
 
     /// The port PgBouncer's entry `app` points at.
