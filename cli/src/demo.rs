@@ -129,6 +129,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ..BackfillOptions::default()
         },
         mapping: Default::default(),
+        bidirectional: false,
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

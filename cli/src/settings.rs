@@ -83,6 +83,19 @@ pub(crate) struct FileSettings {
     pub(crate) exclude: Vec<FileExclude>,
     #[serde(default)]
     pub(crate) cast: Vec<FileCast>,
+    /// `true`: as `blueshift sync --bidirectional`.
+    pub(crate) bidirectional: Option<bool>,
+    /// `[reverse]`: the reverse direction of two-way sync (present: on, unless `enabled =
+    /// false`).
+    pub(crate) reverse: Option<FileReverse>,
+}
+
+/// The settings file's `[reverse]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileReverse {
+    /// Run the reverse direction (default when the table is present: true).
+    pub(crate) enabled: Option<bool>,
 }
 
 impl FileSettings {

@@ -110,6 +110,12 @@ pub(crate) struct SyncArgs {
     /// publication later stops sync: run once without it to copy that table.
     #[arg(long, env = "BLUESHIFT_NO_BACKFILL", value_parser = settings::boolish())]
     no_backfill: bool,
+    /// Two-way sync: once the forward direction streams, also apply green's writes to blue
+    /// (a reverse slot and publication on green, appliers on blue; see README "Two-way sync").
+    /// Writes made on green before the log says "the reverse direction is armed" are not
+    /// carried to blue.
+    #[arg(long, env = "BLUESHIFT_BIDIRECTIONAL", value_parser = settings::boolish())]
+    bidirectional: bool,
     #[command(flatten)]
     copy: CopyArgs,
 }
@@ -221,6 +227,12 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
             None => BackfillMode::Auto,
         }
     };
+    stream.bidirectional = args.bidirectional
+        || file.bidirectional.unwrap_or(false)
+        || file
+            .reverse
+            .as_ref()
+            .is_some_and(|r| r.enabled.unwrap_or(true));
     run_config(config, serve, signals, "blueshift sync stopped").await
 }
 
@@ -353,6 +365,7 @@ fn settings(
             rename::collect(file.mapping(), common.renames.clone())
                 .map_err(|e| anyhow::Error::new(Refused(format!("{e:#}"))))?,
         ),
+        bidirectional: false,
     };
     let ready_max_lag = common.ready_max_lag.or(file.ready_max_lag).unwrap_or(60.0);
     if !(ready_max_lag.is_finite() && ready_max_lag >= 0.0) {

@@ -34,6 +34,7 @@
 //! [`BUCKETS`]) so that a dashboard can aggregate them. [`MetricsServer`] serves the series on
 //! `GET /metrics`, with `/healthz` and `/readyz`.
 
+mod direction;
 mod histogram;
 pub(crate) mod lag;
 mod render;
@@ -174,6 +175,8 @@ struct Registry {
     blocked: AtomicU64,
     /// Per [`Stage`], in [`Stage::ALL`] order.
     stages: [Latency; 7],
+    /// The reverse direction's registry (green → blue), once it was asked for.
+    reverse: OnceLock<Metrics>,
 }
 
 impl Default for Registry {
@@ -196,6 +199,7 @@ impl Default for Registry {
             backfill_chunks: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
             stages: Default::default(),
+            reverse: OnceLock::new(),
         }
     }
 }
@@ -416,10 +420,26 @@ impl Metrics {
         self.inner.backfill_chunks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The registry of the reverse direction (green → blue) of a two-way sync, created on first
+    /// use. Its series are exported beside this one's with `direction="reverse"` (see
+    /// `blueshift_direction_*`); this registry's are the forward direction's.
+    pub fn reverse(&self) -> Metrics {
+        self.inner.reverse.get_or_init(Metrics::new).clone()
+    }
+
+    /// The reverse direction's registry, when it was asked for.
+    pub fn reverse_if_any(&self) -> Option<Metrics> {
+        self.inner.reverse.get().cloned()
+    }
+
     /// Every series in the Prometheus text exposition format (version 0.0.4), with `# HELP`
     /// and `# TYPE` lines.
     pub fn render(&self) -> String {
-        render::render(&self.snapshot())
+        let mut text = render::render(&self.snapshot());
+        if let Some(reverse) = self.reverse_if_any() {
+            direction::render(&mut text, &self.snapshot(), &reverse.snapshot());
+        }
+        text
     }
 }
 

@@ -586,7 +586,8 @@ pub(crate) async fn check_sync(
     let published = blue
         .query(
             "SELECT schemaname::pg_catalog.text, tablename::pg_catalog.text \
-               FROM pg_catalog.pg_publication_tables WHERE pubname OPERATOR(pg_catalog.=) $1",
+               FROM pg_catalog.pg_publication_tables WHERE pubname OPERATOR(pg_catalog.=) $1 \
+                AND schemaname OPERATOR(pg_catalog.<>) 'blueshift'",
             &[&config.publication],
         )
         .await

@@ -35,7 +35,7 @@ WITH pub AS (
     SELECT c.oid FROM pg_catalog.pg_publication_tables p
       JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname
       JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
-     WHERE p.pubname = $1
+     WHERE p.pubname = $1 AND p.schemaname <> 'blueshift'
 ), rel AS (
     SELECT oid FROM pub
     UNION SELECT t.relid FROM pub, LATERAL pg_catalog.pg_partition_tree(pub.oid) t

@@ -40,8 +40,10 @@
 
 mod acknowledge;
 mod background;
+pub mod direction;
 mod durability;
 pub mod heartbeat;
+pub mod identity;
 mod loaded;
 mod monitor;
 mod order;
@@ -126,6 +128,10 @@ pub struct SyncConfig {
     /// The declared column mapping (renames, exclusions, accepted lossy casts), for the plan
     /// checked at preflight, the stream's Relation messages and the appliers.
     pub mapping: Arc<Mapping>,
+    /// Two-way sync: arm the reverse direction (green → blue) once the forward one streams
+    /// (see [`direction`]). Without it, the reverse direction runs only when armed by another
+    /// (`blueshift cutover`).
+    pub bidirectional: bool,
 }
 
 /// Why sync stopped.
@@ -241,6 +247,47 @@ pub enum SyncError {
     /// The slot is not the one blueshift left, or not usable (see [`crate::slot_guard`]).
     #[error(transparent)]
     Slot(#[from] SlotError),
+    /// A loaded table on blue is not the table green was loaded from any more (see
+    /// [`identity`]): green has forgotten that it holds it.
+    #[error(
+        "green no longer follows blue for every table of publication \"{publication}\": {changed}. \
+         Green has forgotten that it holds these tables (their rows stay): TRUNCATE each on \
+         green, then start sync again — it copies them afresh from blue. To stop migrating a \
+         table instead, leave it out of the publication and keep or drop green's copy knowingly"
+    )]
+    SourceChanged {
+        /// The tables and what happened to each.
+        changed: identity::Changed,
+        /// The publication.
+        publication: String,
+    },
+    /// Reading or recording the loaded tables' identities failed.
+    #[error("could not {what} on {side}")]
+    Identity {
+        /// What was being done.
+        what: &'static str,
+        /// `blue` or `green`.
+        side: &'static str,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The reverse direction (green → blue) stopped with this error.
+    #[error("the reverse direction (green → blue) stopped")]
+    Reverse(#[source] Box<SyncError>),
+    /// The reverse direction is armed but the forward one declares a column mapping.
+    #[error(
+        "the reverse direction of slot \"{slot}\" is armed, but sync declares a column mapping \
+         (renames, exclusions or lossy casts) that cannot be applied backwards — run sync without \
+         the mapping, or disarm the reverse direction (blueshift finalize)"
+    )]
+    ReverseMapping {
+        /// The forward slot.
+        slot: String,
+    },
+    /// Arming or disarming the reverse direction failed.
+    #[error(transparent)]
+    Direction(#[from] direction::DirectionError),
 }
 
 impl SyncError {
@@ -261,6 +308,10 @@ impl SyncError {
             SyncError::Sql { source, .. } => source.is_transient(),
             SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
             SyncError::Slot(e) => e.is_transient(),
+            // A lost connection, not a server's refusal.
+            SyncError::Identity { source, .. } => source.as_db_error().is_none(),
+            SyncError::Reverse(e) => e.is_transient(),
+            SyncError::Direction(e) => e.is_transient(),
             SyncError::RelationCheck {
                 source: crate::schema::SchemaError::Query { source, .. },
                 ..
@@ -274,6 +325,7 @@ impl SyncError {
     pub fn is_blocked(&self) -> bool {
         match self {
             SyncError::Apply { source, .. } => source.is_blocked(),
+            SyncError::Reverse(e) => e.is_blocked(),
             _ => false,
         }
     }
@@ -334,7 +386,13 @@ pub async fn run_with_progress(
         hostname()
     );
     config.source.set_fallback_application_name(name);
-    let result = run_stages(config, metrics.clone(), progress, shutdown).await;
+    let result = if config.backfill.only {
+        run_stages(config, metrics.clone(), progress, shutdown).await
+    } else {
+        // The reverse direction, green → blue, runs beside it whenever it is armed.
+        let forward = |shutdown| run_stages(config.clone(), metrics.clone(), progress, shutdown);
+        direction::sidecar::with_reverse(&config, &metrics, shutdown, forward).await
+    };
     metrics.set_up(false);
     result
 }
@@ -388,7 +446,7 @@ async fn run_stages(
         // what is in flight itself.
         let is_streaming = || streaming.load(std::sync::atomic::Ordering::Acquire);
         let result = tokio::select! {
-            result = attempt(&config, &metrics, shutdown.clone(), None, &streaming) => result,
+            result = attempt(&config, &direction::Direction::Forward, &metrics, shutdown.clone(), None, &streaming) => result,
             () = unless(&shutdown, is_streaming) => Ok(0),
         };
         metrics.set_connected(Side::Blue, false);
@@ -574,7 +632,17 @@ pub(crate) async fn catch_up(
     let mut blocked_wait = BLOCKED_RETRY_FIRST;
     loop {
         let streaming = std::sync::atomic::AtomicBool::new(false);
-        match attempt(&config, metrics, never.clone(), Some(until), &streaming).await {
+        let forward = &direction::Direction::Forward;
+        match attempt(
+            &config,
+            forward,
+            metrics,
+            never.clone(),
+            Some(until),
+            &streaming,
+        )
+        .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %error_chain(&e), retry_in = ?wait, "catch-up interrupted; reconnecting");
@@ -596,32 +664,48 @@ pub(crate) async fn catch_up(
 /// caller may drop the attempt when shutdown comes, and no task of it is left behind).
 async fn attempt(
     config: &SyncConfig,
+    direction: &direction::Direction,
     metrics: &Metrics,
     shutdown: Shutdown,
     stop_at: Option<Lsn>,
     streaming: &std::sync::atomic::AtomicBool,
 ) -> Result<u64, SyncError> {
-    // What a backfill copied, each applier must not apply again; the tables green holds.
-    let (fences, loaded) = {
-        let (green, conn) = client::connect(&config.target, "blueshift sync")
-            .await
-            .map_err(|source| SyncError::Sql {
-                what: format!("could not connect to green ({})", config.target),
-                source,
-            })?;
-        let fences = backfill::fences(&green, &config.slot).await;
-        let tables = backfill::loaded(&green, &config.slot).await;
-        client::close(green, conn).await;
-        let fences = fences.map_err(SyncError::Backfill)?;
-        let tables = tables.map_err(SyncError::Backfill)?;
-        (Arc::new(fences), loaded::Loaded::new(tables))
-    };
+    // What a backfill copied, each applier must not apply again; the tables green holds. (The
+    // reverse direction copies nothing: it holds the tables of its publication.) Each loaded
+    // table of the forward direction must still be the one green was loaded from (`identity`).
+    let (fences, loaded, identities) =
+        if let Some(tables) = direction::loaded(config, direction).await? {
+            (Arc::default(), tables, std::collections::HashMap::new())
+        } else {
+            let (mut green, conn) = client::connect(&config.target, "blueshift sync")
+                .await
+                .map_err(|source| SyncError::Sql {
+                    what: format!("could not connect to green ({})", config.target),
+                    source,
+                })?;
+            let fences = backfill::fences(&green, &config.slot).await;
+            let tables = backfill::loaded(&green, &config.slot).await;
+            let checked = match &tables {
+                Ok(tables) => Some(identity::check_at_start(config, &mut green, tables).await),
+                Err(_) => None,
+            };
+            client::close(green, conn).await;
+            let fences = fences.map_err(SyncError::Backfill)?;
+            let tables = tables.map_err(SyncError::Backfill)?;
+            let identities = checked.expect("checked when the tables were read")?;
+            let relids = identities
+                .iter()
+                .map(|(t, i)| (t.clone(), i.relid))
+                .collect();
+            let loaded = loaded::Loaded::new(tables, relids, &config.slot, &config.publication);
+            (Arc::new(fences), loaded, identities)
+        };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
     // is the last transaction green holds.
     let mut appliers = Vec::with_capacity(config.workers);
     let mut resume_after = Lsn::INVALID;
     for n in 0..config.workers {
-        let mut options = ApplierOptions::new(origin_name(&config.slot, n));
+        let mut options = ApplierOptions::new(direction.origin_name(&config.slot, n));
         options.fences = Arc::clone(&fences);
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
@@ -652,7 +736,10 @@ async fn attempt(
             what: format!("could not connect to green ({})", config.target),
             source,
         })?;
-    let in_use = resume_after != Lsn::INVALID || !fences.is_empty();
+    // The reverse slot is never created here (only when armed, where green equals blue).
+    let in_use = resume_after != Lsn::INVALID
+        || !fences.is_empty()
+        || *direction != direction::Direction::Forward;
     let slot::Opened {
         mut stream,
         record,
@@ -704,6 +791,7 @@ async fn attempt(
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));
     let mut tasks = JoinSet::new();
+    let mut identity_watch = tokio::spawn(identity::watch(config.clone(), identities));
     let monitor = {
         let (slot, acks, metrics) = (config.slot.clone(), Arc::clone(&acks), metrics.clone());
         Background::spawn(move |stop| {
@@ -774,6 +862,10 @@ async fn attempt(
                     },
                     Err(e) => SyncError::Task(e),
                 }),
+                done = &mut identity_watch => break Err(match done {
+                    Ok(changed) => changed,
+                    Err(e) => SyncError::Task(e),
+                }),
                 done = &mut acknowledger => break Err(match done {
                     Ok(Ok(())) => SyncError::AppliersGone,
                     Ok(Err(e)) => SyncError::Slot(e),
@@ -816,6 +908,7 @@ async fn attempt(
     // What the appliers committed becomes durable within green's wal_writer_delay: confirm it
     // before the final status update, so a restart has little to resend.
     tracker.abort();
+    identity_watch.abort();
     if graceful && drained.is_ok() {
         durability::drain(&durability, &green_flush, &acks, Duration::from_secs(10)).await;
     }

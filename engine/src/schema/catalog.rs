@@ -112,13 +112,16 @@ pub async fn published_tables(
         .await
         .map_err(|e| SchemaError::query("read the server version", e))?
         .get(0);
-    // `attnames` (the column list) exists from PostgreSQL 15.
+    // `attnames` (the column list) exists from PostgreSQL 15. blueshift's own tables (schema
+    // `blueshift`, on blue too in two-way sync) are never replicated, even `FOR ALL TABLES`.
     let sql = if version >= 150_000 {
         "SELECT schemaname::text, tablename::text, attnames::text[] \
-           FROM pg_catalog.pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2"
+           FROM pg_catalog.pg_publication_tables \
+          WHERE pubname = $1 AND schemaname <> 'blueshift' ORDER BY 1, 2"
     } else {
         "SELECT schemaname::text, tablename::text, NULL::text[] \
-           FROM pg_catalog.pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2"
+           FROM pg_catalog.pg_publication_tables \
+          WHERE pubname = $1 AND schemaname <> 'blueshift' ORDER BY 1, 2"
     };
     let rows = client
         .query(sql, &[&publication])

@@ -11,11 +11,12 @@
 //! of its own, and streaming resumes from green's position, the table's fence skipping what its
 //! copy holds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use blueshift_decoder::pgoutput::PgOutputMessage;
 use blueshift_decoder::Oid;
 
+use super::identity::{Change, Changed};
 use super::SyncError;
 use crate::schema::QualifiedName;
 
@@ -23,23 +24,87 @@ use crate::schema::QualifiedName;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Loaded {
     tables: BTreeSet<QualifiedName>,
+    /// Blue's relation OID of each loaded table, as green recorded it (see `sync::identity`).
+    relids: HashMap<QualifiedName, u32>,
     /// Relations described by a `Relation` message of this session that are not loaded.
     unloaded: HashMap<Oid, QualifiedName>,
+    slot: String,
+    publication: String,
+    /// Relations of schema `blueshift` (blueshift's own state, on both sides in two-way sync).
+    own: HashSet<Oid>,
 }
 
+/// blueshift's schema: its changes are never replicated, whatever a publication holds.
+pub(crate) const OWN_SCHEMA: &str = "blueshift";
+
 impl Loaded {
-    pub(crate) fn new(tables: BTreeSet<QualifiedName>) -> Self {
+    pub(crate) fn new(
+        tables: BTreeSet<QualifiedName>,
+        relids: HashMap<QualifiedName, u32>,
+        slot: &str,
+        publication: &str,
+    ) -> Self {
         Loaded {
             tables,
+            relids,
             unloaded: HashMap::new(),
+            slot: slot.to_owned(),
+            publication: publication.to_owned(),
+            own: HashSet::new(),
         }
     }
 
-    /// Fails with [`SyncError::TableAdded`] at a change to a relation that is not loaded.
+    /// The slot (for forgetting a table that changed on blue).
+    pub(crate) fn slot(&self) -> &str {
+        &self.slot
+    }
+
+    /// [`check`](Self::check), after dropping what concerns blueshift's own tables (a
+    /// publication `FOR ALL TABLES` holds them: the slot guard and lag heartbeat of the reverse
+    /// direction live on blue). False: nothing of `message` is left to apply.
+    pub(crate) fn filter(&mut self, message: &mut PgOutputMessage) -> Result<bool, SyncError> {
+        let own = match message {
+            PgOutputMessage::Relation(relation) => {
+                if relation.namespace.as_str() == OWN_SCHEMA {
+                    self.own.insert(relation.oid);
+                    return Ok(true);
+                }
+                self.own.remove(&relation.oid);
+                false
+            }
+            PgOutputMessage::Insert(change) => self.own.contains(&change.relation),
+            PgOutputMessage::Update(change) => self.own.contains(&change.relation),
+            PgOutputMessage::Delete(change) => self.own.contains(&change.relation),
+            PgOutputMessage::Truncate(truncate) => {
+                truncate.relations.retain(|oid| !self.own.contains(oid));
+                truncate.relations.is_empty()
+            }
+            _ => false,
+        };
+        if own {
+            return Ok(false);
+        }
+        self.check(message)?;
+        Ok(true)
+    }
+
+    /// Fails with [`SyncError::TableAdded`] at a change to a relation that is not loaded, and
+    /// with [`SyncError::SourceChanged`] at the description of a loaded table under another OID
+    /// than green recorded (dropped and created again on blue).
     pub(crate) fn check(&mut self, message: &PgOutputMessage) -> Result<(), SyncError> {
         let changed = match message {
             PgOutputMessage::Relation(relation) => {
                 let table = QualifiedName::new(relation.namespace.as_str(), relation.name.as_str());
+                if self
+                    .relids
+                    .get(&table)
+                    .is_some_and(|&recorded| recorded != relation.oid.0)
+                {
+                    return Err(SyncError::SourceChanged {
+                        changed: Changed(vec![(table, Change::Recreated)]),
+                        publication: self.publication.clone(),
+                    });
+                }
                 if self.tables.contains(&table) {
                     self.unloaded.remove(&relation.oid);
                 } else {
@@ -93,7 +158,14 @@ mod tests {
 
     #[test]
     fn a_change_to_a_table_not_loaded_stops_the_reader() {
-        let mut loaded = Loaded::new([QualifiedName::new("public", "a")].into_iter().collect());
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            [(QualifiedName::new("public", "a"), 1)]
+                .into_iter()
+                .collect(),
+            "bs",
+            "pub",
+        );
         assert!(loaded.check(&relation(1, "public", "a")).is_ok());
         assert!(loaded.check(&delete(1)).is_ok());
         // Described but not changed (a leaf sent along with its published root): fine.
@@ -115,5 +187,71 @@ mod tests {
         // Same name, other schema: not the loaded table.
         assert!(loaded.check(&relation(3, "other", "a")).is_ok());
         assert!(loaded.check(&delete(3)).is_err());
+    }
+
+    #[test]
+    fn a_loaded_table_described_under_another_oid_stops_the_reader() {
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            [(QualifiedName::new("public", "a"), 1)]
+                .into_iter()
+                .collect(),
+            "bs",
+            "pub",
+        );
+        assert!(loaded.check(&relation(1, "public", "a")).is_ok());
+        match loaded.check(&relation(7, "public", "a")) {
+            Err(SyncError::SourceChanged {
+                changed,
+                publication,
+            }) => {
+                assert_eq!(
+                    changed.0,
+                    vec![(QualifiedName::new("public", "a"), Change::Recreated)]
+                );
+                assert_eq!(publication, "pub");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn changes_to_blueshifts_own_tables_are_dropped() {
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            HashMap::new(),
+            "bs",
+            "pub",
+        );
+        assert!(loaded.filter(&mut relation(1, "public", "a")).unwrap());
+        assert!(loaded
+            .filter(&mut relation(7, "blueshift", "slot_guard"))
+            .unwrap());
+        assert!(
+            !loaded.filter(&mut delete(7)).unwrap(),
+            "dropped, not an added table"
+        );
+        assert!(loaded.filter(&mut delete(1)).unwrap());
+        let mut both = PgOutputMessage::Truncate(TruncateBody {
+            xid: None,
+            cascade: false,
+            restart_identity: false,
+            relations: vec![Oid(7), Oid(1)],
+        });
+        assert!(loaded.filter(&mut both).unwrap());
+        match both {
+            PgOutputMessage::Truncate(t) => assert_eq!(t.relations, vec![Oid(1)]),
+            other => panic!("{other:?}"),
+        }
+        let mut alone = PgOutputMessage::Truncate(TruncateBody {
+            xid: None,
+            cascade: false,
+            restart_identity: false,
+            relations: vec![Oid(7)],
+        });
+        assert!(!loaded.filter(&mut alone).unwrap());
+        // Any other table not loaded still stops the reader.
+        assert!(loaded.filter(&mut relation(2, "public", "b")).unwrap());
+        assert!(loaded.filter(&mut delete(2)).is_err());
     }
 }

@@ -118,14 +118,35 @@ impl Reader {
                 ReplicationFrame::XLogData {
                     wal_start, data, ..
                 } => {
-                    let message =
+                    let mut message =
                         self.decoder
                             .decode(data)
                             .map_err(|source| SyncError::Decode {
                                 lsn: wal_start,
                                 source,
                             })?;
-                    self.loaded.check(&message)?;
+                    // blueshift's own tables are never replicated; a loaded table that changed
+                    // on blue stops reading (see `identity`).
+                    let keep = match self.loaded.filter(&mut message) {
+                        Ok(keep) => keep,
+                        Err(SyncError::SourceChanged {
+                            changed,
+                            publication,
+                        }) => {
+                            let slot = self.loaded.slot().to_owned();
+                            return Err(super::identity::forget_and_fail(
+                                &mut self.green,
+                                &slot,
+                                &publication,
+                                changed.0,
+                            )
+                            .await);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if !keep {
+                        continue;
+                    }
                     let Some(assembled) =
                         self.assembler
                             .push(message)
@@ -267,7 +288,11 @@ impl Reader {
         let (tx, end_lsn, commit_lsn) = match assembled {
             Assembled::Transaction(tx) => {
                 let (end, commit) = (tx.end_lsn, tx.commit_lsn);
-                (Some(tx), end, commit)
+                // Nothing left to apply (it changed only blueshift's own tables, or nothing):
+                // passed through to keep the order, like one dropped for its origin, so the
+                // other direction's bookkeeping never counts as applied.
+                let tx = (!matches!(tx.changes.in_memory(), Some([]))).then_some(tx);
+                (tx, end, commit)
             }
             Assembled::Skipped {
                 end_lsn,
