@@ -129,7 +129,19 @@ fn seconds(option: &str, value: f64) -> anyhow::Result<Duration> {
     })
 }
 
+/// What `cutover`, `rollback` and `finalize` do with the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Cutover,
+    Rollback,
+    Finalize,
+}
+
 pub(crate) async fn run(args: CutoverArgs) -> anyhow::Result<()> {
+    run_action(args, Action::Cutover).await
+}
+
+pub(crate) async fn run_action(args: CutoverArgs, action: Action) -> anyhow::Result<()> {
     let file = args.config.load()?;
     let source = args.source.resolve(&file)?;
     let target = args.target.resolve(&file)?;
@@ -160,9 +172,8 @@ pub(crate) async fn run(args: CutoverArgs) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let green_endpoint = match args.green_entry.or(file.green_entry.clone()) {
-        Some(text) => cutover::parse_endpoint(&text).map_err(|e| {
-            anyhow::Error::new(Refused(format!("invalid --green-entry: {e}")))
-        })?,
+        Some(text) => cutover::parse_endpoint(&text)
+            .map_err(|e| anyhow::Error::new(Refused(format!("invalid --green-entry: {e}"))))?,
         None => cutover::endpoint_of_config(&target),
     };
     let max_error_rate = args.max_error_rate.or(file.max_error_rate).unwrap_or(0.01);
@@ -199,8 +210,19 @@ pub(crate) async fn run(args: CutoverArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         resume: args.resume,
     };
-    let report = cutover::cutover(&options)
-        .await
-        .context("blueshift cutover failed")?;
-    crate::status::print(&report.to_string())
+    let text = match action {
+        Action::Cutover => cutover::cutover(&options)
+            .await
+            .context("blueshift cutover failed")?
+            .to_string(),
+        Action::Rollback => cutover::rollback(&options)
+            .await
+            .context("blueshift rollback failed")?
+            .to_string(),
+        Action::Finalize => cutover::finalize(&options)
+            .await
+            .context("blueshift finalize failed")?
+            .to_string(),
+    };
+    crate::status::print(&text)
 }

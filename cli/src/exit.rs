@@ -231,6 +231,12 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             | CutoverError::PauseBudget { .. } => Settled(Class::DataStop),
             // Transparent: the chain skips what it wraps.
             CutoverError::Sequences(inner) => verdict(inner),
+            CutoverError::Direction(inner) => match inner {
+                blueshift_engine::sync::direction::DirectionError::Connect { .. } => {
+                    Settled(Class::Connection)
+                }
+                _ => Suggested(Class::DataStop),
+            },
             CutoverError::Query { .. } => Suggested(Class::DataStop),
         };
     }

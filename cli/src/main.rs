@@ -22,11 +22,13 @@ mod cutover;
 mod demo;
 mod docs;
 mod exit;
+mod finalize;
 mod logging;
 mod migrate;
 mod plan;
 mod progress;
 mod rename;
+mod rollback;
 mod settings;
 mod signals;
 mod source;
@@ -88,6 +90,8 @@ enum Command {
     Status(status::StatusArgs),
     Cleanup(cleanup::CleanupArgs),
     Cutover(cutover::CutoverArgs),
+    Rollback(rollback::RollbackArgs),
+    Finalize(finalize::FinalizeArgs),
     Bench(bench::BenchArgs),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),
@@ -181,6 +185,8 @@ async fn run(command: Command, signals: Signals) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
         Command::Cutover(args) => cutover::run(args).await,
+        Command::Rollback(args) => rollback::run(args).await,
+        Command::Finalize(args) => finalize::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Completions(args) => docs::completions(args, Cli::command()),
         Command::Man(args) => docs::man(args, Cli::command()),

@@ -25,19 +25,22 @@ fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
         .spawn()
         .expect("psql starts");
     let mut pid = 0;
-    wait_until(Duration::from_secs(30), "the direct writer holds an xid", || {
-        let found = stage
-            .pair
-            .blue
-            .psql(
-                "app",
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'direct-writer' \
+    wait_until(
+        Duration::from_secs(30),
+        "the direct writer holds an xid",
+        || {
+            let found = stage
+                .pair
+                .blue
+                .psql(
+                    "app",
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'direct-writer' \
                  AND backend_xid IS NOT NULL",
-            )
-            .unwrap_or_default();
-        pid = found.parse().unwrap_or(0);
-        if pid == 0 {
-            eprintln!(
+                )
+                .unwrap_or_default();
+            pid = found.parse().unwrap_or(0);
+            if pid == 0 {
+                eprintln!(
                 "sessions: {}",
                 stage
                     .pair
@@ -50,9 +53,10 @@ fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
                     )
                     .unwrap_or_default()
             );
-        }
-        pid != 0
-    });
+            }
+            pid != 0
+        },
+    );
     (child, pid)
 }
 
@@ -66,7 +70,10 @@ fn a_direct_writer_on_blue_is_named_then_terminated_on_request() {
     let out = stage.cutover(&[], &[]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(stderr.contains("a write on blue after the fence"), "{stderr}");
+    assert!(
+        stderr.contains("a write on blue after the fence"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
     assert!(stderr.contains("direct-writer"), "{stderr}");
     assert!(stderr.contains("writing in xid"), "{stderr}");
@@ -88,7 +95,10 @@ fn a_direct_writer_on_blue_is_named_then_terminated_on_request() {
         "{stdout}"
     );
     let status = writer.wait().expect("psql ends");
-    assert!(!status.success(), "the terminated writer's transaction failed");
+    assert!(
+        !status.success(),
+        "the terminated writer's transaction failed"
+    );
     assert_eq!(stage.state(), "cut-over");
     assert_eq!(stage.entry_port(), stage.pair.green.port());
 

@@ -21,7 +21,11 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     assert!(plan.status.success(), "{}", text(&plan));
     let plan_text = String::from_utf8_lossy(&plan.stdout).into_owned();
     assert!(plan_text.contains("estimated write pause"), "{plan_text}");
-    assert_eq!(stage.entry_port(), stage.pair.blue.port(), "dry run switched");
+    assert_eq!(
+        stage.entry_port(),
+        stage.pair.blue.port(),
+        "dry run switched"
+    );
     assert!(stage.blue_writable(), "dry run fenced blue");
 
     let started = Instant::now();
@@ -71,7 +75,10 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     let blue_rows = stage
         .pair
         .blue
-        .psql("app", "SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o")
+        .psql(
+            "app",
+            "SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o",
+        )
         .unwrap();
     let green_rows = stage
         .pair
@@ -80,7 +87,11 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
             "app",
             &format!(
                 "SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o WHERE id <= {}",
-                stage.pair.blue.psql("app", "SELECT max(id) FROM orders").unwrap()
+                stage
+                    .pair
+                    .blue
+                    .psql("app", "SELECT max(id) FROM orders")
+                    .unwrap()
             ),
         )
         .unwrap();

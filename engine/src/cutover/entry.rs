@@ -291,7 +291,11 @@ mod tests {
     fn writes_atomically_and_idempotently() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("databases.ini");
-        fs::write(&path, "a = host=h port=1 dbname=a\napp = host=h port=2 dbname=app\n").unwrap();
+        fs::write(
+            &path,
+            "a = host=h port=1 dbname=a\napp = host=h port=2 dbname=app\n",
+        )
+        .unwrap();
         write(&path, "app", "host=g port=3 dbname=app").unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(

@@ -70,26 +70,33 @@ pub enum CutoverError {
         budget_ms: u128,
     },
     /// A transaction wrote on blue after the fence.
-    #[error("a write on blue after the fence: {detail} — this session bypasses PgBouncer; stop that writer (or pass --terminate-direct-sessions) and run the cutover again")]
+    #[error("a write on {side} after the fence: {detail} — this session bypasses PgBouncer; stop that writer (or pass --terminate-direct-sessions) and run the command again")]
     LateWrite {
+        /// The side fenced.
+        side: &'static str,
         /// The sessions, xids and tables.
         detail: String,
     },
     /// Sequences could not be copied.
     #[error(transparent)]
     Sequences(#[from] SequenceError),
+    /// The reverse direction could not be armed or disarmed.
+    #[error(transparent)]
+    Direction(#[from] crate::sync::direction::DirectionError),
     /// The watch after the switch failed.
     #[error("the watch after the switch failed: {0}")]
     Watch(String),
     /// A failure before RESUME: traffic was returned to blue.
-    #[error("cutover rolled back automatically before RESUME: traffic stays on blue, blue is writable again, clients saw a pause and no error")]
+    #[error("{} rolled back automatically before RESUME: traffic stays on {side}, {side} is writable again, clients saw a pause and no error", if *side == "blue" { "cutover" } else { "rollback" })]
     RolledBack {
+        /// Where traffic stays.
+        side: &'static str,
         /// What went wrong.
         #[source]
         cause: Box<CutoverError>,
     },
     /// The automatic rollback itself failed: an operator must act.
-    #[error("the automatic rollback failed: {rollback}; the cutover had failed with: {cause} — check PgBouncer (RESUME {database}) and blue (ALTER DATABASE … RESET default_transaction_read_only)")]
+    #[error("the automatic rollback failed: {rollback}; the switch had failed with: {cause} — check PgBouncer (RESUME {database}), its entry, and both databases' default_transaction_read_only")]
     RollbackFailed {
         /// What the rollback could not do.
         rollback: String,

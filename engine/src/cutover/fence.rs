@@ -88,7 +88,10 @@ pub(crate) async fn read_only_setting(
 }
 
 /// `ALTER DATABASE <current> SET default_transaction_read_only = on` (idempotent).
-pub(crate) async fn make_read_only(client: &Client, side: &'static str) -> Result<(), CutoverError> {
+pub(crate) async fn make_read_only(
+    client: &Client,
+    side: &'static str,
+) -> Result<(), CutoverError> {
     let db = current_database(client, side).await?;
     client
         .batch_execute(&format!(
@@ -148,7 +151,10 @@ pub(crate) async fn direct_sessions(
             &[&pooled],
         )
         .await
-        .map_err(CutoverError::query(side, "list the sessions (pg_stat_activity)"))?;
+        .map_err(CutoverError::query(
+            side,
+            "list the sessions (pg_stat_activity)",
+        ))?;
     Ok(rows
         .iter()
         .map(|r| DirectSession {
@@ -171,7 +177,10 @@ pub(crate) async fn terminate(
         client
             .execute("SELECT pg_catalog.pg_terminate_backend($1)", &[pid])
             .await
-            .map_err(CutoverError::query(side, format!("terminate session {pid}")))?;
+            .map_err(CutoverError::query(
+                side,
+                format!("terminate session {pid}"),
+            ))?;
     }
     Ok(())
 }
@@ -196,7 +205,10 @@ pub(crate) async fn long_transactions(
             &[&seconds],
         )
         .await
-        .map_err(CutoverError::query(side, "list long transactions (pg_stat_activity)"))?;
+        .map_err(CutoverError::query(
+            side,
+            "list long transactions (pg_stat_activity)",
+        ))?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -222,12 +234,16 @@ pub(crate) struct Marker {
     pub(crate) xid: i64,
 }
 
-/// Writes the fence marker into blue's WAL in a transaction of its own.
-pub(crate) async fn mark(blue: &mut Client, slot: &str) -> Result<Marker, CutoverError> {
+/// Writes the fence marker into the WAL of `side` in a transaction of its own.
+pub(crate) async fn mark(
+    blue: &mut Client,
+    side: &'static str,
+    slot: &str,
+) -> Result<Marker, CutoverError> {
     let tx = blue
         .transaction()
         .await
-        .map_err(CutoverError::query("blue", "begin the fence transaction"))?;
+        .map_err(CutoverError::query(side, "begin the fence transaction"))?;
     let row = tx
         .query_one(
             "SELECT pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8,
@@ -236,16 +252,19 @@ pub(crate) async fn mark(blue: &mut Client, slot: &str) -> Result<Marker, Cutove
         )
         .await
         .map_err(CutoverError::query(
-            "blue",
+            side,
             "write the fence marker (pg_logical_emit_message; needs a superuser or EXECUTE on it)",
         ))?;
     tx.commit()
         .await
-        .map_err(CutoverError::query("blue", "commit the fence marker"))?;
+        .map_err(CutoverError::query(side, "commit the fence marker"))?;
     let end: String = blue
-        .query_one("SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text", &[])
+        .query_one(
+            "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text",
+            &[],
+        )
         .await
-        .map_err(CutoverError::query("blue", "read the WAL position"))?
+        .map_err(CutoverError::query(side, "read the WAL position"))?
         .get(0);
     let lsn: String = row.get(1);
     Ok(Marker {
@@ -256,14 +275,18 @@ pub(crate) async fn mark(blue: &mut Client, slot: &str) -> Result<Marker, Cutove
 }
 
 pub(crate) fn parse(text: &str) -> Result<Lsn, CutoverError> {
-    text.parse()
-        .map_err(|_| CutoverError::State(format!("the server returned an LSN blueshift cannot read: {text:?}")))
+    text.parse().map_err(|_| {
+        CutoverError::State(format!(
+            "the server returned an LSN blueshift cannot read: {text:?}"
+        ))
+    })
 }
 
 /// Rows of the published tables written by transactions newer than `fence_xid`: the xids and
 /// tables, e.g. `xid 812 on "public"."t"`. Reads each published table (a failure path only).
 pub(crate) async fn late_writes(
     blue: &Client,
+    side: &'static str,
     publication: &str,
     fence_xid: i64,
 ) -> Result<Vec<String>, CutoverError> {
@@ -274,7 +297,7 @@ pub(crate) async fn late_writes(
             &[&publication],
         )
         .await
-        .map_err(CutoverError::query("blue", "list the published tables"))?;
+        .map_err(CutoverError::query(side, "list the published tables"))?;
     let mut found = Vec::new();
     for t in &tables {
         let table = format!(
@@ -294,7 +317,10 @@ pub(crate) async fn late_writes(
                 &[&fence_xid.to_string()],
             )
             .await
-            .map_err(CutoverError::query("blue", format!("look for late writes in {table}")))?;
+            .map_err(CutoverError::query(
+                side,
+                format!("look for late writes in {table}"),
+            ))?;
         for r in rows {
             found.push(format!("xid {} on {table}", r.get::<_, String>(0)));
         }

@@ -30,7 +30,10 @@ pub(crate) async fn check(
             &[],
         )
         .await
-        .map_err(CutoverError::query("green", "look for blueshift.verify_run"))?
+        .map_err(CutoverError::query(
+            "green",
+            "look for blueshift.verify_run",
+        ))?
         .get(0);
     if !exists {
         return Ok(Some(

@@ -87,7 +87,9 @@ pub(crate) async fn run(
             }
             p.problems.extend(s.problems);
         }
-        Err(e) => p.problems.push(format!("cannot read the sync's status: {e}")),
+        Err(e) => p
+            .problems
+            .push(format!("cannot read the sync's status: {e}")),
     }
     // The verify gate.
     if let Some(problem) = gate::check(green, options.max_verify_age, options.skip_verify).await? {

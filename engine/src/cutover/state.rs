@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS blueshift.cutover (
     pause_ms double precision,
     blue_entry text,
     green_entry text,
+    direction text NOT NULL DEFAULT 'forward',
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 CREATE TABLE IF NOT EXISTS blueshift.cutover_event (
@@ -115,6 +116,25 @@ impl FromStr for State {
     }
 }
 
+/// Which way traffic is moving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// Blue → green (`cutover`).
+    Forward,
+    /// Green → blue (`rollback`).
+    Back,
+}
+
+impl Way {
+    /// The name stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Way::Forward => "forward",
+            Way::Back => "back",
+        }
+    }
+}
+
 /// The row of one slot's cutover.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -140,6 +160,8 @@ pub struct Record {
     pub blue_entry: Option<String>,
     /// The entry written by the switch (pointing at green).
     pub green_entry: Option<String>,
+    /// Which way the steps under way move traffic.
+    pub way: Way,
     /// The last transition (seconds since the epoch).
     pub updated_at: f64,
 }
@@ -159,6 +181,7 @@ impl Record {
             pause_ms: None,
             blue_entry: None,
             green_entry: None,
+            way: Way::Forward,
             updated_at: 0.0,
         }
     }
@@ -187,7 +210,8 @@ const SELECT: &str = "\
 SELECT slot, state, fence_lsn::pg_catalog.text, fence_end::pg_catalog.text, fence_xid,
        drained_lsn::pg_catalog.text,
        pg_catalog.date_part('epoch', paused_at), pg_catalog.date_part('epoch', resumed_at),
-       pause_ms, blue_entry, green_entry, pg_catalog.date_part('epoch', updated_at)
+       pause_ms, blue_entry, green_entry, pg_catalog.date_part('epoch', updated_at),
+       direction
   FROM blueshift.cutover WHERE slot = $1";
 
 /// The record of `slot`, if any (and `None` when the table does not exist).
@@ -233,6 +257,11 @@ pub async fn load(green: &Client, slot: &str) -> Result<Option<Record>, CutoverE
         blue_entry: row.get(9),
         green_entry: row.get(10),
         updated_at: row.get::<_, Option<f64>>(11).unwrap_or_default(),
+        way: if row.get::<_, String>(12) == "back" {
+            Way::Back
+        } else {
+            Way::Forward
+        },
     }))
 }
 
@@ -248,18 +277,19 @@ pub(crate) async fn save(
             "WITH saved AS (
                 INSERT INTO blueshift.cutover AS c (slot, state, fence_lsn, fence_end, fence_xid,
                        drained_lsn, paused_at, resumed_at, pause_ms, blue_entry, green_entry,
-                       updated_at)
+                       direction, updated_at)
                 VALUES ($1, $2, $3::pg_catalog.text::pg_catalog.pg_lsn,
                         $4::pg_catalog.text::pg_catalog.pg_lsn, $5,
                         $6::pg_catalog.text::pg_catalog.pg_lsn,
                         pg_catalog.to_timestamp($7), pg_catalog.to_timestamp($8), $9, $10, $11,
-                        pg_catalog.clock_timestamp())
+                        $13, pg_catalog.clock_timestamp())
                 ON CONFLICT (slot) DO UPDATE SET state = excluded.state,
                        fence_lsn = excluded.fence_lsn, fence_end = excluded.fence_end,
                        fence_xid = excluded.fence_xid, drained_lsn = excluded.drained_lsn,
                        paused_at = excluded.paused_at, resumed_at = excluded.resumed_at,
                        pause_ms = excluded.pause_ms, blue_entry = excluded.blue_entry,
-                       green_entry = excluded.green_entry, updated_at = excluded.updated_at
+                       green_entry = excluded.green_entry, direction = excluded.direction,
+                       updated_at = excluded.updated_at
                 RETURNING c.slot, c.state)
              INSERT INTO blueshift.cutover_event (slot, state, detail)
              SELECT slot, state, $12 FROM saved",
@@ -276,6 +306,7 @@ pub(crate) async fn save(
                 &record.blue_entry,
                 &record.green_entry,
                 &detail,
+                &record.way.as_str(),
             ],
         )
         .await
@@ -283,7 +314,7 @@ pub(crate) async fn save(
             "green",
             format!("record the cutover state {}", record.state),
         ))?;
-    tracing::info!(slot = %record.slot, state = %record.state, detail, "cutover state");
+    tracing::info!(slot = %record.slot, state = %record.state, direction = record.way.as_str(), detail, "cutover state");
     Ok(())
 }
 
@@ -295,7 +326,10 @@ pub async fn events(green: &Client, slot: &str, limit: i64) -> Result<Vec<Event>
             &[],
         )
         .await
-        .map_err(CutoverError::query("green", "look for blueshift.cutover_event"))?
+        .map_err(CutoverError::query(
+            "green",
+            "look for blueshift.cutover_event",
+        ))?
         .get(0);
     if !exists {
         return Ok(Vec::new());

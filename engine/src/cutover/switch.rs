@@ -58,7 +58,11 @@ pub(crate) async fn point(
                 .env("BLUESHIFT_TARGET_DBNAME", &to.dbname)
                 .env(
                     "BLUESHIFT_SWITCH_DIRECTION",
-                    if side == "green" { "to-green" } else { "to-blue" },
+                    if side == "green" {
+                        "to-green"
+                    } else {
+                        "to-blue"
+                    },
                 )
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true);

@@ -1,6 +1,7 @@
-//! The watch after the switch: for `--watch`, probes through PgBouncer must land on green,
-//! green's rollback rate must stay under `--max-error-rate`, and no transaction may write blue
-//! after the fence.
+//! The watch after the switch: for `--watch`, probes through PgBouncer must land on the side
+//! that now takes the traffic (green after a cutover, blue after a rollback), its rollback rate
+//! must stay under `--max-error-rate`, and no transaction may write the fenced side after the
+//! fence.
 //!
 //! - **Probe**: a transaction through the pooler reads the server's identity
 //!   (`pg_postmaster_start_time()`, port, database) and must find green's.
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::error::CutoverError;
+use super::state::Way;
 use super::{drain, fence};
 use crate::client;
 
@@ -63,15 +65,15 @@ pub(crate) async fn probe(pooler: &ConnectConfig) -> Result<String, CutoverError
     id
 }
 
-async fn xacts(green: &Client) -> Result<(i64, i64), CutoverError> {
-    let row = green
+async fn xacts(client: &Client, side: &'static str) -> Result<(i64, i64), CutoverError> {
+    let row = client
         .query_one(
             "SELECT xact_commit, xact_rollback FROM pg_catalog.pg_stat_database
               WHERE datname = pg_catalog.current_database()",
             &[],
         )
         .await
-        .map_err(CutoverError::query("green", "read pg_stat_database"))?;
+        .map_err(CutoverError::query(side, "read pg_stat_database"))?;
     Ok((row.get(0), row.get(1)))
 }
 
@@ -79,10 +81,13 @@ async fn xacts(green: &Client) -> Result<(i64, i64), CutoverError> {
 pub(crate) struct Watch<'a> {
     pub(crate) green: &'a Client,
     pub(crate) blue: &'a Client,
+    /// Which way traffic moved.
+    pub(crate) way: Way,
     pub(crate) pooler: Option<&'a ConnectConfig>,
     pub(crate) slot: &'a str,
+    /// The publication of the fenced side (the reverse one after a rollback).
     pub(crate) publication: &'a str,
-    /// Green's durable position once drained: past it, blue wrote after the fence.
+    /// The durable position once drained: past it, the fenced side wrote after the fence.
     pub(crate) barrier: Lsn,
     pub(crate) fence_xid: i64,
     pub(crate) duration: Duration,
@@ -90,23 +95,31 @@ pub(crate) struct Watch<'a> {
 }
 
 impl Watch<'_> {
+    fn target(&self) -> (&Client, &'static str) {
+        match self.way {
+            Way::Forward => (self.green, "green"),
+            Way::Back => (self.blue, "blue"),
+        }
+    }
+
     /// Watches for the duration; the first problem ends it.
     pub(crate) async fn run(&self) -> Result<Watched, CutoverError> {
-        let green_id = identity(self.green, "green").await?;
-        let (commits0, rollbacks0) = xacts(self.green).await?;
+        let (target, side) = self.target();
+        let target_id = identity(target, side).await?;
+        let (commits0, rollbacks0) = xacts(target, side).await?;
         let end = Instant::now() + self.duration;
         let mut watched = Watched::default();
         loop {
             if let Some(pooler) = self.pooler {
                 let landed = probe(pooler).await?;
-                if landed != green_id {
+                if landed != target_id {
                     return Err(CutoverError::Watch(format!(
-                        "a probe through PgBouncer landed on {landed:?}, not on green ({green_id:?}) — check PgBouncer's entry and RELOAD"
+                        "a probe through PgBouncer landed on {landed:?}, not on {side} ({target_id:?}) — check PgBouncer's entry and RELOAD"
                     )));
                 }
                 watched.probes += 1;
             }
-            let (commits, rollbacks) = xacts(self.green).await?;
+            let (commits, rollbacks) = xacts(target, side).await?;
             watched.transactions = (commits - commits0) + (rollbacks - rollbacks0);
             watched.rollbacks = rollbacks - rollbacks0;
             if watched.transactions >= 20 {
@@ -114,7 +127,7 @@ impl Watch<'_> {
                 let rate = watched.rollbacks as f64 / watched.transactions as f64;
                 if rate > self.max_error_rate {
                     return Err(CutoverError::Watch(format!(
-                        "{} of {} transactions on green rolled back ({:.1} %, over --max-error-rate {:.1} %)",
+                        "{} of {} transactions on {side} rolled back ({:.1} %, over --max-error-rate {:.1} %)",
                         watched.rollbacks,
                         watched.transactions,
                         rate * 100.0,
@@ -122,31 +135,29 @@ impl Watch<'_> {
                     )));
                 }
             }
-            self.late_writes().await?;
+            check_late_writes(
+                self.way,
+                self.green,
+                self.blue,
+                self.slot,
+                self.publication,
+                self.barrier,
+                self.fence_xid,
+            )
+            .await?;
             if Instant::now() >= end {
                 return Ok(watched);
             }
             tokio::time::sleep(EVERY.min(end.saturating_duration_since(Instant::now()))).await;
         }
     }
-
-    /// Fails naming the writers when blue committed a published change after the fence.
-    pub(crate) async fn late_writes(&self) -> Result<(), CutoverError> {
-        check_late_writes(
-            self.green,
-            self.blue,
-            self.slot,
-            self.publication,
-            self.barrier,
-            self.fence_xid,
-        )
-        .await
-    }
 }
 
-/// Fails with [`CutoverError::LateWrite`] when a session on blue holds an xid (it is writing)
-/// or green's origins moved past `barrier` (blue committed a published change after the fence).
+/// Fails with [`CutoverError::LateWrite`] when a session on the fenced side holds an xid (it
+/// is writing) or the drained direction's origins moved past `barrier` (the fenced side
+/// committed a published change after the fence).
 pub(crate) async fn check_late_writes(
+    way: Way,
     green: &Client,
     blue: &Client,
     slot: &str,
@@ -154,13 +165,19 @@ pub(crate) async fn check_late_writes(
     barrier: Lsn,
     fence_xid: i64,
 ) -> Result<(), CutoverError> {
-    let writing: Vec<String> = fence::direct_sessions(blue, "blue", &[])
+    let (fenced, side) = match way {
+        Way::Forward => (blue, "blue"),
+        Way::Back => (green, "green"),
+    };
+    let writing: Vec<String> = fence::direct_sessions(fenced, side, &[])
         .await?
         .into_iter()
         .filter(|s| s.xid.is_some())
         .map(|s| s.to_string())
         .collect();
-    let moved = drain::position(green, slot).await?.is_some_and(|p| p > barrier);
+    let moved = drain::position_of(way, green, blue, slot)
+        .await?
+        .is_some_and(|p| p > barrier);
     if writing.is_empty() && !moved {
         return Ok(());
     }
@@ -169,14 +186,15 @@ pub(crate) async fn check_late_writes(
         detail.push(format!("sessions writing now: {}", writing.join(", ")));
     }
     if moved {
-        let rows = fence::late_writes(blue, publication, fence_xid).await?;
+        let rows = fence::late_writes(fenced, side, publication, fence_xid).await?;
         detail.push(if rows.is_empty() {
-            "green's origins moved past the fence (a committed change; deleted rows leave no xid to name)".to_owned()
+            "the drained direction's origins moved past the fence (a committed change; deleted rows leave no xid to name)".to_owned()
         } else {
             format!("committed after the fence: {}", rows.join(", "))
         });
     }
     Err(CutoverError::LateWrite {
+        side,
         detail: detail.join("; "),
     })
 }

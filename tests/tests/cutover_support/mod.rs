@@ -74,7 +74,11 @@ impl Stage {
             .expect("counters");
         pair.converge(&["counters"], Duration::from_secs(30));
         let bouncer = PgBouncer::in_front_of(&pair.blue, "app").expect("PgBouncer starts");
-        Stage { pair, bouncer, sync }
+        Stage {
+            pair,
+            bouncer,
+            sync,
+        }
     }
 
     /// pgbench through PgBouncer: `rate` transactions a second for `seconds`.
@@ -111,12 +115,27 @@ impl Stage {
 
     /// `blueshift cutover` with the stage's settings and `extra`, `env`; waits for it.
     pub(crate) fn cutover(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
-        self.cutover_command(extra, env).output().expect("blueshift cutover runs")
+        self.cutover_command(extra, env)
+            .output()
+            .expect("blueshift cutover runs")
     }
 
     pub(crate) fn cutover_command(&self, extra: &[&str], env: &[(&str, &str)]) -> Command {
+        self.command("cutover", extra, env)
+    }
+
+    /// `blueshift <sub>` (`cutover`, `rollback`, `finalize`) with the stage's settings and
+    /// `extra`, `env`; waits for it.
+    pub(crate) fn run(&self, sub: &str, extra: &[&str]) -> Output {
+        self.command(sub, extra, &[])
+            .output()
+            .expect("blueshift runs")
+    }
+
+    /// The command line of `blueshift <sub>` with the stage's settings.
+    pub(crate) fn command(&self, sub: &str, extra: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(blueshift_binary());
-        cmd.arg("cutover")
+        cmd.arg(sub)
             .args(["--source", &self.pair.blue.uri("app")])
             .args(["--target", &self.pair.green.uri("app")])
             .args(["--slot", "bs", "--publication", "pub"])
@@ -141,13 +160,19 @@ impl Stage {
         // Empty before the first cutover created the table.
         self.pair
             .green
-            .psql("app", "SELECT state FROM blueshift.cutover WHERE slot = 'bs'")
+            .psql(
+                "app",
+                "SELECT state FROM blueshift.cutover WHERE slot = 'bs'",
+            )
             .unwrap_or_default()
     }
 
     /// The port PgBouncer's entry `app` points at.
     pub(crate) fn entry_port(&self) -> u16 {
-        let rows = self.bouncer.admin("SHOW DATABASES").expect("SHOW DATABASES");
+        let rows = self
+            .bouncer
+            .admin("SHOW DATABASES")
+            .expect("SHOW DATABASES");
         rows.lines()
             .find(|l| l.starts_with("app|"))
             .and_then(|l| l.split('|').nth(2))
@@ -157,7 +182,10 @@ impl Stage {
 
     /// Whether PgBouncer's entry `app` is paused.
     pub(crate) fn paused(&self) -> bool {
-        let rows = self.bouncer.admin("SHOW DATABASES").expect("SHOW DATABASES");
+        let rows = self
+            .bouncer
+            .admin("SHOW DATABASES")
+            .expect("SHOW DATABASES");
         // Columns of 1.18: name|host|port|database|force_user|pool_size|min_pool_size|
         // reserve_pool|pool_mode|max_connections|current_connections|paused|disabled
         rows.lines()
@@ -170,7 +198,10 @@ impl Stage {
     pub(crate) fn blue_writable(&self) -> bool {
         self.pair
             .blue
-            .psql("app", "SELECT current_setting('default_transaction_read_only')")
+            .psql(
+                "app",
+                "SELECT current_setting('default_transaction_read_only')",
+            )
             .expect("setting")
             == "off"
     }
@@ -182,7 +213,11 @@ impl Stage {
 
     /// Row counts on `side`.
     pub(crate) fn count(&self, green: bool, table: &str) -> i64 {
-        let c = if green { &self.pair.green } else { &self.pair.blue };
+        let c = if green {
+            &self.pair.green
+        } else {
+            &self.pair.blue
+        };
         c.psql("app", &format!("SELECT count(*) FROM {table}"))
             .expect("count")
             .parse()
