@@ -7,7 +7,8 @@ mod cutover_support;
 
 use std::time::Duration;
 
-use cutover_support::{text, wait_until, Stage, TABLES};
+use blueshift_tests::PgBinaries;
+use cutover_support::{text, wait_until, Pair, Stage, TABLES};
 
 fn reverse_streaming(stage: &Stage) -> bool {
     stage
@@ -35,7 +36,22 @@ fn counter_sum(stage: &Stage, green: bool) -> i64 {
 
 #[test]
 fn cutover_rollback_and_cutover_again_lose_nothing_and_apply_nothing_twice() {
-    let stage = Stage::new("cutover-rollback");
+    there_and_back(Stage::new("cutover-rollback"));
+}
+
+/// Blue on PostgreSQL 15, green on 18: the cutover 15 → 18, the rollback 18 → 15.
+#[test]
+fn blue_15_to_green_18_and_back() {
+    let pair = Pair::with(
+        "cutover-15-18",
+        PgBinaries::major(15).expect("PostgreSQL 15"),
+        PgBinaries::major(18).expect("PostgreSQL 18"),
+        &[],
+    );
+    there_and_back(Stage::on(pair));
+}
+
+fn there_and_back(stage: Stage) {
     let bench = stage.pgbench(100, 30);
     std::thread::sleep(Duration::from_secs(3));
 
@@ -110,7 +126,9 @@ fn cutover_rollback_and_cutover_again_lose_nothing_and_apply_nothing_twice() {
         },
     );
     eprintln!(
-        "cutover, rollback, cutover: {} committed, 0 failed, longest transaction {:.0} ms",
-        result.committed, result.max_latency_ms
+        "{}: cutover, rollback, cutover: {} committed, 0 failed, longest transaction {:.0} ms",
+        stage.pair.green.name(),
+        result.committed,
+        result.max_latency_ms
     );
 }
