@@ -280,3 +280,94 @@ pub fn endpoint_of_config(config: &ConnectConfig) -> Endpoint {
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     entry::endpoint_of(text)
 }
+
+/// The cutover lines of `blueshift status`: the state machine's row, its last events, and
+/// whether the way back is armed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CutoverStatus {
+    /// The row.
+    pub record: Record,
+    /// The last events, oldest first.
+    pub events: Vec<state::Event>,
+    /// The reverse slot on green, when the way back is armed.
+    pub reverse_slot: Option<String>,
+}
+
+impl CutoverStatus {
+    /// As JSON, for `status --json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let lsn = |l: Option<Lsn>| l.map(|l| l.to_string());
+        serde_json::json!({
+            "state": self.record.state.as_str(),
+            "direction": self.record.way.as_str(),
+            "fence_lsn": lsn(self.record.fence_lsn),
+            "drained_lsn": lsn(self.record.drained_lsn),
+            "pause_ms": self.record.pause_ms,
+            "reverse_slot": self.reverse_slot,
+            "events": self.events.iter().map(|e| serde_json::json!({
+                "at": e.at, "state": e.state, "detail": e.detail,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl fmt::Display for CutoverStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.record;
+        writeln!(f, "cutover")?;
+        writeln!(f, "  {:<28}{} ({})", "state", r.state, r.way.as_str())?;
+        if let Some(l) = r.fence_lsn {
+            writeln!(f, "  {:<28}{l}", "fence")?;
+        }
+        if let Some(l) = r.drained_lsn {
+            writeln!(f, "  {:<28}{l}", "drained to")?;
+        }
+        if let Some(ms) = r.pause_ms {
+            writeln!(f, "  {:<28}{ms:.1} ms", "write pause")?;
+        }
+        writeln!(
+            f,
+            "  {:<28}{}",
+            "way back",
+            self.reverse_slot.as_deref().map_or_else(
+                || "not armed".to_owned(),
+                |s| format!("armed (slot {s} on green)")
+            )
+        )?;
+        for e in &self.events {
+            writeln!(f, "  {} {}: {}", e.at, e.state, e.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// The cutover lines of `slot` read from green (`None` when no cutover ever ran).
+pub async fn status(
+    target: &ConnectConfig,
+    slot: &str,
+) -> Result<Option<CutoverStatus>, CutoverError> {
+    let (green, conn) = crate::client::connect(target, "blueshift status")
+        .await
+        .map_err(CutoverError::connect("green"))?;
+    let result = async {
+        let Some(record) = state::load(&green, slot).await? else {
+            return Ok(None);
+        };
+        let events = state::events(&green, slot, 5).await?;
+        let reverse = crate::sync::direction::read_reverse(&green, slot)
+            .await
+            .map_err(|source| CutoverError::Query {
+                side: "green",
+                what: "read blueshift.reverse".to_owned(),
+                source,
+            })?;
+        Ok(Some(CutoverStatus {
+            record,
+            events,
+            reverse_slot: reverse.map(|r| r.reverse_slot),
+        }))
+    }
+    .await;
+    crate::client::close(green, conn).await;
+    result
+}

@@ -155,6 +155,19 @@ impl Stage {
         cmd
     }
 
+    /// `blueshift status` of the stage's slot (text).
+    pub(crate) fn status(&self) -> String {
+        let out = Command::new(blueshift_binary())
+            .arg("status")
+            .args(["--source", &self.pair.blue.uri("app")])
+            .args(["--target", &self.pair.green.uri("app")])
+            .args(["--slot", "bs"])
+            .output()
+            .expect("status runs");
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The cutover's state on green.
     pub(crate) fn state(&self) -> String {
         // Empty before the first cutover created the table.
