@@ -17,8 +17,65 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     let bench = stage.pgbench(100, 12);
     std::thread::sleep(Duration::from_secs(4));
 
-    // The plan first: nothing changes.
-    let plan = stage.cutover(&["--dry-run"], &[]);
+    // The verify gate, on the contract of `blueshift verify` (blueshift.verify_run on green):
+    // no run, a run that found differences, an old one — each refused, nothing changed.
+    let gate = [("BLUESHIFT_SKIP_VERIFY", "0")];
+    let refused = stage.cutover(&["--dry-run"], &gate);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("no verify has run: run `blueshift verify` or pass --skip-verify"),
+        "{}",
+        text(&refused)
+    );
+    stage
+        .pair
+        .green
+        .psql(
+            "app",
+            "CREATE TABLE blueshift.verify_run (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 started_at timestamptz, finished_at timestamptz, lsn pg_lsn, outcome text,
+                 differences bigint);
+             INSERT INTO blueshift.verify_run (started_at, finished_at, outcome, differences)
+             VALUES (now() - interval '2 hours', now() - interval '2 hours', 'equal', 0),
+                    (now(), now(), 'different', 3)",
+        )
+        .unwrap();
+    let refused = stage.cutover(&["--dry-run"], &gate);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("found 3 differences"),
+        "{}",
+        text(&refused)
+    );
+    stage
+        .pair
+        .green
+        .psql(
+            "app",
+            "INSERT INTO blueshift.verify_run (started_at, finished_at, outcome, differences)
+             VALUES (now() - interval '2 hours', now() - interval '2 hours', 'equal', 0)",
+        )
+        .unwrap();
+    let refused = stage.cutover(&["--dry-run"], &gate);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("older than --max-verify-age"),
+        "{}",
+        text(&refused)
+    );
+    stage
+        .pair
+        .green
+        .psql(
+            "app",
+            "INSERT INTO blueshift.verify_run (started_at, finished_at, outcome, differences)
+             VALUES (now(), now(), 'equal', 0)",
+        )
+        .unwrap();
+
+    // The plan: a clean, recent verify passes the gate; nothing changes.
+    let plan = stage.cutover(&["--dry-run"], &gate);
     assert!(plan.status.success(), "{}", text(&plan));
     let plan_text = String::from_utf8_lossy(&plan.stdout).into_owned();
     assert!(plan_text.contains("estimated write pause"), "{plan_text}");
@@ -30,7 +87,7 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     assert!(stage.blue_writable(), "dry run fenced blue");
 
     let started = Instant::now();
-    let out = stage.cutover(&[], &[]);
+    let out = stage.cutover(&[], &gate);
     let took = started.elapsed();
     assert!(out.status.success(), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();

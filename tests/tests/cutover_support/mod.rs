@@ -142,7 +142,9 @@ impl Stage {
             .args(["--pgbouncer", &self.bouncer.uri("app")])
             .arg("--pgbouncer-file")
             .arg(self.bouncer.databases_file())
-            .arg("--skip-verify");
+            // The verify gate is passed (BLUESHIFT_SKIP_VERIFY) unless `env` says otherwise:
+            // `blueshift verify` (issue 11) is not on main yet.
+            .env("BLUESHIFT_SKIP_VERIFY", "1");
         for (flag, value) in [("--watch", "2"), ("--max-pause", "5")] {
             if !extra.contains(&flag) {
                 cmd.args([flag, value]);
