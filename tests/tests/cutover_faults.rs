@@ -188,3 +188,42 @@ fn green_stopped_while_draining_rolls_back_within_the_pause_budget() {
         result.committed, result.max_latency_ms
     );
 }
+
+/// Without PgBouncer: the switch command does the switch, blue is fenced read-only, and the
+/// watch has no probe to send (the pause is what the application's reconnect takes).
+#[test]
+fn without_pgbouncer_a_switch_command_switches() {
+    let stage = Stage::new("cutover-command");
+    stage
+        .pair
+        .blue
+        .psql(
+            "app",
+            "INSERT INTO orders (client, note) SELECT g % 4, 'direct' FROM generate_series(1, 500) g",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("switched");
+    let command = format!(
+        "echo \"$BLUESHIFT_TARGET_HOST $BLUESHIFT_TARGET_PORT $BLUESHIFT_TARGET_DBNAME $BLUESHIFT_SWITCH_DIRECTION\" > '{}'",
+        record.display()
+    );
+    let out = Command::new(blueshift_tests::blueshift_binary())
+        .arg("cutover")
+        .args(["--source", &stage.pair.blue.uri("app")])
+        .args(["--target", &stage.pair.green.uri("app")])
+        .args(["--slot", "bs", "--publication", "pub", "--skip-verify"])
+        .args(["--switch-command", &command, "--watch", "1"])
+        .output()
+        .expect("cutover runs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stage.state(), "cut-over");
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap().trim(),
+        format!("127.0.0.1 {} app to-green", stage.pair.green.port())
+    );
+    assert!(!stage.blue_writable());
+    assert_eq!(stage.count(true, "orders"), 500);
+    // PgBouncer was not touched.
+    assert_eq!(stage.entry_port(), stage.pair.blue.port());
+}
