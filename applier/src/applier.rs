@@ -210,7 +210,17 @@ impl Applier {
                 source,
             })
             .await?;
-        Ok(writer.pipeline.rows)
+        let rows = writer.pipeline.rows;
+        if rows.inserted + rows.updated + rows.deleted + rows.truncated == 0 {
+            // Nothing written (a transaction that only carried a logical message, such as the
+            // cutover's fence marker): without an xid, COMMIT writes no commit record and the
+            // origin's progress would not move. Taking one makes the commit record it.
+            self.client
+                .execute("SELECT pg_catalog.pg_current_xact_id()", &[])
+                .await
+                .map_err(|e| transaction_error("pg_current_xact_id", commit_lsn, e))?;
+        }
+        Ok(rows)
     }
 
     /// Commits the transaction staged by [`begin_and_apply`](Self::begin_and_apply) and

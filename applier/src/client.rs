@@ -15,7 +15,9 @@
 //!   passed through for `SCRAM-SHA-256-PLUS`. Unix sockets never use TLS, as in libpq.
 //! - **A pinned `search_path`** ([`connect`]): `pg_catalog, pg_temp`, sent at startup as
 //!   `-c search_path=…` after the user's own `options`, so it overrides them and the role's and
-//!   database's settings. [`connect_unpinned`] is for the two sessions that must not have it:
+//!   database's settings. With it goes `-c default_transaction_read_only=off`: the cutover
+//!   fences a database with `ALTER DATABASE … SET default_transaction_read_only = on`, which
+//!   stops every session but blueshift's own. [`connect_unpinned`] is for the two sessions that must not have it:
 //!   `migrate`'s (the user's scripts run with the user's `search_path`; blueshift's own
 //!   statements there pin it per statement and qualify every name) and PgBouncer's admin console
 //!   (which refuses startup options and speaks only the simple query protocol).
@@ -409,6 +411,9 @@ fn tokio_config(
         }
         options.push_str("-c search_path=");
         options.push_str(&PINNED_SEARCH_PATH.replace(' ', "\\ "));
+        // blueshift's own sessions write on a database the cutover fenced read-only
+        // (`ALTER DATABASE … SET default_transaction_read_only = on` stops everyone else).
+        options.push_str(" -c default_transaction_read_only=off");
     }
     if !options.is_empty() {
         tokio.options(&options);

@@ -26,6 +26,10 @@
 //! | `slot-guard-write` | the slot guard's record on green, after the `UPDATE`/`INSERT` and before its `COMMIT` |
 //! | `after-slot-guard-record` | after the slot guard's record committed, before the slot is told the position |
 //! | `after-status-update` | after a standby status update carrying a new flushed position went out to blue |
+//! | `cutover-fenced` | `cutover`, once the fence (PAUSE, blue read-only, marker) is recorded on green |
+//! | `cutover-drained` | `cutover`, once green reached the fence and the sequences are copied |
+//! | `cutover-switched` | `cutover`, once PgBouncer's entry (or the switch command) points at green, before RESUME |
+//! | `cutover-resumed` | `cutover`, after RESUME, before the watch |
 
 /// Every failpoint name, for validating the environment variable.
 pub const NAMES: &[&str] = &[
@@ -35,6 +39,10 @@ pub const NAMES: &[&str] = &[
     "slot-guard-write",
     "after-slot-guard-record",
     "after-status-update",
+    "cutover-fenced",
+    "cutover-drained",
+    "cutover-switched",
+    "cutover-resumed",
 ];
 
 /// The environment variable that arms failpoints.

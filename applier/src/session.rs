@@ -6,7 +6,10 @@
 //! `DateStyle = ISO`, `TimeZone = UTC`, `IntervalStyle = postgres`, `extra_float_digits = 3`,
 //! `bytea_output = hex`, `client_encoding = UTF8`; and `row_security = off`, so that a
 //! row-level security policy on green makes a statement fail instead of silently filtering the
-//! rows an UPDATE or DELETE reaches. Values go through `set_config` as parameters.
+//! rows an UPDATE or DELETE reaches; and `default_transaction_read_only = off`, so that an
+//! applier keeps writing on a database the cutover fenced (`ALTER DATABASE … SET
+//! default_transaction_read_only = on` stops every other session's writes). Values go through
+//! `set_config` as parameters.
 
 use std::sync::Arc;
 
@@ -84,8 +87,9 @@ impl ApplierOptions {
 
 /// Pins the session settings.
 pub(crate) async fn pin(client: &Client, options: &ApplierOptions) -> Result<(), ApplyError> {
-    let settings: [(&'static str, &str); 9] = [
+    let settings: [(&'static str, &str); 10] = [
         ("session_replication_role", "replica"),
+        ("default_transaction_read_only", "off"),
         ("row_security", "off"),
         ("DateStyle", "ISO"),
         ("TimeZone", "UTC"),

@@ -25,6 +25,7 @@ use blueshift_decoder::connection::ReplicationError;
 use blueshift_engine::backfill::BackfillError;
 use blueshift_engine::cleanup::CleanupError;
 use blueshift_engine::client::{ClientError, SqlError};
+use blueshift_engine::cutover::CutoverError;
 use blueshift_engine::metrics::MetricsError;
 use blueshift_engine::migrate::MigrateError;
 use blueshift_engine::schema::{RenameError, SchemaError};
@@ -212,6 +213,32 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             StatusError::Slot(inner) => verdict(inner),
             StatusError::Query { .. } => Suggested(Class::Refused),
             _ => Settled(Class::Refused),
+        };
+    }
+    if let Some(e) = e.downcast_ref::<CutoverError>() {
+        return match e {
+            CutoverError::Connect { .. } => Settled(Class::Connection),
+            CutoverError::Preflight { .. }
+            | CutoverError::State(_)
+            | CutoverError::EntryFile { .. } => Settled(Class::Refused),
+            // Traffic is safe on one side, but the cutover stopped to protect the data (or an
+            // operator must act): a data stop whatever the cause.
+            CutoverError::RolledBack { .. }
+            | CutoverError::RollbackFailed { .. }
+            | CutoverError::LateWrite { .. }
+            | CutoverError::Watch(_)
+            | CutoverError::SwitchCommand { .. }
+            | CutoverError::DrainTimeout { .. }
+            | CutoverError::PauseBudget { .. } => Settled(Class::DataStop),
+            // Transparent: the chain skips what it wraps.
+            CutoverError::Sequences(inner) => verdict(inner),
+            CutoverError::Direction(inner) => match inner {
+                blueshift_engine::sync::direction::DirectionError::Connect { .. } => {
+                    Settled(Class::Connection)
+                }
+                _ => Suggested(Class::DataStop),
+            },
+            CutoverError::Query { .. } => Suggested(Class::DataStop),
         };
     }
     if let Some(e) = e.downcast_ref::<CleanupError>() {

@@ -18,14 +18,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cleanup;
+mod cutover;
 mod demo;
 mod docs;
 mod exit;
+mod finalize;
 mod logging;
 mod migrate;
 mod plan;
 mod progress;
 mod rename;
+mod rollback;
 mod settings;
 mod signals;
 mod source;
@@ -88,6 +91,9 @@ enum Command {
     Status(status::StatusArgs),
     Cleanup(cleanup::CleanupArgs),
     Verify(Box<verify::VerifyArgs>),
+    Cutover(cutover::CutoverArgs),
+    Rollback(rollback::RollbackArgs),
+    Finalize(finalize::FinalizeArgs),
     Bench(bench::BenchArgs),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),
@@ -181,6 +187,9 @@ async fn run(command: Command, signals: Signals) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
         Command::Verify(args) => verify::run(*args).await,
+        Command::Cutover(args) => cutover::run(args).await,
+        Command::Rollback(args) => rollback::run(args).await,
+        Command::Finalize(args) => finalize::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Completions(args) => docs::completions(args, Cli::command()),
         Command::Man(args) => docs::man(args, Cli::command()),

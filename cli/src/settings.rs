@@ -55,6 +55,28 @@ pub(crate) struct FileSettings {
     pub(crate) maintenance_work_mem: Option<String>,
     /// `/readyz` answers 503 while the lag is above this many seconds.
     pub(crate) ready_max_lag: Option<f64>,
+    /// `cutover`: how clients reach the database through PgBouncer.
+    pub(crate) pgbouncer: Option<String>,
+    /// `cutover`: PgBouncer's file holding the database entry.
+    pub(crate) pgbouncer_file: Option<PathBuf>,
+    /// `cutover`: where PgBouncer reaches green.
+    pub(crate) green_entry: Option<String>,
+    /// `cutover`: the switch command.
+    pub(crate) switch_command: Option<String>,
+    /// `cutover`: the most lag preflight accepts (seconds).
+    pub(crate) max_lag: Option<f64>,
+    /// `cutover`: the oldest clean verify accepted (seconds).
+    pub(crate) max_verify_age: Option<u64>,
+    /// `cutover`: pass the verify gate without a verify.
+    pub(crate) skip_verify: Option<bool>,
+    /// `cutover`: the longest write pause (seconds).
+    pub(crate) max_pause: Option<f64>,
+    /// `cutover`: how long to watch after RESUME (seconds).
+    pub(crate) watch: Option<f64>,
+    /// `cutover`: the most rolled-back share of green's transactions while watching.
+    pub(crate) max_error_rate: Option<f64>,
+    /// `cutover`: terminate the sessions that bypass PgBouncer.
+    pub(crate) terminate_direct_sessions: Option<bool>,
     #[serde(default)]
     pub(crate) rename: Vec<FileRename>,
     #[serde(default)]

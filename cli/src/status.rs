@@ -59,10 +59,22 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let status = status::status(&options)
         .await
         .context("blueshift status failed")?;
+    // The cutover's state machine, when a cutover ever ran for this slot.
+    let cutover = blueshift_engine::cutover::status(&options.target, &options.slot)
+        .await
+        .context("blueshift status could not read the cutover state")?;
     let text = if args.json {
-        format!("{}\n", status.to_json())
+        let mut json = status.to_json();
+        json["cutover"] = cutover
+            .as_ref()
+            .map_or(serde_json::Value::Null, |c| c.to_json());
+        format!("{json}\n")
     } else {
-        status.to_string()
+        let mut text = status.to_string();
+        if let Some(c) = &cutover {
+            text.push_str(&c.to_string());
+        }
+        text
     };
     print(&text)
 }

@@ -454,6 +454,13 @@ impl ConnectConfig {
         self
     }
 
+    /// Sets the database (PgBouncer's admin console is the database `pgbouncer` on the same
+    /// listener as the pooled ones).
+    pub fn set_dbname(&mut self, dbname: impl Into<String>) -> &mut Self {
+        self.dbname = dbname.into();
+        self
+    }
+
     /// Sets the password file.
     pub fn set_passfile(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.passfile = Some(path.into());

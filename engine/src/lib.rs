@@ -6,6 +6,7 @@ pub mod assembler;
 pub mod backfill;
 pub mod cleanup;
 pub mod control;
+pub mod cutover;
 pub mod metrics;
 pub mod migrate;
 pub mod privileges;

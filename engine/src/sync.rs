@@ -856,6 +856,7 @@ async fn attempt(
         spilled: (0, 0),
         queued_memory: Arc::new(tokio::sync::Semaphore::new(queued_memory)),
         queued_memory_max: queued_memory,
+        fence_marker: false,
     };
 
     // Read until shutdown or error; an applier failing ends reading too.

@@ -47,6 +47,11 @@ impl Background {
     pub(crate) async fn stop(self) {
         let Background { stop, mut task } = self;
         let _ = stop.send(());
+        // A task that ended by itself may have been awaited already by `ended`: polling its
+        // handle again would panic ("JoinHandle polled after completion").
+        if task.is_finished() {
+            return;
+        }
         if tokio::time::timeout(STOP_TIMEOUT, &mut task).await.is_err() {
             task.abort();
         }

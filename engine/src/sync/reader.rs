@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blueshift_applier::{Mapping, Transaction};
-use blueshift_decoder::pgoutput::PgOutputDecoder;
+use blueshift_decoder::pgoutput::{PgOutputDecoder, PgOutputMessage};
 use blueshift_decoder::relation::RelationInfo;
 use blueshift_decoder::stream::{ReplicationFrame, ReplicationStream};
 use blueshift_decoder::Lsn;
@@ -87,6 +87,11 @@ pub(crate) struct Reader {
     pub(crate) queued_memory: Arc<Semaphore>,
     /// The budget's size (a transaction costing more waits for the whole budget).
     pub(crate) queued_memory_max: usize,
+    /// The transaction being read carries the cutover's fence marker
+    /// ([`FENCE_PREFIX`](crate::cutover::fence::FENCE_PREFIX)): it is applied even with
+    /// nothing to write, so green's origins record its commit — the position the cutover's
+    /// drain waits for.
+    pub(crate) fence_marker: bool,
 }
 
 /// The commit position of an assembled transaction.
@@ -148,6 +153,14 @@ impl Reader {
                     };
                     if !keep {
                         continue;
+                    }
+                    if let PgOutputMessage::Message(m) = &message {
+                        if m.transactional
+                            && m.xid.is_none()
+                            && m.prefix == crate::cutover::fence::FENCE_PREFIX
+                        {
+                            self.fence_marker = true;
+                        }
                     }
                     let Some(assembled) =
                         self.assembler
@@ -294,7 +307,9 @@ impl Reader {
                 // Nothing left to apply (it changed only blueshift's own tables, or nothing):
                 // passed through to keep the order, like one dropped for its origin, so the
                 // other direction's bookkeeping never counts as applied.
-                let tx = (!matches!(tx.changes.in_memory(), Some([]))).then_some(tx);
+                // The cutover's fence marker is the exception: green's origins must record it.
+                let fence = std::mem::take(&mut self.fence_marker);
+                let tx = (fence || !matches!(tx.changes.in_memory(), Some([]))).then_some(tx);
                 (tx, end, commit)
             }
             Assembled::Skipped {

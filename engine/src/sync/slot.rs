@@ -100,7 +100,10 @@ pub(crate) async fn open(
         publication_names: vec![config.publication.clone()],
         proto_version: None,
         binary: config.binary,
-        messages: false,
+        // Transactional logical messages come through as transactions of their own: the
+        // cutover's fence marker (`pg_logical_emit_message(true, 'blueshift.fence', …)`) then
+        // moves green's origins past it once everything committed before it is on green.
+        messages: true,
         streaming: Streaming::On,
         origin: (major >= 16).then_some(OriginFilter::None),
         two_phase: false,
