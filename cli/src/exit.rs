@@ -156,7 +156,9 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             // Transparent wrappers: the error chain skips what they wrap.
             SyncError::Preflight(inner) => verdict(inner),
             SyncError::Slot(inner) => verdict(inner),
-            SyncError::Decode { .. } | SyncError::Assemble { .. } => Settled(Class::DataStop),
+            SyncError::Decode { .. }
+            | SyncError::Assemble { .. }
+            | SyncError::SourceChanged { .. } => Settled(Class::DataStop),
             SyncError::Task(_) => Settled(Class::Internal),
             _ => Suggested(Class::DataStop),
         };

@@ -791,6 +791,16 @@ pub async fn loaded(
     Ok(state::loaded(green, slot).await?.unwrap_or_default())
 }
 
+/// Forgets that green holds `table` through `slot` (its rows stay): the next start copies it
+/// again as a table added to the publication, into an empty green table.
+pub(crate) async fn forget_loaded(
+    green: &impl tokio_postgres::GenericClient,
+    slot: &str,
+    table: &QualifiedName,
+) -> Result<(), tokio_postgres::Error> {
+    state::forget_loaded(green, slot, table).await
+}
+
 /// Deletes green's backfill record of `slot` (green's rows stay).
 pub async fn forget(
     green: &impl tokio_postgres::GenericClient,

@@ -43,6 +43,7 @@ mod background;
 pub mod direction;
 mod durability;
 pub mod heartbeat;
+pub mod identity;
 mod loaded;
 mod monitor;
 mod order;
@@ -246,6 +247,31 @@ pub enum SyncError {
     /// The slot is not the one blueshift left, or not usable (see [`crate::slot_guard`]).
     #[error(transparent)]
     Slot(#[from] SlotError),
+    /// A loaded table on blue is not the table green was loaded from any more (see
+    /// [`identity`]): green has forgotten that it holds it.
+    #[error(
+        "green no longer follows blue for every table of publication \"{publication}\": {changed}. \
+         Green has forgotten that it holds these tables (their rows stay): TRUNCATE each on \
+         green, then start sync again — it copies them afresh from blue. To stop migrating a \
+         table instead, leave it out of the publication and keep or drop green's copy knowingly"
+    )]
+    SourceChanged {
+        /// The tables and what happened to each.
+        changed: identity::Changed,
+        /// The publication.
+        publication: String,
+    },
+    /// Reading or recording the loaded tables' identities failed.
+    #[error("could not {what} on {side}")]
+    Identity {
+        /// What was being done.
+        what: &'static str,
+        /// `blue` or `green`.
+        side: &'static str,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// The reverse direction (green → blue) stopped with this error.
     #[error("the reverse direction (green → blue) stopped")]
     Reverse(#[source] Box<SyncError>),
@@ -282,6 +308,8 @@ impl SyncError {
             SyncError::Sql { source, .. } => source.is_transient(),
             SyncError::KeyCatalog(_) | SyncError::Green { .. } => true,
             SyncError::Slot(e) => e.is_transient(),
+            // A lost connection, not a server's refusal.
+            SyncError::Identity { source, .. } => source.as_db_error().is_none(),
             SyncError::Reverse(e) => e.is_transient(),
             SyncError::Direction(e) => e.is_transient(),
             SyncError::RelationCheck {
@@ -643,23 +671,35 @@ async fn attempt(
     streaming: &std::sync::atomic::AtomicBool,
 ) -> Result<u64, SyncError> {
     // What a backfill copied, each applier must not apply again; the tables green holds. (The
-    // reverse direction copies nothing: it holds the tables of its publication.)
-    let (fences, loaded) = if let Some(tables) = direction::loaded(config, direction).await? {
-        (Arc::default(), tables)
-    } else {
-        let (green, conn) = client::connect(&config.target, "blueshift sync")
-            .await
-            .map_err(|source| SyncError::Sql {
-                what: format!("could not connect to green ({})", config.target),
-                source,
-            })?;
-        let fences = backfill::fences(&green, &config.slot).await;
-        let tables = backfill::loaded(&green, &config.slot).await;
-        client::close(green, conn).await;
-        let fences = fences.map_err(SyncError::Backfill)?;
-        let tables = tables.map_err(SyncError::Backfill)?;
-        (Arc::new(fences), loaded::Loaded::new(tables))
-    };
+    // reverse direction copies nothing: it holds the tables of its publication.) Each loaded
+    // table of the forward direction must still be the one green was loaded from (`identity`).
+    let (fences, loaded, identities) =
+        if let Some(tables) = direction::loaded(config, direction).await? {
+            (Arc::default(), tables, std::collections::HashMap::new())
+        } else {
+            let (mut green, conn) = client::connect(&config.target, "blueshift sync")
+                .await
+                .map_err(|source| SyncError::Sql {
+                    what: format!("could not connect to green ({})", config.target),
+                    source,
+                })?;
+            let fences = backfill::fences(&green, &config.slot).await;
+            let tables = backfill::loaded(&green, &config.slot).await;
+            let checked = match &tables {
+                Ok(tables) => Some(identity::check_at_start(config, &mut green, tables).await),
+                Err(_) => None,
+            };
+            client::close(green, conn).await;
+            let fences = fences.map_err(SyncError::Backfill)?;
+            let tables = tables.map_err(SyncError::Backfill)?;
+            let identities = checked.expect("checked when the tables were read")?;
+            let relids = identities
+                .iter()
+                .map(|(t, i)| (t.clone(), i.relid))
+                .collect();
+            let loaded = loaded::Loaded::new(tables, relids, &config.slot, &config.publication);
+            (Arc::new(fences), loaded, identities)
+        };
     // Green: one applier per worker, each with its own origin; the maximum of their progress
     // is the last transaction green holds.
     let mut appliers = Vec::with_capacity(config.workers);
@@ -751,6 +791,7 @@ async fn attempt(
     let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
     let jobs = Arc::new(Mutex::new(job_rx));
     let mut tasks = JoinSet::new();
+    let mut identity_watch = tokio::spawn(identity::watch(config.clone(), identities));
     let monitor = {
         let (slot, acks, metrics) = (config.slot.clone(), Arc::clone(&acks), metrics.clone());
         Background::spawn(move |stop| {
@@ -821,6 +862,10 @@ async fn attempt(
                     },
                     Err(e) => SyncError::Task(e),
                 }),
+                done = &mut identity_watch => break Err(match done {
+                    Ok(changed) => changed,
+                    Err(e) => SyncError::Task(e),
+                }),
                 done = &mut acknowledger => break Err(match done {
                     Ok(Ok(())) => SyncError::AppliersGone,
                     Ok(Err(e)) => SyncError::Slot(e),
@@ -863,6 +908,7 @@ async fn attempt(
     // What the appliers committed becomes durable within green's wal_writer_delay: confirm it
     // before the final status update, so a restart has little to resend.
     tracker.abort();
+    identity_watch.abort();
     if graceful && drained.is_ok() {
         durability::drain(&durability, &green_flush, &acks, Duration::from_secs(10)).await;
     }

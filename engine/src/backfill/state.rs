@@ -134,8 +134,10 @@ pub(crate) async fn forget(
         "backfill_chunk",
         "backfill_ddl",
         "backfill_declared",
+        "source_identity",
     ] {
-        // backfill_declared is missing where an older blueshift made the others.
+        // backfill_declared and source_identity (sync::identity) are missing where an older
+        // blueshift made the others.
         let exists: bool = green
             .query_one(
                 "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
@@ -274,6 +276,35 @@ pub(crate) async fn clear_table(
         )
         .await
         .map_err(|e| BackfillError::green("forget a table's chunks", e))?;
+    Ok(())
+}
+
+/// Forgets that green holds `table` (its chunks or its declaration); its rows stay.
+pub(crate) async fn forget_loaded(
+    green: &impl GenericClient,
+    slot: &str,
+    table: &QualifiedName,
+) -> Result<(), tokio_postgres::Error> {
+    for records in ["backfill_chunk", "backfill_declared"] {
+        let present: bool = green
+            .query_one(
+                "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+                &[&format!("blueshift.{records}")],
+            )
+            .await?
+            .get(0);
+        if present {
+            green
+                .execute(
+                    &format!(
+                        "DELETE FROM blueshift.{records} WHERE slot = $1 \
+                          AND target_schema = $2 AND target_table = $3"
+                    ),
+                    &[&slot, &table.schema, &table.name],
+                )
+                .await?;
+        }
+    }
     Ok(())
 }
 

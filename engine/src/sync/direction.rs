@@ -324,7 +324,12 @@ pub(crate) async fn loaded(
         })?;
     let tables = published_tables(&green, &config.publication).await;
     client::close(green, conn).await;
-    Ok(Some(super::loaded::Loaded::new(tables?)))
+    Ok(Some(super::loaded::Loaded::new(
+        tables?,
+        std::collections::HashMap::new(),
+        &config.slot,
+        &config.publication,
+    )))
 }
 
 /// Reads the `blueshift.reverse` row of forward slot `slot` from green (`None`: not armed, or the

@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use blueshift_decoder::pgoutput::PgOutputMessage;
 use blueshift_decoder::Oid;
 
+use super::identity::{Change, Changed};
 use super::SyncError;
 use crate::schema::QualifiedName;
 
@@ -23,8 +24,12 @@ use crate::schema::QualifiedName;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Loaded {
     tables: BTreeSet<QualifiedName>,
+    /// Blue's relation OID of each loaded table, as green recorded it (see `sync::identity`).
+    relids: HashMap<QualifiedName, u32>,
     /// Relations described by a `Relation` message of this session that are not loaded.
     unloaded: HashMap<Oid, QualifiedName>,
+    slot: String,
+    publication: String,
     /// Relations of schema `blueshift` (blueshift's own state, on both sides in two-way sync).
     own: HashSet<Oid>,
     /// In a transaction (or stream block) whose Origin is one of blueshift's: the assembler
@@ -36,13 +41,26 @@ pub(crate) struct Loaded {
 pub(crate) const OWN_SCHEMA: &str = "blueshift";
 
 impl Loaded {
-    pub(crate) fn new(tables: BTreeSet<QualifiedName>) -> Self {
+    pub(crate) fn new(
+        tables: BTreeSet<QualifiedName>,
+        relids: HashMap<QualifiedName, u32>,
+        slot: &str,
+        publication: &str,
+    ) -> Self {
         Loaded {
             tables,
+            relids,
             unloaded: HashMap::new(),
+            slot: slot.to_owned(),
+            publication: publication.to_owned(),
             own: HashSet::new(),
             own_origin: false,
         }
+    }
+
+    /// The slot (for forgetting a table that changed on blue).
+    pub(crate) fn slot(&self) -> &str {
+        &self.slot
     }
 
     /// [`check`](Self::check), after dropping what concerns blueshift's own tables (a
@@ -87,11 +105,23 @@ impl Loaded {
         Ok(true)
     }
 
-    /// Fails with [`SyncError::TableAdded`] at a change to a relation that is not loaded.
+    /// Fails with [`SyncError::TableAdded`] at a change to a relation that is not loaded, and
+    /// with [`SyncError::SourceChanged`] at the description of a loaded table under another OID
+    /// than green recorded (dropped and created again on blue).
     pub(crate) fn check(&mut self, message: &PgOutputMessage) -> Result<(), SyncError> {
         let changed = match message {
             PgOutputMessage::Relation(relation) => {
                 let table = QualifiedName::new(relation.namespace.as_str(), relation.name.as_str());
+                if self
+                    .relids
+                    .get(&table)
+                    .is_some_and(|&recorded| recorded != relation.oid.0)
+                {
+                    return Err(SyncError::SourceChanged {
+                        changed: Changed(vec![(table, Change::Recreated)]),
+                        publication: self.publication.clone(),
+                    });
+                }
                 if self.tables.contains(&table) {
                     self.unloaded.remove(&relation.oid);
                 } else {
@@ -145,7 +175,14 @@ mod tests {
 
     #[test]
     fn a_change_to_a_table_not_loaded_stops_the_reader() {
-        let mut loaded = Loaded::new([QualifiedName::new("public", "a")].into_iter().collect());
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            [(QualifiedName::new("public", "a"), 1)]
+                .into_iter()
+                .collect(),
+            "bs",
+            "pub",
+        );
         assert!(loaded.check(&relation(1, "public", "a")).is_ok());
         assert!(loaded.check(&delete(1)).is_ok());
         // Described but not changed (a leaf sent along with its published root): fine.
@@ -170,8 +207,39 @@ mod tests {
     }
 
     #[test]
+    fn a_loaded_table_described_under_another_oid_stops_the_reader() {
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            [(QualifiedName::new("public", "a"), 1)]
+                .into_iter()
+                .collect(),
+            "bs",
+            "pub",
+        );
+        assert!(loaded.check(&relation(1, "public", "a")).is_ok());
+        match loaded.check(&relation(7, "public", "a")) {
+            Err(SyncError::SourceChanged {
+                changed,
+                publication,
+            }) => {
+                assert_eq!(
+                    changed.0,
+                    vec![(QualifiedName::new("public", "a"), Change::Recreated)]
+                );
+                assert_eq!(publication, "pub");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn changes_to_blueshifts_own_tables_are_dropped() {
-        let mut loaded = Loaded::new([QualifiedName::new("public", "a")].into_iter().collect());
+        let mut loaded = Loaded::new(
+            [QualifiedName::new("public", "a")].into_iter().collect(),
+            HashMap::new(),
+            "bs",
+            "pub",
+        );
         assert!(loaded.filter(&mut relation(1, "public", "a")).unwrap());
         assert!(loaded
             .filter(&mut relation(7, "blueshift", "slot_guard"))

@@ -125,8 +125,26 @@ impl Reader {
                                 lsn: wal_start,
                                 source,
                             })?;
-                    // blueshift's own tables are never replicated.
-                    if !self.loaded.filter(&mut message)? {
+                    // blueshift's own tables are never replicated; a loaded table that changed
+                    // on blue stops reading (see `identity`).
+                    let keep = match self.loaded.filter(&mut message) {
+                        Ok(keep) => keep,
+                        Err(SyncError::SourceChanged {
+                            changed,
+                            publication,
+                        }) => {
+                            let slot = self.loaded.slot().to_owned();
+                            return Err(super::identity::forget_and_fail(
+                                &mut self.green,
+                                &slot,
+                                &publication,
+                                changed.0,
+                            )
+                            .await);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if !keep {
                         continue;
                     }
                     let Some(assembled) =
