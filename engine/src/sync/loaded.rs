@@ -99,7 +99,9 @@ impl Loaded {
         if own {
             return Ok(false);
         }
-        if !self.own_origin {
+        // Descriptions are always recorded (pgoutput sends one per session, maybe inside a
+        // transaction that is dropped); a change is checked unless its transaction is.
+        if !self.own_origin || matches!(message, PgOutputMessage::Relation(_)) {
             self.check(message)?;
         }
         Ok(true)
@@ -283,5 +285,11 @@ mod tests {
         assert!(loaded.filter(&mut delete(2)).is_err());
         assert!(loaded.filter(&mut origin("someone_else")).unwrap());
         assert!(loaded.filter(&mut delete(2)).is_err());
+        // A table first described inside a dropped transaction is still known as not loaded.
+        assert!(loaded.filter(&mut origin("blueshift_bs_r1")).unwrap());
+        assert!(loaded.filter(&mut relation(9, "public", "late")).unwrap());
+        assert!(loaded.filter(&mut delete(9)).unwrap());
+        assert!(loaded.filter(&mut PgOutputMessage::StreamStop).unwrap());
+        assert!(loaded.filter(&mut delete(9)).is_err());
     }
 }
