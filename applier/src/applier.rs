@@ -10,7 +10,15 @@
 //! ```
 //!
 //! on a session bound to the applier's replication origin, so green records, atomically with
-//! the commit, that it holds everything up to that commit. A transaction whose commit LSN is at
+//! the commit, that it holds everything up to that commit.
+//!
+//! The origin is tagged **only at the commit**: `pg_replication_origin_xact_setup` is sent
+//! together with the `COMMIT` (one round trip, in the same TCP write), never when the changes
+//! are applied. From PostgreSQL 16 a transaction that *aborts* after the tag moves the origin's
+//! progress too (as it must for streamed transactions aborted on the publisher), so a
+//! transaction rolled back after it — the engine's deadlock breaker, a re-run at the head of the
+//! line, a client killed while it waits for its turn — would make a restart skip a transaction
+//! green never committed. A transaction whose commit LSN is at
 //! or before the origin's progress is already on green and is skipped: re-delivery after a
 //! restart applies nothing twice.
 //!
@@ -58,6 +66,8 @@ pub struct Applier {
     targets: TargetCache,
     statements: StatementCache,
     open: Option<Staged>,
+    /// The source commit time of the open transaction, for its origin tag at the commit.
+    commit_time: String,
 }
 
 impl Applier {
@@ -97,6 +107,7 @@ impl Applier {
             progress,
             xact_setup,
             open: None,
+            commit_time: String::new(),
         })
     }
 
@@ -189,12 +200,8 @@ impl Applier {
     async fn apply_changes(&mut self, tx: &mut Transaction) -> Result<RowCounts, ApplyError> {
         let commit_lsn = tx.commit_lsn;
         let lsn = commit_lsn.to_string();
-        let time = tx.commit_time.to_string();
-        let params = [Value::Text(lsn.as_bytes()), Value::Text(time.as_bytes())];
-        self.client
-            .execute(&self.xact_setup, &[&params[0], &params[1]])
-            .await
-            .map_err(|e| transaction_error("pg_replication_origin_xact_setup", commit_lsn, e))?;
+        // Tagged at the commit (see the module docs).
+        self.commit_time = tx.commit_time.to_string();
         let mut writer = ChangeWriter {
             client: &self.client,
             fences: &self.options.fences,
@@ -237,11 +244,24 @@ impl Applier {
                 green_lsn: None,
             });
         }
-        let messages = self
-            .client
-            .simple_query(COMMIT)
-            .await
-            .map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
+        // The origin tag and the COMMIT go out together: nothing can roll the transaction back
+        // between them but a failing COMMIT.
+        let lsn = staged.commit_lsn.to_string();
+        let time = std::mem::take(&mut self.commit_time);
+        let params = [Value::Text(lsn.as_bytes()), Value::Text(time.as_bytes())];
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&params[0], &params[1]];
+        let setup = self.client.execute(&self.xact_setup, &args);
+        let commit = self.client.simple_query(COMMIT);
+        let (setup, commit) = tokio::join!(setup, commit);
+        if let Err(e) = setup {
+            // The COMMIT then ended the failed transaction: nothing of it stays.
+            return Err(transaction_error(
+                "pg_replication_origin_xact_setup",
+                staged.commit_lsn,
+                e,
+            ));
+        }
+        let messages = commit.map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
         self.progress = self.progress.max(staged.commit_lsn);
         let text = messages
             .iter()

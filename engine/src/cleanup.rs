@@ -106,11 +106,25 @@ pub enum CleanupError {
         #[source]
         source: SqlError,
     },
+    /// The reverse direction (green → blue) could not be disarmed.
+    #[error(transparent)]
+    Reverse(crate::sync::direction::DirectionError),
 }
 
 /// One thing cleanup does, or would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Disarm the reverse direction of the slot (see [`crate::sync::direction`]): its row, slot
+    /// and publication on green, its guard record and origins on blue. First, so that no slot
+    /// is left on green holding its WAL.
+    DisarmReverse {
+        /// The forward slot.
+        slot: String,
+        /// The reverse slot on green.
+        reverse_slot: String,
+        /// Where it was armed.
+        armed_lsn: Lsn,
+    },
     /// Drop the replication slot on blue.
     DropSlot {
         /// The slot.
@@ -239,6 +253,16 @@ async fn plan_and_execute(
     // Plan: read everything first, so that a refusal leaves both servers untouched.
     let mut steps = Vec::new();
     let mut left = Vec::new();
+    if let Some(reverse) = crate::sync::direction::read_reverse(&green.client, slot_name)
+        .await
+        .map_err(|e| green.error("read blueshift.reverse", e))?
+    {
+        steps.push(Step::DisarmReverse {
+            slot: reverse.slot,
+            reverse_slot: reverse.reverse_slot,
+            armed_lsn: reverse.armed_lsn,
+        });
+    }
     let slot = slot::read(&blue.client, slot_name)
         .await
         .map_err(|e| blue.error("read pg_replication_slots", e))?;
@@ -393,6 +417,13 @@ impl Server {
 async fn execute(step: &Step, blue: &Server, green: &Server) -> Result<(), CleanupError> {
     let gone = |e: &tokio_postgres::Error| e.code().is_some_and(|c| c.code() == UNDEFINED_OBJECT);
     match step {
+        Step::DisarmReverse { slot, .. } => {
+            // The row names the publication; a row deleted meanwhile leaves no publication name
+            // to guess, and only the slot and origins are looked for.
+            crate::sync::direction::disarm_with(&blue.client, &green.client, slot, "")
+                .await
+                .map_err(CleanupError::Reverse)?;
+        }
         Step::DropSlot { slot, .. } => {
             match blue
                 .client
@@ -507,6 +538,17 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lsn = |l: &Option<Lsn>| l.map_or_else(|| "none".to_owned(), |l| l.to_string());
         match self {
+            Step::DisarmReverse {
+                reverse_slot,
+                armed_lsn,
+                ..
+            } => write!(
+                f,
+                "the reverse direction (green → blue, armed at {armed_lsn}): replication slot {} \
+                 and its publication on green, blueshift.reverse, its slot guard record and \
+                 replication origins on blue",
+                quote_ident(reverse_slot)
+            ),
             Step::DropSlot {
                 slot,
                 confirmed_flush_lsn,

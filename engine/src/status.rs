@@ -160,6 +160,8 @@ pub struct Status {
     /// What stops (or will stop) sync, each with its fix: a slot past what blueshift
     /// acknowledged, an invalidated slot, one about to be.
     pub problems: Vec<String>,
+    /// The reverse direction (green → blue), when armed (see [`crate::sync::direction`]).
+    pub reverse: Option<crate::sync::direction::ReverseStatus>,
 }
 
 /// Reads the slot on blue and its origins on green (both servers at once).
@@ -229,7 +231,21 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
         None => (None, None),
     };
     let confirmed = green_lsn.map(|green| green.max(slot.confirmed_flush_lsn.unwrap_or(green)));
+    let reverse =
+        match crate::sync::direction::reverse_status(&options.source, &options.target, slot_name)
+            .await
+        {
+            Ok(reverse) => reverse,
+            Err(e) => {
+                problems.push(format!("could not read the reverse direction: {e}"));
+                None
+            }
+        };
+    if let Some(r) = &reverse {
+        problems.extend(r.problems.iter().cloned());
+    }
     Ok(Status {
+        reverse,
         retained_wal_bytes: slot
             .restart_lsn
             .map(|restart| blue_current_lsn.bytes_since(restart)),
@@ -403,6 +419,8 @@ impl Status {
                 "database": g.database,
             })),
             "problems": self.problems,
+            "direction": "forward",
+            "reverse": self.reverse.as_ref().map(crate::sync::direction::ReverseStatus::to_json),
         })
     }
 }
@@ -477,7 +495,14 @@ impl fmt::Display for Status {
             (None, _) => "- (no heartbeat on green: the sync has not run yet, or could not record it)"
                 .to_owned(),
         };
-        row(f, "seconds", &seconds)
+        row(f, "seconds", &seconds)?;
+        if let Some(reverse) = &self.reverse {
+            writeln!(f, "reverse (green → blue)")?;
+            for (label, value) in reverse.lines() {
+                row(f, &label, &value)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -542,6 +567,7 @@ mod tests {
             sync_recording: Some(false),
             guard: None,
             problems: vec!["the slot moved".into()],
+            reverse: None,
         };
         let text = status.to_string();
         assert!(text.contains("active (pid 42)"), "{text}");

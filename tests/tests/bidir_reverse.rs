@@ -60,6 +60,15 @@ fn greens_writes_reach_blue_exactly_once_and_nothing_bounces() {
         "1"
     );
 
+    // `blueshift status` names both directions.
+    let shown = status(&pair);
+    assert_eq!(shown["direction"], "forward");
+    let reverse = &shown["reverse"];
+    assert_eq!(reverse["slot"], "bs_reverse", "{shown}");
+    assert_eq!(reverse["slot_active"], true, "{shown}");
+    assert_eq!(reverse["blue"]["origins"].as_array().map(Vec::len), Some(2));
+    assert!(reverse["blue"]["durable_lsn"].is_string(), "{shown}");
+
     // Disarmed: the sidecar lets go of the slot and origins, forward sync goes on.
     let disarmed = disarm(&pair).expect("disarm_reverse");
     assert!(
@@ -68,6 +77,7 @@ fn greens_writes_reach_blue_exactly_once_and_nothing_bounces() {
     );
     assert_eq!(disarmed.origins, 2);
     assert!(sync.running(), "forward sync goes on:\n{}", sync.log_text());
+    assert!(status(&pair)["reverse"].is_null(), "disarmed");
     assert_eq!(
         disarm(&pair).expect("disarm again"),
         Default::default(),
@@ -122,6 +132,61 @@ fn greens_writes_reach_blue_exactly_once_and_nothing_bounces() {
         log.contains("bs_reverse") && log.contains("reverse direction"),
         "{log}"
     );
+
+    // `blueshift cleanup` disarms the reverse direction first: nothing of it is left.
+    let out = std::process::Command::new(blueshift_tests::blueshift_binary())
+        .args(["cleanup", "--slot", "bs", "--publication", "pub", "--yes"])
+        .args(["--source", &pair.blue.uri("app")])
+        .args(["--target", &pair.green.uri("app")])
+        .output()
+        .expect("cleanup runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("the reverse direction"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        pair.green
+            .psql(
+                "app",
+                "SELECT (SELECT count(*) FROM blueshift.reverse) || ' ' || \
+                        (SELECT count(*) FROM pg_publication WHERE pubname = 'pub_reverse')"
+            )
+            .unwrap(),
+        "0 0"
+    );
+    assert_eq!(
+        pair.blue
+            .psql(
+                "app",
+                "SELECT (SELECT count(*) FROM pg_replication_origin) || ' ' || \
+                        (SELECT count(*) FROM blueshift.slot_guard WHERE slot = 'bs_reverse')"
+            )
+            .unwrap(),
+        "0 0"
+    );
+}
+
+/// `blueshift status --json` for slot `bs`.
+fn status(pair: &Pair) -> serde_json::Value {
+    let out = std::process::Command::new(blueshift_tests::blueshift_binary())
+        .args(["status", "--json", "--slot", "bs"])
+        .args(["--source", &pair.blue.uri("app")])
+        .args(["--target", &pair.green.uri("app")])
+        .output()
+        .expect("status runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 fn cross_version(name: &str, blue: u32, green: u32) {

@@ -29,6 +29,27 @@ fn writers_on_both_sides_converge_and_nothing_bounces() {
         .unwrap();
     assert_eq!(row, "bs_reverse pub_reverse");
     assert!(sync.terminate(), "clean stop:\n{}", sync.log_text());
+
+    // A table blue publishes after arming (here by FOR ALL TABLES) is not in the reverse
+    // publication: green's writes to it would not reach blue, so sync refuses, naming the fix.
+    pair.schema("CREATE TABLE extra (id bigint PRIMARY KEY)");
+    let mut refused = pair.spawn("sync", &["--bidirectional"]);
+    assert_ne!(refused.exit_code_within(Duration::from_secs(60)), 0);
+    let log = refused.log_text();
+    assert!(
+        log.contains("\"public\".\"extra\"")
+            && log.contains("ALTER PUBLICATION \"pub_reverse\" ADD TABLE"),
+        "{log}"
+    );
+    pair.green
+        .psql("app", "ALTER PUBLICATION pub_reverse ADD TABLE extra")
+        .unwrap();
+    let mut sync = pair.sync(&["--bidirectional"]);
+    pair.green
+        .psql("app", "INSERT INTO extra VALUES (7)")
+        .unwrap();
+    pair.converge(&["t", "keyless", "extra"], Duration::from_secs(60));
+    assert!(sync.terminate(), "clean stop:\n{}", sync.log_text());
 }
 
 #[test]

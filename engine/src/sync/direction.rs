@@ -35,6 +35,9 @@
 //!   publication on green and the guard record and origins on blue.
 
 pub(crate) mod sidecar;
+mod status;
+
+pub use status::{reverse_status, ReverseStatus};
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -244,6 +247,25 @@ pub enum DirectionError {
         reverse_slot: String,
         /// Where it was armed.
         armed_lsn: Lsn,
+    },
+    /// A table blue publishes is not in the reverse publication.
+    #[error(
+        "table {table} is in publication {} on blue but not in the reverse publication {} on \
+         green: green's writes to it would not reach blue — once green's {table} equals blue's, \
+         ALTER PUBLICATION {} ADD TABLE {table} on green (or remove the table from {} on blue), \
+         then start sync again",
+        quote_ident(publication),
+        quote_ident(reverse_publication),
+        quote_ident(reverse_publication),
+        quote_ident(publication)
+    )]
+    NotReversed {
+        /// The table.
+        table: QualifiedName,
+        /// The forward publication.
+        publication: String,
+        /// The reverse publication.
+        reverse_publication: String,
     },
     /// A process holds the reverse slot or a reverse origin.
     #[error(
@@ -516,6 +538,27 @@ async fn arm(
         })
 }
 
+/// Fails with [`DirectionError::NotReversed`] when `blue`'s publication `publication` holds a
+/// table `green`'s `reverse_publication` does not (one added to the forward publication after
+/// arming).
+pub(crate) async fn check_reversed(
+    blue: &Client,
+    green: &Client,
+    publication: &str,
+    reverse_publication: &str,
+) -> Result<(), DirectionError> {
+    let forward = published_tables(blue, publication).await?;
+    let reverse = published_tables(green, reverse_publication).await?;
+    match forward.difference(&reverse).next() {
+        Some(table) => Err(DirectionError::NotReversed {
+            table: table.clone(),
+            publication: publication.to_owned(),
+            reverse_publication: reverse_publication.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The tables of publication `publication` (on blue for arming, on green for the reverse
 /// stream), blueshift's own excluded.
 async fn published_tables(
@@ -728,6 +771,16 @@ pub async fn disarm_reverse(
     client::close(green_sql, green_conn).await;
     client::close(blue_sql, blue_conn).await;
     done
+}
+
+/// [`disarm_reverse`] over open connections (`blueshift cleanup`).
+pub(crate) async fn disarm_with(
+    blue: &Client,
+    green: &Client,
+    slot: &str,
+    publication: &str,
+) -> Result<Disarmed, DirectionError> {
+    disarm(blue, green, slot, publication).await
 }
 
 async fn disarm(

@@ -32,6 +32,9 @@ pub(crate) struct Loaded {
     publication: String,
     /// Relations of schema `blueshift` (blueshift's own state, on both sides in two-way sync).
     own: HashSet<Oid>,
+    /// In a transaction (or stream block) whose Origin is one of blueshift's: the assembler
+    /// drops it whole (loop prevention), so its changes neither count as an added table's.
+    own_origin: bool,
 }
 
 /// blueshift's schema: its changes are never replicated, whatever a publication holds.
@@ -51,6 +54,7 @@ impl Loaded {
             slot: slot.to_owned(),
             publication: publication.to_owned(),
             own: HashSet::new(),
+            own_origin: false,
         }
     }
 
@@ -64,6 +68,17 @@ impl Loaded {
     /// direction live on blue). False: nothing of `message` is left to apply.
     pub(crate) fn filter(&mut self, message: &mut PgOutputMessage) -> Result<bool, SyncError> {
         let own = match message {
+            PgOutputMessage::Begin(_)
+            | PgOutputMessage::StreamStart(_)
+            | PgOutputMessage::StreamStop
+            | PgOutputMessage::Commit(_) => {
+                self.own_origin = false;
+                false
+            }
+            PgOutputMessage::Origin(origin) => {
+                self.own_origin = origin.name.starts_with(super::ORIGIN_PREFIX);
+                false
+            }
             PgOutputMessage::Relation(relation) => {
                 if relation.namespace.as_str() == OWN_SCHEMA {
                     self.own.insert(relation.oid);
@@ -84,7 +99,11 @@ impl Loaded {
         if own {
             return Ok(false);
         }
-        self.check(message)?;
+        // Descriptions are always recorded (pgoutput sends one per session, maybe inside a
+        // transaction that is dropped); a change is checked unless its transaction is.
+        if !self.own_origin || matches!(message, PgOutputMessage::Relation(_)) {
+            self.check(message)?;
+        }
         Ok(true)
     }
 
@@ -250,8 +269,27 @@ mod tests {
             relations: vec![Oid(7)],
         });
         assert!(!loaded.filter(&mut alone).unwrap());
-        // Any other table not loaded still stops the reader.
+        // Any other table not loaded still stops the reader…
         assert!(loaded.filter(&mut relation(2, "public", "b")).unwrap());
         assert!(loaded.filter(&mut delete(2)).is_err());
+        // … unless its transaction comes from one of blueshift's origins (dropped whole).
+        let origin = |name: &str| {
+            PgOutputMessage::Origin(blueshift_decoder::pgoutput::OriginBody {
+                commit_lsn: blueshift_decoder::Lsn(1),
+                name: name.into(),
+            })
+        };
+        assert!(loaded.filter(&mut origin("blueshift_bs_r0")).unwrap());
+        assert!(loaded.filter(&mut delete(2)).unwrap());
+        assert!(loaded.filter(&mut PgOutputMessage::StreamStop).unwrap());
+        assert!(loaded.filter(&mut delete(2)).is_err());
+        assert!(loaded.filter(&mut origin("someone_else")).unwrap());
+        assert!(loaded.filter(&mut delete(2)).is_err());
+        // A table first described inside a dropped transaction is still known as not loaded.
+        assert!(loaded.filter(&mut origin("blueshift_bs_r1")).unwrap());
+        assert!(loaded.filter(&mut relation(9, "public", "late")).unwrap());
+        assert!(loaded.filter(&mut delete(9)).unwrap());
+        assert!(loaded.filter(&mut PgOutputMessage::StreamStop).unwrap());
+        assert!(loaded.filter(&mut delete(9)).is_err());
     }
 }

@@ -198,19 +198,32 @@ async fn armed(config: &SyncConfig) -> Result<Option<Reverse>, SyncError> {
 }
 
 /// Fails with [`DirectionError::SlotLost`](super::DirectionError::SlotLost) when the reverse
-/// slot is not on green (a lost connection is left to the attempt, which retries it).
+/// slot is not on green, with [`DirectionError::NotReversed`](super::DirectionError::NotReversed)
+/// when blue publishes a table the reverse publication lacks (a lost connection is left to the
+/// attempt, which retries it).
 async fn slot_present(config: &SyncConfig, row: &Reverse) -> Result<(), SyncError> {
     let Ok((green, conn)) = client::connect(&config.target, "blueshift reverse").await else {
         return Ok(());
     };
     let found = super::slot_on(&green, &row.reverse_slot).await;
+    let checked = match client::connect(&config.source, "blueshift reverse").await {
+        Ok((blue, blue_conn)) => {
+            let checked =
+                super::check_reversed(&blue, &green, &config.publication, &row.reverse_publication)
+                    .await;
+            client::close(blue, blue_conn).await;
+            checked
+        }
+        Err(_) => Ok(()),
+    };
     client::close(green, conn).await;
-    match found {
-        Ok(None) => Err(SyncError::Direction(super::DirectionError::SlotLost {
+    match (found, checked) {
+        (Ok(None), _) => Err(SyncError::Direction(super::DirectionError::SlotLost {
             slot: row.slot.clone(),
             reverse_slot: row.reverse_slot.clone(),
             armed_lsn: row.armed_lsn,
         })),
+        (_, Err(e)) if !e.is_transient() => Err(SyncError::Direction(e)),
         _ => Ok(()),
     }
 }
