@@ -97,16 +97,36 @@ pub(crate) struct ChangeWriter<'a> {
 }
 
 impl ChangeWriter<'_> {
-    /// Applies every change, in order, and waits for every answer. `on_spill_error` turns a
-    /// spill file error into the transaction's error. The error returned is the first in
-    /// blue's order: a statement that failed in the pipeline explains the failures after it.
+    /// Applies every change, in order, then with `commit` sends the `COMMIT` behind them, and
+    /// waits for every answer. `on_spill_error` turns a spill file error into the
+    /// transaction's error. The error returned is the first in blue's order: a statement that
+    /// failed in the pipeline explains the failures after it.
     pub(crate) async fn write_all(
         &mut self,
         changes: &mut Changes,
         on_spill_error: impl Fn(io::Error) -> ApplyError,
+        commit: bool,
     ) -> Result<(), ApplyError> {
         match self.write_changes(changes, on_spill_error).await {
-            Ok(()) => self.pipeline.drain().await,
+            Ok(()) => {
+                if commit {
+                    let commit_lsn = self.commit_lsn;
+                    let sent = self
+                        .pipeline
+                        .commit(crate::applier::COMMIT, move |e| ApplyError::Transaction {
+                            step: "COMMIT",
+                            commit_lsn: commit_lsn.to_string(),
+                            source: SqlError::from(e),
+                        })
+                        .await;
+                    if let Err(e) = sent {
+                        return Err(self.pipeline.explain(e).await);
+                    }
+                    // Test builds: a crash with the COMMIT on its way, its answer unread.
+                    crate::failpoint::hit("commit-in-flight");
+                }
+                self.pipeline.drain().await
+            }
             Err(e) => Err(self.pipeline.explain(e).await),
         }
     }
@@ -358,7 +378,10 @@ impl ChangeWriter<'_> {
         let (locate, source) = locate(target, relation, Operation::Delete, Some(old), old.tuple())?;
         let mut params = Vec::with_capacity(locate.columns().len());
         push_locating(&mut params, target, &locate, source);
-        let shape = Shape::Delete { locate };
+        let shape = Shape::Delete {
+            locate,
+            checked: must_touch,
+        };
         let statement = self.statement(target, &shape).await?;
         self.pipeline
             .send_checked(Arc::clone(target), shape, statement, params, must_touch)

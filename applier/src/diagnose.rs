@@ -172,7 +172,7 @@ impl Layout {
                     key,
                 }
             }
-            Shape::Delete { locate } => Layout {
+            Shape::Delete { locate, .. } => Layout {
                 columns: locate.columns().to_vec(),
                 width: params,
                 rows: 1,

@@ -58,6 +58,10 @@ pub(crate) enum Shape {
     Delete {
         /// How the row is found.
         locate: Locate,
+        /// Whether green itself fails the statement when it finds no row (see
+        /// [`NO_ROW_MARKER`]); false only for a reconcile window's DELETE, where a missing row
+        /// is expected.
+        checked: bool,
     },
 }
 
@@ -72,10 +76,49 @@ impl Shape {
     }
 }
 
+/// What green's error says when a checked UPDATE or DELETE found no row: the text of a value
+/// that cannot be read as a `bigint`, so the statement itself fails (SQLSTATE `22P02`).
+pub(crate) const NO_ROW_MARKER: &str = "blueshift: no row matched";
+
+/// Whether `shape` is answered by [`checked`]'s row count rather than a command tag.
+pub(crate) fn is_checked(shape: &Shape) -> bool {
+    matches!(
+        shape,
+        Shape::Update { .. } | Shape::Delete { checked: true, .. }
+    )
+}
+
+/// `statement` (an UPDATE or DELETE) made to fail on green when it touches no row, and to
+/// answer with one `bigint`, the rows it touched.
+///
+/// An UPDATE or DELETE that finds no row means green diverged, and the transaction must not
+/// commit. When the COMMIT is pipelined behind the changes (see
+/// [`pipeline`](crate::pipeline)), the client reads the row count only after green has already
+/// run the COMMIT: the check has to fail the transaction on green, before the COMMIT. The
+/// failure is an input error on the marker text, raised at run time (the `CASE` depends on the
+/// row count, so the planner cannot fold it); the pipeline turns it into
+/// [`ApplyError::RowNotFound`](crate::ApplyError::RowNotFound).
+fn checked(statement: &str) -> String {
+    format!(
+        "WITH changed AS ({statement} RETURNING 1) SELECT (CASE WHEN pg_catalog.count(*) \
+         OPERATOR(pg_catalog.=) 0::pg_catalog.int8 THEN '{NO_ROW_MARKER}' ELSE \
+         pg_catalog.count(*)::pg_catalog.text END)::pg_catalog.int8 FROM changed"
+    )
+}
+
 /// The SQL text of `shape` on `table`. Parameters are numbered in order: INSERT row by row,
 /// column by column; UPDATE the SET columns, then the locating columns; DELETE the locating
 /// columns.
 pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
+    let sql = unchecked_sql(table, shape);
+    if is_checked(shape) {
+        checked(&sql)
+    } else {
+        sql
+    }
+}
+
+fn unchecked_sql(table: &TargetTable, shape: &Shape) -> String {
     match shape {
         Shape::Insert { rows } => insert_sql(table, *rows),
         Shape::Upsert { rows } => {
@@ -117,7 +160,7 @@ pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
             push_locate(&mut sql, table, locate, set.len() + 1);
             sql
         }
-        Shape::Delete { locate } => {
+        Shape::Delete { locate, .. } => {
             let mut sql = format!("DELETE FROM {}", table.quoted);
             push_locate(&mut sql, table, locate, 1);
             sql
@@ -377,12 +420,13 @@ mod tests {
             locate: Locate::Key(vec![0].into()),
         };
         assert_eq!(
-            sql(&t, &by_key),
+            unchecked_sql(&t, &by_key),
             "UPDATE \"s\".\"x; DROP TABLE y\" SET \"We\"\"ird\" = $1, \"j\" = $2 WHERE \"id\" \
              OPERATOR(pg_catalog.=) $3"
         );
         let full = Shape::Delete {
             locate: Locate::Full(vec![0, 2].into()),
+            checked: false,
         };
         assert_eq!(
             sql(&t, &full),
@@ -391,7 +435,7 @@ mod tests {
              (\"id\" IS NULL AND $1 IS NULL)) AND (\"j\"::pg_catalog.text OPERATOR(pg_catalog.=) \
              $2::pg_catalog.text OR (\"j\" IS NULL AND $2::pg_catalog.text IS NULL)) LIMIT 1)"
         );
-        let parted = sql(
+        let parted = unchecked_sql(
             &table(true),
             &Shape::Update {
                 set: vec![].into(),
@@ -403,6 +447,33 @@ mod tests {
             "UPDATE \"s\".\"x; DROP TABLE y\" SET \"id\" = \"id\" WHERE (tableoid, ctid) \
              OPERATOR(pg_catalog.=) (SELECT tableoid, ctid FROM \"s\".\"x; DROP TABLE y\" WHERE true LIMIT 1)"
         );
+    }
+
+    #[test]
+    fn updates_and_checked_deletes_fail_on_green_when_no_row_matches() {
+        let t = table(false);
+        let delete = |checked| Shape::Delete {
+            locate: Locate::Key(vec![0].into()),
+            checked,
+        };
+        assert_eq!(
+            sql(&t, &delete(true)),
+            "WITH changed AS (DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE \"id\" \
+             OPERATOR(pg_catalog.=) $1 RETURNING 1) SELECT (CASE WHEN pg_catalog.count(*) \
+             OPERATOR(pg_catalog.=) 0::pg_catalog.int8 THEN 'blueshift: no row matched' ELSE \
+             pg_catalog.count(*)::pg_catalog.text END)::pg_catalog.int8 FROM changed"
+        );
+        assert_eq!(
+            sql(&t, &delete(false)),
+            "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE \"id\" OPERATOR(pg_catalog.=) $1"
+        );
+        let update = Shape::Update {
+            set: vec![1].into(),
+            locate: Locate::Key(vec![0].into()),
+        };
+        assert!(is_checked(&update) && is_checked(&delete(true)) && !is_checked(&delete(false)));
+        assert!(sql(&t, &update).starts_with("WITH changed AS (UPDATE "));
+        assert!(!is_checked(&Shape::Insert { rows: 1 }));
     }
 
     #[test]
