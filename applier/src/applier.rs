@@ -42,7 +42,8 @@ const XACT_SETUP: &str =
     "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_catalog.pg_lsn, $2::pg_catalog.timestamptz)";
 
 /// Commits, then reads where green's WAL stands, in one round trip.
-pub(crate) const COMMIT: &str = "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
+pub(crate) const COMMIT: &str =
+    "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
 
 /// One connection to green, applying transactions under its own replication origin.
 #[derive(Debug)]
@@ -168,7 +169,9 @@ impl Applier {
             Ok((_, None)) => {
                 // Unreachable: a pipelined COMMIT that answered always reports a position.
                 let _ = self.rollback().await;
-                Err(ApplyError::Misuse("the pipelined COMMIT reported no position"))
+                Err(ApplyError::Misuse(
+                    "the pipelined COMMIT reported no position",
+                ))
             }
             Err(e) => {
                 // After a failure green ran the COMMIT as a ROLLBACK, or never got it; a

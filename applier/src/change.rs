@@ -521,17 +521,31 @@ fn locate<'t>(
     match old {
         Some(OldTuple::Full(old)) => {
             check_width(target, old)?;
-            Ok((Locate::Full(present(target, old)), old))
+            Ok((full(target, old), old))
         }
         Some(OldTuple::Key(old)) => {
             check_width(target, old)?;
             by_key(old)
         }
         None if relation.replica_identity() == ReplicaIdentity::Full => {
-            Ok((Locate::Full(present(target, new)), new))
+            Ok((full(target, new), new))
         }
         None => by_key(new),
     }
+}
+
+/// How a REPLICA IDENTITY FULL change finds its row in `row`'s image: by every value blue sent,
+/// through the first of green's usable indexes whose every column has a value in `row` that is
+/// not NULL (an equality never matches NULL), else by reading the table.
+fn full(target: &TargetTable, row: &TupleData) -> Locate {
+    let columns = present(target, row);
+    let index = target.full_indexes.iter().position(|index| {
+        index.columns.iter().all(|(c, _)| {
+            columns.contains(c)
+                && !matches!(row.columns[target.columns[*c].blue], ColumnValue::Null)
+        })
+    });
+    Locate::Full { columns, index }
 }
 
 /// Appends the values the WHERE clause finds the row by.
@@ -592,13 +606,13 @@ mod tests {
                     quoted: format!("\"{}\"", c.name),
                     green_type: "text".to_owned(),
                     blue,
-                    compare_as_text: false,
                     equality: crate::target::CATALOG_EQUALITY.to_owned(),
                 })
                 .collect(),
             blue_width: relation.columns().len(),
             key: relation.key_columns().to_vec(),
             green_key: relation.key_columns().to_vec(),
+            full_indexes: Vec::new(),
             identity_full: relation.replica_identity() == ReplicaIdentity::Full,
             schema: "public".into(),
             name: "t".into(),
@@ -650,7 +664,13 @@ mod tests {
             old.tuple(),
         )
         .unwrap();
-        assert_eq!(found, Locate::Full(vec![0, 2].into()));
+        assert_eq!(
+            found,
+            Locate::Full {
+                columns: vec![0, 2].into(),
+                index: None
+            }
+        );
 
         let keyless = relation(ReplicaIdentity::Default, &[false, false, false]);
         let err = locate(&target(&keyless), &keyless, Operation::Update, None, &new).unwrap_err();
@@ -702,7 +722,13 @@ mod tests {
         let old = OldTuple::Full(tuple(vec![text("1"), text("gone"), ColumnValue::Null]));
         let (found, source) =
             locate(&t, &full, Operation::Delete, Some(&old), old.tuple()).unwrap();
-        assert_eq!(found, Locate::Full(vec![0, 1].into()));
+        assert_eq!(
+            found,
+            Locate::Full {
+                columns: vec![0, 1].into(),
+                index: None
+            }
+        );
         let mut params = Vec::new();
         push_locating(&mut params, &t, &found, source);
         assert_eq!(params, vec![text("1"), ColumnValue::Null]);

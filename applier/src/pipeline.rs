@@ -290,7 +290,9 @@ impl<'a> Pipeline<'a> {
 /// [`statement::NO_ROW_MARKER`].
 fn no_row_matched(error: &SqlError) -> bool {
     error.server().is_some_and(|e| {
-        e.sqlstate == "22P02" && e.message.contains(&format!("\"{}\"", statement::NO_ROW_MARKER))
+        e.sqlstate == "22P02"
+            && e.message
+                .contains(&format!("\"{}\"", statement::NO_ROW_MARKER))
     })
 }
 

@@ -19,16 +19,25 @@ use crate::target::TargetTable;
 pub(crate) enum Locate {
     /// `col = $n AND …` over these column indexes: the replica identity key.
     Key(Box<[usize]>),
-    /// REPLICA IDENTITY FULL: exactly one row whose columns at these indexes are NOT DISTINCT
-    /// FROM the old values, found through its `ctid` so that duplicates are touched once.
-    Full(Box<[usize]>),
+    /// REPLICA IDENTITY FULL: exactly one row whose columns at these indexes hold the old
+    /// values image for image (`ROW(…) *= ROW(…)`: NULL matches NULL, and `-0` does not match
+    /// `0`, nor `1.0` match `1.00`, nor `'A'` match `'a'` under a case-insensitive type), found
+    /// through its `ctid` so that duplicates are touched once; narrowed first by equality on
+    /// the columns of green's index `index` (in [`TargetTable::full_indexes`]), when given, so
+    /// that green finds it through that index instead of reading the whole table.
+    Full {
+        /// The columns compared (those blue sent a value of).
+        columns: Box<[usize]>,
+        /// The index of green's that finds the candidates.
+        index: Option<usize>,
+    },
 }
 
 impl Locate {
     /// The column indexes whose values follow the SET values as parameters.
     pub(crate) fn columns(&self) -> &[usize] {
         match self {
-            Locate::Key(c) | Locate::Full(c) => c,
+            Locate::Key(c) | Locate::Full { columns: c, .. } => c,
         }
     }
 }
@@ -214,7 +223,7 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
                 );
             }
         }
-        Locate::Full(columns) => {
+        Locate::Full { columns, index } => {
             let row_id = if table.partitioned {
                 "(tableoid, ctid)"
             } else {
@@ -230,32 +239,43 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
                 " WHERE {row_id} OPERATOR(pg_catalog.=) (SELECT {inner_id} FROM {} WHERE ",
                 table.quoted
             );
-            if columns.is_empty() {
+            // Every parameter is cast to green's column type, the same way wherever it is used.
+            let parameter =
+                |n: usize, c: usize| format!("${}::{}", first + n, table.columns[c].green_type);
+            let mut conditions = Vec::new();
+            if let Some(index) = index.and_then(|i| table.full_indexes.get(i)) {
+                for (c, operator) in &index.columns {
+                    if let Some(n) = columns.iter().position(|x| x == c) {
+                        conditions.push(format!(
+                            "{} OPERATOR({operator}) {}",
+                            table.columns[*c].quoted,
+                            parameter(n, *c)
+                        ));
+                    }
+                }
+            }
+            if !columns.is_empty() {
+                let stored: Vec<&str> = columns
+                    .iter()
+                    .map(|&c| table.columns[c].quoted.as_str())
+                    .collect();
+                let old: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &c)| parameter(n, c))
+                    .collect();
+                // Cast to `record`: between two bare row constructors the operator would be
+                // applied column by column.
+                conditions.push(format!(
+                    "ROW({})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({})::pg_catalog.record",
+                    stored.join(", "),
+                    old.join(", ")
+                ));
+            }
+            if conditions.is_empty() {
                 sql.push_str("true");
             }
-            for (n, &c) in columns.iter().enumerate() {
-                if n > 0 {
-                    sql.push_str(" AND ");
-                }
-                // NULL-safe equality spelled out: `IS NOT DISTINCT FROM` would look `=` up
-                // through search_path.
-                let column = &table.columns[c];
-                let p = first + n;
-                if column.compare_as_text {
-                    let _ = write!(
-                        sql,
-                        "({0}::pg_catalog.text OPERATOR(pg_catalog.=) ${p}::pg_catalog.text \
-                         OR ({0} IS NULL AND ${p}::pg_catalog.text IS NULL))",
-                        column.quoted
-                    );
-                } else {
-                    let _ = write!(
-                        sql,
-                        "({0} OPERATOR({1}) ${p} OR ({0} IS NULL AND ${p} IS NULL))",
-                        column.quoted, column.equality
-                    );
-                }
-            }
+            sql.push_str(&conditions.join(" AND "));
             sql.push_str(" LIMIT 1)");
         }
     }
@@ -365,12 +385,11 @@ mod tests {
     use crate::target::TargetColumn;
 
     fn table(partitioned: bool) -> TargetTable {
-        let column = |name: &str, blue: usize, compare_as_text: bool| TargetColumn {
+        let column = |name: &str, blue: usize, green_type: &str| TargetColumn {
             name: name.to_owned(),
             quoted: blueshift_decoder::ident::quote_ident(name),
-            green_type: "text".to_owned(),
+            green_type: green_type.to_owned(),
             blue,
-            compare_as_text,
             equality: crate::target::CATALOG_EQUALITY.to_owned(),
         };
         TargetTable {
@@ -380,13 +399,16 @@ mod tests {
             partitioned,
             // Blue's column 1 is not carried: green's columns are blue's 0, 2 and 3.
             columns: vec![
-                column("id", 0, false),
-                column("We\"ird", 2, false),
-                column("j", 3, true),
+                column("id", 0, "integer"),
+                column("We\"ird", 2, "public.citext"),
+                column("j", 3, "json"),
             ],
             blue_width: 4,
             key: vec![0],
             green_key: vec![0],
+            full_indexes: vec![crate::target::FullIndex {
+                columns: vec![(1, "public.=".to_owned()), (0, "pg_catalog.=".to_owned())],
+            }],
             identity_full: false,
             schema: "s".into(),
             name: "x; DROP TABLE y".into(),
@@ -425,21 +447,43 @@ mod tests {
              OPERATOR(pg_catalog.=) $3"
         );
         let full = Shape::Delete {
-            locate: Locate::Full(vec![0, 2].into()),
+            locate: Locate::Full {
+                columns: vec![0, 2].into(),
+                index: None,
+            },
             checked: false,
         };
         assert_eq!(
             sql(&t, &full),
             "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE ctid OPERATOR(pg_catalog.=) (SELECT \
-             ctid FROM \"s\".\"x; DROP TABLE y\" WHERE (\"id\" OPERATOR(pg_catalog.=) $1 OR \
-             (\"id\" IS NULL AND $1 IS NULL)) AND (\"j\"::pg_catalog.text OPERATOR(pg_catalog.=) \
-             $2::pg_catalog.text OR (\"j\" IS NULL AND $2::pg_catalog.text IS NULL)) LIMIT 1)"
+             ctid FROM \"s\".\"x; DROP TABLE y\" WHERE ROW(\"id\", \"j\")::pg_catalog.record \
+             OPERATOR(pg_catalog.*=) ROW($1::integer, $2::json)::pg_catalog.record LIMIT 1)"
+        );
+        // Through green's index on ("We""ird", id): equality on both, then the exact image.
+        let indexed = Shape::Update {
+            set: vec![2].into(),
+            locate: Locate::Full {
+                columns: vec![0, 1, 2].into(),
+                index: Some(0),
+            },
+        };
+        assert_eq!(
+            unchecked_sql(&t, &indexed),
+            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"j\" = $1 WHERE ctid OPERATOR(pg_catalog.=) \
+             (SELECT ctid FROM \"s\".\"x; DROP TABLE y\" WHERE \"We\"\"ird\" \
+             OPERATOR(public.=) $3::public.citext AND \"id\" OPERATOR(pg_catalog.=) \
+             $2::integer AND ROW(\"id\", \"We\"\"ird\", \"j\")::pg_catalog.record \
+             OPERATOR(pg_catalog.*=) ROW($2::integer, $3::public.citext, $4::json)::pg_catalog.record \
+             LIMIT 1)"
         );
         let parted = unchecked_sql(
             &table(true),
             &Shape::Update {
                 set: vec![].into(),
-                locate: Locate::Full(vec![].into()),
+                locate: Locate::Full {
+                    columns: vec![].into(),
+                    index: None,
+                },
             },
         );
         assert_eq!(
