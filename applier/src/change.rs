@@ -6,10 +6,11 @@
 //! `insert_batch_rows` rows and 65535 parameters each; a remainder goes in power-of-two sized
 //! statements, so each table needs only a few prepared shapes). An UPDATE sets every column
 //! that was sent — an unchanged TOAST value is left out, so green keeps its own copy — and
-//! finds its row by the replica identity key, or under REPLICA IDENTITY FULL by all old values
-//! NULL-safe, touching exactly one row even among duplicates. An UPDATE or DELETE that finds no
-//! row means green diverged: an error, never a silent skip. Statements go through the
-//! [`Pipeline`](crate::pipeline::Pipeline), answered in order.
+//! finds its row by the replica identity key, or under REPLICA IDENTITY FULL by the exact image
+//! of every old value sent (NULL matching NULL), through an index green has on columns the old
+//! row holds values for, touching exactly one row even among duplicates. An UPDATE or DELETE
+//! that finds no row means green diverged: an error raised on green itself, never a silent
+//! skip. Statements go through the [`Pipeline`](crate::pipeline::Pipeline), answered in order.
 //!
 //! A TRUNCATE truncates exactly the tables blue sent, as native apply does: `ONLY` each (a
 //! partitioned table with its partitions), never `CASCADE`, `RESTART IDENTITY` only when blue

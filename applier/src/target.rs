@@ -22,6 +22,10 @@
 //!   are errors naming the column and the fix.
 //!
 //! A table green lacks is an error too.
+//!
+//! Under REPLICA IDENTITY FULL, green's indexes that can find a row by equality on plain
+//! columns are read too ([`TargetTable::full_indexes`]), as PostgreSQL 16's own apply uses
+//! them: without one, every UPDATE and DELETE reads the whole table.
 
 use std::collections::HashMap;
 use std::sync::Arc;
