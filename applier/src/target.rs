@@ -106,7 +106,7 @@ ORDER BY x.indisprimary DESC, x.indisunique DESC, x.indnkeyatts DESC, x.indexrel
 
 /// An index of green that a REPLICA IDENTITY FULL change can find its row through: equality on
 /// each of its columns, all carried.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FullIndex {
     /// Per key column, in index order: its index in [`TargetTable::columns`] and the equality
     /// operator of the index's operator class, schema-qualified for `OPERATOR(…)`.
@@ -205,28 +205,27 @@ async fn full_indexes(
             source: SqlError::from(e),
         })?;
     // Per index, in the query's order: its columns, or None once one is unusable.
-    let mut found: Vec<(i64, Option<Vec<(usize, String)>>)> = Vec::new();
+    let mut found: Vec<(i64, Option<FullIndex>)> = Vec::new();
     for row in &rows {
         let index: i64 = row.get(0);
         let column: String = row.get(1);
         let operator: Option<String> = row.get(2);
         if found.last().is_none_or(|(last, _)| *last != index) {
-            found.push((index, Some(Vec::new())));
+            found.push((index, Some(FullIndex::default())));
         }
         let carried = columns.iter().position(|c| c.name == column);
         // Only an operator the catalog spelled as `schema.op` (else the index is not used).
         let operator = operator.filter(|o| equality_operator(Some(o.clone())) == *o);
         if let Some((_, usable)) = found.last_mut() {
             match (carried, operator, usable.as_mut()) {
-                (Some(c), Some(operator), Some(entry)) => entry.push((c, operator)),
+                (Some(c), Some(operator), Some(entry)) => entry.columns.push((c, operator)),
                 _ => *usable = None,
             }
         }
     }
     Ok(found
         .into_iter()
-        .filter_map(|(_, columns)| columns.filter(|c| !c.is_empty()))
-        .map(|columns| FullIndex { columns })
+        .filter_map(|(_, index)| index.filter(|i| !i.columns.is_empty()))
         .collect())
 }
 
