@@ -120,7 +120,9 @@ pub(crate) struct TargetColumn {
     pub(crate) name: String,
     /// Green's column name, quoted for SQL.
     pub(crate) quoted: String,
-    /// Green's column type, with its modifier (`character varying(10)`): for messages.
+    /// Green's column type, with its modifier (`character varying(10)`), as green's
+    /// `format_type` spells it (quoted and schema-qualified where needed): for messages, and
+    /// the cast of a REPLICA IDENTITY FULL match's parameters.
     pub(crate) green_type: String,
     /// Where the value is in blue's rows.
     pub(crate) blue: usize,
