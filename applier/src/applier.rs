@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 use tracing::{debug, info, warn};
 
-use crate::change::ChangeWriter;
+use crate::change::{ChangeWriter, CommitTag};
 use crate::client::{self, SqlError};
 use crate::error::ApplyError;
 use crate::origin;
@@ -46,12 +46,17 @@ use crate::target::TargetCache;
 use crate::transaction::Transaction;
 use crate::value::Value;
 
-/// Tags the open transaction with its source commit LSN and time.
+/// Tags the open transaction with its source commit LSN and time (sent with the `COMMIT`, see
+/// the module docs), and gives it an xid: a transaction with nothing to write (one that only
+/// carried a logical message, such as the cutover's fence marker, or whose changes a backfill
+/// fence skipped) then still writes a commit record, which is what moves the origin's progress.
 const XACT_SETUP: &str =
-    "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_catalog.pg_lsn, $2::pg_catalog.timestamptz)";
+    "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_catalog.pg_lsn, $2::pg_catalog.timestamptz), \
+            pg_catalog.pg_current_xact_id()";
 
 /// Commits, then reads where green's WAL stands, in one round trip.
-const COMMIT: &str = "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
+pub(crate) const COMMIT: &str =
+    "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
 
 /// One connection to green, applying transactions under its own replication origin.
 #[derive(Debug)]
@@ -63,11 +68,11 @@ pub struct Applier {
     /// then advanced by every commit of this session.
     progress: Lsn,
     xact_setup: Statement,
+    /// The source commit time of the open transaction, for its origin tag at the commit.
+    commit_time: String,
     targets: TargetCache,
     statements: StatementCache,
     open: Option<Staged>,
-    /// The source commit time of the open transaction, for its origin tag at the commit.
-    commit_time: String,
 }
 
 impl Applier {
@@ -106,8 +111,8 @@ impl Applier {
             options,
             progress,
             xact_setup,
-            open: None,
             commit_time: String::new(),
+            open: None,
         })
     }
 
@@ -143,15 +148,63 @@ impl Applier {
 
     /// Applies `tx` and commits it; skips it when green already holds it. On error nothing of
     /// it stays on green and the origin's progress is unchanged.
+    ///
+    /// Call it only when every earlier transaction has committed: `BEGIN`, the origin setup,
+    /// the changes and the `COMMIT` go down the connection without waiting for any answer (see
+    /// [`pipeline`](crate::pipeline)), so a transaction costs one round trip. Whether a
+    /// `COMMIT` that was sent landed, when blueshift dies before reading its answer, is what
+    /// the origin's progress on green says.
     pub async fn apply(&mut self, tx: &mut Transaction) -> Result<ApplyOutcome, ApplyError> {
-        self.begin_and_apply(tx).await?;
-        self.commit().await
+        if self.open.is_some() {
+            return Err(ApplyError::Misuse(
+                "apply while a transaction is open; commit or roll it back first",
+            ));
+        }
+        let commit_lsn = tx.commit_lsn;
+        if commit_lsn <= self.progress {
+            debug!(commit_lsn = %commit_lsn, progress = %self.progress, "transaction already on green, skipped");
+            return Ok(ApplyOutcome {
+                commit_lsn,
+                skipped: true,
+                rows: RowCounts::default(),
+                green_lsn: None,
+            });
+        }
+        let staged = Staged {
+            commit_lsn,
+            skipped: false,
+            rows: RowCounts::default(),
+        };
+        self.open = Some(staged);
+        match self.write(tx, true).await {
+            Ok((rows, Some(green_lsn))) => {
+                self.open = None;
+                self.progress = self.progress.max(commit_lsn);
+                Ok(self.committed(Staged { rows, ..staged }, green_lsn))
+            }
+            Ok((_, None)) => {
+                // Unreachable: a pipelined COMMIT that answered always reports a position.
+                let _ = self.rollback().await;
+                Err(ApplyError::Misuse(
+                    "the pipelined COMMIT reported no position",
+                ))
+            }
+            Err(e) => {
+                // After a failure green ran the COMMIT as a ROLLBACK, or never got it; a
+                // ROLLBACK then finds no transaction, which is harmless.
+                if let Err(rollback) = self.rollback().await {
+                    warn!(commit_lsn = %commit_lsn, error = %rollback, "rollback after a failed apply failed too");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Opens a transaction on green and applies every change of `tx`, without committing; or,
     /// when green already holds `tx`, sends nothing and stages a skip. Follow with
     /// [`commit`](Self::commit) or [`rollback`](Self::rollback). On error the transaction is
-    /// rolled back already.
+    /// rolled back already. `BEGIN`, the origin setup and the changes are pipelined: one wait,
+    /// for the last answer.
     pub async fn begin_and_apply(&mut self, tx: &mut Transaction) -> Result<Staged, ApplyError> {
         if self.open.is_some() {
             return Err(ApplyError::Misuse(
@@ -169,17 +222,13 @@ impl Applier {
             self.open = Some(staged);
             return Ok(staged);
         }
-        self.client
-            .batch_execute("BEGIN")
-            .await
-            .map_err(|e| transaction_error("BEGIN", commit_lsn, e))?;
         self.open = Some(Staged {
             commit_lsn,
             skipped: false,
             rows: RowCounts::default(),
         });
-        match self.apply_changes(tx).await {
-            Ok(rows) => {
+        match self.write(tx, false).await {
+            Ok((rows, _)) => {
                 let staged = Staged {
                     commit_lsn,
                     skipped: false,
@@ -197,11 +246,33 @@ impl Applier {
         }
     }
 
-    async fn apply_changes(&mut self, tx: &mut Transaction) -> Result<RowCounts, ApplyError> {
+    /// Sends `BEGIN`, the origin setup, every change of `tx` and, with `commit`, the `COMMIT`,
+    /// without waiting, then reads every answer: the rows touched and, with `commit`, green's
+    /// WAL position after the `COMMIT`.
+    async fn write(
+        &mut self,
+        tx: &mut Transaction,
+        commit: bool,
+    ) -> Result<(RowCounts, Option<Lsn>), ApplyError> {
         let commit_lsn = tx.commit_lsn;
         let lsn = commit_lsn.to_string();
-        // Tagged at the commit (see the module docs).
-        self.commit_time = tx.commit_time.to_string();
+        let time = tx.commit_time.to_string();
+        let mut pipeline = Pipeline::new(&self.client, self.options.pipeline_depth);
+        pipeline
+            .begin(move |e| transaction_error("BEGIN", commit_lsn, e))
+            .await?;
+        // The origin is tagged at the commit (see the module docs): in the pipeline right
+        // before the COMMIT, or by `commit` later.
+        let tag = if commit {
+            Some(CommitTag {
+                statement: self.xact_setup.clone(),
+                lsn: lsn.clone(),
+                time,
+            })
+        } else {
+            self.commit_time = time;
+            None
+        };
         let mut writer = ChangeWriter {
             client: &self.client,
             fences: &self.options.fences,
@@ -209,25 +280,19 @@ impl Applier {
             targets: &mut self.targets,
             statements: &mut self.statements,
             insert_batch_rows: self.options.insert_batch_rows,
-            pipeline: Pipeline::new(&self.client, self.options.pipeline_depth),
+            pipeline,
         };
         writer
-            .write_all(&mut tx.changes, |source| ApplyError::Spill {
-                commit_lsn: lsn.clone(),
-                source,
-            })
+            .write_all(
+                &mut tx.changes,
+                |source| ApplyError::Spill {
+                    commit_lsn: lsn.clone(),
+                    source,
+                },
+                tag,
+            )
             .await?;
-        let rows = writer.pipeline.rows;
-        if rows.inserted + rows.updated + rows.deleted + rows.truncated == 0 {
-            // Nothing written (a transaction that only carried a logical message, such as the
-            // cutover's fence marker): without an xid, COMMIT writes no commit record and the
-            // origin's progress would not move. Taking one makes the commit record it.
-            self.client
-                .execute("SELECT pg_catalog.pg_current_xact_id()", &[])
-                .await
-                .map_err(|e| transaction_error("pg_current_xact_id", commit_lsn, e))?;
-        }
-        Ok(rows)
+        Ok((writer.pipeline.rows, writer.pipeline.committed))
     }
 
     /// Commits the transaction staged by [`begin_and_apply`](Self::begin_and_apply) and
@@ -273,6 +338,11 @@ impl Applier {
         let green_lsn: Lsn = text
             .parse()
             .map_err(|_| ApplyError::BadLsn { value: text })?;
+        Ok(self.committed(staged, green_lsn))
+    }
+
+    /// The outcome of `staged`, committed on green before `green_lsn`.
+    fn committed(&self, staged: Staged, green_lsn: Lsn) -> ApplyOutcome {
         debug!(
             commit_lsn = %staged.commit_lsn,
             green_lsn = %green_lsn,
@@ -282,12 +352,12 @@ impl Applier {
             truncated = staged.rows.truncated,
             "transaction applied"
         );
-        Ok(ApplyOutcome {
+        ApplyOutcome {
             commit_lsn: staged.commit_lsn,
             skipped: false,
             rows: staged.rows,
             green_lsn: Some(green_lsn),
-        })
+        }
     }
 
     /// Rolls back the staged transaction, if any: green keeps nothing of it and the origin's

@@ -6,10 +6,11 @@
 //! `insert_batch_rows` rows and 65535 parameters each; a remainder goes in power-of-two sized
 //! statements, so each table needs only a few prepared shapes). An UPDATE sets every column
 //! that was sent — an unchanged TOAST value is left out, so green keeps its own copy — and
-//! finds its row by the replica identity key, or under REPLICA IDENTITY FULL by all old values
-//! NULL-safe, touching exactly one row even among duplicates. An UPDATE or DELETE that finds no
-//! row means green diverged: an error, never a silent skip. Statements go through the
-//! [`Pipeline`](crate::pipeline::Pipeline), answered in order.
+//! finds its row by the replica identity key, or under REPLICA IDENTITY FULL by the exact image
+//! of every old value sent (NULL matching NULL), through an index green has on columns the old
+//! row holds values for, touching exactly one row even among duplicates. An UPDATE or DELETE
+//! that finds no row means green diverged: an error raised on green itself, never a silent
+//! skip. Statements go through the [`Pipeline`](crate::pipeline::Pipeline), answered in order.
 //!
 //! A TRUNCATE truncates exactly the tables blue sent, as native apply does: `ONLY` each (a
 //! partitioned table with its partitions), never `CASCADE`, `RESTART IDENTITY` only when blue
@@ -96,17 +97,60 @@ pub(crate) struct ChangeWriter<'a> {
     pub(crate) pipeline: Pipeline<'a>,
 }
 
+/// What tags a transaction with its source commit, sent right before its `COMMIT`.
+pub(crate) struct CommitTag {
+    /// The prepared `pg_replication_origin_xact_setup`.
+    pub(crate) statement: tokio_postgres::Statement,
+    /// The source commit LSN, as text.
+    pub(crate) lsn: String,
+    /// The source commit time, as text.
+    pub(crate) time: String,
+}
+
 impl ChangeWriter<'_> {
-    /// Applies every change, in order, and waits for every answer. `on_spill_error` turns a
-    /// spill file error into the transaction's error. The error returned is the first in
-    /// blue's order: a statement that failed in the pipeline explains the failures after it.
+    /// Applies every change, in order, then with `commit` sends the origin tag and the
+    /// `COMMIT` behind them, and waits for every answer. `on_spill_error` turns a spill file error into the
+    /// transaction's error. The error returned is the first in blue's order: a statement that
+    /// failed in the pipeline explains the failures after it.
     pub(crate) async fn write_all(
         &mut self,
         changes: &mut Changes,
         on_spill_error: impl Fn(io::Error) -> ApplyError,
+        commit: Option<CommitTag>,
     ) -> Result<(), ApplyError> {
         match self.write_changes(changes, on_spill_error).await {
-            Ok(()) => self.pipeline.drain().await,
+            Ok(()) => {
+                if let Some(tag) = commit {
+                    let commit_lsn = self.commit_lsn;
+                    let tagged = self
+                        .pipeline
+                        .xact_setup(tag.statement, tag.lsn, tag.time, move |e| {
+                            ApplyError::Transaction {
+                                step: "pg_replication_origin_xact_setup",
+                                commit_lsn: commit_lsn.to_string(),
+                                source: SqlError::from(e),
+                            }
+                        })
+                        .await;
+                    if let Err(e) = tagged {
+                        return Err(self.pipeline.explain(e).await);
+                    }
+                    let sent = self
+                        .pipeline
+                        .commit(crate::applier::COMMIT, move |e| ApplyError::Transaction {
+                            step: "COMMIT",
+                            commit_lsn: commit_lsn.to_string(),
+                            source: SqlError::from(e),
+                        })
+                        .await;
+                    if let Err(e) = sent {
+                        return Err(self.pipeline.explain(e).await);
+                    }
+                    // Test builds: a crash with the COMMIT on its way, its answer unread.
+                    crate::failpoint::hit("commit-in-flight");
+                }
+                self.pipeline.drain().await
+            }
             Err(e) => Err(self.pipeline.explain(e).await),
         }
     }
@@ -358,7 +402,10 @@ impl ChangeWriter<'_> {
         let (locate, source) = locate(target, relation, Operation::Delete, Some(old), old.tuple())?;
         let mut params = Vec::with_capacity(locate.columns().len());
         push_locating(&mut params, target, &locate, source);
-        let shape = Shape::Delete { locate };
+        let shape = Shape::Delete {
+            locate,
+            checked: must_touch,
+        };
         let statement = self.statement(target, &shape).await?;
         self.pipeline
             .send_checked(Arc::clone(target), shape, statement, params, must_touch)
@@ -498,17 +545,31 @@ fn locate<'t>(
     match old {
         Some(OldTuple::Full(old)) => {
             check_width(target, old)?;
-            Ok((Locate::Full(present(target, old)), old))
+            Ok((full(target, old), old))
         }
         Some(OldTuple::Key(old)) => {
             check_width(target, old)?;
             by_key(old)
         }
         None if relation.replica_identity() == ReplicaIdentity::Full => {
-            Ok((Locate::Full(present(target, new)), new))
+            Ok((full(target, new), new))
         }
         None => by_key(new),
     }
+}
+
+/// How a REPLICA IDENTITY FULL change finds its row in `row`'s image: by every value blue sent,
+/// through the first of green's usable indexes whose every column has a value in `row` that is
+/// not NULL (an equality never matches NULL), else by reading the table.
+fn full(target: &TargetTable, row: &TupleData) -> Locate {
+    let columns = present(target, row);
+    let index = target.full_indexes.iter().position(|index| {
+        index.columns.iter().all(|(c, _)| {
+            columns.contains(c)
+                && !matches!(row.columns[target.columns[*c].blue], ColumnValue::Null)
+        })
+    });
+    Locate::Full { columns, index }
 }
 
 /// Appends the values the WHERE clause finds the row by.
@@ -569,13 +630,13 @@ mod tests {
                     quoted: format!("\"{}\"", c.name),
                     green_type: "text".to_owned(),
                     blue,
-                    compare_as_text: false,
                     equality: crate::target::CATALOG_EQUALITY.to_owned(),
                 })
                 .collect(),
             blue_width: relation.columns().len(),
             key: relation.key_columns().to_vec(),
             green_key: relation.key_columns().to_vec(),
+            full_indexes: Vec::new(),
             identity_full: relation.replica_identity() == ReplicaIdentity::Full,
             schema: "public".into(),
             name: "t".into(),
@@ -627,7 +688,13 @@ mod tests {
             old.tuple(),
         )
         .unwrap();
-        assert_eq!(found, Locate::Full(vec![0, 2].into()));
+        assert_eq!(
+            found,
+            Locate::Full {
+                columns: vec![0, 2].into(),
+                index: None
+            }
+        );
 
         let keyless = relation(ReplicaIdentity::Default, &[false, false, false]);
         let err = locate(&target(&keyless), &keyless, Operation::Update, None, &new).unwrap_err();
@@ -679,7 +746,13 @@ mod tests {
         let old = OldTuple::Full(tuple(vec![text("1"), text("gone"), ColumnValue::Null]));
         let (found, source) =
             locate(&t, &full, Operation::Delete, Some(&old), old.tuple()).unwrap();
-        assert_eq!(found, Locate::Full(vec![0, 1].into()));
+        assert_eq!(
+            found,
+            Locate::Full {
+                columns: vec![0, 1].into(),
+                index: None
+            }
+        );
         let mut params = Vec::new();
         push_locating(&mut params, &t, &found, source);
         assert_eq!(params, vec![text("1"), ColumnValue::Null]);

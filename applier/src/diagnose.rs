@@ -163,7 +163,7 @@ impl Layout {
                 columns.extend_from_slice(locate.columns());
                 let key = match locate {
                     Locate::Key(_) => Some((set.len()..columns.len()).collect()),
-                    Locate::Full(_) => None,
+                    Locate::Full { .. } => None,
                 };
                 Layout {
                     width: columns.len(),
@@ -172,7 +172,7 @@ impl Layout {
                     key,
                 }
             }
-            Shape::Delete { locate } => Layout {
+            Shape::Delete { locate, .. } => Layout {
                 columns: locate.columns().to_vec(),
                 width: params,
                 rows: 1,
@@ -408,7 +408,6 @@ mod tests {
             quoted: format!("\"{name}\""),
             green_type: ty.to_owned(),
             blue: 0,
-            compare_as_text: false,
             equality: crate::target::CATALOG_EQUALITY.to_owned(),
         };
         TargetTable {
@@ -428,6 +427,7 @@ mod tests {
             blue_width: 5,
             key: vec![0],
             green_key: vec![0],
+            full_indexes: Vec::new(),
             identity_full: false,
         }
     }

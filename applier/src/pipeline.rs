@@ -1,12 +1,26 @@
-//! Pipelined statements: an applier sends the statements of a transaction without waiting for
-//! each answer, up to a bounded depth, and reads the answers back in order.
+//! Pipelined statements: an applier sends a transaction — `BEGIN`, the origin setup, every
+//! change and, once the transaction's turn has come, the `COMMIT` — without waiting for any
+//! answer, up to a bounded depth, and reads the answers back in order.
 //!
 //! tokio-postgres sends a request to the server when its future is first polled, and the
-//! server answers requests in the order it received them. Each statement's future is polled
+//! server answers requests in the order it received them. Each request's future is polled
 //! once as soon as it is created, so requests leave in blue's order; answers are then awaited
-//! oldest first. The first error in that order is the transaction's error: every statement
-//! after it failed only because the transaction was already aborted. A depth of 1 is the
-//! serial path: each statement is answered before the next is sent.
+//! oldest first. The first error in that order is the transaction's error: every request after
+//! it failed only because the transaction was already aborted (a `COMMIT` sent behind it
+//! answers `ROLLBACK`). A depth of 1 is the serial path: each statement is answered before the
+//! next is sent.
+//!
+//! Exactly-once with the `COMMIT` in flight: green commits the transaction, and advances the
+//! applier's replication origin with it, only if every request before the `COMMIT` succeeded on
+//! green. Every check that could stop the transaction therefore runs on green, not in the
+//! client: an UPDATE or DELETE that finds no row fails there
+//! ([`statement::NO_ROW_MARKER`](crate::statement::NO_ROW_MARKER)), and comes back as
+//! [`ApplyError::RowNotFound`]. Whatever happens to blueshift after the `COMMIT` left (a crash,
+//! a lost connection), the origin's progress on green says whether it landed.
+//!
+//! tokio-postgres ends every request with a Sync (green answers and flushes each); one Sync
+//! per window would need a protocol client of our own. What pipelining removes is the waiting:
+//! a transaction whose turn has come costs one round trip, not one per step.
 //!
 //! A statement that fails keeps its shape and parameters until its answer is read, so that a
 //! value error can name its column and row ([`diagnose`](crate::diagnose)).
@@ -18,26 +32,31 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use blueshift_decoder::pgoutput::ColumnValue;
+use blueshift_decoder::Lsn;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 
 use crate::client::SqlError;
 use crate::diagnose;
 use crate::error::{ApplyError, Operation};
 use crate::outcome::RowCounts;
-use crate::statement::Shape;
+use crate::statement::{self, Shape};
 use crate::target::TargetTable;
 use crate::value::Value;
 
-/// What one statement did.
+/// What one request answered.
 #[derive(Debug, Clone, Copy)]
-struct Applied {
-    operation: Operation,
-    rows: u64,
+enum Answer {
+    /// A row statement: its operation and the rows it touched.
+    Rows(Operation, u64),
+    /// `BEGIN` or the origin setup.
+    Done,
+    /// `COMMIT`, with where green's WAL insert position stood just after it.
+    Committed(Lsn),
 }
 
-/// A statement sent and not yet answered.
-type Pending<'a> = Pin<Box<dyn Future<Output = Result<Applied, ApplyError>> + Send + 'a>>;
+/// A request sent and not yet answered.
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<Answer, ApplyError>> + Send + 'a>>;
 
 /// The statements in flight on one connection, oldest first.
 pub(crate) struct Pipeline<'a> {
@@ -46,6 +65,8 @@ pub(crate) struct Pipeline<'a> {
     depth: usize,
     /// Rows touched by the statements answered so far.
     pub(crate) rows: RowCounts,
+    /// Green's WAL insert position after the pipelined `COMMIT`, once it is answered.
+    pub(crate) committed: Option<Lsn>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -56,7 +77,80 @@ impl<'a> Pipeline<'a> {
             in_flight: VecDeque::new(),
             depth: depth.max(1),
             rows: RowCounts::default(),
+            committed: None,
         }
+    }
+
+    /// Sends `BEGIN`; `error` explains a failure.
+    pub(crate) async fn begin(
+        &mut self,
+        error: impl FnOnce(tokio_postgres::Error) -> ApplyError + Send + 'a,
+    ) -> Result<(), ApplyError> {
+        let client = self.client;
+        self.push(Box::pin(async move {
+            client.batch_execute("BEGIN").await.map_err(error)?;
+            Ok(Answer::Done)
+        }))
+        .await
+    }
+
+    /// Sends the prepared origin setup with the source commit LSN and time (as text).
+    pub(crate) async fn xact_setup(
+        &mut self,
+        statement: Statement,
+        lsn: String,
+        time: String,
+        error: impl FnOnce(tokio_postgres::Error) -> ApplyError + Send + 'a,
+    ) -> Result<(), ApplyError> {
+        let client = self.client;
+        self.push(Box::pin(async move {
+            let params = [Value::Text(lsn.as_bytes()), Value::Text(time.as_bytes())];
+            client
+                .execute(&statement, &[&params[0], &params[1]])
+                .await
+                .map_err(error)?;
+            Ok(Answer::Done)
+        }))
+        .await
+    }
+
+    /// Sends `sql`, a `COMMIT` followed by a query of one row of one `pg_lsn` as text (green's
+    /// WAL position after it), which [`committed`](Self::committed) holds once answered.
+    /// `error` explains a failure; `bad_lsn` an answer that is not a position.
+    pub(crate) async fn commit(
+        &mut self,
+        sql: &'static str,
+        error: impl FnOnce(tokio_postgres::Error) -> ApplyError + Send + 'a,
+    ) -> Result<(), ApplyError> {
+        let client = self.client;
+        self.push(Box::pin(async move {
+            let messages = client.simple_query(sql).await.map_err(error)?;
+            let text = messages
+                .iter()
+                .find_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let lsn = text
+                .parse()
+                .map_err(|_| ApplyError::BadLsn { value: text })?;
+            Ok(Answer::Committed(lsn))
+        }))
+        .await
+    }
+
+    /// Queues a request whose future was just made: when the pipeline is full, first waits for
+    /// the oldest answer; then polls it once, which sends it.
+    async fn push(&mut self, mut pending: Pending<'a>) -> Result<(), ApplyError> {
+        while self.in_flight.len() >= self.depth {
+            self.next().await?;
+        }
+        match poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await {
+            Poll::Ready(result) => self.record(result?),
+            Poll::Pending => self.in_flight.push_back(pending),
+        }
+        Ok(())
     }
 
     /// Sends `statement` with `params` (no unchanged-TOAST values: callers leave those out);
@@ -90,17 +184,35 @@ impl<'a> Pipeline<'a> {
         }
         let operation = shape.operation();
         let client = self.client;
-        let mut pending: Pending<'a> = Box::pin(async move {
+        let pending: Pending<'a> = Box::pin(async move {
             let values: Vec<Value<'_>> = params
                 .iter()
                 .map(|c| Value::of(c).unwrap_or(Value::Null))
                 .collect();
             let refs: Vec<&(dyn ToSql + Sync)> =
                 values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            let rows = match client.execute(&statement, &refs).await {
+            let answered = if statement::is_checked(&shape) {
+                // One row: the rows touched (green fails the statement when none).
+                match client.query(&statement, &refs).await {
+                    Ok(rows) => Ok(rows
+                        .first()
+                        .and_then(|r| r.try_get::<_, i64>(0).ok())
+                        .map_or(0, |n| u64::try_from(n).unwrap_or(0))),
+                    Err(e) => Err(e),
+                }
+            } else {
+                client.execute(&statement, &refs).await
+            };
+            let rows = match answered {
                 Ok(rows) => rows,
                 Err(e) => {
                     let source = SqlError::from(e);
+                    if no_row_matched(&source) {
+                        return Err(ApplyError::RowNotFound {
+                            table: target.display.clone(),
+                            operation,
+                        });
+                    }
                     let culprit = diagnose::culprit(&target, &shape, &params, &source);
                     return Err(ApplyError::Statement {
                         table: target.display.clone(),
@@ -117,14 +229,9 @@ impl<'a> Pipeline<'a> {
                     operation,
                 });
             }
-            Ok(Applied { operation, rows })
+            Ok(Answer::Rows(operation, rows))
         });
-        // The first poll sends the request.
-        match poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await {
-            Poll::Ready(result) => self.record(result?),
-            Poll::Pending => self.in_flight.push_back(pending),
-        }
-        Ok(())
+        self.push(pending).await
     }
 
     /// Waits for every statement in flight.
@@ -150,7 +257,7 @@ impl<'a> Pipeline<'a> {
     async fn next(&mut self) -> Result<(), ApplyError> {
         if let Some(pending) = self.in_flight.pop_front() {
             match pending.await {
-                Ok(applied) => self.record(applied),
+                Ok(answer) => self.record(answer),
                 Err(e) => {
                     self.in_flight.clear();
                     return Err(e);
@@ -160,15 +267,33 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    fn record(&mut self, applied: Applied) {
-        let counter = match applied.operation {
+    fn record(&mut self, answer: Answer) {
+        let (operation, rows) = match answer {
+            Answer::Rows(operation, rows) => (operation, rows),
+            Answer::Done => return,
+            Answer::Committed(lsn) => {
+                self.committed = Some(lsn);
+                return;
+            }
+        };
+        let counter = match operation {
             Operation::Insert => &mut self.rows.inserted,
             Operation::Update => &mut self.rows.updated,
             Operation::Delete => &mut self.rows.deleted,
             Operation::Truncate => &mut self.rows.truncated,
         };
-        *counter += applied.rows;
+        *counter += rows;
     }
+}
+
+/// Green's error when a checked UPDATE or DELETE found no row: an input error on exactly
+/// [`statement::NO_ROW_MARKER`].
+fn no_row_matched(error: &SqlError) -> bool {
+    error.server().is_some_and(|e| {
+        e.sqlstate == "22P02"
+            && e.message
+                .contains(&format!("\"{}\"", statement::NO_ROW_MARKER))
+    })
 }
 
 impl std::fmt::Debug for Pipeline<'_> {

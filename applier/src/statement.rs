@@ -19,16 +19,25 @@ use crate::target::TargetTable;
 pub(crate) enum Locate {
     /// `col = $n AND …` over these column indexes: the replica identity key.
     Key(Box<[usize]>),
-    /// REPLICA IDENTITY FULL: exactly one row whose columns at these indexes are NOT DISTINCT
-    /// FROM the old values, found through its `ctid` so that duplicates are touched once.
-    Full(Box<[usize]>),
+    /// REPLICA IDENTITY FULL: exactly one row whose columns at these indexes hold the old
+    /// values image for image (`ROW(…) *= ROW(…)`: NULL matches NULL, and `-0` does not match
+    /// `0`, nor `1.0` match `1.00`, nor `'A'` match `'a'` under a case-insensitive type), found
+    /// through its `ctid` so that duplicates are touched once; narrowed first by equality on
+    /// the columns of green's index `index` (in [`TargetTable::full_indexes`]), when given, so
+    /// that green finds it through that index instead of reading the whole table.
+    Full {
+        /// The columns compared (those blue sent a value of).
+        columns: Box<[usize]>,
+        /// The index of green's that finds the candidates.
+        index: Option<usize>,
+    },
 }
 
 impl Locate {
     /// The column indexes whose values follow the SET values as parameters.
     pub(crate) fn columns(&self) -> &[usize] {
         match self {
-            Locate::Key(c) | Locate::Full(c) => c,
+            Locate::Key(c) | Locate::Full { columns: c, .. } => c,
         }
     }
 }
@@ -58,6 +67,10 @@ pub(crate) enum Shape {
     Delete {
         /// How the row is found.
         locate: Locate,
+        /// Whether green itself fails the statement when it finds no row (see
+        /// [`NO_ROW_MARKER`]); false only for a reconcile window's DELETE, where a missing row
+        /// is expected.
+        checked: bool,
     },
 }
 
@@ -72,10 +85,49 @@ impl Shape {
     }
 }
 
+/// What green's error says when a checked UPDATE or DELETE found no row: the text of a value
+/// that cannot be read as a `bigint`, so the statement itself fails (SQLSTATE `22P02`).
+pub(crate) const NO_ROW_MARKER: &str = "blueshift: no row matched";
+
+/// Whether `shape` is answered by [`checked`]'s row count rather than a command tag.
+pub(crate) fn is_checked(shape: &Shape) -> bool {
+    matches!(
+        shape,
+        Shape::Update { .. } | Shape::Delete { checked: true, .. }
+    )
+}
+
+/// `statement` (an UPDATE or DELETE) made to fail on green when it touches no row, and to
+/// answer with one `bigint`, the rows it touched.
+///
+/// An UPDATE or DELETE that finds no row means green diverged, and the transaction must not
+/// commit. When the COMMIT is pipelined behind the changes (see
+/// [`pipeline`](crate::pipeline)), the client reads the row count only after green has already
+/// run the COMMIT: the check has to fail the transaction on green, before the COMMIT. The
+/// failure is an input error on the marker text, raised at run time (the `CASE` depends on the
+/// row count, so the planner cannot fold it); the pipeline turns it into
+/// [`ApplyError::RowNotFound`](crate::ApplyError::RowNotFound).
+fn checked(statement: &str) -> String {
+    format!(
+        "WITH changed AS ({statement} RETURNING 1) SELECT (CASE WHEN pg_catalog.count(*) \
+         OPERATOR(pg_catalog.=) 0::pg_catalog.int8 THEN '{NO_ROW_MARKER}' ELSE \
+         pg_catalog.count(*)::pg_catalog.text END)::pg_catalog.int8 FROM changed"
+    )
+}
+
 /// The SQL text of `shape` on `table`. Parameters are numbered in order: INSERT row by row,
 /// column by column; UPDATE the SET columns, then the locating columns; DELETE the locating
 /// columns.
 pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
+    let sql = unchecked_sql(table, shape);
+    if is_checked(shape) {
+        checked(&sql)
+    } else {
+        sql
+    }
+}
+
+fn unchecked_sql(table: &TargetTable, shape: &Shape) -> String {
     match shape {
         Shape::Insert { rows } => insert_sql(table, *rows),
         Shape::Upsert { rows } => {
@@ -117,7 +169,7 @@ pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
             push_locate(&mut sql, table, locate, set.len() + 1);
             sql
         }
-        Shape::Delete { locate } => {
+        Shape::Delete { locate, .. } => {
             let mut sql = format!("DELETE FROM {}", table.quoted);
             push_locate(&mut sql, table, locate, 1);
             sql
@@ -171,7 +223,7 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
                 );
             }
         }
-        Locate::Full(columns) => {
+        Locate::Full { columns, index } => {
             let row_id = if table.partitioned {
                 "(tableoid, ctid)"
             } else {
@@ -187,32 +239,43 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
                 " WHERE {row_id} OPERATOR(pg_catalog.=) (SELECT {inner_id} FROM {} WHERE ",
                 table.quoted
             );
-            if columns.is_empty() {
+            // Every parameter is cast to green's column type, the same way wherever it is used.
+            let parameter =
+                |n: usize, c: usize| format!("${}::{}", first + n, table.columns[c].green_type);
+            let mut conditions = Vec::new();
+            if let Some(index) = index.and_then(|i| table.full_indexes.get(i)) {
+                for (c, operator) in &index.columns {
+                    if let Some(n) = columns.iter().position(|x| x == c) {
+                        conditions.push(format!(
+                            "{} OPERATOR({operator}) {}",
+                            table.columns[*c].quoted,
+                            parameter(n, *c)
+                        ));
+                    }
+                }
+            }
+            if !columns.is_empty() {
+                let stored: Vec<&str> = columns
+                    .iter()
+                    .map(|&c| table.columns[c].quoted.as_str())
+                    .collect();
+                let old: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &c)| parameter(n, c))
+                    .collect();
+                // Cast to `record`: between two bare row constructors the operator would be
+                // applied column by column.
+                conditions.push(format!(
+                    "ROW({})::pg_catalog.record OPERATOR(pg_catalog.*=) ROW({})::pg_catalog.record",
+                    stored.join(", "),
+                    old.join(", ")
+                ));
+            }
+            if conditions.is_empty() {
                 sql.push_str("true");
             }
-            for (n, &c) in columns.iter().enumerate() {
-                if n > 0 {
-                    sql.push_str(" AND ");
-                }
-                // NULL-safe equality spelled out: `IS NOT DISTINCT FROM` would look `=` up
-                // through search_path.
-                let column = &table.columns[c];
-                let p = first + n;
-                if column.compare_as_text {
-                    let _ = write!(
-                        sql,
-                        "({0}::pg_catalog.text OPERATOR(pg_catalog.=) ${p}::pg_catalog.text \
-                         OR ({0} IS NULL AND ${p}::pg_catalog.text IS NULL))",
-                        column.quoted
-                    );
-                } else {
-                    let _ = write!(
-                        sql,
-                        "({0} OPERATOR({1}) ${p} OR ({0} IS NULL AND ${p} IS NULL))",
-                        column.quoted, column.equality
-                    );
-                }
-            }
+            sql.push_str(&conditions.join(" AND "));
             sql.push_str(" LIMIT 1)");
         }
     }
@@ -322,12 +385,11 @@ mod tests {
     use crate::target::TargetColumn;
 
     fn table(partitioned: bool) -> TargetTable {
-        let column = |name: &str, blue: usize, compare_as_text: bool| TargetColumn {
+        let column = |name: &str, blue: usize, green_type: &str| TargetColumn {
             name: name.to_owned(),
             quoted: blueshift_decoder::ident::quote_ident(name),
-            green_type: "text".to_owned(),
+            green_type: green_type.to_owned(),
             blue,
-            compare_as_text,
             equality: crate::target::CATALOG_EQUALITY.to_owned(),
         };
         TargetTable {
@@ -337,13 +399,16 @@ mod tests {
             partitioned,
             // Blue's column 1 is not carried: green's columns are blue's 0, 2 and 3.
             columns: vec![
-                column("id", 0, false),
-                column("We\"ird", 2, false),
-                column("j", 3, true),
+                column("id", 0, "integer"),
+                column("We\"ird", 2, "public.citext"),
+                column("j", 3, "json"),
             ],
             blue_width: 4,
             key: vec![0],
             green_key: vec![0],
+            full_indexes: vec![crate::target::FullIndex {
+                columns: vec![(1, "public.=".to_owned()), (0, "pg_catalog.=".to_owned())],
+            }],
             identity_full: false,
             schema: "s".into(),
             name: "x; DROP TABLE y".into(),
@@ -377,25 +442,48 @@ mod tests {
             locate: Locate::Key(vec![0].into()),
         };
         assert_eq!(
-            sql(&t, &by_key),
+            unchecked_sql(&t, &by_key),
             "UPDATE \"s\".\"x; DROP TABLE y\" SET \"We\"\"ird\" = $1, \"j\" = $2 WHERE \"id\" \
              OPERATOR(pg_catalog.=) $3"
         );
         let full = Shape::Delete {
-            locate: Locate::Full(vec![0, 2].into()),
+            locate: Locate::Full {
+                columns: vec![0, 2].into(),
+                index: None,
+            },
+            checked: false,
         };
         assert_eq!(
             sql(&t, &full),
             "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE ctid OPERATOR(pg_catalog.=) (SELECT \
-             ctid FROM \"s\".\"x; DROP TABLE y\" WHERE (\"id\" OPERATOR(pg_catalog.=) $1 OR \
-             (\"id\" IS NULL AND $1 IS NULL)) AND (\"j\"::pg_catalog.text OPERATOR(pg_catalog.=) \
-             $2::pg_catalog.text OR (\"j\" IS NULL AND $2::pg_catalog.text IS NULL)) LIMIT 1)"
+             ctid FROM \"s\".\"x; DROP TABLE y\" WHERE ROW(\"id\", \"j\")::pg_catalog.record \
+             OPERATOR(pg_catalog.*=) ROW($1::integer, $2::json)::pg_catalog.record LIMIT 1)"
         );
-        let parted = sql(
+        // Through green's index on ("We""ird", id): equality on both, then the exact image.
+        let indexed = Shape::Update {
+            set: vec![2].into(),
+            locate: Locate::Full {
+                columns: vec![0, 1, 2].into(),
+                index: Some(0),
+            },
+        };
+        assert_eq!(
+            unchecked_sql(&t, &indexed),
+            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"j\" = $1 WHERE ctid OPERATOR(pg_catalog.=) \
+             (SELECT ctid FROM \"s\".\"x; DROP TABLE y\" WHERE \"We\"\"ird\" \
+             OPERATOR(public.=) $3::public.citext AND \"id\" OPERATOR(pg_catalog.=) \
+             $2::integer AND ROW(\"id\", \"We\"\"ird\", \"j\")::pg_catalog.record \
+             OPERATOR(pg_catalog.*=) ROW($2::integer, $3::public.citext, $4::json)::pg_catalog.record \
+             LIMIT 1)"
+        );
+        let parted = unchecked_sql(
             &table(true),
             &Shape::Update {
                 set: vec![].into(),
-                locate: Locate::Full(vec![].into()),
+                locate: Locate::Full {
+                    columns: vec![].into(),
+                    index: None,
+                },
             },
         );
         assert_eq!(
@@ -403,6 +491,33 @@ mod tests {
             "UPDATE \"s\".\"x; DROP TABLE y\" SET \"id\" = \"id\" WHERE (tableoid, ctid) \
              OPERATOR(pg_catalog.=) (SELECT tableoid, ctid FROM \"s\".\"x; DROP TABLE y\" WHERE true LIMIT 1)"
         );
+    }
+
+    #[test]
+    fn updates_and_checked_deletes_fail_on_green_when_no_row_matches() {
+        let t = table(false);
+        let delete = |checked| Shape::Delete {
+            locate: Locate::Key(vec![0].into()),
+            checked,
+        };
+        assert_eq!(
+            sql(&t, &delete(true)),
+            "WITH changed AS (DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE \"id\" \
+             OPERATOR(pg_catalog.=) $1 RETURNING 1) SELECT (CASE WHEN pg_catalog.count(*) \
+             OPERATOR(pg_catalog.=) 0::pg_catalog.int8 THEN 'blueshift: no row matched' ELSE \
+             pg_catalog.count(*)::pg_catalog.text END)::pg_catalog.int8 FROM changed"
+        );
+        assert_eq!(
+            sql(&t, &delete(false)),
+            "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE \"id\" OPERATOR(pg_catalog.=) $1"
+        );
+        let update = Shape::Update {
+            set: vec![1].into(),
+            locate: Locate::Key(vec![0].into()),
+        };
+        assert!(is_checked(&update) && is_checked(&delete(true)) && !is_checked(&delete(false)));
+        assert!(sql(&t, &update).starts_with("WITH changed AS (UPDATE "));
+        assert!(!is_checked(&Shape::Insert { rows: 1 }));
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //!   are errors naming the column and the fix.
 //!
 //! A table green lacks is an error too.
+//!
+//! Under REPLICA IDENTITY FULL, green's indexes that can find a row by equality on plain
+//! columns are read too ([`TargetTable::full_indexes`]), as PostgreSQL 16's own apply uses
+//! them: without one, every UPDATE and DELETE reads the whole table.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,12 +75,43 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum \
 WHERE n.nspname = $1 AND c.relname = $2 AND u.pos <= k.indnkeyatts \
 ORDER BY u.pos";
 
-/// Built-in types without an `=` operator, or whose `=` is not identity (the geometric types
-/// compare areas or point counts), and their arrays: a REPLICA IDENTITY FULL match compares
-/// these as text instead (`json`, `xml`, `point`, `path`, `box`, `polygon`, `circle`).
-const COMPARE_AS_TEXT: &[i64] = &[
-    114, 199, 142, 143, 600, 1017, 602, 1019, 603, 1020, 604, 1027, 718, 719,
-];
+/// Green's indexes that can find a row by equality on plain columns (B-tree or hash, valid, not
+/// partial, no expression), best first (primary, unique, most columns), one row per key column
+/// in index order, each with the equality operator of its operator class, schema-qualified.
+const FULL_INDEX_QUERY: &str = "\
+SELECT x.indexrelid::pg_catalog.int8, a.attname::pg_catalog.text, \
+       (SELECT pg_catalog.quote_ident(opn.nspname) OPERATOR(pg_catalog.||) '.' \
+               OPERATOR(pg_catalog.||) o.oprname::pg_catalog.text \
+          FROM pg_catalog.pg_opclass oc \
+          JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily \
+               AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype \
+               AND ao.amopmethod = am.oid \
+               AND ao.amopstrategy = (CASE WHEN am.amname = 'hash' THEN 1 ELSE 3 END) \
+          JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr \
+          JOIN pg_catalog.pg_namespace opn ON opn.oid = o.oprnamespace \
+         WHERE oc.oid = u.opclass LIMIT 1) \
+FROM pg_catalog.pg_class c \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+JOIN pg_catalog.pg_index x ON x.indrelid = c.oid \
+JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid \
+JOIN pg_catalog.pg_am am ON am.oid = ic.relam \
+CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(x.indkey::pg_catalog.int2[]), \
+                              pg_catalog.unnest(x.indclass::pg_catalog.oid[])) \
+     WITH ORDINALITY AS u(attnum, opclass, pos) \
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum \
+WHERE n.nspname = $1 AND c.relname = $2 AND x.indisvalid AND x.indisready AND x.indislive \
+  AND x.indexprs IS NULL AND x.indpred IS NULL AND am.amname IN ('btree', 'hash') \
+  AND u.pos <= x.indnkeyatts \
+ORDER BY x.indisprimary DESC, x.indisunique DESC, x.indnkeyatts DESC, x.indexrelid, u.pos";
+
+/// An index of green that a REPLICA IDENTITY FULL change can find its row through: equality on
+/// each of its columns, all carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FullIndex {
+    /// Per key column, in index order: its index in [`TargetTable::columns`] and the equality
+    /// operator of the index's operator class, schema-qualified for `OPERATOR(…)`.
+    pub(crate) columns: Vec<(usize, String)>,
+}
 
 /// One column of the target table: a blue column that lands in a green column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,12 +120,12 @@ pub(crate) struct TargetColumn {
     pub(crate) name: String,
     /// Green's column name, quoted for SQL.
     pub(crate) quoted: String,
-    /// Green's column type, with its modifier (`character varying(10)`): for messages.
+    /// Green's column type, with its modifier (`character varying(10)`), as green's
+    /// `format_type` spells it (quoted and schema-qualified where needed): for messages, and
+    /// the cast of a REPLICA IDENTITY FULL match's parameters.
     pub(crate) green_type: String,
     /// Where the value is in blue's rows.
     pub(crate) blue: usize,
-    /// Whether a NULL-safe equality on it must compare the text forms (no usable `=`).
-    pub(crate) compare_as_text: bool,
     /// The equality operator that finds a row by this column, schema-qualified for
     /// `OPERATOR(…)`: the type's own default B-tree equality (`public.=` for `citext`), else
     /// `pg_catalog.=`. Never resolved through `search_path`.
@@ -150,6 +185,50 @@ pub(crate) struct TargetTable {
     /// conflict target of an idempotent INSERT. Empty when green has none or a column of it is
     /// not carried.
     pub(crate) green_key: Vec<usize>,
+    /// Under REPLICA IDENTITY FULL: green's indexes a change can find its row through, best
+    /// first; only those whose every column is carried and has an equality operator.
+    pub(crate) full_indexes: Vec<FullIndex>,
+}
+
+/// Green's indexes of `schema.name` usable under REPLICA IDENTITY FULL (see
+/// [`FULL_INDEX_QUERY`]), with their columns as indexes in `columns`.
+async fn full_indexes(
+    client: &Client,
+    display: &str,
+    schema: &str,
+    name: &str,
+    columns: &[TargetColumn],
+) -> Result<Vec<FullIndex>, ApplyError> {
+    let rows = client
+        .query(FULL_INDEX_QUERY, &[&schema, &name])
+        .await
+        .map_err(|e| ApplyError::Catalog {
+            table: display.to_owned(),
+            source: SqlError::from(e),
+        })?;
+    // Per index, in the query's order: its columns, or None once one is unusable.
+    let mut found: Vec<(i64, Option<FullIndex>)> = Vec::new();
+    for row in &rows {
+        let index: i64 = row.get(0);
+        let column: String = row.get(1);
+        let operator: Option<String> = row.get(2);
+        if found.last().is_none_or(|(last, _)| *last != index) {
+            found.push((index, Some(FullIndex::default())));
+        }
+        let carried = columns.iter().position(|c| c.name == column);
+        // Only an operator the catalog spelled as `schema.op` (else the index is not used).
+        let operator = operator.filter(|o| equality_operator(Some(o.clone())) == *o);
+        if let Some((_, usable)) = found.last_mut() {
+            match (carried, operator, usable.as_mut()) {
+                (Some(c), Some(operator), Some(entry)) => entry.columns.push((c, operator)),
+                _ => *usable = None,
+            }
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|(_, index)| index.filter(|i| !i.columns.is_empty()))
+        .collect())
 }
 
 impl TargetTable {
@@ -173,15 +252,13 @@ impl TargetTable {
             return Err(ApplyError::MissingTable { table: display });
         };
         let partitioned = first.get::<_, String>(0) == "p";
-        let mut green: HashMap<String, (bool, i64, String, String)> =
-            HashMap::with_capacity(rows.len());
+        let mut green: HashMap<String, (bool, String, String)> = HashMap::with_capacity(rows.len());
         for row in &rows {
             if let Some(column) = row.get::<_, Option<String>>(1) {
                 let generated: bool = row.get(2);
-                let type_oid: i64 = row.get(3);
                 let type_name: String = row.get(4);
                 let equality = equality_operator(row.get(5));
-                green.insert(column, (generated, type_oid, type_name, equality));
+                green.insert(column, (generated, type_name, equality));
             }
         }
         let full = relation.replica_identity() == ReplicaIdentity::Full;
@@ -192,7 +269,7 @@ impl TargetTable {
             let in_key = relation.key_columns().contains(&blue);
             let target = mapping.green_column(schema, table, &column.name);
             match target.and_then(|t| green.get(t).map(|g| (t, g))) {
-                Some((target, (false, type_oid, type_name, equality))) => {
+                Some((target, (false, type_name, equality))) => {
                     if in_key {
                         key.push(columns.len());
                     }
@@ -201,11 +278,10 @@ impl TargetTable {
                         quoted: quote_ident(target),
                         green_type: type_name.clone(),
                         blue,
-                        compare_as_text: COMPARE_AS_TEXT.contains(type_oid),
                         equality: equality.clone(),
                     });
                 }
-                Some((target, (true, _, _, _))) => {
+                Some((target, (true, _, _))) => {
                     return Err(ApplyError::GeneratedColumn {
                         table: display,
                         column: target.to_owned(),
@@ -266,8 +342,14 @@ impl TargetTable {
                 columns.iter().position(|c| c.name == column)
             })
             .collect();
+        let full_indexes = if full {
+            full_indexes(client, &display, name.schema(), &name.name, &columns).await?
+        } else {
+            Vec::new()
+        };
         Ok(TargetTable {
             id,
+            full_indexes,
             green_key: green_key.unwrap_or_default(),
             identity_full: full,
             schema: name.schema().to_owned(),

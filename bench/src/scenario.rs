@@ -226,11 +226,19 @@ pub(crate) async fn create_sync_slot(
     let sql = format!(
         "SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = '{slot}' AND active"
     );
+    // Active is not enough: a slot being created is active too, and a SIGTERM then leaves no
+    // slot but green's origins. Sync says "sync started" once it streams from the slot.
+    let log = ctx.logs.join(format!("{slot}-setup.log"));
     poll_until(
         "blueshift's slot streaming",
         Duration::from_secs(120),
         || sync.check_running(),
-        || async { Ok(query_value(&client, &sql).await? == "1") },
+        || async {
+            let started = std::fs::read_to_string(&log)
+                .map(|text| text.contains("sync started"))
+                .unwrap_or(false);
+            Ok(started && query_value(&client, &sql).await? == "1")
+        },
     )
     .await?;
     sync.stop().await

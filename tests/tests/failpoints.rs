@@ -201,3 +201,11 @@ fn killed_after_the_record_before_the_status_update() {
 fn killed_after_the_status_update() {
     crash_loop("status", "after-status-update", false, |_| 1);
 }
+
+#[test]
+fn killed_with_a_commit_in_flight() {
+    // A transaction (or group) whose turn had come: its COMMIT went down the pipeline behind
+    // its changes, and blueshift died before reading any answer. Green may or may not have
+    // committed it; the origin's progress says which, and nothing is lost or doubled.
+    crash_loop("inflight", "commit-in-flight", false, |i| 1 + i % 3);
+}
