@@ -34,8 +34,10 @@ fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
                 .blue
                 .psql(
                     "app",
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'direct-writer' \
-                 AND backend_xid IS NOT NULL",
+                    &format!(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = 'direct-writer' \
+                         AND backend_xid IS NOT NULL AND query LIKE '%VALUES ({value},%'"
+                    ),
                 )
                 .unwrap_or_default();
             pid = found.parse().unwrap_or(0);
@@ -84,6 +86,12 @@ fn a_direct_writer_on_blue_is_named_then_terminated_on_request() {
     assert!(stage.blue_writable());
     let _ = writer.kill();
     let _ = writer.wait();
+    // Its backend sleeps on (pg_sleep does not notice a client gone).
+    stage
+        .pair
+        .blue
+        .psql("app", &format!("SELECT pg_terminate_backend({pid})"))
+        .unwrap();
 
     // The same writer again, terminated at the fence on request: the cutover goes through.
     let (mut writer, pid) = direct_writer(&stage, 78);
