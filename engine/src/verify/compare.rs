@@ -104,17 +104,23 @@ async fn checksum(
     hi: Option<&Key>,
     depth: Depth,
 ) -> Result<Checksum, VerifyError> {
-    let sum = match depth {
+    // The 64-bit hash summed as two 32-bit halves (63 bits in all): sums of int4 accumulate in
+    // int8, several times faster than a sum of int8 in numeric. `OFFSET 0` keeps the hash
+    // computed once per row.
+    let sql = match depth {
         Depth::Checksum => format!(
-            "coalesce(pg_catalog.sum({}), 0)::pg_catalog.text",
-            side.row_hash()
+            "SELECT pg_catalog.count(*), pg_catalog.concat( \
+                    coalesce(pg_catalog.sum((h OPERATOR(pg_catalog.>>) 32)::pg_catalog.int4), 0), '/', \
+                    coalesce(pg_catalog.sum((h OPERATOR(pg_catalog.&) 2147483647)::pg_catalog.int4), 0)) \
+               FROM (SELECT {} AS h FROM {table} WHERE {} OFFSET 0) s",
+            side.row_hash(),
+            side.range(lo.is_some(), hi.is_some())
         ),
-        Depth::Counts => "''".to_owned(),
+        Depth::Counts => format!(
+            "SELECT pg_catalog.count(*), '' FROM {table} WHERE {}",
+            side.range(lo.is_some(), hi.is_some())
+        ),
     };
-    let sql = format!(
-        "SELECT pg_catalog.count(*), {sum} FROM {table} WHERE {}",
-        side.range(lo.is_some(), hi.is_some())
-    );
     let bounds: Vec<&Key> = lo.into_iter().chain(hi).collect();
     let row = client
         .query_one(&sql, &params(&bounds))
@@ -472,11 +478,15 @@ async fn boundaries(
                 .query_one(
                     &format!(
                         "SELECT pg_catalog.min({key})::pg_catalog.int8, pg_catalog.max({key})::pg_catalog.int8, \
-                                (SELECT pg_catalog.count(*) FROM {table}) \
+                                coalesce((SELECT pg_catalog.sum(c.reltuples)::pg_catalog.int8 \
+                                            FROM pg_catalog.pg_partition_tree($1::pg_catalog.text::pg_catalog.regclass) p \
+                                            JOIN pg_catalog.pg_class c ON c.oid = p.relid \
+                                           WHERE c.reltuples > 0), \
+                                         (SELECT pg_catalog.count(*) FROM {table})) \
                            FROM {table}",
                         table = plan.table
                     ),
-                    &[],
+                    &[&plan.table.to_string()],
                 )
                 .await
                 .map_err(|e| {

@@ -154,23 +154,44 @@ pub(super) struct RecordedChunk {
     pub(super) result: Option<(u64, u64, u64)>,
 }
 
-/// Records the chunk plan of a table.
+/// Records the chunk plan of a table: one transaction, the inserts pipelined.
 pub(super) async fn plan(
     green: &Client,
     run: i64,
     chunks: &[PlannedChunk],
 ) -> Result<(), VerifyError> {
-    for c in chunks {
-        green
-            .execute(
-                "INSERT INTO blueshift.verify_chunk (run_id, table_schema, table_name, chunk, lo, hi) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[&run, &c.table.schema, &c.table.name, &c.chunk, &c.lo, &c.hi],
-            )
-            .await
-            .map_err(|e| VerifyError::sql("green", "record the chunk plan", e))?;
+    let fail = |e| VerifyError::sql("green", "record the chunk plan", e);
+    green.batch_execute("BEGIN").await.map_err(fail)?;
+    let statement = green
+        .prepare(
+            "INSERT INTO blueshift.verify_chunk (run_id, table_schema, table_name, chunk, lo, hi) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .await;
+    let inserted = match statement {
+        Ok(statement) => {
+            let statement = &statement;
+            let inserts = chunks.iter().map(|c| async move {
+                green
+                    .execute(
+                        statement,
+                        &[&run, &c.table.schema, &c.table.name, &c.chunk, &c.lo, &c.hi],
+                    )
+                    .await
+            });
+            futures_util::future::try_join_all(inserts)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    match inserted {
+        Ok(()) => green.batch_execute("COMMIT").await.map_err(fail),
+        Err(e) => {
+            let _ = green.batch_execute("ROLLBACK").await;
+            Err(fail(e))
+        }
     }
-    Ok(())
 }
 
 /// The recorded chunks of run `run` for `table`.
