@@ -21,7 +21,7 @@
 //! | name | where |
 //! |---|---|
 //! | `between-statements` | an applier, before each statement of the green transaction it is building (a group commit included) |
-//! | `commit-in-flight` | an applier whose transaction's turn has come, once its `COMMIT` went down the pipeline behind its changes, before any answer is read |
+//! | `commit-in-flight` | an applier whose transaction's turn has come, once its `COMMIT` went down the pipeline behind its changes, before its answer is read |
 //! | `after-green-commit` | a sync applier, after green's `COMMIT` returned, before the commit is queued for the durability tracker and the commit order moves |
 //! | `after-durable` | the durability tracker, once green's WAL flush covers a commit, before the acknowledger hears of it |
 //! | `slot-guard-write` | the slot guard's record on green, after the `UPDATE`/`INSERT` and before its `COMMIT` |
