@@ -113,6 +113,8 @@ pub(crate) async fn run(
             // Its turn has come already (the usual case when caught up): BEGIN, the changes
             // and the COMMIT go down the connection together, one round trip.
             Some(tx) if order.committed() + 1 >= first => {
+                // Verify's hold, as below: the COMMIT leaves with the changes here.
+                hold.at_turn(first_end, end_lsn).await;
                 let outcome = applier
                     .apply(tx)
                     .await
