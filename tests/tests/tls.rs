@@ -258,7 +258,8 @@ fn verify_full_lifecycle_runs_every_session_over_tls() {
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
 
-    // Every backend of blueshift's role on both sides is TLS: the walsender and monitor on blue,
+    // Every backend of blueshift's role on both sides is TLS (and `hostnossl … reject` refuses
+    // any other: every command below that succeeds ran over TLS): the walsender and monitor on blue,
     // the appliers and the durability session on green.
     let (blue_tls, blue_plain) = ssl_counts(&blue);
     let (green_tls, green_plain) = ssl_counts(&green);
@@ -286,6 +287,45 @@ fn verify_full_lifecycle_runs_every_session_over_tls() {
         "t",
         "the replication stream is not TLS:\n{}",
         log_text()
+    );
+
+    // verify, against the running sidecar: its sessions on both sides and the control channel
+    // (a clean run, exit 0).
+    let verified = ok(
+        "verify",
+        &blueshift(&[
+            "verify",
+            "--source",
+            &blue_uri,
+            "--target",
+            &green_uri,
+            "--publication",
+            "pub",
+            "--slot",
+            "bs",
+        ]),
+    );
+    assert!(verified.contains("items"), "{verified}");
+    // cutover's preflight (the verify gate, lag, the reverse path's checks on green), without
+    // PgBouncer: nothing changes.
+    ok(
+        "cutover --dry-run",
+        &blueshift(&[
+            "cutover",
+            "--source",
+            &blue_uri,
+            "--target",
+            &green_uri,
+            "--publication",
+            "pub",
+            "--slot",
+            "bs",
+            "--switch-command",
+            "true",
+            "--max-lag",
+            "60",
+            "--dry-run",
+        ]),
     );
 
     // status, while sync runs.
