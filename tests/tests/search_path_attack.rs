@@ -192,6 +192,41 @@ fn shadowing_objects_in_public_are_never_called() {
             "status", "--source", &blue_uri, "--target", &green_uri, "--slot", "trap",
         ]),
     );
+    // verify (through the running sidecar's hold) compares by the shadowed types' keys and
+    // values; cutover's preflight reads both sides.
+    ok(
+        "verify",
+        &blueshift(&[
+            "verify",
+            "--source",
+            &blue_uri,
+            "--target",
+            &green_uri,
+            "--publication",
+            "pub",
+            "--slot",
+            "trap",
+        ]),
+    );
+    ok(
+        "cutover --dry-run",
+        &blueshift(&[
+            "cutover",
+            "--source",
+            &blue_uri,
+            "--target",
+            &green_uri,
+            "--publication",
+            "pub",
+            "--slot",
+            "trap",
+            "--switch-command",
+            "true",
+            "--max-lag",
+            "60",
+            "--dry-run",
+        ]),
+    );
     sync.kill().unwrap();
     sync.wait().unwrap();
 
