@@ -12,9 +12,9 @@
 //! on a session bound to the applier's replication origin, so green records, atomically with
 //! the commit, that it holds everything up to that commit.
 //!
-//! The origin is tagged **only at the commit**: `pg_replication_origin_xact_setup` is sent
-//! together with the `COMMIT` (one round trip, in the same TCP write), never when the changes
-//! are applied. From PostgreSQL 16 a transaction that *aborts* after the tag moves the origin's
+//! The origin is tagged **only at the commit**: `pg_replication_origin_xact_setup` goes in the
+//! same simple-query message as the `COMMIT` (one round trip; the server reads the whole message
+//! or nothing of it), never when the changes are applied. From PostgreSQL 16 a transaction that *aborts* after the tag moves the origin's
 //! progress too (as it must for streamed transactions aborted on the publisher), so a
 //! transaction rolled back after it — the engine's deadlock breaker, a re-run at the head of the
 //! line, a client killed while it waits for its turn — would make a restart skip a transaction
@@ -29,9 +29,10 @@
 use std::sync::Arc;
 
 use blueshift_decoder::config::ConnectConfig;
+use blueshift_decoder::pgoutput::PgTimestamp;
 use blueshift_decoder::Lsn;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{debug, info, warn};
 
 use crate::change::ChangeWriter;
@@ -44,7 +45,6 @@ use crate::session::{self, ApplierOptions};
 use crate::statement::StatementCache;
 use crate::target::TargetCache;
 use crate::transaction::Transaction;
-use crate::value::Value;
 
 /// Tags the open transaction with its source commit LSN and time.
 const XACT_SETUP: &str =
@@ -62,12 +62,11 @@ pub struct Applier {
     /// The commit LSN of the last transaction green holds under this origin: read at connect,
     /// then advanced by every commit of this session.
     progress: Lsn,
-    xact_setup: Statement,
     targets: TargetCache,
     statements: StatementCache,
     open: Option<Staged>,
     /// The source commit time of the open transaction, for its origin tag at the commit.
-    commit_time: String,
+    commit_time: PgTimestamp,
 }
 
 impl Applier {
@@ -84,7 +83,9 @@ impl Applier {
         session::pin(&client, &options).await?;
         origin::set_up(&client, &options.origin_name).await?;
         let progress = origin::progress(&client, &options.origin_name).await?;
-        let xact_setup = client
+        // Checks early that the role may tag transactions (the tag itself is sent with each
+        // COMMIT, see `commit`).
+        client
             .prepare(XACT_SETUP)
             .await
             .map_err(|e| ApplyError::Origin {
@@ -105,9 +106,8 @@ impl Applier {
             targets: TargetCache::new(Arc::clone(&options.mapping)),
             options,
             progress,
-            xact_setup,
             open: None,
-            commit_time: String::new(),
+            commit_time: PgTimestamp(0),
         })
     }
 
@@ -201,7 +201,7 @@ impl Applier {
         let commit_lsn = tx.commit_lsn;
         let lsn = commit_lsn.to_string();
         // Tagged at the commit (see the module docs).
-        self.commit_time = tx.commit_time.to_string();
+        self.commit_time = tx.commit_time;
         let mut writer = ChangeWriter {
             client: &self.client,
             fences: &self.options.fences,
@@ -234,27 +234,18 @@ impl Applier {
                 green_lsn: None,
             });
         }
-        // The origin tag and the COMMIT go out together: nothing can roll the transaction back
-        // between them but a failing COMMIT.
-        let lsn = staged.commit_lsn.to_string();
-        let time = std::mem::take(&mut self.commit_time);
-        let params = [Value::Text(lsn.as_bytes()), Value::Text(time.as_bytes())];
-        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&params[0], &params[1]];
-        let setup = self.client.execute(&self.xact_setup, &args);
-        let commit = self.client.simple_query(COMMIT);
-        let (setup, commit) = tokio::join!(setup, commit);
-        if let Err(e) = setup {
-            // The COMMIT then ended the failed transaction: nothing of it stays.
-            return Err(transaction_error(
-                "pg_replication_origin_xact_setup",
-                staged.commit_lsn,
-                e,
-            ));
-        }
-        let messages = commit.map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
+        // The origin tag and the COMMIT go out in one message: nothing can roll the transaction
+        // back between them but a failing COMMIT. Both values are integers formatted here.
+        let sql = commit_sql(staged.commit_lsn, self.commit_time);
+        let messages = self
+            .client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
         self.progress = self.progress.max(staged.commit_lsn);
         let text = messages
             .iter()
+            .rev()
             .find_map(|m| match m {
                 SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
                 _ => None,
@@ -310,6 +301,22 @@ impl Applier {
     }
 }
 
+/// Tags the open transaction with its source commit LSN and time, commits, and reads where
+/// green's WAL stands — one message. The LSN is `'0/0' + n`, the time 2000-01-01 plus whole
+/// seconds and microseconds: integers only, exact.
+fn commit_sql(commit_lsn: Lsn, commit_time: PgTimestamp) -> String {
+    let secs = commit_time.0.div_euclid(1_000_000);
+    let micros = commit_time.0.rem_euclid(1_000_000);
+    format!(
+        "SELECT pg_catalog.pg_replication_origin_xact_setup(\
+           '0/0'::pg_catalog.pg_lsn OPERATOR(pg_catalog.+) {}::pg_catalog.numeric, \
+           TIMESTAMPTZ '2000-01-01 00:00:00+00' OPERATOR(pg_catalog.+) \
+             INTERVAL '{secs} seconds {micros} microseconds'); \
+         {COMMIT}",
+        commit_lsn.0
+    )
+}
+
 fn transaction_error(step: &'static str, commit_lsn: Lsn, e: tokio_postgres::Error) -> ApplyError {
     ApplyError::Transaction {
         step,
@@ -323,6 +330,22 @@ mod tests {
     use super::*;
 
     fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_origin_tag_goes_with_the_commit_as_integers() {
+        let sql = commit_sql(Lsn(0x1_0000_00FF), PgTimestamp(-1));
+        assert!(sql.contains("'0/0'::pg_catalog.pg_lsn OPERATOR(pg_catalog.+) 4294967551::"));
+        assert!(
+            sql.contains("INTERVAL '-1 seconds 999999 microseconds'"),
+            "{sql}"
+        );
+        assert!(sql.ends_with(COMMIT), "{sql}");
+        let sql = commit_sql(Lsn(0), PgTimestamp(820_000_000_123_456));
+        assert!(
+            sql.contains("INTERVAL '820000000 seconds 123456 microseconds'"),
+            "{sql}"
+        );
+    }
 
     /// The engine runs appliers on tokio's multi-threaded runtime: their futures must be `Send`.
     #[allow(dead_code)]
