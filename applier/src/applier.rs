@@ -12,9 +12,9 @@
 //! on a session bound to the applier's replication origin, so green records, atomically with
 //! the commit, that it holds everything up to that commit.
 //!
-//! The origin is tagged **only at the commit**: `pg_replication_origin_xact_setup` is sent
-//! together with the `COMMIT` (one round trip, in the same TCP write), never when the changes
-//! are applied. From PostgreSQL 16 a transaction that *aborts* after the tag moves the origin's
+//! The origin is tagged **only at the commit**: `pg_replication_origin_xact_setup` goes in the
+//! same simple-query message as the `COMMIT` (one round trip; the server reads the whole message
+//! or nothing of it), never when the changes are applied. From PostgreSQL 16 a transaction that *aborts* after the tag moves the origin's
 //! progress too (as it must for streamed transactions aborted on the publisher), so a
 //! transaction rolled back after it — the engine's deadlock breaker, a re-run at the head of the
 //! line, a client killed while it waits for its turn — would make a restart skip a transaction
@@ -29,12 +29,13 @@
 use std::sync::Arc;
 
 use blueshift_decoder::config::ConnectConfig;
+use blueshift_decoder::pgoutput::PgTimestamp;
 use blueshift_decoder::Lsn;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{debug, info, warn};
 
-use crate::change::{ChangeWriter, CommitTag};
+use crate::change::ChangeWriter;
 use crate::client::{self, SqlError};
 use crate::error::ApplyError;
 use crate::origin;
@@ -44,15 +45,11 @@ use crate::session::{self, ApplierOptions};
 use crate::statement::StatementCache;
 use crate::target::TargetCache;
 use crate::transaction::Transaction;
-use crate::value::Value;
 
-/// Tags the open transaction with its source commit LSN and time (sent with the `COMMIT`, see
-/// the module docs), and gives it an xid: a transaction with nothing to write (one that only
-/// carried a logical message, such as the cutover's fence marker, or whose changes a backfill
-/// fence skipped) then still writes a commit record, which is what moves the origin's progress.
+/// Prepared once at connect, to check early that the role may tag transactions (the tag itself
+/// goes with each `COMMIT`, see [`commit_sql`]).
 const XACT_SETUP: &str =
-    "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_catalog.pg_lsn, $2::pg_catalog.timestamptz), \
-            pg_catalog.pg_current_xact_id()";
+    "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_catalog.pg_lsn, $2::pg_catalog.timestamptz)";
 
 /// Commits, then reads where green's WAL stands, in one round trip.
 pub(crate) const COMMIT: &str =
@@ -67,9 +64,8 @@ pub struct Applier {
     /// The commit LSN of the last transaction green holds under this origin: read at connect,
     /// then advanced by every commit of this session.
     progress: Lsn,
-    xact_setup: Statement,
     /// The source commit time of the open transaction, for its origin tag at the commit.
-    commit_time: String,
+    commit_time: PgTimestamp,
     targets: TargetCache,
     statements: StatementCache,
     open: Option<Staged>,
@@ -89,7 +85,9 @@ impl Applier {
         session::pin(&client, &options).await?;
         origin::set_up(&client, &options.origin_name).await?;
         let progress = origin::progress(&client, &options.origin_name).await?;
-        let xact_setup = client
+        // Checks early that the role may tag transactions (the tag itself is sent with each
+        // COMMIT, see `commit_sql`).
+        client
             .prepare(XACT_SETUP)
             .await
             .map_err(|e| ApplyError::Origin {
@@ -110,8 +108,7 @@ impl Applier {
             targets: TargetCache::new(Arc::clone(&options.mapping)),
             options,
             progress,
-            xact_setup,
-            commit_time: String::new(),
+            commit_time: PgTimestamp(0),
             open: None,
         })
     }
@@ -149,8 +146,8 @@ impl Applier {
     /// Applies `tx` and commits it; skips it when green already holds it. On error nothing of
     /// it stays on green and the origin's progress is unchanged.
     ///
-    /// Call it only when every earlier transaction has committed: `BEGIN`, the origin setup,
-    /// the changes and the `COMMIT` go down the connection without waiting for any answer (see
+    /// Call it only when every earlier transaction has committed: `BEGIN`, the changes and the
+    /// origin tag with the `COMMIT` go down the connection without waiting for any answer (see
     /// [`pipeline`](crate::pipeline)), so a transaction costs one round trip. Whether a
     /// `COMMIT` that was sent landed, when blueshift dies before reading its answer, is what
     /// the origin's progress on green says.
@@ -203,8 +200,8 @@ impl Applier {
     /// Opens a transaction on green and applies every change of `tx`, without committing; or,
     /// when green already holds `tx`, sends nothing and stages a skip. Follow with
     /// [`commit`](Self::commit) or [`rollback`](Self::rollback). On error the transaction is
-    /// rolled back already. `BEGIN`, the origin setup and the changes are pipelined: one wait,
-    /// for the last answer.
+    /// rolled back already. `BEGIN` and the changes are pipelined: one wait, for the last
+    /// answer; the origin tag goes with the `COMMIT`.
     pub async fn begin_and_apply(&mut self, tx: &mut Transaction) -> Result<Staged, ApplyError> {
         if self.open.is_some() {
             return Err(ApplyError::Misuse(
@@ -246,7 +243,7 @@ impl Applier {
         }
     }
 
-    /// Sends `BEGIN`, the origin setup, every change of `tx` and, with `commit`, the `COMMIT`,
+    /// Sends `BEGIN`, every change of `tx` and, with `commit`, the origin tag and the `COMMIT`,
     /// without waiting, then reads every answer: the rows touched and, with `commit`, green's
     /// WAL position after the `COMMIT`.
     async fn write(
@@ -256,23 +253,14 @@ impl Applier {
     ) -> Result<(RowCounts, Option<Lsn>), ApplyError> {
         let commit_lsn = tx.commit_lsn;
         let lsn = commit_lsn.to_string();
-        let time = tx.commit_time.to_string();
         let mut pipeline = Pipeline::new(&self.client, self.options.pipeline_depth);
         pipeline
             .begin(move |e| transaction_error("BEGIN", commit_lsn, e))
             .await?;
-        // The origin is tagged at the commit (see the module docs): in the pipeline right
-        // before the COMMIT, or by `commit` later.
-        let tag = if commit {
-            Some(CommitTag {
-                statement: self.xact_setup.clone(),
-                lsn: lsn.clone(),
-                time,
-            })
-        } else {
-            self.commit_time = time;
-            None
-        };
+        // The origin is tagged with the COMMIT, in one message (see the module docs): in the
+        // pipeline behind the changes, or by `commit` later.
+        self.commit_time = tx.commit_time;
+        let tag = commit.then(|| commit_sql(commit_lsn, tx.commit_time));
         let mut writer = ChangeWriter {
             client: &self.client,
             fences: &self.options.fences,
@@ -309,27 +297,19 @@ impl Applier {
                 green_lsn: None,
             });
         }
-        // The origin tag and the COMMIT go out together: nothing can roll the transaction back
-        // between them but a failing COMMIT.
-        let lsn = staged.commit_lsn.to_string();
-        let time = std::mem::take(&mut self.commit_time);
-        let params = [Value::Text(lsn.as_bytes()), Value::Text(time.as_bytes())];
-        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&params[0], &params[1]];
-        let setup = self.client.execute(&self.xact_setup, &args);
-        let commit = self.client.simple_query(COMMIT);
-        let (setup, commit) = tokio::join!(setup, commit);
-        if let Err(e) = setup {
-            // The COMMIT then ended the failed transaction: nothing of it stays.
-            return Err(transaction_error(
-                "pg_replication_origin_xact_setup",
-                staged.commit_lsn,
-                e,
-            ));
-        }
-        let messages = commit.map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
+        // The origin tag and the COMMIT go out in one message: nothing can roll the transaction
+        // back between them but a failing COMMIT. Both values are integers formatted here.
+        let sql = commit_sql(staged.commit_lsn, self.commit_time);
+        let messages = self
+            .client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
         self.progress = self.progress.max(staged.commit_lsn);
+        // The last row: the first is the tag's.
         let text = messages
             .iter()
+            .rev()
             .find_map(|m| match m {
                 SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
                 _ => None,
@@ -390,6 +370,26 @@ impl Applier {
     }
 }
 
+/// Tags the open transaction with its source commit LSN and time, commits, and reads where
+/// green's WAL stands — one message. It also gives the transaction an xid: one with nothing to
+/// write (it only carried a logical message, such as the cutover's fence marker, or a backfill
+/// fence skipped its changes) then still writes a commit record, which is what moves the
+/// origin's progress. The LSN is `'0/0' + n`, the time 2000-01-01 plus whole
+/// seconds and microseconds: integers only, exact.
+fn commit_sql(commit_lsn: Lsn, commit_time: PgTimestamp) -> String {
+    let secs = commit_time.0.div_euclid(1_000_000);
+    let micros = commit_time.0.rem_euclid(1_000_000);
+    format!(
+        "SELECT pg_catalog.pg_replication_origin_xact_setup(\
+           '0/0'::pg_catalog.pg_lsn OPERATOR(pg_catalog.+) {}::pg_catalog.numeric, \
+           TIMESTAMPTZ '2000-01-01 00:00:00+00' OPERATOR(pg_catalog.+) \
+             INTERVAL '{secs} seconds {micros} microseconds'), \
+           pg_catalog.pg_current_xact_id(); \
+         {COMMIT}",
+        commit_lsn.0
+    )
+}
+
 fn transaction_error(step: &'static str, commit_lsn: Lsn, e: tokio_postgres::Error) -> ApplyError {
     ApplyError::Transaction {
         step,
@@ -403,6 +403,22 @@ mod tests {
     use super::*;
 
     fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_origin_tag_goes_with_the_commit_as_integers() {
+        let sql = commit_sql(Lsn(0x1_0000_00FF), PgTimestamp(-1));
+        assert!(sql.contains("'0/0'::pg_catalog.pg_lsn OPERATOR(pg_catalog.+) 4294967551::"));
+        assert!(
+            sql.contains("INTERVAL '-1 seconds 999999 microseconds'"),
+            "{sql}"
+        );
+        assert!(sql.ends_with(COMMIT), "{sql}");
+        let sql = commit_sql(Lsn(0), PgTimestamp(820_000_000_123_456));
+        assert!(
+            sql.contains("INTERVAL '820000000 seconds 123456 microseconds'"),
+            "{sql}"
+        );
+    }
 
     /// The engine runs appliers on tokio's multi-threaded runtime: their futures must be `Send`.
     #[allow(dead_code)]

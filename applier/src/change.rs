@@ -97,47 +97,24 @@ pub(crate) struct ChangeWriter<'a> {
     pub(crate) pipeline: Pipeline<'a>,
 }
 
-/// What tags a transaction with its source commit, sent right before its `COMMIT`.
-pub(crate) struct CommitTag {
-    /// The prepared `pg_replication_origin_xact_setup`.
-    pub(crate) statement: tokio_postgres::Statement,
-    /// The source commit LSN, as text.
-    pub(crate) lsn: String,
-    /// The source commit time, as text.
-    pub(crate) time: String,
-}
-
 impl ChangeWriter<'_> {
-    /// Applies every change, in order, then with `commit` sends the origin tag and the
-    /// `COMMIT` behind them, and waits for every answer. `on_spill_error` turns a spill file error into the
+    /// Applies every change, in order, then with `commit` (the origin tag and the `COMMIT`, one
+    /// message: `Applier`'s `commit_sql`) sends it behind them, and waits for every answer. `on_spill_error` turns a spill file error into the
     /// transaction's error. The error returned is the first in blue's order: a statement that
     /// failed in the pipeline explains the failures after it.
     pub(crate) async fn write_all(
         &mut self,
         changes: &mut Changes,
         on_spill_error: impl Fn(io::Error) -> ApplyError,
-        commit: Option<CommitTag>,
+        commit: Option<String>,
     ) -> Result<(), ApplyError> {
         match self.write_changes(changes, on_spill_error).await {
             Ok(()) => {
-                if let Some(tag) = commit {
+                if let Some(sql) = commit {
                     let commit_lsn = self.commit_lsn;
-                    let tagged = self
-                        .pipeline
-                        .xact_setup(tag.statement, tag.lsn, tag.time, move |e| {
-                            ApplyError::Transaction {
-                                step: "pg_replication_origin_xact_setup",
-                                commit_lsn: commit_lsn.to_string(),
-                                source: SqlError::from(e),
-                            }
-                        })
-                        .await;
-                    if let Err(e) = tagged {
-                        return Err(self.pipeline.explain(e).await);
-                    }
                     let sent = self
                         .pipeline
-                        .commit(crate::applier::COMMIT, move |e| ApplyError::Transaction {
+                        .commit(sql, move |e| ApplyError::Transaction {
                             step: "COMMIT",
                             commit_lsn: commit_lsn.to_string(),
                             source: SqlError::from(e),

@@ -1,5 +1,4 @@
-//! Pipelined statements: an applier sends a transaction — `BEGIN`, the origin setup, every
-//! change and, once the transaction's turn has come, the `COMMIT` — without waiting for any
+//! Pipelined statements: an applier sends a transaction — `BEGIN`, every change and, once the transaction's turn has come, the `COMMIT` — without waiting for any
 //! answer, up to a bounded depth, and reads the answers back in order.
 //!
 //! tokio-postgres sends a request to the server when its future is first polled, and the
@@ -49,7 +48,7 @@ use crate::value::Value;
 enum Answer {
     /// A row statement: its operation and the rows it touched.
     Rows(Operation, u64),
-    /// `BEGIN` or the origin setup.
+    /// `BEGIN`.
     Done,
     /// `COMMIT`, with where green's WAL insert position stood just after it.
     Committed(Lsn),
@@ -94,39 +93,21 @@ impl<'a> Pipeline<'a> {
         .await
     }
 
-    /// Sends the prepared origin setup with the source commit LSN and time (as text).
-    pub(crate) async fn xact_setup(
-        &mut self,
-        statement: Statement,
-        lsn: String,
-        time: String,
-        error: impl FnOnce(tokio_postgres::Error) -> ApplyError + Send + 'a,
-    ) -> Result<(), ApplyError> {
-        let client = self.client;
-        self.push(Box::pin(async move {
-            let params = [Value::Text(lsn.as_bytes()), Value::Text(time.as_bytes())];
-            client
-                .execute(&statement, &[&params[0], &params[1]])
-                .await
-                .map_err(error)?;
-            Ok(Answer::Done)
-        }))
-        .await
-    }
-
-    /// Sends `sql`, a `COMMIT` followed by a query of one row of one `pg_lsn` as text (green's
+    /// Sends `sql`: the origin tag, a `COMMIT`, then a query of one row of one `pg_lsn` as text (green's
     /// WAL position after it), which [`committed`](Self::committed) holds once answered.
     /// `error` explains a failure; `bad_lsn` an answer that is not a position.
     pub(crate) async fn commit(
         &mut self,
-        sql: &'static str,
+        sql: String,
         error: impl FnOnce(tokio_postgres::Error) -> ApplyError + Send + 'a,
     ) -> Result<(), ApplyError> {
         let client = self.client;
         self.push(Box::pin(async move {
-            let messages = client.simple_query(sql).await.map_err(error)?;
+            let messages = client.simple_query(&sql).await.map_err(error)?;
+            // The last row: the first is the origin tag's.
             let text = messages
                 .iter()
+                .rev()
                 .find_map(|m| match m {
                     SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
                     _ => None,
