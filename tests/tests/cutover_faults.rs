@@ -227,3 +227,49 @@ fn without_pgbouncer_a_switch_command_switches() {
     // PgBouncer was not touched.
     assert_eq!(stage.entry_port(), stage.pair.blue.port());
 }
+
+/// A write on blue after RESUME (a session that bypasses PgBouncer, read-write since before
+/// the fence) fails the watch, which rolls back to blue by itself through the way back.
+#[test]
+fn a_late_write_on_blue_fails_the_watch_and_rolls_back() {
+    let stage = Stage::new("cutover-latewrite");
+    let bench = stage.pgbench(100, 20);
+    std::thread::sleep(Duration::from_secs(2));
+    // Connected now, writing in 3 s: after the switch, during the watch.
+    let mut late = Command::new(stage.pair.blue.binaries().bin("psql"))
+        .args(["-X", "-q", &stage.pair.blue.uri("app"), "-c"])
+        // A key no sequence hands out, so green can take it too.
+        .arg("SELECT pg_sleep(3); INSERT INTO downs (id, v) VALUES (1000000, 55);")
+        .env("PGAPPNAME", "late-writer")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql starts");
+    let out = stage.cutover(&["--watch", "8"], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("the watch after the switch failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a write on blue after the fence"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rolled back to blue automatically through the reverse direction"),
+        "{stderr}"
+    );
+    let _ = late.wait();
+    assert_eq!(stage.state(), "rolled-back");
+    assert_eq!(stage.entry_port(), stage.pair.blue.port());
+    assert!(stage.blue_writable());
+    let result = bench.finish();
+    assert!(result.success, "pgbench failed:\n{}", result.output);
+    assert_eq!(result.failed, 0, "{}", result.output);
+    // Blue has every transaction (green's came back) and the late write; green the same.
+    let n = i64::try_from(result.committed).unwrap();
+    stage.converge();
+    assert_eq!(stage.count(false, "orders"), n);
+    assert_eq!(stage.count(false, "downs"), n + 1);
+}
