@@ -13,7 +13,7 @@ use cutover_support::{text, wait_until, Stage};
 
 /// A psql on blue, not through PgBouncer, that writes and keeps its transaction open.
 fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
-    let child = Command::new(stage.pair.blue.binaries().bin("psql"))
+    let mut child = Command::new(stage.pair.blue.binaries().bin("psql"))
         .args(["-X", "-q", &stage.pair.blue.uri("app"), "-c"])
         .arg(format!(
             "BEGIN; INSERT INTO orders (client, note) VALUES ({value}, 'direct'); \
@@ -29,6 +29,12 @@ fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
         Duration::from_secs(30),
         "the direct writer holds an xid",
         || {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                use std::io::Read as _;
+                let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                panic!("the direct writer ended: {status:?}: {err}");
+            }
             let found = stage
                 .pair
                 .blue
@@ -39,21 +45,6 @@ fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
                 )
                 .unwrap_or_default();
             pid = found.parse().unwrap_or(0);
-            if pid == 0 {
-                eprintln!(
-                "sessions: {}",
-                stage
-                    .pair
-                    .blue
-                    .psql(
-                        "app",
-                        "SELECT string_agg(pid || ':' || coalesce(application_name, '') || ':' \
-                         || coalesce(backend_xid::text, '-') || ':' || coalesce(query, ''), ' | ') \
-                         FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                    )
-                    .unwrap_or_default()
-            );
-            }
             pid != 0
         },
     );
@@ -82,8 +73,14 @@ fn a_direct_writer_on_blue_is_named_then_terminated_on_request() {
     assert_eq!(stage.entry_port(), stage.pair.blue.port());
     assert!(!stage.paused());
     assert!(stage.blue_writable());
+    // Killing psql leaves its backend asleep in its open transaction: end that too.
     let _ = writer.kill();
     let _ = writer.wait();
+    stage
+        .pair
+        .blue
+        .psql("app", &format!("SELECT pg_terminate_backend({pid})"))
+        .unwrap();
 
     // The same writer again, terminated at the fence on request: the cutover goes through.
     let (mut writer, pid) = direct_writer(&stage, 78);
