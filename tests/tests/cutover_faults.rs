@@ -13,7 +13,7 @@ use cutover_support::{text, wait_until, Stage};
 
 /// A psql on blue, not through PgBouncer, that writes and keeps its transaction open.
 fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
-    let child = Command::new(stage.pair.blue.binaries().bin("psql"))
+    let mut child = Command::new(stage.pair.blue.binaries().bin("psql"))
         .args(["-X", "-q", &stage.pair.blue.uri("app"), "-c"])
         .arg(format!(
             "BEGIN; INSERT INTO orders (client, note) VALUES ({value}, 'direct'); \
@@ -29,6 +29,12 @@ fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
         Duration::from_secs(30),
         "the direct writer holds an xid",
         || {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                use std::io::Read as _;
+                let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                panic!("the direct writer ended: {status:?}: {err}");
+            }
             let found = stage
                 .pair
                 .blue
@@ -41,21 +47,6 @@ fn direct_writer(stage: &Stage, value: i32) -> (std::process::Child, i32) {
                 )
                 .unwrap_or_default();
             pid = found.parse().unwrap_or(0);
-            if pid == 0 {
-                eprintln!(
-                "sessions: {}",
-                stage
-                    .pair
-                    .blue
-                    .psql(
-                        "app",
-                        "SELECT string_agg(pid || ':' || coalesce(application_name, '') || ':' \
-                         || coalesce(backend_xid::text, '-') || ':' || coalesce(query, ''), ' | ') \
-                         FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                    )
-                    .unwrap_or_default()
-            );
-            }
             pid != 0
         },
     );
@@ -84,9 +75,9 @@ fn a_direct_writer_on_blue_is_named_then_terminated_on_request() {
     assert_eq!(stage.entry_port(), stage.pair.blue.port());
     assert!(!stage.paused());
     assert!(stage.blue_writable());
+    // Killing psql leaves its backend asleep in its open transaction: end that too.
     let _ = writer.kill();
     let _ = writer.wait();
-    // Its backend sleeps on (pg_sleep does not notice a client gone).
     stage
         .pair
         .blue
@@ -234,4 +225,50 @@ fn without_pgbouncer_a_switch_command_switches() {
     assert_eq!(stage.count(true, "orders"), 500);
     // PgBouncer was not touched.
     assert_eq!(stage.entry_port(), stage.pair.blue.port());
+}
+
+/// A write on blue after RESUME (a session that bypasses PgBouncer, read-write since before
+/// the fence) fails the watch, which rolls back to blue by itself through the way back.
+#[test]
+fn a_late_write_on_blue_fails_the_watch_and_rolls_back() {
+    let stage = Stage::new("cutover-latewrite");
+    let bench = stage.pgbench(100, 20);
+    std::thread::sleep(Duration::from_secs(2));
+    // Connected now, writing in 3 s: after the switch, during the watch.
+    let mut late = Command::new(stage.pair.blue.binaries().bin("psql"))
+        .args(["-X", "-q", &stage.pair.blue.uri("app"), "-c"])
+        // A key no sequence hands out, so green can take it too.
+        .arg("SELECT pg_sleep(3); INSERT INTO downs (id, v) VALUES (1000000, 55);")
+        .env("PGAPPNAME", "late-writer")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql starts");
+    let out = stage.cutover(&["--watch", "8"], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("the watch after the switch failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a write on blue after the fence"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rolled back to blue automatically through the reverse direction"),
+        "{stderr}"
+    );
+    let _ = late.wait();
+    assert_eq!(stage.state(), "rolled-back");
+    assert_eq!(stage.entry_port(), stage.pair.blue.port());
+    assert!(stage.blue_writable());
+    let result = bench.finish();
+    assert!(result.success, "pgbench failed:\n{}", result.output);
+    assert_eq!(result.failed, 0, "{}", result.output);
+    // Blue has every transaction (green's came back) and the late write; green the same.
+    let n = i64::try_from(result.committed).unwrap();
+    stage.converge();
+    assert_eq!(stage.count(false, "orders"), n);
+    assert_eq!(stage.count(false, "downs"), n + 1);
 }

@@ -716,9 +716,12 @@ impl Run<'_> {
                         "{e}; traffic is on blue (state watching): investigate, then `blueshift rollback --resume` to watch again"
                     )));
                 }
-                // A failed watch after a cutover goes back to blue through the reverse stream.
+                // A failed watch after a cutover goes back to blue through the reverse stream:
+                // the cutover is complete as a switch (recorded so), and the rollback starts
+                // from there.
                 tracing::warn!(error = %e, "the watch failed; rolling back to blue");
-                self.record.state = State::CutOver;
+                self.save(State::CutOver, "the watch failed: rolling back to blue")
+                    .await?;
                 let back = Box::pin(self.start_rollback()).await;
                 Err(CutoverError::Watch(match back {
                     Ok(_) => format!("{e}; rolled back to blue automatically through the reverse direction"),

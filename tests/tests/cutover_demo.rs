@@ -1,0 +1,38 @@
+//! `blueshift demo`, the README's first command, shows the whole migration: backfill and live
+//! sync with proof, then through a real PgBouncer cutover, rollback and a second cutover with
+//! no failed application transaction, and green equal to blue at the end.
+
+use std::process::Command;
+
+use blueshift_tests::blueshift_binary;
+
+#[test]
+fn the_demo_runs_the_whole_migration() {
+    let out = Command::new(blueshift_binary())
+        .args(["demo", "--duration", "3"])
+        .output()
+        .expect("demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "green equals blue row for row",
+        "cutover to green: cut-over; write pause",
+        "rollback to blue: rolled-back; write pause",
+        "cutover to green again: cut-over; write pause",
+        "failed\n",
+        "the way back keeps blue equal to it, row for row",
+        "cutover: finalized",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let stopped = stdout
+        .lines()
+        .find(|l| l.starts_with("the application stopped:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(stopped.ends_with(", 0 failed"), "{stopped}");
+    eprintln!("{stdout}");
+}
