@@ -119,7 +119,13 @@ async fn supervise(
         });
     }
     loop {
-        match armed(&config).await {
+        // Looking for the row never delays a shutdown (a green that does not answer holds a
+        // connect for up to connect_timeout).
+        let found = tokio::select! {
+            () = shutdown.clone().wait() => return Ok(()),
+            found = armed(&config) => found,
+        };
+        match found {
             Ok(Some(row)) => {
                 if !config.mapping.is_empty() {
                     return Err(SyncError::ReverseMapping {
