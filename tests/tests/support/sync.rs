@@ -235,10 +235,11 @@ impl Sync {
                     .child
                     .as_mut()
                     .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-                anyhow::ensure!(
-                    exited || !log.contains("backfill started") || log.contains("sync started"),
-                    "still backfilling"
-                );
+                // Every backfill that began (a fresh copy, a resume, a table added) logs its
+                // planning phase and, once finished, its done phase.
+                let begun = log.matches("backfill phase=\"planning\"").count();
+                let done = log.matches("backfill phase=\"done\"").count();
+                anyhow::ensure!(exited || begun <= done, "still backfilling");
                 Ok(())
             });
         }
