@@ -420,3 +420,15 @@ fn tokio_config(
     }
     tokio
 }
+
+/// Whether relation `name` (schema-qualified, e.g. `blueshift.verify_run`) exists: blueshift's
+/// own tables are created on first use, so readers look before they read.
+pub async fn relation_exists(
+    client: &impl tokio_postgres::GenericClient,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&name])
+        .await?
+        .get(0))
+}

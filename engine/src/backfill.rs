@@ -740,13 +740,7 @@ pub async fn recorded(
     green: &impl tokio_postgres::GenericClient,
     slot: &str,
 ) -> Result<Option<(bool, i64)>, tokio_postgres::Error> {
-    let exists: bool = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.backfill_run') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0);
+    let exists = crate::client::relation_exists(green, "blueshift.backfill_run").await?;
     if !exists {
         return Ok(None);
     }
@@ -761,13 +755,7 @@ pub async fn recorded(
         return Ok(row.map(|r| (r.get(0), r.get(1))));
     }
     // Tables declared loaded by --no-backfill, without a run: a finished record too.
-    let declared: bool = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.backfill_declared') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0);
+    let declared = crate::client::relation_exists(green, "blueshift.backfill_declared").await?;
     if !declared {
         return Ok(None);
     }

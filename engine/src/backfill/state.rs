@@ -92,14 +92,9 @@ pub(crate) struct Run {
 
 /// Whether the state tables exist at all (without creating them).
 pub(crate) async fn exists(green: &impl GenericClient) -> Result<bool, BackfillError> {
-    let row = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.backfill_run') IS NOT NULL",
-            &[],
-        )
+    crate::client::relation_exists(green, "blueshift.backfill_run")
         .await
-        .map_err(|e| BackfillError::green("look for the backfill state", e))?;
-    Ok(row.get(0))
+        .map_err(|e| BackfillError::green("look for the backfill state", e))
 }
 
 /// The run of `slot`.
@@ -138,13 +133,7 @@ pub(crate) async fn forget(
     ] {
         // backfill_declared and source_identity (sync::identity) are missing where an older
         // blueshift made the others.
-        let exists: bool = green
-            .query_one(
-                "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-                &[&format!("blueshift.{table}")],
-            )
-            .await?
-            .get(0);
+        let exists = crate::client::relation_exists(green, &format!("blueshift.{table}")).await?;
         if exists {
             green
                 .execute(
@@ -159,14 +148,9 @@ pub(crate) async fn forget(
 
 /// Whether the declarations table exists (an older blueshift did not make it).
 async fn declarations_exist(green: &impl GenericClient) -> Result<bool, BackfillError> {
-    let row = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.backfill_declared') IS NOT NULL",
-            &[],
-        )
+    crate::client::relation_exists(green, "blueshift.backfill_declared")
         .await
-        .map_err(|e| BackfillError::green("look for the declared tables", e))?;
-    Ok(row.get(0))
+        .map_err(|e| BackfillError::green("look for the declared tables", e))
 }
 
 /// The tables declared loaded without a copy.
@@ -286,13 +270,8 @@ pub(crate) async fn forget_loaded(
     table: &QualifiedName,
 ) -> Result<(), tokio_postgres::Error> {
     for records in ["backfill_chunk", "backfill_declared"] {
-        let present: bool = green
-            .query_one(
-                "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-                &[&format!("blueshift.{records}")],
-            )
-            .await?
-            .get(0);
+        let present =
+            crate::client::relation_exists(green, &format!("blueshift.{records}")).await?;
         if present {
             green
                 .execute(

@@ -335,13 +335,7 @@ pub(crate) async fn loaded(
 /// Reads the `blueshift.reverse` row of forward slot `slot` from green (`None`: not armed, or the
 /// table does not exist).
 pub async fn read_reverse(green: &Client, slot: &str) -> Result<Option<Reverse>, SqlError> {
-    let exists: bool = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.reverse') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0);
+    let exists = crate::client::relation_exists(green, "blueshift.reverse").await?;
     if !exists {
         return Ok(None);
     }

@@ -281,13 +281,7 @@ pub struct VerifyRun {
 
 /// The latest verify run recorded on green (by id); `None` when verify never ran there.
 pub async fn last_run(green: &Client) -> Result<Option<VerifyRun>, tokio_postgres::Error> {
-    let exists: bool = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.verify_run') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0);
+    let exists = crate::client::relation_exists(green, "blueshift.verify_run").await?;
     if !exists {
         return Ok(None);
     }
