@@ -255,11 +255,26 @@ async fn sidecar(config: &VerifyConfig, records: &Client) -> Result<Point, Verif
             drop(repl);
             continue;
         }
+        // The sidecar answers within REACH_TIMEOUT while it runs; one that restarted meanwhile
+        // never does.
+        let located = Instant::now();
         let state = loop {
             let (state, _) = control::state(records, id)
                 .await
                 .map_err(ctl("read the hold request"))?;
             match state {
+                Some(from @ (HoldState::Located | HoldState::Waiting))
+                    if located.elapsed() > control::REACH_TIMEOUT + TAKE_TIMEOUT =>
+                {
+                    control::transition(records, id, from, HoldState::Abandoned)
+                        .await
+                        .map_err(ctl("abandon the hold request"))?;
+                    return Err(VerifyError::NoPoint(format!(
+                        "the sync streaming from slot \"{}\" stopped answering verify's hold \
+                         request at L = {lsn} (it restarted, or lost green) — run verify again",
+                        config.slot
+                    )));
+                }
                 Some(HoldState::Located | HoldState::Waiting) => {
                     tokio::time::sleep(BUSY_POLL).await;
                 }
