@@ -812,6 +812,7 @@ async fn attempt(
     let order = CommitOrder::new(0);
     // Verify's hold (see `hold`): the appliers check it before each commit.
     let hold = Arc::new(hold::Hold::default());
+    hold.set_feedback(feedback.clone());
     let durability = Arc::new(durability::Durability::default());
     let (green_flush, flush_conn) = client::connect(&config.target, "blueshift durability")
         .await
