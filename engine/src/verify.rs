@@ -53,17 +53,20 @@ mod record;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use blueshift_applier::Mapping;
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::ReplicationError;
 use blueshift_decoder::Lsn;
 
+use crate::backfill::{Phase, Progress};
 use crate::client::{ClientError, SqlError};
+use crate::metrics::verify::LastVerify;
+use crate::metrics::Metrics;
 use crate::schema::{QualifiedName, SchemaError};
 
-pub use record::{last_run, VerifyRun};
+pub use record::{last_run, last_verify, VerifyRun};
 
 /// What is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,10 +492,24 @@ pub(crate) async fn connect(
 /// outcome is recorded on green either way (`failed` when this returns an error after the run
 /// was recorded).
 pub async fn run(config: &VerifyConfig) -> Result<VerifyReport, VerifyError> {
+    run_with(config, &Progress::for_verify(Metrics::for_verify())).await
+}
+
+/// [`run`], counting rows and chunks into `progress` (made by [`Progress::for_verify`]) and
+/// verify's series into its metrics: rows and differences as chunks finish, the latest run's
+/// gauges from green's records when it starts and from its own outcome when it ends.
+pub async fn run_with(
+    config: &VerifyConfig,
+    progress: &Arc<Progress>,
+) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let (records, records_conn) = connect(&config.target, "green").await?;
     let records = Arc::new(records);
     record::ensure(&records).await?;
+    match last_verify(&records).await {
+        Ok(last) => progress.metrics().set_last_verify(last),
+        Err(e) => tracing::debug!(error = %e, "could not read the latest verify run"),
+    }
     crate::control::ensure(&records).await.map_err(|e| {
         VerifyError::sql(
             "green",
@@ -513,7 +530,16 @@ pub async fn run(config: &VerifyConfig) -> Result<VerifyReport, VerifyError> {
         Some(id) => id,
         None => record::start(&records, config).await?,
     };
-    let result = run_recorded(config, &records, run_id, resumed.is_some(), started).await;
+    let result = run_recorded(
+        config,
+        &records,
+        run_id,
+        resumed.is_some(),
+        started,
+        progress,
+    )
+    .await;
+    progress.set_phase(Phase::Done);
     match &result {
         Ok(report) => {
             record::finish(
@@ -524,9 +550,27 @@ pub async fn run(config: &VerifyConfig) -> Result<VerifyReport, VerifyError> {
                 Some(report.total_differences),
             )
             .await?;
+            let previous = progress.metrics().verify_snapshot().last;
+            progress.metrics().set_last_verify(Some(LastVerify {
+                outcome: if report.equal() { "equal" } else { "different" }.to_owned(),
+                differences: report.total_differences,
+                at: Some(SystemTime::now()),
+                verified_lsn: if report.equal() {
+                    Some(report.lsn.0)
+                } else {
+                    previous.and_then(|l| l.verified_lsn)
+                },
+            }));
         }
         Err(e) => {
             tracing::error!(run = run_id, error = %e, "verify failed");
+            let previous = progress.metrics().verify_snapshot().last;
+            progress.metrics().set_last_verify(Some(LastVerify {
+                outcome: "failed".to_owned(),
+                differences: 0,
+                at: Some(SystemTime::now()),
+                verified_lsn: previous.and_then(|l| l.verified_lsn),
+            }));
             if let Err(e2) = record::finish(&records, run_id, None, "failed", None).await {
                 tracing::warn!(run = run_id, error = %e2, "could not record the failed run");
             }
@@ -542,6 +586,7 @@ async fn run_recorded(
     run_id: i64,
     resumed: bool,
     started: Instant,
+    progress: &Arc<Progress>,
 ) -> Result<VerifyReport, VerifyError> {
     // The tables and their canonical forms, from both catalogs.
     let (blue, blue_conn) = connect(&config.source, "blue").await?;
@@ -552,7 +597,7 @@ async fn run_recorded(
     let point = point::take(config, records).await?;
     tracing::info!(run = run_id, lsn = %point.lsn, mode = ?point.mode, "consistent point taken");
     record::set_lsn(records, run_id, point.lsn).await?;
-    let outcome = compare::run(config, &plans, &point, records, run_id, resumed).await;
+    let outcome = compare::run(config, &plans, &point, records, run_id, resumed, progress).await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -567,11 +612,13 @@ async fn run_recorded(
         sampled,
     } = outcome;
     // Constraints on green that apply skipped, and sequences, in the same snapshots.
+    progress.set_phase(Phase::Checking);
     let extra = constraints::check(config, &plans, &point).await;
     let (lsn, mode) = (point.lsn, point.mode);
     point.close().await;
     for d in extra? {
         total += 1;
+        progress.metrics().verify_differences(1);
         if let Some(t) = tables.iter_mut().find(|t| t.table == d.table) {
             t.differences += 1;
         }

@@ -26,6 +26,7 @@ use super::record::{self, PlannedChunk};
 use super::{
     Depth, Difference, DifferenceKind, TableReport, VerifyConfig, VerifyError, MAX_REPORTED,
 };
+use crate::backfill::{Phase, Progress};
 use crate::schema::QualifiedName;
 
 /// A part of a chunk at most this large is compared row by row.
@@ -460,6 +461,26 @@ async fn multiset(
     Ok(())
 }
 
+/// The rows blue's statistics expect in `plan`'s table (its partitions summed), for the ETA; 0
+/// when unknown (never analysed) or unreadable — progress only, never a result.
+async fn expected_rows(blue: &Client, plan: &TablePlan) -> u64 {
+    let row = blue
+        .query_one(
+            "SELECT coalesce(pg_catalog.sum(c.reltuples) FILTER (WHERE c.reltuples > 0), 0)::pg_catalog.int8 \
+               FROM pg_catalog.pg_partition_tree($1::pg_catalog.text::pg_catalog.regclass) p \
+               JOIN pg_catalog.pg_class c ON c.oid = p.relid",
+            &[&plan.table.to_string()],
+        )
+        .await;
+    match row {
+        Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+        Err(e) => {
+            tracing::debug!(table = %plan.table, error = %e, "no row estimate for the progress");
+            0
+        }
+    }
+}
+
 /// Integer types whose key range can be split by value.
 const INTEGER_KEYS: &[&str] = &["smallint", "integer", "bigint"];
 
@@ -576,8 +597,6 @@ struct Shared {
     tables: HashMap<QualifiedName, TableReport>,
     differences: Vec<Difference>,
     total: u64,
-    done: u64,
-    rows: u64,
 }
 
 /// A unit of work.
@@ -586,7 +605,8 @@ struct Job {
     chunk: PlannedChunk,
 }
 
-/// Runs the comparison of every table (see the module docs).
+/// Runs the comparison of every table (see the module docs), counting into `progress` (and
+/// through it the metrics).
 pub(super) async fn run(
     config: &VerifyConfig,
     plans: &Arc<Vec<TablePlan>>,
@@ -594,6 +614,7 @@ pub(super) async fn run(
     records: &Arc<Client>,
     run_id: i64,
     resumed: bool,
+    progress: &Arc<Progress>,
 ) -> Result<Outcome, VerifyError> {
     let invocation = record::invocation(records, run_id).await?;
     let workers = config.workers.max(1);
@@ -627,6 +648,14 @@ pub(super) async fn run(
                     })
                     .collect();
             }
+            let counters = progress.table(&plan.table);
+            counters
+                .chunks_total
+                .store(recorded.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            counters.rows_expected.store(
+                expected_rows(planner, plan).await,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let mut guard = shared
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -647,6 +676,14 @@ pub(super) async fn run(
             for chunk in recorded {
                 match chunk.result {
                     Some((blue_rows, green_rows, differences)) => {
+                        // Finished by an earlier invocation: shown as done, not counted again
+                        // in this process's metrics.
+                        counters
+                            .rows
+                            .fetch_add(blue_rows, std::sync::atomic::Ordering::Relaxed);
+                        counters
+                            .chunks_done
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         report.chunks_resumed += 1;
                         report.blue_rows += blue_rows;
                         report.green_rows += green_rows;
@@ -672,45 +709,23 @@ pub(super) async fn run(
     );
     let queue = Arc::new(Mutex::new(queue));
     let lsn = point.lsn;
-    let started = Instant::now();
-    let progress = {
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let (done, rows) = {
-                    let s = shared
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    (s.done, s.rows)
-                };
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                tracing::info!(
-                    chunks_done = done,
-                    chunks = total_chunks,
-                    rows,
-                    rows_per_s = (rows as f64 / secs).round(),
-                    "verify progress"
-                );
-            }
-        })
-    };
+    progress.set_phase(Phase::Comparing);
     let mut tasks = JoinSet::new();
     let mut sampler = None;
     for (n, pair) in pairs.into_iter().enumerate() {
-        let (queue, shared, plans, records) = (
+        let (queue, shared, plans, records, progress) = (
             Arc::clone(&queue),
             Arc::clone(&shared),
             Arc::clone(plans),
             Arc::clone(records),
+            Arc::clone(progress),
         );
         let depth = config.depth;
         let keep = n == 0 && config.sample > 0;
         tasks.spawn(async move {
             let result = worker(
                 &pair, &queue, &shared, &plans, &records, run_id, lsn, invocation, depth,
+                &progress,
             )
             .await;
             if result.is_err() {
@@ -739,7 +754,6 @@ pub(super) async fn run(
             }
         }
     }
-    progress.abort();
     if let Some(e) = failed {
         if let Some(pair) = sampler {
             pair.close().await;
@@ -748,11 +762,10 @@ pub(super) async fn run(
     }
     let mut sampled = 0;
     if let Some(pair) = sampler {
-        let result = sample(&pair, plans, config.sample, &shared).await;
+        let result = sample(&pair, plans, config.sample, &shared, progress).await;
         pair.close().await;
         sampled = result?;
     }
-    // The progress task may not have dropped its handle yet: take the contents.
     let shared = std::mem::take(
         &mut *shared
             .lock()
@@ -777,6 +790,7 @@ async fn worker(
     lsn: blueshift_decoder::Lsn,
     invocation: i32,
     depth: Depth,
+    progress: &Progress,
 ) -> Result<(), VerifyError> {
     loop {
         let Some(job) = queue
@@ -803,11 +817,15 @@ async fn worker(
             tracing::warn!(table = %plan.table, chunk = job.chunk.chunk, "chunk was recorded finished already");
         }
         blueshift_applier::failpoint::hit("verify-after-chunk");
+        progress.verify_chunk_done(
+            &plan.table,
+            result.blue_rows,
+            result.green_rows,
+            result.count,
+        );
         let mut s = shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.done += 1;
-        s.rows += result.blue_rows;
         s.total += result.count;
         if let Some(t) = s.tables.get_mut(&plan.table) {
             t.chunks += 1;
@@ -830,6 +848,7 @@ async fn sample(
     plans: &[TablePlan],
     n: u64,
     shared: &Mutex<Shared>,
+    progress: &Progress,
 ) -> Result<u64, VerifyError> {
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
     let mut sampled = 0;
@@ -907,6 +926,7 @@ async fn sample(
                 continue;
             }
             s.total += 1;
+            progress.metrics().verify_differences(1);
             if let Some(t) = s.tables.get_mut(table) {
                 t.differences += 1;
             }
