@@ -210,3 +210,41 @@ impl Progress {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_counts_compared_rows_and_feeds_its_metrics() {
+        let metrics = Metrics::for_verify();
+        let progress = Progress::for_verify(metrics.clone());
+        let t = QualifiedName::new("public", "t");
+        progress.table(&t).chunks_total.store(3, Ordering::Relaxed);
+        progress.set_phase(Phase::Comparing);
+        progress.verify_chunk_done(&t, 100, 99, 1);
+        progress.verify_chunk_done(&t, 50, 50, 0);
+        assert_eq!(progress.totals(), (150, 0, 2, 3, 0));
+        let line = progress.summary_line();
+        assert!(
+            line.starts_with("verify comparing: 150 rows in "),
+            "no bytes for verify: {line}"
+        );
+        assert!(line.ends_with("chunks 2/3"), "{line}");
+        let s = metrics.verify_snapshot();
+        assert_eq!(
+            (s.blue_rows, s.green_rows, s.chunks, s.differences),
+            (150, 149, 2, 1)
+        );
+        assert_eq!(metrics.snapshot().backfill_rows, 0, "not a backfill");
+    }
+
+    #[test]
+    fn backfill_lines_keep_their_size() {
+        let progress = Progress::new(Metrics::new());
+        progress.set_phase(Phase::Copying);
+        assert!(progress
+            .summary_line()
+            .starts_with("backfill copying: 0 rows (0.0 MB) in "));
+    }
+}
