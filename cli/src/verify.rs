@@ -162,10 +162,9 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
             let server = MetricsServer::bind(addr)
                 .await
                 .context("verify's metrics (--metrics-addr, verify_metrics_addr)")?;
-            Some(tokio::spawn(server.serve(
-                metrics.clone(),
-                std::future::pending(),
-            )))
+            Some(tokio::spawn(
+                server.serve(metrics.clone(), std::future::pending()),
+            ))
         }
         None => None,
     };

@@ -5,7 +5,9 @@
 //! metrics`; the running sidecar exports the latest run from green's records —
 //! `blueshift_verified_lsn` is the L of the latest equal run (it stays there after a run that
 //! found a difference), `blueshift_verify_last_run_outcome` and `_differences` follow each run —
-//! and `blueshift_source_lsn` is blue's position, at or past L.
+//! and `blueshift_source_lsn` is blue's position, at or past L. Progress: on a terminal (a
+//! pty from `script`) a bar per table with rows and rows/s and a final summary; otherwise a log
+//! line every 10 s.
 
 #[path = "support/sync.rs"]
 mod support;
@@ -143,13 +145,15 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
         assert_eq!(s[&key], 0.0, "{key}");
     }
     assert!(
-        !s.keys().any(|k| k.starts_with("blueshift_verify_rows_total")),
+        !s.keys()
+            .any(|k| k.starts_with("blueshift_verify_rows_total")),
         "the sidecar does not compare rows"
     );
 
     // A run, scraped while it compares (800 chunks of 50 rows, one worker).
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
+    let started = std::time::Instant::now();
     let child = spawn_verify(&pair, &addr, dir.path(), "first");
     let first = eventually(Duration::from_secs(60), || {
         let s = scrape(&addr)?;
@@ -161,7 +165,11 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
     let body = metrics_text(&addr).expect("still running");
     promtool_accepts(&body);
     assert!(body.contains("blueshift_build_info{"), "{body}");
-    for sync_only in ["blueshift_up", "blueshift_lag_seconds", "blueshift_connected"] {
+    for sync_only in [
+        "blueshift_up",
+        "blueshift_lag_seconds",
+        "blueshift_connected",
+    ] {
         assert!(
             !body.contains(&format!("\n{sync_only}")),
             "a verify process exports no {sync_only}:\n{body}"
@@ -180,13 +188,20 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
     assert!(rows_blue > first["blueshift_verify_rows_total{side=\"blue\"}"]);
     assert!(rows_blue <= 40000.0);
     assert_eq!(
-        later["blueshift_verify_rows_total{side=\"green\"}"],
-        rows_blue,
+        later["blueshift_verify_rows_total{side=\"green\"}"], rows_blue,
         "equal tables: as many rows on each side"
     );
     assert_eq!(later["blueshift_verify_differences_total"], 0.0);
     let (code, report, stderr) = finish(child, dir.path(), "first");
+    let took = started.elapsed();
     assert_eq!(code, 0, "{report:#}\n{stderr}");
+    // Not a terminal: a progress line every 10 s (when the run lasted that long).
+    if took > Duration::from_secs(11) {
+        assert!(
+            stderr.contains("verify comparing: "),
+            "no progress line in {took:?}:\n{stderr}"
+        );
+    }
     assert_eq!(report["tables"][0]["blue_rows"], 40000);
     let l1 = lsn(report["lsn"].as_str().expect("lsn"));
 
@@ -197,8 +212,14 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
         Ok(s)
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
-    assert_eq!(s["blueshift_verify_last_run_outcome{outcome=\"equal\"}"], 1.0);
-    assert_eq!(s["blueshift_verify_last_run_outcome{outcome=\"running\"}"], 0.0);
+    assert_eq!(
+        s["blueshift_verify_last_run_outcome{outcome=\"equal\"}"],
+        1.0
+    );
+    assert_eq!(
+        s["blueshift_verify_last_run_outcome{outcome=\"running\"}"],
+        0.0
+    );
     assert_eq!(s["blueshift_verify_last_run_differences"], 0.0);
     assert!(s["blueshift_verify_last_run_timestamp_seconds"] > 1.7e9);
     assert!(s["blueshift_source_lsn"] >= l1, "{s:?}");
@@ -228,9 +249,58 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
     assert_eq!(s["blueshift_verify_last_run_differences"], 1.0);
-    assert_eq!(s["blueshift_verify_last_run_outcome{outcome=\"equal\"}"], 0.0);
+    assert_eq!(
+        s["blueshift_verify_last_run_outcome{outcome=\"equal\"}"],
+        0.0
+    );
     assert_eq!(
         s["blueshift_verified_lsn"], l1,
         "the last proof is still the first run's"
+    );
+}
+
+#[test]
+fn on_a_terminal_verify_draws_a_bar_per_table() {
+    let pair = Pair::new("vbars");
+    pair.schema("CREATE TABLE big (id int PRIMARY KEY, v text); CREATE TABLE small (v text);");
+    pair.blue
+        .psql(
+            "app",
+            "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 20000) g; \
+             INSERT INTO small SELECT 'x' FROM generate_series(1, 10); ANALYZE",
+        )
+        .unwrap();
+    pair.blue
+        .psql("app", "CREATE PUBLICATION pub FOR ALL TABLES")
+        .unwrap();
+    let mut sync = pair.sync(&[]);
+    pair.converge(&["big", "small"], Duration::from_secs(120));
+    assert!(sync.terminate());
+    // Sync stopped, caught up: a quiet pair. `script` gives verify a pseudo-terminal.
+    let command = format!(
+        "{} verify --source '{}' --target '{}' --publication pub --slot bs \
+         --chunk-rows 50 --workers 1",
+        blueshift_binary().display(),
+        pair.blue.uri("app"),
+        pair.green.uri("app")
+    );
+    let out = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for needed in ["all tables", "big", "small", "rows/s", "chunks 1/1"] {
+        assert!(
+            text.contains(needed),
+            "no {needed:?} on the terminal:\n{text}"
+        );
+    }
+    // The overall bar ends with the summary line.
+    assert!(
+        text.contains("verify done: 20010 rows in "),
+        "no final summary:\n{text}"
     );
 }

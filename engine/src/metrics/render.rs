@@ -342,7 +342,10 @@ mod tests {
         assert_eq!(types.len(), 22);
         assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_verified_lsn"], "gauge");
-        assert!(!types.contains_key("blueshift_verify_rows_total"), "the verify process's");
+        assert!(
+            !types.contains_key("blueshift_verify_rows_total"),
+            "the verify process's"
+        );
         assert_eq!(types["blueshift_apply_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_stage_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_errors_total"], "counter");

@@ -116,8 +116,16 @@ pub(super) fn render_counters(out: &mut String, s: &VerifySnapshot) {
         "counter",
         "Rows this verify compared, by side (blue, green), in finished chunks.",
     );
-    let _ = writeln!(out, "blueshift_verify_rows_total{{side=\"blue\"}} {}", s.blue_rows);
-    let _ = writeln!(out, "blueshift_verify_rows_total{{side=\"green\"}} {}", s.green_rows);
+    let _ = writeln!(
+        out,
+        "blueshift_verify_rows_total{{side=\"blue\"}} {}",
+        s.blue_rows
+    );
+    let _ = writeln!(
+        out,
+        "blueshift_verify_rows_total{{side=\"green\"}} {}",
+        s.green_rows
+    );
     family(
         out,
         "blueshift_verify_chunks_total",

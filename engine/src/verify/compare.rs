@@ -724,8 +724,7 @@ pub(super) async fn run(
         let keep = n == 0 && config.sample > 0;
         tasks.spawn(async move {
             let result = worker(
-                &pair, &queue, &shared, &plans, &records, run_id, lsn, invocation, depth,
-                &progress,
+                &pair, &queue, &shared, &plans, &records, run_id, lsn, invocation, depth, &progress,
             )
             .await;
             if result.is_err() {
