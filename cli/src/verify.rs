@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use blueshift_engine::backfill::Progress;
 use blueshift_engine::metrics::{Metrics, MetricsServer};
 use blueshift_engine::sync;
-use blueshift_engine::verify::{self, Depth, VerifyConfig};
+use blueshift_engine::verify::{self, Depth, Hashing, VerifyConfig};
 
 use crate::exit::{Differences, Refused};
 use crate::rename::{self, RenameArgs};
@@ -77,6 +77,16 @@ pub(crate) struct VerifyArgs {
     /// Row counts only (per chunk).
     #[arg(long)]
     counts: bool,
+    /// Where chunk checksums are computed: `server` (hashtextextended summed in SQL on each
+    /// server) or `client` (the canonical rows streamed out and hashed here with xxh3).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHERE",
+        default_value_t = HashingArg::Server,
+        env = "BLUESHIFT_VERIFY_HASHING"
+    )]
+    hashing: HashingArg,
     /// Rows per chunk.
     #[arg(
         long,
@@ -116,6 +126,12 @@ pub(crate) struct VerifyArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HashingArg {
+    Server,
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
     Text,
     Json,
@@ -145,6 +161,10 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
             Depth::Counts
         } else {
             Depth::Checksum
+        },
+        hashing: match args.hashing {
+            HashingArg::Server => Hashing::Server,
+            HashingArg::Client => Hashing::Client,
         },
         chunk_rows: args.chunk_rows,
         workers,

@@ -77,6 +77,16 @@ pub enum Depth {
     Counts,
 }
 
+/// Where a chunk's rows are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashing {
+    /// On each server: `hashtextextended` of the canonical row, summed in SQL; two numbers per
+    /// chunk cross the network.
+    Server,
+    /// Here: the canonical rows streamed out and hashed with xxh3 as they arrive.
+    Client,
+}
+
 /// Everything `verify` needs, validated.
 #[derive(Debug, Clone)]
 pub struct VerifyConfig {
@@ -92,6 +102,8 @@ pub struct VerifyConfig {
     pub tables: Vec<String>,
     /// Checksums or counts.
     pub depth: Depth,
+    /// Where checksums are computed.
+    pub hashing: Hashing,
     /// Rows per chunk.
     pub chunk_rows: u64,
     /// Connections per side.

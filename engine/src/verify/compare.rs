@@ -24,7 +24,8 @@ use super::plan::{Side, TablePlan};
 use super::point::Point;
 use super::record::{self, PlannedChunk};
 use super::{
-    Depth, Difference, DifferenceKind, TableReport, VerifyConfig, VerifyError, MAX_REPORTED,
+    Depth, Difference, DifferenceKind, Hashing, TableReport, VerifyConfig, VerifyError,
+    MAX_REPORTED,
 };
 use crate::backfill::{Phase, Progress};
 use crate::schema::QualifiedName;
@@ -104,7 +105,11 @@ async fn checksum(
     lo: Option<&Key>,
     hi: Option<&Key>,
     depth: Depth,
+    hashing: Hashing,
 ) -> Result<Checksum, VerifyError> {
+    if depth == Depth::Checksum && hashing == Hashing::Client {
+        return streamed_checksum(client, side_name, table, side, lo, hi).await;
+    }
     // The 64-bit hash summed as two 32-bit halves (63 bits in all): sums of int4 accumulate in
     // int8, several times faster than a sum of int8 in numeric. `OFFSET 0` keeps the hash
     // computed once per row.
@@ -128,6 +133,40 @@ async fn checksum(
         .await
         .map_err(|e| VerifyError::sql(side_name, format!("checksum a chunk of {table}"), e))?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// [`checksum`] with the hashing on this side: the range's canonical rows streamed out (a
+/// portal of the extended protocol — COPY would take the key bounds as literals, not as
+/// parameters), each hashed with xxh3-64 as it arrives and the hashes summed modulo 2^64 (a
+/// multiset hash, as the server-side sum).
+async fn streamed_checksum(
+    client: &Client,
+    side_name: &'static str,
+    table: &QualifiedName,
+    side: &Side,
+    lo: Option<&Key>,
+    hi: Option<&Key>,
+) -> Result<Checksum, VerifyError> {
+    use futures_util::TryStreamExt as _;
+    let sql = format!(
+        "SELECT {} FROM {table} WHERE {}",
+        side.row_text(),
+        side.range(lo.is_some(), hi.is_some())
+    );
+    let bounds: Vec<&Key> = lo.into_iter().chain(hi).collect();
+    let failed = |e| VerifyError::sql(side_name, format!("stream a chunk of {table}"), e);
+    let rows = client
+        .query_raw(&sql, params(&bounds))
+        .await
+        .map_err(failed)?;
+    futures_util::pin_mut!(rows);
+    let (mut n, mut sum) = (0i64, 0u64);
+    while let Some(row) = rows.try_next().await.map_err(failed)? {
+        let text: &str = row.try_get(0).map_err(failed)?;
+        sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+        n += 1;
+    }
+    Ok((n, format!("xxh3:{sum:016x}")))
 }
 
 /// The key at offset `n` of the range, in key order.
@@ -227,6 +266,7 @@ async fn compare_chunk(
     plan: &TablePlan,
     chunk: &PlannedChunk,
     depth: Depth,
+    hashing: Hashing,
 ) -> Result<ChunkResult, VerifyError> {
     let table = &plan.table;
     let lo = chunk
@@ -245,7 +285,8 @@ async fn compare_chunk(
             &plan.blue,
             lo.as_ref(),
             hi.as_ref(),
-            depth
+            depth,
+            hashing
         ),
         checksum(
             &pair.green,
@@ -254,7 +295,8 @@ async fn compare_chunk(
             &plan.green,
             lo.as_ref(),
             hi.as_ref(),
-            depth
+            depth,
+            hashing
         ),
     );
     let (b, g) = (b?, g?);
@@ -334,7 +376,8 @@ async fn bisect(
                     &plan.blue,
                     part_lo.as_ref(),
                     part_hi.as_ref(),
-                    Depth::Checksum
+                    Depth::Checksum,
+                    Hashing::Server
                 ),
                 checksum(
                     &pair.green,
@@ -343,7 +386,8 @@ async fn bisect(
                     &plan.green,
                     part_lo.as_ref(),
                     part_hi.as_ref(),
-                    Depth::Checksum
+                    Depth::Checksum,
+                    Hashing::Server
                 ),
             );
             let (b, g) = (b?, g?);
@@ -720,11 +764,12 @@ pub(super) async fn run(
             Arc::clone(records),
             Arc::clone(progress),
         );
-        let depth = config.depth;
+        let (depth, hashing) = (config.depth, config.hashing);
         let keep = n == 0 && config.sample > 0;
         tasks.spawn(async move {
             let result = worker(
-                &pair, &queue, &shared, &plans, &records, run_id, lsn, invocation, depth, &progress,
+                &pair, &queue, &shared, &plans, &records, run_id, lsn, invocation, depth, hashing,
+                &progress,
             )
             .await;
             if result.is_err() {
@@ -789,6 +834,7 @@ async fn worker(
     lsn: blueshift_decoder::Lsn,
     invocation: i32,
     depth: Depth,
+    hashing: Hashing,
     progress: &Progress,
 ) -> Result<(), VerifyError> {
     loop {
@@ -801,7 +847,7 @@ async fn worker(
         };
         let plan = &plans[job.plan];
         let started = Instant::now();
-        let result = compare_chunk(pair, plan, &job.chunk, depth).await?;
+        let result = compare_chunk(pair, plan, &job.chunk, depth, hashing).await?;
         let once = record::chunk_done(
             records,
             run_id,
