@@ -22,7 +22,14 @@ fn verify(pair: &Pair, hashing: &str) -> (i32, Value, String) {
         .args(["--source", &pair.blue.uri("app")])
         .args(["--target", &pair.green.uri("app")])
         .args(["--publication", "pub", "--slot", "bs", "--format", "json"])
-        .args(["--chunk-rows", "300", "--workers", "2", "--hashing", hashing])
+        .args([
+            "--chunk-rows",
+            "300",
+            "--workers",
+            "2",
+            "--hashing",
+            hashing,
+        ])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .output()
@@ -113,11 +120,31 @@ fn both_hashing_paths_agree_across_15_and_18() {
     let (code, server, stderr) = verify(&pair, "server");
     assert_eq!(code, 1, "{server:#}\n{stderr}");
     let expected: Vec<(String, String, String)> = vec![
-        (r#""public"."loose""#.into(), "extra on green".into(), "null".into()),
-        (r#""public"."typed""#.into(), "different".into(), r#"["1200"]"#.into()),
-        (r#""public"."typed""#.into(), "different".into(), r#"["4"]"#.into()),
-        (r#""public"."typed""#.into(), "different".into(), r#"["77"]"#.into()),
-        (r#""public"."typed""#.into(), "missing on green".into(), r#"["600"]"#.into()),
+        (
+            r#""public"."loose""#.into(),
+            "extra on green".into(),
+            "null".into(),
+        ),
+        (
+            r#""public"."typed""#.into(),
+            "different".into(),
+            r#"["1200"]"#.into(),
+        ),
+        (
+            r#""public"."typed""#.into(),
+            "different".into(),
+            r#"["4"]"#.into(),
+        ),
+        (
+            r#""public"."typed""#.into(),
+            "different".into(),
+            r#"["77"]"#.into(),
+        ),
+        (
+            r#""public"."typed""#.into(),
+            "missing on green".into(),
+            r#"["600"]"#.into(),
+        ),
     ];
     assert_eq!(found(&client), expected, "{client:#}");
     assert_eq!(found(&server), expected, "{server:#}");
