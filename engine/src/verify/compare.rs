@@ -104,8 +104,7 @@ async fn checksum(
     side: &Side,
     lo: Option<&Key>,
     hi: Option<&Key>,
-    depth: Depth,
-    hashing: Hashing,
+    (depth, hashing): (Depth, Hashing),
 ) -> Result<Checksum, VerifyError> {
     if depth == Depth::Checksum && hashing == Hashing::Client {
         return streamed_checksum(client, side_name, table, side, lo, hi).await;
@@ -285,8 +284,7 @@ async fn compare_chunk(
             &plan.blue,
             lo.as_ref(),
             hi.as_ref(),
-            depth,
-            hashing
+            (depth, hashing)
         ),
         checksum(
             &pair.green,
@@ -295,8 +293,7 @@ async fn compare_chunk(
             &plan.green,
             lo.as_ref(),
             hi.as_ref(),
-            depth,
-            hashing
+            (depth, hashing)
         ),
     );
     let (b, g) = (b?, g?);
@@ -376,8 +373,7 @@ async fn bisect(
                     &plan.blue,
                     part_lo.as_ref(),
                     part_hi.as_ref(),
-                    Depth::Checksum,
-                    Hashing::Server
+                    (Depth::Checksum, Hashing::Server)
                 ),
                 checksum(
                     &pair.green,
@@ -386,8 +382,7 @@ async fn bisect(
                     &plan.green,
                     part_lo.as_ref(),
                     part_hi.as_ref(),
-                    Depth::Checksum,
-                    Hashing::Server
+                    (Depth::Checksum, Hashing::Server)
                 ),
             );
             let (b, g) = (b?, g?);
