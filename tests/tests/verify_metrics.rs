@@ -97,7 +97,7 @@ fn spawn_verify(pair: &Pair, addr: &str, dir: &Path, name: &str) -> Child {
         .args(["--publication", "pub", "--slot", "bs", "--format", "json"])
         .args(["--chunk-rows", "50", "--workers", "1"])
         .args(["--metrics-addr", addr])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,blueshift_engine=debug")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join(format!("{name}.json"))).unwrap())
         .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
@@ -117,7 +117,10 @@ fn finish(mut child: Child, dir: &Path, name: &str) -> (i32, Value, String) {
 #[test]
 fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
     let pair = Pair::new("vmetrics");
-    pair.schema("CREATE TABLE big (id int PRIMARY KEY, v text);");
+    pair.schema(
+        "CREATE TABLE big (id int PRIMARY KEY, v text); \
+         CREATE TABLE tick (id serial PRIMARY KEY, at timestamptz DEFAULT now());",
+    );
     pair.blue
         .psql(
             "app",
@@ -130,6 +133,12 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
     let sidecar = free_addr();
     let sync = pair.sync(&["--metrics-addr", &sidecar]);
     pair.converge(&["big"], Duration::from_secs(120));
+    // Blue keeps committing, as in production: the sidecar reaches each verify's L with the next
+    // commit instead of waiting for an idle walsender's keepalive (up to wal_sender_timeout/2).
+    let mut ticker = pair.background_on_blue(
+        "DO $$ BEGIN FOR i IN 1..1500 LOOP INSERT INTO tick DEFAULT VALUES; COMMIT; \
+         PERFORM pg_sleep(0.2); END LOOP; END $$",
+    );
 
     // No verify ran yet: no proof, no outcome; blue's position is known.
     let s = eventually(Duration::from_secs(30), || {
@@ -155,13 +164,16 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
     let addr = free_addr();
     let started = std::time::Instant::now();
     let child = spawn_verify(&pair, &addr, dir.path(), "first");
-    let first = eventually(Duration::from_secs(60), || {
+    let first = eventually(Duration::from_secs(150), || {
         let s = scrape(&addr)?;
         let rows = s["blueshift_verify_rows_total{side=\"blue\"}"];
         anyhow::ensure!(rows > 0.0, "nothing compared yet");
         Ok(s)
     })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    .unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default();
+        panic!("{e:#}\nverify:\n{log}\nsync:\n{}", sync.log_text())
+    });
     let body = metrics_text(&addr).expect("still running");
     promtool_accepts(&body);
     assert!(body.contains("blueshift_build_info{"), "{body}");
@@ -230,7 +242,7 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
         .psql("app", "UPDATE big SET v = 'drift' WHERE id = 7")
         .unwrap();
     let child = spawn_verify(&pair, &addr, dir.path(), "second");
-    eventually(Duration::from_secs(60), || {
+    eventually(Duration::from_secs(150), || {
         let s = scrape(&addr)?;
         anyhow::ensure!(s["blueshift_verify_differences_total"] == 1.0, "{s:?}");
         Ok(())
@@ -257,6 +269,8 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
         s["blueshift_verified_lsn"], l1,
         "the last proof is still the first run's"
     );
+    let _ = ticker.kill();
+    let _ = ticker.wait();
 }
 
 #[test]
