@@ -52,6 +52,7 @@ pub(crate) mod preflight;
 mod reader;
 mod scheduler;
 mod slot;
+mod verified;
 mod worker;
 mod writeset;
 
@@ -837,6 +838,11 @@ async fn attempt(
         );
         Background::spawn(move |stop| heartbeat::record(green, slot, metrics, stop))
     };
+    // The latest verify run, for `blueshift_verified_lsn` and `blueshift_verify_last_run_*`.
+    let verified = {
+        let (green, metrics) = (Arc::clone(&green_flush), metrics.clone());
+        Background::spawn(move |stop| verified::watch(green, metrics, stop))
+    };
     let hold_server = {
         let (hold, target, slot) = (
             Arc::clone(&hold),
@@ -992,6 +998,7 @@ async fn attempt(
     monitor.stop().await;
     hold_server.stop().await;
     heartbeat.stop().await;
+    verified.stop().await;
     client::finish(green_conn).await;
     client::finish(guard_conn).await;
     client::close_shared(green_flush, flush_conn).await;
