@@ -539,7 +539,8 @@ impl Detector {
         let Some(ts) = local.commit_ts else {
             return false;
         };
-        if ts < self.options.since.load(Ordering::Acquire) {
+        let since = self.options.since.load(Ordering::Acquire);
+        if since == 0 || ts < since {
             return false;
         }
         match (&local.origin, local.roident) {

@@ -28,12 +28,14 @@
 //! | `blueshift_backfill_rows_total` | counter | |
 //! | `blueshift_backfill_chunks_total` | counter | |
 //! | `blueshift_blocked` | gauge | 1 while sync waits for green to be fixed (a change green cannot take as it is), else 0 |
+//! | `blueshift_conflicts_total` | counter | `direction`, `kind`, `resolution`: two-way conflicts (see `blueshift_applier::conflict`) |
 //!
 //! The row counts and the error classes are the applier's own ([`RowCounts`], [`ErrorClass`]:
 //! one classification for the whole engine). Latencies are Prometheus histograms (buckets in
 //! [`BUCKETS`]) so that a dashboard can aggregate them. [`MetricsServer`] serves the series on
 //! `GET /metrics`, with `/healthz` and `/readyz`.
 
+mod conflict;
 mod direction;
 mod histogram;
 pub(crate) mod lag;
@@ -49,6 +51,7 @@ pub use blueshift_applier::{ErrorClass, RowCounts};
 pub use histogram::{LatencySnapshot, BUCKETS};
 pub use server::{MetricsError, MetricsServer};
 
+use blueshift_applier::conflict::{Kind as ConflictKind, Resolution};
 use histogram::Latency;
 use lag::LagClock;
 
@@ -177,6 +180,8 @@ struct Registry {
     stages: [Latency; 7],
     /// The reverse direction's registry (green → blue), once it was asked for.
     reverse: OnceLock<Metrics>,
+    /// Two-way conflicts by (kind, resolution).
+    conflicts: std::sync::Mutex<std::collections::BTreeMap<(ConflictKind, Resolution), u64>>,
 }
 
 impl Default for Registry {
@@ -198,6 +203,7 @@ impl Default for Registry {
             backfill_rows: AtomicU64::new(0),
             backfill_chunks: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
+            conflicts: Default::default(),
             stages: Default::default(),
             reverse: OnceLock::new(),
         }
@@ -420,6 +426,28 @@ impl Metrics {
         self.inner.backfill_chunks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A two-way conflict of `kind` resolved by `resolution` (committed, or a stop).
+    pub fn conflict(&self, kind: ConflictKind, resolution: Resolution) {
+        *self
+            .inner
+            .conflicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((kind, resolution))
+            .or_default() += 1;
+    }
+
+    /// The conflicts counted so far, by (kind, resolution).
+    pub fn conflicts(&self) -> Vec<(ConflictKind, Resolution, u64)> {
+        self.inner
+            .conflicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(&(k, r), &n)| (k, r, n))
+            .collect()
+    }
+
     /// The registry of the reverse direction (green → blue) of a two-way sync, created on first
     /// use. Its series are exported beside this one's with `direction="reverse"` (see
     /// `blueshift_direction_*`); this registry's are the forward direction's.
@@ -439,6 +467,7 @@ impl Metrics {
         if let Some(reverse) = self.reverse_if_any() {
             direction::render(&mut text, &self.snapshot(), &reverse.snapshot());
         }
+        conflict::render(&mut text, self, self.reverse_if_any().as_ref());
         text
     }
 }

@@ -60,6 +60,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blueshift_applier::conflict::{ConflictOptions, Resolution, Side as ConflictSide};
 use blueshift_applier::{
     Applier, ApplierOptions, ApplyError, ErrorClass, Mapping, SynchronousCommit,
 };
@@ -81,6 +82,7 @@ use order::CommitOrder;
 use scheduler::Scheduler;
 use writeset::KeyCatalog;
 
+pub use blueshift_applier::conflict::{Policies, Policy};
 pub use preflight::{PreflightError, PUBLICATION_COMMENT};
 
 /// The prefix of every replication origin blueshift creates; transactions that arrive on blue
@@ -133,6 +135,18 @@ pub struct SyncConfig {
     /// (see [`direction`]). Without it, the reverse direction runs only when armed by another
     /// (`blueshift cutover`).
     pub bidirectional: bool,
+    /// Two-way mode's conflict handling (see [`blueshift_applier::conflict`]).
+    pub conflicts: ConflictSettings,
+}
+
+/// How two-way sync resolves conflicts, and since when it runs.
+#[derive(Debug, Clone, Default)]
+pub struct ConflictSettings {
+    /// The policy of each table, else the global one (`stop` unless declared).
+    pub policies: Arc<Policies>,
+    /// When two-way mode began (the reverse direction's `armed_at`), microseconds since the
+    /// Unix epoch, 0 until it is armed: set by the sidecar, read by every applier.
+    pub since: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Why sync stopped.
@@ -496,6 +510,7 @@ async fn run_stages(
             }
             Err(e) => {
                 metrics.error(ErrorClass::Definite);
+                count_conflict_stop(&e, &metrics);
                 return Err(e);
             }
         }
@@ -711,6 +726,9 @@ async fn attempt(
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
         options.mapping = Arc::clone(&config.mapping);
+        if config.bidirectional {
+            options.conflicts = Some(conflict_options(config, direction));
+        }
         let origin = options.origin_name.clone();
         let setup = |source| SyncError::ApplierSetup {
             origin: origin.clone(),
@@ -965,6 +983,48 @@ async fn attempt(
 /// The replication origin of applier `n` of `slot`: `blueshift_<slot>_<n>`.
 pub fn origin_name(slot: &str, n: usize) -> String {
     format!("{ORIGIN_PREFIX}{slot}_{n}")
+}
+
+/// The conflict handling of `direction`'s appliers in two-way mode.
+fn conflict_options(config: &SyncConfig, direction: &direction::Direction) -> ConflictOptions {
+    let (slot, target, own_origin_prefix) = match direction {
+        direction::Direction::Forward => (
+            config.slot.clone(),
+            ConflictSide::Green,
+            format!("{ORIGIN_PREFIX}{}_", config.slot),
+        ),
+        direction::Direction::Reverse { forward_slot } => (
+            forward_slot.clone(),
+            ConflictSide::Blue,
+            format!("{ORIGIN_PREFIX}{forward_slot}_r"),
+        ),
+    };
+    ConflictOptions {
+        slot,
+        direction: direction.label(),
+        target,
+        own_origin_prefix,
+        policies: Arc::clone(&config.conflicts.policies),
+        since: Arc::clone(&config.conflicts.since),
+    }
+}
+
+/// Counts a conflict that stopped sync (policy `stop`) in `metrics`.
+pub(crate) fn count_conflict_stop(e: &SyncError, metrics: &Metrics) {
+    let mut e = e;
+    loop {
+        match e {
+            SyncError::Reverse(inner) => e = inner,
+            SyncError::Apply {
+                source: ApplyError::Conflict(stopped),
+                ..
+            } => {
+                metrics.conflict(stopped.kind, Resolution::Stop);
+                return;
+            }
+            _ => return,
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

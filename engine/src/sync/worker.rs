@@ -71,12 +71,18 @@ pub(crate) async fn run(
     let mut carried: Option<Job> = None;
     // Transactions a backfill's fences apply to are applied one by one: fences compare each
     // change's own commit position, which a merged group no longer has.
-    let fenced_until = applier
-        .fences()
-        .values()
-        .map(|f| f.reconcile_before.max(f.skip_before))
-        .max()
-        .unwrap_or(Lsn::INVALID);
+    // So are those of two-way mode: each row written must carry its own transaction's commit
+    // time, which conflicts compare.
+    let fenced_until = if applier.detects_conflicts() {
+        Lsn(u64::MAX)
+    } else {
+        applier
+            .fences()
+            .values()
+            .map(|f| f.reconcile_before.max(f.skip_before))
+            .max()
+            .unwrap_or(Lsn::INVALID)
+    };
     loop {
         let group = match take_group(&jobs, &mut carried, fenced_until, &hold).await {
             Some(group) => group,
@@ -199,6 +205,9 @@ pub(crate) async fn run(
         order.mark_committed(last);
         if let Some(outcome) = outcome {
             metrics.transactions_applied(transactions, &outcome.rows, started.elapsed());
+        }
+        for (kind, resolution) in applier.take_conflicts() {
+            metrics.conflict(kind, resolution);
         }
         // Green holds everything up to `last`: the lag now grows from the next one.
         metrics.lag().applied(last, commit_time);
