@@ -149,6 +149,17 @@ pub struct ConflictSettings {
     pub since: Arc<std::sync::atomic::AtomicI64>,
 }
 
+impl ConflictSettings {
+    /// Two-way mode began at `at` (the reverse direction's `armed_at`).
+    pub(crate) fn armed(&self, at: std::time::SystemTime) {
+        let micros = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        self.since
+            .store(micros.max(1), std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Why sync stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -746,6 +757,13 @@ async fn attempt(
             what: format!("could not connect to green ({})", config.target),
             source,
         })?;
+    // Two-way conflicts compare row versions with the moment the reverse direction was armed:
+    // known before the first change is applied (the sidecar sets it too when it arms).
+    if config.bidirectional && *direction == direction::Direction::Forward {
+        if let Ok(Some(row)) = direction::read_reverse(&green, &config.slot).await {
+            config.conflicts.armed(row.armed_at);
+        }
+    }
 
     // Blue: the slot, checked against green's record of it (created when absent and nothing on
     // green depends on it), and the stream.

@@ -34,6 +34,7 @@
 //!   sidecar stops the reverse direction within a second), then drops the slot and the
 //!   publication on green and the guard record and origins on blue.
 
+pub(crate) mod preflight;
 pub(crate) mod sidecar;
 mod status;
 

@@ -135,14 +135,7 @@ async fn supervise(
                 may_arm = false;
                 // Two-way conflicts: a local row version older than this cannot race the other
                 // side (see `blueshift_applier::conflict`).
-                let since = row
-                    .armed_at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-                config
-                    .conflicts
-                    .since
-                    .store(since.max(1), std::sync::atomic::Ordering::Release);
+                config.conflicts.armed(row.armed_at);
                 run_reverse(&config, &row, &forward.reverse(), &shutdown).await?;
                 announced = false;
             }
