@@ -90,7 +90,7 @@ INSERT INTO blueshift.conflict (slot, direction, kind, relation, key, local_row,
 VALUES ($1::pg_catalog.text, $2::pg_catalog.text, $3::pg_catalog.text, $4::pg_catalog.text, \
     CASE WHEN pg_catalog.cardinality($5::pg_catalog.text[]) OPERATOR(pg_catalog.>) 0 \
          THEN pg_catalog.jsonb_object($5::pg_catalog.text[], $6::pg_catalog.text[]) END, \
-    $7::pg_catalog.jsonb, \
+    $7::pg_catalog.text::pg_catalog.jsonb, \
     pg_catalog.jsonb_object($8::pg_catalog.text[], $9::pg_catalog.text[]), \
     TIMESTAMPTZ 'epoch' OPERATOR(pg_catalog.+) \
         (INTERVAL '1 microsecond' OPERATOR(pg_catalog.*) $10::pg_catalog.float8), \
