@@ -101,6 +101,8 @@ pub(crate) struct FileReverse {
     /// `[reverse.conflict_policy_tables]`: `"schema.table" = "POLICY"`.
     #[serde(default)]
     pub(crate) conflict_policy_tables: std::collections::BTreeMap<String, String>,
+    /// As `--sequence-strategy`: `offset` or `interleave`.
+    pub(crate) sequence_strategy: Option<String>,
 }
 
 impl FileSettings {

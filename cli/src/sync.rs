@@ -124,6 +124,13 @@ pub(crate) struct SyncArgs {
     /// conflict is recorded in blueshift.conflict (`blueshift conflicts`).
     #[arg(long, value_name = "[TABLE=]POLICY", env = "BLUESHIFT_CONFLICT_POLICY", value_delimiter = ',')]
     conflict_policy: Vec<String>,
+    /// Two-way sync: keep the two sides' sequences apart once the reverse direction is armed —
+    /// interleave (both step by twice their increment, blue and green on alternate values) or
+    /// offset (green continues half-way to the type's maximum, blue is bounded below it).
+    /// Applied only when given; `blueshift finalize` puts the increments and bounds back.
+    /// Without it, sync names the overlapping sequences and leaves them alone.
+    #[arg(long, value_name = "STRATEGY", env = "BLUESHIFT_SEQUENCE_STRATEGY", value_parser = ["offset", "interleave"])]
+    sequence_strategy: Option<String>,
     #[command(flatten)]
     copy: CopyArgs,
 }
@@ -241,6 +248,15 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
             .reverse
             .as_ref()
             .is_some_and(|r| r.enabled.unwrap_or(true));
+    if let Some(text) = args.sequence_strategy.or_else(|| {
+        file.reverse
+            .as_ref()
+            .and_then(|r| r.sequence_strategy.clone())
+    }) {
+        stream.conflicts.sequence_strategy = Some(text.parse().map_err(|e: String| {
+            anyhow::Error::new(Refused(format!("[reverse] sequence_strategy: {e}")))
+        })?);
+    }
     stream.conflicts.policies = Arc::new(conflict_policies(
         &args.conflict_policy,
         file.reverse.as_ref(),

@@ -147,6 +147,9 @@ pub struct ConflictSettings {
     /// When two-way mode began (the reverse direction's `armed_at`), microseconds since the
     /// Unix epoch, 0 until it is armed: set by the sidecar, read by every applier.
     pub since: Arc<std::sync::atomic::AtomicI64>,
+    /// How to keep the two sides' sequences apart (`--sequence-strategy`), applied once the
+    /// reverse direction is armed; `None`: only named by preflight.
+    pub sequence_strategy: Option<crate::sequence::two_way::Strategy>,
 }
 
 impl ConflictSettings {

@@ -158,7 +158,7 @@ async fn run_checks(
 
     // Two-way mode tells conflicts apart by commit timestamps and origins.
     if config.bidirectional {
-        super::direction::preflight::check(blue, green).await?;
+        super::direction::preflight::check(config, blue, green).await?;
     }
 
     // Every privilege both roles need, before anything is created.
