@@ -250,12 +250,17 @@ async fn take_group(
             .as_ref()
             .is_some_and(|tx| tx.changes.in_memory().is_none() || tx.commit_lsn < fenced_until)
     };
-    let mut queue = jobs.lock().await;
     // A carried job goes alone: the jobs after it in the queue may be taken by another applier
-    // already, so a group started from it would not be contiguous.
-    let (first, from_carried) = match carried.take() {
-        Some(job) => (job, true),
-        None => (queue.recv().await?, false),
+    // already, so a group started from it would not be contiguous. It is taken without the
+    // queue's lock: another applier may hold that lock while it waits for the next job, which
+    // would hold this one (the last one in, until the source writes again).
+    let (first, from_carried, queue) = match carried.take() {
+        Some(job) => (job, true, None),
+        None => {
+            let mut queue = jobs.lock().await;
+            let job = queue.recv().await?;
+            (job, false, Some(queue))
+        }
     };
     let first_alone = from_carried || alone(&first);
     let mut group = Group {
@@ -278,6 +283,9 @@ async fn take_group(
         Some(tx) => Some(tx),
         None if from_carried => return Some(group),
         None => None,
+    };
+    let Some(mut queue) = queue else {
+        return Some(group);
     };
     let mut count = changes
         .as_ref()
