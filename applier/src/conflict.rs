@@ -446,7 +446,12 @@ impl Detector {
         let uniques: Arc<Vec<Unique>> = Arc::new(
             found
                 .into_iter()
-                .filter_map(|(name, columns)| Some(Unique { name, columns: columns? }))
+                .filter_map(|(name, columns)| {
+                    Some(Unique {
+                        name,
+                        columns: columns?,
+                    })
+                })
                 .filter(|u| !u.columns.is_empty())
                 .collect(),
         );
@@ -687,10 +692,7 @@ impl Detector {
                      $2::pg_catalog.text::pg_catalog.tid",
                     target.quoted
                 );
-                let s = client
-                    .prepare(&sql)
-                    .await
-                    .map_err(|e| catalog(target, e))?;
+                let s = client.prepare(&sql).await.map_err(|e| catalog(target, e))?;
                 self.deletes.insert(target.id, s.clone());
                 s
             }

@@ -122,7 +122,12 @@ pub(crate) struct SyncArgs {
     /// blue-wins, green-wins, skip (each side keeps its row), stop (the default: stop and name
     /// the row). `schema.table=POLICY` sets one table's; repeat the option for several. Every
     /// conflict is recorded in blueshift.conflict (`blueshift conflicts`).
-    #[arg(long, value_name = "[TABLE=]POLICY", env = "BLUESHIFT_CONFLICT_POLICY", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "[TABLE=]POLICY",
+        env = "BLUESHIFT_CONFLICT_POLICY",
+        value_delimiter = ','
+    )]
     conflict_policy: Vec<String>,
     /// Two-way sync: keep the two sides' sequences apart once the reverse direction is armed —
     /// interleave (both step by twice their increment, blue and green on alternate values) or
@@ -278,9 +283,7 @@ fn conflict_policies(
     let table_name = |name: &str| -> anyhow::Result<String> {
         let name = name.trim();
         match name.split_once('.') {
-            Some((schema, table)) if !schema.is_empty() && !table.is_empty() => {
-                Ok(name.to_owned())
-            }
+            Some((schema, table)) if !schema.is_empty() && !table.is_empty() => Ok(name.to_owned()),
             None if !name.is_empty() => Ok(format!("public.{name}")),
             _ => Err(anyhow::Error::new(Refused(format!(
                 "--conflict-policy: \"{name}\" is not a table name — write schema.table=POLICY"

@@ -48,7 +48,13 @@ fn armed_then_stopped(pair: &Pair, args: &[&str]) {
 }
 
 fn args<'a>(metrics: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["--bidirectional", "--workers", "2", "--metrics-addr", metrics];
+    let mut args = vec![
+        "--bidirectional",
+        "--workers",
+        "2",
+        "--metrics-addr",
+        metrics,
+    ];
     args.extend_from_slice(extra);
     args
 }
@@ -232,10 +238,20 @@ fn last_writer_wins_converges_and_each_conflict_is_recorded_once_across_a_crash(
         .output()
         .expect("blueshift conflicts runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(text.lines().filter(|l| l.contains("public.")).count(), 13, "{text}");
     assert!(
-        text.contains("update_origin_differs") && text.contains("public.t") && text.contains("(id)=(1)"),
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("public.")).count(),
+        13,
+        "{text}"
+    );
+    assert!(
+        text.contains("update_origin_differs")
+            && text.contains("public.t")
+            && text.contains("(id)=(1)"),
         "{text}"
     );
     assert!(sync.terminate(), "clean stop:\n{}", sync.log_text());

@@ -73,7 +73,11 @@ fn strategy(name: &str, check: impl Fn(&Pair)) {
     check(&pair);
     insert_on_both(&pair, 10);
     pair.converge(&["s"], Duration::from_secs(60));
-    assert!(sync.running(), "no conflict stopped sync:\n{}", sync.log_text());
+    assert!(
+        sync.running(),
+        "no conflict stopped sync:\n{}",
+        sync.log_text()
+    );
     for c in [&pair.blue, &pair.green] {
         assert_eq!(
             c.psql("app", "SELECT count(*) || ' ' || count(DISTINCT id) FROM s")
@@ -83,7 +87,10 @@ fn strategy(name: &str, check: impl Fn(&Pair)) {
     }
     assert_eq!(
         pair.green
-            .psql("app", "SELECT count(*) FROM blueshift.sequence_strategy WHERE applied")
+            .psql(
+                "app",
+                "SELECT count(*) FROM blueshift.sequence_strategy WHERE applied"
+            )
             .unwrap(),
         "2"
     );

@@ -35,10 +35,13 @@ mod tests {
     #[test]
     fn counts_by_direction_kind_and_resolution() {
         let m = Metrics::new();
-        assert!(m.render().contains("# TYPE blueshift_conflicts_total counter"));
+        assert!(m
+            .render()
+            .contains("# TYPE blueshift_conflicts_total counter"));
         m.conflict(Kind::InsertExists, Resolution::ApplyRemote);
         m.conflict(Kind::InsertExists, Resolution::ApplyRemote);
-        m.reverse().conflict(Kind::UpdateMissing, Resolution::KeepLocal);
+        m.reverse()
+            .conflict(Kind::UpdateMissing, Resolution::KeepLocal);
         let text = m.render();
         assert!(
             text.contains("blueshift_conflicts_total{direction=\"forward\",kind=\"insert_exists\",resolution=\"apply_remote\"} 2"),

@@ -395,7 +395,9 @@ pub async fn apply(
                 ],
             )
             .await
-            .map_err(|e| SequenceError::query("green", "record in blueshift.sequence_strategy", e))?;
+            .map_err(|e| {
+                SequenceError::query("green", "record in blueshift.sequence_strategy", e)
+            })?;
         tracing::info!(sequence = %pair.blue, strategy = %recorded_strategy, "two-way sync: sequence strategy applied");
         changed.push(pair.blue);
     }

@@ -16,17 +16,12 @@ pub(crate) async fn check(
     green: &Client,
 ) -> Result<(), PreflightError> {
     commit_timestamps(blue, green).await?;
-    let pairs = two_way::pairs(
-        blue,
-        green,
-        &config.publication,
-        config.mapping.renames(),
-    )
-    .await
-    .map_err(|e| PreflightError::Failed {
-        problem: format!("could not read the published sequences: {e}"),
-        fix: "grant SELECT on them (the error names them) and start sync again".to_owned(),
-    })?;
+    let pairs = two_way::pairs(blue, green, &config.publication, config.mapping.renames())
+        .await
+        .map_err(|e| PreflightError::Failed {
+            problem: format!("could not read the published sequences: {e}"),
+            fix: "grant SELECT on them (the error names them) and start sync again".to_owned(),
+        })?;
     let overlapping: Vec<String> = pairs
         .iter()
         .filter(|p| two_way::overlaps(&p.blue_params, &p.green_params))
