@@ -321,8 +321,10 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        assert_eq!(types.len(), 17);
+        assert_eq!(types.len(), 18);
         assert_eq!(types["blueshift_blocked"], "gauge");
+        // Two-way conflicts: the family, empty until the first one.
+        assert_eq!(types["blueshift_conflicts_total"], "counter");
         assert_eq!(types["blueshift_apply_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_stage_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_errors_total"], "counter");
