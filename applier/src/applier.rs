@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::change::ChangeWriter;
 use crate::client::{self, SqlError};
+use crate::conflict::{Detector, Kind, Remote, Resolution};
 use crate::error::ApplyError;
 use crate::origin;
 use crate::outcome::{ApplyOutcome, RowCounts, Staged};
@@ -69,6 +70,8 @@ pub struct Applier {
     targets: TargetCache,
     statements: StatementCache,
     open: Option<Staged>,
+    /// Two-way mode: conflicts are detected (see [`conflict`](crate::conflict)).
+    conflicts: Option<Detector>,
 }
 
 impl Applier {
@@ -95,6 +98,13 @@ impl Applier {
                 name: options.origin_name.clone(),
                 source: SqlError::from(e),
             })?;
+        let conflicts = match &options.conflicts {
+            Some(conflict_options) => {
+                Detector::set_up(&client).await?;
+                Some(Detector::new(conflict_options.clone()))
+            }
+            None => None,
+        };
         info!(
             origin = %options.origin_name,
             progress = %progress,
@@ -110,6 +120,7 @@ impl Applier {
             progress,
             commit_time: PgTimestamp(0),
             open: None,
+            conflicts,
         })
     }
 
@@ -128,6 +139,20 @@ impl Applier {
     /// flushed; [`origin_progress`](Self::origin_progress) says what is durable.
     pub fn progress(&self) -> Lsn {
         self.progress
+    }
+
+    /// Whether this applier detects conflicts (two-way mode): each source transaction must then
+    /// be applied alone, so that the rows it writes carry its own commit time.
+    pub fn detects_conflicts(&self) -> bool {
+        self.conflicts.is_some()
+    }
+
+    /// The conflicts of the transactions committed since the last call, each once.
+    pub fn take_conflicts(&mut self) -> Vec<(Kind, Resolution)> {
+        self.conflicts
+            .as_mut()
+            .map(Detector::take)
+            .unwrap_or_default()
     }
 
     /// True when the connection to green is gone; the applier must then be replaced.
@@ -177,6 +202,9 @@ impl Applier {
             Ok((rows, Some(green_lsn))) => {
                 self.open = None;
                 self.progress = self.progress.max(commit_lsn);
+                if let Some(detector) = &mut self.conflicts {
+                    detector.committed();
+                }
                 Ok(self.committed(Staged { rows, ..staged }, green_lsn))
             }
             Ok((_, None)) => {
@@ -261,6 +289,15 @@ impl Applier {
         // pipeline behind the changes, or by `commit` later.
         self.commit_time = tx.commit_time;
         let tag = commit.then(|| commit_sql(commit_lsn, tx.commit_time));
+        let remote = Remote {
+            commit_lsn,
+            commit_time: tx.commit_time,
+            origin: tx.origin.as_ref().map(|o| o.name.as_str()),
+        };
+        let conflicts = self.conflicts.as_mut().map(|detector| {
+            detector.begin();
+            (detector, remote)
+        });
         let mut writer = ChangeWriter {
             client: &self.client,
             fences: &self.options.fences,
@@ -269,6 +306,7 @@ impl Applier {
             statements: &mut self.statements,
             insert_batch_rows: self.options.insert_batch_rows,
             pipeline,
+            conflicts,
         };
         writer
             .write_all(
@@ -306,6 +344,9 @@ impl Applier {
             .await
             .map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
         self.progress = self.progress.max(staged.commit_lsn);
+        if let Some(detector) = &mut self.conflicts {
+            detector.committed();
+        }
         // The last row: the first is the tag's.
         let text = messages
             .iter()
@@ -343,6 +384,9 @@ impl Applier {
     /// Rolls back the staged transaction, if any: green keeps nothing of it and the origin's
     /// progress does not move.
     pub async fn rollback(&mut self) -> Result<(), ApplyError> {
+        if let Some(detector) = &mut self.conflicts {
+            detector.begin();
+        }
         match self.open.take() {
             Some(staged) if !staged.skipped => self
                 .client
@@ -356,6 +400,9 @@ impl Applier {
     /// Forgets what green's catalog said about the tables (after DDL on green).
     pub fn forget_tables(&mut self) {
         self.targets.clear();
+        if let Some(detector) = &mut self.conflicts {
+            detector.forget_tables();
+        }
     }
 
     /// Closes the connection and waits for its task to end.

@@ -27,6 +27,7 @@ use blueshift_decoder::relation::RelationInfo;
 use tokio_postgres::{Client, Statement};
 
 use crate::client::SqlError;
+use crate::conflict::{Detector, Remote};
 use crate::diagnose;
 use crate::error::{ApplyError, ForeignKey, Operation};
 use crate::fence::{Action, Fences};
@@ -95,6 +96,8 @@ pub(crate) struct ChangeWriter<'a> {
     pub(crate) statements: &'a mut StatementCache,
     pub(crate) insert_batch_rows: usize,
     pub(crate) pipeline: Pipeline<'a>,
+    /// Two-way mode: each change is checked for conflicts first (see [`crate::conflict`]).
+    pub(crate) conflicts: Option<(&'a mut Detector, Remote<'a>)>,
 }
 
 impl ChangeWriter<'_> {
@@ -138,6 +141,16 @@ impl ChangeWriter<'_> {
         on_spill_error: impl Fn(io::Error) -> ApplyError,
     ) -> Result<(), ApplyError> {
         let mut cursor = Cursor::new(changes);
+        if self.conflicts.is_some() {
+            // One change at a time, each checked against the rows it could collide with.
+            loop {
+                match cursor.next() {
+                    Ok(Some(change)) => self.write_detected(&change).await?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(on_spill_error(e)),
+                }
+            }
+        }
         let mut batch: Vec<Cow<'_, TupleData>> = Vec::new();
         let mut batch_target: Option<Arc<TargetTable>> = None;
         loop {
@@ -185,14 +198,14 @@ impl ChangeWriter<'_> {
     }
 
     /// What the fences say about changes to `relation` in this transaction.
-    fn action(&self, relation: &RelationInfo) -> Action {
+    pub(crate) fn action(&self, relation: &RelationInfo) -> Action {
         let name = relation.name();
         self.fences
             .action(name.schema(), &name.name, self.commit_lsn)
     }
 
     /// The target table of `relation`, loaded from green's catalog on first use.
-    async fn resolve(
+    pub(crate) async fn resolve(
         &mut self,
         relation: &Arc<RelationInfo>,
     ) -> Result<Arc<TargetTable>, ApplyError> {
@@ -208,7 +221,7 @@ impl ChangeWriter<'_> {
     }
 
     /// Inserts `rows` into `target`: full statements of `max_rows`, the rest in powers of two.
-    async fn insert(
+    pub(crate) async fn insert(
         &mut self,
         target: &Arc<TargetTable>,
         rows: &[Cow<'_, TupleData>],
@@ -261,7 +274,7 @@ impl ChangeWriter<'_> {
     }
 
     /// Applies one UPDATE, DELETE or TRUNCATE (or a lone INSERT).
-    async fn write_one(&mut self, change: &Change) -> Result<(), ApplyError> {
+    pub(crate) async fn write_one(&mut self, change: &Change) -> Result<(), ApplyError> {
         match change {
             Change::Insert { relation, new } => {
                 let target = self.resolve(relation).await?;
@@ -475,7 +488,7 @@ async fn referencing_tables(
 
 /// A row must carry one value per column of its relation: checked before any
 /// [`TargetColumn::blue`](crate::target::TargetColumn::blue) index reads it.
-fn check_width(target: &TargetTable, row: &TupleData) -> Result<(), ApplyError> {
+pub(crate) fn check_width(target: &TargetTable, row: &TupleData) -> Result<(), ApplyError> {
     if row.columns.len() == target.blue_width {
         Ok(())
     } else {
@@ -502,7 +515,7 @@ fn present(target: &TargetTable, row: &TupleData) -> Box<[usize]> {
 /// How to find the row of an UPDATE or DELETE, and the row image holding the values to find it
 /// by: the old tuple when sent (whole under REPLICA IDENTITY FULL, else the key), else the new
 /// row's key columns.
-fn locate<'t>(
+pub(crate) fn locate<'t>(
     target: &TargetTable,
     relation: &RelationInfo,
     operation: Operation,

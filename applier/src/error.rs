@@ -461,6 +461,17 @@ pub enum ApplyError {
         source: io::Error,
     },
 
+    /// Two-way mode met a conflict its policy says to stop at.
+    #[error(
+        "conflict {} on table \"{}\", row {} ({} direction): the conflict policy is \"stop\" — \
+         decide which side wins and start sync again with --conflict-policy \
+         last-writer-wins|blue-wins|green-wins|skip (or a policy for this table under \
+         [reverse.conflict_policy_tables] in the settings file); `blueshift conflicts` lists \
+         the conflicts resolved so far",
+        .0.kind, .0.table, .0.key, .0.direction
+    )]
+    Conflict(Box<crate::conflict::Stopped>),
+
     /// `begin_and_apply` was called while a transaction is still open, or `commit` while none
     /// is: the caller broke the applier's protocol.
     #[error("applier misuse: {0} — this is a bug in the caller")]
@@ -492,6 +503,7 @@ impl ApplyError {
             | ApplyError::RowNotFound { .. }
             | ApplyError::CannotReconcile { .. }
             | ApplyError::Spill { .. }
+            | ApplyError::Conflict(_)
             | ApplyError::Misuse(_) => ErrorClass::Definite,
         }
     }

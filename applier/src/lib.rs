@@ -15,6 +15,7 @@
 pub mod applier;
 mod change;
 pub mod client;
+pub mod conflict;
 mod diagnose;
 pub mod error;
 pub mod failpoint;

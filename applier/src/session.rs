@@ -67,6 +67,9 @@ pub struct ApplierOptions {
     pub mapping: Arc<Mapping>,
     /// What a backfill already copied, per table: skipped or applied idempotently.
     pub fences: Arc<crate::fence::Fences>,
+    /// Two-way mode: detect, resolve and record conflicts (see [`crate::conflict`]); `None`
+    /// (one-way sync) checks nothing.
+    pub conflicts: Option<crate::conflict::ConflictOptions>,
 }
 
 impl ApplierOptions {
@@ -81,6 +84,7 @@ impl ApplierOptions {
             pipeline_depth: 64,
             mapping: Arc::default(),
             fences: Arc::default(),
+            conflicts: None,
         }
     }
 }

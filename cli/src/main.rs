@@ -18,6 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cleanup;
+mod conflicts;
 mod cutover;
 mod demo;
 mod docs;
@@ -90,6 +91,7 @@ enum Command {
     Plan(plan::PlanArgs),
     Status(status::StatusArgs),
     Cleanup(cleanup::CleanupArgs),
+    Conflicts(conflicts::ConflictsArgs),
     Verify(Box<verify::VerifyArgs>),
     Cutover(cutover::CutoverArgs),
     Rollback(rollback::RollbackArgs),
@@ -186,6 +188,7 @@ async fn run(command: Command, signals: Signals) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
+        Command::Conflicts(args) => conflicts::run(args).await,
         Command::Verify(args) => verify::run(*args).await,
         Command::Cutover(args) => cutover::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,

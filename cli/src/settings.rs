@@ -99,6 +99,13 @@ pub(crate) struct FileSettings {
 pub(crate) struct FileReverse {
     /// Run the reverse direction (default when the table is present: true).
     pub(crate) enabled: Option<bool>,
+    /// The conflict policy of every table not named below (as `--conflict-policy POLICY`).
+    pub(crate) conflict_policy: Option<String>,
+    /// `[reverse.conflict_policy_tables]`: `"schema.table" = "POLICY"`.
+    #[serde(default)]
+    pub(crate) conflict_policy_tables: std::collections::BTreeMap<String, String>,
+    /// As `--sequence-strategy`: `offset` or `interleave`.
+    pub(crate) sequence_strategy: Option<String>,
 }
 
 impl FileSettings {

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use blueshift_engine::backfill::{BackfillMode, BackfillOptions, Progress};
 use blueshift_engine::metrics::{Metrics, MetricsServer};
 use blueshift_engine::sync::{self, SyncConfig};
+use blueshift_engine::sync::{Policies, Policy};
 
 use crate::exit::Refused;
 use crate::rename::{self, RenameArgs};
@@ -116,6 +117,25 @@ pub(crate) struct SyncArgs {
     /// carried to blue.
     #[arg(long, env = "BLUESHIFT_BIDIRECTIONAL", value_parser = settings::boolish())]
     bidirectional: bool,
+    /// Two-way sync: what to do when a change meets a conflicting row on the other side —
+    /// last-writer-wins (later commit timestamp; a tie goes to blue; a delete beats an update),
+    /// blue-wins, green-wins, skip (each side keeps its row), stop (the default: stop and name
+    /// the row). `schema.table=POLICY` sets one table's; repeat the option for several. Every
+    /// conflict is recorded in blueshift.conflict (`blueshift conflicts`).
+    #[arg(
+        long,
+        value_name = "[TABLE=]POLICY",
+        env = "BLUESHIFT_CONFLICT_POLICY",
+        value_delimiter = ','
+    )]
+    conflict_policy: Vec<String>,
+    /// Two-way sync: keep the two sides' sequences apart once the reverse direction is armed —
+    /// interleave (both step by twice their increment, blue and green on alternate values) or
+    /// offset (green continues half-way to the type's maximum, blue is bounded below it).
+    /// Applied only when given; `blueshift finalize` puts the increments and bounds back.
+    /// Without it, sync names the overlapping sequences and leaves them alone.
+    #[arg(long, value_name = "STRATEGY", env = "BLUESHIFT_SEQUENCE_STRATEGY", value_parser = ["offset", "interleave"])]
+    sequence_strategy: Option<String>,
     #[command(flatten)]
     copy: CopyArgs,
 }
@@ -233,7 +253,66 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
             .reverse
             .as_ref()
             .is_some_and(|r| r.enabled.unwrap_or(true));
+    if let Some(text) = args.sequence_strategy.or_else(|| {
+        file.reverse
+            .as_ref()
+            .and_then(|r| r.sequence_strategy.clone())
+    }) {
+        stream.conflicts.sequence_strategy = Some(text.parse().map_err(|e: String| {
+            anyhow::Error::new(Refused(format!("[reverse] sequence_strategy: {e}")))
+        })?);
+    }
+    stream.conflicts.policies = Arc::new(conflict_policies(
+        &args.conflict_policy,
+        file.reverse.as_ref(),
+    )?);
     run_config(config, serve, signals, "blueshift sync stopped").await
+}
+
+/// The conflict policies: `--conflict-policy` (`POLICY` or `schema.table=POLICY`, the command
+/// line winning) over `[reverse]`'s `conflict_policy` and `conflict_policy_tables`.
+fn conflict_policies(
+    args: &[String],
+    file: Option<&settings::FileReverse>,
+) -> anyhow::Result<Policies> {
+    let parse = |what: &str, text: &str| -> anyhow::Result<Policy> {
+        text.trim()
+            .parse::<Policy>()
+            .map_err(|e| anyhow::Error::new(Refused(format!("{what}: {e}"))))
+    };
+    let table_name = |name: &str| -> anyhow::Result<String> {
+        let name = name.trim();
+        match name.split_once('.') {
+            Some((schema, table)) if !schema.is_empty() && !table.is_empty() => Ok(name.to_owned()),
+            None if !name.is_empty() => Ok(format!("public.{name}")),
+            _ => Err(anyhow::Error::new(Refused(format!(
+                "--conflict-policy: \"{name}\" is not a table name — write schema.table=POLICY"
+            )))),
+        }
+    };
+    let mut policies = Policies::default();
+    if let Some(file) = file {
+        if let Some(text) = &file.conflict_policy {
+            policies.default = parse("[reverse] conflict_policy", text)?;
+        }
+        for (table, text) in &file.conflict_policy_tables {
+            policies.tables.insert(
+                table_name(table)?,
+                parse("[reverse.conflict_policy_tables]", text)?,
+            );
+        }
+    }
+    for arg in args {
+        match arg.split_once('=') {
+            Some((table, text)) => {
+                policies
+                    .tables
+                    .insert(table_name(table)?, parse("--conflict-policy", text)?);
+            }
+            None => policies.default = parse("--conflict-policy", arg)?,
+        }
+    }
+    Ok(policies)
 }
 
 /// `blueshift backfill`: the copy only.
@@ -366,6 +445,7 @@ fn settings(
                 .map_err(|e| anyhow::Error::new(Refused(format!("{e:#}"))))?,
         ),
         bidirectional: false,
+        conflicts: Default::default(),
     };
     let ready_max_lag = common.ready_max_lag.or(file.ready_max_lag).unwrap_or(60.0);
     if !(ready_max_lag.is_finite() && ready_max_lag >= 0.0) {

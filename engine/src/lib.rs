@@ -5,6 +5,7 @@
 pub mod assembler;
 pub mod backfill;
 pub mod cleanup;
+pub mod conflicts;
 pub mod control;
 pub mod cutover;
 pub mod metrics;

@@ -29,6 +29,7 @@
 //! | `blueshift_backfill_chunks_total` | counter | |
 //! | `blueshift_blocked` | gauge | 1 while sync waits for green to be fixed (a change green cannot take as it is), else 0 |
 //! | `blueshift_source_lsn` | gauge | blue's current WAL position (bytes), read with the lag |
+//! | `blueshift_conflicts_total` | counter | `direction`, `kind`, `resolution`: two-way conflicts (see `blueshift_applier::conflict`) |
 //!
 //! Verify's series (`blueshift_verify_*`, `blueshift_verified_lsn`) and which process exports
 //! which are described in [`verify`]: the verify process has a registry of its own
@@ -39,6 +40,7 @@
 //! [`BUCKETS`]) so that a dashboard can aggregate them. [`MetricsServer`] serves the series on
 //! `GET /metrics`, with `/healthz` and `/readyz`.
 
+mod conflict;
 mod direction;
 mod histogram;
 pub(crate) mod lag;
@@ -55,6 +57,7 @@ pub use blueshift_applier::{ErrorClass, RowCounts};
 pub use histogram::{LatencySnapshot, BUCKETS};
 pub use server::{MetricsError, MetricsServer};
 
+use blueshift_applier::conflict::{Kind as ConflictKind, Resolution};
 use histogram::Latency;
 use lag::LagClock;
 use verify::{LastVerify, VerifyRegistry, VerifySnapshot};
@@ -190,6 +193,8 @@ struct Registry {
     verify: VerifyRegistry,
     /// A `blueshift verify` process: only verify's series and the build are exported.
     verify_only: bool,
+    /// Two-way conflicts by (kind, resolution).
+    conflicts: std::sync::Mutex<std::collections::BTreeMap<(ConflictKind, Resolution), u64>>,
 }
 
 impl Default for Registry {
@@ -211,6 +216,7 @@ impl Default for Registry {
             backfill_rows: AtomicU64::new(0),
             backfill_chunks: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
+            conflicts: Default::default(),
             stages: Default::default(),
             reverse: OnceLock::new(),
             source_lsn: AtomicU64::new(0),
@@ -478,6 +484,28 @@ impl Metrics {
         self.inner.backfill_chunks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A two-way conflict of `kind` resolved by `resolution` (committed, or a stop).
+    pub fn conflict(&self, kind: ConflictKind, resolution: Resolution) {
+        *self
+            .inner
+            .conflicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((kind, resolution))
+            .or_default() += 1;
+    }
+
+    /// The conflicts counted so far, by (kind, resolution).
+    pub fn conflicts(&self) -> Vec<(ConflictKind, Resolution, u64)> {
+        self.inner
+            .conflicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(&(k, r), &n)| (k, r, n))
+            .collect()
+    }
+
     /// The registry of the reverse direction (green → blue) of a two-way sync, created on first
     /// use. Its series are exported beside this one's with `direction="reverse"` (see
     /// `blueshift_direction_*`); this registry's are the forward direction's.
@@ -505,6 +533,7 @@ impl Metrics {
             direction::render(&mut text, &self.snapshot(), &reverse.snapshot());
         }
         verify::render_last(&mut text, &verify);
+        conflict::render(&mut text, self, self.reverse_if_any().as_ref());
         text
     }
 }

@@ -22,6 +22,8 @@
 //! **Exact state.** `setval(green, last_value, is_called)`: a sequence never called stays so (its
 //! next value is its start), a negative increment goes on downwards from blue's last value.
 
+pub mod two_way;
+
 use std::fmt;
 
 use tokio_postgres::GenericClient;

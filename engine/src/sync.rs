@@ -61,6 +61,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blueshift_applier::conflict::{ConflictOptions, Resolution, Side as ConflictSide};
 use blueshift_applier::{
     Applier, ApplierOptions, ApplyError, ErrorClass, Mapping, SynchronousCommit,
 };
@@ -82,6 +83,7 @@ use order::CommitOrder;
 use scheduler::Scheduler;
 use writeset::KeyCatalog;
 
+pub use blueshift_applier::conflict::{Policies, Policy};
 pub use preflight::{PreflightError, PUBLICATION_COMMENT};
 
 /// The prefix of every replication origin blueshift creates; transactions that arrive on blue
@@ -134,6 +136,32 @@ pub struct SyncConfig {
     /// (see [`direction`]). Without it, the reverse direction runs only when armed by another
     /// (`blueshift cutover`).
     pub bidirectional: bool,
+    /// Two-way mode's conflict handling (see [`blueshift_applier::conflict`]).
+    pub conflicts: ConflictSettings,
+}
+
+/// How two-way sync resolves conflicts, and since when it runs.
+#[derive(Debug, Clone, Default)]
+pub struct ConflictSettings {
+    /// The policy of each table, else the global one (`stop` unless declared).
+    pub policies: Arc<Policies>,
+    /// When two-way mode began (the reverse direction's `armed_at`), microseconds since the
+    /// Unix epoch, 0 until it is armed: set by the sidecar, read by every applier.
+    pub since: Arc<std::sync::atomic::AtomicI64>,
+    /// How to keep the two sides' sequences apart (`--sequence-strategy`), applied once the
+    /// reverse direction is armed; `None`: only named by preflight.
+    pub sequence_strategy: Option<crate::sequence::two_way::Strategy>,
+}
+
+impl ConflictSettings {
+    /// Two-way mode began at `at` (the reverse direction's `armed_at`).
+    pub(crate) fn armed(&self, at: std::time::SystemTime) {
+        let micros = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        self.since
+            .store(micros.max(1), std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Why sync stopped.
@@ -542,6 +570,7 @@ async fn run_stages(
             }
             Err(e) => {
                 metrics.error(ErrorClass::Definite);
+                count_conflict_stop(&e, &metrics);
                 return Err(e);
             }
         }
@@ -757,6 +786,9 @@ async fn attempt(
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
         options.mapping = Arc::clone(&config.mapping);
+        if config.bidirectional {
+            options.conflicts = Some(conflict_options(config, direction));
+        }
         let origin = options.origin_name.clone();
         let setup = |source| SyncError::ApplierSetup {
             origin: origin.clone(),
@@ -774,6 +806,13 @@ async fn attempt(
             what: format!("could not connect to green ({})", config.target),
             source,
         })?;
+    // Two-way conflicts compare row versions with the moment the reverse direction was armed:
+    // known before the first change is applied (the sidecar sets it too when it arms).
+    if config.bidirectional && *direction == direction::Direction::Forward {
+        if let Ok(Some(row)) = direction::read_reverse(&green, &config.slot).await {
+            config.conflicts.armed(row.armed_at);
+        }
+    }
 
     // Blue: the slot, checked against green's record of it (created when absent and nothing on
     // green depends on it), and the stream.
@@ -1016,6 +1055,48 @@ async fn attempt(
 /// The replication origin of applier `n` of `slot`: `blueshift_<slot>_<n>`.
 pub fn origin_name(slot: &str, n: usize) -> String {
     format!("{ORIGIN_PREFIX}{slot}_{n}")
+}
+
+/// The conflict handling of `direction`'s appliers in two-way mode.
+fn conflict_options(config: &SyncConfig, direction: &direction::Direction) -> ConflictOptions {
+    let (slot, target, own_origin_prefix) = match direction {
+        direction::Direction::Forward => (
+            config.slot.clone(),
+            ConflictSide::Green,
+            format!("{ORIGIN_PREFIX}{}_", config.slot),
+        ),
+        direction::Direction::Reverse { forward_slot } => (
+            forward_slot.clone(),
+            ConflictSide::Blue,
+            format!("{ORIGIN_PREFIX}{forward_slot}_r"),
+        ),
+    };
+    ConflictOptions {
+        slot,
+        direction: direction.label(),
+        target,
+        own_origin_prefix,
+        policies: Arc::clone(&config.conflicts.policies),
+        since: Arc::clone(&config.conflicts.since),
+    }
+}
+
+/// Counts a conflict that stopped sync (policy `stop`) in `metrics`.
+pub(crate) fn count_conflict_stop(e: &SyncError, metrics: &Metrics) {
+    let mut e = e;
+    loop {
+        match e {
+            SyncError::Reverse(inner) => e = inner,
+            SyncError::Apply {
+                source: ApplyError::Conflict(stopped),
+                ..
+            } => {
+                metrics.conflict(stopped.kind, Resolution::Stop);
+                return;
+            }
+            _ => return,
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

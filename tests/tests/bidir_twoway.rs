@@ -16,7 +16,7 @@ use support::Pair;
 
 #[test]
 fn writers_on_both_sides_converge_and_nothing_bounces() {
-    let pair = Pair::new("bidir-twoway");
+    let pair = Pair::two_way("bidir-twoway");
     let (mut sync, metrics) = two_way_under_load(&pair, true);
     let (forward, reverse) = counters_stop(&metrics, Duration::from_secs(3));
     assert!(forward > 0.0 && reverse > 0.0, "{forward} / {reverse}");
@@ -54,7 +54,7 @@ fn writers_on_both_sides_converge_and_nothing_bounces() {
 
 #[test]
 fn a_column_mapping_is_refused_in_two_way_mode() {
-    let pair = Pair::new("bidir-mapping");
+    let pair = Pair::two_way("bidir-mapping");
     pair.schema("CREATE TABLE t (id bigint PRIMARY KEY, v text NOT NULL, legacy text)");
     pair.blue
         .psql("app", "CREATE PUBLICATION pub FOR ALL TABLES")

@@ -338,14 +338,16 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        // 17 of sync, blue's position, and the latest verify run's 4 gauges.
-        assert_eq!(types.len(), 22);
+        // 17 of sync, blue's position, the latest verify run's 4 gauges, two-way conflicts.
+        assert_eq!(types.len(), 23);
         assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_verified_lsn"], "gauge");
         assert!(
             !types.contains_key("blueshift_verify_rows_total"),
             "the verify process's"
         );
+        // Two-way conflicts: the family, empty until the first one.
+        assert_eq!(types["blueshift_conflicts_total"], "counter");
         assert_eq!(types["blueshift_apply_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_stage_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_errors_total"], "counter");

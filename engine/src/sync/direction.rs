@@ -34,6 +34,7 @@
 //!   sidecar stops the reverse direction within a second), then drops the slot and the
 //!   publication on green and the guard record and origins on blue.
 
+pub(crate) mod preflight;
 pub(crate) mod sidecar;
 mod status;
 
@@ -157,6 +158,9 @@ pub struct Reverse {
 /// Why the reverse direction could not be armed or disarmed.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectionError {
+    /// Two-way mode's sequence strategy could not be applied or reverted.
+    #[error("the two-way sequence strategy could not be applied or reverted")]
+    Sequences(#[source] crate::sequence::SequenceError),
     /// A SQL connection failed.
     #[error("could not connect to {side}")]
     Connect {
@@ -288,6 +292,7 @@ impl DirectionError {
         match self {
             DirectionError::Connect { source, .. } => source.is_transient(),
             DirectionError::Sql { source, .. } => source.is_transient(),
+            DirectionError::Sequences(e) => e.is_transient(),
             DirectionError::Replication { source, .. } => super::replication_is_transient(source),
             DirectionError::Slot(e) => e.is_transient(),
             _ => false,
@@ -742,6 +747,8 @@ pub struct Disarmed {
     pub publication: bool,
     /// Reverse origins dropped on blue.
     pub origins: usize,
+    /// Sequences whose two-way strategy was reverted (`--sequence-strategy`).
+    pub sequences: usize,
 }
 
 /// Disarms the reverse direction of forward slot `slot` (see the module docs): the row first,
@@ -836,6 +843,10 @@ async fn disarm(
         ))?;
     }
     disarmed.origins = drop_origins(blue, slot).await?;
+    // Two-way mode's sequence strategy goes with it.
+    disarmed.sequences = crate::sequence::two_way::revert(blue, green, slot)
+        .await
+        .map_err(DirectionError::Sequences)?;
     tracing::info!(slot, ?disarmed, "the reverse direction is disarmed");
     Ok(disarmed)
 }

@@ -156,6 +156,11 @@ async fn run_checks(
         ));
     }
 
+    // Two-way mode tells conflicts apart by commit timestamps and origins.
+    if config.bidirectional {
+        super::direction::preflight::check(config, blue, green).await?;
+    }
+
     // Every privilege both roles need, before anything is created.
     crate::privileges::check_sync(config, blue, green).await?;
 

@@ -71,12 +71,18 @@ pub(crate) async fn run(
     let mut carried: Option<Job> = None;
     // Transactions a backfill's fences apply to are applied one by one: fences compare each
     // change's own commit position, which a merged group no longer has.
-    let fenced_until = applier
-        .fences()
-        .values()
-        .map(|f| f.reconcile_before.max(f.skip_before))
-        .max()
-        .unwrap_or(Lsn::INVALID);
+    // So are those of two-way mode: each row written must carry its own transaction's commit
+    // time, which conflicts compare.
+    let fenced_until = if applier.detects_conflicts() {
+        Lsn(u64::MAX)
+    } else {
+        applier
+            .fences()
+            .values()
+            .map(|f| f.reconcile_before.max(f.skip_before))
+            .max()
+            .unwrap_or(Lsn::INVALID)
+    };
     loop {
         let group = match take_group(&jobs, &mut carried, fenced_until, &hold).await {
             Some(group) => group,
@@ -200,6 +206,9 @@ pub(crate) async fn run(
         if let Some(outcome) = outcome {
             metrics.transactions_applied(transactions, &outcome.rows, started.elapsed());
         }
+        for (kind, resolution) in applier.take_conflicts() {
+            metrics.conflict(kind, resolution);
+        }
         // Green holds everything up to `last`: the lag now grows from the next one.
         metrics.lag().applied(last, commit_time);
     }
@@ -241,12 +250,17 @@ async fn take_group(
             .as_ref()
             .is_some_and(|tx| tx.changes.in_memory().is_none() || tx.commit_lsn < fenced_until)
     };
-    let mut queue = jobs.lock().await;
     // A carried job goes alone: the jobs after it in the queue may be taken by another applier
-    // already, so a group started from it would not be contiguous.
-    let (first, from_carried) = match carried.take() {
-        Some(job) => (job, true),
-        None => (queue.recv().await?, false),
+    // already, so a group started from it would not be contiguous. It is taken without the
+    // queue's lock: another applier may hold that lock while it waits for the next job, which
+    // would hold this one (the last one in, until the source writes again).
+    let (first, from_carried, queue) = match carried.take() {
+        Some(job) => (job, true, None),
+        None => {
+            let mut queue = jobs.lock().await;
+            let job = queue.recv().await?;
+            (job, false, Some(queue))
+        }
     };
     let first_alone = from_carried || alone(&first);
     let mut group = Group {
@@ -269,6 +283,9 @@ async fn take_group(
         Some(tx) => Some(tx),
         None if from_carried => return Some(group),
         None => None,
+    };
+    let Some(mut queue) = queue else {
+        return Some(group);
     };
     let mut count = changes
         .as_ref()

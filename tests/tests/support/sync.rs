@@ -30,13 +30,39 @@ impl Pair {
         green_bins: PgBinaries,
         blue_settings: &[(&str, &str)],
     ) -> Pair {
+        Pair::with_settings(name, blue_bins, green_bins, blue_settings, &[])
+    }
+
+    /// Both on the default binaries, ready for two-way sync (`track_commit_timestamp = on`).
+    pub(crate) fn two_way(name: &str) -> Pair {
+        let bins = PgBinaries::from_env().expect("PostgreSQL binaries");
+        Pair::two_way_with(name, bins.clone(), bins)
+    }
+
+    /// Blue and green on the given binaries, ready for two-way sync.
+    pub(crate) fn two_way_with(name: &str, blue_bins: PgBinaries, green_bins: PgBinaries) -> Pair {
+        let on = [("track_commit_timestamp", "on")];
+        Pair::with_settings(name, blue_bins, green_bins, &on, &on)
+    }
+
+    /// Blue and green on the given binaries, each with extra settings.
+    pub(crate) fn with_settings(
+        name: &str,
+        blue_bins: PgBinaries,
+        green_bins: PgBinaries,
+        blue_settings: &[(&str, &str)],
+        green_settings: &[(&str, &str)],
+    ) -> Pair {
         let mut opts = ClusterOptions::new(blue_bins).name(&format!("{name}-blue"));
         for (k, v) in blue_settings {
             opts = opts.setting(k, v);
         }
         let blue = Cluster::start(opts).expect("blue starts");
-        let green = Cluster::start(ClusterOptions::new(green_bins).name(&format!("{name}-green")))
-            .expect("green starts");
+        let mut opts = ClusterOptions::new(green_bins).name(&format!("{name}-green"));
+        for (k, v) in green_settings {
+            opts = opts.setting(k, v);
+        }
+        let green = Cluster::start(opts).expect("green starts");
         blue.create_database("app").expect("blue db");
         green.create_database("app").expect("green db");
         Pair {

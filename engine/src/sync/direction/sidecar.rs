@@ -111,6 +111,7 @@ async fn supervise(
     shutdown: Shutdown,
 ) -> Result<(), SyncError> {
     let mut announced = false;
+    let mut strategy_applied = false;
     // Two-way mode arms once; a row deleted later (disarmed) is not armed again.
     let mut may_arm = config.bidirectional;
     if may_arm && !config.mapping.is_empty() {
@@ -133,6 +134,15 @@ async fn supervise(
                     });
                 }
                 may_arm = false;
+                // Two-way conflicts: a local row version older than this cannot race the other
+                // side (see `blueshift_applier::conflict`).
+                config.conflicts.armed(row.armed_at);
+                if let Some(strategy) = config.conflicts.sequence_strategy {
+                    if !strategy_applied {
+                        apply_strategy(&config, strategy).await?;
+                        strategy_applied = true;
+                    }
+                }
                 run_reverse(&config, &row, &forward.reverse(), &shutdown).await?;
                 announced = false;
             }
@@ -177,6 +187,47 @@ async fn supervise(
             return Ok(());
         }
     }
+}
+
+/// Applies the sequence strategy (once: see `sequence::two_way`), green now taking writes.
+async fn apply_strategy(
+    config: &SyncConfig,
+    strategy: crate::sequence::two_way::Strategy,
+) -> Result<(), SyncError> {
+    let connect = |target: &blueshift_decoder::config::ConnectConfig, side: &str| {
+        let target = target.clone();
+        let side = side.to_owned();
+        async move {
+            client::connect(&target, "blueshift sequences")
+                .await
+                .map_err(|source| SyncError::Sql {
+                    what: format!("could not connect to {side} ({target})"),
+                    source,
+                })
+        }
+    };
+    let (blue, blue_conn) = connect(&config.source, "blue").await?;
+    let (green, green_conn) = match connect(&config.target, "green").await {
+        Ok(c) => c,
+        Err(e) => {
+            client::close(blue, blue_conn).await;
+            return Err(e);
+        }
+    };
+    let applied = crate::sequence::two_way::apply(
+        &blue,
+        &green,
+        &config.slot,
+        &config.publication,
+        config.mapping.renames(),
+        strategy,
+    )
+    .await;
+    client::close(blue, blue_conn).await;
+    client::close(green, green_conn).await;
+    let changed = applied.map_err(|e| SyncError::Direction(super::DirectionError::Sequences(e)))?;
+    tracing::info!(strategy = %strategy, sequences = changed.len(), "two-way sync: the sequences of both sides no longer overlap");
+    Ok(())
 }
 
 /// Whether the forward direction streams (connected to both sides: its backfill is done).
@@ -334,6 +385,7 @@ async fn run_reverse(
             }
             Err(e) => {
                 metrics.error(ErrorClass::Definite);
+                crate::sync::count_conflict_stop(&e, metrics);
                 break Err(e);
             }
         }
