@@ -95,6 +95,11 @@ pub(crate) struct ChangeWriter<'a> {
     pub(crate) targets: &'a mut TargetCache,
     pub(crate) statements: &'a mut StatementCache,
     pub(crate) insert_batch_rows: usize,
+    /// Whether the `COMMIT` follows these statements down the pipeline before their answers
+    /// are read: an UPDATE or DELETE that finds no row must then fail on green itself (the
+    /// checked form of [`statement`](crate::statement)). Otherwise the plain statement is sent,
+    /// and its row count read before anything commits.
+    pub(crate) commit_in_flight: bool,
     pub(crate) pipeline: Pipeline<'a>,
     /// Two-way mode: each change is checked for conflicts first (see [`crate::conflict`]).
     pub(crate) conflicts: Option<(&'a mut Detector, Remote<'a>)>,
@@ -313,7 +318,11 @@ impl ChangeWriter<'_> {
                     .map(|&c| new.columns[target.columns[c].blue].clone())
                     .collect();
                 push_locating(&mut params, &target, &locate, source);
-                let shape = Shape::Update { set, locate };
+                let shape = Shape::Update {
+                    set,
+                    locate,
+                    checked: self.commit_in_flight,
+                };
                 let statement = self.statement(&target, &shape).await?;
                 self.pipeline.send(target, shape, statement, params).await
             }
@@ -394,7 +403,7 @@ impl ChangeWriter<'_> {
         push_locating(&mut params, target, &locate, source);
         let shape = Shape::Delete {
             locate,
-            checked: must_touch,
+            checked: must_touch && self.commit_in_flight,
         };
         let statement = self.statement(target, &shape).await?;
         self.pipeline

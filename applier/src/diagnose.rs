@@ -158,7 +158,7 @@ impl Layout {
                     key: Some(target.key.iter().filter(|&&k| k < width).copied().collect()),
                 }
             }
-            Shape::Update { set, locate } => {
+            Shape::Update { set, locate, .. } => {
                 let mut columns = set.to_vec();
                 columns.extend_from_slice(locate.columns());
                 let key = match locate {
@@ -503,6 +503,7 @@ mod tests {
         let shape = Shape::Update {
             set: vec![1, 4].into(),
             locate: Locate::Key(vec![0].into()),
+            checked: true,
         };
         let params = vec![text("x"), text("99999999999"), text("5")];
         let err = server(

@@ -324,3 +324,114 @@ async fn spilled_transactions_and_binary_values() {
     );
     assert_eq!(applier.origin_progress().await.unwrap(), Lsn(0x40));
 }
+
+/// A transaction with more UPDATEs and DELETEs than one round trip takes (a catch-up group)
+/// sends them plain and reads their row counts before its COMMIT: a row green lacks still fails
+/// the whole transaction, wherever it is in it, and nothing of it lands.
+#[tokio::test]
+async fn large_transactions_check_every_row_before_their_commit() {
+    use support::{delete, key};
+    let (green, config) = green(
+        "applier-twotrip",
+        "twotrip",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g;",
+    );
+    let t = relation(
+        16910,
+        "public",
+        "t",
+        ReplicaIdentity::Default,
+        &[("id", true), ("v", false)],
+    );
+    let mut applier = applier(&config, "blueshift_twotrip_0").await;
+    let updates = |ids: std::ops::RangeInclusive<u32>| -> Vec<Change> {
+        ids.map(|id| {
+            let id = id.to_string();
+            update(&t, None, &[Some(id.as_str()), Some("new")])
+        })
+        .collect()
+    };
+    let before = green
+        .psql(
+            "twotrip",
+            "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM t",
+        )
+        .unwrap();
+    let failing: Vec<Vec<Change>> = vec![
+        // The missing row last, first, and a DELETE of one.
+        {
+            let mut c = updates(1..=8);
+            c.extend(updates(99..=99));
+            c
+        },
+        {
+            let mut c = updates(99..=99);
+            c.extend(updates(1..=8));
+            c
+        },
+        {
+            let mut c = updates(1..=8);
+            c.push(delete(&t, key(&[Some("98"), None])));
+            c.extend(updates(9..=10));
+            c
+        },
+    ];
+    for (n, changes) in failing.into_iter().enumerate() {
+        let err = applier
+            .apply(&mut tx(0x100 + n as u64, changes))
+            .await
+            .expect_err("a row green lacks");
+        assert!(
+            matches!(err, ApplyError::RowNotFound { .. }),
+            "case {n}: {err:?}"
+        );
+        assert_eq!(err.class(), ErrorClass::Definite);
+        assert_eq!(applier.progress(), Lsn::INVALID, "case {n}");
+        assert_eq!(applier.origin_progress().await.unwrap(), Lsn::INVALID);
+        assert_eq!(
+            green
+                .psql(
+                    "twotrip",
+                    "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM t"
+                )
+                .unwrap(),
+            before,
+            "case {n}: nothing of the transaction landed"
+        );
+    }
+    // The same shapes with every row there: committed, counted, recorded.
+    let mut changes = updates(1..=12);
+    changes.push(delete(&t, key(&[Some("20"), None])));
+    changes.push(insert(&t, &[Some("21"), Some("added")]));
+    let outcome = applier
+        .apply(&mut tx(0x200, changes))
+        .await
+        .expect("applied");
+    assert_eq!(
+        (
+            outcome.rows.updated,
+            outcome.rows.deleted,
+            outcome.rows.inserted
+        ),
+        (12, 1, 1)
+    );
+    assert!(outcome.green_lsn.is_some());
+    assert_eq!(applier.origin_progress().await.unwrap(), Lsn(0x200));
+    assert_eq!(
+        green
+            .psql(
+                "twotrip",
+                "SELECT count(*) FILTER (WHERE v = 'new') || '/' || count(*) FROM t"
+            )
+            .unwrap(),
+        "12/20"
+    );
+    // Re-delivered: skipped, nothing twice.
+    let again = applier
+        .apply(&mut tx(0x200, updates(1..=6)))
+        .await
+        .expect("skipped");
+    assert!(again.skipped);
+    applier.close().await;
+}
