@@ -1,8 +1,10 @@
 //! `blueshift demo`: two throwaway clusters, blue and green, a live write workload on blue,
 //! `blueshift sync` keeping green caught up (live lag and throughput), proof that green equals
-//! blue row for row; then, with a real PgBouncer in front of blue and an application writing
-//! through it, `cutover` (the write pause and the failed transactions printed), `rollback` and
-//! a second `cutover`, and the proof again. The README's first command.
+//! blue row for row and `verify`'s summary (the run it records on green is what the cutover's
+//! gate reads); then, with a real PgBouncer in front of blue and an application writing through
+//! it, `cutover` behind that gate (the write pause and the failed transactions printed),
+//! `rollback` and a second `cutover`, the proof again, and `finalize`. The README's first
+//! command.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -200,7 +202,19 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for line in proof {
         say(&line);
     }
-    if let Err(e) = cutover_act(&blue, &green, &sync_task).await {
+    // `blueshift verify` while the sidecar streams (idle now: under a steady stream of commits
+    // verify cannot yet agree on a point with the sidecar, which is being fixed), before the
+    // application starts; the cutover's gate reads the run it records.
+    let verified = verify_act(
+        &ConnectConfig::from_conninfo_with_env(&blue.uri("demo"), |_| None)?,
+        &ConnectConfig::from_conninfo_with_env(&green.uri("demo"), |_| None)?,
+    )
+    .await;
+    let act = match verified {
+        Ok(()) => cutover_act(&blue, &green, &sync_task).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = act {
         let _ = stop_tx.send(());
         let _ = sync_task.await;
         return Err(e);
@@ -370,8 +384,9 @@ async fn cutover_act(
         },
         max_lag: Duration::from_secs(5),
         max_verify_age: Duration::from_secs(3600),
-        // `blueshift verify` is being built (issue 11); green was just proved equal above.
-        skip_verify: true,
+        // The real gate: the verify run recorded on green before this act must be clean and
+        // recent (it covers the second cutover too).
+        skip_verify: false,
         max_pause: Duration::from_secs(5),
         watch: Duration::from_secs(2),
         max_error_rate: 0.01,
@@ -435,5 +450,37 @@ async fn cutover_act(
     anyhow::ensure!(failed == 0, "{failed} application transactions failed");
     let fin = cutover::finalize(&options).await.context("finalize")?;
     say(&format!("{}", fin).trim_end().replace('\n', "; "));
+    Ok(())
+}
+
+/// `blueshift verify` between the demo's clusters while the sidecar streams: one consistent
+/// point, checksums per chunk, its summary printed; an error unless green equals blue (the
+/// cutover's gate then reads the run recorded on green).
+async fn verify_act(source: &ConnectConfig, target: &ConnectConfig) -> anyhow::Result<()> {
+    use blueshift_engine::verify::{self, Depth, VerifyConfig};
+    say("blueshift verify: blue at one consistent point against green, agreed with the running sidecar; row counts and checksums per chunk, 100 random rows per table column by column");
+    let report = verify::run(&VerifyConfig {
+        source: source.clone(),
+        target: target.clone(),
+        publication: "demo_pub".into(),
+        slot: "blueshift_demo".into(),
+        tables: Vec::new(),
+        depth: Depth::Checksum,
+        chunk_rows: 50_000,
+        workers: 2,
+        sample: 100,
+        resume: false,
+        mapping: Arc::default(),
+    })
+    .await
+    .context("blueshift verify")?;
+    for line in report.to_text().lines() {
+        say(&format!("  {line}"));
+    }
+    anyhow::ensure!(
+        report.equal(),
+        "blueshift verify found {} difference(s) between blue and green",
+        report.total_differences
+    );
     Ok(())
 }
