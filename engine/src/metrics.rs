@@ -28,12 +28,15 @@
 //! | `blueshift_backfill_rows_total` | counter | |
 //! | `blueshift_backfill_chunks_total` | counter | |
 //! | `blueshift_blocked` | gauge | 1 while sync waits for green to be fixed (a change green cannot take as it is), else 0 |
+//! | `blueshift_cutover_state` | gauge | `state`: 1 for the cutover's current state on green ([`cutover`](self::cutover)) |
+//! | `blueshift_cutover_pause_seconds` | gauge | the last cutover's or rollback's write pause |
 //!
 //! The row counts and the error classes are the applier's own ([`RowCounts`], [`ErrorClass`]:
 //! one classification for the whole engine). Latencies are Prometheus histograms (buckets in
 //! [`BUCKETS`]) so that a dashboard can aggregate them. [`MetricsServer`] serves the series on
 //! `GET /metrics`, with `/healthz` and `/readyz`.
 
+mod cutover;
 mod direction;
 mod histogram;
 pub(crate) mod lag;
@@ -46,6 +49,7 @@ use std::time::{Duration, SystemTime};
 
 pub use blueshift_applier::{ErrorClass, RowCounts};
 
+pub use cutover::CutoverSnapshot;
 pub use histogram::{LatencySnapshot, BUCKETS};
 pub use server::{MetricsError, MetricsServer};
 
@@ -177,6 +181,8 @@ struct Registry {
     stages: [Latency; 7],
     /// The reverse direction's registry (green → blue), once it was asked for.
     reverse: OnceLock<Metrics>,
+    /// The cutover's state and last pause, as the sidecar read them on green.
+    cutover: cutover::CutoverGauges,
 }
 
 impl Default for Registry {
@@ -200,6 +206,7 @@ impl Default for Registry {
             blocked: AtomicU64::new(0),
             stages: Default::default(),
             reverse: OnceLock::new(),
+            cutover: cutover::CutoverGauges::default(),
         }
     }
 }
@@ -432,10 +439,23 @@ impl Metrics {
         self.inner.reverse.get().cloned()
     }
 
+    /// `blueshift_cutover_state{state}` and `blueshift_cutover_pause_seconds`: the cutover's
+    /// row on green (the sidecar reads it once a second); `pause_seconds` is the last write
+    /// pause recorded (`None` keeps the previous one).
+    pub fn set_cutover(&self, state: crate::cutover::State, pause_seconds: Option<f64>) {
+        self.inner.cutover.set(state, pause_seconds);
+    }
+
+    /// What the cutover gauges hold.
+    pub fn cutover(&self) -> CutoverSnapshot {
+        self.inner.cutover.snapshot()
+    }
+
     /// Every series in the Prometheus text exposition format (version 0.0.4), with `# HELP`
     /// and `# TYPE` lines.
     pub fn render(&self) -> String {
         let mut text = render::render(&self.snapshot());
+        cutover::render(&mut text, &self.cutover());
         if let Some(reverse) = self.reverse_if_any() {
             direction::render(&mut text, &self.snapshot(), &reverse.snapshot());
         }

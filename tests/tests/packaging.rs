@@ -118,6 +118,8 @@ fn the_dashboard_parses_and_names_only_exported_metrics() {
         "blueshift_backfill_rows_total",
         "blueshift_connected",
         "blueshift_up",
+        "blueshift_cutover_state",
+        "blueshift_cutover_pause_seconds",
     ] {
         assert!(used.contains(needed), "no panel shows {needed}");
     }
@@ -163,6 +165,7 @@ fn the_alert_rules_pass_promtool_and_name_only_exported_metrics() {
         "BlueshiftLagHigh",
         "BlueshiftRetainedWalHigh",
         "BlueshiftNotStreaming",
+        "BlueshiftCutoverStuck",
     ] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
     }
