@@ -49,7 +49,7 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
         .collect();
     assert_eq!(
         names,
-        ["catchup", "live", "backfill", "decode", "bigtxn", "verify"]
+        ["catchup", "live", "backfill", "decode", "bigtxn", "verify", "cutover"]
     );
 
     let mut errors = Vec::new();
