@@ -1,6 +1,7 @@
 //! `blueshift cutover` through a real PgBouncer while pgbench writes through it at a fixed
 //! rate, behind the real verify gate (real `blueshift verify` runs: none, one that found a
-//! difference and a stale one refused, a clean recent one passes): no failed transaction, every committed row on green exactly once (and back on blue
+//! difference, one of a single table and a stale one refused, a clean recent one passes): no
+//! failed transaction, every committed row on green exactly once (and back on blue
 //! through the way back the cutover arms), the write pause measured from pgbench's
 //! per-transaction log; the sequences (bigserial, identity, a
 //! descending one, one cached by several sessions) carry on without a duplicate key; and a
@@ -17,8 +18,9 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     let stage = Stage::new("cutover-pgbench").with_verify_gate();
 
     // The verify gate, through real `blueshift verify` runs while the sidecar streams: no run
-    // yet, a run that found a difference, a clean run grown older than --max-verify-age — each
-    // refused, nothing changed; then a clean recent run lets the cutover through.
+    // yet, a run that found a difference, a clean run of one table only, a clean run grown
+    // older than --max-verify-age — each refused, nothing changed; then a clean recent run of
+    // the whole publication lets the cutover through.
     //
     // The verify runs come before pgbench's load: under a steady stream of commits verify
     // cannot agree on a point with the sidecar yet ("no consistent point after 10 attempts
@@ -34,7 +36,7 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
     assert!(
         String::from_utf8_lossy(&refused.stderr)
-            .contains("no verify has run: run `blueshift verify` or pass --skip-verify"),
+            .contains("no verify of slot \"bs\" and publication \"pub\" has run: run `blueshift verify` or pass --skip-verify"),
         "{}",
         text(&refused)
     );
@@ -57,7 +59,7 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     let refused = stage.cutover(&["--dry-run"], &[]);
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("the last verify found 1 differences"),
+        String::from_utf8_lossy(&refused.stderr).contains("(run 1) found 1 differences"),
         "{}",
         text(&refused)
     );
@@ -66,6 +68,23 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
         .green
         .psql("app", "DELETE FROM orders WHERE id = -7")
         .unwrap();
+    // A clean run of one table says nothing about the four others.
+    let verified = stage.verify(&["--tables", "orders"]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    let refused = stage.cutover(&["--dry-run"], &[]);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        stderr.contains("the last verify (run 2) did not compare 4 published table(s)"),
+        "{}",
+        text(&refused)
+    );
+    for table in ["events", "downs", "cached", "counters"] {
+        assert!(
+            stderr.contains(&format!("\"public\".\"{table}\"")),
+            "{stderr}"
+        );
+    }
     let verified = stage.verify(&[]);
     assert!(verified.status.success(), "{}", text(&verified));
     eprintln!(

@@ -1,61 +1,128 @@
-//! The verify gate: the cutover starts only after a clean, recent `blueshift verify`.
+//! The verify gate: the cutover starts only after a clean, recent `blueshift verify` of this
+//! pair and of everything it publishes.
 //!
-//! `verify` records each run on green in `blueshift.verify_run`, read through
-//! [`crate::verify::last_run`] (`outcome` in `running | equal | different | failed`).
-//! The latest run must be `equal` and have finished within `--max-verify-age`; `--skip-verify`
-//! passes the gate with a loud warning.
+//! `verify` records each run on green in `blueshift.verify_run` (`outcome` in
+//! `running | equal | different | failed`, with the slot and publication it compared) and each
+//! chunk it planned in `blueshift.verify_chunk` (every compared table has at least one, an empty
+//! or keyless one included). The gate reads the latest run of the cutover's slot and
+//! publication (another pair's runs on the same green say nothing about this one) and passes
+//! only when:
+//!
+//! - it is `equal` and finished within `--max-verify-age`;
+//! - it compared every table the publication publishes on blue now (read the way verify reads
+//!   it, `schema::catalog::published_tables`): a `--tables` subset, or a table added to the
+//!   publication since, proves nothing about the tables it left out.
+//!
+//! `--skip-verify` passes the gate with a loud warning.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
 
 use tokio_postgres::Client;
 
 use super::error::CutoverError;
 
+/// What the gate is given.
+pub(crate) struct Gate<'a> {
+    pub(crate) slot: &'a str,
+    pub(crate) publication: &'a str,
+    pub(crate) max_age: Duration,
+    pub(crate) skip: bool,
+}
+
 /// The gate's verdict: `Ok(None)` passed, `Ok(Some(problem))` refused.
 pub(crate) async fn check(
+    gate: &Gate<'_>,
+    blue: &Client,
     green: &Client,
-    max_age: Duration,
-    skip: bool,
 ) -> Result<Option<String>, CutoverError> {
-    if skip {
+    if gate.skip {
         tracing::warn!(
             "--skip-verify: the cutover does not check that green equals blue — a difference \
              green holds now is what clients will read after the switch"
         );
         return Ok(None);
     }
-    let last = crate::verify::last_run(green)
-        .await
-        .map_err(CutoverError::query("green", "read blueshift.verify_run"))?;
-    let Some(last) = last else {
-        return Ok(Some(
-            "no verify has run: run `blueshift verify` or pass --skip-verify".to_owned(),
-        ));
+    let (slot, publication) = (gate.slot, gate.publication);
+    let never = || {
+        format!(
+            "no verify of slot {slot:?} and publication {publication:?} has run: run \
+             `blueshift verify` or pass --skip-verify"
+        )
     };
-    // Green's clock, as verify recorded the run with it.
-    let now: std::time::SystemTime = green
-        .query_one("SELECT pg_catalog.now()", &[])
+    let exists = crate::client::relation_exists(green, "blueshift.verify_run")
         .await
-        .map_err(CutoverError::query("green", "read green's clock"))?
-        .get(0);
-    let outcome = last.outcome;
-    let differences = last.differences;
-    let age = last
-        .finished_at
-        .map(|at| now.duration_since(at).unwrap_or_default().as_secs_f64());
-    Ok(match (outcome.as_str(), age) {
-        ("equal", Some(age)) if age <= max_age.as_secs_f64() => None,
+        .map_err(CutoverError::query(
+            "green",
+            "look for blueshift.verify_run",
+        ))?;
+    if !exists {
+        return Ok(Some(never()));
+    }
+    // Green's clock, as verify recorded the run with it.
+    let Some(last) = green
+        .query_opt(
+            "SELECT id, outcome, differences, finished_at, pg_catalog.now() \
+               FROM blueshift.verify_run WHERE slot = $1 AND publication = $2 \
+              ORDER BY id DESC LIMIT 1",
+            &[&slot, &publication],
+        )
+        .await
+        .map_err(CutoverError::query("green", "read blueshift.verify_run"))?
+    else {
+        return Ok(Some(never()));
+    };
+    let id: i64 = last.get(0);
+    let outcome: String = last.get(1);
+    let differences: Option<i64> = last.get(2);
+    let finished_at: Option<SystemTime> = last.get(3);
+    let now: SystemTime = last.get(4);
+    let age = finished_at.map(|at| now.duration_since(at).unwrap_or_default().as_secs_f64());
+    let verdict = match (outcome.as_str(), age) {
+        ("equal", Some(age)) if age <= gate.max_age.as_secs_f64() => None,
         ("equal", Some(age)) => Some(format!(
-            "the last verify is {age:.0} s old, older than --max-verify-age {} s: run `blueshift verify` again",
-            max_age.as_secs()
+            "the last verify (run {id}) is {age:.0} s old, older than --max-verify-age {} s: run `blueshift verify` again",
+            gate.max_age.as_secs()
         )),
         ("different", _) => Some(format!(
-            "the last verify found {} differences: fix green, run `blueshift verify` again",
+            "the last verify (run {id}) found {} differences: fix green, run `blueshift verify` again",
             differences.unwrap_or_default()
         )),
-        ("running", _) => Some("a verify is still running: wait for it to finish".to_owned()),
-        (other, _) => Some(format!(
-            "the last verify ended {other:?}: run `blueshift verify` again"
+        ("running", _) => Some(format!(
+            "a verify (run {id}) is still running, or was killed: wait for it, or run `blueshift verify --resume`"
         )),
-    })
+        (other, _) => Some(format!(
+            "the last verify (run {id}) ended {other:?}: run `blueshift verify` again"
+        )),
+    };
+    if verdict.is_some() {
+        return Ok(verdict);
+    }
+    // Every published table was compared.
+    let published = crate::schema::catalog::published_tables(blue, Some(publication)).await?;
+    let compared: BTreeSet<(String, String)> = green
+        .query(
+            "SELECT DISTINCT table_schema, table_name FROM blueshift.verify_chunk WHERE run_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(CutoverError::query("green", "read blueshift.verify_chunk"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let left_out: Vec<String> = published
+        .iter()
+        .filter(|p| !compared.contains(&(p.name.schema.clone(), p.name.name.clone())))
+        .map(|p| p.name.to_string())
+        .collect();
+    if left_out.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "the last verify (run {id}) did not compare {} published table(s): {} — a --tables \
+         subset, or added to publication {publication:?} since: run `blueshift verify` over the \
+         whole publication",
+        left_out.len(),
+        left_out.join(", ")
+    )))
 }

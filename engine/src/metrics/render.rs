@@ -321,8 +321,12 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        assert_eq!(types.len(), 17);
+        assert_eq!(types.len(), 19);
         assert_eq!(types["blueshift_blocked"], "gauge");
+        // The cutover's state is unknown until the sidecar read green: every state at 0.
+        assert_eq!(types["blueshift_cutover_state"], "gauge");
+        assert_eq!(types["blueshift_cutover_pause_seconds"], "gauge");
+        assert!(samples.contains_key("blueshift_cutover_state{state=\"cut-over\"}"));
         assert_eq!(types["blueshift_apply_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_stage_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_errors_total"], "counter");
