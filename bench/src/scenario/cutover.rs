@@ -631,3 +631,50 @@ fn read_log(prefix: &Path) -> anyhow::Result<LoadResult> {
         gap_ms: gap_us as f64 / 1000.0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_gives_the_pause_the_delay_and_the_failures() {
+        let dir = tempfile_dir();
+        let prefix = dir.join("tx");
+        // client tx latency_us script epoch_s epoch_us schedule_lag_us
+        std::fs::write(
+            dir.join("tx.100"),
+            "0 0 1000 0 1700000000 100000 50\n\
+             0 1 2000 0 1700000000 300000 10\n\
+             0 2 failed 0 1700000001 0 0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tx.100.1"),
+            "1 0 500000 0 1700000000 900000 400000\n\
+             1 1 skipped 0 1700000001 0 0\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("other.log"), "0 0 99999999 0 1 1 1\n").unwrap();
+        let r = read_log(&prefix).unwrap();
+        assert_eq!(r.committed, 3);
+        assert_eq!(r.failed, 1);
+        assert!((r.max_ms - 500.0).abs() < 1e-9, "{r:?}");
+        // 500 ms of latency after 400 ms behind schedule.
+        assert!((r.max_delay_ms - 900.0).abs() < 1e-9, "{r:?}");
+        // Ends at .1, .3 and .9 s: the longest time without a commit is 600 ms.
+        assert!((r.gap_ms - 600.0).abs() < 1e-9, "{r:?}");
+        assert!((r.p99_ms - 500.0).abs() < 1e-9, "{r:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "blueshift-bench-cutover-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
