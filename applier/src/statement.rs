@@ -153,7 +153,7 @@ fn unchecked_sql(table: &TargetTable, shape: &Shape) -> String {
             sql
         }
         Shape::Update { set, locate } => {
-            let mut sql = format!("UPDATE {} SET ", table.quoted);
+            let mut sql = format!("UPDATE {} SET ", only(table));
             if set.is_empty() {
                 // Nothing changed but unchanged TOAST: still find (and lock) the row.
                 if let Some(first) = table.columns.first() {
@@ -170,10 +170,21 @@ fn unchecked_sql(table: &TargetTable, shape: &Shape) -> String {
             sql
         }
         Shape::Delete { locate, .. } => {
-            let mut sql = format!("DELETE FROM {}", table.quoted);
+            let mut sql = format!("DELETE FROM {}", only(table));
             push_locate(&mut sql, table, locate, 1);
             sql
         }
+    }
+}
+
+/// The table an UPDATE or DELETE touches: `ONLY` the table, so that a row of an inheritance
+/// child with the same key is never touched (blue sends the child's changes as the child's),
+/// except a partitioned table, whose rows live in its partitions.
+fn only(table: &TargetTable) -> String {
+    if table.partitioned {
+        table.quoted.clone()
+    } else {
+        format!("ONLY {}", table.quoted)
     }
 }
 
@@ -237,7 +248,7 @@ fn push_locate(sql: &mut String, table: &TargetTable, locate: &Locate, first: us
             let _ = write!(
                 sql,
                 " WHERE {row_id} OPERATOR(pg_catalog.=) (SELECT {inner_id} FROM {} WHERE ",
-                table.quoted
+                only(table)
             );
             // Every parameter is cast to green's column type, the same way wherever it is used.
             let parameter =
@@ -443,7 +454,7 @@ mod tests {
         };
         assert_eq!(
             unchecked_sql(&t, &by_key),
-            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"We\"\"ird\" = $1, \"j\" = $2 WHERE \"id\" \
+            "UPDATE ONLY \"s\".\"x; DROP TABLE y\" SET \"We\"\"ird\" = $1, \"j\" = $2 WHERE \"id\" \
              OPERATOR(pg_catalog.=) $3"
         );
         let full = Shape::Delete {
@@ -455,8 +466,8 @@ mod tests {
         };
         assert_eq!(
             sql(&t, &full),
-            "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE ctid OPERATOR(pg_catalog.=) (SELECT \
-             ctid FROM \"s\".\"x; DROP TABLE y\" WHERE ROW(\"id\", \"j\")::pg_catalog.record \
+            "DELETE FROM ONLY \"s\".\"x; DROP TABLE y\" WHERE ctid OPERATOR(pg_catalog.=) (SELECT \
+             ctid FROM ONLY \"s\".\"x; DROP TABLE y\" WHERE ROW(\"id\", \"j\")::pg_catalog.record \
              OPERATOR(pg_catalog.*=) ROW($1::integer, $2::json)::pg_catalog.record LIMIT 1)"
         );
         // Through green's index on ("We""ird", id): equality on both, then the exact image.
@@ -469,8 +480,8 @@ mod tests {
         };
         assert_eq!(
             unchecked_sql(&t, &indexed),
-            "UPDATE \"s\".\"x; DROP TABLE y\" SET \"j\" = $1 WHERE ctid OPERATOR(pg_catalog.=) \
-             (SELECT ctid FROM \"s\".\"x; DROP TABLE y\" WHERE \"We\"\"ird\" \
+            "UPDATE ONLY \"s\".\"x; DROP TABLE y\" SET \"j\" = $1 WHERE ctid OPERATOR(pg_catalog.=) \
+             (SELECT ctid FROM ONLY \"s\".\"x; DROP TABLE y\" WHERE \"We\"\"ird\" \
              OPERATOR(public.=) $3::public.citext AND \"id\" OPERATOR(pg_catalog.=) \
              $2::integer AND ROW(\"id\", \"We\"\"ird\", \"j\")::pg_catalog.record \
              OPERATOR(pg_catalog.*=) ROW($2::integer, $3::public.citext, $4::json)::pg_catalog.record \
@@ -502,21 +513,21 @@ mod tests {
         };
         assert_eq!(
             sql(&t, &delete(true)),
-            "WITH changed AS (DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE \"id\" \
+            "WITH changed AS (DELETE FROM ONLY \"s\".\"x; DROP TABLE y\" WHERE \"id\" \
              OPERATOR(pg_catalog.=) $1 RETURNING 1) SELECT (CASE WHEN pg_catalog.count(*) \
              OPERATOR(pg_catalog.=) 0::pg_catalog.int8 THEN 'blueshift: no row matched' ELSE \
              pg_catalog.count(*)::pg_catalog.text END)::pg_catalog.int8 FROM changed"
         );
         assert_eq!(
             sql(&t, &delete(false)),
-            "DELETE FROM \"s\".\"x; DROP TABLE y\" WHERE \"id\" OPERATOR(pg_catalog.=) $1"
+            "DELETE FROM ONLY \"s\".\"x; DROP TABLE y\" WHERE \"id\" OPERATOR(pg_catalog.=) $1"
         );
         let update = Shape::Update {
             set: vec![1].into(),
             locate: Locate::Key(vec![0].into()),
         };
         assert!(is_checked(&update) && is_checked(&delete(true)) && !is_checked(&delete(false)));
-        assert!(sql(&t, &update).starts_with("WITH changed AS (UPDATE "));
+        assert!(sql(&t, &update).starts_with("WITH changed AS (UPDATE ONLY "));
         assert!(!is_checked(&Shape::Insert { rows: 1 }));
     }
 

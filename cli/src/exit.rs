@@ -162,6 +162,7 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             | SyncError::Assemble { .. }
             | SyncError::SourceChanged { .. } => Settled(Class::DataStop),
             SyncError::Task(_) => Settled(Class::Internal),
+            SyncError::SpillInUse { .. } | SyncError::SpillLock { .. } => Settled(Class::Refused),
             _ => Suggested(Class::DataStop),
         };
     }

@@ -4,35 +4,50 @@
 //! either side.
 //!
 //! One request kind exists: a **hold at L**. The table `blueshift.control_hold` holds one row per
-//! request, and each side moves it forward (rows are never deleted by the protocol):
+//! request, and each side moves it forward (rows are never deleted by the protocol).
+//!
+//! L is the consistent point of a slot verify creates on blue, so it is known only once that
+//! slot exists — and a sidecar at the head of blue's stream commits past any L it learns of
+//! after the fact (under steady writes, always). So the hold is set in two steps: verify first
+//! **arms** it (a row with `lsn = 0/0`): the sidecar stops committing, which keeps green at or
+//! before every position blue reaches from then on; only then does verify create its slot and
+//! **locate** the hold at its consistent point L; the sidecar commits what ends at or before L
+//! and holds the next commit.
 //!
 //! ```text
 //!  verify                         green: blueshift.control_hold              sidecar (sync::hold)
-//!  INSERT (slot, lsn = L) ──────► requested
+//!  INSERT (slot, lsn = 0/0) ────► requested
 //!                                 requested ─────────────────────────────► polls every 100 ms
-//!                                 waiting ◄──────────────────────────────── takes it, commits what
-//!                                                                          ends ≤ L,
-//!                                                                          holds the next commit
+//!                                 armed ◄────────────────────────────────── takes it; commits
+//!  polls every 1 ms; sees armed,                                            wait from now on
+//!  creates its slot on blue (L),
+//!  UPDATE … lsn = L WHERE state = 'armed' ► located ───────────────────────► polls every 1 ms
+//!                                 waiting ◄──────────────────────────────── commits what ends
+//!                                                                          ≤ L, holds the next
 //!                                 held (held_at) ◄───────────────────────── or passed / lagging
-//!  polls every 1 ms; sees held,
-//!  opens green's snapshot,
-//!  UPDATE … WHERE state = 'held' ► released ─────────────────────────────► polls every 1 ms while
-//!                                                                          it holds; lets commits
-//!                                 pause_us ◄─────────────────────────────── go; records the pause
+//!  sees held, opens green's
+//!  snapshot,
+//!  UPDATE … WHERE state = 'held' ► released ─────────────────────────────► lets commits go;
+//!                                 pause_us ◄─────────────────────────────── records the pause
 //! ```
 //!
-//! - `passed`: green had committed a transaction ending after L before the request came (or a
-//!   group commit straddled L): verify retries at a new L.
+//! - `passed`: green had committed a transaction ending after L (a group commit formed before the
+//!   arm straddled L): verify retries.
 //! - `lagging`: the sidecar did not reach L within [`REACH_TIMEOUT`].
-//! - `expired`: verify did not release within [`HOLD_TIMEOUT`] (it died, or stalled): the sidecar
-//!   marks the row first, then lets commits go, so a snapshot verify took afterwards is refused by
-//!   verify's conditional `UPDATE … WHERE state = 'held'` (0 rows) and retried. A verify killed
-//!   while holding never stops sync for longer than that.
+//! - `expired`: verify did not locate or release within [`HOLD_TIMEOUT`] (it died, it stalled,
+//!   or creating its slot on blue waited on a long transaction): the sidecar marks the row first,
+//!   then lets commits go, so verify's conditional `UPDATE … WHERE state = 'armed'` / `'held'`
+//!   finds 0 rows and verify retries. A verify killed while holding never stops green's commits
+//!   for longer than that.
 //! - `abandoned`: verify gave up waiting.
+//!
+//! A request with a real L from the start (no arm) is still served: green holds at L if it is not
+//! past it yet.
 //!
 //! Polling rather than `LISTEN`/`NOTIFY`: the SQL client in use does not surface
 //! notifications; the sidecar's idle poll is one indexed query every 100 ms, and both sides poll
-//! fast only while a hold is being set up, so green's commits pause for a few milliseconds.
+//! fast only while a hold is being set up, so green's commits pause for a few tens of
+//! milliseconds: the arm lasts as long as blue takes to create a slot.
 
 use std::time::Duration;
 
@@ -42,7 +57,8 @@ use tokio_postgres::Client;
 /// The requests table, in green's `blueshift` schema.
 pub const HOLD_TABLE: &str = "blueshift.control_hold";
 
-/// How long the sidecar holds green's next commit at most before letting it go (`expired`).
+/// How long the sidecar holds green's commits at most — armed, or held at L — before letting
+/// them go (`expired`).
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the sidecar may take to have committed everything before L (`lagging` after).
@@ -78,6 +94,11 @@ COMMIT;";
 pub enum HoldState {
     /// Waiting for the sidecar.
     Requested,
+    /// The sidecar took an armed request (`lsn = 0/0`): green's commits wait until verify
+    /// locates the hold.
+    Armed,
+    /// Verify wrote L into an armed request.
+    Located,
     /// The sidecar took it and commits what ends at or before L.
     Waiting,
     /// Green holds exactly the transactions committed on blue before L; its next commit waits.
@@ -99,6 +120,8 @@ impl HoldState {
     pub fn as_str(self) -> &'static str {
         match self {
             HoldState::Requested => "requested",
+            HoldState::Armed => "armed",
+            HoldState::Located => "located",
             HoldState::Waiting => "waiting",
             HoldState::Held => "held",
             HoldState::Passed => "passed",
@@ -112,6 +135,8 @@ impl HoldState {
     fn parse(text: &str) -> Option<HoldState> {
         Some(match text {
             "requested" => HoldState::Requested,
+            "armed" => HoldState::Armed,
+            "located" => HoldState::Located,
             "waiting" => HoldState::Waiting,
             "held" => HoldState::Held,
             "passed" => HoldState::Passed,
@@ -140,7 +165,8 @@ pub(crate) async fn exists(green: &Client) -> Result<bool, tokio_postgres::Error
     Ok(row.get(0))
 }
 
-/// Verify's side: asks the sidecar of `slot` to hold at `lsn`; returns the request's id.
+/// Verify's side: asks the sidecar of `slot` to hold at `lsn` — or, with [`Lsn::INVALID`], to arm
+/// a hold that [`locate`] places later; returns the request's id.
 pub(crate) async fn request(
     green: &Client,
     slot: &str,
@@ -154,6 +180,44 @@ pub(crate) async fn request(
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// Verify's side: places armed request `id` at `lsn`; false when it is not armed any more (the
+/// sidecar expired it).
+pub(crate) async fn locate(
+    green: &Client,
+    id: i64,
+    lsn: Lsn,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = green
+        .execute(
+            "UPDATE blueshift.control_hold \
+                SET state = 'located', lsn = $2::pg_catalog.text::pg_catalog.pg_lsn \
+              WHERE id = $1 AND state = 'armed'",
+            &[&id, &lsn.to_string()],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// The sidecar's side: the state of request `id` and its L.
+pub(crate) async fn position(
+    green: &Client,
+    id: i64,
+) -> Result<(Option<HoldState>, Lsn), tokio_postgres::Error> {
+    let row = green
+        .query_opt(
+            "SELECT state, lsn::pg_catalog.text FROM blueshift.control_hold WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => (
+            HoldState::parse(row.get::<_, &str>(0)),
+            row.get::<_, &str>(1).parse().unwrap_or(Lsn::INVALID),
+        ),
+        None => (None, Lsn::INVALID),
+    })
 }
 
 /// The state of request `id` and, once recorded, the pause in microseconds.
@@ -254,6 +318,8 @@ mod tests {
     fn states_round_trip() {
         for s in [
             HoldState::Requested,
+            HoldState::Armed,
+            HoldState::Located,
             HoldState::Waiting,
             HoldState::Held,
             HoldState::Passed,

@@ -156,6 +156,27 @@ pub enum SyncError {
         #[source]
         source: DecodeError,
     },
+    /// Another process holds this sync's spill folder.
+    #[error(
+        "another blueshift sync on this host, of slot \"{slot}\" between the same databases, uses \
+         the spill folder (it holds {lock:?}): the two would remove and overwrite each other's \
+         spill files — stop the other one, or give this one its own --spill-dir"
+    )]
+    SpillInUse {
+        /// The slot.
+        slot: String,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The spill folder's lock could not be taken.
+    #[error("cannot lock {lock:?}, beside the spill folder — choose another with --spill-dir")]
+    SpillLock {
+        /// The lock file.
+        lock: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The message sequence could not be assembled into transactions.
     #[error("could not assemble the transaction at {lsn}")]
     Assemble {
@@ -398,6 +419,17 @@ pub async fn run_with_progress(
     result
 }
 
+/// The assembler's folder under `--spill-dir`: one per slot and pair of databases, so that two
+/// migrations on one host that use the same slot name never share one.
+fn spill_folder(config: &SyncConfig) -> PathBuf {
+    let pair = format!("{}\n{}", config.source, config.target);
+    config.spill_dir.join(format!(
+        "blueshift_spill_{}_{:016x}",
+        config.slot,
+        xxhash_rust::xxh3::xxh3_64(pair.as_bytes())
+    ))
+}
+
 /// This machine's name (for `application_name`), or `unknown host`.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -428,6 +460,19 @@ async fn run_stages(
         () = shutdown.clone().wait() => return Err(before_streaming),
         checked = preflight::check(&config) => checked?,
     }
+    // Held until sync ends: one sync per spill folder on this host.
+    let mut lock = spill_folder(&config).into_os_string();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    let _spill = crate::assembler::spill::claim(&lock)
+        .map_err(|source| SyncError::SpillLock {
+            lock: lock.clone(),
+            source,
+        })?
+        .ok_or_else(|| SyncError::SpillInUse {
+            slot: config.slot.clone(),
+            lock,
+        })?;
     let mut summary = SyncSummary::default();
     backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await?;
     if shutdown.fired() {
@@ -825,9 +870,7 @@ async fn attempt(
     let assembler = TxAssembler::new(AssemblerOptions {
         max_memory: config.max_txn_memory,
         // The assembler owns its folder (and clears it at start): one per slot.
-        spill_dir: config
-            .spill_dir
-            .join(format!("blueshift_spill_{}", config.slot)),
+        spill_dir: spill_folder(config),
         skip_origin_prefix: Some(ORIGIN_PREFIX.to_owned()),
     })
     .map_err(|source| SyncError::Assemble {

@@ -2,9 +2,10 @@
 //! writes go on — down to the keys that differ.
 //!
 //! ```text
+//!  green (sidecar running): control channel ─► arm: sync's commits wait
 //!  blue: CREATE_REPLICATION_SLOT tmp TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT
 //!          └─► L (consistent point) + snapshot Sb: exactly the transactions committed before L
-//!  green (sidecar running): control channel ─► sync commits what ends ≤ L, holds its next commit
+//!  green (sidecar running): locate at L ─► sync commits what ends ≤ L, holds its next commit
 //!          └─► BEGIN REPEATABLE READ; pg_export_snapshot() = Sg ─► release (pause: a few ms)
 //!  green (no sidecar): the sync's slot is idle and holds no change for green before L that
 //!          green's origins do not cover (peeked up to L) ─► Sg

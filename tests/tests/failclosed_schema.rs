@@ -15,6 +15,8 @@
 //!   green-only rows intact, until the operator drops that foreign key; a plain `TRUNCATE` of
 //!   two published tables works, `ONLY` each (a green-only inheritance child keeps its rows),
 //!   `RESTART IDENTITY` only when blue ran it.
+//! - an UPDATE or DELETE of a parent's row on blue: never touches the row of an inheritance
+//!   child with the same key on green (`ONLY`).
 
 #[path = "support/sync.rs"]
 mod support;
@@ -511,4 +513,55 @@ fn scrape(addr: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
+}
+
+#[test]
+fn an_update_or_delete_on_a_parent_never_touches_its_inheritance_children() {
+    let pair = Pair::new("fc-inherit");
+    // The same key in the parent and in its child: blue's UPDATE/DELETE of the parent's row
+    // must not reach the child's row on green (blue sends the child's own changes as the
+    // child's).
+    pair.schema(
+        "CREATE TABLE p (id int PRIMARY KEY, v text);
+         CREATE TABLE c () INHERITS (p);
+         ALTER TABLE c ADD PRIMARY KEY (id);",
+    );
+    pair.blue
+        .psql("app", "CREATE PUBLICATION pub FOR TABLE p, c")
+        .unwrap();
+    pair.blue
+        .psql(
+            "app",
+            "INSERT INTO p VALUES (1, 'parent 1'), (2, 'parent 2'), (3, 'parent 3');
+             INSERT INTO c VALUES (1, 'child 1'), (2, 'child 2'), (3, 'child 3');",
+        )
+        .unwrap();
+    let mut sync = pair.sync(&[]);
+    pair.converge(&["ONLY p", "c"], WITHIN);
+    pair.blue
+        .psql(
+            "app",
+            "UPDATE ONLY p SET v = 'parent 1 changed' WHERE id = 1;
+             DELETE FROM ONLY p WHERE id = 2;
+             UPDATE c SET v = 'child 3 changed' WHERE id = 3;
+             INSERT INTO p VALUES (4, 'parent 4');",
+        )
+        .unwrap();
+    pair.converge(&["ONLY p", "c"], WITHIN);
+    assert_eq!(
+        green(
+            &pair,
+            "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM c"
+        ),
+        "1:child 1,2:child 2,3:child 3 changed"
+    );
+    assert_eq!(
+        green(
+            &pair,
+            "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM ONLY p"
+        ),
+        "1:parent 1 changed,3:parent 3,4:parent 4"
+    );
+    assert!(sync.running(), "{}", sync.log_text());
+    assert!(sync.terminate(), "{}", sync.log_text());
 }

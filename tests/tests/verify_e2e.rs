@@ -147,6 +147,36 @@ fn zero_differences_under_pgbench_load_at_several_moments() {
             started.elapsed().as_secs_f64()
         );
     }
+    // A transaction left open on blue delays the creation of verify's slot past the time the
+    // sidecar may stop green's commits: the sidecar lets them go after 2 s, and verify takes a
+    // new point once the transaction ends — still zero differences.
+    let mut long = Command::new(pair.blue.binaries().bin("psql"))
+        .arg(pair.blue.uri("app"))
+        .args([
+            "-X",
+            "-q",
+            "-c",
+            "INSERT INTO pgbench_history (tid, bid, aid, delta) VALUES (1, 1, 1, 0); \
+             SELECT pg_catalog.pg_sleep(5)",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("psql runs");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, report, stderr) = verify(&pair, &["--chunk-rows", "20000", "--workers", "4"]);
+    assert!(long.wait().expect("psql ends").success());
+    assert_eq!(
+        code,
+        0,
+        "with a long transaction: {report:#}\n{stderr}\nsync log:\n{}",
+        sync.log_text()
+    );
+    assert_eq!(report["differences_total"], 0, "{report:#}");
+    assert!(
+        sync.log_text().contains("not located in time"),
+        "the sidecar let commits go while blue waited on the long transaction:\n{}",
+        sync.log_text()
+    );
     assert!(
         load.try_wait().unwrap().is_none(),
         "pgbench wrote during every verify run"
@@ -155,6 +185,14 @@ fn zero_differences_under_pgbench_load_at_several_moments() {
     let _ = load.wait();
     pauses.sort_by(f64::total_cmp);
     eprintln!("green's pauses (ms): {pauses:?}");
+    // How each hold went, from the sidecar's side (armed, located, held, released).
+    for line in sync
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("verify hold"))
+    {
+        eprintln!("{line}");
+    }
     assert!(sync.running(), "sync kept running:\n{}", sync.log_text());
     assert!(sync.terminate(), "sync stops cleanly:\n{}", sync.log_text());
 }

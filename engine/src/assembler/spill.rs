@@ -119,6 +119,31 @@ pub(super) fn remove_leftovers(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// Claims the spill folder of one sync for this process: an exclusive lock on the file `lock`
+/// (beside the folder, which comes and goes with each attempt), held while the returned file is
+/// open. `None` when another process holds it — another sync with the same slot name on this
+/// host, which would remove or overwrite this one's spill files. The file is opened without
+/// following a symlink (the default folder is the shared temporary one).
+pub(crate) fn claim(lock: &Path) -> io::Result<Option<fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = lock.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(lock)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Owns a spill file's path and deletes the file when dropped.
 #[derive(Debug)]
 struct FileGuard {

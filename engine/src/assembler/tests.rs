@@ -711,3 +711,26 @@ fn spill_files_are_private_and_the_folder_goes_away() {
     })
     .is_err());
 }
+
+#[test]
+fn one_process_at_a_time_claims_a_spill_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let lock = parent.path().join("blueshift_spill_s.lock");
+    let held = spill::claim(&lock).unwrap().expect("free at first");
+    assert_eq!(
+        std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Another open of the same file (as another process would) finds it held.
+    assert!(spill::claim(&lock).unwrap().is_none(), "claimed twice");
+    drop(held);
+    let again = spill::claim(&lock).unwrap();
+    assert!(again.is_some(), "free again once the holder let go");
+    // A symlink planted at the lock's path is not followed.
+    drop(again);
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(parent.path().join("elsewhere"), &lock).unwrap();
+    assert!(spill::claim(&lock).is_err());
+    assert!(!parent.path().join("elsewhere").exists());
+}

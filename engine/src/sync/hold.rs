@@ -1,6 +1,11 @@
 //! The sidecar's side of a verify hold (see [`crate::control`]): commit every transaction that
 //! blue committed before L, then hold green's next commit until verify has opened its snapshot.
 //!
+//! Verify **arms** the hold before it knows L ([`Hold::arm`]): every commit waits, so green
+//! stays at or before any position blue reaches from then on, L included; and every group formed
+//! meanwhile is one transaction ([`Hold::splits`]), so none can straddle the L to come. Once L is
+//! known ([`Hold::request`]) the commits that end at or before L go on.
+//!
 //! A transaction is in blue's snapshot at L exactly when its commit record ends at or before L
 //! (L, a slot's consistent point, is a record boundary), so the appliers compare each group's
 //! `end_lsn` with L:
@@ -35,10 +40,14 @@ use crate::control::{self, HoldState, BUSY_POLL, HOLD_TIMEOUT, IDLE_POLL, REACH_
 enum Phase {
     /// No request.
     Idle,
-    /// Requested at L: commits of transactions ending at or before L go on.
-    Waiting(Lsn),
-    /// Green holds exactly what ends at or before L; the next commit waits (since then).
-    Held(Lsn, Instant),
+    /// Armed (since): every commit waits until L is known.
+    Armed(Instant),
+    /// Requested at L (after an arm that stopped commits for so long): commits of transactions
+    /// ending at or before L go on.
+    Waiting(Lsn, Duration),
+    /// Green holds exactly what ends at or before L; the next commit waits (since then; after an
+    /// arm that stopped commits for so long).
+    Held(Lsn, Instant, Duration),
     /// Green went past L before it could hold.
     Passed,
 }
@@ -90,13 +99,14 @@ impl Hold {
             {
                 let mut inner = self.lock();
                 match inner.phase {
-                    Phase::Waiting(l) if first_end > l => {
-                        inner.phase = Phase::Held(l, Instant::now());
+                    Phase::Armed(_) => {}
+                    Phase::Waiting(l, armed) if first_end > l => {
+                        inner.phase = Phase::Held(l, Instant::now(), armed);
                         drop(inner);
                         self.bump();
                     }
-                    Phase::Held(l, _) if first_end > l => {}
-                    Phase::Waiting(l) if last_end > l => {
+                    Phase::Held(l, ..) if first_end > l => {}
+                    Phase::Waiting(l, _) if last_end > l => {
                         inner.phase = Phase::Passed;
                         inner.through = inner.through.max(last_end);
                         drop(inner);
@@ -109,7 +119,7 @@ impl Hold {
                     }
                 }
             }
-            // Held: wait for the phase to change (release, or expiry).
+            // Armed or held: wait for the phase to change (L known, release, or expiry).
             if changed.changed().await.is_err() {
                 return;
             }
@@ -120,7 +130,8 @@ impl Hold {
     /// `next_end`: it would straddle a requested hold.
     pub(crate) fn splits(&self, group_end: Lsn, next_end: Lsn) -> bool {
         match self.lock().phase {
-            Phase::Waiting(l) | Phase::Held(l, _) => group_end <= l && next_end > l,
+            Phase::Armed(_) => true,
+            Phase::Waiting(l, _) | Phase::Held(l, ..) => group_end <= l && next_end > l,
             Phase::Idle | Phase::Passed => false,
         }
     }
@@ -128,30 +139,46 @@ impl Hold {
     /// The reader, on a keepalive at `wal_end` while nothing is in flight.
     pub(crate) fn idle_at(&self, wal_end: Lsn) {
         let mut inner = self.lock();
-        if let Phase::Waiting(l) = inner.phase {
+        if let Phase::Waiting(l, armed) = inner.phase {
             if wal_end >= l && inner.through <= l {
-                inner.phase = Phase::Held(l, Instant::now());
+                inner.phase = Phase::Held(l, Instant::now(), armed);
                 drop(inner);
                 self.bump();
             }
         }
     }
 
-    /// A hold requested at `l`; false when green is already past it.
+    /// Arms a hold whose L is not known yet: every commit waits from now on.
+    fn arm(&self) {
+        self.lock().phase = Phase::Armed(Instant::now());
+        self.bump();
+    }
+
+    /// A hold requested at `l` (armed before, or not); false when green is already past it.
     fn request(&self, l: Lsn) -> bool {
         let mut inner = self.lock();
+        let armed = match inner.phase {
+            Phase::Armed(since) => since.elapsed(),
+            _ => Duration::ZERO,
+        };
         if inner.through > l {
             return false;
         }
-        inner.phase = Phase::Waiting(l);
+        inner.phase = Phase::Waiting(l, armed);
+        drop(inner);
+        // Commits waiting on the arm look again.
+        self.bump();
         true
     }
 
-    /// Lets commits go; returns how long they were held.
+    /// Lets commits go; returns how long they were stopped: while armed, and while held (not
+    /// while they caught up to L in between).
     fn release(&self) -> Option<Duration> {
         let mut inner = self.lock();
         let held = match inner.phase {
-            Phase::Held(_, since) => Some(since.elapsed()),
+            Phase::Held(_, since, armed) => Some(armed + since.elapsed()),
+            Phase::Armed(since) => Some(since.elapsed()),
+            Phase::Waiting(_, armed) if !armed.is_zero() => Some(armed),
             _ => None,
         };
         inner.phase = Phase::Idle;
@@ -168,7 +195,7 @@ impl Hold {
                 match self.lock().phase {
                     Phase::Held(..) => return true,
                     Phase::Passed | Phase::Idle => return false,
-                    Phase::Waiting(_) => {}
+                    Phase::Armed(_) | Phase::Waiting(..) => {}
                 }
                 if changed.changed().await.is_err() {
                     return false;
@@ -260,15 +287,26 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves request `id` at `lsn`.
+/// Serves request `id` at `lsn` ([`Lsn::INVALID`]: armed, L to follow).
 async fn one(hold: &Hold, green: &Client, id: i64, lsn: Lsn) -> Result<(), tokio_postgres::Error> {
     let _release = ReleaseOnDrop(hold);
+    let taken = Instant::now();
+    let (from, lsn) = if lsn == Lsn::INVALID {
+        match armed(hold, green, id).await? {
+            Some(lsn) => (HoldState::Located, lsn),
+            None => return Ok(()),
+        }
+    } else {
+        (HoldState::Requested, lsn)
+    };
     if !hold.request(lsn) {
         tracing::debug!(id, lsn = %lsn, "verify hold: green is past the requested position");
-        control::answer(green, id, HoldState::Requested, HoldState::Passed).await?;
+        hold.release();
+        control::answer(green, id, from, HoldState::Passed).await?;
         return Ok(());
     }
-    if !control::answer(green, id, HoldState::Requested, HoldState::Waiting).await? {
+    tracing::debug!(id, lsn = %lsn, since_taken_ms = taken.elapsed().as_secs_f64() * 1000.0, "verify hold: located");
+    if !control::answer(green, id, from, HoldState::Waiting).await? {
         // Verify abandoned the request meanwhile.
         return Ok(());
     }
@@ -285,6 +323,7 @@ async fn one(hold: &Hold, green: &Client, id: i64, lsn: Lsn) -> Result<(), tokio
         }
         Some(true) => {}
     }
+    tracing::debug!(id, lsn = %lsn, since_taken_ms = taken.elapsed().as_secs_f64() * 1000.0, "verify hold: held at L");
     if !control::answer(green, id, HoldState::Waiting, HoldState::Held).await? {
         // Verify abandoned the request meanwhile.
         hold.release();
@@ -310,6 +349,43 @@ async fn one(hold: &Hold, green: &Client, id: i64, lsn: Lsn) -> Result<(), tokio
     let pause = hold.release().unwrap_or_default();
     tracing::info!(id, lsn = %lsn, pause_ms = pause.as_secs_f64() * 1000.0, "verify hold released");
     control::record_pause(green, id, pause).await
+}
+
+/// Arms the hold for request `id` and waits for verify to locate it; its L, or `None` when verify
+/// abandoned it or did not locate it within [`HOLD_TIMEOUT`] (then commits go on).
+async fn armed(hold: &Hold, green: &Client, id: i64) -> Result<Option<Lsn>, tokio_postgres::Error> {
+    hold.arm();
+    if !control::answer(green, id, HoldState::Requested, HoldState::Armed).await? {
+        // Verify abandoned the request meanwhile.
+        hold.release();
+        return Ok(None);
+    }
+    let deadline = Instant::now() + HOLD_TIMEOUT;
+    loop {
+        match control::position(green, id).await? {
+            (Some(HoldState::Located), lsn) => return Ok(Some(lsn)),
+            (Some(HoldState::Armed), _) if Instant::now() >= deadline => {
+                // Marked first: verify's locate finds the row expired and takes a new point.
+                if control::answer(green, id, HoldState::Armed, HoldState::Expired).await? {
+                    let pause = hold.release().unwrap_or_default();
+                    tracing::warn!(
+                        id,
+                        pause_ms = pause.as_secs_f64() * 1000.0,
+                        "verify hold: not located in time (blue was slow to create verify's \
+                         slot); letting commits go"
+                    );
+                    return Ok(None);
+                }
+                // Located just now: read it again.
+            }
+            (Some(HoldState::Armed), _) => {}
+            _ => {
+                hold.release();
+                return Ok(None);
+            }
+        }
+        tokio::time::sleep(BUSY_POLL).await;
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +417,34 @@ mod tests {
         assert!(hold.request(Lsn(100)));
         hold.at_turn(Lsn(90), Lsn(110)).await;
         assert_eq!(hold.settled(Duration::from_secs(1)).await, Some(false));
+    }
+
+    #[tokio::test]
+    async fn an_armed_hold_stops_every_commit_until_the_position_is_known() {
+        let hold = Arc::new(Hold::default());
+        hold.at_turn(Lsn(10), Lsn(20)).await;
+        hold.arm();
+        assert!(
+            hold.splits(Lsn(30), Lsn(40)),
+            "one transaction per group while armed"
+        );
+        let h = Arc::clone(&hold);
+        let before = tokio::spawn(async move { h.at_turn(Lsn(30), Lsn(30)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!before.is_finished(), "armed: even a commit before L waits");
+        assert!(hold.request(Lsn(35)));
+        before.await.unwrap();
+        let h = Arc::clone(&hold);
+        let after = tokio::spawn(async move { h.at_turn(Lsn(40), Lsn(40)).await });
+        assert_eq!(hold.settled(Duration::from_secs(5)).await, Some(true));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!after.is_finished(), "the commit past L waits");
+        let pause = hold.release().expect("held");
+        assert!(
+            pause >= Duration::from_millis(40),
+            "the pause counts from the arm: {pause:?}"
+        );
+        after.await.unwrap();
     }
 
     #[tokio::test]

@@ -5,8 +5,10 @@
 //! whose commit record ends at or before L. The snapshot lives while the replication connection
 //! stays idle, so it is kept open until every worker has imported it (the slot goes with it).
 //!
-//! **Green, with the sidecar running** (blue's slot of the sync is active): a hold request at L
-//! through the control channel ([`crate::control`]); once the sidecar says `held`, green's
+//! **Green, with the sidecar running** (blue's slot of the sync is active): a hold through the
+//! control channel ([`crate::control`]), armed before blue's slot is created (green's commits
+//! wait, so green cannot pass the L to come) and located at L once it is; once the sidecar says
+//! `held`, green's
 //! snapshot is exported from a `REPEATABLE READ` transaction and the hold released. A release
 //! that finds the request expired refuses that snapshot; a request the sidecar answers `passed`
 //! (green was past L) is retried at a new L; up to [`ATTEMPTS`].
@@ -82,6 +84,12 @@ async fn blue_snapshot(
     let mut repl = ReplicationConnection::connect(&config.source)
         .await
         .map_err(VerifyError::Replication)?;
+    let (lsn, snapshot) = create_slot(&mut repl).await?;
+    Ok((repl, lsn, snapshot))
+}
+
+/// Creates verify's temporary slot on `repl`: its consistent point L and the snapshot at L.
+async fn create_slot(repl: &mut ReplicationConnection) -> Result<(Lsn, String), VerifyError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -103,7 +111,7 @@ async fn blue_snapshot(
         )
     })?;
     check_snapshot_name(&snapshot)?;
-    Ok((repl, created.consistent_point, snapshot))
+    Ok((created.consistent_point, snapshot))
 }
 
 /// A snapshot name comes from the server (`[0-9A-F-]`); checked before it goes into SQL.
@@ -183,9 +191,12 @@ async fn sidecar(config: &VerifyConfig, records: &Client) -> Result<Point, Verif
     };
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
+        // Both sessions are open before the arm: while armed, green's commits wait.
         let (green, green_conn) = green_session(config).await?;
-        let (repl, lsn, blue_snapshot) = blue_snapshot(config).await?;
-        let id = control::request(records, &config.slot, lsn)
+        let mut repl = ReplicationConnection::connect(&config.source)
+            .await
+            .map_err(VerifyError::Replication)?;
+        let id = control::request(records, &config.slot, Lsn::INVALID)
             .await
             .map_err(ctl("request a hold from the sidecar"))?;
         let asked = Instant::now();
@@ -207,7 +218,64 @@ async fn sidecar(config: &VerifyConfig, records: &Client) -> Result<Point, Verif
                         TAKE_TIMEOUT.as_secs()
                     )));
                 }
-                Some(HoldState::Requested | HoldState::Waiting) => {
+                Some(HoldState::Requested) => tokio::time::sleep(BUSY_POLL).await,
+                other => break other,
+            }
+        };
+        if state != Some(HoldState::Armed) {
+            last = format!("the hold request ended as {state:?} before it was armed");
+            crate::client::close(green, green_conn).await;
+            continue;
+        }
+        // Green's commits wait from here on: L is at or after every position green holds.
+        let started = Instant::now();
+        let created = create_slot(&mut repl).await;
+        let (lsn, blue_snapshot) = match created {
+            Ok(created) => created,
+            Err(e) => {
+                // Let green's commits go at once rather than after the sidecar's timeout.
+                let _ =
+                    control::transition(records, id, HoldState::Armed, HoldState::Abandoned).await;
+                crate::client::close(green, green_conn).await;
+                return Err(e);
+            }
+        };
+        if !control::locate(records, id, lsn)
+            .await
+            .map_err(ctl("place the hold at L"))?
+        {
+            last = format!(
+                "blue took {} ms to create verify's slot, longer than the sidecar holds green's \
+                 commits ({} s): a long transaction open on blue delays it — let it finish",
+                started.elapsed().as_millis(),
+                control::HOLD_TIMEOUT.as_secs()
+            );
+            tracing::debug!(attempt, lsn = %lsn, "the armed hold expired; taking a new point");
+            crate::client::close(green, green_conn).await;
+            drop(repl);
+            continue;
+        }
+        // The sidecar answers within REACH_TIMEOUT while it runs; one that restarted meanwhile
+        // never does.
+        let located = Instant::now();
+        let state = loop {
+            let (state, _) = control::state(records, id)
+                .await
+                .map_err(ctl("read the hold request"))?;
+            match state {
+                Some(from @ (HoldState::Located | HoldState::Waiting))
+                    if located.elapsed() > control::REACH_TIMEOUT + TAKE_TIMEOUT =>
+                {
+                    control::transition(records, id, from, HoldState::Abandoned)
+                        .await
+                        .map_err(ctl("abandon the hold request"))?;
+                    return Err(VerifyError::NoPoint(format!(
+                        "the sync streaming from slot \"{}\" stopped answering verify's hold \
+                         request at L = {lsn} (it restarted, or lost green) — run verify again",
+                        config.slot
+                    )));
+                }
+                Some(HoldState::Located | HoldState::Waiting) => {
                     tokio::time::sleep(BUSY_POLL).await;
                 }
                 other => break other,
