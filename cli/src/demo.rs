@@ -1,10 +1,10 @@
 //! `blueshift demo`: two throwaway clusters, blue and green, a live write workload on blue,
 //! `blueshift sync` keeping green caught up (live lag and throughput), proof that green equals
-//! blue row for row and `verify`'s summary (the run it records on green is what the cutover's
-//! gate reads); then, with a real PgBouncer in front of blue and an application writing through
-//! it, `cutover` behind that gate (the write pause and the failed transactions printed),
-//! `rollback` and a second `cutover`, the proof again, and `finalize`. The README's first
-//! command.
+//! blue row for row; then, with a real PgBouncer in front of blue and an application writing
+//! through it, `verify` (its summary printed; the run it records on green is what the
+//! cutover's gate reads), `cutover` behind that gate (the write pause and the failed
+//! transactions printed), `rollback` and a second `cutover`, the proof again, and `finalize`.
+//! The README's first command.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -202,19 +202,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for line in proof {
         say(&line);
     }
-    // `blueshift verify` while the sidecar streams (idle now: under a steady stream of commits
-    // verify cannot yet agree on a point with the sidecar, which is being fixed), before the
-    // application starts; the cutover's gate reads the run it records.
-    let verified = verify_act(
-        &ConnectConfig::from_conninfo_with_env(&blue.uri("demo"), |_| None)?,
-        &ConnectConfig::from_conninfo_with_env(&green.uri("demo"), |_| None)?,
-    )
-    .await;
-    let act = match verified {
-        Ok(()) => cutover_act(&blue, &green, &sync_task).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = act {
+    if let Err(e) = cutover_act(&blue, &green, &sync_task).await {
         let _ = stop_tx.send(());
         let _ = sync_task.await;
         return Err(e);
@@ -363,9 +351,13 @@ async fn cutover_act(
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let source = ConnectConfig::from_conninfo_with_env(&blue.uri("demo"), |_| None)?;
+    let target = ConnectConfig::from_conninfo_with_env(&green.uri("demo"), |_| None)?;
+    // The cutover's gate reads the run verify records on green.
+    verify_act(&source, &target).await?;
     let options = CutoverOptions {
-        source: ConnectConfig::from_conninfo_with_env(&blue.uri("demo"), |_| None)?,
-        target: ConnectConfig::from_conninfo_with_env(&green.uri("demo"), |_| None)?,
+        source,
+        target,
         slot: "blueshift_demo".into(),
         publication: "demo_pub".into(),
         renames: Default::default(),
@@ -384,8 +376,8 @@ async fn cutover_act(
         },
         max_lag: Duration::from_secs(5),
         max_verify_age: Duration::from_secs(3600),
-        // The real gate: the verify run recorded on green before this act must be clean and
-        // recent (it covers the second cutover too).
+        // The real gate: the verify run just recorded on green must be clean and recent (it
+        // covers the second cutover too).
         skip_verify: false,
         max_pause: Duration::from_secs(5),
         watch: Duration::from_secs(2),
@@ -458,7 +450,7 @@ async fn cutover_act(
 /// cutover's gate then reads the run recorded on green).
 async fn verify_act(source: &ConnectConfig, target: &ConnectConfig) -> anyhow::Result<()> {
     use blueshift_engine::verify::{self, Depth, VerifyConfig};
-    say("blueshift verify: blue at one consistent point against green, agreed with the running sidecar; row counts and checksums per chunk, 100 random rows per table column by column");
+    say("blueshift verify while the application writes: blue at one consistent point against green, the sidecar holding green's commits at that point for a moment; row counts and checksums per chunk, 100 random rows per table column by column");
     let report = verify::run(&VerifyConfig {
         source: source.clone(),
         target: target.clone(),

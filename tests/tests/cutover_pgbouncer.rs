@@ -16,16 +16,16 @@ use cutover_support::{text, wait_until, Stage, CLIENTS};
 #[test]
 fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     let stage = Stage::new("cutover-pgbench").with_verify_gate();
+    // Long enough for four verify runs and the cutover under the load; it is still running at
+    // the cutover (checked).
+    let mut bench = stage.pgbench(100, 80);
+    std::thread::sleep(Duration::from_secs(3));
 
     // The verify gate, through real `blueshift verify` runs while the sidecar streams: no run
     // yet, a run that found a difference, a clean run of one table only, a clean run grown
     // older than --max-verify-age — each refused, nothing changed; then a clean recent run of
-    // the whole publication lets the cutover through.
-    //
-    // The verify runs come before pgbench's load: under a steady stream of commits verify
-    // cannot agree on a point with the sidecar yet ("no consistent point after 10 attempts
-    // (green was past L)" — the hold in sync::hold and verify::point is being fixed on main).
-    // Once it is, these steps belong under the load.
+    // the whole publication lets the cutover through. Every verify runs while pgbench writes
+    // through PgBouncer: the sidecar holds green at verify's point for a few milliseconds.
     // The sidecar exports the cutover's state (none ran: replicating), and no pause yet.
     let metrics = stage.exported_state("replicating");
     assert!(
@@ -110,9 +110,6 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
         text(&stale)
     );
 
-    let bench = stage.pgbench(100, 14);
-    std::thread::sleep(Duration::from_secs(4));
-
     // The plan: a clean, recent verify passes the gate; nothing changes.
     let plan = stage.cutover(&["--dry-run"], &[]);
     assert!(plan.status.success(), "{}", text(&plan));
@@ -125,6 +122,10 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     );
     assert!(stage.blue_writable(), "dry run fenced blue");
 
+    assert!(
+        bench.running(),
+        "pgbench ended before the cutover: lengthen it"
+    );
     let started = Instant::now();
     let out = stage.cutover(&[], &[]);
     let took = started.elapsed();

@@ -367,6 +367,13 @@ impl Bench {
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Whether pgbench still runs.
+    pub(crate) fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
 }
 
 impl Drop for Bench {
