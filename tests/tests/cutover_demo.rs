@@ -35,7 +35,7 @@ fn the_demo_runs_the_whole_migration() {
     // the application wrote), found green equal to blue, and came before the cutover, whose
     // gate read the run it recorded.
     let verified = stdout
-        .find("  equal in ")
+        .find("  every row of blue at ")
         .unwrap_or_else(|| panic!("{stdout}"));
     let summary = &stdout[stdout.find("blueshift verify while").expect("checked")..verified];
     for table in [

@@ -59,7 +59,8 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     let refused = stage.cutover(&["--dry-run"], &[]);
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("(run 1) found 1 differences"),
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("(run 1) found 1 differences other than sequences behind on green"),
         "{}",
         text(&refused)
     );
@@ -70,7 +71,7 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
         .unwrap();
     // A clean run of one table says nothing about the four others.
     let verified = stage.verify(&["--tables", "orders"]);
-    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(rows_equal(&verified), "{}", text(&verified));
     let refused = stage.cutover(&["--dry-run"], &[]);
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
     let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
@@ -86,7 +87,7 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
         );
     }
     let verified = stage.verify(&[]);
-    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(rows_equal(&verified), "{}", text(&verified));
     eprintln!(
         "blueshift verify under pgbench through PgBouncer:\n{}",
         String::from_utf8_lossy(&verified.stdout)
@@ -115,6 +116,13 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     assert!(plan.status.success(), "{}", text(&plan));
     let plan_text = String::from_utf8_lossy(&plan.stdout).into_owned();
     assert!(plan_text.contains("estimated write pause"), "{plan_text}");
+    // pgbench moved the sequences since sync started, and sync does not carry them: verify
+    // found them behind on green, and the gate let that through with a warning (the drain
+    // copies them; the 1000 inserts below prove it).
+    assert!(
+        plan_text.contains("warning: the last verify (run 3) found the rows equal and"),
+        "{plan_text}"
+    );
     assert_eq!(
         stage.entry_port(),
         stage.pair.blue.port(),
@@ -275,4 +283,29 @@ fn a_failing_switch_command_rolls_back_before_resume() {
     let n = i64::try_from(result.committed).unwrap();
     assert_eq!(stage.count(false, "orders"), n);
     stage.converge();
+}
+
+/// `blueshift verify` found every row equal: exit 0, or exit 1 with sequences behind on green
+/// as its only differences (sync does not carry sequences; the cutover copies them).
+fn rows_equal(out: &std::process::Output) -> bool {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => stdout.lines().any(|l| {
+            let Some(rest) = l.strip_prefix("DIFFERENT in ") else {
+                return false;
+            };
+            let number = |s: &str| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            let all = rest.split_once(": ").and_then(|(_, r)| number(r));
+            let sequences = rest.split_once(" (").and_then(|(_, r)| number(r));
+            rest.ends_with("sequences behind on green, which `blueshift cutover` copies)")
+                && all.is_some()
+                && all == sequences
+        }),
+        _ => false,
+    }
 }

@@ -8,7 +8,10 @@
 //! publication (another pair's runs on the same green say nothing about this one) and passes
 //! only when:
 //!
-//! - it is `equal` and finished within `--max-verify-age`;
+//! - it found green equal to blue — `equal`, or `different` by sequences behind on green only
+//!   (`sequences_behind`: sync does not carry sequences, and the cutover copies every one of
+//!   them during its pause, after the drain), which passes with a warning — and finished within
+//!   `--max-verify-age`;
 //! - it compared every table the publication publishes on blue now (read the way verify reads
 //!   it, `schema::catalog::published_tables`): a `--tables` subset, or a table added to the
 //!   publication since, proves nothing about the tables it left out.
@@ -30,18 +33,36 @@ pub(crate) struct Gate<'a> {
     pub(crate) skip: bool,
 }
 
-/// The gate's verdict: `Ok(None)` passed, `Ok(Some(problem))` refused.
+/// The gate's verdict.
+#[derive(Debug, Default)]
+pub(crate) struct Verdict {
+    /// Why the cutover is refused (`None`: the gate passed).
+    pub(crate) problem: Option<String>,
+    /// What the operator should know when it passed.
+    pub(crate) warning: Option<String>,
+}
+
+impl Verdict {
+    fn refused(problem: String) -> Verdict {
+        Verdict {
+            problem: Some(problem),
+            warning: None,
+        }
+    }
+}
+
+/// Checks the gate (see the module doc).
 pub(crate) async fn check(
     gate: &Gate<'_>,
     blue: &Client,
     green: &Client,
-) -> Result<Option<String>, CutoverError> {
+) -> Result<Verdict, CutoverError> {
     if gate.skip {
         tracing::warn!(
             "--skip-verify: the cutover does not check that green equals blue — a difference \
              green holds now is what clients will read after the switch"
         );
-        return Ok(None);
+        return Ok(Verdict::default());
     }
     let (slot, publication) = (gate.slot, gate.publication);
     let never = || {
@@ -57,12 +78,12 @@ pub(crate) async fn check(
             "look for blueshift.verify_run",
         ))?;
     if !exists {
-        return Ok(Some(never()));
+        return Ok(Verdict::refused(never()));
     }
     // Green's clock, as verify recorded the run with it.
     let Some(last) = green
         .query_opt(
-            "SELECT id, outcome, differences, finished_at, pg_catalog.now() \
+            "SELECT id, outcome, differences, finished_at, pg_catalog.now(), sequences_behind \
                FROM blueshift.verify_run WHERE slot = $1 AND publication = $2 \
               ORDER BY id DESC LIMIT 1",
             &[&slot, &publication],
@@ -70,23 +91,30 @@ pub(crate) async fn check(
         .await
         .map_err(CutoverError::query("green", "read blueshift.verify_run"))?
     else {
-        return Ok(Some(never()));
+        return Ok(Verdict::refused(never()));
     };
     let id: i64 = last.get(0);
     let outcome: String = last.get(1);
     let differences: Option<i64> = last.get(2);
     let finished_at: Option<SystemTime> = last.get(3);
     let now: SystemTime = last.get(4);
+    let sequences: i64 = last.get::<_, Option<i64>>(5).unwrap_or(0);
     let age = finished_at.map(|at| now.duration_since(at).unwrap_or_default().as_secs_f64());
-    let verdict = match (outcome.as_str(), age) {
-        ("equal", Some(age)) if age <= gate.max_age.as_secs_f64() => None,
-        ("equal", Some(age)) => Some(format!(
+    // Sequences behind on green and nothing else: the rows are equal, and the drain copies
+    // every sequence before RESUME.
+    let only_sequences = outcome == "different" && sequences > 0 && differences == Some(sequences);
+    let equal = outcome == "equal" || only_sequences;
+    let problem = match (outcome.as_str(), age) {
+        (_, Some(age)) if equal && age <= gate.max_age.as_secs_f64() => None,
+        (_, Some(age)) if equal => Some(format!(
             "the last verify (run {id}) is {age:.0} s old, older than --max-verify-age {} s: run `blueshift verify` again",
             gate.max_age.as_secs()
         )),
         ("different", _) => Some(format!(
-            "the last verify (run {id}) found {} differences: fix green, run `blueshift verify` again",
-            differences.unwrap_or_default()
+            "the last verify (run {id}) found {} differences other than sequences behind on \
+             green ({sequences} of those, which the cutover copies): fix green, run `blueshift \
+             verify` again",
+            (differences.unwrap_or_default() - sequences).max(0)
         )),
         ("running", _) => Some(format!(
             "a verify (run {id}) is still running, or was killed: wait for it, or run `blueshift verify --resume`"
@@ -95,8 +123,8 @@ pub(crate) async fn check(
             "the last verify (run {id}) ended {other:?}: run `blueshift verify` again"
         )),
     };
-    if verdict.is_some() {
-        return Ok(verdict);
+    if let Some(problem) = problem {
+        return Ok(Verdict::refused(problem));
     }
     // Every published table was compared.
     let published = crate::schema::catalog::published_tables(blue, Some(publication)).await?;
@@ -116,9 +144,17 @@ pub(crate) async fn check(
         .map(|p| p.name.to_string())
         .collect();
     if left_out.is_empty() {
-        return Ok(None);
+        return Ok(Verdict {
+            problem: None,
+            warning: only_sequences.then(|| {
+                format!(
+                    "the last verify (run {id}) found the rows equal and {sequences} sequence(s) \
+                     behind on green: the cutover copies every sequence after the drain"
+                )
+            }),
+        });
     }
-    Ok(Some(format!(
+    Ok(Verdict::refused(format!(
         "the last verify (run {id}) did not compare {} published table(s): {} — a --tables \
          subset, or added to publication {publication:?} since: run `blueshift verify` over the \
          whole publication",

@@ -99,9 +99,9 @@ pub(crate) async fn run(
         max_age: options.max_verify_age,
         skip: options.skip_verify,
     };
-    if let Some(problem) = gate::check(&verify_gate, blue, green).await? {
-        p.problems.push(problem);
-    }
+    let verdict = gate::check(&verify_gate, blue, green).await?;
+    p.problems.extend(verdict.problem);
+    p.warnings.extend(verdict.warning);
     if options.skip_verify {
         p.warnings
             .push("--skip-verify: green was not checked against blue".to_owned());
