@@ -43,6 +43,9 @@ pub(crate) struct FileSettings {
     pub(crate) slot: Option<String>,
     pub(crate) workers: Option<usize>,
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// `verify`: where a verify process serves its metrics — a key of its own, since the
+    /// sidecar is listening on `metrics_addr` while verify runs.
+    pub(crate) verify_metrics_addr: Option<SocketAddr>,
     pub(crate) max_txn_memory: Option<String>,
     pub(crate) spill_dir: Option<PathBuf>,
     pub(crate) queue_capacity: Option<usize>,

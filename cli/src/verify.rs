@@ -1,11 +1,14 @@
 //! `blueshift verify`: proves green equals blue at one consistent point of blue, while writes go
 //! on, and reports every difference with its key and both rows.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use blueshift_engine::backfill::Progress;
+use blueshift_engine::metrics::{Metrics, MetricsServer};
 use blueshift_engine::sync;
-use blueshift_engine::verify::{self, Depth, VerifyConfig};
+use blueshift_engine::verify::{self, Depth, Hashing, VerifyConfig};
 
 use crate::exit::{Differences, Refused};
 use crate::rename::{self, RenameArgs};
@@ -27,6 +30,11 @@ use crate::settings;
 ///
 /// The run and every finished chunk are recorded on green (blueshift.verify_run,
 /// blueshift.verify_chunk): --resume continues a killed run, and cutover reads the last outcome.
+///
+/// Progress: a bar per table on a terminal (rows, rows/s, ETA), a log line every 10 s
+/// otherwise. With --metrics-addr, blueshift_verify_rows_total, _chunks_total and
+/// _differences_total grow during the run; the running sidecar exports the latest run's outcome
+/// and blueshift_verified_lsn from green's records.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -69,6 +77,16 @@ pub(crate) struct VerifyArgs {
     /// Row counts only (per chunk).
     #[arg(long)]
     counts: bool,
+    /// Where chunk checksums are computed: `server` (hashtextextended summed in SQL on each
+    /// server) or `client` (the canonical rows streamed out and hashed here with xxh3).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHERE",
+        default_value_t = HashingArg::Server,
+        env = "BLUESHIFT_VERIFY_HASHING"
+    )]
+    hashing: HashingArg,
     /// Rows per chunk.
     #[arg(
         long,
@@ -96,11 +114,21 @@ pub(crate) struct VerifyArgs {
     /// Continue the last run, which was killed or failed: only its unfinished chunks.
     #[arg(long)]
     resume: bool,
+    /// Serve this run's Prometheus metrics at this address (GET /metrics): rows and chunks
+    /// compared, differences found, the latest run's outcome. Not the sidecar's address.
+    #[arg(long, value_name = "ADDR", env = "BLUESHIFT_VERIFY_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// The report: a summary table, or one JSON object.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Text)]
     format: Format,
     #[command(flatten)]
     renames: RenameArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HashingArg {
+    Server,
+    Client,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +162,10 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         } else {
             Depth::Checksum
         },
+        hashing: match args.hashing {
+            HashingArg::Server => Hashing::Server,
+            HashingArg::Client => Hashing::Client,
+        },
         chunk_rows: args.chunk_rows,
         workers,
         sample: args.sample,
@@ -143,9 +175,27 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::Error::new(Refused(format!("{e:#}"))))?,
         ),
     };
-    let report = verify::run(&config)
-        .await
-        .context("blueshift verify failed")?;
+    let metrics = Metrics::for_verify();
+    metrics.set_build_info(crate::version::VERSION, crate::version::COMMIT);
+    let server = match args.metrics_addr.or(file.verify_metrics_addr) {
+        Some(addr) => {
+            let server = MetricsServer::bind(addr)
+                .await
+                .context("verify's metrics (--metrics-addr, verify_metrics_addr)")?;
+            Some(tokio::spawn(
+                server.serve(metrics.clone(), std::future::pending()),
+            ))
+        }
+        None => None,
+    };
+    let progress = Progress::for_verify(metrics);
+    let display = crate::progress::show(&progress);
+    let report = verify::run_with(&config, &progress).await;
+    display.finish().await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    let report = report.context("blueshift verify failed")?;
     let text = match args.format {
         Format::Text => report.to_text(),
         Format::Json => format!("{}\n", report.to_json()),

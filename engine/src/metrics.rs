@@ -30,6 +30,11 @@
 //! | `blueshift_blocked` | gauge | 1 while sync waits for green to be fixed (a change green cannot take as it is), else 0 |
 //! | `blueshift_cutover_state` | gauge | `state`: 1 for the cutover's current state on green ([`cutover`](self::cutover)) |
 //! | `blueshift_cutover_pause_seconds` | gauge | the last cutover's or rollback's write pause |
+//! | `blueshift_source_lsn` | gauge | blue's current WAL position (bytes), read with the lag |
+//!
+//! Verify's series (`blueshift_verify_*`, `blueshift_verified_lsn`) and which process exports
+//! which are described in [`verify`]: the verify process has a registry of its own
+//! ([`Metrics::for_verify`]) that exports only those and `blueshift_build_info`.
 //!
 //! The row counts and the error classes are the applier's own ([`RowCounts`], [`ErrorClass`]:
 //! one classification for the whole engine). Latencies are Prometheus histograms (buckets in
@@ -42,6 +47,7 @@ mod histogram;
 pub(crate) mod lag;
 mod render;
 mod server;
+pub mod verify;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -55,6 +61,7 @@ pub use server::{MetricsError, MetricsServer};
 
 use histogram::Latency;
 use lag::LagClock;
+use verify::{LastVerify, VerifyRegistry, VerifySnapshot};
 
 /// The stages a source transaction passes through on its way to green, each timed
 /// (`blueshift_stage_latency_seconds{stage}`): together they say where replication lag goes.
@@ -183,6 +190,12 @@ struct Registry {
     reverse: OnceLock<Metrics>,
     /// The cutover's state and last pause, as the sidecar read them on green.
     cutover: cutover::CutoverGauges,
+    /// Blue's current WAL position, as the sidecar last read it.
+    source_lsn: AtomicU64,
+    /// Verify's series.
+    verify: VerifyRegistry,
+    /// A `blueshift verify` process: only verify's series and the build are exported.
+    verify_only: bool,
 }
 
 impl Default for Registry {
@@ -207,6 +220,9 @@ impl Default for Registry {
             stages: Default::default(),
             reverse: OnceLock::new(),
             cutover: cutover::CutoverGauges::default(),
+            source_lsn: AtomicU64::new(0),
+            verify: VerifyRegistry::default(),
+            verify_only: false,
         }
     }
 }
@@ -218,6 +234,44 @@ impl Metrics {
     /// An empty registry: every counter and gauge at zero.
     pub fn new() -> Metrics {
         Metrics::default()
+    }
+
+    /// The registry of a `blueshift verify` process: it exports `blueshift_build_info` and
+    /// verify's series only (see [`verify`]), and `/readyz` answers ready while it runs.
+    pub fn for_verify() -> Metrics {
+        Metrics {
+            inner: Arc::new(Registry {
+                verify_only: true,
+                ..Registry::default()
+            }),
+        }
+    }
+
+    /// A verify chunk compared: its rows on each side and the differences found in it.
+    pub fn verify_chunk_done(&self, blue_rows: u64, green_rows: u64, differences: u64) {
+        self.inner
+            .verify
+            .chunk_done(blue_rows, green_rows, differences);
+    }
+
+    /// `n` differences verify found outside the chunks (samples, constraints, sequences).
+    pub fn verify_differences(&self, n: u64) {
+        self.inner.verify.differences(n);
+    }
+
+    /// The latest verify run, as recorded on green (`None`: verify never ran there).
+    pub fn set_last_verify(&self, last: Option<LastVerify>) {
+        self.inner.verify.set_last(last);
+    }
+
+    /// Verify's values now.
+    pub fn verify_snapshot(&self) -> VerifySnapshot {
+        self.inner.verify.snapshot()
+    }
+
+    /// `blueshift_source_lsn`: blue's current WAL position.
+    pub fn set_source_lsn(&self, lsn: u64) {
+        self.inner.source_lsn.store(lsn, Ordering::Relaxed);
     }
 
     /// One source transaction committed on green: its rows by operation and how long applying
@@ -280,6 +334,9 @@ impl Metrics {
     /// `/readyz` answers.
     pub fn ready(&self, max_lag: Duration) -> bool {
         let r = &self.inner;
+        if r.verify_only {
+            return true;
+        }
         r.up.load(Ordering::Relaxed)
             && r.connected.iter().all(|c| c.load(Ordering::Relaxed))
             && self.lag_seconds() <= max_lag.as_secs_f64()
@@ -391,6 +448,7 @@ impl Metrics {
             backfill_rows: load(&r.backfill_rows),
             backfill_chunks: load(&r.backfill_chunks),
             blocked: load(&r.blocked) != 0,
+            source_lsn: load(&r.source_lsn),
         }
     }
 
@@ -454,11 +512,19 @@ impl Metrics {
     /// Every series in the Prometheus text exposition format (version 0.0.4), with `# HELP`
     /// and `# TYPE` lines.
     pub fn render(&self) -> String {
+        let verify = self.inner.verify.snapshot();
+        if self.inner.verify_only {
+            let mut text = render::render_build(&self.snapshot());
+            verify::render_counters(&mut text, &verify);
+            verify::render_last(&mut text, &verify);
+            return text;
+        }
         let mut text = render::render(&self.snapshot());
         cutover::render(&mut text, &self.cutover());
         if let Some(reverse) = self.reverse_if_any() {
             direction::render(&mut text, &self.snapshot(), &reverse.snapshot());
         }
+        verify::render_last(&mut text, &verify);
         text
     }
 }
@@ -507,6 +573,8 @@ pub struct MetricsSnapshot {
     pub backfill_chunks: u64,
     /// `blueshift_blocked`.
     pub blocked: bool,
+    /// `blueshift_source_lsn`.
+    pub source_lsn: u64,
 }
 
 #[cfg(test)]

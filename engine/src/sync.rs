@@ -52,6 +52,7 @@ pub(crate) mod preflight;
 mod reader;
 mod scheduler;
 mod slot;
+mod verified;
 mod worker;
 mod writeset;
 
@@ -812,6 +813,7 @@ async fn attempt(
     let order = CommitOrder::new(0);
     // Verify's hold (see `hold`): the appliers check it before each commit.
     let hold = Arc::new(hold::Hold::default());
+    hold.set_feedback(feedback.clone());
     let durability = Arc::new(durability::Durability::default());
     let (green_flush, flush_conn) = client::connect(&config.target, "blueshift durability")
         .await
@@ -835,6 +837,11 @@ async fn attempt(
             metrics.clone(),
         );
         Background::spawn(move |stop| heartbeat::record(green, slot, metrics, stop))
+    };
+    // The latest verify run, for `blueshift_verified_lsn` and `blueshift_verify_last_run_*`.
+    let verified = {
+        let (green, metrics) = (Arc::clone(&green_flush), metrics.clone());
+        Background::spawn(move |stop| verified::watch(green, metrics, stop))
     };
     let hold_server = {
         let (hold, target, slot) = (
@@ -991,6 +998,7 @@ async fn attempt(
     monitor.stop().await;
     hold_server.stop().await;
     heartbeat.stop().await;
+    verified.stop().await;
     client::finish(green_conn).await;
     client::finish(guard_conn).await;
     client::close_shared(green_flush, flush_conn).await;

@@ -35,11 +35,20 @@
 //! the same on 14–18. A row is `ROW(c1, …)::text` over the compared columns through the same
 //! mapping as sync (renames; excluded and green-only columns left out; a blue column whose green
 //! type differs cast to green's type on blue, so both print green's text form) — see [`plan`].
-//! Hashing is server-side (`hashtextextended` of that text, 64 bits, summed as numeric): no row
-//! leaves a server unless a chunk differs, and the sum makes a chunk's checksum a multiset hash,
-//! so keyless tables and duplicates are covered by the same form. (Streaming rows out by COPY and
-//! hashing them client-side was not built: it moves every byte over the network, where the
-//! server-side hash moves two numbers per chunk.)
+//! Hashing is server-side by default ([`Hashing::Server`]: `hashtextextended` of that text, 64
+//! bits, summed in SQL): no row leaves a server unless a chunk differs, and the sum makes a
+//! chunk's checksum a multiset hash, so keyless tables and duplicates are covered by the same
+//! form. [`Hashing::Client`] (`--hashing client`) streams each chunk's canonical rows out (a
+//! portal of the extended protocol: COPY takes no parameters for the key bounds) and sums their
+//! xxh3-64 hashes here, as they arrive, on the worker's task — the same canonical bytes, so the
+//! same answers. Both were measured side by side (`blueshift bench verify`, BENCHMARKS.md): the
+//! server path is several times faster, because streaming makes each server format and send
+//! every row, which costs it more than hashing it in place; hence the default. Rayon was not
+//! used: the hashing itself is not where the streamed path's time goes.
+//!
+//! **Progress and metrics.** Workers count into backfill's [`Progress`]
+//! ([`Progress::for_verify`]): the CLI draws it as bars or logs it every 10 s, and it feeds
+//! verify's series in [`crate::metrics::verify`] (which also says which process exports what).
 //!
 //! **Resumable and recorded.** The chunk plan and every finished chunk are recorded on green
 //! ([`record`]); `--resume` takes the last unfinished run and compares only the chunks it did not
@@ -54,17 +63,20 @@ mod record;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use blueshift_applier::Mapping;
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::ReplicationError;
 use blueshift_decoder::Lsn;
 
+use crate::backfill::{Phase, Progress};
 use crate::client::{ClientError, SqlError};
+use crate::metrics::verify::LastVerify;
+use crate::metrics::Metrics;
 use crate::schema::{QualifiedName, SchemaError};
 
-pub use record::{last_run, VerifyRun};
+pub use record::{last_run, last_verify, VerifyRun};
 
 /// What is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +85,16 @@ pub enum Depth {
     Checksum,
     /// Row counts only.
     Counts,
+}
+
+/// Where a chunk's rows are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashing {
+    /// On each server: `hashtextextended` of the canonical row, summed in SQL; two numbers per
+    /// chunk cross the network.
+    Server,
+    /// Here: the canonical rows streamed out and hashed with xxh3 as they arrive.
+    Client,
 }
 
 /// Everything `verify` needs, validated.
@@ -90,6 +112,8 @@ pub struct VerifyConfig {
     pub tables: Vec<String>,
     /// Checksums or counts.
     pub depth: Depth,
+    /// Where checksums are computed.
+    pub hashing: Hashing,
     /// Rows per chunk.
     pub chunk_rows: u64,
     /// Connections per side.
@@ -502,10 +526,24 @@ pub(crate) async fn connect(
 /// outcome is recorded on green either way (`failed` when this returns an error after the run
 /// was recorded).
 pub async fn run(config: &VerifyConfig) -> Result<VerifyReport, VerifyError> {
+    run_with(config, &Progress::for_verify(Metrics::for_verify())).await
+}
+
+/// [`run`], counting rows and chunks into `progress` (made by [`Progress::for_verify`]) and
+/// verify's series into its metrics: rows and differences as chunks finish, the latest run's
+/// gauges from green's records when it starts and from its own outcome when it ends.
+pub async fn run_with(
+    config: &VerifyConfig,
+    progress: &Arc<Progress>,
+) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let (records, records_conn) = connect(&config.target, "green").await?;
     let records = Arc::new(records);
     record::ensure(&records).await?;
+    match last_verify(&records).await {
+        Ok(last) => progress.metrics().set_last_verify(last),
+        Err(e) => tracing::debug!(error = %e, "could not read the latest verify run"),
+    }
     crate::control::ensure(&records).await.map_err(|e| {
         VerifyError::sql(
             "green",
@@ -526,7 +564,16 @@ pub async fn run(config: &VerifyConfig) -> Result<VerifyReport, VerifyError> {
         Some(id) => id,
         None => record::start(&records, config).await?,
     };
-    let result = run_recorded(config, &records, run_id, resumed.is_some(), started).await;
+    let result = run_recorded(
+        config,
+        &records,
+        run_id,
+        resumed.is_some(),
+        started,
+        progress,
+    )
+    .await;
+    progress.set_phase(Phase::Done);
     match &result {
         Ok(report) => {
             record::finish(
@@ -537,9 +584,27 @@ pub async fn run(config: &VerifyConfig) -> Result<VerifyReport, VerifyError> {
                 Some((report.total_differences, report.sequences_behind)),
             )
             .await?;
+            let previous = progress.metrics().verify_snapshot().last;
+            progress.metrics().set_last_verify(Some(LastVerify {
+                outcome: if report.equal() { "equal" } else { "different" }.to_owned(),
+                differences: report.total_differences,
+                at: Some(SystemTime::now()),
+                verified_lsn: if report.equal() {
+                    Some(report.lsn.0)
+                } else {
+                    previous.and_then(|l| l.verified_lsn)
+                },
+            }));
         }
         Err(e) => {
             tracing::error!(run = run_id, error = %e, "verify failed");
+            let previous = progress.metrics().verify_snapshot().last;
+            progress.metrics().set_last_verify(Some(LastVerify {
+                outcome: "failed".to_owned(),
+                differences: 0,
+                at: Some(SystemTime::now()),
+                verified_lsn: previous.and_then(|l| l.verified_lsn),
+            }));
             if let Err(e2) = record::finish(&records, run_id, None, "failed", None).await {
                 tracing::warn!(run = run_id, error = %e2, "could not record the failed run");
             }
@@ -555,6 +620,7 @@ async fn run_recorded(
     run_id: i64,
     resumed: bool,
     started: Instant,
+    progress: &Arc<Progress>,
 ) -> Result<VerifyReport, VerifyError> {
     // The tables and their canonical forms, from both catalogs.
     let (blue, blue_conn) = connect(&config.source, "blue").await?;
@@ -565,7 +631,7 @@ async fn run_recorded(
     let point = point::take(config, records).await?;
     tracing::info!(run = run_id, lsn = %point.lsn, mode = ?point.mode, "consistent point taken");
     record::set_lsn(records, run_id, point.lsn).await?;
-    let outcome = compare::run(config, &plans, &point, records, run_id, resumed).await;
+    let outcome = compare::run(config, &plans, &point, records, run_id, resumed, progress).await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -580,6 +646,7 @@ async fn run_recorded(
         sampled,
     } = outcome;
     // Constraints on green that apply skipped, and sequences, in the same snapshots.
+    progress.set_phase(Phase::Checking);
     let extra = constraints::check(config, &plans, &point).await;
     let (lsn, mode) = (point.lsn, point.mode);
     point.close().await;
@@ -589,6 +656,7 @@ async fn run_recorded(
         if d.kind == DifferenceKind::Sequence {
             sequences_behind += 1;
         }
+        progress.metrics().verify_differences(1);
         if let Some(t) = tables.iter_mut().find(|t| t.table == d.table) {
             t.differences += 1;
         }

@@ -23,10 +23,11 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// Every series name the code exports: the `# TYPE` families of a fresh registry's exposition,
-/// with `_bucket`, `_sum` and `_count` for histograms.
+/// Every series name the code exports: the `# TYPE` families of fresh registries' expositions
+/// (the sidecar's and a verify process's), with `_bucket`, `_sum` and `_count` for histograms.
 fn exported() -> BTreeSet<String> {
-    let text = Metrics::new().render();
+    // The sidecar's registry, and a verify process's (`blueshift verify --metrics-addr`).
+    let text = Metrics::new().render() + &Metrics::for_verify().render();
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
@@ -120,6 +121,13 @@ fn the_dashboard_parses_and_names_only_exported_metrics() {
         "blueshift_up",
         "blueshift_cutover_state",
         "blueshift_cutover_pause_seconds",
+        // Verify: rows compared, differences, the verified LSN against blue's current one.
+        "blueshift_verify_rows_total",
+        "blueshift_verify_differences_total",
+        "blueshift_verify_last_run_differences",
+        "blueshift_verify_last_run_outcome",
+        "blueshift_verified_lsn",
+        "blueshift_source_lsn",
     ] {
         assert!(used.contains(needed), "no panel shows {needed}");
     }
@@ -166,6 +174,7 @@ fn the_alert_rules_pass_promtool_and_name_only_exported_metrics() {
         "BlueshiftRetainedWalHigh",
         "BlueshiftNotStreaming",
         "BlueshiftCutoverStuck",
+        "BlueshiftVerifyDifferences",
     ] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
     }

@@ -26,6 +26,9 @@ use crate::say;
 use crate::server::Server;
 
 const SQL_PEER: &str = "sql_peer";
+/// blueshift verify with `--hashing client` (rows streamed out, xxh3 here), measured beside
+/// the default (`--hashing server`) to pick between them.
+const STREAMED: &str = "blueshift_streamed";
 const DUMP: &str = "dump_diff";
 const DB: &str = "bench_verify";
 const PUBLICATION: &str = "bench_verify_pub";
@@ -43,7 +46,7 @@ fn order_by(table: &str) -> &'static str {
 
 pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     let o = ctx.options;
-    let mut r = ScenarioResult::new("verify", vec![SQL_PEER, DUMP]);
+    let mut r = ScenarioResult::new("verify", vec![SQL_PEER, STREAMED, DUMP]);
     r.workload = format!(
         "`pgbench -i -s {}` on blue, copied to green with pg_dump/pg_restore (equal); no writes",
         o.scale
@@ -54,7 +57,9 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
          count and a sum of 64-bit row hashes (hashtextextended) on both servers; constraints and sequences); \
          sql_peer: per table `SELECT count(*), sum(hashtext(t::text))` on both sides at once, \
          every table at once; dump_diff: per table `COPY (SELECT * … ORDER BY key) TO STDOUT` \
-         from both sides at once, compared byte for byte in the bench",
+         from both sides at once, compared byte for byte in the bench; blueshift_streamed: \
+         `blueshift verify --hashing client` (the same chunks, each one's canonical rows \
+         streamed out and hashed with xxh3 in blueshift)",
         w = o.workers
     );
     r.figures = vec![
@@ -79,10 +84,11 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
         Ok(rows) => {
             for run in 1..=o.runs {
                 r.sample(run, WORKLOAD, "rows", rows);
-                for side in turns(&[BLUESHIFT, SQL_PEER, DUMP], run) {
+                for side in turns(&[BLUESHIFT, SQL_PEER, STREAMED, DUMP], run) {
                     let started = Instant::now();
                     let result = match side {
-                        BLUESHIFT => blueshift(ctx, run).await,
+                        BLUESHIFT => blueshift(ctx, run, "server").await,
+                        STREAMED => blueshift(ctx, run, "client").await,
                         SQL_PEER => sql_peer(ctx).await,
                         _ => dump_diff(ctx).await,
                     };
@@ -144,7 +150,7 @@ async fn teardown(ctx: &Context<'_>) {
     let _ = ctx.blue().drop_database(DB).await;
 }
 
-fn verify_child(ctx: &Context<'_>, log: &str) -> anyhow::Result<Child> {
+fn verify_child(ctx: &Context<'_>, log: &str, hashing: &str) -> anyhow::Result<Child> {
     let workers = ctx.options.workers.to_string();
     Child::start(
         ctx.blueshift,
@@ -158,6 +164,8 @@ fn verify_child(ctx: &Context<'_>, log: &str) -> anyhow::Result<Child> {
             &workers,
             "--format",
             "json",
+            "--hashing",
+            hashing,
         ],
         &Endpoints {
             blue: ctx.blue(),
@@ -171,8 +179,8 @@ fn verify_child(ctx: &Context<'_>, log: &str) -> anyhow::Result<Child> {
     )
 }
 
-async fn blueshift(ctx: &Context<'_>, run: u32) -> anyhow::Result<()> {
-    let out = verify_child(ctx, &format!("verify-run{run}"))?
+async fn blueshift(ctx: &Context<'_>, run: u32, hashing: &str) -> anyhow::Result<()> {
+    let out = verify_child(ctx, &format!("verify-{hashing}-run{run}"), hashing)?
         .wait(ctx.timeout())
         .await?;
     let report: serde_json::Value =
@@ -302,7 +310,7 @@ async fn recall(ctx: &Context<'_>) -> anyhow::Result<(f64, f64)> {
                  (1, 1, 1, 1, now()), (2, 1, 2, 2, now()), (3, 1, 3, 3, now())",
         )
         .await?;
-    let child = verify_child(ctx, "verify-recall")?;
+    let child = verify_child(ctx, "verify-recall", "server")?;
     // Exit 1 (differences) is the expected outcome: the count is read from green's record.
     let _ = child.wait(ctx.timeout()).await;
     let found: i64 = green

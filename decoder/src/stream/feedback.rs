@@ -26,7 +26,7 @@
 //! Confirm only positions at or past the position streaming resumed from: recent servers ignore
 //! a flush position behind `confirmed_flush_lsn`, but older ones may move it back in memory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ struct Positions {
     sent_flushed: AtomicU64,
     /// Wakes the status task to send an update now.
     send_now: Notify,
+    /// The next update asks the server to answer at once.
+    reply: AtomicBool,
 }
 
 /// A cloneable handle to the positions the stream reports to the server.
@@ -99,6 +101,14 @@ impl FeedbackHandle {
         self.positions.send_now.notify_one();
     }
 
+    /// Sends an update now that asks the server to answer at once: the walsender replies to an
+    /// update whose reply flag is set with a keepalive carrying the end of the WAL it has sent,
+    /// which tells an idle stream's reader how far blue has got without waiting for new WAL.
+    pub fn request_reply(&self) {
+        self.positions.reply.store(true, Ordering::Release);
+        self.positions.send_now.notify_one();
+    }
+
     /// Advances `written` (the stream only).
     pub(crate) fn advance_written(&self, lsn: Lsn) {
         self.positions.written.fetch_max(lsn.0, Ordering::AcqRel);
@@ -110,7 +120,7 @@ impl FeedbackHandle {
             flushed: self.flushed(),
             applied: self.applied(),
             client_time: pg_time_now(),
-            reply_requested: false,
+            reply_requested: self.positions.reply.swap(false, Ordering::AcqRel),
         }
     }
 }

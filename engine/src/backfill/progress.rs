@@ -1,5 +1,9 @@
 //! Backfill progress, shared between the copy workers (which count) and whoever shows it: the
 //! CLI's progress bars on a terminal, periodic log lines otherwise, and the metrics.
+//!
+//! `blueshift verify` uses the same piece ([`Progress::for_verify`]): its workers count the
+//! rows of each chunk compared (blue's), its phases are planning, comparing, checking
+//! constraints and done, and the same bars and log lines show it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +41,10 @@ pub enum Phase {
     Indexing,
     /// Setting sequences.
     Sequences,
+    /// Verify: comparing chunks.
+    Comparing,
+    /// Verify: checking green's constraints and sequences.
+    Checking,
     /// Finished.
     Done,
 }
@@ -50,6 +58,8 @@ impl Phase {
             Phase::CatchingUp => "catching up",
             Phase::Indexing => "building indexes",
             Phase::Sequences => "setting sequences",
+            Phase::Comparing => "comparing",
+            Phase::Checking => "checking constraints",
             Phase::Done => "done",
         }
     }
@@ -62,6 +72,8 @@ pub struct Progress {
     phase: Mutex<Phase>,
     started: Instant,
     metrics: Metrics,
+    /// `backfill` or `verify`: what the lines say.
+    job: &'static str,
 }
 
 impl Progress {
@@ -72,6 +84,18 @@ impl Progress {
             phase: Mutex::new(Phase::Planning),
             started: Instant::now(),
             metrics,
+            job: "backfill",
+        })
+    }
+
+    /// The progress of a verify run, which also feeds `metrics` (verify's series).
+    pub fn for_verify(metrics: Metrics) -> Arc<Progress> {
+        Arc::new(Progress {
+            tables: Mutex::new(BTreeMap::new()),
+            phase: Mutex::new(Phase::Planning),
+            started: Instant::now(),
+            metrics,
+            job: "verify",
         })
     }
 
@@ -97,7 +121,7 @@ impl Progress {
 
     pub(crate) fn set_phase(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
-        tracing::info!(phase = phase.as_str(), "backfill");
+        tracing::info!(phase = phase.as_str(), "{}", self.job);
     }
 
     /// Time since the backfill started.
@@ -109,6 +133,27 @@ impl Progress {
         let counters = self.table(table);
         counters.chunks_done.fetch_add(1, Ordering::Relaxed);
         self.metrics.backfill_chunk_done(rows);
+    }
+
+    /// A verify chunk of `table` compared: `blue_rows` and `green_rows` in it, `differences`
+    /// found.
+    pub(crate) fn verify_chunk_done(
+        &self,
+        table: &QualifiedName,
+        blue_rows: u64,
+        green_rows: u64,
+        differences: u64,
+    ) {
+        let counters = self.table(table);
+        counters.rows.fetch_add(blue_rows, Ordering::Relaxed);
+        counters.chunks_done.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .verify_chunk_done(blue_rows, green_rows, differences);
+    }
+
+    /// The metrics this progress feeds.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Sums over every table: (rows, bytes, chunks done, chunks total, rows expected).
@@ -135,10 +180,16 @@ impl Progress {
         } else {
             String::new()
         };
+        // Verify moves checksums, not rows: it counts no bytes.
+        let size = if bytes > 0 || self.job == "backfill" {
+            format!(" ({:.1} MB)", bytes as f64 / 1e6)
+        } else {
+            String::new()
+        };
         format!(
-            "backfill {}: {rows} rows ({:.1} MB) in {secs:.1} s, {rate:.0} rows/s, chunks {done}/{total}{eta}",
+            "{} {}: {rows} rows{size} in {secs:.1} s, {rate:.0} rows/s, chunks {done}/{total}{eta}",
+            self.job,
             self.phase().as_str(),
-            bytes as f64 / 1e6,
         )
     }
 
@@ -157,5 +208,43 @@ impl Progress {
                 tracing::info!("{}", progress.summary_line());
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_counts_compared_rows_and_feeds_its_metrics() {
+        let metrics = Metrics::for_verify();
+        let progress = Progress::for_verify(metrics.clone());
+        let t = QualifiedName::new("public", "t");
+        progress.table(&t).chunks_total.store(3, Ordering::Relaxed);
+        progress.set_phase(Phase::Comparing);
+        progress.verify_chunk_done(&t, 100, 99, 1);
+        progress.verify_chunk_done(&t, 50, 50, 0);
+        assert_eq!(progress.totals(), (150, 0, 2, 3, 0));
+        let line = progress.summary_line();
+        assert!(
+            line.starts_with("verify comparing: 150 rows in "),
+            "no bytes for verify: {line}"
+        );
+        assert!(line.ends_with("chunks 2/3"), "{line}");
+        let s = metrics.verify_snapshot();
+        assert_eq!(
+            (s.blue_rows, s.green_rows, s.chunks, s.differences),
+            (150, 149, 2, 1)
+        );
+        assert_eq!(metrics.snapshot().backfill_rows, 0, "not a backfill");
+    }
+
+    #[test]
+    fn backfill_lines_keep_their_size() {
+        let progress = Progress::new(Metrics::new());
+        progress.set_phase(Phase::Copying);
+        assert!(progress
+            .summary_line()
+            .starts_with("backfill copying: 0 rows (0.0 MB) in "));
     }
 }

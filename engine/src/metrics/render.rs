@@ -30,20 +30,7 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
             Value::Int(u64::from(connected)),
         );
     }
-    out.header(
-        "blueshift_build_info",
-        "gauge",
-        "The running binary: always 1, with its version and git commit as labels.",
-    );
-    let (version, commit) = s
-        .build
-        .clone()
-        .unwrap_or_else(|| (env!("CARGO_PKG_VERSION").to_owned(), "unknown".to_owned()));
-    out.sample(
-        "blueshift_build_info",
-        &[("version", &version), ("commit", &commit)],
-        Value::Int(1),
-    );
+    build_info(&mut out, s);
     out.header(
         "blueshift_lag_bytes",
         "gauge",
@@ -117,6 +104,12 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
         &[],
         Value::Int(s.retained_wal_bytes),
     );
+    out.header(
+        "blueshift_source_lsn",
+        "gauge",
+        "Blue's current WAL position in bytes (pg_current_wal_lsn), as sync last read it.",
+    );
+    out.sample("blueshift_source_lsn", &[], Value::Int(s.source_lsn));
 
     out.header(
         "blueshift_errors_total",
@@ -188,6 +181,30 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
         );
     }
     out.0
+}
+
+/// Only `blueshift_build_info` (a verify process's registry adds its own series).
+pub(super) fn render_build(s: &MetricsSnapshot) -> String {
+    let mut out = Exposition(String::with_capacity(1024));
+    build_info(&mut out, s);
+    out.0
+}
+
+fn build_info(out: &mut Exposition, s: &MetricsSnapshot) {
+    out.header(
+        "blueshift_build_info",
+        "gauge",
+        "The running binary: always 1, with its version and git commit as labels.",
+    );
+    let (version, commit) = s
+        .build
+        .clone()
+        .unwrap_or_else(|| (env!("CARGO_PKG_VERSION").to_owned(), "unknown".to_owned()));
+    out.sample(
+        "blueshift_build_info",
+        &[("version", &version), ("commit", &commit)],
+        Value::Int(1),
+    );
 }
 
 /// A sample value.
@@ -321,8 +338,14 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        assert_eq!(types.len(), 19);
+        // 17 of sync, blue's position, the latest verify run's 4 gauges, the cutover's 2.
+        assert_eq!(types.len(), 24);
         assert_eq!(types["blueshift_blocked"], "gauge");
+        assert_eq!(types["blueshift_verified_lsn"], "gauge");
+        assert!(
+            !types.contains_key("blueshift_verify_rows_total"),
+            "the verify process's"
+        );
         // The cutover's state is unknown until the sidecar read green: every state at 0.
         assert_eq!(types["blueshift_cutover_state"], "gauge");
         assert_eq!(types["blueshift_cutover_pause_seconds"], "gauge");
@@ -341,6 +364,54 @@ mod tests {
             .contains_key("blueshift_stage_latency_seconds_bucket{stage=\"commit\",le=\"0.001\"}"));
         assert!(samples.contains_key("blueshift_errors_total{class=\"definite\"}"));
         assert!(samples.contains_key("blueshift_connected{side=\"green\"}"));
+    }
+
+    #[test]
+    fn a_verify_process_exports_its_series_and_the_build_only() {
+        let m = Metrics::for_verify();
+        m.set_build_info("1.2.3", "abc");
+        let (types, s) = parse(&m.render());
+        assert_eq!(
+            types.keys().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "blueshift_build_info",
+                "blueshift_verified_lsn",
+                "blueshift_verify_chunks_total",
+                "blueshift_verify_differences_total",
+                "blueshift_verify_last_run_differences",
+                "blueshift_verify_last_run_outcome",
+                "blueshift_verify_last_run_timestamp_seconds",
+                "blueshift_verify_rows_total",
+            ]
+        );
+        assert_eq!(types["blueshift_verify_rows_total"], "counter");
+        assert!(s.values().filter(|v| **v != 0.0).count() == 1, "{s:?}");
+        assert!(m.ready(Duration::ZERO), "nothing to lag behind");
+        m.verify_chunk_done(10, 9, 1);
+        m.verify_chunk_done(5, 5, 0);
+        m.verify_differences(2);
+        m.set_last_verify(Some(super::super::verify::LastVerify {
+            outcome: "different".to_owned(),
+            differences: 3,
+            at: Some(std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)),
+            verified_lsn: Some(0x1_0000_0028),
+        }));
+        let (_, s) = parse(&m.render());
+        assert_eq!(s["blueshift_verify_rows_total{side=\"blue\"}"], 15.0);
+        assert_eq!(s["blueshift_verify_rows_total{side=\"green\"}"], 14.0);
+        assert_eq!(s["blueshift_verify_chunks_total"], 2.0);
+        assert_eq!(s["blueshift_verify_differences_total"], 3.0);
+        assert_eq!(s["blueshift_verify_last_run_differences"], 3.0);
+        assert_eq!(s["blueshift_verified_lsn"], 4_294_967_336.0);
+        assert_eq!(s["blueshift_verify_last_run_timestamp_seconds"], 1.5);
+        assert_eq!(
+            s["blueshift_verify_last_run_outcome{outcome=\"different\"}"],
+            1.0
+        );
+        assert_eq!(
+            s["blueshift_verify_last_run_outcome{outcome=\"equal\"}"],
+            0.0
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blueshift_decoder::config::ConnectConfig;
+use blueshift_decoder::stream::FeedbackHandle;
 use blueshift_decoder::Lsn;
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -57,6 +58,11 @@ struct Inner {
     phase: Phase,
     /// The end of the last group that got past [`Hold::at_turn`].
     through: Lsn,
+    /// The highest `wal_end` of a keepalive that found nothing in flight: every transaction
+    /// ending at or before it had been received, and committed, then.
+    idle: Lsn,
+    /// Asks blue for a keepalive (see [`Hold::idle_at`]).
+    feedback: Option<FeedbackHandle>,
 }
 
 /// The hold shared by the appliers, the reader and [`serve`].
@@ -73,6 +79,8 @@ impl Default for Hold {
             inner: Mutex::new(Inner {
                 phase: Phase::Idle,
                 through: Lsn::INVALID,
+                idle: Lsn::INVALID,
+                feedback: None,
             }),
             changed: watch::Sender::new(0),
         }
@@ -136,9 +144,16 @@ impl Hold {
         }
     }
 
+    /// The stream's status updates, through which a request asks blue for a keepalive: an
+    /// idle stream gets none by itself once blue has nothing new to send.
+    pub(crate) fn set_feedback(&self, feedback: FeedbackHandle) {
+        self.lock().feedback = Some(feedback);
+    }
+
     /// The reader, on a keepalive at `wal_end` while nothing is in flight.
     pub(crate) fn idle_at(&self, wal_end: Lsn) {
         let mut inner = self.lock();
+        inner.idle = inner.idle.max(wal_end);
         if let Phase::Waiting(l, armed) = inner.phase {
             if wal_end >= l && inner.through <= l {
                 inner.phase = Phase::Held(l, Instant::now(), armed);
@@ -164,7 +179,17 @@ impl Hold {
         if inner.through > l {
             return false;
         }
-        inner.phase = Phase::Waiting(l, armed);
+        // An idle stream seen at or past L with nothing past L committed: green holds exactly
+        // what ends at or before L already. Otherwise the appliers, or the keepalive asked for
+        // here, settle it.
+        inner.phase = if inner.idle >= l {
+            Phase::Held(l, Instant::now(), armed)
+        } else {
+            Phase::Waiting(l, armed)
+        };
+        if let Some(feedback) = &inner.feedback {
+            feedback.request_reply();
+        }
         drop(inner);
         // Commits waiting on the arm look again.
         self.bump();
@@ -445,6 +470,16 @@ mod tests {
             "the pause counts from the arm: {pause:?}"
         );
         after.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_seen_past_the_position_before_it_came_holds_at_once() {
+        let hold = Hold::default();
+        hold.at_turn(Lsn(10), Lsn(20)).await;
+        hold.idle_at(Lsn(120));
+        hold.arm();
+        assert!(hold.request(Lsn(100)));
+        assert_eq!(hold.settled(Duration::from_millis(20)).await, Some(true));
     }
 
     #[tokio::test]

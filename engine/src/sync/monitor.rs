@@ -1,7 +1,7 @@
 //! Asks blue where it is, for two gauges: `blueshift_lag_bytes` (blue's current WAL position
 //! minus what green durably holds) and `blueshift_slot_retained_wal_bytes` (the WAL between the
 //! slot's `restart_lsn` and blue's current position, which blue cannot recycle while the slot
-//! holds it).
+//! holds it) — and `blueshift_source_lsn`, blue's current position itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +49,7 @@ pub(crate) async fn watch_blue(
                 let current: String = row.get(1);
                 if let Ok(current) = current.parse::<Lsn>() {
                     metrics.set_lag_bytes(current.bytes_since(durable.wanted()));
+                    metrics.set_source_lsn(current.0);
                 }
             }
             Ok(None) => {}

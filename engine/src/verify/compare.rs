@@ -24,8 +24,10 @@ use super::plan::{Side, TablePlan};
 use super::point::Point;
 use super::record::{self, PlannedChunk};
 use super::{
-    Depth, Difference, DifferenceKind, TableReport, VerifyConfig, VerifyError, MAX_REPORTED,
+    Depth, Difference, DifferenceKind, Hashing, TableReport, VerifyConfig, VerifyError,
+    MAX_REPORTED,
 };
+use crate::backfill::{Phase, Progress};
 use crate::schema::QualifiedName;
 
 /// A part of a chunk at most this large is compared row by row.
@@ -102,8 +104,11 @@ async fn checksum(
     side: &Side,
     lo: Option<&Key>,
     hi: Option<&Key>,
-    depth: Depth,
+    (depth, hashing): (Depth, Hashing),
 ) -> Result<Checksum, VerifyError> {
+    if depth == Depth::Checksum && hashing == Hashing::Client {
+        return streamed_checksum(client, side_name, table, side, lo, hi).await;
+    }
     // The 64-bit hash summed as two 32-bit halves (63 bits in all): sums of int4 accumulate in
     // int8, several times faster than a sum of int8 in numeric. `OFFSET 0` keeps the hash
     // computed once per row.
@@ -127,6 +132,40 @@ async fn checksum(
         .await
         .map_err(|e| VerifyError::sql(side_name, format!("checksum a chunk of {table}"), e))?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// [`checksum`] with the hashing on this side: the range's canonical rows streamed out (a
+/// portal of the extended protocol — COPY would take the key bounds as literals, not as
+/// parameters), each hashed with xxh3-64 as it arrives and the hashes summed modulo 2^64 (a
+/// multiset hash, as the server-side sum).
+async fn streamed_checksum(
+    client: &Client,
+    side_name: &'static str,
+    table: &QualifiedName,
+    side: &Side,
+    lo: Option<&Key>,
+    hi: Option<&Key>,
+) -> Result<Checksum, VerifyError> {
+    use futures_util::TryStreamExt as _;
+    let sql = format!(
+        "SELECT {} FROM {table} WHERE {}",
+        side.row_text(),
+        side.range(lo.is_some(), hi.is_some())
+    );
+    let bounds: Vec<&Key> = lo.into_iter().chain(hi).collect();
+    let failed = |e| VerifyError::sql(side_name, format!("stream a chunk of {table}"), e);
+    let rows = client
+        .query_raw(&sql, params(&bounds))
+        .await
+        .map_err(failed)?;
+    futures_util::pin_mut!(rows);
+    let (mut n, mut sum) = (0i64, 0u64);
+    while let Some(row) = rows.try_next().await.map_err(failed)? {
+        let text: &str = row.try_get(0).map_err(failed)?;
+        sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+        n += 1;
+    }
+    Ok((n, format!("xxh3:{sum:016x}")))
 }
 
 /// The key at offset `n` of the range, in key order.
@@ -226,6 +265,7 @@ async fn compare_chunk(
     plan: &TablePlan,
     chunk: &PlannedChunk,
     depth: Depth,
+    hashing: Hashing,
 ) -> Result<ChunkResult, VerifyError> {
     let table = &plan.table;
     let lo = chunk
@@ -244,7 +284,7 @@ async fn compare_chunk(
             &plan.blue,
             lo.as_ref(),
             hi.as_ref(),
-            depth
+            (depth, hashing)
         ),
         checksum(
             &pair.green,
@@ -253,7 +293,7 @@ async fn compare_chunk(
             &plan.green,
             lo.as_ref(),
             hi.as_ref(),
-            depth
+            (depth, hashing)
         ),
     );
     let (b, g) = (b?, g?);
@@ -333,7 +373,7 @@ async fn bisect(
                     &plan.blue,
                     part_lo.as_ref(),
                     part_hi.as_ref(),
-                    Depth::Checksum
+                    (Depth::Checksum, Hashing::Server)
                 ),
                 checksum(
                     &pair.green,
@@ -342,7 +382,7 @@ async fn bisect(
                     &plan.green,
                     part_lo.as_ref(),
                     part_hi.as_ref(),
-                    Depth::Checksum
+                    (Depth::Checksum, Hashing::Server)
                 ),
             );
             let (b, g) = (b?, g?);
@@ -458,6 +498,26 @@ async fn multiset(
         }
     }
     Ok(())
+}
+
+/// The rows blue's statistics expect in `plan`'s table (its partitions summed), for the ETA; 0
+/// when unknown (never analysed) or unreadable — progress only, never a result.
+async fn expected_rows(blue: &Client, plan: &TablePlan) -> u64 {
+    let row = blue
+        .query_one(
+            "SELECT coalesce(pg_catalog.sum(c.reltuples) FILTER (WHERE c.reltuples > 0), 0)::pg_catalog.int8 \
+               FROM pg_catalog.pg_partition_tree($1::pg_catalog.text::pg_catalog.regclass) p \
+               JOIN pg_catalog.pg_class c ON c.oid = p.relid",
+            &[&plan.table.to_string()],
+        )
+        .await;
+    match row {
+        Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+        Err(e) => {
+            tracing::debug!(table = %plan.table, error = %e, "no row estimate for the progress");
+            0
+        }
+    }
 }
 
 /// Integer types whose key range can be split by value.
@@ -576,8 +636,6 @@ struct Shared {
     tables: HashMap<QualifiedName, TableReport>,
     differences: Vec<Difference>,
     total: u64,
-    done: u64,
-    rows: u64,
 }
 
 /// A unit of work.
@@ -586,7 +644,8 @@ struct Job {
     chunk: PlannedChunk,
 }
 
-/// Runs the comparison of every table (see the module docs).
+/// Runs the comparison of every table (see the module docs), counting into `progress` (and
+/// through it the metrics).
 pub(super) async fn run(
     config: &VerifyConfig,
     plans: &Arc<Vec<TablePlan>>,
@@ -594,6 +653,7 @@ pub(super) async fn run(
     records: &Arc<Client>,
     run_id: i64,
     resumed: bool,
+    progress: &Arc<Progress>,
 ) -> Result<Outcome, VerifyError> {
     let invocation = record::invocation(records, run_id).await?;
     let workers = config.workers.max(1);
@@ -627,6 +687,14 @@ pub(super) async fn run(
                     })
                     .collect();
             }
+            let counters = progress.table(&plan.table);
+            counters
+                .chunks_total
+                .store(recorded.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            counters.rows_expected.store(
+                expected_rows(planner, plan).await,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let mut guard = shared
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -647,6 +715,14 @@ pub(super) async fn run(
             for chunk in recorded {
                 match chunk.result {
                     Some((blue_rows, green_rows, differences)) => {
+                        // Finished by an earlier invocation: shown as done, not counted again
+                        // in this process's metrics.
+                        counters
+                            .rows
+                            .fetch_add(blue_rows, std::sync::atomic::Ordering::Relaxed);
+                        counters
+                            .chunks_done
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         report.chunks_resumed += 1;
                         report.blue_rows += blue_rows;
                         report.green_rows += green_rows;
@@ -672,45 +748,23 @@ pub(super) async fn run(
     );
     let queue = Arc::new(Mutex::new(queue));
     let lsn = point.lsn;
-    let started = Instant::now();
-    let progress = {
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let (done, rows) = {
-                    let s = shared
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    (s.done, s.rows)
-                };
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                tracing::info!(
-                    chunks_done = done,
-                    chunks = total_chunks,
-                    rows,
-                    rows_per_s = (rows as f64 / secs).round(),
-                    "verify progress"
-                );
-            }
-        })
-    };
+    progress.set_phase(Phase::Comparing);
     let mut tasks = JoinSet::new();
     let mut sampler = None;
     for (n, pair) in pairs.into_iter().enumerate() {
-        let (queue, shared, plans, records) = (
+        let (queue, shared, plans, records, progress) = (
             Arc::clone(&queue),
             Arc::clone(&shared),
             Arc::clone(plans),
             Arc::clone(records),
+            Arc::clone(progress),
         );
-        let depth = config.depth;
+        let (depth, hashing) = (config.depth, config.hashing);
         let keep = n == 0 && config.sample > 0;
         tasks.spawn(async move {
             let result = worker(
-                &pair, &queue, &shared, &plans, &records, run_id, lsn, invocation, depth,
+                &pair, &queue, &shared, &plans, &records, run_id, lsn, invocation, depth, hashing,
+                &progress,
             )
             .await;
             if result.is_err() {
@@ -739,7 +793,6 @@ pub(super) async fn run(
             }
         }
     }
-    progress.abort();
     if let Some(e) = failed {
         if let Some(pair) = sampler {
             pair.close().await;
@@ -748,11 +801,10 @@ pub(super) async fn run(
     }
     let mut sampled = 0;
     if let Some(pair) = sampler {
-        let result = sample(&pair, plans, config.sample, &shared).await;
+        let result = sample(&pair, plans, config.sample, &shared, progress).await;
         pair.close().await;
         sampled = result?;
     }
-    // The progress task may not have dropped its handle yet: take the contents.
     let shared = std::mem::take(
         &mut *shared
             .lock()
@@ -777,6 +829,8 @@ async fn worker(
     lsn: blueshift_decoder::Lsn,
     invocation: i32,
     depth: Depth,
+    hashing: Hashing,
+    progress: &Progress,
 ) -> Result<(), VerifyError> {
     loop {
         let Some(job) = queue
@@ -788,7 +842,7 @@ async fn worker(
         };
         let plan = &plans[job.plan];
         let started = Instant::now();
-        let result = compare_chunk(pair, plan, &job.chunk, depth).await?;
+        let result = compare_chunk(pair, plan, &job.chunk, depth, hashing).await?;
         let once = record::chunk_done(
             records,
             run_id,
@@ -803,11 +857,15 @@ async fn worker(
             tracing::warn!(table = %plan.table, chunk = job.chunk.chunk, "chunk was recorded finished already");
         }
         blueshift_applier::failpoint::hit("verify-after-chunk");
+        progress.verify_chunk_done(
+            &plan.table,
+            result.blue_rows,
+            result.green_rows,
+            result.count,
+        );
         let mut s = shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.done += 1;
-        s.rows += result.blue_rows;
         s.total += result.count;
         if let Some(t) = s.tables.get_mut(&plan.table) {
             t.chunks += 1;
@@ -830,6 +888,7 @@ async fn sample(
     plans: &[TablePlan],
     n: u64,
     shared: &Mutex<Shared>,
+    progress: &Progress,
 ) -> Result<u64, VerifyError> {
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
     let mut sampled = 0;
@@ -907,6 +966,7 @@ async fn sample(
                 continue;
             }
             s.total += 1;
+            progress.metrics().verify_differences(1);
             if let Some(t) = s.tables.get_mut(table) {
                 t.differences += 1;
             }

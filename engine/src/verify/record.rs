@@ -313,3 +313,32 @@ pub async fn last_run(green: &Client) -> Result<Option<VerifyRun>, tokio_postgre
         differences: r.get(5),
     }))
 }
+
+/// The latest verify run as the metrics show it (`blueshift_verify_last_run_*`,
+/// `blueshift_verified_lsn`: the L of the latest run that found green equal); `None` when
+/// verify never ran on green. Two index reads on `blueshift.verify_run`.
+pub async fn last_verify(
+    green: &Client,
+) -> Result<Option<crate::metrics::verify::LastVerify>, tokio_postgres::Error> {
+    let Some(last) = last_run(green).await? else {
+        return Ok(None);
+    };
+    let verified = green
+        .query_opt(
+            "SELECT lsn::pg_catalog.text FROM blueshift.verify_run \
+              WHERE outcome = 'equal' AND lsn IS NOT NULL ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|t| t.parse::<Lsn>().ok());
+    Ok(Some(crate::metrics::verify::LastVerify {
+        differences: last
+            .differences
+            .and_then(|d| u64::try_from(d).ok())
+            .unwrap_or(0),
+        at: Some(last.finished_at.unwrap_or(last.started_at)),
+        outcome: last.outcome,
+        verified_lsn: verified.map(|l| l.0),
+    }))
+}
