@@ -463,6 +463,7 @@ async fn verify_act(source: &ConnectConfig, target: &ConnectConfig) -> anyhow::R
         sample: 100,
         resume: false,
         mapping: Arc::default(),
+        hashing: verify::Hashing::Server,
     })
     .await
     .context("blueshift verify")?;
