@@ -21,17 +21,21 @@ pub enum Scenario {
     Bigtxn,
     /// Proving green equals blue: blueshift verify against SQL checksums and an ordered dump.
     Verify,
+    /// The write pause of a switch through PgBouncer under a TPC-B rate: blueshift cutover
+    /// against the same switch by hand on native replication.
+    Cutover,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Catchup,
         Scenario::Live,
         Scenario::Backfill,
         Scenario::Decode,
         Scenario::Bigtxn,
         Scenario::Verify,
+        Scenario::Cutover,
     ];
 
     /// The name on the command line and in the report.
@@ -43,6 +47,7 @@ impl Scenario {
             Scenario::Decode => "decode",
             Scenario::Bigtxn => "bigtxn",
             Scenario::Verify => "verify",
+            Scenario::Cutover => "cutover",
         }
     }
 }

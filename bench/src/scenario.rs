@@ -1,4 +1,4 @@
-//! The five scenarios of issue 6, and what they share: the context, the blue database with its
+//! The scenarios (issue 6's five, verify, cutover), and what they share: the context, the blue database with its
 //! publication and marker table, the pair of green databases (one per consumer) and the
 //! sentinel that tells when a consumer has caught up.
 //!
@@ -9,6 +9,7 @@
 mod backfill;
 mod bigtxn;
 mod catchup;
+mod cutover;
 mod decode;
 mod live;
 mod verify;
@@ -65,6 +66,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Context<'_>) -> ScenarioResult
         Scenario::Decode => decode::run(ctx).await,
         Scenario::Bigtxn => bigtxn::run(ctx).await,
         Scenario::Verify => verify::run(ctx).await,
+        Scenario::Cutover => cutover::run(ctx).await,
     }
 }
 

@@ -172,6 +172,11 @@ impl Server {
         self.cluster.is_some()
     }
 
+    /// The throwaway cluster behind it, if it is one.
+    pub(crate) fn throwaway(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
     /// The server log of a throwaway cluster (empty otherwise), for error messages.
     pub(crate) fn log_tail(&self, lines: usize) -> String {
         self.cluster

@@ -13,7 +13,9 @@ use blueshift_decoder::Lsn;
 /// Scenarios (all by default): catchup (a paused consumer catching up a TPC-B backlog), live
 /// (lag per marker row under a fixed TPC-B rate), backfill (pgbench -i copied into an empty
 /// green), decode (a recorded backlog consumed into a discarding sink), bigtxn (one large
-/// INSERT and one large DELETE). Each runs for blueshift and for its peer(s) in turn, --runs
+/// INSERT and one large DELETE), verify (proving green equals blue), cutover (the write pause
+/// of a switch through PgBouncer under a TPC-B rate, against the same switch by hand on native
+/// replication). Each runs for blueshift and for its peer(s) in turn, --runs
 /// times; every run is checked (green equal to blue) before it yields a figure.
 ///
 /// Writes report.md (the Markdown tables, also printed on stdout), BENCHMARKS.md (the same,
@@ -38,7 +40,8 @@ Examples:
   blueshift bench catchup --source 'host=blue dbname=postgres user=bench' \\
       --target 'host=green dbname=postgres user=bench'")]
 pub(crate) struct BenchArgs {
-    /// Scenarios to run: catchup, live, backfill, decode, bigtxn, verify [default: all].
+    /// Scenarios to run: catchup, live, backfill, decode, bigtxn, verify,
+    /// cutover [default: all].
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<Scenario>,
 

@@ -1,8 +1,10 @@
 //! `blueshift demo`: two throwaway clusters, blue and green, a live write workload on blue,
 //! `blueshift sync` keeping green caught up (live lag and throughput), proof that green equals
 //! blue row for row; then, with a real PgBouncer in front of blue and an application writing
-//! through it, `cutover` (the write pause and the failed transactions printed), `rollback` and
-//! a second `cutover`, and the proof again. The README's first command.
+//! through it, `verify` (its summary printed; the run it records on green is what the
+//! cutover's gate reads), `cutover` behind that gate (the write pause and the failed
+//! transactions printed), `rollback` and a second `cutover`, the proof again, and `finalize`.
+//! The README's first command.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -350,9 +352,13 @@ async fn cutover_act(
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let source = ConnectConfig::from_conninfo_with_env(&blue.uri("demo"), |_| None)?;
+    let target = ConnectConfig::from_conninfo_with_env(&green.uri("demo"), |_| None)?;
+    // The cutover's gate reads the run verify records on green.
+    verify_act(&source, &target).await?;
     let options = CutoverOptions {
-        source: ConnectConfig::from_conninfo_with_env(&blue.uri("demo"), |_| None)?,
-        target: ConnectConfig::from_conninfo_with_env(&green.uri("demo"), |_| None)?,
+        source,
+        target,
         slot: "blueshift_demo".into(),
         publication: "demo_pub".into(),
         renames: Default::default(),
@@ -371,8 +377,9 @@ async fn cutover_act(
         },
         max_lag: Duration::from_secs(5),
         max_verify_age: Duration::from_secs(3600),
-        // `blueshift verify` is being built (issue 11); green was just proved equal above.
-        skip_verify: true,
+        // The real gate: the verify run just recorded on green must be clean and recent (it
+        // covers the second cutover too).
+        skip_verify: false,
         max_pause: Duration::from_secs(5),
         watch: Duration::from_secs(2),
         max_error_rate: 0.01,
@@ -436,5 +443,52 @@ async fn cutover_act(
     anyhow::ensure!(failed == 0, "{failed} application transactions failed");
     let fin = cutover::finalize(&options).await.context("finalize")?;
     say(&format!("{}", fin).trim_end().replace('\n', "; "));
+    Ok(())
+}
+
+/// `blueshift verify` between the demo's clusters while the sidecar streams: one consistent
+/// point, checksums per chunk, its summary printed; an error unless green equals blue (the
+/// cutover's gate then reads the run recorded on green).
+async fn verify_act(source: &ConnectConfig, target: &ConnectConfig) -> anyhow::Result<()> {
+    use blueshift_engine::verify::{self, Depth, VerifyConfig};
+    say("blueshift verify while the application writes: blue at one consistent point against green, the sidecar holding green's commits at that point for a moment; row counts and checksums per chunk, 100 random rows per table column by column");
+    let report = verify::run(&VerifyConfig {
+        source: source.clone(),
+        target: target.clone(),
+        publication: "demo_pub".into(),
+        slot: "blueshift_demo".into(),
+        tables: Vec::new(),
+        depth: Depth::Checksum,
+        chunk_rows: 50_000,
+        workers: 2,
+        sample: 100,
+        resume: false,
+        mapping: Arc::default(),
+        hashing: verify::Hashing::Server,
+    })
+    .await
+    .context("blueshift verify")?;
+    for line in report.to_text().lines() {
+        say(&format!("  {line}"));
+    }
+    // Sync does not carry sequences: those the application moved since the backfill are behind
+    // on green, and the cutover copies them during its pause. Any other difference stops here.
+    anyhow::ensure!(
+        report.total_differences == report.sequences_behind,
+        "blueshift verify found {} difference(s) between blue and green",
+        report.total_differences - report.sequences_behind
+    );
+    say(&format!(
+        "  every row of blue at {} is on green, and nothing else{}",
+        report.lsn,
+        if report.sequences_behind > 0 {
+            format!(
+                "; {} sequence(s) behind on green, which the cutover copies",
+                report.sequences_behind
+            )
+        } else {
+            String::new()
+        }
+    ));
     Ok(())
 }

@@ -233,6 +233,7 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             | CutoverError::PauseBudget { .. } => Settled(Class::DataStop),
             // Transparent: the chain skips what it wraps.
             CutoverError::Sequences(inner) => verdict(inner),
+            CutoverError::Schema(inner) => verdict(inner),
             CutoverError::Direction(inner) => match inner {
                 blueshift_engine::sync::direction::DirectionError::Connect { .. } => {
                     Settled(Class::Connection)

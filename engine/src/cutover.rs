@@ -28,8 +28,9 @@
 //!    written into blue's WAL: its LSN is L.
 //! 3. **Drain** ([`drain`]): wait until green's durable position (the sync's origins) is at or
 //!    past L, then copy every sequence blue → green ([`crate::sequence::copy`]).
-//! 4. **Arm the way back**: not yet — the reverse direction (green → blue) is built apart; until
-//!    it lands, a cutover has no automatic way back *after* RESUME.
+//! 4. **Arm the way back**: green's publication and slot for the reverse direction are created
+//!    here, where green equals blue ([`crate::sync::direction`]); the running sidecar streams
+//!    green → blue from then on, so `rollback` has every write green took.
 //! 5. **Switch** ([`switch`]): PgBouncer's entry re-pointed at green ([`entry`]) and `RELOAD`,
 //!    or `--switch-command`; a last check for writes on blue after the fence; then `RESUME`.
 //!    From `PAUSE` to `RESUME` the pause is bounded by `--max-pause`.

@@ -28,6 +28,8 @@
 //! | `blueshift_backfill_rows_total` | counter | |
 //! | `blueshift_backfill_chunks_total` | counter | |
 //! | `blueshift_blocked` | gauge | 1 while sync waits for green to be fixed (a change green cannot take as it is), else 0 |
+//! | `blueshift_cutover_state` | gauge | `state`: 1 for the cutover's current state on green ([`cutover`](self::cutover)) |
+//! | `blueshift_cutover_pause_seconds` | gauge | the last cutover's or rollback's write pause |
 //! | `blueshift_source_lsn` | gauge | blue's current WAL position (bytes), read with the lag |
 //! | `blueshift_conflicts_total` | counter | `direction`, `kind`, `resolution`: two-way conflicts (see `blueshift_applier::conflict`) |
 //!
@@ -41,6 +43,7 @@
 //! `GET /metrics`, with `/healthz` and `/readyz`.
 
 mod conflict;
+mod cutover;
 mod direction;
 mod histogram;
 pub(crate) mod lag;
@@ -54,6 +57,7 @@ use std::time::{Duration, SystemTime};
 
 pub use blueshift_applier::{ErrorClass, RowCounts};
 
+pub use cutover::CutoverSnapshot;
 pub use histogram::{LatencySnapshot, BUCKETS};
 pub use server::{MetricsError, MetricsServer};
 
@@ -187,6 +191,8 @@ struct Registry {
     stages: [Latency; 7],
     /// The reverse direction's registry (green → blue), once it was asked for.
     reverse: OnceLock<Metrics>,
+    /// The cutover's state and last pause, as the sidecar read them on green.
+    cutover: cutover::CutoverGauges,
     /// Blue's current WAL position, as the sidecar last read it.
     source_lsn: AtomicU64,
     /// Verify's series.
@@ -219,6 +225,7 @@ impl Default for Registry {
             conflicts: Default::default(),
             stages: Default::default(),
             reverse: OnceLock::new(),
+            cutover: cutover::CutoverGauges::default(),
             source_lsn: AtomicU64::new(0),
             verify: VerifyRegistry::default(),
             verify_only: false,
@@ -518,6 +525,18 @@ impl Metrics {
         self.inner.reverse.get().cloned()
     }
 
+    /// `blueshift_cutover_state{state}` and `blueshift_cutover_pause_seconds`: the cutover's
+    /// row on green (the sidecar reads it once a second); `pause_seconds` is the last write
+    /// pause recorded (`None` keeps the previous one).
+    pub fn set_cutover(&self, state: crate::cutover::State, pause_seconds: Option<f64>) {
+        self.inner.cutover.set(state, pause_seconds);
+    }
+
+    /// What the cutover gauges hold.
+    pub fn cutover(&self) -> CutoverSnapshot {
+        self.inner.cutover.snapshot()
+    }
+
     /// Every series in the Prometheus text exposition format (version 0.0.4), with `# HELP`
     /// and `# TYPE` lines.
     pub fn render(&self) -> String {
@@ -529,6 +548,7 @@ impl Metrics {
             return text;
         }
         let mut text = render::render(&self.snapshot());
+        cutover::render(&mut text, &self.cutover());
         if let Some(reverse) = self.reverse_if_any() {
             direction::render(&mut text, &self.snapshot(), &reverse.snapshot());
         }

@@ -343,6 +343,9 @@ pub struct VerifyReport {
     pub differences: Vec<Difference>,
     /// Differences in total, recorded chunks of a resumed run included.
     pub total_differences: u64,
+    /// Of those, sequences behind on green (sync does not carry sequences; the cutover copies
+    /// them during its pause, so its gate lets these through).
+    pub sequences_behind: u64,
     /// Random rows compared column by column.
     pub sampled: u64,
     /// Wall time.
@@ -413,11 +416,19 @@ impl VerifyReport {
         }
         let _ = writeln!(
             out,
-            "{} in {:.2}s: {} difference{}",
+            "{} in {:.2}s: {} difference{}{}",
             if self.equal() { "equal" } else { "DIFFERENT" },
             self.elapsed.as_secs_f64(),
             self.total_differences,
-            if self.total_differences == 1 { "" } else { "s" }
+            if self.total_differences == 1 { "" } else { "s" },
+            if self.sequences_behind > 0 {
+                format!(
+                    " ({} of them sequences behind on green, which `blueshift cutover` copies)",
+                    self.sequences_behind
+                )
+            } else {
+                String::new()
+            }
         );
         out
     }
@@ -440,6 +451,7 @@ impl VerifyReport {
             "point": { "mode": mode, "pause_ms": pause_ms, "attempts": attempts },
             "equal": self.equal(),
             "differences_total": self.total_differences,
+            "sequences_behind": self.sequences_behind,
             "sampled": self.sampled,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "tables": self.tables.iter().map(|t| json!({
@@ -569,7 +581,7 @@ pub async fn run_with(
                 run_id,
                 Some(report.lsn),
                 if report.equal() { "equal" } else { "different" },
-                Some(report.total_differences),
+                Some((report.total_differences, report.sequences_behind)),
             )
             .await?;
             let previous = progress.metrics().verify_snapshot().last;
@@ -638,8 +650,12 @@ async fn run_recorded(
     let extra = constraints::check(config, &plans, &point).await;
     let (lsn, mode) = (point.lsn, point.mode);
     point.close().await;
+    let mut sequences_behind = 0;
     for d in extra? {
         total += 1;
+        if d.kind == DifferenceKind::Sequence {
+            sequences_behind += 1;
+        }
         progress.metrics().verify_differences(1);
         if let Some(t) = tables.iter_mut().find(|t| t.table == d.table) {
             t.differences += 1;
@@ -657,6 +673,7 @@ async fn run_recorded(
         tables,
         differences,
         total_differences: total,
+        sequences_behind,
         sampled,
         elapsed: started.elapsed(),
     })

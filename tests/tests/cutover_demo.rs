@@ -1,5 +1,6 @@
 //! `blueshift demo`, the README's first command, shows the whole migration: backfill and live
-//! sync with proof, then through a real PgBouncer cutover, rollback and a second cutover with
+//! sync with proof, then through a real PgBouncer `verify` under the application's writes, a
+//! cutover behind the real verify gate (no --skip-verify), rollback and a second cutover with
 //! no failed application transaction, and green equal to blue at the end.
 
 use std::process::Command;
@@ -20,6 +21,7 @@ fn the_demo_runs_the_whole_migration() {
     );
     for line in [
         "green equals blue row for row",
+        "blueshift verify while the application writes",
         "cutover to green: cut-over; write pause",
         "rollback to blue: rolled-back; write pause",
         "cutover to green again: cut-over; write pause",
@@ -29,6 +31,27 @@ fn the_demo_runs_the_whole_migration() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
+    // The verify printed its summary (both tables, the sidecar holding green at its point while
+    // the application wrote), found green equal to blue, and came before the cutover, whose
+    // gate read the run it recorded.
+    let verified = stdout
+        .find("  every row of blue at ")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let summary = &stdout[stdout.find("blueshift verify while").expect("checked")..verified];
+    for table in [
+        "\"accounts\"",
+        "\"transfers\"",
+        "verify run 1 at ",
+        "sidecar held green's commits",
+    ] {
+        assert!(summary.contains(table), "{table} in:\n{summary}");
+    }
+    let first_cutover = stdout.find("cutover to green: cut-over").expect("checked");
+    assert!(verified < first_cutover, "{stdout}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("--skip-verify"),
+        "the demo cut over behind the real verify gate"
+    );
     let stopped = stdout
         .lines()
         .find(|l| l.starts_with("the application stopped:"))

@@ -19,6 +19,9 @@ fn killed_at_then_resumed(name: &str, failpoint: &str, state: &str, paused: bool
     assert_eq!(out.status.signal(), Some(9), "{}", text(&out));
     assert_eq!(stage.state(), state);
     assert_eq!(stage.paused(), paused, "PgBouncer paused after the crash");
+    // The sidecar exports the state the cutover was killed in: what the stuck-cutover alert
+    // (deploy/prometheus/alerts.yml) fires on.
+    stage.exported_state(state);
 
     // Without --resume a new cutover is refused: one is half done.
     let refused = stage.cutover(&[], &[]);

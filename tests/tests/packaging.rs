@@ -119,6 +119,8 @@ fn the_dashboard_parses_and_names_only_exported_metrics() {
         "blueshift_backfill_rows_total",
         "blueshift_connected",
         "blueshift_up",
+        "blueshift_cutover_state",
+        "blueshift_cutover_pause_seconds",
         // Verify: rows compared, differences, the verified LSN against blue's current one.
         "blueshift_verify_rows_total",
         "blueshift_verify_differences_total",
@@ -171,6 +173,7 @@ fn the_alert_rules_pass_promtool_and_name_only_exported_metrics() {
         "BlueshiftLagHigh",
         "BlueshiftRetainedWalHigh",
         "BlueshiftNotStreaming",
+        "BlueshiftCutoverStuck",
         "BlueshiftVerifyDifferences",
     ] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");

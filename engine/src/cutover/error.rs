@@ -80,6 +80,9 @@ pub enum CutoverError {
     /// Sequences could not be copied.
     #[error(transparent)]
     Sequences(#[from] SequenceError),
+    /// Blue's publication could not be read (the verify gate's tables).
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
     /// The reverse direction could not be armed or disarmed.
     #[error(transparent)]
     Direction(#[from] crate::sync::direction::DirectionError),

@@ -3,7 +3,8 @@
 //!
 //! - the sync runs (its slot is active) and its lag is under `--max-lag`, and `status` sees no
 //!   problem with the slot;
-//! - the last `verify` is clean and recent ([`super::gate`]), or `--skip-verify`;
+//! - the last `verify` of this slot and publication is clean, recent and compared every
+//!   published table ([`super::gate`]), or `--skip-verify`;
 //! - no transaction on blue is older than the pause budget (PgBouncer's `PAUSE` waits for it);
 //! - green can take the reverse path: `wal_level = logical` and a free replication slot;
 //! - PgBouncer's admin console answers and has the database entry, which points at blue, and
@@ -92,9 +93,15 @@ pub(crate) async fn run(
             .push(format!("cannot read the sync's status: {e}")),
     }
     // The verify gate.
-    if let Some(problem) = gate::check(green, options.max_verify_age, options.skip_verify).await? {
-        p.problems.push(problem);
-    }
+    let verify_gate = gate::Gate {
+        slot: &options.slot,
+        publication: &options.publication,
+        max_age: options.max_verify_age,
+        skip: options.skip_verify,
+    };
+    let verdict = gate::check(&verify_gate, blue, green).await?;
+    p.problems.extend(verdict.problem);
+    p.warnings.extend(verdict.warning);
     if options.skip_verify {
         p.warnings
             .push("--skip-verify: green was not checked against blue".to_owned());

@@ -67,6 +67,20 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the machine's order (the `state` label values of
+    /// `blueshift_cutover_state`).
+    pub const ALL: [State; 9] = [
+        State::Replicating,
+        State::Ready,
+        State::Fenced,
+        State::Drained,
+        State::Switched,
+        State::Watching,
+        State::CutOver,
+        State::RolledBack,
+        State::Finalized,
+    ];
+
     /// The name stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -338,8 +338,9 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        // 17 of sync, blue's position, the latest verify run's 4 gauges, two-way conflicts.
-        assert_eq!(types.len(), 23);
+        // 17 of sync, blue's position, the latest verify run's 4 gauges, two-way conflicts, the
+        // cutover's 2.
+        assert_eq!(types.len(), 25);
         assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_verified_lsn"], "gauge");
         assert!(
@@ -348,6 +349,10 @@ mod tests {
         );
         // Two-way conflicts: the family, empty until the first one.
         assert_eq!(types["blueshift_conflicts_total"], "counter");
+        // The cutover's state is unknown until the sidecar read green: every state at 0.
+        assert_eq!(types["blueshift_cutover_state"], "gauge");
+        assert_eq!(types["blueshift_cutover_pause_seconds"], "gauge");
+        assert!(samples.contains_key("blueshift_cutover_state{state=\"cut-over\"}"));
         assert_eq!(types["blueshift_apply_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_stage_latency_seconds"], "histogram");
         assert_eq!(types["blueshift_errors_total"], "counter");

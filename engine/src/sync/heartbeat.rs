@@ -8,6 +8,10 @@
 //!   its basis, or now − the time it was recorded when it had none. Blue may have committed
 //!   anything since, and nothing of it reaches green.
 //!
+//! Each tick also reads the cutover's row of the slot (`blueshift.cutover`) into
+//! `blueshift_cutover_state` and `blueshift_cutover_pause_seconds` (see
+//! `metrics::cutover`): the sidecar is what Prometheus scrapes, also while a cutover is stuck.
+//!
 //! Recording is best effort: a green that refuses the table (no CREATE privilege) costs the
 //! status its lag in seconds, never the sync.
 
@@ -17,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::Client;
 
 use super::background::StopRequest;
+use crate::cutover::State;
 use crate::metrics::Metrics;
 
 /// The table, in green's `blueshift` schema.
@@ -62,6 +67,15 @@ pub(crate) async fn record(
         }
         if green.is_closed() {
             return;
+        }
+        // The cutover's row of this slot, for `blueshift_cutover_state` (a missing table or
+        // row: no cutover ever ran, the sync replicates).
+        match crate::cutover::read_state(&green, &slot).await {
+            Ok(record) => metrics.set_cutover(
+                record.as_ref().map_or(State::Replicating, |r| r.state),
+                record.and_then(|r| r.pause_ms).map(|ms| ms / 1000.0),
+            ),
+            Err(e) => tracing::debug!(error = %e, "could not read the cutover's state on green"),
         }
         if !table {
             continue;

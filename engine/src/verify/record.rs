@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS blueshift.verify_run (
     depth text,
     invocations integer NOT NULL DEFAULT 1
 );
+-- Of the differences, sequences behind on green (the cutover copies them): its gate reads it.
+ALTER TABLE blueshift.verify_run ADD COLUMN IF NOT EXISTS sequences_behind bigint;
 CREATE TABLE IF NOT EXISTS blueshift.verify_chunk (
     run_id bigint NOT NULL REFERENCES blueshift.verify_run (id) ON DELETE CASCADE,
     table_schema text NOT NULL,
@@ -119,16 +121,26 @@ pub(super) async fn finish(
     id: i64,
     lsn: Option<Lsn>,
     outcome: &str,
-    differences: Option<u64>,
+    differences: Option<(u64, u64)>,
 ) -> Result<(), VerifyError> {
-    let differences = differences.map(|d| i64::try_from(d).unwrap_or(i64::MAX));
+    let count = |d: u64| i64::try_from(d).unwrap_or(i64::MAX);
+    let (differences, sequences_behind) = match differences {
+        Some((all, sequences)) => (Some(count(all)), Some(count(sequences))),
+        None => (None, None),
+    };
     green
         .execute(
             "UPDATE blueshift.verify_run SET finished_at = pg_catalog.clock_timestamp(), \
-                    outcome = $2, differences = $3, \
+                    outcome = $2, differences = $3, sequences_behind = $5, \
                     lsn = coalesce($4::pg_catalog.text::pg_catalog.pg_lsn, lsn) \
               WHERE id = $1",
-            &[&id, &outcome, &differences, &lsn.map(|l| l.to_string())],
+            &[
+                &id,
+                &outcome,
+                &differences,
+                &lsn.map(|l| l.to_string()),
+                &sequences_behind,
+            ],
         )
         .await
         .map_err(|e| VerifyError::sql("green", "record the run's outcome", e))?;
