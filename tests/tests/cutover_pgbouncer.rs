@@ -1,7 +1,7 @@
 //! `blueshift cutover` through a real PgBouncer while pgbench writes through it at a fixed
 //! rate, behind the real verify gate (real `blueshift verify` runs: none, one that found a
-//! difference, one of a single table and a stale one refused, a clean recent one passes): no
-//! failed transaction, every committed row on green exactly once (and back on blue
+//! difference, one of a single table, a counts-only one and a stale one refused, a clean
+//! recent one passes): no failed transaction, every committed row on green exactly once (and back on blue
 //! through the way back the cutover arms), the write pause measured from pgbench's
 //! per-transaction log; the sequences (bigserial, identity, a
 //! descending one, one cached by several sessions) carry on without a duplicate key; and a
@@ -86,6 +86,17 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
             "{stderr}"
         );
     }
+    // Equal row counts (--counts) prove nothing about the rows themselves.
+    let counted = stage.verify(&["--counts"]);
+    assert!(rows_equal(&counted), "{}", text(&counted));
+    let refused = stage.cutover(&["--dry-run"], &[]);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("the last verify (run 3) compared row counts only"),
+        "{}",
+        text(&refused)
+    );
     let verified = stage.verify(&[]);
     assert!(rows_equal(&verified), "{}", text(&verified));
     eprintln!(
@@ -120,7 +131,7 @@ fn pgbench_through_pgbouncer_loses_nothing_and_fails_nothing() {
     // found them behind on green, and the gate let that through with a warning (the drain
     // copies them; the 1000 inserts below prove it).
     assert!(
-        plan_text.contains("warning: the last verify (run 3) found the rows equal and"),
+        plan_text.contains("warning: the last verify (run 4) found the rows equal and"),
         "{plan_text}"
     );
     assert_eq!(

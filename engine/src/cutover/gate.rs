@@ -12,6 +12,7 @@
 //!   (`sequences_behind`: sync does not carry sequences, and the cutover copies every one of
 //!   them during its pause, after the drain), which passes with a warning — and finished within
 //!   `--max-verify-age`;
+//! - it compared rows (checksums, not `--counts`: equal counts prove nothing about contents);
 //! - it compared every table the publication publishes on blue now (read the way verify reads
 //!   it, `schema::catalog::published_tables`): a `--tables` subset, or a table added to the
 //!   publication since, proves nothing about the tables it left out.
@@ -83,7 +84,8 @@ pub(crate) async fn check(
     // Green's clock, as verify recorded the run with it.
     let Some(last) = green
         .query_opt(
-            "SELECT id, outcome, differences, finished_at, pg_catalog.now(), sequences_behind \
+            "SELECT id, outcome, differences, finished_at, pg_catalog.now(), sequences_behind, \
+                    depth \
                FROM blueshift.verify_run WHERE slot = $1 AND publication = $2 \
               ORDER BY id DESC LIMIT 1",
             &[&slot, &publication],
@@ -99,12 +101,18 @@ pub(crate) async fn check(
     let finished_at: Option<SystemTime> = last.get(3);
     let now: SystemTime = last.get(4);
     let sequences: i64 = last.get::<_, Option<i64>>(5).unwrap_or(0);
+    let depth: Option<String> = last.get(6);
     let age = finished_at.map(|at| now.duration_since(at).unwrap_or_default().as_secs_f64());
     // Sequences behind on green and nothing else: the rows are equal, and the drain copies
     // every sequence before RESUME.
     let only_sequences = outcome == "different" && sequences > 0 && differences == Some(sequences);
     let equal = outcome == "equal" || only_sequences;
     let problem = match (outcome.as_str(), age) {
+        // Equal row counts say nothing about the rows' contents.
+        (_, Some(_)) if equal && depth.as_deref() != Some("checksum") => Some(format!(
+            "the last verify (run {id}) compared row counts only (--counts): equal counts do not \
+             prove equal rows — run `blueshift verify` without --counts"
+        )),
         (_, Some(age)) if equal && age <= gate.max_age.as_secs_f64() => None,
         (_, Some(age)) if equal => Some(format!(
             "the last verify (run {id}) is {age:.0} s old, older than --max-verify-age {} s: run `blueshift verify` again",
