@@ -357,8 +357,8 @@ async fn cutover_act(
     // The cutover's gate reads the run verify records on green.
     verify_act(&source, &target).await?;
     let options = CutoverOptions {
-        source,
-        target,
+        source: source.clone(),
+        target: target.clone(),
         slot: "blueshift_demo".into(),
         publication: "demo_pub".into(),
         renames: Default::default(),
@@ -412,6 +412,8 @@ async fn cutover_act(
     let r = cutover::rollback(&options).await.context("rollback")?;
     report("rollback to blue", &r);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The gate wants a proof newer than the rollback: writes went both ways since the first.
+    verify_act(&source, &target).await?;
     let r = cutover::cutover(&options).await.context("second cutover")?;
     report("cutover to green again", &r);
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -13,6 +13,7 @@
 //!   them during its pause, after the drain), which passes with a warning — and finished within
 //!   `--max-verify-age`;
 //! - it compared rows (checksums, not `--counts`: equal counts prove nothing about contents);
+//! - it started after the last rollback of this slot, if any (writes went both ways since);
 //! - it compared every table the publication publishes on blue now (read the way verify reads
 //!   it, `schema::catalog::published_tables`): a `--tables` subset, or a table added to the
 //!   publication since, proves nothing about the tables it left out.
@@ -85,7 +86,7 @@ pub(crate) async fn check(
     let Some(last) = green
         .query_opt(
             "SELECT id, outcome, differences, finished_at, pg_catalog.now(), sequences_behind, \
-                    depth \
+                    depth, started_at \
                FROM blueshift.verify_run WHERE slot = $1 AND publication = $2 \
               ORDER BY id DESC LIMIT 1",
             &[&slot, &publication],
@@ -102,6 +103,7 @@ pub(crate) async fn check(
     let now: SystemTime = last.get(4);
     let sequences: i64 = last.get::<_, Option<i64>>(5).unwrap_or(0);
     let depth: Option<String> = last.get(6);
+    let started_at: SystemTime = last.get(7);
     let age = finished_at.map(|at| now.duration_since(at).unwrap_or_default().as_secs_f64());
     // Sequences behind on green and nothing else: the rows are equal, and the drain copies
     // every sequence before RESUME.
@@ -133,6 +135,30 @@ pub(crate) async fn check(
     };
     if let Some(problem) = problem {
         return Ok(Verdict::refused(problem));
+    }
+    // A rollback since: both sides took writes after that proof, through both directions.
+    if crate::client::relation_exists(green, "blueshift.cutover_event")
+        .await
+        .map_err(CutoverError::query(
+            "green",
+            "look for blueshift.cutover_event",
+        ))?
+    {
+        let rolled_back: Option<SystemTime> = green
+            .query_one(
+                "SELECT pg_catalog.max(at) FROM blueshift.cutover_event \
+                  WHERE slot = $1 AND state = 'rolled-back'",
+                &[&slot],
+            )
+            .await
+            .map_err(CutoverError::query("green", "read blueshift.cutover_event"))?
+            .get(0);
+        if rolled_back.is_some_and(|at| started_at <= at) {
+            return Ok(Verdict::refused(format!(
+                "the last verify (run {id}) started before the last rollback: writes went both \
+                 ways since, which it did not see — run `blueshift verify` again"
+            )));
+        }
     }
     // Every published table was compared.
     let published = crate::schema::catalog::published_tables(blue, Some(publication)).await?;
