@@ -109,6 +109,8 @@ pub struct BenchOptions {
     pub blueshift: Option<PathBuf>,
     /// Rows of the big transactions: `bigtxn` [default 5 000 000], `decode` [2 000 000].
     pub big_rows: Option<u64>,
+    /// `bigtxn`: the `--max-txn-memory` of the measured sync [default: sync's own].
+    pub bigtxn_memory: Option<String>,
     /// Tiny scale, seconds per scenario: keeps the harness working (CI); no figure means
     /// anything.
     pub smoke: bool,
@@ -131,6 +133,7 @@ pub(crate) struct Validated {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) blueshift: Option<PathBuf>,
     pub(crate) bigtxn_rows: u64,
+    pub(crate) bigtxn_memory: Option<String>,
     pub(crate) decode_rows: u64,
     pub(crate) smoke: bool,
     pub(crate) command_line: String,
@@ -193,6 +196,7 @@ impl BenchOptions {
             data_dir,
             blueshift: self.blueshift,
             bigtxn_rows: big(5_000_000, 20_000),
+            bigtxn_memory: self.bigtxn_memory,
             decode_rows: big(2_000_000, 20_000),
             smoke,
             command_line: self.command_line,

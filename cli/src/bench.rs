@@ -70,6 +70,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N")]
     big_rows: Option<u64>,
 
+    /// bigtxn: the memory budget of the measured `blueshift sync` (its --max-txn-memory),
+    /// e.g. 16MiB [default: sync's own, 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    bigtxn_memory: Option<String>,
+
     /// PostgreSQL binaries folder for the clusters and the client programs [default: PG_BIN,
     /// else pg_config --bindir].
     #[arg(long, value_name = "DIR")]
@@ -119,6 +124,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         blueshift: args.blueshift,
         big_rows: args.big_rows,
+        bigtxn_memory: args.bigtxn_memory,
         smoke: args.smoke,
         command_line,
     };
