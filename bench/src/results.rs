@@ -2,6 +2,7 @@
 //! scenario reports (which metric, which way is better), and the medians, ratios and spreads
 //! computed from them.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -138,8 +139,8 @@ pub(crate) enum Better {
 /// One figure a scenario reports for blueshift and each peer.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Figure {
-    pub(crate) metric: &'static str,
-    pub(crate) label: &'static str,
+    pub(crate) metric: Cow<'static, str>,
+    pub(crate) label: Cow<'static, str>,
     pub(crate) better: Better,
     pub(crate) digits: usize,
 }
@@ -151,8 +152,8 @@ pub(crate) const fn figure(
     digits: usize,
 ) -> Figure {
     Figure {
-        metric,
-        label,
+        metric: Cow::Borrowed(metric),
+        label: Cow::Borrowed(label),
         better,
         digits,
     }
