@@ -111,6 +111,8 @@ pub struct BenchOptions {
     pub big_rows: Option<u64>,
     /// `live`: loads as percentages of blue's maximum rate, in order; empty = 80.
     pub live_loads: Vec<u32>,
+    /// `catchup`: the backlog's write loads, in order; empty = TPC-B.
+    pub catchup_workloads: Vec<crate::Workload>,
     /// Tiny scale, seconds per scenario: keeps the harness working (CI); no figure means
     /// anything.
     pub smoke: bool,
@@ -135,6 +137,7 @@ pub(crate) struct Validated {
     pub(crate) bigtxn_rows: u64,
     pub(crate) decode_rows: u64,
     pub(crate) live_loads: Vec<u32>,
+    pub(crate) catchup_workloads: Vec<crate::Workload>,
     pub(crate) smoke: bool,
     pub(crate) command_line: String,
 }
@@ -193,6 +196,13 @@ impl BenchOptions {
         );
         let mut seen_load = std::collections::HashSet::new();
         live_loads.retain(|l| seen_load.insert(*l));
+        let mut catchup_workloads = if self.catchup_workloads.is_empty() {
+            vec![crate::Workload::Tpcb]
+        } else {
+            self.catchup_workloads
+        };
+        let mut seen_workload = std::collections::HashSet::new();
+        catchup_workloads.retain(|w| seen_workload.insert(*w));
         let big = |full: u64, small: u64| self.big_rows.unwrap_or(if smoke { small } else { full });
         Ok(Validated {
             scenarios,
@@ -209,6 +219,7 @@ impl BenchOptions {
             bigtxn_rows: big(5_000_000, 20_000),
             decode_rows: big(2_000_000, 20_000),
             live_loads,
+            catchup_workloads,
             smoke,
             command_line: self.command_line,
         })
