@@ -480,6 +480,16 @@ impl TxAssembler {
             if let Some(charge) = self.budget.try_charge(size) {
                 return Ok(Some(charge));
             }
+            if !self.spill_largest()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Spills the open transaction holding the most memory, giving its bytes back to the
+    /// budget; false when no open transaction holds any.
+    pub fn spill_largest(&mut self) -> Result<bool, AssembleError> {
+        {
             let largest = self
                 .plain
                 .iter_mut()
@@ -488,10 +498,11 @@ impl TxAssembler {
                 .filter(|t| t.buffer.bytes() > 0)
                 .max_by_key(|t| t.buffer.bytes());
             let Some(txn) = largest else {
-                return Ok(None);
+                return Ok(false);
             };
             spill(&self.options, &mut self.next_file, &mut self.stats, txn)?;
         }
+        Ok(true)
     }
 
     /// The [`Change`] a change message stands for, with the relations' current descriptions;

@@ -13,8 +13,9 @@
 //! transaction's vector) — before it is buffered; a charge never waits inside the assembler
 //! (it is synchronous): when the bytes are not there, the assembler spills its largest open
 //! transaction, and the reader, before handing a change over, waits for the appliers to give
-//! bytes back while the assembler holds less than half the budget (waiting then frees memory
-//! sooner than writing a file would). A transaction that completes in memory hands its charge
+//! bytes back while the assembler holds less than half the budget and the appliers hold enough
+//! to make room (waiting then frees memory sooner than writing a file would; a wait for bytes
+//! the assembler holds would never end). A transaction that completes in memory hands its charge
 //! to the job that carries it ([`TxAssembler::take_charge`](super::TxAssembler::take_charge));
 //! a spilled one is charged a small constant for its reader.
 

@@ -104,6 +104,16 @@ fn aborts_spills_and_resets_give_bytes_back() {
     assert!(budget.used() > 0);
     a.reset();
     assert_eq!(budget.used(), 0);
+    // Spilling on demand (the sync's reader, to make room for a spilled transaction's reader).
+    a.push(relation(1, 1, None)).unwrap();
+    a.push(begin(11, 110)).unwrap();
+    a.push(insert(None, 1, "z")).unwrap();
+    assert!(a.spill_largest().unwrap());
+    assert_eq!((budget.used(), a.stats().buffered_bytes), (0, 0));
+    assert!(!a.spill_largest().unwrap(), "nothing left in memory");
+    a.push(insert(None, 1, "zz")).unwrap();
+    let t = transaction(a.push(commit(110)).unwrap().unwrap());
+    assert_eq!(values(t.changes), ["z", "zz"]);
 }
 
 #[test]

@@ -239,23 +239,54 @@ impl Reader {
     /// give it back as they commit — waiting for them frees memory sooner than a spill file
     /// would. Otherwise (or once they are free) the assembler charges the change, spilling its
     /// largest open transaction if it must. False when `shutdown` completed first.
+    ///
+    /// It waits only for bytes the appliers can give back: what the assembler itself holds
+    /// comes back only by spilling, so a wait that needs it would never end.
     async fn make_room(
         &self,
         cost: usize,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> bool {
         let budget = self.assembler.budget();
-        while cost > 0
-            && budget.available() < cost
-            && cost <= budget.limit()
-            && self.assembler.stats().buffered_bytes < budget.limit() / 2
-        {
+        loop {
+            let assembling = self.assembler.stats().buffered_bytes;
+            if cost == 0
+                || budget.available() >= cost
+                || assembling.saturating_add(cost) > budget.limit()
+                || assembling >= budget.limit() / 2
+            {
+                return true;
+            }
             tokio::select! {
                 () = &mut *shutdown => return false,
                 () = budget.wait_for(cost) => {}
             }
         }
-        true
+    }
+
+    /// The budget's bytes a spilled transaction holds while queued and applied (its reader):
+    /// taken when free; else made free by spilling what the assembler holds, when that is what
+    /// stands in the way, or waited for from the appliers.
+    async fn charge_spilled(&mut self, commit_lsn: Lsn) -> Result<Charge, SyncError> {
+        let budget = self.assembler.budget().clone();
+        let bytes = SPILLED_CHARGE.min(budget.limit());
+        loop {
+            if let Some(charge) = budget.try_charge(bytes) {
+                return Ok(charge);
+            }
+            let assembling = self.assembler.stats().buffered_bytes;
+            if assembling.saturating_add(bytes) > budget.limit() {
+                self.assembler
+                    .spill_largest()
+                    .map_err(|source| SyncError::Assemble {
+                        lsn: commit_lsn,
+                        source,
+                    })?;
+                continue;
+            }
+            // Held by queued and applying transactions, which give it back as they commit.
+            budget.wait_for(bytes).await;
+        }
     }
 
     /// Waits until green can take every relation description `tx` uses (see the module docs);
@@ -376,7 +407,7 @@ impl Reader {
         let memory = match (charge, &tx) {
             (Some(charge), _) => Some(charge),
             (None, Some(tx)) if tx.changes.in_memory().is_none() => {
-                Some(self.assembler.budget().charge(SPILLED_CHARGE).await)
+                Some(self.charge_spilled(commit_lsn).await?)
             }
             (None, _) => None,
         };
