@@ -16,7 +16,10 @@
 //!
 //! - One reader task ([`reader`]) owns the stream, the decoder, the assembler and the scheduler.
 //! - N applier tasks ([`worker`]) share one bounded job queue: a slow green fills it and the
-//!   reader stops reading, so memory stays bounded.
+//!   reader stops reading. Memory is one budget (`--max-txn-memory`,
+//!   [`MemoryBudget`]): every in-flight transaction — being assembled, queued, being applied —
+//!   holds the real bytes of its changes of it, and when it is used up the assembler spills and
+//!   the reader waits for the appliers, so memory stays bounded by configuration.
 //! - Each applier has its own replication origin on green (`blueshift_<slot>_<n>`), set up in
 //!   every transaction it applies. On start, the maximum of their progress is the last
 //!   transaction green holds: streaming resumes there and anything at or before it is skipped.
