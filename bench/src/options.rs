@@ -24,11 +24,13 @@ pub enum Scenario {
     /// The write pause of a switch through PgBouncer under a TPC-B rate: blueshift cutover
     /// against the same switch by hand on native replication.
     Cutover,
+    /// Catch-up after green was down during a TPC-B backlog.
+    CatchupOutage,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Catchup,
         Scenario::Live,
         Scenario::Backfill,
@@ -36,6 +38,7 @@ impl Scenario {
         Scenario::Bigtxn,
         Scenario::Verify,
         Scenario::Cutover,
+        Scenario::CatchupOutage,
     ];
 
     /// The name on the command line and in the report.
@@ -48,6 +51,7 @@ impl Scenario {
             Scenario::Bigtxn => "bigtxn",
             Scenario::Verify => "verify",
             Scenario::Cutover => "cutover",
+            Scenario::CatchupOutage => "catchup-outage",
         }
     }
 }

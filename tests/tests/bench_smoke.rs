@@ -50,7 +50,16 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
         .collect();
     assert_eq!(
         names,
-        ["catchup", "live", "backfill", "decode", "bigtxn", "verify", "cutover"]
+        [
+            "catchup",
+            "live",
+            "backfill",
+            "decode",
+            "bigtxn",
+            "verify",
+            "cutover",
+            "catchup-outage"
+        ]
     );
 
     let mut errors = Vec::new();
