@@ -216,7 +216,7 @@ impl Applier {
             rows: RowCounts::default(),
         };
         self.open = Some(staged);
-        match self.write(tx, true).await {
+        match self.write(tx, true, false).await {
             Ok((rows, Some(green_lsn))) => {
                 self.open = None;
                 self.progress = self.progress.max(commit_lsn);
@@ -265,12 +265,35 @@ impl Applier {
             self.open = Some(staged);
             return Ok(staged);
         }
+        let fold = self.folds(tx);
         self.open = Some(Staged {
             commit_lsn,
             skipped: false,
             rows: RowCounts::default(),
         });
-        match self.write(tx, false).await {
+        let mut written = self.write(tx, false, fold).await;
+        if let (true, Err(e)) = (fold, &written) {
+            if !e.is_transient() {
+                // Whatever failed in the folded group (a row missing on green, a value or a
+                // constraint green refuses), the same changes in blue's order fail the way the
+                // row path does, naming the row — or succeed where folding alone was wrong.
+                debug!(commit_lsn = %commit_lsn, error = %e, "folded group failed; applying it again in blue's order");
+                match self.rollback().await {
+                    Ok(()) => {
+                        self.open = Some(Staged {
+                            commit_lsn,
+                            skipped: false,
+                            rows: RowCounts::default(),
+                        });
+                        written = self.write(tx, false, false).await;
+                    }
+                    Err(rollback) => {
+                        warn!(commit_lsn = %commit_lsn, error = %rollback, "rollback after a failed folded group failed");
+                    }
+                }
+            }
+        }
+        match written {
             Ok((rows, _)) => {
                 let staged = Staged {
                     commit_lsn,
@@ -289,6 +312,18 @@ impl Applier {
         }
     }
 
+    /// Whether `tx` is folded and applied as set statements: folding on, one-way, held in
+    /// memory, and at least [`FOLD_MIN_CHANGES`](crate::set::FOLD_MIN_CHANGES) changes (a
+    /// catch-up group, or a large transaction; a small one goes row by row).
+    fn folds(&self, tx: &Transaction) -> bool {
+        self.options.fold
+            && self.conflicts.is_none()
+            && tx
+                .changes
+                .in_memory()
+                .is_some_and(|c| c.len() >= crate::set::FOLD_MIN_CHANGES)
+    }
+
     /// Sends `BEGIN`, every change of `tx` and, with `commit`, the origin tag and the `COMMIT`,
     /// without waiting, then reads every answer: the rows touched and, with `commit`, green's
     /// WAL position after the `COMMIT`.
@@ -296,6 +331,7 @@ impl Applier {
         &mut self,
         tx: &mut Transaction,
         commit: bool,
+        fold: bool,
     ) -> Result<(RowCounts, Option<Lsn>), ApplyError> {
         let commit_lsn = tx.commit_lsn;
         let lsn = commit_lsn.to_string();
@@ -325,6 +361,7 @@ impl Applier {
             insert_batch_rows: self.options.insert_batch_rows,
             commit_in_flight: commit,
             pipeline,
+            fold,
             conflicts,
         };
         writer
