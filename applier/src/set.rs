@@ -291,8 +291,27 @@ impl ChangeWriter<'_> {
         }
         for table in tables {
             match (table.folder, table.target) {
-                (Some(folder), Some(target)) => self.write_set(&target, folder.finish()).await?,
-                _ => {
+                (Some(folder), Some(target)) => {
+                    let folded = folder.finish();
+                    tracing::debug!(
+                        table = %target.display,
+                        changes = table.changes.len(),
+                        deletes = folded.deletes.len(),
+                        inserts = folded.inserts.len(),
+                        updates = folded.updates.len(),
+                        "changes folded into set statements"
+                    );
+                    self.write_set(&target, folded).await?;
+                }
+                (_, target) => {
+                    if let Some(target) = target {
+                        tracing::debug!(
+                            table = %target.display,
+                            changes = table.changes.len(),
+                            reason = target.foldable.as_ref().err().copied().unwrap_or("a change that cannot be folded"),
+                            "changes applied in blue's order"
+                        );
+                    }
                     let mut changes = table.changes.into_iter();
                     self.write_in_order(|| Ok(changes.next().map(Cow::Borrowed)))
                         .await?;
