@@ -240,7 +240,11 @@ fn a_row_missing_on_green_fails_the_group_and_commits_nothing_of_it() {
                FOR i IN 1..40 LOOP
                  INSERT INTO plain VALUES (5000 + i, 'x', i);
                  UPDATE plain SET n = -1 WHERE id = i;
-                 IF i = 20 THEN UPDATE plain SET v = 'gone on green' WHERE id = 77; END IF;
+                 -- the 20th is large enough to be folded even alone
+                 IF i = 20 THEN
+                   UPDATE plain SET n = -2 WHERE id BETWEEN 100 AND 130;
+                   UPDATE plain SET v = 'gone on green' WHERE id = 77;
+                 END IF;
                  COMMIT;
                END LOOP;
              END $$",
@@ -254,18 +258,23 @@ fn a_row_missing_on_green_fails_the_group_and_commits_nothing_of_it() {
         log.contains("public.plain") && log.contains("found no matching row on green"),
         "the error names the table and the cause:\n{log}"
     );
+    assert!(
+        log.contains("folded group failed; applying it again in blue's order"),
+        "the folded group failed first, then the row path named the row:\n{log}"
+    );
     // Transactions before the 20th may have committed in earlier groups; nothing of the 20th
     // (its insert of 5020) nor after it did.
     let after = pair
         .green
         .psql(
             "app",
-            "SELECT count(*) FILTER (WHERE id >= 5020), count(*) FILTER (WHERE id BETWEEN 20 AND 40 AND n = -1), max(id) FROM plain",
+            "SELECT count(*) FILTER (WHERE id >= 5020), count(*) FILTER (WHERE id BETWEEN 20 AND 40 AND n = -1), count(*) FILTER (WHERE n = -2) FROM plain",
         )
         .expect("rows");
     let fields: Vec<&str> = after.split('|').collect();
     assert_eq!(fields[0], "0", "nothing of the failing group committed:\n{log}");
     assert_eq!(fields[1], "0", "nothing of the failing group committed:\n{log}");
+    assert_eq!(fields[2], "0", "nothing of the failing group committed:\n{log}");
 }
 
 #[test]
