@@ -115,7 +115,11 @@ impl Folder {
     /// Folds the next change to the row of `key` (blue's order).
     pub(crate) fn push(&mut self, key: Key, op: Op<'_>) -> Result<(), Unfoldable> {
         if let Op::Insert(row) | Op::Update(row) = op {
-            if row.columns.iter().any(|v| matches!(v, ColumnValue::Binary(_))) {
+            if row
+                .columns
+                .iter()
+                .any(|v| matches!(v, ColumnValue::Binary(_)))
+            {
                 return Err(Unfoldable);
             }
         }
@@ -214,7 +218,11 @@ mod tests {
     /// A row of key `k` (column 0) and `values`; `None` is `u`.
     fn row(k: u8, values: &[Option<&str>]) -> TupleData {
         let mut columns = vec![text(&k.to_string())];
-        columns.extend(values.iter().map(|v| v.map_or(ColumnValue::UnchangedToast, text)));
+        columns.extend(
+            values
+                .iter()
+                .map(|v| v.map_or(ColumnValue::UnchangedToast, text)),
+        );
         TupleData { columns }
     }
 
@@ -312,10 +320,9 @@ mod tests {
                 Change::Insert(k, v) => {
                     row(*k, &v.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>())
                 }
-                Change::Update(k, v) => row(
-                    *k,
-                    &v.iter().map(|s| s.as_deref()).collect::<Vec<_>>(),
-                ),
+                Change::Update(k, v) => {
+                    row(*k, &v.iter().map(|s| s.as_deref()).collect::<Vec<_>>())
+                }
                 Change::Delete(k) => row(*k, &[]),
             })
             .collect();
@@ -345,13 +352,7 @@ mod tests {
                 } else {
                     // A value kept may go as `u` (a TOASTed value not changed).
                     let new: Vec<Option<String>> = (0..2)
-                        .map(|i| {
-                            if vals[i] >= 200 {
-                                None
-                            } else {
-                                Some(v(i))
-                            }
-                        })
+                        .map(|i| if vals[i] >= 200 { None } else { Some(v(i)) })
                         .collect();
                     let _ = current;
                     Change::Update(k, new)
@@ -464,7 +465,8 @@ mod tests {
 
         let mut f = Folder::default();
         f.push(key(1), Op::Update(&update)).unwrap();
-        f.push(key(1), Op::Update(&row(1, &[None, Some("d")]))).unwrap();
+        f.push(key(1), Op::Update(&row(1, &[None, Some("d")])))
+            .unwrap();
         assert_eq!(
             f.finish().updates,
             vec![row(1, &[None, Some("d")])],
@@ -501,7 +503,11 @@ mod tests {
         f.push(key(1), Op::Insert(&insert)).unwrap();
         assert_eq!(f.push(key(1), Op::Insert(&insert)), Err(Unfoldable));
         let mut f = Folder::default();
-        assert_eq!(f.push(key(1), Op::Insert(&update)), Err(Unfoldable), "`u` in an insert");
+        assert_eq!(
+            f.push(key(1), Op::Insert(&update)),
+            Err(Unfoldable),
+            "`u` in an insert"
+        );
         let binary = TupleData {
             columns: vec![ColumnValue::Binary(Bytes::from_static(&[1]))],
         };

@@ -241,14 +241,16 @@ impl<'a> Pipeline<'a> {
         let pending: Pending<'a> = Box::pin(async move {
             let refs: Vec<&(dyn ToSql + Sync)> =
                 arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-            let rows = client.execute(&statement, &refs).await.map_err(|e| {
-                ApplyError::Statement {
-                    table: target.display.clone(),
-                    operation,
-                    culprit: None,
-                    source: diagnose::redact(SqlError::from(e)),
-                }
-            })?;
+            let rows =
+                client
+                    .execute(&statement, &refs)
+                    .await
+                    .map_err(|e| ApplyError::Statement {
+                        table: target.display.clone(),
+                        operation,
+                        culprit: None,
+                        source: diagnose::redact(SqlError::from(e)),
+                    })?;
             if rows != expected {
                 return Err(match operation {
                     _ if absent => ApplyError::RowExists {

@@ -207,7 +207,11 @@ struct TableChanges<'c> {
 }
 
 /// Folds `change` (to `target`'s table) into `folder`.
-fn fold_change(folder: &mut Folder, target: &TargetTable, change: &Change) -> Result<(), Unfoldable> {
+fn fold_change(
+    folder: &mut Folder,
+    target: &TargetTable,
+    change: &Change,
+) -> Result<(), Unfoldable> {
     let key: Vec<usize> = target.key.iter().map(|&k| target.columns[k].blue).collect();
     let (row, op) = match change {
         Change::Insert { new, .. } => (new, Op::Insert(new)),
@@ -250,9 +254,7 @@ impl ChangeWriter<'_> {
                 | Change::Update { relation, .. }
                 | Change::Delete { relation, .. } => relation,
                 Change::Truncate { .. } => {
-                    return Err(ApplyError::Misuse(
-                        "a TRUNCATE inside a folded segment",
-                    ))
+                    return Err(ApplyError::Misuse("a TRUNCATE inside a folded segment"))
                 }
             };
             let target = if self.action(relation) == Action::Apply {
@@ -339,8 +341,13 @@ impl ChangeWriter<'_> {
         }
         for chunk in deletes.chunks(MAX_SET_ROWS) {
             let expected = chunk.len() as u64;
-            self.send_set(target, Shape::SetDelete, key_arrays(target, chunk), expected)
-                .await?;
+            self.send_set(
+                target,
+                Shape::SetDelete,
+                key_arrays(target, chunk),
+                expected,
+            )
+            .await?;
         }
         for chunk in inserts.chunks(MAX_SET_ROWS) {
             let mut arrays = vec![TextArray(Vec::with_capacity(chunk.len())); target.columns.len()];
@@ -394,8 +401,13 @@ impl ChangeWriter<'_> {
                     }
                 }
                 let expected = chunk.len() as u64;
-                self.send_set(target, Shape::SetUpdate { set: set.clone() }, arrays, expected)
-                    .await?;
+                self.send_set(
+                    target,
+                    Shape::SetUpdate { set: set.clone() },
+                    arrays,
+                    expected,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -483,7 +495,13 @@ mod tests {
              AS u(c0, c1, c2)"
         );
         assert_eq!(
-            sql(&t, &Shape::SetUpdate { set: vec![2].into() }).unwrap(),
+            sql(
+                &t,
+                &Shape::SetUpdate {
+                    set: vec![2].into()
+                }
+            )
+            .unwrap(),
             "UPDATE ONLY \"s\".\"x; DROP TABLE y\" AS t SET \"v\" = u.s0::character varying \
              FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), \
              pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[])) \

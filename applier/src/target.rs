@@ -278,7 +278,9 @@ async fn fold_blockers(
         })?;
     for row in &rows {
         if row.get::<_, bool>(0) {
-            return Ok(Some("a trigger fires during apply (ENABLE ALWAYS or ENABLE REPLICA)"));
+            return Ok(Some(
+                "a trigger fires during apply (ENABLE ALWAYS or ENABLE REPLICA)",
+            ));
         }
         if !row.get::<_, bool>(1) {
             continue;
@@ -286,7 +288,9 @@ async fn fold_blockers(
         let plain: bool = row.get(2);
         let columns: Vec<String> = row.get(3);
         if !plain || !key.iter().all(|k| columns.iter().any(|c| c == k)) {
-            return Ok(Some("a unique index or exclusion constraint beyond the key"));
+            return Ok(Some(
+                "a unique index or exclusion constraint beyond the key",
+            ));
         }
     }
     Ok(None)

@@ -150,7 +150,9 @@ fn log_env() -> [(&'static str, &'static str); 1] {
 fn prepared(name: &str) -> Pair {
     let pair = Pair::new(name);
     pair.schema(SCHEMA);
-    pair.green.psql("app", GREEN_TRIGGER).expect("green trigger");
+    pair.green
+        .psql("app", GREEN_TRIGGER)
+        .expect("green trigger");
     pair.blue.psql("app", BEFORE).expect("rows before");
     pair.blue
         .psql("app", "CREATE PUBLICATION pub FOR ALL TABLES")
@@ -195,23 +197,28 @@ fn every_fold_path_matches_blue_and_the_row_path() {
         "nothing was folded:\n{log}"
     );
     for (table, reason) in [
-        ("public.uniq", "a unique index or exclusion constraint beyond the key"),
+        (
+            "public.uniq",
+            "a unique index or exclusion constraint beyond the key",
+        ),
         ("public.trig", "a trigger fires during apply"),
         ("public.full_t", "REPLICA IDENTITY FULL"),
         ("public.nokey", "no replica identity key"),
         ("public.keychange", "a change that cannot be folded"),
     ] {
         assert!(
-            log.lines().any(|l| l.contains("changes applied in blue's order")
-                && l.contains(&format!("table={table} "))
-                && l.contains(reason)),
+            log.lines()
+                .any(|l| l.contains("changes applied in blue's order")
+                    && l.contains(&format!("table={table} "))
+                    && l.contains(reason)),
             "{table} was not applied in order ({reason}):\n{log}"
         );
     }
     for table in ["public.plain", "public.toasted", "public.trunc"] {
         assert!(
-            log.lines().any(|l| l.contains("changes folded into set statements")
-                && l.contains(&format!("table={table} "))),
+            log.lines()
+                .any(|l| l.contains("changes folded into set statements")
+                    && l.contains(&format!("table={table} "))),
             "{table} was never folded:\n{log}"
         );
     }
@@ -272,9 +279,18 @@ fn a_row_missing_on_green_fails_the_group_and_commits_nothing_of_it() {
         )
         .expect("rows");
     let fields: Vec<&str> = after.split('|').collect();
-    assert_eq!(fields[0], "0", "nothing of the failing group committed:\n{log}");
-    assert_eq!(fields[1], "0", "nothing of the failing group committed:\n{log}");
-    assert_eq!(fields[2], "0", "nothing of the failing group committed:\n{log}");
+    assert_eq!(
+        fields[0], "0",
+        "nothing of the failing group committed:\n{log}"
+    );
+    assert_eq!(
+        fields[1], "0",
+        "nothing of the failing group committed:\n{log}"
+    );
+    assert_eq!(
+        fields[2], "0",
+        "nothing of the failing group committed:\n{log}"
+    );
 }
 
 #[test]
@@ -286,10 +302,7 @@ fn killed_with_a_set_statement_in_flight() {
         let mut sync = pair.spawn_env(
             "sync",
             &["--workers", "2"],
-            &[
-                ("BLUESHIFT_FAILPOINTS", spec.as_str()),
-                log_env()[0],
-            ],
+            &[("BLUESHIFT_FAILPOINTS", spec.as_str()), log_env()[0]],
         );
         let status = sync.exited(Duration::from_secs(120));
         let log = sync.log_text();
