@@ -159,7 +159,7 @@ pub(crate) const fn figure(
 }
 
 /// The /proc figures every scenario reports.
-pub(crate) const PROCESS_FIGURES: [Figure; 4] = [
+pub(crate) const PROCESS_FIGURES: [Figure; 7] = [
     figure(
         "consumer_peak_rss_mib",
         "consumer peak RSS, MiB",
@@ -183,6 +183,24 @@ pub(crate) const PROCESS_FIGURES: [Figure; 4] = [
         "walsender peak RSS, MiB",
         Better::Lower,
         1,
+    ),
+    figure(
+        "green_backends_cpu_s_per_mchange",
+        "CPU-s per M changes of the consumer's own sessions on green (blueshift only)",
+        Better::Lower,
+        2,
+    ),
+    figure(
+        "total_cpu_s_per_mchange",
+        "total CPU-s per M changes (consumer + its green sessions + walsender)",
+        Better::Lower,
+        2,
+    ),
+    figure(
+        "consumer_switches_per_mchange",
+        "consumer context switches per M changes",
+        Better::Lower,
+        0,
     ),
 ];
 
@@ -270,12 +288,21 @@ impl ScenarioResult {
         usage: &std::collections::HashMap<Role, Usage>,
         changes: f64,
     ) {
-        for (role, prefix) in [(Role::Consumer, "consumer"), (Role::Walsender, "walsender")] {
+        let mut total_cpu = 0.0;
+        for (role, prefix) in [
+            (Role::Consumer, "consumer"),
+            (Role::Walsender, "walsender"),
+            (Role::GreenBackends, "green_backends"),
+        ] {
             if let Some(u) = usage.get(&role) {
                 if u.processes == 0 {
                     continue;
                 }
-                self.sample(run, side, &format!("{prefix}_peak_rss_mib"), u.peak_rss_mib);
+                total_cpu += u.cpu_seconds;
+                if role != Role::GreenBackends {
+                    // Backends share memory and come and go: no peak worth a figure.
+                    self.sample(run, side, &format!("{prefix}_peak_rss_mib"), u.peak_rss_mib);
+                }
                 self.sample(run, side, &format!("{prefix}_cpu_s"), u.cpu_seconds);
                 if changes > 0.0 {
                     self.sample(
@@ -284,8 +311,24 @@ impl ScenarioResult {
                         &format!("{prefix}_cpu_s_per_mchange"),
                         u.cpu_seconds / changes * 1e6,
                     );
+                    if role == Role::Consumer {
+                        self.sample(
+                            run,
+                            side,
+                            "consumer_switches_per_mchange",
+                            u.context_switches / changes * 1e6,
+                        );
+                    }
                 }
             }
+        }
+        if changes > 0.0 && total_cpu > 0.0 {
+            self.sample(
+                run,
+                side,
+                "total_cpu_s_per_mchange",
+                total_cpu / changes * 1e6,
+            );
         }
     }
 

@@ -124,6 +124,15 @@ async fn turn(
         vec![
             (Role::Consumer, Since::Now, Source::Own(pid)),
             (
+                Role::GreenBackends,
+                Since::Now,
+                Source::Backends {
+                    client: shared_client(green, green_db).await?,
+                    database: green_db.to_owned(),
+                    prefix: "blueshift".to_owned(),
+                },
+            ),
+            (
                 Role::Walsender,
                 Since::Now,
                 Source::Slot {
