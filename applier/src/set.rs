@@ -39,7 +39,10 @@
 //! `session_replication_role = replica`, and no trigger fires on a folded table (a table with a
 //! trigger that fires during apply is not folded), so no statement can observe another table's
 //! intermediate state. Within a segment of the group between two TRUNCATEs that is all of
-//! them; a TRUNCATE itself is applied at its place in blue's order.
+//! them; a TRUNCATE itself is applied at its place in blue's order. One thing can still tell:
+//! a trigger that fires during apply on a table applied in order, and that reads *another*
+//! table, sees that table before or after the group's net changes to it rather than as it was
+//! at that change in blue's order; `--fold off` is the setting for such a green.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
