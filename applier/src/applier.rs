@@ -73,6 +73,9 @@ pub struct Applier {
     open: Option<Staged>,
     /// Two-way mode: conflicts are detected (see [`conflict`](crate::conflict)).
     conflicts: Option<Detector>,
+    /// The transactions applied next are catch-up groups of several source transactions (see
+    /// [`set_group`](Self::set_group)): only those are folded.
+    group: bool,
 }
 
 impl Applier {
@@ -122,7 +125,15 @@ impl Applier {
             commit_time: PgTimestamp(0),
             open: None,
             conflicts,
+            group: false,
         })
+    }
+
+    /// Says whether the transactions applied next are groups of several source transactions
+    /// (the engine's group commit): only a group is folded and applied as set statements (see
+    /// the `fold` module); a single source transaction, however large, goes row by row.
+    pub fn set_group(&mut self, group: bool) {
+        self.group = group;
     }
 
     /// The backfill fences this applier applies (see [`crate::fence`]).
@@ -312,11 +323,13 @@ impl Applier {
         }
     }
 
-    /// Whether `tx` is folded and applied as set statements: folding on, one-way, held in
-    /// memory, and at least [`FOLD_MIN_CHANGES`](crate::set::FOLD_MIN_CHANGES) changes (a
-    /// catch-up group, or a large transaction; a small one goes row by row).
+    /// Whether `tx` is folded and applied as set statements: folding on, one-way, a group
+    /// ([`set_group`](Self::set_group)) held in memory, and at least
+    /// [`FOLD_MIN_CHANGES`](crate::set::FOLD_MIN_CHANGES) changes (a small group goes row by
+    /// row).
     fn folds(&self, tx: &Transaction) -> bool {
         self.options.fold
+            && self.group
             && self.conflicts.is_none()
             && tx
                 .changes

@@ -64,8 +64,9 @@ use crate::transaction::Change;
 /// Rows per set statement at most (arrays of this many elements per column).
 pub(crate) const MAX_SET_ROWS: usize = 8192;
 
-/// The fewest changes a transaction must hold for the applier to fold it: below, the row path's
-/// statements cost green less than the set statements' array handling.
+/// The fewest changes a group must hold for the applier to fold it: below, the row path's
+/// statements cost green less than the set statements' array handling. (A single source
+/// transaction is never folded, however large: see `Applier::set_group`.)
 pub(crate) const FOLD_MIN_CHANGES: usize = 16;
 
 /// A `text[]` parameter: every element's bytes as blue printed them (`None`: NULL), sent in the

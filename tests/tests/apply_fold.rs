@@ -247,7 +247,7 @@ fn a_row_missing_on_green_fails_the_group_and_commits_nothing_of_it() {
                FOR i IN 1..40 LOOP
                  INSERT INTO plain VALUES (5000 + i, 'x', i);
                  UPDATE plain SET n = -1 WHERE id = i;
-                 -- the 20th is large enough to be folded even alone
+                 -- the 20th, in a group with those after it, large enough to be folded
                  IF i = 20 THEN
                    UPDATE plain SET n = -2 WHERE id BETWEEN 100 AND 130;
                    UPDATE plain SET v = 'gone on green' WHERE id = 77;
