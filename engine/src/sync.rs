@@ -143,6 +143,9 @@ pub struct SyncConfig {
     pub bidirectional: bool,
     /// Two-way mode's conflict handling (see [`blueshift_applier::conflict`]).
     pub conflicts: ConflictSettings,
+    /// Fold catch-up groups per key and apply them as set statements (`--fold`, see
+    /// `blueshift_applier`'s `fold` module); off: row by row in blue's order.
+    pub fold: bool,
 }
 
 /// How two-way sync resolves conflicts, and since when it runs.
@@ -791,6 +794,7 @@ async fn attempt(
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
         options.mapping = Arc::clone(&config.mapping);
+        options.fold = config.fold;
         if config.bidirectional {
             options.conflicts = Some(conflict_options(config, direction));
         }
