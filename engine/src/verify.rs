@@ -55,11 +55,13 @@
 //! finish, at a new L (each chunk's own L is recorded with it). The run's outcome, L and time
 //! are what cutover reads ([`last_run`]).
 
+mod chunks;
 mod compare;
 mod constraints;
 mod plan;
 mod point;
 mod record;
+mod sample;
 
 use std::fmt;
 use std::sync::Arc;
@@ -539,12 +541,16 @@ pub async fn run_with(
     let started = Instant::now();
     let (records, records_conn) = connect(&config.target, "green").await?;
     let records = Arc::new(records);
-    record::ensure(&records).await?;
-    match last_verify(&records).await {
+    if !record::in_place(&records).await? {
+        record::ensure(&records).await?;
+    }
+    // Pipelined on the one session.
+    let (last, control) = tokio::join!(last_verify(&records), crate::control::ensure(&records));
+    match last {
         Ok(last) => progress.metrics().set_last_verify(last),
         Err(e) => tracing::debug!(error = %e, "could not read the latest verify run"),
     }
-    crate::control::ensure(&records).await.map_err(|e| {
+    control.map_err(|e| {
         VerifyError::sql(
             "green",
             "create the control table (blueshift.control_hold)",
@@ -622,36 +628,60 @@ async fn run_recorded(
     started: Instant,
     progress: &Arc<Progress>,
 ) -> Result<VerifyReport, VerifyError> {
-    // The tables and their canonical forms, from both catalogs.
-    let (blue, blue_conn) = connect(&config.source, "blue").await?;
-    let plans = plan::tables(&blue, records, config).await;
-    crate::client::close(blue, blue_conn).await;
-    let plans = Arc::new(plans?);
-    // The consistent point: blue's snapshot at L, green's snapshot holding exactly the same.
-    let point = point::take(config, records).await?;
-    tracing::info!(run = run_id, lsn = %point.lsn, mode = ?point.mode, "consistent point taken");
-    record::set_lsn(records, run_id, point.lsn).await?;
-    let outcome = compare::run(config, &plans, &point, records, run_id, resumed, progress).await;
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
+    let invocation = record::invocation(records, run_id).await?;
+    // The tables, their canonical forms and their chunks (from both catalogs, on sessions of
+    // their own: the plan is recorded in a transaction) while the consistent point is taken.
+    let prepare = async {
+        let ((blue, blue_conn), (green, green_conn)) = tokio::try_join!(
+            connect(&config.source, "blue"),
+            connect(&config.target, "green")
+        )?;
+        let prepared = async {
+            let plans = plan::tables(&blue, &green, config).await?;
+            let chunks = chunks::plan_all(&blue, &green, &plans, config, run_id, resumed).await?;
+            Ok::<_, VerifyError>((plans, chunks))
+        }
+        .await;
+        crate::client::close(blue, blue_conn).await;
+        crate::client::close(green, green_conn).await;
+        prepared
+    };
+    let (prepared, point) = tokio::join!(prepare, point::take(config, records));
+    let (plans, chunks) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
-            point.close().await;
+            if let Ok(point) = point {
+                point.close().await;
+            }
             return Err(e);
         }
     };
+    let point = point?;
+    let plans = Arc::new(plans);
+    tracing::info!(run = run_id, lsn = %point.lsn, mode = ?point.mode, "consistent point taken");
+    // The comparison, and beside it on a pair of its own what apply does not check (foreign
+    // keys, constraints, indexes) and sequences, in the same snapshots.
+    let compared = async {
+        record::set_lsn(records, run_id, point.lsn).await?;
+        let outcome = compare::run(
+            config, &plans, chunks, &point, records, run_id, invocation, progress,
+        )
+        .await?;
+        progress.set_phase(Phase::Checking);
+        Ok(outcome)
+    };
+    let result = tokio::try_join!(compared, constraints::check(config, &plans, &point));
+    let (lsn, mode) = (point.lsn, point.mode);
+    point.close().await;
+    let (outcome, extra) = result?;
     let compare::Outcome {
         mut tables,
         mut differences,
         mut total,
         sampled,
     } = outcome;
-    // Constraints on green that apply skipped, and sequences, in the same snapshots.
-    progress.set_phase(Phase::Checking);
-    let extra = constraints::check(config, &plans, &point).await;
-    let (lsn, mode) = (point.lsn, point.mode);
-    point.close().await;
     let mut sequences_behind = 0;
-    for d in extra? {
+    for d in extra {
         total += 1;
         if d.kind == DifferenceKind::Sequence {
             sequences_behind += 1;

@@ -48,7 +48,22 @@ pub(crate) struct Point {
     green: Option<(Client, tokio::task::JoinHandle<()>)>,
 }
 
+/// The names of the snapshots at L, to import (while the [`Point`] holds them open).
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshots {
+    pub(crate) blue: String,
+    pub(crate) green: String,
+}
+
 impl Point {
+    /// The snapshots' names.
+    pub(crate) fn snapshots(&self) -> Snapshots {
+        Snapshots {
+            blue: self.blue_snapshot.clone(),
+            green: self.green_snapshot.clone(),
+        }
+    }
+
     /// Ends both snapshots (once every session that needs them has imported them).
     pub(crate) async fn release_exporters(&mut self) {
         if let Some(repl) = self.repl.take() {
