@@ -70,6 +70,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N")]
     big_rows: Option<u64>,
 
+    /// `live`: the loads to run at, each a percentage of blue's measured maximum TPC-B rate
+    /// (comma-separated, e.g. `50,80,95`) [default: 80].
+    #[arg(long, value_name = "PERCENT", value_delimiter = ',')]
+    live_load: Vec<u32>,
+
     /// PostgreSQL binaries folder for the clusters and the client programs [default: PG_BIN,
     /// else pg_config --bindir].
     #[arg(long, value_name = "DIR")]
@@ -119,6 +124,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         blueshift: args.blueshift,
         big_rows: args.big_rows,
+        live_loads: args.live_load,
         smoke: args.smoke,
         command_line,
     };

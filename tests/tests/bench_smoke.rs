@@ -85,6 +85,31 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
         for side in &sides {
             assert!(has(side), "{name}: no samples for {side}\n{context}");
         }
+        // Where blueshift applies to green, the CPU of its sessions on green is measured (they
+        // do most of its apply work) and counted in the total, and so are its context switches.
+        if name == "catchup" || name == "live" {
+            let value = |side: &str, metric: &str| {
+                samples
+                    .iter()
+                    .filter(|x| x["side"] == side && x["metric"] == metric)
+                    .filter_map(|x| x["value"].as_f64())
+                    .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+            };
+            assert!(
+                value("blueshift", "green_backends_cpu_s").is_some_and(|v| v > 0.0),
+                "{name}: blueshift's green sessions' CPU\n{context}"
+            );
+            assert!(
+                value("blueshift", "consumer_switches_per_mchange").is_some_and(|v| v > 0.0),
+                "{name}: blueshift's context switches\n{context}"
+            );
+            for side in &sides {
+                assert!(
+                    value(side, "total_cpu_s_per_mchange").is_some_and(|v| v > 0.0),
+                    "{name}: total CPU of {side}\n{context}"
+                );
+            }
+        }
         assert!(
             report.contains(&format!("## `{name}`")),
             "report.md has a section for {name}"

@@ -11,11 +11,17 @@
 //! The stop condition is read on green for both sides the same way (a row, then
 //! `pg_current_wal_flush_lsn()`), so neither side's feedback interval is in the figure; the
 //! slot's acknowledgement is waited for too (and recorded as `acknowledged_s`).
+//!
+//! A third side, the **decode floor**, is the least any logical consumer of this backlog can
+//! take: `pg_recvlogical` reading a third pgoutput slot, created before the load, to the end LSN
+//! into /dev/null (the `decode` scenario's peer, same protocol version and publication). Nothing
+//! is applied; blueshift within 1.1× of it means apply is no longer what limits catch-up.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::decode::{proto_version, recvlogical, Recv};
 use super::{
     green_flushed, marker_visible, sentinel, shared_client, turns, Context, Pair, PAIR_TABLES,
 };
@@ -25,15 +31,18 @@ use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
 use crate::process::{Role, Since, Source, Watch};
 use crate::results::{figure, Better, ScenarioResult, BLUESHIFT, PROCESS_FIGURES, WORKLOAD};
 use crate::say;
-use crate::server::query_value;
+use crate::server::{literal, query_value};
 
 const NATIVE: &str = "native";
+/// `pg_recvlogical` to the end LSN: the decode floor.
+const FLOOR: &str = "decode_floor";
+const FLOOR_SLOT: &str = "recv_catchup";
 /// How often green's applied transactions are counted for the throughput plot.
 const SERIES_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     let o = ctx.options;
-    let mut r = ScenarioResult::new("catchup", vec![NATIVE]);
+    let mut r = ScenarioResult::new("catchup", vec![NATIVE, FLOOR]);
     r.workload = format!(
         "`pgbench -i -s {}`; consumer paused; TPC-B (`pgbench -c {c} -j {c} -T {}`) on blue",
         o.scale,
@@ -43,7 +52,9 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     r.timed = "resume → the sentinel row written after the backlog visible on green and green's \
                WAL flushed past it (then the slot's acknowledgement ≥ blue's end LSN is awaited, \
                and green is compared with blue table by table); peer: native `CREATE \
-               SUBSCRIPTION` disabled during the load, then enabled"
+               SUBSCRIPTION` disabled during the load, then enabled; decode floor: `pg_recvlogical \
+               --endpos <end LSN> -f /dev/null` on a third slot holding the same backlog (its \
+               time is start → exit at the end LSN)"
         .to_owned();
     r.figures = vec![
         figure("catchup_s", "catch-up seconds", Better::Lower, 2),
@@ -87,6 +98,14 @@ async fn one_run(
         "catchup run {run}/{}: TPC-B backlog on blue",
         o.runs
     ));
+    // The floor's slot, before the load so that it holds the same backlog.
+    let _ = consumer::drop_slot(blue, &pair.blue_db, FLOOR_SLOT).await;
+    client
+        .batch_execute(&format!(
+            "SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')",
+            literal(FLOOR_SLOT)
+        ))
+        .await?;
     let start_lsn = query_value(&client, "SELECT pg_catalog.pg_current_wal_lsn()").await?;
     let load = pgbench::run(blue, &pair.blue_db, o.clients, o.duration, None).await?;
     let id = sentinel(&client).await?;
@@ -119,6 +138,46 @@ async fn one_run(
             }
         }
     }
+    let floor = decode_floor(ctx, pair, &end_lsn, load.transactions, run, r).await;
+    let _ = consumer::drop_slot(blue, &pair.blue_db, FLOOR_SLOT).await;
+    if let Err(e) = floor {
+        r.fail(Some(run), Some(FLOOR), &e);
+    }
+    Ok(())
+}
+
+/// `pg_recvlogical` reads the backlog from the floor's slot to `end_lsn`, timed.
+async fn decode_floor(
+    ctx: &Context<'_>,
+    pair: &Pair,
+    end_lsn: &str,
+    transactions: u64,
+    run: u32,
+    r: &mut ScenarioResult,
+) -> anyhow::Result<()> {
+    let blue = ctx.blue();
+    let stream = Recv {
+        db: &pair.blue_db,
+        slot: FLOOR_SLOT,
+        publication: &pair.publication,
+        proto: proto_version(blue, &pair.blue_db).await?,
+    };
+    let watch_client = shared_client(blue, &pair.blue_db).await?;
+    let started = Instant::now();
+    let (elapsed, usage) = recvlogical(ctx, blue, &stream, end_lsn, watch_client, started).await?;
+    let secs = elapsed.as_secs_f64();
+    say(format!(
+        "decode floor: pg_recvlogical read the backlog in {secs:.2} s ({:.0} txn/s)",
+        transactions as f64 / secs
+    ));
+    r.sample(run, FLOOR, "catchup_s", secs);
+    r.sample(run, FLOOR, "applied_txn_per_s", transactions as f64 / secs);
+    r.usage(
+        run,
+        FLOOR,
+        &usage,
+        transactions as f64 * CHANGES_PER_TRANSACTION,
+    );
     Ok(())
 }
 
@@ -153,6 +212,15 @@ async fn catch_up(
         )?;
         let sources = vec![
             (Role::Consumer, Since::Start, Source::Own(sync.pid())),
+            (
+                Role::GreenBackends,
+                Since::Start,
+                Source::Backends {
+                    client: green_watch.clone(),
+                    database: green_db.to_owned(),
+                    prefix: "blueshift".to_owned(),
+                },
+            ),
             (
                 Role::Walsender,
                 Since::Start,
