@@ -10,17 +10,20 @@
 //!  green (no sidecar): the sync's slot is idle and holds no change for green before L that
 //!          green's origins do not cover (peeked up to L) ─► Sg
 //!
-//!  planner (blue, Sb): each table's key ranges (every `--chunk-rows`-th key)
+//!  planner (plain sessions, while the point above is taken): the tables' column mapping from
+//!          both catalogs; each table's key ranges from blue's key index and planner estimate
+//!          (no row scan for an integer key, see [`chunks`]); the plan recorded on green
 //!          │ chunk queue
 //!          ▼
-//!  workers 1..N: (blue in Sb, green in Sg) per worker
+//!  workers 1..N: (blue in Sb, green in Sg) per worker, the N pairs opened at once
 //!          count + Σ hashtextextended(canonical row) per range, both sides at once
 //!          mismatch ─► bisect the range (median key) down to ≤ 256 rows ─► (key, row hash)
 //!          lists ─► each candidate key looked up on both sides: missing / extra / different
 //!          keyless tables: one multiset (row hash → multiplicity)
-//!          │ every finished chunk recorded on green (blueshift.verify_chunk)
+//!          │ finished chunks ─► recorder: recorded on green in batches (blueshift.verify_chunk)
 //!          ▼
-//!  green in Sg: foreign keys, NOT VALID checks, invalid indexes; sequences green ≥ blue
+//!  beside the workers, on a pair of its own (green in Sg, blue in Sb): foreign keys,
+//!          NOT VALID checks, invalid indexes; sequences green ≥ blue
 //!          ▼
 //!  blueshift.verify_run: outcome equal | different | failed, L, differences
 //! ```
@@ -52,8 +55,17 @@
 //!
 //! **Resumable and recorded.** The chunk plan and every finished chunk are recorded on green
 //! ([`record`]); `--resume` takes the last unfinished run and compares only the chunks it did not
-//! finish, at a new L (each chunk's own L is recorded with it). The run's outcome, L and time
-//! are what cutover reads ([`last_run`]).
+//! finish, at a new L (each chunk's own L is recorded with it). Finished chunks are written in
+//! batches — whatever finished while the recorder's previous write was in flight, one statement
+//! and one commit each — so no worker waits for green's commit; a chunk counts as finished only
+//! once its batch is committed, so a kill loses at most the results not yet committed, and
+//! `--resume` compares those chunks again (each chunk is recorded exactly once). The run's
+//! outcome, L and time are what cutover reads ([`last_run`]).
+//!
+//! **Where the time goes** (measured with `blueshift bench verify`, BENCHMARKS.md): the
+//! comparison is the servers' CPU hashing rows; what comes before it is kept off its path —
+//! the plan is made while the point is taken, the session pairs open at once, constraints and
+//! sequences are checked beside the workers, and recording does not stall them.
 
 mod chunks;
 mod compare;

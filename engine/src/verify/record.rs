@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 use super::{VerifyConfig, VerifyError};
 use crate::schema::QualifiedName;
 
+/// Verify's records. [`in_place`] checks for the last thing this adds: keep them in step.
 const SCHEMA: &str = "
 BEGIN;
 SET LOCAL client_min_messages = warning;
