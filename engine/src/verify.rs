@@ -582,6 +582,11 @@ pub async fn run_with(
         Some(id) => id,
         None => record::start(&records, config).await?,
     };
+    tracing::info!(
+        run = run_id,
+        resumed = resumed.is_some(),
+        "verify run recorded"
+    );
     let result = run_recorded(
         config,
         &records,
@@ -670,6 +675,12 @@ async fn run_recorded(
     };
     let point = point?;
     let plans = Arc::new(plans);
+    tracing::info!(
+        run = run_id,
+        tables = plans.len(),
+        chunks = chunks.iter().map(|t| t.chunks.len()).sum::<usize>(),
+        "planned"
+    );
     tracing::info!(run = run_id, lsn = %point.lsn, mode = ?point.mode, "consistent point taken");
     // The comparison, and beside it on a pair of its own what apply does not check (foreign
     // keys, constraints, indexes) and sequences, in the same snapshots.
