@@ -507,6 +507,11 @@ pub(crate) const PINNED: &[(&str, &str)] = &[
     ("idle_in_transaction_session_timeout", "0"),
 ];
 
+/// `'…'` with quotes doubled (for [`PINNED`]'s constants).
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Opens a verify session on `side` with the settings pinned.
 pub(crate) async fn connect(
     config: &ConnectConfig,
@@ -515,22 +520,20 @@ pub(crate) async fn connect(
     let (client, conn) = crate::client::connect(config, "blueshift verify")
         .await
         .map_err(|source| VerifyError::Connect { side, source })?;
-    // One round trip for all of them.
-    let calls: Vec<String> = (0..PINNED.len())
-        .map(|i| {
+    // One round trip for all of them: a simple query of constants (the values are this file's,
+    // quoted as literals).
+    let calls: Vec<String> = PINNED
+        .iter()
+        .map(|(k, v)| {
             format!(
-                "pg_catalog.set_config(${}, ${}, false)",
-                2 * i + 1,
-                2 * i + 2
+                "pg_catalog.set_config({}, {}, false)",
+                quote_literal(k),
+                quote_literal(v)
             )
         })
         .collect();
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = PINNED
-        .iter()
-        .flat_map(|(k, v)| [k as &(dyn tokio_postgres::types::ToSql + Sync), v as _])
-        .collect();
     client
-        .execute(&format!("SELECT {}", calls.join(", ")), &params)
+        .batch_execute(&format!("SELECT {}", calls.join(", ")))
         .await
         .map_err(|e| VerifyError::sql(side, "pin the session's settings", e))?;
     Ok((client, conn))
@@ -645,7 +648,12 @@ async fn run_recorded(
     started: Instant,
     progress: &Arc<Progress>,
 ) -> Result<VerifyReport, VerifyError> {
-    let invocation = record::invocation(records, run_id).await?;
+    // A new run is its first invocation (the column's default).
+    let invocation = if resumed {
+        record::invocation(records, run_id).await?
+    } else {
+        1
+    };
     // The tables, their canonical forms and their chunks (from both catalogs, on sessions of
     // their own: the plan is recorded in a transaction) while the consistent point is taken.
     let prepare = async {

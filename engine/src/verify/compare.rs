@@ -136,10 +136,21 @@ async fn checksum(
         ),
     };
     let bounds: Vec<&Key> = lo.into_iter().chain(hi).collect();
+    // Parameters typed here (every bound is text, cast in the SQL): one round trip per chunk
+    // and side, not a prepare and then an execute.
+    let typed: Vec<(&(dyn ToSql + Sync), tokio_postgres::types::Type)> = params(&bounds)
+        .into_iter()
+        .map(|p| (p, tokio_postgres::types::Type::TEXT))
+        .collect();
     let row = client
-        .query_one(&sql, &params(&bounds))
+        .query_typed(&sql, &typed)
         .await
-        .map_err(|e| VerifyError::sql(side_name, format!("checksum a chunk of {table}"), e))?;
+        .map_err(|e| VerifyError::sql(side_name, format!("checksum a chunk of {table}"), e))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            VerifyError::NoPoint(format!("a chunk checksum of {table} returned no row"))
+        })?;
     Ok((row.get(0), row.get(1)))
 }
 
