@@ -24,11 +24,13 @@ pub enum Scenario {
     /// The write pause of a switch through PgBouncer under a TPC-B rate: blueshift cutover
     /// against the same switch by hand on native replication.
     Cutover,
+    /// Catch-up after green was down during a TPC-B backlog.
+    CatchupOutage,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Catchup,
         Scenario::Live,
         Scenario::Backfill,
@@ -36,6 +38,7 @@ impl Scenario {
         Scenario::Bigtxn,
         Scenario::Verify,
         Scenario::Cutover,
+        Scenario::CatchupOutage,
     ];
 
     /// The name on the command line and in the report.
@@ -48,6 +51,7 @@ impl Scenario {
             Scenario::Bigtxn => "bigtxn",
             Scenario::Verify => "verify",
             Scenario::Cutover => "cutover",
+            Scenario::CatchupOutage => "catchup-outage",
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct BenchOptions {
     pub big_rows: Option<u64>,
     /// `live`: loads as percentages of blue's maximum rate, in order; empty = 80.
     pub live_loads: Vec<u32>,
+    /// `catchup`: the backlog's write loads, in order; empty = TPC-B.
+    pub catchup_workloads: Vec<crate::Workload>,
     /// Tiny scale, seconds per scenario: keeps the harness working (CI); no figure means
     /// anything.
     pub smoke: bool,
@@ -135,6 +141,7 @@ pub(crate) struct Validated {
     pub(crate) bigtxn_rows: u64,
     pub(crate) decode_rows: u64,
     pub(crate) live_loads: Vec<u32>,
+    pub(crate) catchup_workloads: Vec<crate::Workload>,
     pub(crate) smoke: bool,
     pub(crate) command_line: String,
 }
@@ -193,6 +200,13 @@ impl BenchOptions {
         );
         let mut seen_load = std::collections::HashSet::new();
         live_loads.retain(|l| seen_load.insert(*l));
+        let mut catchup_workloads = if self.catchup_workloads.is_empty() {
+            vec![crate::Workload::Tpcb]
+        } else {
+            self.catchup_workloads
+        };
+        let mut seen_workload = std::collections::HashSet::new();
+        catchup_workloads.retain(|w| seen_workload.insert(*w));
         let big = |full: u64, small: u64| self.big_rows.unwrap_or(if smoke { small } else { full });
         Ok(Validated {
             scenarios,
@@ -209,6 +223,7 @@ impl BenchOptions {
             bigtxn_rows: big(5_000_000, 20_000),
             decode_rows: big(2_000_000, 20_000),
             live_loads,
+            catchup_workloads,
             smoke,
             command_line: self.command_line,
         })

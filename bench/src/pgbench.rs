@@ -39,6 +39,39 @@ pub(crate) async fn run(
     seconds: u32,
     rate: Option<f64>,
 ) -> anyhow::Result<Run> {
+    run_with(server, db, clients, seconds, rate, &[]).await
+}
+
+/// `pgbench -n -f script -D rows=N -c C -j C -T seconds db`: a custom script's load.
+pub(crate) async fn run_script(
+    server: &Server,
+    db: &str,
+    clients: u32,
+    seconds: u32,
+    script: &std::path::Path,
+    rows: u64,
+) -> anyhow::Result<Run> {
+    let script = script.display().to_string();
+    let rows = format!("rows={rows}");
+    run_with(
+        server,
+        db,
+        clients,
+        seconds,
+        None,
+        &["-f", &script, "-D", &rows],
+    )
+    .await
+}
+
+async fn run_with(
+    server: &Server,
+    db: &str,
+    clients: u32,
+    seconds: u32,
+    rate: Option<f64>,
+    extra: &[&str],
+) -> anyhow::Result<Run> {
     let c = clients.to_string();
     let t = seconds.to_string();
     let r = rate.map(|r| format!("{:.0}", r.max(1.0)));
@@ -46,6 +79,7 @@ pub(crate) async fn run(
     if let Some(r) = &r {
         args.extend(["-R", r]);
     }
+    args.extend(extra);
     args.push(db);
     let out = server.run("pgbench", &args).await?;
     let transactions = out

@@ -242,7 +242,7 @@ pub(crate) struct ScenarioResult {
     pub(crate) peers: Vec<&'static str>,
     pub(crate) figures: Vec<Figure>,
     /// Workload figures: (metric, label, digits).
-    pub(crate) workload_figures: Vec<(&'static str, &'static str, usize)>,
+    pub(crate) workload_figures: Vec<(Cow<'static, str>, Cow<'static, str>, usize)>,
     pub(crate) samples: Vec<Sample>,
     pub(crate) series: Vec<Series>,
     pub(crate) errors: Vec<RunError>,
@@ -289,6 +289,18 @@ impl ScenarioResult {
         usage: &std::collections::HashMap<Role, Usage>,
         changes: f64,
     ) {
+        self.usage_as(run, side, usage, changes, "");
+    }
+
+    /// [`usage`](Self::usage) with `suffix` after every metric name (one workload of several).
+    pub(crate) fn usage_as(
+        &mut self,
+        run: u32,
+        side: &str,
+        usage: &std::collections::HashMap<Role, Usage>,
+        changes: f64,
+        suffix: &str,
+    ) {
         let mut total_cpu = 0.0;
         for (role, prefix) in [
             (Role::Consumer, "consumer"),
@@ -302,21 +314,26 @@ impl ScenarioResult {
                 total_cpu += u.cpu_seconds;
                 if role != Role::GreenBackends {
                     // Backends share memory and come and go: no peak worth a figure.
-                    self.sample(run, side, &format!("{prefix}_peak_rss_mib"), u.peak_rss_mib);
+                    self.sample(
+                        run,
+                        side,
+                        &format!("{prefix}_peak_rss_mib{suffix}"),
+                        u.peak_rss_mib,
+                    );
                 }
-                self.sample(run, side, &format!("{prefix}_cpu_s"), u.cpu_seconds);
+                self.sample(run, side, &format!("{prefix}_cpu_s{suffix}"), u.cpu_seconds);
                 if changes > 0.0 {
                     self.sample(
                         run,
                         side,
-                        &format!("{prefix}_cpu_s_per_mchange"),
+                        &format!("{prefix}_cpu_s_per_mchange{suffix}"),
                         u.cpu_seconds / changes * 1e6,
                     );
                     if role == Role::Consumer {
                         self.sample(
                             run,
                             side,
-                            "consumer_switches_per_mchange",
+                            &format!("consumer_switches_per_mchange{suffix}"),
                             u.context_switches / changes * 1e6,
                         );
                     }
@@ -327,7 +344,7 @@ impl ScenarioResult {
             self.sample(
                 run,
                 side,
-                "total_cpu_s_per_mchange",
+                &format!("total_cpu_s_per_mchange{suffix}"),
                 total_cpu / changes * 1e6,
             );
         }

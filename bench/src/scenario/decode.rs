@@ -55,8 +55,8 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     ];
     r.figures.extend(PROCESS_FIGURES);
     r.workload_figures = vec![
-        ("transactions", "TPC-B transactions", 0),
-        ("wal_mib", "backlog WAL MiB", 1),
+        ("transactions".into(), "TPC-B transactions".into(), 0),
+        ("wal_mib".into(), "backlog WAL MiB".into(), 1),
     ];
     match setup(ctx).await {
         Err(e) => r.error = Some(format!("{e:#}")),

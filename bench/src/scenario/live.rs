@@ -65,9 +65,9 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     }
     r.figures.extend(PROCESS_FIGURES);
     r.workload_figures = vec![
-        ("max_tps", "blue's max tps", 0),
-        ("achieved_tps", "achieved tps (all loads)", 0),
-        ("markers", "markers per run", 0),
+        ("max_tps".into(), "blue's max tps".into(), 0),
+        ("achieved_tps".into(), "achieved tps (all loads)".into(), 0),
+        ("markers".into(), "markers per run".into(), 0),
     ];
     let pair = Pair::new("live");
     match pair.setup(ctx).await {
