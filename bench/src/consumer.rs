@@ -202,27 +202,37 @@ pub(crate) fn start_sync(
     logs: &Path,
     log: &str,
 ) -> anyhow::Result<Child> {
+    start_sync_with(blueshift, ends, publication, slot, workers, logs, log, &[])
+}
+
+/// [`start_sync`] with more `sync` options (`--max-txn-memory`).
+#[allow(clippy::too_many_arguments)] // start_sync's, and the extra options
+pub(crate) fn start_sync_with(
+    blueshift: &Path,
+    ends: &Endpoints<'_>,
+    publication: &str,
+    slot: &str,
+    workers: u32,
+    logs: &Path,
+    log: &str,
+    extra: &[&str],
+) -> anyhow::Result<Child> {
     let workers = workers.to_string();
-    Child::start(
-        blueshift,
-        &[
-            "sync",
-            "--publication",
-            publication,
-            "--slot",
-            slot,
-            "--workers",
-            &workers,
-            "--status-interval",
-            "1",
-            // Green is loaded by the scenario (pg_dump), as for a user who loaded it otherwise.
-            "--no-backfill",
-        ],
-        ends,
-        true,
-        logs,
-        log,
-    )
+    let mut args = vec![
+        "sync",
+        "--publication",
+        publication,
+        "--slot",
+        slot,
+        "--workers",
+        &workers,
+        "--status-interval",
+        "1",
+        // Green is loaded by the scenario (pg_dump), as for a user who loaded it otherwise.
+        "--no-backfill",
+    ];
+    args.extend_from_slice(extra);
+    Child::start(blueshift, &args, ends, true, logs, log)
 }
 
 /// Polls `check` every [`POLL`] until it returns true; `alive` runs between polls (an error

@@ -89,8 +89,10 @@ pub(crate) struct SyncArgs {
     /// Appliers, each one connection to green [default: 4].
     #[arg(long, value_name = "N", env = "BLUESHIFT_WORKERS")]
     workers: Option<usize>,
-    /// Bytes of in-progress transactions held in memory before spilling to disk, e.g. 256MiB
-    /// [default: 256MiB].
+    /// The one memory budget of in-flight transactions (being assembled, queued, being
+    /// applied), in the real bytes of their decoded changes; past it the largest open
+    /// transaction spills to disk and reading waits for the appliers, e.g. 16MiB
+    /// [default: 64MiB].
     #[arg(long, value_name = "SIZE", env = "BLUESHIFT_MAX_TXN_MEMORY")]
     max_txn_memory: Option<String>,
     /// Folder for spill files: they go in a private subfolder `blueshift_spill_<slot>` (mode
@@ -399,7 +401,7 @@ fn settings(
         Some(text) => settings::parse_with("--chunk-size", &text, parse_size)?.max(8192),
         None => 64 << 20,
     };
-    let max_txn_memory = 256 << 20;
+    let max_txn_memory = 64 << 20;
     let config = SyncConfig {
         source,
         target,
