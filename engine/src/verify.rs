@@ -10,17 +10,20 @@
 //!  green (no sidecar): the sync's slot is idle and holds no change for green before L that
 //!          green's origins do not cover (peeked up to L) ─► Sg
 //!
-//!  planner (blue, Sb): each table's key ranges (every `--chunk-rows`-th key)
+//!  planner (plain sessions, while the point above is taken): the tables' column mapping from
+//!          both catalogs; each table's key ranges from blue's key index and planner estimate
+//!          (no row scan for an integer key, see [`chunks`]); the plan recorded on green
 //!          │ chunk queue
 //!          ▼
-//!  workers 1..N: (blue in Sb, green in Sg) per worker
+//!  workers 1..N: (blue in Sb, green in Sg) per worker, the N pairs opened at once
 //!          count + Σ hashtextextended(canonical row) per range, both sides at once
 //!          mismatch ─► bisect the range (median key) down to ≤ 256 rows ─► (key, row hash)
 //!          lists ─► each candidate key looked up on both sides: missing / extra / different
 //!          keyless tables: one multiset (row hash → multiplicity)
-//!          │ every finished chunk recorded on green (blueshift.verify_chunk)
+//!          │ finished chunks ─► recorder: recorded on green in batches (blueshift.verify_chunk)
 //!          ▼
-//!  green in Sg: foreign keys, NOT VALID checks, invalid indexes; sequences green ≥ blue
+//!  beside the workers, on a pair of its own (green in Sg, blue in Sb): foreign keys,
+//!          NOT VALID checks, invalid indexes; sequences green ≥ blue
 //!          ▼
 //!  blueshift.verify_run: outcome equal | different | failed, L, differences
 //! ```
@@ -52,14 +55,25 @@
 //!
 //! **Resumable and recorded.** The chunk plan and every finished chunk are recorded on green
 //! ([`record`]); `--resume` takes the last unfinished run and compares only the chunks it did not
-//! finish, at a new L (each chunk's own L is recorded with it). The run's outcome, L and time
-//! are what cutover reads ([`last_run`]).
+//! finish, at a new L (each chunk's own L is recorded with it). Finished chunks are written in
+//! batches — whatever finished while the recorder's previous write was in flight, one statement
+//! and one commit each — so no worker waits for green's commit; a chunk counts as finished only
+//! once its batch is committed, so a kill loses at most the results not yet committed, and
+//! `--resume` compares those chunks again (each chunk is recorded exactly once). The run's
+//! outcome, L and time are what cutover reads ([`last_run`]).
+//!
+//! **Where the time goes** (measured with `blueshift bench verify`, BENCHMARKS.md): the
+//! comparison is the servers' CPU hashing rows; what comes before it is kept off its path —
+//! the plan is made while the point is taken, the session pairs open at once, constraints and
+//! sequences are checked beside the workers, and recording does not stall them.
 
+mod chunks;
 mod compare;
 mod constraints;
 mod plan;
 mod point;
 mod record;
+mod sample;
 
 use std::fmt;
 use std::sync::Arc;
@@ -493,6 +507,11 @@ pub(crate) const PINNED: &[(&str, &str)] = &[
     ("idle_in_transaction_session_timeout", "0"),
 ];
 
+/// `'…'` with quotes doubled (for [`PINNED`]'s constants).
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Opens a verify session on `side` with the settings pinned.
 pub(crate) async fn connect(
     config: &ConnectConfig,
@@ -501,22 +520,20 @@ pub(crate) async fn connect(
     let (client, conn) = crate::client::connect(config, "blueshift verify")
         .await
         .map_err(|source| VerifyError::Connect { side, source })?;
-    // One round trip for all of them.
-    let calls: Vec<String> = (0..PINNED.len())
-        .map(|i| {
+    // One round trip for all of them: a simple query of constants (the values are this file's,
+    // quoted as literals).
+    let calls: Vec<String> = PINNED
+        .iter()
+        .map(|(k, v)| {
             format!(
-                "pg_catalog.set_config(${}, ${}, false)",
-                2 * i + 1,
-                2 * i + 2
+                "pg_catalog.set_config({}, {}, false)",
+                quote_literal(k),
+                quote_literal(v)
             )
         })
         .collect();
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = PINNED
-        .iter()
-        .flat_map(|(k, v)| [k as &(dyn tokio_postgres::types::ToSql + Sync), v as _])
-        .collect();
     client
-        .execute(&format!("SELECT {}", calls.join(", ")), &params)
+        .batch_execute(&format!("SELECT {}", calls.join(", ")))
         .await
         .map_err(|e| VerifyError::sql(side, "pin the session's settings", e))?;
     Ok((client, conn))
@@ -539,12 +556,16 @@ pub async fn run_with(
     let started = Instant::now();
     let (records, records_conn) = connect(&config.target, "green").await?;
     let records = Arc::new(records);
-    record::ensure(&records).await?;
-    match last_verify(&records).await {
+    if !record::in_place(&records).await? {
+        record::ensure(&records).await?;
+    }
+    // Pipelined on the one session.
+    let (last, control) = tokio::join!(last_verify(&records), crate::control::ensure(&records));
+    match last {
         Ok(last) => progress.metrics().set_last_verify(last),
         Err(e) => tracing::debug!(error = %e, "could not read the latest verify run"),
     }
-    crate::control::ensure(&records).await.map_err(|e| {
+    control.map_err(|e| {
         VerifyError::sql(
             "green",
             "create the control table (blueshift.control_hold)",
@@ -564,6 +585,11 @@ pub async fn run_with(
         Some(id) => id,
         None => record::start(&records, config).await?,
     };
+    tracing::info!(
+        run = run_id,
+        resumed = resumed.is_some(),
+        "verify run recorded"
+    );
     let result = run_recorded(
         config,
         &records,
@@ -622,36 +648,71 @@ async fn run_recorded(
     started: Instant,
     progress: &Arc<Progress>,
 ) -> Result<VerifyReport, VerifyError> {
-    // The tables and their canonical forms, from both catalogs.
-    let (blue, blue_conn) = connect(&config.source, "blue").await?;
-    let plans = plan::tables(&blue, records, config).await;
-    crate::client::close(blue, blue_conn).await;
-    let plans = Arc::new(plans?);
-    // The consistent point: blue's snapshot at L, green's snapshot holding exactly the same.
-    let point = point::take(config, records).await?;
-    tracing::info!(run = run_id, lsn = %point.lsn, mode = ?point.mode, "consistent point taken");
-    record::set_lsn(records, run_id, point.lsn).await?;
-    let outcome = compare::run(config, &plans, &point, records, run_id, resumed, progress).await;
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
+    // A new run is its first invocation (the column's default).
+    let invocation = if resumed {
+        record::invocation(records, run_id).await?
+    } else {
+        1
+    };
+    // The tables, their canonical forms and their chunks (from both catalogs, on sessions of
+    // their own: the plan is recorded in a transaction) while the consistent point is taken.
+    let prepare = async {
+        let ((blue, blue_conn), (green, green_conn)) = tokio::try_join!(
+            connect(&config.source, "blue"),
+            connect(&config.target, "green")
+        )?;
+        let prepared = async {
+            let plans = plan::tables(&blue, &green, config).await?;
+            let chunks = chunks::plan_all(&blue, &green, &plans, config, run_id, resumed).await?;
+            Ok::<_, VerifyError>((plans, chunks))
+        }
+        .await;
+        crate::client::close(blue, blue_conn).await;
+        crate::client::close(green, green_conn).await;
+        prepared
+    };
+    let (prepared, point) = tokio::join!(prepare, point::take(config, records));
+    let (plans, chunks) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
-            point.close().await;
+            if let Ok(point) = point {
+                point.close().await;
+            }
             return Err(e);
         }
     };
+    let point = point?;
+    let plans = Arc::new(plans);
+    tracing::info!(
+        run = run_id,
+        tables = plans.len(),
+        chunks = chunks.iter().map(|t| t.chunks.len()).sum::<usize>(),
+        "planned"
+    );
+    tracing::info!(run = run_id, lsn = %point.lsn, mode = ?point.mode, "consistent point taken");
+    // The comparison, and beside it on a pair of its own what apply does not check (foreign
+    // keys, constraints, indexes) and sequences, in the same snapshots.
+    let compared = async {
+        record::set_lsn(records, run_id, point.lsn).await?;
+        let outcome = compare::run(
+            config, &plans, chunks, &point, records, run_id, invocation, progress,
+        )
+        .await?;
+        progress.set_phase(Phase::Checking);
+        Ok(outcome)
+    };
+    let result = tokio::try_join!(compared, constraints::check(config, &plans, &point));
+    let (lsn, mode) = (point.lsn, point.mode);
+    point.close().await;
+    let (outcome, extra) = result?;
     let compare::Outcome {
         mut tables,
         mut differences,
         mut total,
         sampled,
     } = outcome;
-    // Constraints on green that apply skipped, and sequences, in the same snapshots.
-    progress.set_phase(Phase::Checking);
-    let extra = constraints::check(config, &plans, &point).await;
-    let (lsn, mode) = (point.lsn, point.mode);
-    point.close().await;
     let mut sequences_behind = 0;
-    for d in extra? {
+    for d in extra {
         total += 1;
         if d.kind == DifferenceKind::Sequence {
             sequences_behind += 1;

@@ -60,7 +60,8 @@ fn found(report: &Value) -> Vec<(String, String, String)> {
 const TABLES: &str = r#"
 CREATE TABLE typed (
     id int PRIMARY KEY, f8 float8, f4 float4, n numeric, b bytea, t text, a int[], j jsonb,
-    ts timestamptz, d date, iv interval, m money, u uuid, ok bool
+    ts timestamptz, d date, iv interval, m money, u uuid, ok bool,
+    s smallint, c char(6), v varchar(12), big bigint
 );
 CREATE TABLE loose (v text, n int);
 "#;
@@ -80,7 +81,11 @@ SELECT g,
        g * interval '1 year 2 mon 3 days 04:05:06.789',
        (g * 1.25)::money,
        pg_catalog.md5(g::text)::uuid,
-       g % 2 = 0
+       g % 2 = 0,
+       (g % 300)::smallint,
+       'c' || (g % 97),
+       'v' || g,
+       g * 4294967297
   FROM generate_series(1, 1500) g;
 INSERT INTO loose SELECT 'row ' || (g % 50), g % 7 FROM generate_series(1, 400) g;
 "#;
@@ -112,7 +117,11 @@ fn both_hashing_paths_agree_across_15_and_18() {
              UPDATE typed SET f8 = 0 WHERE id = 4; \
              UPDATE typed SET t = t || ' ' WHERE id = 1200; \
              DELETE FROM typed WHERE id = 600; \
-             INSERT INTO loose VALUES ('row 3', 3)",
+             INSERT INTO loose VALUES ('row 3', 3); \
+             UPDATE typed SET c = 'c' WHERE id = 900; \
+             UPDATE typed SET big = 0 WHERE id = 1; \
+             UPDATE typed SET (s, v) = (SELECT s, v FROM typed o WHERE o.id = 21 - typed.id) \
+              WHERE id IN (10, 11)",
         )
         .unwrap();
     let (code, client, stderr) = verify(&pair, "client");
@@ -124,6 +133,21 @@ fn both_hashing_paths_agree_across_15_and_18() {
             r#""public"."loose""#.into(),
             "extra on green".into(),
             "null".into(),
+        ),
+        (
+            r#""public"."typed""#.into(),
+            "different".into(),
+            r#"["1"]"#.into(),
+        ),
+        (
+            r#""public"."typed""#.into(),
+            "different".into(),
+            r#"["10"]"#.into(),
+        ),
+        (
+            r#""public"."typed""#.into(),
+            "different".into(),
+            r#"["11"]"#.into(),
         ),
         (
             r#""public"."typed""#.into(),
@@ -142,11 +166,17 @@ fn both_hashing_paths_agree_across_15_and_18() {
         ),
         (
             r#""public"."typed""#.into(),
+            "different".into(),
+            r#"["900"]"#.into(),
+        ),
+        (
+            r#""public"."typed""#.into(),
             "missing on green".into(),
             r#"["600"]"#.into(),
         ),
     ];
     assert_eq!(found(&client), expected, "{client:#}");
     assert_eq!(found(&server), expected, "{server:#}");
-    assert_eq!(client["differences_total"], 5);
+    assert_eq!(client["differences_total"], 9);
+    assert_eq!(server["differences_total"], 9);
 }

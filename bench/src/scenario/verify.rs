@@ -54,7 +54,8 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     r.timed = format!(
         "start → the answer \"equal\". blueshift: `blueshift verify --workers {w}` (a temporary \
          slot's snapshot at L on blue, green proven quiet and caught up; per chunk of 50 000 keys \
-         count and a sum of 64-bit row hashes (hashtextextended) on both servers; constraints and sequences); \
+         count and the exact sum of 64-bit row hashes on both servers; constraints and sequences \
+         beside the comparison); \
          sql_peer: per table `SELECT count(*), sum(hashtext(t::text))` on both sides at once, \
          every table at once; dump_diff: per table `COPY (SELECT * … ORDER BY key) TO STDOUT` \
          from both sides at once, compared byte for byte in the bench; blueshift_streamed: \

@@ -18,7 +18,7 @@ pub(super) async fn check(
     plans: &[TablePlan],
     point: &Point,
 ) -> Result<Vec<Difference>, VerifyError> {
-    let pair = Pair::open(config, point).await?;
+    let pair = Pair::open(config, &point.snapshots()).await?;
     let result = check_with(config, plans, &pair).await;
     pair.close().await;
     result

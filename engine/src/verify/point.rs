@@ -48,7 +48,22 @@ pub(crate) struct Point {
     green: Option<(Client, tokio::task::JoinHandle<()>)>,
 }
 
+/// The names of the snapshots at L, to import (while the [`Point`] holds them open).
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshots {
+    pub(crate) blue: String,
+    pub(crate) green: String,
+}
+
 impl Point {
+    /// The snapshots' names.
+    pub(crate) fn snapshots(&self) -> Snapshots {
+        Snapshots {
+            blue: self.blue_snapshot.clone(),
+            green: self.green_snapshot.clone(),
+        }
+    }
+
     /// Ends both snapshots (once every session that needs them has imported them).
     pub(crate) async fn release_exporters(&mut self) {
         if let Some(repl) = self.repl.take() {
@@ -77,15 +92,11 @@ async fn slot_state(blue: &Client, slot: &str) -> Result<Option<bool>, VerifyErr
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Blue's snapshot at a new consistent point.
-async fn blue_snapshot(
-    config: &VerifyConfig,
-) -> Result<(ReplicationConnection, Lsn, String), VerifyError> {
-    let mut repl = ReplicationConnection::connect(&config.source)
+/// A replication connection to blue (for verify's temporary slot).
+async fn replication(config: &VerifyConfig) -> Result<ReplicationConnection, VerifyError> {
+    ReplicationConnection::connect(&config.source)
         .await
-        .map_err(VerifyError::Replication)?;
-    let (lsn, snapshot) = create_slot(&mut repl).await?;
-    Ok((repl, lsn, snapshot))
+        .map_err(VerifyError::Replication)
 }
 
 /// Creates verify's temporary slot on `repl`: its consistent point L and the snapshot at L.
@@ -191,11 +202,9 @@ async fn sidecar(config: &VerifyConfig, records: &Client) -> Result<Point, Verif
     };
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        // Both sessions are open before the arm: while armed, green's commits wait.
-        let (green, green_conn) = green_session(config).await?;
-        let mut repl = ReplicationConnection::connect(&config.source)
-            .await
-            .map_err(VerifyError::Replication)?;
+        // Both sessions are open (at once) before the arm: while armed, green's commits wait.
+        let ((green, green_conn), mut repl) =
+            tokio::try_join!(green_session(config), replication(config))?;
         let id = control::request(records, &config.slot, Lsn::INVALID)
             .await
             .map_err(ctl("request a hold from the sidecar"))?;
@@ -409,9 +418,12 @@ async fn quiet(
     blue: &Client,
     records: &Client,
 ) -> Result<Point, VerifyError> {
-    let before = applied(records, &config.slot).await?;
-    let (green, green_conn) = green_session(config).await?;
-    let (repl, lsn, blue_snapshot) = blue_snapshot(config).await?;
+    let (before, (green, green_conn), mut repl) = tokio::try_join!(
+        applied(records, &config.slot),
+        green_session(config),
+        replication(config)
+    )?;
+    let (lsn, blue_snapshot) = create_slot(&mut repl).await?;
     let green_snapshot = export_green(&green).await?;
     let after = applied(records, &config.slot).await?;
     let refuse = |why: String| VerifyError::NoPoint(why);

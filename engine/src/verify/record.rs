@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 use super::{VerifyConfig, VerifyError};
 use crate::schema::QualifiedName;
 
+/// Verify's records. [`in_place`] checks for the last thing this adds: keep them in step.
 const SCHEMA: &str = "
 BEGIN;
 SET LOCAL client_min_messages = warning;
@@ -45,6 +46,22 @@ CREATE TABLE IF NOT EXISTS blueshift.verify_chunk (
     PRIMARY KEY (run_id, table_schema, table_name, chunk)
 );
 COMMIT;";
+
+/// Whether verify's records are in place as [`ensure`] makes them (then it has nothing to do:
+/// no DDL, no lock on `blueshift.verify_run`).
+pub(super) async fn in_place(green: &Client) -> Result<bool, VerifyError> {
+    let row = green
+        .query_one(
+            "SELECT pg_catalog.to_regclass('blueshift.verify_chunk') IS NOT NULL \
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute \
+                             WHERE attrelid = pg_catalog.to_regclass('blueshift.verify_run') \
+                               AND attname = 'sequences_behind' AND NOT attisdropped)",
+            &[],
+        )
+        .await
+        .map_err(|e| VerifyError::sql("green", "look for verify's records", e))?;
+    Ok(row.get(0))
+}
 
 /// Creates the tables when missing.
 pub(super) async fn ensure(green: &Client) -> Result<(), VerifyError> {
@@ -166,7 +183,7 @@ pub(super) struct RecordedChunk {
     pub(super) result: Option<(u64, u64, u64)>,
 }
 
-/// Records the chunk plan of a table: one transaction, the inserts pipelined.
+/// Records the chunk plan (of every table planned): one transaction, the inserts pipelined.
 pub(super) async fn plan(
     green: &Client,
     run: i64,
@@ -238,40 +255,66 @@ pub(super) async fn chunks(
         .collect())
 }
 
-/// Records a finished chunk; false when it was recorded finished already (never expected: each
-/// chunk is compared once).
-pub(super) async fn chunk_done(
+/// A compared chunk and its result, to be recorded.
+#[derive(Debug, Clone)]
+pub(super) struct FinishedChunk {
+    pub(super) chunk: PlannedChunk,
+    /// Blue rows, green rows.
+    pub(super) rows: (u64, u64),
+    pub(super) differences: u64,
+}
+
+/// Records finished chunks, in one statement (one commit on green for the batch); returns how
+/// many were not recorded finished before (all of them, expected: each chunk is compared once).
+/// A chunk is finished in the records only once its result is: a kill before this commit
+/// leaves the batch's chunks to `--resume`, which compares them then.
+pub(super) async fn chunks_done(
     green: &Client,
     run: i64,
-    chunk: &PlannedChunk,
     lsn: Lsn,
     invocation: i32,
-    rows: (u64, u64),
-    differences: u64,
-) -> Result<bool, VerifyError> {
+    finished: &[FinishedChunk],
+) -> Result<u64, VerifyError> {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let updated = green
+    let schemas: Vec<&str> = finished
+        .iter()
+        .map(|f| f.chunk.table.schema.as_str())
+        .collect();
+    let names: Vec<&str> = finished
+        .iter()
+        .map(|f| f.chunk.table.name.as_str())
+        .collect();
+    let chunks: Vec<i32> = finished.iter().map(|f| f.chunk.chunk).collect();
+    let blue: Vec<i64> = finished.iter().map(|f| n(f.rows.0)).collect();
+    let green_rows: Vec<i64> = finished.iter().map(|f| n(f.rows.1)).collect();
+    let differences: Vec<i64> = finished.iter().map(|f| n(f.differences)).collect();
+    green
         .execute(
-            "UPDATE blueshift.verify_chunk SET lsn = $5::pg_catalog.text::pg_catalog.pg_lsn, \
-                    invocation = $6, blue_rows = $7, green_rows = $8, differences = $9, \
+            "UPDATE blueshift.verify_chunk c SET lsn = $2::pg_catalog.text::pg_catalog.pg_lsn, \
+                    invocation = $3, blue_rows = f.b, green_rows = f.g, differences = f.d, \
                     finished_at = pg_catalog.clock_timestamp() \
-              WHERE run_id = $1 AND table_schema = $2 AND table_name = $3 AND chunk = $4 \
-                AND finished_at IS NULL",
+               FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]), \
+                               pg_catalog.unnest($5::pg_catalog.text[]), \
+                               pg_catalog.unnest($6::pg_catalog.int4[]), \
+                               pg_catalog.unnest($7::pg_catalog.int8[]), \
+                               pg_catalog.unnest($8::pg_catalog.int8[]), \
+                               pg_catalog.unnest($9::pg_catalog.int8[])) AS f(s, t, n, b, g, d) \
+              WHERE c.run_id = $1 AND c.table_schema = f.s AND c.table_name = f.t \
+                AND c.chunk = f.n AND c.finished_at IS NULL",
             &[
                 &run,
-                &chunk.table.schema,
-                &chunk.table.name,
-                &chunk.chunk,
                 &lsn.to_string(),
                 &invocation,
-                &n(rows.0),
-                &n(rows.1),
-                &n(differences),
+                &schemas,
+                &names,
+                &chunks,
+                &blue,
+                &green_rows,
+                &differences,
             ],
         )
         .await
-        .map_err(|e| VerifyError::sql("green", "record a finished chunk", e))?;
-    Ok(updated == 1)
+        .map_err(|e| VerifyError::sql("green", "record finished chunks", e))
 }
 
 /// A verify run as recorded on green (what cutover reads).
