@@ -202,27 +202,37 @@ pub(crate) fn start_sync(
     logs: &Path,
     log: &str,
 ) -> anyhow::Result<Child> {
+    start_sync_with(blueshift, ends, publication, slot, workers, &[], logs, log)
+}
+
+/// [`start_sync`] with more options (`--bidirectional`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_sync_with(
+    blueshift: &Path,
+    ends: &Endpoints<'_>,
+    publication: &str,
+    slot: &str,
+    workers: u32,
+    extra: &[&str],
+    logs: &Path,
+    log: &str,
+) -> anyhow::Result<Child> {
     let workers = workers.to_string();
-    Child::start(
-        blueshift,
-        &[
-            "sync",
-            "--publication",
-            publication,
-            "--slot",
-            slot,
-            "--workers",
-            &workers,
-            "--status-interval",
-            "1",
-            // Green is loaded by the scenario (pg_dump), as for a user who loaded it otherwise.
-            "--no-backfill",
-        ],
-        ends,
-        true,
-        logs,
-        log,
-    )
+    let mut args = vec![
+        "sync",
+        "--publication",
+        publication,
+        "--slot",
+        slot,
+        "--workers",
+        &workers,
+        "--status-interval",
+        "1",
+        // Green is loaded by the scenario (pg_dump), as for a user who loaded it otherwise.
+        "--no-backfill",
+    ];
+    args.extend_from_slice(extra);
+    Child::start(blueshift, &args, ends, true, logs, log)
 }
 
 /// Polls `check` every [`POLL`] until it returns true; `alive` runs between polls (an error
@@ -270,6 +280,20 @@ impl Subscription {
         copy_data: bool,
         enabled: bool,
     ) -> anyhow::Result<()> {
+        self.create_with(blue, green, publication, copy_data, enabled, "")
+            .await
+    }
+
+    /// [`Subscription::create`] with more options (`", origin = none"`: PostgreSQL 16+).
+    pub(crate) async fn create_with(
+        &self,
+        blue: &Server,
+        green: &Server,
+        publication: &str,
+        copy_data: bool,
+        enabled: bool,
+        more: &str,
+    ) -> anyhow::Result<()> {
         let conninfo = format!(
             "{} application_name={}",
             blue.conninfo_with_password(&self.blue_db),
@@ -281,7 +305,7 @@ impl Subscription {
                 &format!(
                     "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {publication} \
                      WITH (copy_data = {copy_data}, enabled = {enabled}, create_slot = true, \
-                     slot_name = {}, streaming = on)",
+                     slot_name = {}, streaming = on{more})",
                     self.name,
                     literal(&conninfo),
                     literal(&self.slot)

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context as _};
 
-/// One of the five scenarios of issue 6.
+/// One of the scenarios (issue 6's five, verify, cutover, bidirectional).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scenario {
     /// Catch-up of a paused consumer after a TPC-B backlog.
@@ -24,11 +24,15 @@ pub enum Scenario {
     /// The write pause of a switch through PgBouncer under a TPC-B rate: blueshift cutover
     /// against the same switch by hand on native replication.
     Cutover,
+    /// Two-way sync: pgbench on blue and on green at once (disjoint branches), lag per
+    /// direction, against two native subscriptions with `origin = none` (PostgreSQL 16+); and
+    /// the throughput cost of `--bidirectional` against forward-only sync.
+    Bidirectional,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Catchup,
         Scenario::Live,
         Scenario::Backfill,
@@ -36,6 +40,7 @@ impl Scenario {
         Scenario::Bigtxn,
         Scenario::Verify,
         Scenario::Cutover,
+        Scenario::Bidirectional,
     ];
 
     /// The name on the command line and in the report.
@@ -48,6 +53,7 @@ impl Scenario {
             Scenario::Bigtxn => "bigtxn",
             Scenario::Verify => "verify",
             Scenario::Cutover => "cutover",
+            Scenario::Bidirectional => "bidirectional",
         }
     }
 }

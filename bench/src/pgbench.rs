@@ -39,6 +39,18 @@ pub(crate) async fn run(
     seconds: u32,
     rate: Option<f64>,
 ) -> anyhow::Result<Run> {
+    run_with(server, db, clients, seconds, rate, &[]).await
+}
+
+/// [`run`] with more arguments (a custom script: `-f FILE -D name=value …`).
+pub(crate) async fn run_with(
+    server: &Server,
+    db: &str,
+    clients: u32,
+    seconds: u32,
+    rate: Option<f64>,
+    more: &[&str],
+) -> anyhow::Result<Run> {
     let c = clients.to_string();
     let t = seconds.to_string();
     let r = rate.map(|r| format!("{:.0}", r.max(1.0)));
@@ -46,6 +58,7 @@ pub(crate) async fn run(
     if let Some(r) = &r {
         args.extend(["-R", r]);
     }
+    args.extend_from_slice(more);
     args.push(db);
     let out = server.run("pgbench", &args).await?;
     let transactions = out
