@@ -180,6 +180,21 @@ pub struct Synced {
     pub set: usize,
     /// Blue's sequences green has no counterpart of (left alone).
     pub missing_on_green: Vec<QualifiedName>,
+    /// Green's sequences already further along than blue's, left as they are
+    /// ([`CopyMode::NeverBack`] only).
+    pub kept_ahead: Vec<QualifiedName>,
+}
+
+/// How [`copy`] sets the target's sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    /// The source's exact state (a backfill: green's sequences have handed out nothing).
+    Exact,
+    /// The source's state, unless the target's sequence is already further along in its
+    /// direction (it handed out values of its own: two-way sync, a sequence strategy); then it
+    /// is kept. Either way the target then hands out only values beyond everything both sides
+    /// handed out. What a cutover does, both ways.
+    NeverBack,
 }
 
 /// Blue's sequences of the tables and schemas `publication` publishes (see the module docs).
@@ -279,14 +294,15 @@ pub async fn counterpart(
     Ok(exists.then(|| sequence.name.clone()))
 }
 
-/// Copies the state of every sequence of `publication` (see [`list`]) from blue to green. Every
-/// sequence that cannot be read on blue or set on green is reported at the end, each with its
-/// fix; the others are set all the same.
+/// Copies the state of every sequence of `publication` (see [`list`]) from blue to green, as
+/// `how` says. Every sequence that cannot be read on blue or set on green is reported at the
+/// end, each with its fix; the others are set all the same.
 pub async fn copy(
     blue: &impl GenericClient,
     green: &impl GenericClient,
     publication: &str,
     renames: &Renames,
+    how: CopyMode,
 ) -> Result<Synced, SequenceError> {
     let sequences = list(blue, publication).await?;
     let blue_role = current_user(blue, "blue").await?;
@@ -313,6 +329,33 @@ pub async fn copy(
             synced.missing_on_green.push(sequence.name.clone());
             continue;
         };
+        if how == CopyMode::NeverBack {
+            match ahead(blue, green, &sequence.name, state, &target).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(sequence = %sequence.name, green = %target, "green's sequence is further along than blue's (it handed out values of its own); kept");
+                    synced.kept_ahead.push(target);
+                    continue;
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(SequenceError::Query {
+                        side: "green",
+                        what: format!("read sequence {target}"),
+                        source: e,
+                    })
+                }
+                Err(e) => {
+                    failures.push(not_synced(
+                        &sequence.name,
+                        "green",
+                        &green_role,
+                        &e,
+                        Some(&target),
+                    ));
+                    continue;
+                }
+            }
+        }
         match set(green, &target, state).await {
             Ok(()) => {
                 tracing::debug!(sequence = %sequence.name, green = %target, last_value = state.last_value, is_called = state.is_called, "sequence set");
@@ -339,6 +382,37 @@ pub async fn copy(
     } else {
         Err(SequenceError::NotSynced { failures })
     }
+}
+
+/// Whether green's `target` will next hand out a value beyond the one blue's `sequence` (in
+/// `state`) would, in the direction blue's sequence counts: green then keeps its own state.
+async fn ahead(
+    blue: &impl GenericClient,
+    green: &impl GenericClient,
+    sequence: &QualifiedName,
+    state: SequenceState,
+    target: &QualifiedName,
+) -> Result<bool, SqlError> {
+    let theirs = read(green, target).await?;
+    let blue_step = increment(blue, sequence).await?;
+    let green_step = increment(green, target).await?;
+    let next = |s: SequenceState, step: i64| {
+        i128::from(s.last_value) + if s.is_called { i128::from(step) } else { 0 }
+    };
+    let (b, g) = (next(state, blue_step), next(theirs, green_step));
+    Ok(if blue_step > 0 { g > b } else { g < b })
+}
+
+/// `sequence`'s increment.
+async fn increment(client: &impl GenericClient, sequence: &QualifiedName) -> Result<i64, SqlError> {
+    Ok(client
+        .query_one(
+            "SELECT seqincrement FROM pg_catalog.pg_sequence \
+              WHERE seqrelid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.regclass",
+            &[&sequence.to_string()],
+        )
+        .await?
+        .get(0))
 }
 
 /// Refuses, naming each with its GRANT, the sequences of `publication` the connected role may

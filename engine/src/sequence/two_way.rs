@@ -404,6 +404,45 @@ pub async fn apply(
     Ok(changed)
 }
 
+/// Puts back on blue the `MAXVALUE` an offset strategy of `slot` lowered (the recorded
+/// original), keeping everything else recorded for [`revert`]; how many sequences. A rollback
+/// calls it before it copies green's sequences onto blue: blue is the writer again and must go
+/// past the values green handed out, beyond the bound.
+pub async fn lift_bounds(
+    blue: &Client,
+    green: &Client,
+    slot: &str,
+) -> Result<usize, SequenceError> {
+    let exists = crate::client::relation_exists(green, "blueshift.sequence_strategy")
+        .await
+        .map_err(|e| SequenceError::query("green", "look for blueshift.sequence_strategy", e))?;
+    if !exists {
+        return Ok(0);
+    }
+    let rows = green
+        .query(
+            "SELECT seq_schema, seq_name, max_value FROM blueshift.sequence_strategy \
+              WHERE slot = $1 AND side = 'blue' AND strategy = 'offset' AND applied \
+              ORDER BY seq_schema, seq_name",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| SequenceError::query("green", "read blueshift.sequence_strategy", e))?;
+    for row in &rows {
+        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let max: i64 = row.get(2);
+        run(
+            blue,
+            "blue",
+            format!("lift the bound of sequence {name}"),
+            &format!("ALTER SEQUENCE {name} MAXVALUE {max}"),
+        )
+        .await?;
+        tracing::info!(sequence = %name, max_value = max, "the offset strategy's bound on blue lifted");
+    }
+    Ok(rows.len())
+}
+
 /// Puts back the increments and bounds recorded for `slot` on both sides (keeping the values
 /// handed out) and forgets them; how many sequences.
 pub async fn revert(blue: &Client, green: &Client, slot: &str) -> Result<usize, SequenceError> {
