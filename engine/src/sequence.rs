@@ -2,6 +2,14 @@
 //! state itself: at the end of a backfill (and the cutover copies them again, once blue's writes
 //! have stopped, with the same [`copy`]).
 //!
+//! **Never back, at a cutover.** A backfill sets green's exact state ([`CopyMode::Exact`]). A
+//! cutover (either way) makes the target the writer, so it must hand out only values beyond
+//! everything both sides handed out: [`CopyMode::NeverBack`] keeps the target's own state
+//! when it is already further along in the sequence's direction — a two-way sequence strategy
+//! put green's sequences far beyond blue's, or on the other parity, and green handed out values
+//! of its own — and otherwise sets the source's (then the source's next value, on the target,
+//! is beyond every value both handed out).
+//!
 //! **Which.** Every sequence of the published tables — the one a serial or identity column owns,
 //! one a column default calls (`nextval('s')`) — and every standalone sequence (owned by no
 //! column) in a schema that holds a published table. A published table's partitions and

@@ -21,6 +21,12 @@
 //! them (idempotent), offset once (`applied`). [`revert`] (at `blueshift finalize`, with the
 //! reverse direction's disarming) puts the recorded increments and bounds back on both sides
 //! and keeps the current values.
+//!
+//! **Cutover.** The cutover's sequence copy never moves the new writer's sequences back
+//! ([`super::CopyMode::NeverBack`]), so it keeps what a strategy did: green stays beyond blue
+//! (offset) or on its parity past blue's last value (interleave). A rollback makes blue the
+//! writer again: [`lift_bounds`] first puts back the `MAXVALUE` the offset strategy lowered on
+//! blue, or blue could not take green's values.
 
 use std::fmt;
 use std::str::FromStr;
