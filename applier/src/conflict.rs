@@ -1036,4 +1036,33 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_refused_collision_between_rows_says_why_and_what_to_do() {
+        let stopped = |between_rows| {
+            ApplyError::Conflict(Box::new(Stopped {
+                kind: Kind::UpdateExists,
+                table: "public.w".to_owned(),
+                key: "(id)=(1)".to_owned(),
+                direction: "forward",
+                between_rows,
+            }))
+            .to_string()
+        };
+        let refused = stopped(true);
+        assert!(
+            refused.starts_with(
+                "conflict update_exists on table \"public.w\", row (id)=(1) (forward direction): \
+                 the incoming change collides with another row"
+            ) && refused.contains("last-writer-wins cannot make both sides converge"),
+            "{refused}"
+        );
+        let policy = stopped(false);
+        assert!(
+            policy.contains("the conflict policy is \"stop\"")
+                && policy.contains("--conflict-policy"),
+            "{policy}"
+        );
+        assert!(same_columns(&[2, 0], &[0, 2]) && !same_columns(&[0], &[0, 2]));
+    }
 }
