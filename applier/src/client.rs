@@ -421,6 +421,19 @@ fn tokio_config(
     tokio
 }
 
+/// The server's `server_version_num` (e.g. 150004 for 15.4).
+pub async fn server_version_num(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<i32, tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
+            &[],
+        )
+        .await?
+        .try_get(0)
+}
+
 /// Whether relation `name` (schema-qualified, e.g. `blueshift.verify_run`) exists: blueshift's
 /// own tables are created on first use, so readers look before they read.
 pub async fn relation_exists(

@@ -29,9 +29,11 @@ mod results;
 mod scenario;
 mod server;
 pub mod tpcb;
+mod workload;
 
 pub use options::{BenchOptions, Endpoints, Scenario};
 pub use results::Results;
+pub use workload::Workload;
 
 use std::time::SystemTime;
 

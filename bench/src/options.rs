@@ -115,6 +115,10 @@ pub struct BenchOptions {
     pub blueshift: Option<PathBuf>,
     /// Rows of the big transactions: `bigtxn` [default 5 000 000], `decode` [2 000 000].
     pub big_rows: Option<u64>,
+    /// `live`: loads as percentages of blue's maximum rate, in order; empty = 80.
+    pub live_loads: Vec<u32>,
+    /// `catchup`: the backlog's write loads, in order; empty = TPC-B.
+    pub catchup_workloads: Vec<crate::Workload>,
     /// Tiny scale, seconds per scenario: keeps the harness working (CI); no figure means
     /// anything.
     pub smoke: bool,
@@ -138,6 +142,8 @@ pub(crate) struct Validated {
     pub(crate) blueshift: Option<PathBuf>,
     pub(crate) bigtxn_rows: u64,
     pub(crate) decode_rows: u64,
+    pub(crate) live_loads: Vec<u32>,
+    pub(crate) catchup_workloads: Vec<crate::Workload>,
     pub(crate) smoke: bool,
     pub(crate) command_line: String,
 }
@@ -185,6 +191,24 @@ impl BenchOptions {
             (None, true) => None,
             (None, false) => Some(PathBuf::from("/var/tmp")),
         };
+        let mut live_loads = if self.live_loads.is_empty() {
+            vec![80]
+        } else {
+            self.live_loads
+        };
+        ensure!(
+            live_loads.iter().all(|l| (1..=100).contains(l)),
+            "--live-load takes percentages of blue's maximum rate, each from 1 to 100"
+        );
+        let mut seen_load = std::collections::HashSet::new();
+        live_loads.retain(|l| seen_load.insert(*l));
+        let mut catchup_workloads = if self.catchup_workloads.is_empty() {
+            vec![crate::Workload::Tpcb]
+        } else {
+            self.catchup_workloads
+        };
+        let mut seen_workload = std::collections::HashSet::new();
+        catchup_workloads.retain(|w| seen_workload.insert(*w));
         let big = |full: u64, small: u64| self.big_rows.unwrap_or(if smoke { small } else { full });
         Ok(Validated {
             scenarios,
@@ -200,6 +224,8 @@ impl BenchOptions {
             blueshift: self.blueshift,
             bigtxn_rows: big(5_000_000, 20_000),
             decode_rows: big(2_000_000, 20_000),
+            live_loads,
+            catchup_workloads,
             smoke,
             command_line: self.command_line,
         })

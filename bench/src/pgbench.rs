@@ -42,6 +42,28 @@ pub(crate) async fn run(
     run_with(server, db, clients, seconds, rate, &[]).await
 }
 
+/// `pgbench -n -f script -D rows=N -c C -j C -T seconds db`: a custom script's load.
+pub(crate) async fn run_script(
+    server: &Server,
+    db: &str,
+    clients: u32,
+    seconds: u32,
+    script: &std::path::Path,
+    rows: u64,
+) -> anyhow::Result<Run> {
+    let script = script.display().to_string();
+    let rows = format!("rows={rows}");
+    run_with(
+        server,
+        db,
+        clients,
+        seconds,
+        None,
+        &["-f", &script, "-D", &rows],
+    )
+    .await
+}
+
 /// [`run`] with more arguments (a custom script: `-f FILE -D name=value …`).
 pub(crate) async fn run_with(
     server: &Server,
@@ -49,7 +71,7 @@ pub(crate) async fn run_with(
     clients: u32,
     seconds: u32,
     rate: Option<f64>,
-    more: &[&str],
+    extra: &[&str],
 ) -> anyhow::Result<Run> {
     let c = clients.to_string();
     let t = seconds.to_string();
@@ -58,7 +80,7 @@ pub(crate) async fn run_with(
     if let Some(r) = &r {
         args.extend(["-R", r]);
     }
-    args.extend_from_slice(more);
+    args.extend(extra);
     args.push(db);
     let out = server.run("pgbench", &args).await?;
     let transactions = out

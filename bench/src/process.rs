@@ -8,6 +8,9 @@
 //! - CPU-seconds: `utime + stime` of `/proc/<pid>/stat`, from the process's start (a process
 //!   that started during the measurement) or from when the watch first saw it, to the last
 //!   sample.
+//! - Context switches: `voluntary_ctxt_switches + nonvoluntary_ctxt_switches` summed over the
+//!   process's threads (`/proc/<pid>/task/*/status`), counted the same way (a thread that ended
+//!   before the last sample keeps what it had at the sample before).
 //! - Peak RSS: the largest sum over the role's processes of their *private* resident memory
 //!   (`VmRSS − RssShmem`: a PostgreSQL backend's touched shared buffers are not its own), and,
 //!   for a process without shared memory watched from its start, the kernel's exact
@@ -33,6 +36,10 @@ pub(crate) enum Role {
     Consumer,
     /// The walsender streaming to the consumer.
     Walsender,
+    /// The consumer's own sessions on green (blueshift's applier, durability and other
+    /// backends), where most of its apply work runs; a native apply worker has none besides
+    /// itself.
+    GreenBackends,
 }
 
 /// Where the CPU count starts.
@@ -60,6 +67,13 @@ pub(crate) enum Source {
         client: Arc<tokio_postgres::Client>,
         name: String,
     },
+    /// Client backends of database `database` whose `application_name` starts with `prefix`
+    /// (`pg_stat_activity` on the server `client` is connected to).
+    Backends {
+        client: Arc<tokio_postgres::Client>,
+        database: String,
+        prefix: String,
+    },
 }
 
 impl std::fmt::Debug for Source {
@@ -69,6 +83,9 @@ impl std::fmt::Debug for Source {
             Source::Tree(p) => write!(f, "Tree({p})"),
             Source::Slot { slot, .. } => write!(f, "Slot({slot})"),
             Source::Subscription { name, .. } => write!(f, "Subscription({name})"),
+            Source::Backends {
+                database, prefix, ..
+            } => write!(f, "Backends({database}, {prefix}*)"),
         }
     }
 }
@@ -78,6 +95,8 @@ impl std::fmt::Debug for Source {
 pub(crate) struct Usage {
     pub(crate) cpu_seconds: f64,
     pub(crate) peak_rss_mib: f64,
+    /// Context switches of its threads, voluntary and not.
+    pub(crate) context_switches: f64,
     /// How many processes were seen.
     pub(crate) processes: usize,
 }
@@ -89,6 +108,8 @@ struct Tracked {
     shared: bool,
     base_ticks: u64,
     last_ticks: u64,
+    base_switches: u64,
+    last_switches: u64,
     private_kib: u64,
     hwm_kib: u64,
     alive: bool,
@@ -151,6 +172,7 @@ impl Watch {
         for t in state.tracked.values() {
             let u = usage.entry(t.role).or_default();
             u.cpu_seconds += t.last_ticks.saturating_sub(t.base_ticks) as f64 / ticks;
+            u.context_switches += t.last_switches.saturating_sub(t.base_switches) as f64;
             u.processes += 1;
             if !t.shared {
                 u.peak_rss_mib = u.peak_rss_mib.max(t.hwm_kib as f64 / 1024.0);
@@ -193,6 +215,24 @@ async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)], f
                     true,
                 )
             }
+            Source::Backends {
+                client,
+                database,
+                prefix,
+            } => {
+                let sql = format!(
+                    "SELECT string_agg(pid::text, ',') FROM pg_catalog.pg_stat_activity \
+                     WHERE datname = {} AND backend_type = 'client backend' \
+                     AND pg_catalog.starts_with(application_name, {})",
+                    crate::server::literal(database),
+                    crate::server::literal(prefix)
+                );
+                let pids = query_value(client, &sql).await.unwrap_or_default();
+                (
+                    pids.split(',').filter_map(|p| p.parse().ok()).collect(),
+                    true,
+                )
+            }
         };
         found[i] |= !pids.is_empty();
         let mut st = state.lock().expect("the sampler does not panic");
@@ -201,9 +241,10 @@ async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)], f
                 continue;
             }
             let Some(stat) = read_stat(pid) else { continue };
-            let base_ticks = match since {
-                Since::Start => 0,
-                Since::Now => stat,
+            let switches = read_switches(pid);
+            let (base_ticks, base_switches) = match since {
+                Since::Start => (0, 0),
+                Since::Now => (stat, switches),
             };
             st.tracked.insert(
                 pid,
@@ -212,6 +253,8 @@ async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)], f
                     shared,
                     base_ticks,
                     last_ticks: stat,
+                    base_switches,
+                    last_switches: switches,
                     private_kib: 0,
                     hwm_kib: 0,
                     alive: true,
@@ -231,6 +274,7 @@ fn sample(state: &Arc<Mutex<State>>) {
         match (read_stat(*pid), read_status(*pid)) {
             (Some(ticks), Some(mem)) => {
                 t.last_ticks = t.last_ticks.max(ticks);
+                t.last_switches = t.last_switches.max(read_switches(*pid));
                 t.private_kib = mem.rss_kib.saturating_sub(mem.shmem_kib);
                 t.hwm_kib = t.hwm_kib.max(mem.hwm_kib);
                 *sums.entry(t.role).or_default() += t.private_kib;
@@ -258,6 +302,27 @@ fn read_stat(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Context switches, voluntary and not, summed over the threads of `pid` (0 when it is gone).
+fn read_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(("voluntary_ctxt_switches" | "nonvoluntary_ctxt_switches", value)) =
+                line.split_once(':')
+            {
+                total += value.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
 }
 
 #[derive(Debug, Default)]

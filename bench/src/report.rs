@@ -133,7 +133,7 @@ fn scenario_markdown(out: &mut String, s: &ScenarioResult, plots: &str) {
     let _ = writeln!(out, "| figure | blueshift | peer | ratio | runs | spread |");
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for f in &s.figures {
-        let bs = s.values(BLUESHIFT, f.metric);
+        let bs = s.values(BLUESHIFT, &f.metric);
         let bs_values: Vec<f64> = bs.iter().map(|(_, v)| *v).collect();
         let label = format!(
             "{} ({} is better)",
@@ -150,7 +150,7 @@ fn scenario_markdown(out: &mut String, s: &ScenarioResult, plots: &str) {
             format!("{:.d$}", median(&bs_values))
         };
         for peer in &s.peers {
-            let pv = s.values(peer, f.metric);
+            let pv = s.values(peer, &f.metric);
             let pv_values: Vec<f64> = pv.iter().map(|(_, v)| *v).collect();
             // A figure a peer does not have (the COPY pipe has no process of its own).
             if pv_values.is_empty() && side_error(s, peer).is_none() {

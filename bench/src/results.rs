@@ -2,6 +2,7 @@
 //! scenario reports (which metric, which way is better), and the medians, ratios and spreads
 //! computed from them.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -139,8 +140,8 @@ pub(crate) enum Better {
 /// One figure a scenario reports for blueshift and each peer.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Figure {
-    pub(crate) metric: &'static str,
-    pub(crate) label: &'static str,
+    pub(crate) metric: Cow<'static, str>,
+    pub(crate) label: Cow<'static, str>,
     pub(crate) better: Better,
     pub(crate) digits: usize,
 }
@@ -152,15 +153,15 @@ pub(crate) const fn figure(
     digits: usize,
 ) -> Figure {
     Figure {
-        metric,
-        label,
+        metric: Cow::Borrowed(metric),
+        label: Cow::Borrowed(label),
         better,
         digits,
     }
 }
 
 /// The /proc figures every scenario reports.
-pub(crate) const PROCESS_FIGURES: [Figure; 4] = [
+pub(crate) const PROCESS_FIGURES: [Figure; 7] = [
     figure(
         "consumer_peak_rss_mib",
         "consumer peak RSS, MiB",
@@ -184,6 +185,24 @@ pub(crate) const PROCESS_FIGURES: [Figure; 4] = [
         "walsender peak RSS, MiB",
         Better::Lower,
         1,
+    ),
+    figure(
+        "green_backends_cpu_s_per_mchange",
+        "CPU-s per M changes of the consumer's own sessions on green (blueshift only)",
+        Better::Lower,
+        2,
+    ),
+    figure(
+        "total_cpu_s_per_mchange",
+        "total CPU-s per M changes (consumer + its green sessions + walsender)",
+        Better::Lower,
+        2,
+    ),
+    figure(
+        "consumer_switches_per_mchange",
+        "consumer context switches per M changes",
+        Better::Lower,
+        0,
     ),
 ];
 
@@ -224,7 +243,7 @@ pub(crate) struct ScenarioResult {
     pub(crate) peers: Vec<&'static str>,
     pub(crate) figures: Vec<Figure>,
     /// Workload figures: (metric, label, digits).
-    pub(crate) workload_figures: Vec<(&'static str, &'static str, usize)>,
+    pub(crate) workload_figures: Vec<(Cow<'static, str>, Cow<'static, str>, usize)>,
     pub(crate) samples: Vec<Sample>,
     pub(crate) series: Vec<Series>,
     pub(crate) errors: Vec<RunError>,
@@ -271,22 +290,64 @@ impl ScenarioResult {
         usage: &std::collections::HashMap<Role, Usage>,
         changes: f64,
     ) {
-        for (role, prefix) in [(Role::Consumer, "consumer"), (Role::Walsender, "walsender")] {
+        self.usage_as(run, side, usage, changes, "");
+    }
+
+    /// [`usage`](Self::usage) with `suffix` after every metric name (one workload of several).
+    pub(crate) fn usage_as(
+        &mut self,
+        run: u32,
+        side: &str,
+        usage: &std::collections::HashMap<Role, Usage>,
+        changes: f64,
+        suffix: &str,
+    ) {
+        let mut total_cpu = 0.0;
+        for (role, prefix) in [
+            (Role::Consumer, "consumer"),
+            (Role::Walsender, "walsender"),
+            (Role::GreenBackends, "green_backends"),
+        ] {
             if let Some(u) = usage.get(&role) {
                 if u.processes == 0 {
                     continue;
                 }
-                self.sample(run, side, &format!("{prefix}_peak_rss_mib"), u.peak_rss_mib);
-                self.sample(run, side, &format!("{prefix}_cpu_s"), u.cpu_seconds);
+                total_cpu += u.cpu_seconds;
+                if role != Role::GreenBackends {
+                    // Backends share memory and come and go: no peak worth a figure.
+                    self.sample(
+                        run,
+                        side,
+                        &format!("{prefix}_peak_rss_mib{suffix}"),
+                        u.peak_rss_mib,
+                    );
+                }
+                self.sample(run, side, &format!("{prefix}_cpu_s{suffix}"), u.cpu_seconds);
                 if changes > 0.0 {
                     self.sample(
                         run,
                         side,
-                        &format!("{prefix}_cpu_s_per_mchange"),
+                        &format!("{prefix}_cpu_s_per_mchange{suffix}"),
                         u.cpu_seconds / changes * 1e6,
                     );
+                    if role == Role::Consumer {
+                        self.sample(
+                            run,
+                            side,
+                            &format!("consumer_switches_per_mchange{suffix}"),
+                            u.context_switches / changes * 1e6,
+                        );
+                    }
                 }
             }
+        }
+        if changes > 0.0 && total_cpu > 0.0 {
+            self.sample(
+                run,
+                side,
+                &format!("total_cpu_s_per_mchange{suffix}"),
+                total_cpu / changes * 1e6,
+            );
         }
     }
 

@@ -25,6 +25,7 @@ use crate::consumer::{self, poll_until, Endpoints, Subscription};
 use crate::options::{Scenario, Validated};
 use crate::results::ScenarioResult;
 use crate::server::{query_value, Server, Servers};
+use crate::workload::Workload;
 use crate::{pgbench, say};
 
 /// What every scenario runs with.
@@ -122,6 +123,8 @@ pub(crate) struct Pair {
     pub(crate) publication: String,
     pub(crate) bs_slot: String,
     pub(crate) native: Subscription,
+    /// Tables of other write loads, created on blue and published beside pgbench's.
+    pub(crate) workloads: Vec<Workload>,
 }
 
 impl Pair {
@@ -138,7 +141,21 @@ impl Pair {
                 blue_db: blue_db.clone(),
             },
             blue_db,
+            workloads: Vec::new(),
         }
+    }
+
+    /// The same pair with the tables of `workloads` too.
+    pub(crate) fn with_workloads(mut self, workloads: &[Workload]) -> Pair {
+        self.workloads = workloads.to_vec();
+        self
+    }
+
+    /// Every published table: pgbench's, the marker, the workloads'.
+    pub(crate) fn tables(&self) -> Vec<&'static str> {
+        let mut tables = PAIR_TABLES.to_vec();
+        tables.extend(self.workloads.iter().filter_map(|w| w.table()));
+        tables
     }
 
     pub(crate) fn ends<'a>(&'a self, ctx: &'a Context<'_>) -> Endpoints<'a> {
@@ -169,12 +186,23 @@ impl Pair {
         ));
         pgbench::init(blue, &self.blue_db, ctx.options.scale).await?;
         blue.execute(&self.blue_db, MARKER_TABLE).await?;
+        for workload in &self.workloads {
+            if let Some(sql) = workload.setup_sql(ctx.options.scale) {
+                say(format!(
+                    "workload {}: {} rows on blue/{}",
+                    workload.name(),
+                    workload.rows(ctx.options.scale),
+                    self.blue_db
+                ));
+                blue.execute(&self.blue_db, &sql).await?;
+            }
+        }
         blue.execute(
             &self.blue_db,
             &format!(
                 "CREATE PUBLICATION {} FOR TABLE {}",
                 self.publication,
-                PAIR_TABLES.join(", ")
+                self.tables().join(", ")
             ),
         )
         .await?;

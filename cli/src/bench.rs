@@ -72,6 +72,16 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N")]
     big_rows: Option<u64>,
 
+    /// `live`: the loads to run at, each a percentage of blue's measured maximum TPC-B rate
+    /// (comma-separated, e.g. `50,80,95`) [default: 80].
+    #[arg(long, value_name = "PERCENT", value_delimiter = ',')]
+    live_load: Vec<u32>,
+
+    /// `catchup`: the write loads of the backlog, each run in turn (comma-separated): tpcb,
+    /// uniform, swap, keychange, toast, rifull (see BENCHMARKS.md) [default: tpcb].
+    #[arg(long, value_name = "WORKLOAD", value_delimiter = ',')]
+    catchup_workload: Vec<blueshift_bench::Workload>,
+
     /// PostgreSQL binaries folder for the clusters and the client programs [default: PG_BIN,
     /// else pg_config --bindir].
     #[arg(long, value_name = "DIR")]
@@ -121,6 +131,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         blueshift: args.blueshift,
         big_rows: args.big_rows,
+        live_loads: args.live_load,
+        catchup_workloads: args.catchup_workload,
         smoke: args.smoke,
         command_line,
     };

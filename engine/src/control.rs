@@ -156,13 +156,7 @@ pub(crate) async fn ensure(green: &Client) -> Result<(), tokio_postgres::Error> 
 
 /// Whether the table exists (without creating it).
 pub(crate) async fn exists(green: &Client) -> Result<bool, tokio_postgres::Error> {
-    let row = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.control_hold') IS NOT NULL",
-            &[],
-        )
-        .await?;
-    Ok(row.get(0))
+    crate::client::relation_exists(green, "blueshift.control_hold").await
 }
 
 /// Verify's side: asks the sidecar of `slot` to hold at `lsn` — or, with [`Lsn::INVALID`], to arm

@@ -278,13 +278,7 @@ fn invalidation_cause(reason: Option<&str>, idle_timeout_known: bool) -> String 
 
 /// Whether green has the table at all (without creating it).
 async fn table_exists(green: &impl GenericClient) -> Result<bool, tokio_postgres::Error> {
-    Ok(green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.slot_guard') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0))
+    crate::client::relation_exists(green, "blueshift.slot_guard").await
 }
 
 /// Green's record of `slot`, if any.
@@ -429,14 +423,9 @@ pub(crate) async fn read_slot(blue: &Client, slot: &str) -> Result<Option<SlotIn
 
 /// The server major of a SQL connection.
 async fn server_major(blue: &Client) -> Result<u32, SlotError> {
-    let version: i32 = blue
-        .query_one(
-            "SELECT pg_catalog.current_setting('server_version_num')::int",
-            &[],
-        )
+    let version = crate::client::server_version_num(blue)
         .await
-        .map_err(|e| SlotError::blue("read the server version")(SqlError::from(e)))?
-        .get(0);
+        .map_err(|e| SlotError::blue("read the server version")(SqlError::from(e)))?;
     Ok(u32::try_from(version / 10_000).unwrap_or(0))
 }
 

@@ -290,14 +290,9 @@ async fn read_slot(
     let current = slot::current_wal_lsn(client)
         .await
         .map_err(query_error("pg_current_wal_lsn()"))?;
-    let version: i32 = client
-        .query_one(
-            "SELECT pg_catalog.current_setting('server_version_num')::int",
-            &[],
-        )
+    let version = crate::client::server_version_num(client)
         .await
-        .map_err(|e| query_error("server_version_num")(SqlError::from(e)))?
-        .get(0);
+        .map_err(|e| query_error("server_version_num")(SqlError::from(e)))?;
     Ok((info, current, u32::try_from(version / 10_000).unwrap_or(0)))
 }
 

@@ -42,5 +42,5 @@ pub use eventually::{eventually, eventually_async};
 pub use pgbouncer::{
     pgbouncer_binary, DatabaseEntry, PgBouncer, PgBouncerOptions, PGBOUNCER_INSTALL_COMMAND,
 };
-pub use program::blueshift_binary;
-pub use tools::{docker_compose, promtool, TOOLS_INSTALL_COMMAND};
+pub use program::{blueshift_binary, succeeded};
+pub use tools::{assert_promtool_accepts, docker_compose, promtool, TOOLS_INSTALL_COMMAND};

@@ -1,7 +1,7 @@
 //! The `blueshift` binary, for end-to-end tests that run it as a user would (and kill it).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The path of the `blueshift` binary of this workspace, built (debug profile) on first use.
@@ -44,4 +44,17 @@ pub fn blueshift_binary() -> &'static Path {
         };
         target.join("debug").join("blueshift")
     })
+}
+
+/// The stdout of a finished `blueshift` run, after asserting that it succeeded (else panics with
+/// `what`, its stdout and its stderr).
+pub fn succeeded(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -2,7 +2,9 @@
 //! `docker-compose` (the compose file). Missing, they are an error naming the install command
 //! (`scripts/install-tools`); tests fail with it, they never skip.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// What installs the tools.
 pub const TOOLS_INSTALL_COMMAND: &str = "scripts/install-tools (as root)";
@@ -33,6 +35,31 @@ pub fn promtool() -> anyhow::Result<PathBuf> {
         "promtool not found (PROMTOOL, PATH, {}): run {TOOLS_INSTALL_COMMAND}",
         cached.display()
     )
+}
+
+/// Asserts that `promtool check metrics` accepts `body` (a metrics exposition); panics with
+/// promtool's words and the body otherwise.
+pub fn assert_promtool_accepts(body: &str) {
+    let mut check = Command::new(promtool().unwrap_or_else(|e| panic!("{e:#}")))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    check
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(body.as_bytes())
+        .expect("promtool reads the body");
+    let out = check.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `docker-compose`, from the `PATH`.

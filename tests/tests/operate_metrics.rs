@@ -9,10 +9,10 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use blueshift_tests::{blueshift_binary, eventually, promtool};
+use blueshift_tests::{assert_promtool_accepts, blueshift_binary, eventually};
 use support::Pair;
 
 /// A plain HTTP/1.1 GET: (status code, body).
@@ -116,26 +116,7 @@ fn lag_rises_while_green_is_stopped_and_health_follows() {
 
     // promtool accepts the live exposition.
     let (_, body) = get(&addr, "/metrics").unwrap();
-    let mut check = Command::new(promtool().unwrap_or_else(|e| panic!("{e:#}")))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_accepts(&body);
 
     // Green stops while blue commits: the lag grows at every scrape, ready turns 503.
     pair.green.stop().expect("green stops");

@@ -6,7 +6,9 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use blueshift_tests::{blueshift_binary, eventually, Cluster, ClusterOptions, PgBinaries};
+use blueshift_tests::{
+    blueshift_binary, eventually, succeeded, Cluster, ClusterOptions, PgBinaries,
+};
 
 /// blue's grants for role `bs_blue` (as docs/privileges.md gives them).
 const BLUE_GRANTS: &str = "
@@ -91,22 +93,12 @@ fn blueshift(args: &[&str]) -> Output {
         .expect("blueshift runs")
 }
 
-fn ok(what: &str, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Green's tables through `blueshift migrate` as `bs_green`, which so owns them.
 fn migrate_green(s: &Setup) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("V1__shop.sql"), TABLES).unwrap();
     let uri = green_uri(s);
-    ok(
+    succeeded(
         "migrate up",
         &blueshift(&[
             "migrate",
@@ -192,7 +184,7 @@ fn whole_lifecycle_without_a_superuser() {
             .unwrap(),
         "300"
     );
-    let status = ok(
+    let status = succeeded(
         "status",
         &blueshift(&[
             "status", "--source", &blue, "--target", &green, "--slot", "lp",
@@ -201,7 +193,7 @@ fn whole_lifecycle_without_a_superuser() {
     assert!(status.contains("lp"), "{status}");
     sync.kill().unwrap();
     sync.wait().unwrap();
-    ok(
+    succeeded(
         "cleanup",
         &blueshift(&[
             "cleanup", "--source", &blue, "--target", &green, "--slot", "lp", "--yes",

@@ -10,7 +10,9 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use blueshift_tests::{blueshift_binary, eventually, Cluster, ClusterOptions, PgBinaries};
+use blueshift_tests::{
+    blueshift_binary, eventually, succeeded, Cluster, ClusterOptions, PgBinaries,
+};
 
 /// The attacker's objects, created by role `mallory`.
 const TRAPS: &str = r#"
@@ -85,16 +87,6 @@ fn blueshift(args: &[&str]) -> Output {
         .expect("blueshift runs")
 }
 
-fn ok(what: &str, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Rows of `table` as one text, read without any name the traps shadow.
 fn rows(c: &Cluster, table: &str) -> String {
     c.psql(
@@ -133,11 +125,11 @@ fn shadowing_objects_in_public_are_never_called() {
     let migrations = tempfile::tempdir().unwrap();
     std::fs::write(migrations.path().join("V1__tables.sql"), TABLES).unwrap();
     let dir = migrations.path().to_str().unwrap();
-    ok(
+    succeeded(
         "migrate up",
         &blueshift(&["migrate", "up", "--database", &green_uri, "--dir", dir]),
     );
-    ok(
+    succeeded(
         "migrate status",
         &blueshift(&["migrate", "status", "--database", &green_uri, "--dir", dir]),
     );
@@ -186,7 +178,7 @@ fn shadowing_objects_in_public_are_never_called() {
         Ok(())
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", log_text()));
-    ok(
+    succeeded(
         "status",
         &blueshift(&[
             "status", "--source", &blue_uri, "--target", &green_uri, "--slot", "trap",
@@ -194,7 +186,7 @@ fn shadowing_objects_in_public_are_never_called() {
     );
     // verify (through the running sidecar's hold) compares by the shadowed types' keys and
     // values; cutover's preflight reads both sides.
-    ok(
+    succeeded(
         "verify",
         &blueshift(&[
             "verify",
@@ -208,7 +200,7 @@ fn shadowing_objects_in_public_are_never_called() {
             "trap",
         ]),
     );
-    ok(
+    succeeded(
         "cutover --dry-run",
         &blueshift(&[
             "cutover",
@@ -232,7 +224,7 @@ fn shadowing_objects_in_public_are_never_called() {
 
     // cleanup of the publication blueshift did not create leaves it (a shadowed obj_description
     // would call it blueshift's), and really drops the slot.
-    ok(
+    succeeded(
         "cleanup",
         &blueshift(&[
             "cleanup",

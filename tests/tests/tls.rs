@@ -15,7 +15,8 @@ use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::ReplicationConnection;
 use blueshift_engine::client;
 use blueshift_tests::{
-    blueshift_binary, eventually, CertFiles, Cluster, ClusterOptions, PgBinaries, TestPki,
+    blueshift_binary, eventually, succeeded, CertFiles, Cluster, ClusterOptions, PgBinaries,
+    TestPki,
 };
 
 const PASSWORD: &str = "tls-Secret-9";
@@ -159,16 +160,6 @@ fn blueshift(args: &[&str]) -> Output {
         .expect("blueshift runs")
 }
 
-fn ok(what: &str, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Connections of role `bs` on `c`: (with TLS, without).
 fn ssl_counts(c: &Cluster) -> (u32, u32) {
     let text = c
@@ -215,7 +206,7 @@ fn verify_full_lifecycle_runs_every_session_over_tls() {
     let migrations = tempfile::tempdir().unwrap();
     write_migration(migrations.path());
     let dir = migrations.path().to_str().unwrap();
-    ok(
+    succeeded(
         "migrate up",
         &blueshift(&["migrate", "up", "--database", &green_uri, "--dir", dir]),
     );
@@ -291,7 +282,7 @@ fn verify_full_lifecycle_runs_every_session_over_tls() {
 
     // verify, against the running sidecar: its sessions on both sides and the control channel
     // (a clean run, exit 0).
-    let verified = ok(
+    let verified = succeeded(
         "verify",
         &blueshift(&[
             "verify",
@@ -308,7 +299,7 @@ fn verify_full_lifecycle_runs_every_session_over_tls() {
     assert!(verified.contains("items"), "{verified}");
     // cutover's preflight (the verify gate, lag, the reverse path's checks on green), without
     // PgBouncer: nothing changes.
-    ok(
+    succeeded(
         "cutover --dry-run",
         &blueshift(&[
             "cutover",
@@ -329,7 +320,7 @@ fn verify_full_lifecycle_runs_every_session_over_tls() {
     );
 
     // status, while sync runs.
-    let status = ok(
+    let status = succeeded(
         "status",
         &blueshift(&[
             "status", "--source", &blue_uri, "--target", &green_uri, "--slot", "bs",
@@ -341,7 +332,7 @@ fn verify_full_lifecycle_runs_every_session_over_tls() {
     sync.wait().unwrap();
 
     // cleanup drops the slot over TLS.
-    ok(
+    succeeded(
         "cleanup",
         &blueshift(&[
             "cleanup",
@@ -362,7 +353,7 @@ fn verify_full_lifecycle_runs_every_session_over_tls() {
         "0"
     );
     // The migration status, over TLS.
-    ok(
+    succeeded(
         "migrate status",
         &blueshift(&["migrate", "status", "--database", &green_uri, "--dir", dir]),
     );

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use blueshift_tests::{blueshift_binary, eventually, promtool};
+use blueshift_tests::{assert_promtool_accepts, blueshift_binary, eventually};
 use serde_json::Value;
 use support::Pair;
 
@@ -54,30 +54,6 @@ fn free_addr() -> String {
         .unwrap()
         .port();
     format!("127.0.0.1:{port}")
-}
-
-/// `promtool check metrics` accepts `body`.
-fn promtool_accepts(body: &str) {
-    let mut check = Command::new(promtool().unwrap_or_else(|e| panic!("{e:#}")))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `X/Y` → the byte position.
@@ -176,7 +152,7 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
         panic!("{e:#}\nverify:\n{log}\nsync:\n{}", sync.log_text())
     });
     let body = metrics_text(&addr).expect("still running");
-    promtool_accepts(&body);
+    assert_promtool_accepts(&body);
     assert!(body.contains("blueshift_build_info{"), "{body}");
     for sync_only in [
         "blueshift_up",
@@ -236,7 +212,7 @@ fn verify_counts_while_it_runs_and_the_sidecar_exports_the_latest_run() {
     assert_eq!(s["blueshift_verify_last_run_differences"], 0.0);
     assert!(s["blueshift_verify_last_run_timestamp_seconds"] > 1.7e9);
     assert!(s["blueshift_source_lsn"] >= l1, "{s:?}");
-    promtool_accepts(&metrics_text(&sidecar).unwrap());
+    assert_promtool_accepts(&metrics_text(&sidecar).unwrap());
 
     // A row changed on green by hand: counted as the run finds it.
     pair.green

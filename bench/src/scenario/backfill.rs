@@ -85,7 +85,7 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
             .into_iter()
             .filter(|f| f.metric.starts_with("consumer")),
     );
-    r.workload_figures = vec![("rows", "rows", 0)];
+    r.workload_figures = vec![("rows".into(), "rows".into(), 0)];
     r.notes.push(
         "pgbench's tables have no sequences, so the sequence check compares empty sets; the \
          consumer figures are the processes that do the copying on the client side (blueshift; \

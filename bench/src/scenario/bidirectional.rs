@@ -164,11 +164,15 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
         ),
     ]);
     r.workload_figures = vec![
-        ("max_tps", "blue's max tps of the script", 0),
-        ("rate", "target rate per side, tps", 0),
-        ("blue_tps", "achieved tps on blue", 0),
-        ("green_tps", "achieved tps on green", 0),
-        ("oneway_transactions", "one-way backlog transactions", 0),
+        ("max_tps".into(), "blue's max tps of the script".into(), 0),
+        ("rate".into(), "target rate per side, tps".into(), 0),
+        ("blue_tps".into(), "achieved tps on blue".into(), 0),
+        ("green_tps".into(), "achieved tps on green".into(), 0),
+        (
+            "oneway_transactions".into(),
+            "one-way backlog transactions".into(),
+            0,
+        ),
     ];
     if let Err(e) = preflight(ctx).await {
         r.error = Some(format!("{e:#}"));

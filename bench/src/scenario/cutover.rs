@@ -91,9 +91,17 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
         figure("failed", "failed transactions", Better::Lower, 0),
     ];
     r.workload_figures = vec![
-        ("max_tps", "blue's max tps through PgBouncer", 0),
-        ("rate", "target rate, tps", 0),
-        ("committed", "committed transactions per run", 0),
+        (
+            "max_tps".into(),
+            "blue's max tps through PgBouncer".into(),
+            0,
+        ),
+        ("rate".into(), "target rate, tps".into(), 0),
+        (
+            "committed".into(),
+            "committed transactions per run".into(),
+            0,
+        ),
     ];
     r.notes.push(
         "every committed transaction is checked on green (one pgbench_history row each) before \

@@ -55,8 +55,8 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     ];
     r.figures.extend(PROCESS_FIGURES);
     r.workload_figures = vec![
-        ("transactions", "TPC-B transactions", 0),
-        ("wal_mib", "backlog WAL MiB", 1),
+        ("transactions".into(), "TPC-B transactions".into(), 0),
+        ("wal_mib".into(), "backlog WAL MiB".into(), 1),
     ];
     match setup(ctx).await {
         Err(e) => r.error = Some(format!("{e:#}")),
@@ -90,8 +90,13 @@ async fn setup(ctx: &Context<'_>) -> anyhow::Result<u32> {
     )
     .await?;
     blue.execute(DB, "CHECKPOINT").await?;
+    proto_version(blue, DB).await
+}
+
+/// The newest pgoutput protocol version blue's server speaks (without streaming).
+pub(super) async fn proto_version(blue: &Server, db: &str) -> anyhow::Result<u32> {
     let version: u32 = blue
-        .value(DB, "SHOW server_version_num")
+        .value(db, "SHOW server_version_num")
         .await?
         .parse()
         .context("server_version_num")?;
@@ -195,7 +200,13 @@ async fn one_run(
                 );
                 (elapsed, usage)
             } else {
-                recvlogical(ctx, blue, proto, &end, watch_client, started).await?
+                let stream = Recv {
+                    db: DB,
+                    slot: PEER_SLOT,
+                    publication: PUBLICATION,
+                    proto,
+                };
+                recvlogical(ctx, blue, &stream, &end, watch_client, started).await?
             };
             let slot = if side == BLUESHIFT { BS_SLOT } else { PEER_SLOT };
             let acked = query_value(
@@ -228,11 +239,19 @@ async fn one_run(
     Ok(())
 }
 
+/// What `pg_recvlogical` streams: database, slot, publication and pgoutput version.
+pub(super) struct Recv<'a> {
+    pub(super) db: &'a str,
+    pub(super) slot: &'a str,
+    pub(super) publication: &'a str,
+    pub(super) proto: u32,
+}
+
 /// `pg_recvlogical --start --endpos <end> -f /dev/null` with the same plugin options.
-async fn recvlogical(
+pub(super) async fn recvlogical(
     ctx: &Context<'_>,
     blue: &Server,
-    proto: u32,
+    stream: &Recv<'_>,
     end: &str,
     watch_client: std::sync::Arc<tokio_postgres::Client>,
     started: Instant,
@@ -243,17 +262,17 @@ async fn recvlogical(
     let mut cmd = tokio::process::Command::from(blue.command("pg_recvlogical"));
     cmd.args([
         "-d",
-        DB,
+        stream.db,
         "--slot",
-        PEER_SLOT,
+        stream.slot,
         "--start",
         "--no-loop",
         "-f",
         "/dev/null",
     ])
     .arg(format!("--endpos={end}"))
-    .args(["-o", &format!("proto_version={proto}")])
-    .args(["-o", &format!("publication_names={PUBLICATION}")])
+    .args(["-o", &format!("proto_version={}", stream.proto)])
+    .args(["-o", &format!("publication_names={}", stream.publication)])
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
     .kill_on_drop(true);
@@ -270,7 +289,7 @@ async fn recvlogical(
                 Since::Start,
                 Source::Slot {
                     client: watch_client,
-                    slot: PEER_SLOT.to_owned(),
+                    slot: stream.slot.to_owned(),
                 },
             ),
         ],

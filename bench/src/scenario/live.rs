@@ -1,12 +1,16 @@
-//! `live`: TPC-B at a fixed rate (80 % of blue's measured maximum) for D seconds with a marker
-//! row every 100 ms; the lag of each marker from blue to green.
+//! `live`: TPC-B at a fixed rate (by default 80 % of blue's measured maximum; `--live-load
+//! 50,80,95` runs each load in turn) for D seconds with a marker row every 100 ms; the lag of
+//! each marker from blue to green.
 //!
 //! ```text
-//!  setup: pgbench -i; blue's max rate: pgbench -T (consumers paused); rate = 0.8 × max
-//!  per run, each side in turn: start, catch up (untimed) → pgbench -R rate -T D and a marker
-//!        every 100 ms → all markers on green → lag = green commit time − blue insert time
-//!        → sentinel, stop, green equal to blue
+//!  setup: pgbench -i; blue's max rate: pgbench -T (consumers paused)
+//!  per load L, per run, each side in turn: start, catch up (untimed) → pgbench -R (L × max)
+//!        -T D and a marker every 100 ms → all markers on green → lag = green commit time −
+//!        blue insert time → sentinel, stop, green equal to blue
 //! ```
+//!
+//! Lag figures are per load (`lag_p99_ms_80`: p99 at 80 %); the lag plot and the process
+//! figures (CPU, memory, context switches) are those of the first load.
 //!
 //! A marker's blue time is `clock_timestamp()` at its INSERT (an autocommit statement); its
 //! green time is `clock_timestamp()` in a deferred constraint trigger on green, i.e. at the
@@ -22,24 +26,27 @@ use crate::consumer::{self, poll_until, Child};
 use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
 use crate::process::{Role, Since, Source, Watch};
 use crate::results::{
-    figure, quantile, Better, ScenarioResult, Series, BLUESHIFT, PROCESS_FIGURES, WORKLOAD,
+    quantile, Better, Figure, ScenarioResult, Series, BLUESHIFT, PROCESS_FIGURES, WORKLOAD,
 };
 use crate::say;
 
 const NATIVE: &str = "native";
 const MARKER_EVERY: Duration = Duration::from_millis(100);
-/// The share of blue's measured maximum rate the load runs at.
-const RATE_SHARE: f64 = 0.8;
 
 pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     let o = ctx.options;
     let mut r = ScenarioResult::new("live", vec![NATIVE]);
+    let loads = o
+        .live_loads
+        .iter()
+        .map(|l| format!("{l} %"))
+        .collect::<Vec<_>>()
+        .join(", ");
     r.workload = format!(
-        "`pgbench -i -s {}`; TPC-B at {:.0} % of blue's maximum rate (`pgbench -c {c} -j {c} -R \
+        "`pgbench -i -s {}`; TPC-B at {loads} of blue's maximum rate (`pgbench -c {c} -j {c} -R \
          <rate> -T {}`, the rate measured first with the consumers paused) and a marker row \
          every 100 ms",
         o.scale,
-        RATE_SHARE * 100.0,
         o.duration,
         c = o.clients
     );
@@ -47,17 +54,22 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
                green transaction that applied it (`clock_timestamp()` in a deferred trigger); \
                peer: native subscription"
         .to_owned();
-    r.figures = vec![
-        figure("lag_p50_ms", "lag p50, ms", Better::Lower, 1),
-        figure("lag_p99_ms", "lag p99, ms", Better::Lower, 1),
-        figure("lag_max_ms", "lag max, ms", Better::Lower, 1),
-    ];
+    r.figures = Vec::new();
+    for load in &o.live_loads {
+        for (name, label) in LAG_FIGURES {
+            r.figures.push(Figure {
+                metric: format!("{name}_{load}").into(),
+                label: format!("{label} at {load} % load, ms").into(),
+                better: Better::Lower,
+                digits: 1,
+            });
+        }
+    }
     r.figures.extend(PROCESS_FIGURES);
     r.workload_figures = vec![
-        ("max_tps", "blue's max tps", 0),
-        ("rate", "target rate, tps", 0),
-        ("achieved_tps", "achieved tps", 0),
-        ("markers", "markers per run", 0),
+        ("max_tps".into(), "blue's max tps".into(), 0),
+        ("achieved_tps".into(), "achieved tps (all loads)".into(), 0),
+        ("markers".into(), "markers per run".into(), 0),
     ];
     let pair = Pair::new("live");
     match pair.setup(ctx).await {
@@ -70,20 +82,26 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
             match pgbench::run(ctx.blue(), &pair.blue_db, o.clients, seconds, None).await {
                 Err(e) => r.error = Some(format!("measuring blue's max rate: {e:#}")),
                 Ok(max) => {
-                    let rate = max.tps * RATE_SHARE;
-                    say(format!(
-                        "live: max {:.0} tps; load at {rate:.0} tps",
-                        max.tps
-                    ));
                     r.sample(0, WORKLOAD, "max_tps", max.tps);
-                    r.sample(0, WORKLOAD, "rate", rate);
-                    for run in 1..=o.runs {
-                        for side in turns(&[BLUESHIFT, NATIVE], run) {
-                            if let Err(e) = turn(ctx, &pair, side, run, rate, &mut r).await {
-                                if side == NATIVE {
-                                    let _ = pair.native.disable(ctx.blue(), ctx.green()).await;
+                    for (i, load) in o.live_loads.iter().enumerate() {
+                        let rate = max.tps * f64::from(*load) / 100.0;
+                        say(format!(
+                            "live: max {:.0} tps; load {load} % at {rate:.0} tps",
+                            max.tps
+                        ));
+                        let at = Load {
+                            percent: *load,
+                            rate,
+                            plotted: i == 0,
+                        };
+                        for run in 1..=o.runs {
+                            for side in turns(&[BLUESHIFT, NATIVE], run) {
+                                if let Err(e) = turn(ctx, &pair, side, run, &at, &mut r).await {
+                                    if side == NATIVE {
+                                        let _ = pair.native.disable(ctx.blue(), ctx.green()).await;
+                                    }
+                                    r.fail(Some(run), Some(side), &e);
                                 }
-                                r.fail(Some(run), Some(side), &e);
                             }
                         }
                     }
@@ -95,15 +113,34 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     r
 }
 
+/// The lag figures of each load: metric prefix and label.
+const LAG_FIGURES: [(&str, &str); 4] = [
+    ("lag_p50_ms", "lag p50"),
+    ("lag_p99_ms", "lag p99"),
+    ("lag_p999_ms", "lag p99.9"),
+    ("lag_max_ms", "lag max"),
+];
+
+/// One load of the scenario.
+struct Load {
+    /// Share of blue's maximum rate, in percent.
+    percent: u32,
+    /// The rate, transactions/s.
+    rate: f64,
+    /// Whether its lags go into the plot (the first load only).
+    plotted: bool,
+}
+
 async fn turn(
     ctx: &Context<'_>,
     pair: &Pair,
     side: &'static str,
     run: u32,
-    rate: f64,
+    load: &Load,
     r: &mut ScenarioResult,
 ) -> anyhow::Result<()> {
     let o = ctx.options;
+    let rate = load.rate;
     let (blue, green) = (ctx.blue(), ctx.green());
     let green_db = pair.green_db(side);
     let b = blue.connect(&pair.blue_db).await?;
@@ -125,6 +162,15 @@ async fn turn(
         sync = Some(s);
         vec![
             (Role::Consumer, Since::Now, Source::Own(pid)),
+            (
+                Role::GreenBackends,
+                Since::Now,
+                Source::Backends {
+                    client: shared_client(green, green_db).await?,
+                    database: green_db.to_owned(),
+                    prefix: "blueshift".to_owned(),
+                },
+            ),
             (
                 Role::Walsender,
                 Since::Now,
@@ -169,12 +215,12 @@ async fn turn(
     .await?;
 
     say(format!(
-        "live run {run}/{}: {side}, {} s at {rate:.0} tps",
-        o.runs, o.duration
+        "live run {run}/{}: {side}, {} s at {rate:.0} tps ({} %)",
+        o.runs, o.duration, load.percent
     ));
     let watch = Watch::start(sources, ctx.local());
     let started = Instant::now();
-    let load = pgbench::run(blue, &pair.blue_db, o.clients, o.duration, Some(rate));
+    let pgbench_load = pgbench::run(blue, &pair.blue_db, o.clients, o.duration, Some(rate));
     let markers = async {
         let mut ids = Vec::new();
         let mut tick = tokio::time::interval(MARKER_EVERY);
@@ -185,7 +231,7 @@ async fn turn(
         }
         Ok::<_, anyhow::Error>(ids)
     };
-    let (load, ids) = tokio::try_join!(load, markers)?;
+    let (pgbench_load, ids) = tokio::try_join!(pgbench_load, markers)?;
     let Some(&last) = ids.last() else {
         anyhow::bail!("no marker was written");
     };
@@ -216,26 +262,31 @@ async fn turn(
     }
     tables_equal(blue, &pair.blue_db, green, green_db, &PAIR_TABLES).await?;
 
-    let (p50, p99, max) = (
+    let (p50, p99, p999, max) = (
         quantile(&lags, 0.5),
         quantile(&lags, 0.99),
+        quantile(&lags, 0.999),
         quantile(&lags, 1.0),
     );
     say(format!(
-        "{side}: {} markers, lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({:.0} tps achieved); green equals blue",
+        "{side}: {} markers, lag p50 {p50:.1} ms, p99 {p99:.1} ms, p99.9 {p999:.1} ms, max {max:.1} ms ({:.0} tps achieved); green equals blue",
         lags.len(),
-        load.tps
+        pgbench_load.tps
     ));
-    r.sample(run, side, "lag_p50_ms", p50);
-    r.sample(run, side, "lag_p99_ms", p99);
-    r.sample(run, side, "lag_max_ms", max);
-    r.sample(run, WORKLOAD, "achieved_tps", load.tps);
+    let percent = load.percent;
+    for ((name, _), value) in LAG_FIGURES.iter().zip([p50, p99, p999, max]) {
+        r.sample(run, side, &format!("{name}_{percent}"), value);
+    }
+    r.sample(run, WORKLOAD, "achieved_tps", pgbench_load.tps);
     r.sample(run, WORKLOAD, "markers", lags.len() as f64);
+    if !load.plotted {
+        return Ok(());
+    }
     r.usage(
         run,
         side,
         &usage,
-        load.transactions as f64 * CHANGES_PER_TRANSACTION + lags.len() as f64,
+        pgbench_load.transactions as f64 * CHANGES_PER_TRANSACTION + lags.len() as f64,
     );
     r.series.push(Series {
         run,

@@ -67,9 +67,9 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
         figure("rows_per_s", "rows/s per side", Better::Higher, 0),
     ];
     r.workload_figures = vec![
-        ("rows", "rows", 0),
-        ("recall", "recall, %", 0),
-        ("false_positives", "false positives", 0),
+        ("rows".into(), "rows".into(), 0),
+        ("recall".into(), "recall, %".into(), 0),
+        ("false_positives".into(), "false positives".into(), 0),
     ];
     r.notes.push(
         "recall: after the timed runs, 3 rows changed, 3 deleted and 3 added on green; \

@@ -33,14 +33,9 @@ pub(super) async fn row_filter(
     publication: &str,
     table: &QualifiedName,
 ) -> Result<Option<String>, BackfillError> {
-    let version: i32 = blue
-        .query_one(
-            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
-            &[],
-        )
+    let version = crate::client::server_version_num(blue)
         .await
-        .map_err(|e| BackfillError::blue("read the server version", e))?
-        .get(0);
+        .map_err(|e| BackfillError::blue("read the server version", e))?;
     if version < 150_000 {
         return Ok(None);
     }

@@ -230,14 +230,9 @@ SELECT slot, state, fence_lsn::pg_catalog.text, fence_end::pg_catalog.text, fenc
 
 /// The record of `slot`, if any (and `None` when the table does not exist).
 pub async fn load(green: &Client, slot: &str) -> Result<Option<Record>, CutoverError> {
-    let exists: bool = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.cutover') IS NOT NULL",
-            &[],
-        )
+    let exists = crate::client::relation_exists(green, "blueshift.cutover")
         .await
-        .map_err(CutoverError::query("green", "look for blueshift.cutover"))?
-        .get(0);
+        .map_err(CutoverError::query("green", "look for blueshift.cutover"))?;
     if !exists {
         return Ok(None);
     }
@@ -334,17 +329,12 @@ pub(crate) async fn save(
 
 /// The last `limit` events of `slot`, oldest first (empty when the table does not exist).
 pub async fn events(green: &Client, slot: &str, limit: i64) -> Result<Vec<Event>, CutoverError> {
-    let exists: bool = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.cutover_event') IS NOT NULL",
-            &[],
-        )
+    let exists = crate::client::relation_exists(green, "blueshift.cutover_event")
         .await
         .map_err(CutoverError::query(
             "green",
             "look for blueshift.cutover_event",
-        ))?
-        .get(0);
+        ))?;
     if !exists {
         return Ok(Vec::new());
     }

@@ -104,14 +104,9 @@ pub async fn published_tables(
             publication: publication.to_owned(),
         });
     }
-    let version: i32 = client
-        .query_one(
-            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
-            &[],
-        )
+    let version = crate::client::server_version_num(client)
         .await
-        .map_err(|e| SchemaError::query("read the server version", e))?
-        .get(0);
+        .map_err(|e| SchemaError::query("read the server version", e))?;
     // `attnames` (the column list) exists from PostgreSQL 15. blueshift's own tables (schema
     // `blueshift`, on blue too in two-way sync) are never replicated, even `FOR ALL TABLES`.
     let sql = if version >= 150_000 {

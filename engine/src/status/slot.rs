@@ -37,13 +37,7 @@ pub struct SlotInfo {
 
 /// Reads slot `slot`, or `None` when it does not exist.
 pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>, SqlError> {
-    let version: i32 = client
-        .query_one(
-            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
+    let version = crate::client::server_version_num(client).await?;
     // wal_status and safe_wal_size came in PostgreSQL 13.
     let wal_columns = if version >= 130_000 {
         "wal_status, safe_wal_size"

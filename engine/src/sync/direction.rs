@@ -823,14 +823,9 @@ async fn disarm(
             "blue",
             "forget the reverse slot guard record",
         ))?;
-    let lag_table: bool = blue
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.sync_lag') IS NOT NULL",
-            &[],
-        )
+    let lag_table = crate::client::relation_exists(blue, "blueshift.sync_lag")
         .await
-        .map_err(DirectionError::sql("blue", "look up blueshift.sync_lag"))?
-        .get(0);
+        .map_err(DirectionError::sql("blue", "look up blueshift.sync_lag"))?;
     if lag_table {
         blue.execute(
             "DELETE FROM blueshift.sync_lag WHERE slot = $1",

@@ -98,13 +98,7 @@ pub(crate) async fn record(
 
 /// Whether green holds a heartbeat row of `slot` (false when the table does not exist).
 pub(crate) async fn recorded(green: &Client, slot: &str) -> Result<bool, tokio_postgres::Error> {
-    let row = green
-        .query_one(
-            "SELECT pg_catalog.to_regclass('blueshift.sync_lag') IS NOT NULL",
-            &[],
-        )
-        .await?;
-    if !row.get::<_, bool>(0) {
+    if !crate::client::relation_exists(green, "blueshift.sync_lag").await? {
         return Ok(false);
     }
     let row = green

@@ -122,13 +122,7 @@ pub(crate) async fn current(
     publication: &str,
     tables: &BTreeSet<QualifiedName>,
 ) -> Result<HashMap<QualifiedName, Identity>, tokio_postgres::Error> {
-    let version: i32 = blue
-        .query_one(
-            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
-            &[],
-        )
-        .await?
-        .get(0);
+    let version = crate::client::server_version_num(blue).await?;
     // Schemas in publications exist from PostgreSQL 15. `pg_partition_ancestors` lists nothing
     // for a table that is not a partition, hence the table itself beside it.
     let schemas = if version >= 150_000 {
