@@ -353,12 +353,11 @@ pub async fn copy(
                     })
                 }
                 Err(e) => {
-                    failures.push(not_synced(
+                    failures.push(unreadable_on_green(
                         &sequence.name,
-                        "green",
+                        &target,
                         &green_role,
                         &e,
-                        Some(&target),
                     ));
                     continue;
                 }
@@ -458,6 +457,34 @@ fn unreadable(sequence: &QualifiedName, role: &str, why: &str) -> NotSynced {
         problem: format!("role {} may not read it on blue ({why})", quote_ident(role)),
         fix: format!(
             "GRANT SELECT ON SEQUENCE {sequence} TO {} on blue",
+            quote_ident(role)
+        ),
+    }
+}
+
+/// The report of green's `target` that could not be read (to tell whether it is ahead of
+/// blue's `sequence`).
+fn unreadable_on_green(
+    sequence: &QualifiedName,
+    target: &QualifiedName,
+    role: &str,
+    e: &SqlError,
+) -> NotSynced {
+    if e.sqlstate() != Some("42501") {
+        return not_synced(sequence, "green", role, e, Some(target));
+    }
+    let server = e
+        .server()
+        .map_or_else(|| e.to_string(), |s| s.message.clone());
+    NotSynced {
+        sequence: sequence.clone(),
+        problem: format!(
+            "role {} may not read green's {target} ({server}), so the cutover cannot tell \
+             whether green is further along",
+            quote_ident(role)
+        ),
+        fix: format!(
+            "GRANT SELECT, UPDATE ON SEQUENCE {target} TO {} on green",
             quote_ident(role)
         ),
     }
@@ -572,6 +599,22 @@ mod tests {
             "{text}"
         );
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn green_unreadable_at_a_cutover_names_the_grant() {
+        let s = QualifiedName::new("public", "s");
+        let n = unreadable_on_green(
+            &s,
+            &s,
+            "app",
+            &server("42501", "permission denied for sequence s"),
+        );
+        assert!(n.problem.contains("may not read green's"), "{n}");
+        assert_eq!(
+            n.fix,
+            "GRANT SELECT, UPDATE ON SEQUENCE \"public\".\"s\" TO \"app\" on green"
+        );
     }
 
     #[test]
