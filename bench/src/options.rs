@@ -24,6 +24,8 @@ pub enum Scenario {
     /// The write pause of a switch through PgBouncer under a TPC-B rate: blueshift cutover
     /// against the same switch by hand on native replication.
     Cutover,
+    /// Catch-up after green was down during a TPC-B backlog.
+    CatchupOutage,
     /// Two-way sync: pgbench on blue and on green at once (disjoint branches), lag per
     /// direction, against two native subscriptions with `origin = none` (PostgreSQL 16+); and
     /// the throughput cost of `--bidirectional` against forward-only sync.
@@ -32,7 +34,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Catchup,
         Scenario::Live,
         Scenario::Backfill,
@@ -40,6 +42,7 @@ impl Scenario {
         Scenario::Bigtxn,
         Scenario::Verify,
         Scenario::Cutover,
+        Scenario::CatchupOutage,
         Scenario::Bidirectional,
     ];
 
@@ -53,6 +56,7 @@ impl Scenario {
             Scenario::Bigtxn => "bigtxn",
             Scenario::Verify => "verify",
             Scenario::Cutover => "cutover",
+            Scenario::CatchupOutage => "catchup-outage",
             Scenario::Bidirectional => "bidirectional",
         }
     }

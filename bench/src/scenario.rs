@@ -13,6 +13,7 @@ mod catchup;
 mod cutover;
 mod decode;
 mod live;
+mod outage;
 mod verify;
 
 use std::path::Path;
@@ -69,6 +70,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Context<'_>) -> ScenarioResult
         Scenario::Bigtxn => bigtxn::run(ctx).await,
         Scenario::Verify => verify::run(ctx).await,
         Scenario::Cutover => cutover::run(ctx).await,
+        Scenario::CatchupOutage => outage::run(ctx).await,
         Scenario::Bidirectional => bidirectional::run(ctx).await,
     }
 }

@@ -43,7 +43,7 @@ Examples:
       --target 'host=green dbname=postgres user=bench'")]
 pub(crate) struct BenchArgs {
     /// Scenarios to run: catchup, live, backfill, decode, bigtxn, verify,
-    /// cutover, bidirectional [default: all].
+    /// cutover, catchup-outage, bidirectional [default: all].
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<Scenario>,
 

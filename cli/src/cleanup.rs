@@ -33,13 +33,7 @@ then --config. Passwords: --source-password-file/--target-password-file, PGPASSW
 ~/.pgpass; one inside a URI works but is visible to other users in the process list.")]
 pub(crate) struct CleanupArgs {
     #[command(flatten)]
-    config: settings::ConfigArg,
-    #[command(flatten)]
-    source: settings::SourceArgs,
-    #[command(flatten)]
-    target: settings::TargetArgs,
-    #[command(flatten)]
-    slot: settings::SlotArg,
+    pair: settings::PairArgs,
 
     /// The sync's publication on blue, dropped only if blueshift created it (default: the
     /// file's `publication`).
@@ -52,14 +46,16 @@ pub(crate) struct CleanupArgs {
 }
 
 pub(crate) async fn run(args: CleanupArgs) -> anyhow::Result<()> {
-    let file = args.config.load()?;
-    let source = args.source.resolve(&file)?;
-    let target = args.target.resolve(&file)?;
-    settings::ensure_distinct(&source, &target)?;
+    let settings::Pair {
+        file,
+        source,
+        target,
+        slot,
+    } = args.pair.resolve()?;
     let options = CleanupOptions {
         source,
         target,
-        slot: args.slot.resolve(&file)?,
+        slot,
         publication: args.publication.or(file.publication),
         execute: args.yes,
     };

@@ -21,13 +21,7 @@ Examples:
   blueshift conflicts --config /etc/blueshift/sync.toml --json | jq 'select(.kind == \"insert_exists\")'")]
 pub(crate) struct ConflictsArgs {
     #[command(flatten)]
-    config: settings::ConfigArg,
-    #[command(flatten)]
-    source: settings::SourceArgs,
-    #[command(flatten)]
-    target: settings::TargetArgs,
-    #[command(flatten)]
-    slot: settings::SlotArg,
+    pair: settings::PairArgs,
 
     /// One JSON object per line, with both rows.
     #[arg(long)]
@@ -35,11 +29,12 @@ pub(crate) struct ConflictsArgs {
 }
 
 pub(crate) async fn run(args: ConflictsArgs) -> anyhow::Result<()> {
-    let file = args.config.load()?;
-    let source = args.source.resolve(&file)?;
-    let target = args.target.resolve(&file)?;
-    settings::ensure_distinct(&source, &target)?;
-    let slot = args.slot.resolve(&file)?;
+    let settings::Pair {
+        source,
+        target,
+        slot,
+        ..
+    } = args.pair.resolve()?;
     let found = conflicts::list(&source, &target, &slot)
         .await
         .context("blueshift conflicts failed")?;

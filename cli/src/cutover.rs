@@ -45,13 +45,7 @@ Examples:
   blueshift cutover --config sync.toml --resume")]
 pub(crate) struct CutoverArgs {
     #[command(flatten)]
-    config: settings::ConfigArg,
-    #[command(flatten)]
-    source: settings::SourceArgs,
-    #[command(flatten)]
-    target: settings::TargetArgs,
-    #[command(flatten)]
-    slot: settings::SlotArg,
+    pair: settings::PairArgs,
 
     /// The sync's publication on blue: its tables' sequences are copied to green [default:
     /// blueshift].
@@ -142,10 +136,12 @@ pub(crate) async fn run(args: CutoverArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run_action(args: CutoverArgs, action: Action) -> anyhow::Result<()> {
-    let file = args.config.load()?;
-    let source = args.source.resolve(&file)?;
-    let target = args.target.resolve(&file)?;
-    settings::ensure_distinct(&source, &target)?;
+    let settings::Pair {
+        file,
+        source,
+        target,
+        slot,
+    } = args.pair.resolve()?;
     let mapping = rename::collect(file.mapping(), RenameArgs::default())?;
     let pgbouncer = match args.pgbouncer.or(file.pgbouncer.clone()) {
         Some(uri) => Some(crate::source::parse("--pgbouncer", &uri)?),
@@ -185,7 +181,7 @@ pub(crate) async fn run_action(args: CutoverArgs, action: Action) -> anyhow::Res
     let options = CutoverOptions {
         source,
         target,
-        slot: args.slot.resolve(&file)?,
+        slot,
         publication: args
             .publication
             .or(file.publication.clone())

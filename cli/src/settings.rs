@@ -139,6 +139,45 @@ impl ConfigArg {
     }
 }
 
+/// What every command working on one sync's pair takes: `--config`, blue, green and the slot.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub(crate) struct PairArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    slot: SlotArg,
+}
+
+/// [`PairArgs`] resolved: the settings file, both ends (checked distinct) and the slot.
+pub(crate) struct Pair {
+    pub(crate) file: FileSettings,
+    pub(crate) source: ConnectConfig,
+    pub(crate) target: ConnectConfig,
+    pub(crate) slot: String,
+}
+
+impl PairArgs {
+    /// Reads the file and resolves each setting (flag, then variable, then file); blue and
+    /// green must differ.
+    pub(crate) fn resolve(&self) -> anyhow::Result<Pair> {
+        let file = self.config.load()?;
+        let source = self.source.resolve(&file)?;
+        let target = self.target.resolve(&file)?;
+        ensure_distinct(&source, &target)?;
+        let slot = self.slot.resolve(&file)?;
+        Ok(Pair {
+            file,
+            source,
+            target,
+            slot,
+        })
+    }
+}
+
 /// Reads and checks the settings file at `path`; an unknown key is named.
 pub(crate) fn load(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path).map_err(|e| {

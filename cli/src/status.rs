@@ -33,13 +33,7 @@ then --config. Passwords: --source-password-file/--target-password-file, PGPASSW
 ~/.pgpass; one inside a URI works but is visible to other users in the process list.")]
 pub(crate) struct StatusArgs {
     #[command(flatten)]
-    config: settings::ConfigArg,
-    #[command(flatten)]
-    source: settings::SourceArgs,
-    #[command(flatten)]
-    target: settings::TargetArgs,
-    #[command(flatten)]
-    slot: settings::SlotArg,
+    pair: settings::PairArgs,
 
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -47,14 +41,16 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let file = args.config.load()?;
-    let source = args.source.resolve(&file)?;
-    let target = args.target.resolve(&file)?;
-    settings::ensure_distinct(&source, &target)?;
+    let settings::Pair {
+        source,
+        target,
+        slot,
+        ..
+    } = args.pair.resolve()?;
     let options = StatusOptions {
         source,
         target,
-        slot: args.slot.resolve(&file)?,
+        slot,
     };
     let status = status::status(&options)
         .await

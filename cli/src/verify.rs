@@ -53,13 +53,7 @@ Exit codes: 0 equal, 1 differences found, 3 refused (no consistent point, a tabl
 green lacks, nothing to resume), 4 connection, 6 interrupted, 7 internal.")]
 pub(crate) struct VerifyArgs {
     #[command(flatten)]
-    config: settings::ConfigArg,
-    #[command(flatten)]
-    source: settings::SourceArgs,
-    #[command(flatten)]
-    target: settings::TargetArgs,
-    #[command(flatten)]
-    slot: settings::SlotArg,
+    pair: settings::PairArgs,
     /// Publication on blue: the tables compared [default: blueshift].
     #[arg(long, value_name = "NAME", env = "BLUESHIFT_PUBLICATION")]
     publication: Option<String>,
@@ -138,10 +132,12 @@ enum Format {
 }
 
 pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
-    let file = args.config.load()?;
-    let source = args.source.resolve(&file)?;
-    let target = args.target.resolve(&file)?;
-    settings::ensure_distinct(&source, &target)?;
+    let settings::Pair {
+        file,
+        source,
+        target,
+        slot,
+    } = args.pair.resolve()?;
     let workers = settings::in_range("--workers", args.workers, 1..=64)?;
     if args.chunk_rows == 0 {
         return Err(anyhow::Error::new(Refused(
@@ -155,7 +151,7 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
             .publication
             .or(file.publication.clone())
             .unwrap_or_else(|| sync::DEFAULT_SLOT.to_owned()),
-        slot: args.slot.resolve(&file)?,
+        slot,
         tables: args.tables.into_iter().filter(|t| !t.is_empty()).collect(),
         depth: if args.counts {
             Depth::Counts

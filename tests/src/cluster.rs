@@ -388,6 +388,22 @@ impl Cluster {
         self.wait_ready()
     }
 
+    /// An outage of a cluster shared behind `&` (the bench's): `pg_ctl stop -m fast`, waiting.
+    /// [`Cluster::end_outage`] starts it again on the same port; until then it still counts as
+    /// running (dropping it in between only warns that it could not be stopped).
+    pub fn begin_outage(&self) -> anyhow::Result<()> {
+        self.pg_ctl(&["stop", "-m", "fast"])
+            .with_context(|| format!("could not stop cluster {}", self.opts.name))
+    }
+
+    /// Ends [`Cluster::begin_outage`]: starts the server and waits until it accepts connections.
+    pub fn end_outage(&self) -> anyhow::Result<()> {
+        let log = self.log_file.clone();
+        self.pg_ctl(&["start", "-l", path_str(&log)?])
+            .with_context(|| self.failure_text("could not start"))?;
+        self.wait_ready()
+    }
+
     /// Restarts the server (`pg_ctl restart -m fast`, waiting).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         let log = self.log_file.clone();

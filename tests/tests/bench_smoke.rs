@@ -16,8 +16,15 @@ use blueshift_tests::{blueshift_binary, PgBinaries};
 use serde_json::Value;
 
 /// The scenarios that run on any supported major.
-const ANY_MAJOR: [&str; 7] = [
-    "catchup", "live", "backfill", "decode", "bigtxn", "verify", "cutover",
+const ANY_MAJOR: [&str; 8] = [
+    "catchup",
+    "live",
+    "backfill",
+    "decode",
+    "bigtxn",
+    "verify",
+    "cutover",
+    "catchup-outage",
 ];
 
 fn bench(bins: &PgBinaries, scenarios: &[&str], out: &Path) -> Output {
