@@ -73,6 +73,9 @@ pub struct Applier {
     open: Option<Staged>,
     /// Two-way mode: conflicts are detected (see [`conflict`](crate::conflict)).
     conflicts: Option<Detector>,
+    /// The transactions applied next are catch-up groups of several source transactions (see
+    /// [`set_group`](Self::set_group)): only those are folded.
+    group: bool,
 }
 
 impl Applier {
@@ -122,7 +125,15 @@ impl Applier {
             commit_time: PgTimestamp(0),
             open: None,
             conflicts,
+            group: false,
         })
+    }
+
+    /// Says whether the transactions applied next are groups of several source transactions
+    /// (the engine's group commit): only a group is folded and applied as set statements (see
+    /// the `fold` module); a single source transaction, however large, goes row by row.
+    pub fn set_group(&mut self, group: bool) {
+        self.group = group;
     }
 
     /// The backfill fences this applier applies (see [`crate::fence`]).
@@ -216,7 +227,7 @@ impl Applier {
             rows: RowCounts::default(),
         };
         self.open = Some(staged);
-        match self.write(tx, true).await {
+        match self.write(tx, true, false).await {
             Ok((rows, Some(green_lsn))) => {
                 self.open = None;
                 self.progress = self.progress.max(commit_lsn);
@@ -265,12 +276,35 @@ impl Applier {
             self.open = Some(staged);
             return Ok(staged);
         }
+        let fold = self.folds(tx);
         self.open = Some(Staged {
             commit_lsn,
             skipped: false,
             rows: RowCounts::default(),
         });
-        match self.write(tx, false).await {
+        let mut written = self.write(tx, false, fold).await;
+        if let (true, Err(e)) = (fold, &written) {
+            if !e.is_transient() {
+                // Whatever failed in the folded group (a row missing on green, a value or a
+                // constraint green refuses), the same changes in blue's order fail the way the
+                // row path does, naming the row — or succeed where folding alone was wrong.
+                debug!(commit_lsn = %commit_lsn, error = %e, "folded group failed; applying it again in blue's order");
+                match self.rollback().await {
+                    Ok(()) => {
+                        self.open = Some(Staged {
+                            commit_lsn,
+                            skipped: false,
+                            rows: RowCounts::default(),
+                        });
+                        written = self.write(tx, false, false).await;
+                    }
+                    Err(rollback) => {
+                        warn!(commit_lsn = %commit_lsn, error = %rollback, "rollback after a failed folded group failed");
+                    }
+                }
+            }
+        }
+        match written {
             Ok((rows, _)) => {
                 let staged = Staged {
                     commit_lsn,
@@ -289,6 +323,20 @@ impl Applier {
         }
     }
 
+    /// Whether `tx` is folded and applied as set statements: folding on, one-way, a group
+    /// ([`set_group`](Self::set_group)) held in memory, and at least
+    /// [`FOLD_MIN_CHANGES`](crate::set::FOLD_MIN_CHANGES) changes (a small group goes row by
+    /// row).
+    fn folds(&self, tx: &Transaction) -> bool {
+        self.options.fold
+            && self.group
+            && self.conflicts.is_none()
+            && tx
+                .changes
+                .in_memory()
+                .is_some_and(|c| c.len() >= crate::set::FOLD_MIN_CHANGES)
+    }
+
     /// Sends `BEGIN`, every change of `tx` and, with `commit`, the origin tag and the `COMMIT`,
     /// without waiting, then reads every answer: the rows touched and, with `commit`, green's
     /// WAL position after the `COMMIT`.
@@ -296,6 +344,7 @@ impl Applier {
         &mut self,
         tx: &mut Transaction,
         commit: bool,
+        fold: bool,
     ) -> Result<(RowCounts, Option<Lsn>), ApplyError> {
         let commit_lsn = tx.commit_lsn;
         let lsn = commit_lsn.to_string();
@@ -325,6 +374,7 @@ impl Applier {
             insert_batch_rows: self.options.insert_batch_rows,
             commit_in_flight: commit,
             pipeline,
+            fold,
             conflicts,
         };
         writer

@@ -101,6 +101,9 @@ pub(crate) struct ChangeWriter<'a> {
     /// and its row count read before anything commits.
     pub(crate) commit_in_flight: bool,
     pub(crate) pipeline: Pipeline<'a>,
+    /// Fold the changes (a catch-up group held in memory) and apply them as set statements
+    /// (see [`crate::fold`], [`crate::set`]).
+    pub(crate) fold: bool,
     /// Two-way mode: each change is checked for conflicts first (see [`crate::conflict`]).
     pub(crate) conflicts: Option<(&'a mut Detector, Remote<'a>)>,
 }
@@ -145,6 +148,11 @@ impl ChangeWriter<'_> {
         changes: &mut Changes,
         on_spill_error: impl Fn(io::Error) -> ApplyError,
     ) -> Result<(), ApplyError> {
+        if self.fold && self.conflicts.is_none() {
+            if let Changes::InMemory(changes) = &*changes {
+                return self.write_folded(changes).await;
+            }
+        }
         let mut cursor = Cursor::new(changes);
         if self.conflicts.is_some() {
             // One change at a time, each checked against the rows it could collide with.
@@ -156,13 +164,22 @@ impl ChangeWriter<'_> {
                 }
             }
         }
+        self.write_in_order(|| cursor.next().map_err(&on_spill_error))
+            .await
+    }
+
+    /// Applies the changes `next` yields, in order: consecutive inserts into one table as
+    /// multi-row INSERTs, every other change on its own.
+    pub(crate) async fn write_in_order<'c>(
+        &mut self,
+        mut next: impl FnMut() -> Result<Option<Cow<'c, Change>>, ApplyError>,
+    ) -> Result<(), ApplyError> {
         let mut batch: Vec<Cow<'_, TupleData>> = Vec::new();
         let mut batch_target: Option<Arc<TargetTable>> = None;
         loop {
-            let change = match cursor.next() {
-                Ok(Some(change)) => change,
-                Ok(None) => break,
-                Err(e) => return Err(on_spill_error(e)),
+            let change = match next()? {
+                Some(change) => change,
+                None => break,
             };
             let (relation, row) = match change {
                 Cow::Borrowed(Change::Insert { relation, new }) => {
@@ -412,7 +429,7 @@ impl ChangeWriter<'_> {
     }
 
     /// The prepared statement of `shape` on `target`, prepared on first use.
-    async fn statement(
+    pub(crate) async fn statement(
         &mut self,
         target: &TargetTable,
         shape: &Shape,
@@ -635,6 +652,7 @@ mod tests {
             blue_width: relation.columns().len(),
             key: relation.key_columns().to_vec(),
             green_key: relation.key_columns().to_vec(),
+            foldable: Err("test"),
             full_indexes: Vec::new(),
             identity_full: relation.replica_identity() == ReplicaIdentity::Full,
             schema: "public".into(),

@@ -172,6 +172,16 @@ impl Layout {
                     key,
                 }
             }
+            // Arrays, one per column: no row to point at (a folded group that fails is applied
+            // again in blue's order, which names it).
+            Shape::SetInsert | Shape::SetUpdate { .. } | Shape::SetDelete | Shape::SetAbsent => {
+                Layout {
+                    columns: Vec::new(),
+                    width: 0,
+                    rows: 0,
+                    key: None,
+                }
+            }
             Shape::Delete { locate, .. } => Layout {
                 columns: locate.columns().to_vec(),
                 width: params,
@@ -427,6 +437,7 @@ mod tests {
             blue_width: 5,
             key: vec![0],
             green_key: vec![0],
+            foldable: Err("test"),
             full_indexes: Vec::new(),
             identity_full: false,
         }

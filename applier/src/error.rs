@@ -404,6 +404,17 @@ pub enum ApplyError {
         operation: Operation,
     },
 
+    /// A row blue inserted and deleted again inside a folded group was on green before it: the
+    /// INSERT of the row path would have failed.
+    #[error(
+        "INSERT on table \"{table}\" found the row already on green: green has diverged from \
+         blue — re-copy the table (backfill) or run `blueshift verify` to find the differing rows"
+    )]
+    RowExists {
+        /// The table, `schema.name`.
+        table: String,
+    },
+
     /// A change inside a backfill's reconcile window cannot be applied idempotently.
     #[error(
         "cannot reconcile a change to table \"{table}\" with the rows a resumed backfill copied: \
@@ -498,6 +509,7 @@ impl ApplyError {
             | ApplyError::ToastInInsert { .. }
             | ApplyError::NoReplicaIdentity { .. }
             | ApplyError::RowNotFound { .. }
+            | ApplyError::RowExists { .. }
             | ApplyError::CannotReconcile { .. }
             | ApplyError::Spill { .. }
             | ApplyError::Conflict(_)

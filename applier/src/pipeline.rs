@@ -218,6 +218,58 @@ impl<'a> Pipeline<'a> {
         self.push(pending).await
     }
 
+    /// Sends a set statement of a folded group ([`crate::set`]) with its arrays; its answer must
+    /// count exactly `expected` rows: fewer rows updated or deleted than keys is
+    /// [`ApplyError::RowNotFound`], a key expected absent that green has
+    /// ([`Shape::SetAbsent`]) is [`ApplyError::RowExists`].
+    pub(crate) async fn send_set(
+        &mut self,
+        target: Arc<TargetTable>,
+        shape: Shape,
+        statement: Statement,
+        arrays: Vec<crate::set::TextArray>,
+        expected: u64,
+    ) -> Result<(), ApplyError> {
+        // Test builds: a crash with part of the group's green transaction sent.
+        crate::failpoint::hit("between-statements");
+        while self.in_flight.len() >= self.depth {
+            self.next().await?;
+        }
+        let operation = shape.operation();
+        let absent = matches!(shape, Shape::SetAbsent);
+        let client = self.client;
+        let pending: Pending<'a> = Box::pin(async move {
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+            let rows =
+                client
+                    .execute(&statement, &refs)
+                    .await
+                    .map_err(|e| ApplyError::Statement {
+                        table: target.display.clone(),
+                        operation,
+                        culprit: None,
+                        source: diagnose::redact(SqlError::from(e)),
+                    })?;
+            if rows != expected {
+                return Err(match operation {
+                    _ if absent => ApplyError::RowExists {
+                        table: target.display.clone(),
+                    },
+                    Operation::Update | Operation::Delete => ApplyError::RowNotFound {
+                        table: target.display.clone(),
+                        operation,
+                    },
+                    Operation::Insert | Operation::Truncate => ApplyError::Misuse(
+                        "a set INSERT inserted another number of rows than it was given",
+                    ),
+                });
+            }
+            Ok(Answer::Rows(operation, if absent { 0 } else { rows }))
+        });
+        self.push(pending).await
+    }
+
     /// Waits for every statement in flight.
     pub(crate) async fn drain(&mut self) -> Result<(), ApplyError> {
         while !self.in_flight.is_empty() {

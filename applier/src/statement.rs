@@ -77,15 +77,29 @@ pub(crate) enum Shape {
         /// expected, and as for [`Shape::Update`] otherwise.
         checked: bool,
     },
+    /// A folded group's INSERT of many rows, from one `text[]` per column (see [`crate::set`]).
+    SetInsert,
+    /// A folded group's UPDATE of many rows by key, setting the columns at these indexes.
+    SetUpdate {
+        /// Columns set, in order (no key column).
+        set: Box<[usize]>,
+    },
+    /// A folded group's DELETE of many rows by key.
+    SetDelete,
+    /// A folded group's check that green has none of these keys (rows blue inserted and
+    /// deleted inside the group).
+    SetAbsent,
 }
 
 impl Shape {
     /// The row operation the statement carries out.
     pub(crate) fn operation(&self) -> Operation {
         match self {
-            Shape::Insert { .. } | Shape::Upsert { .. } => Operation::Insert,
-            Shape::Update { .. } => Operation::Update,
-            Shape::Delete { .. } => Operation::Delete,
+            Shape::Insert { .. } | Shape::Upsert { .. } | Shape::SetInsert | Shape::SetAbsent => {
+                Operation::Insert
+            }
+            Shape::Update { .. } | Shape::SetUpdate { .. } => Operation::Update,
+            Shape::Delete { .. } | Shape::SetDelete => Operation::Delete,
         }
     }
 }
@@ -140,6 +154,10 @@ pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
 
 fn unchecked_sql(table: &TargetTable, shape: &Shape) -> String {
     match shape {
+        Shape::SetInsert | Shape::SetUpdate { .. } | Shape::SetDelete | Shape::SetAbsent => {
+            // A set shape is only made for a foldable table.
+            crate::set::sql(table, shape).unwrap_or_default()
+        }
         Shape::Insert { rows } => insert_sql(table, *rows),
         Shape::Upsert { rows } => {
             let mut sql = insert_sql(table, *rows);
@@ -428,6 +446,7 @@ mod tests {
             blue_width: 4,
             key: vec![0],
             green_key: vec![0],
+            foldable: Err("test"),
             full_indexes: vec![crate::target::FullIndex {
                 columns: vec![(1, "public.=".to_owned()), (0, "pg_catalog.=".to_owned())],
             }],

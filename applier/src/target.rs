@@ -54,7 +54,12 @@ SELECT c.relkind::text, a.attname::text, a.attgenerated::text <> '', \
           JOIN pg_catalog.pg_namespace opn ON opn.oid = o.oprnamespace \
          WHERE am.amname = 'btree' AND oc.opcdefault \
            AND oc.opcintype = (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END) \
-         LIMIT 1) \
+         LIMIT 1), \
+       pg_catalog.format_type(a.atttypid, NULL), \
+       EXISTS (SELECT 1 FROM pg_catalog.pg_cast k \
+                WHERE k.castsource OPERATOR(pg_catalog.=) 'pg_catalog.text'::pg_catalog.regtype \
+                  AND k.casttarget = (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END) \
+                  AND k.castmethod = 'f') \
 FROM pg_catalog.pg_class c \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 LEFT JOIN pg_catalog.pg_attribute a \
@@ -74,6 +79,25 @@ CROSS JOIN LATERAL pg_catalog.unnest(k.indkey::pg_catalog.int2[]) WITH ORDINALIT
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum \
 WHERE n.nspname = $1 AND c.relname = $2 AND u.pos <= k.indnkeyatts \
 ORDER BY u.pos";
+
+/// What decides whether a table's changes may be folded (see [`crate::fold`]): whether a
+/// trigger fires under `session_replication_role = replica` (`ENABLE ALWAYS` or `ENABLE
+/// REPLICA`: folding would hide the intermediate rows it sees), and per unique index or
+/// exclusion constraint whether it is plain (no expression, no predicate, not an exclusion)
+/// with its key columns' names.
+const FOLD_QUERY: &str = "\
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g \
+                WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R')), \
+       x.indexrelid IS NOT NULL, \
+       (x.indexprs IS NULL AND x.indpred IS NULL AND NOT x.indisexclusion), \
+       ARRAY(SELECT a.attname::pg_catalog.text \
+               FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY AS u(attnum, pos) \
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum \
+              WHERE u.pos <= x.indnkeyatts) \
+FROM pg_catalog.pg_class c \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+LEFT JOIN pg_catalog.pg_index x ON x.indrelid = c.oid AND (x.indisunique OR x.indisexclusion) \
+WHERE n.nspname = $1 AND c.relname = $2";
 
 /// Green's indexes that can find a row by equality on plain columns (B-tree or hash, valid, not
 /// partial, no expression), best first (primary, unique, most columns), one row per key column
@@ -188,6 +212,10 @@ pub(crate) struct TargetTable {
     /// Under REPLICA IDENTITY FULL: green's indexes a change can find its row through, best
     /// first; only those whose every column is carried and has an equality operator.
     pub(crate) full_indexes: Vec<FullIndex>,
+    /// Whether a group's changes to this table may be folded and applied as set statements
+    /// (see [`crate::fold`]): per column of [`columns`](Self::columns), green's type without
+    /// its modifier, which text array elements are cast to; or why not.
+    pub(crate) foldable: Result<Vec<String>, &'static str>,
 }
 
 /// Green's indexes of `schema.name` usable under REPLICA IDENTITY FULL (see
@@ -231,6 +259,43 @@ async fn full_indexes(
         .collect())
 }
 
+/// Why green's `schema.name` must take a group's changes in blue's order, if it must: a trigger
+/// that fires during apply, or a unique index or exclusion constraint that is not implied by
+/// the key (named by `key`), which a folded group could violate where blue's order does not.
+async fn fold_blockers(
+    client: &Client,
+    display: &str,
+    schema: &str,
+    name: &str,
+    key: &[&str],
+) -> Result<Option<&'static str>, ApplyError> {
+    let rows = client
+        .query(FOLD_QUERY, &[&schema, &name])
+        .await
+        .map_err(|e| ApplyError::Catalog {
+            table: display.to_owned(),
+            source: SqlError::from(e),
+        })?;
+    for row in &rows {
+        if row.get::<_, bool>(0) {
+            return Ok(Some(
+                "a trigger fires during apply (ENABLE ALWAYS or ENABLE REPLICA)",
+            ));
+        }
+        if !row.get::<_, bool>(1) {
+            continue;
+        }
+        let plain: bool = row.get(2);
+        let columns: Vec<String> = row.get(3);
+        if !plain || !key.iter().all(|k| columns.iter().any(|c| c == k)) {
+            return Ok(Some(
+                "a unique index or exclusion constraint beyond the key",
+            ));
+        }
+    }
+    Ok(None)
+}
+
 impl TargetTable {
     /// Reads green's catalog for `relation` and maps its columns as `mapping` declares.
     pub(crate) async fn load(
@@ -253,11 +318,15 @@ impl TargetTable {
         };
         let partitioned = first.get::<_, String>(0) == "p";
         let mut green: HashMap<String, (bool, String, String)> = HashMap::with_capacity(rows.len());
+        // Per green column: its type without modifier, and whether a cast from text to it runs
+        // a function rather than the type's input function.
+        let mut set_types: HashMap<String, (String, bool)> = HashMap::with_capacity(rows.len());
         for row in &rows {
             if let Some(column) = row.get::<_, Option<String>>(1) {
                 let generated: bool = row.get(2);
                 let type_name: String = row.get(4);
                 let equality = equality_operator(row.get(5));
+                set_types.insert(column.clone(), (row.get(6), row.get(7)));
                 green.insert(column, (generated, type_name, equality));
             }
         }
@@ -347,10 +416,41 @@ impl TargetTable {
         } else {
             Vec::new()
         };
+        let green_key = green_key.unwrap_or_default();
+        let foldable = if full {
+            Err("REPLICA IDENTITY FULL")
+        } else if key.is_empty() {
+            Err("no replica identity key")
+        } else if partitioned {
+            Err("partitioned on green")
+        } else if columns.is_empty() {
+            Err("no column carried")
+        } else {
+            let mut sorted_key = key.clone();
+            sorted_key.sort_unstable();
+            let mut sorted_green = green_key.clone();
+            sorted_green.sort_unstable();
+            if sorted_key != sorted_green {
+                Err("green's primary key is not blue's replica identity key")
+            } else {
+                let key_names: Vec<&str> = key.iter().map(|&k| columns[k].name.as_str()).collect();
+                match fold_blockers(client, &display, name.schema(), &name.name, &key_names).await? {
+                    Some(reason) => Err(reason),
+                    None => columns
+                        .iter()
+                        .map(|c| match set_types.get(&c.name) {
+                            Some((base, false)) => Ok(base.clone()),
+                            _ => Err("a column's type is cast from text by a function, not its input function"),
+                        })
+                        .collect(),
+                }
+            }
+        };
         Ok(TargetTable {
             id,
+            foldable,
             full_indexes,
-            green_key: green_key.unwrap_or_default(),
+            green_key,
             identity_full: full,
             schema: name.schema().to_owned(),
             name: name.name.clone(),

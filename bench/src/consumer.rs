@@ -202,20 +202,20 @@ pub(crate) fn start_sync(
     logs: &Path,
     log: &str,
 ) -> anyhow::Result<Child> {
-    start_sync_with(blueshift, ends, publication, slot, workers, &[], logs, log)
+    start_sync_with(blueshift, ends, publication, slot, workers, logs, log, &[])
 }
 
-/// [`start_sync`] with more options (`--bidirectional`).
-#[allow(clippy::too_many_arguments)]
+/// [`start_sync`] with more `sync` options (`--max-txn-memory`).
+#[allow(clippy::too_many_arguments)] // start_sync's, and the extra options
 pub(crate) fn start_sync_with(
     blueshift: &Path,
     ends: &Endpoints<'_>,
     publication: &str,
     slot: &str,
     workers: u32,
-    extra: &[&str],
     logs: &Path,
     log: &str,
+    extra: &[&str],
 ) -> anyhow::Result<Child> {
     let workers = workers.to_string();
     let mut args = vec![

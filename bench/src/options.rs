@@ -119,6 +119,8 @@ pub struct BenchOptions {
     pub blueshift: Option<PathBuf>,
     /// Rows of the big transactions: `bigtxn` [default 5 000 000], `decode` [2 000 000].
     pub big_rows: Option<u64>,
+    /// `bigtxn`: the `--max-txn-memory` of the measured sync [default: sync's own].
+    pub bigtxn_memory: Option<String>,
     /// `live`: loads as percentages of blue's maximum rate, in order; empty = 80.
     pub live_loads: Vec<u32>,
     /// `catchup`: the backlog's write loads, in order; empty = TPC-B.
@@ -145,6 +147,7 @@ pub(crate) struct Validated {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) blueshift: Option<PathBuf>,
     pub(crate) bigtxn_rows: u64,
+    pub(crate) bigtxn_memory: Option<String>,
     pub(crate) decode_rows: u64,
     pub(crate) live_loads: Vec<u32>,
     pub(crate) catchup_workloads: Vec<crate::Workload>,
@@ -227,6 +230,7 @@ impl BenchOptions {
             data_dir,
             blueshift: self.blueshift,
             bigtxn_rows: big(5_000_000, 20_000),
+            bigtxn_memory: self.bigtxn_memory,
             decode_rows: big(2_000_000, 20_000),
             live_loads,
             catchup_workloads,

@@ -72,6 +72,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N")]
     big_rows: Option<u64>,
 
+    /// bigtxn: the memory budget of the measured `blueshift sync` (its --max-txn-memory),
+    /// e.g. 16MiB [default: sync's own, 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    bigtxn_memory: Option<String>,
     /// `live`: the loads to run at, each a percentage of blue's measured maximum TPC-B rate
     /// (comma-separated, e.g. `50,80,95`) [default: 80].
     #[arg(long, value_name = "PERCENT", value_delimiter = ',')]
@@ -131,6 +135,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         blueshift: args.blueshift,
         big_rows: args.big_rows,
+        bigtxn_memory: args.bigtxn_memory,
         live_loads: args.live_load,
         catchup_workloads: args.catchup_workload,
         smoke: args.smoke,

@@ -135,6 +135,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         mapping: Default::default(),
         bidirectional: false,
         conflicts: Default::default(),
+        fold: true,
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -49,6 +49,8 @@ pub(crate) struct FileSettings {
     pub(crate) max_txn_memory: Option<String>,
     pub(crate) spill_dir: Option<PathBuf>,
     pub(crate) queue_capacity: Option<usize>,
+    /// `false`: as `blueshift sync --fold off`.
+    pub(crate) fold: Option<bool>,
     pub(crate) status_interval: Option<u64>,
     /// `true`: as --backfill; `false`: as --no-backfill.
     pub(crate) backfill: Option<bool>,

@@ -89,8 +89,10 @@ pub(crate) struct SyncArgs {
     /// Appliers, each one connection to green [default: 4].
     #[arg(long, value_name = "N", env = "BLUESHIFT_WORKERS")]
     workers: Option<usize>,
-    /// Bytes of in-progress transactions held in memory before spilling to disk, e.g. 256MiB
-    /// [default: 256MiB].
+    /// The one memory budget of in-flight transactions (being assembled, queued, being
+    /// applied), in the real bytes of their decoded changes; past it the largest open
+    /// transaction spills to disk and reading waits for the appliers, e.g. 16MiB
+    /// [default: 64MiB].
     #[arg(long, value_name = "SIZE", env = "BLUESHIFT_MAX_TXN_MEMORY")]
     max_txn_memory: Option<String>,
     /// Folder for spill files: they go in a private subfolder `blueshift_spill_<slot>` (mode
@@ -101,6 +103,13 @@ pub(crate) struct SyncArgs {
     /// Transactions queued for the appliers at most [default: 1024].
     #[arg(long, value_name = "N", env = "BLUESHIFT_QUEUE_CAPACITY")]
     queue_capacity: Option<usize>,
+    /// Fold a catch-up group (many source transactions applied as one green transaction) per
+    /// row to its net effect and apply each table's as a few set statements; off applies every
+    /// change row by row in blue's order. Tables with a unique index beyond the key, triggers
+    /// that fire during apply, no key or REPLICA IDENTITY FULL always go row by row
+    /// [default: on].
+    #[arg(long, value_name = "on|off", env = "BLUESHIFT_FOLD", value_parser = settings::boolish())]
+    fold: Option<bool>,
     /// Copy blue's existing rows into green before streaming, even though the slot exists
     /// (green's tables must be empty; a backfill of this slot that finished already is not
     /// repeated: `blueshift cleanup` forgets it). Without it or --no-backfill, sync copies when
@@ -230,6 +239,7 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
         1..=64,
     )?;
     stream.queue_capacity = args.queue_capacity.or(file.queue_capacity).unwrap_or(1024);
+    stream.fold = args.fold.or(file.fold).unwrap_or(true);
     if let Some(text) = args.max_txn_memory.or(file.max_txn_memory.clone()) {
         stream.max_txn_memory = settings::parse_with("--max-txn-memory", &text, parse_size)?;
     }
@@ -399,7 +409,7 @@ fn settings(
         Some(text) => settings::parse_with("--chunk-size", &text, parse_size)?.max(8192),
         None => 64 << 20,
     };
-    let max_txn_memory = 256 << 20;
+    let max_txn_memory = 64 << 20;
     let config = SyncConfig {
         source,
         target,
@@ -448,6 +458,7 @@ fn settings(
         ),
         bidirectional: false,
         conflicts: Default::default(),
+        fold: true,
     };
     let ready_max_lag = common.ready_max_lag.or(file.ready_max_lag).unwrap_or(60.0);
     if !(ready_max_lag.is_finite() && ready_max_lag >= 0.0) {

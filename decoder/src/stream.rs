@@ -18,9 +18,13 @@
 //!                   FeedbackHandle::set_flushed / set_applied ◄── caller
 //! ```
 //!
+//! Each `XLogData` payload handed out owns its bytes ([`detach`]): a decoded change kept for
+//! long (a buffered transaction) holds its own bytes, not the 64 KiB read buffer it came in.
+//!
 //! [`ReplicationStream::finish`] sends a final status update and `CopyDone`, drains to
 //! `ReadyForQuery`, and gives the connection back.
 
+mod detach;
 mod feedback;
 mod frame;
 mod start;
@@ -31,6 +35,7 @@ use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncWriteExt, ReadHalf};
 
+pub use detach::{detach, held_size, INLINE_MAX};
 pub use feedback::FeedbackHandle;
 use feedback::StatusTask;
 pub use frame::{
@@ -196,7 +201,22 @@ impl ReplicationStream {
             };
             match message {
                 BackendMessage::CopyData(data) => {
-                    let frame = parse_frame(data)?;
+                    // The payload leaves the read buffer: what the caller keeps of it must not
+                    // keep the whole buffer alive (see `detach`).
+                    let frame = match parse_frame(data)? {
+                        ReplicationFrame::XLogData {
+                            wal_start,
+                            wal_end,
+                            server_time,
+                            data,
+                        } => ReplicationFrame::XLogData {
+                            wal_start,
+                            wal_end,
+                            server_time,
+                            data: detach(&data),
+                        },
+                        keepalive => keepalive,
+                    };
                     self.feedback.advance_written(frame.wal_end());
                     if let ReplicationFrame::Keepalive {
                         reply_requested: true,

@@ -13,11 +13,12 @@
 //! message (inside streamed blocks too); each change is turned into a [`Change`] carrying the
 //! `Arc<RelationInfo>` current when it arrived.
 //!
-//! **Memory is bounded by configuration** ([`AssemblerOptions::max_memory`]): the changes of
-//! every open transaction are accounted (value bytes plus a fixed overhead per change and per
-//! column); when the total passes the limit, the open transaction holding the most is spilled
-//! to a file in [`AssemblerOptions::spill_dir`] and from then on its changes are appended
-//! there. At commit it is handed over as [`Changes::Spilled`], read back one change at a time;
+//! **Memory is bounded by configuration** ([`budget`]): every buffered change holds its real
+//! bytes (its detached payload, column vectors, its place in the vector: [`buffer`]) of a
+//! [`MemoryBudget`], the assembler's own of [`AssemblerOptions::max_memory`] or one shared with
+//! the sync's queue; when the bytes are not free, the open transaction holding the most is
+//! spilled to a file in [`AssemblerOptions::spill_dir`] (its bytes go back) and from then on
+//! its changes are appended there — as they arrive, never first gathered in memory. At commit it is handed over as [`Changes::Spilled`], read back one change at a time;
 //! the file is deleted when that reader is dropped, or at once when the transaction aborts.
 //! The file format, and why it gives back exactly what was written, is in [`spill`].
 //!
@@ -34,11 +35,14 @@
 //! Two-phase messages are refused (blueshift never requests them), and so is any sequence that
 //! is not a well-formed stream, with an [`AssembleError`] naming the xid or LSN.
 
+mod budget;
 mod buffer;
 mod error;
 mod shape;
 pub mod spill;
 
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
@@ -55,6 +59,7 @@ use blueshift_decoder::pgoutput::{
 use blueshift_decoder::relation::RelationCache;
 use blueshift_decoder::{Lsn, Xid};
 
+pub use budget::{Charge, MemoryBudget};
 use buffer::TxBuffer;
 pub use error::AssembleError;
 pub use spill::SpillReader;
@@ -63,7 +68,8 @@ pub use spill::SpillReader;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssemblerOptions {
     /// Bytes of buffered changes, across all open transactions, above which the largest open
-    /// transaction is spilled to disk.
+    /// transaction is spilled to disk: the size of the assembler's own [`MemoryBudget`]
+    /// ([`TxAssembler::new`]); a shared budget ([`TxAssembler::sharing`]) replaces it.
     pub max_memory: usize,
     /// The folder of spill files. It belongs to this assembler alone: it is made private
     /// (`0700`, owned by this user; files `0600`), spill files left in it (by a crashed run)
@@ -150,6 +156,10 @@ pub struct TxAssembler {
     /// Numbers spill files, so a name is never reused.
     next_file: u64,
     stats: AssemblerStats,
+    /// The bytes buffered changes hold.
+    budget: MemoryBudget,
+    /// The charge of the transaction completed last in memory, until taken.
+    completed_charge: Option<Charge>,
 }
 
 impl Drop for TxAssembler {
@@ -170,6 +180,18 @@ impl TxAssembler {
     /// see [`AssemblerOptions::spill_dir`]) and removes spill files a previous run left in it
     /// (the server streams those transactions again).
     pub fn new(options: AssemblerOptions) -> Result<TxAssembler, AssembleError> {
+        let budget = MemoryBudget::new(options.max_memory);
+        Self::sharing(options, budget)
+    }
+
+    /// An assembler whose buffered changes hold bytes of `budget`, shared with whatever else
+    /// holds in-flight transactions (the sync's job queue: see [`budget`]);
+    /// `options.max_memory` becomes the budget's size.
+    pub fn sharing(
+        mut options: AssemblerOptions,
+        budget: MemoryBudget,
+    ) -> Result<TxAssembler, AssembleError> {
+        options.max_memory = budget.limit();
         let dir_error = |source| AssembleError::SpillDir {
             path: options.spill_dir.clone(),
             source,
@@ -191,7 +213,40 @@ impl TxAssembler {
             block: None,
             next_file: 0,
             stats: AssemblerStats::default(),
+            budget,
+            completed_charge: None,
         })
+    }
+
+    /// The bytes of the budget `message` would be charged if pushed now: what its change holds
+    /// in memory ([`buffer`]); 0 when it is not a change, or its transaction is spilled or
+    /// dropped for its origin. The sync's reader waits for them before pushing (see [`budget`]).
+    pub fn charge_needed(&self, message: &PgOutputMessage) -> usize {
+        let Some(size) = buffer::message_size(message) else {
+            return 0;
+        };
+        let open = match (&self.plain, self.block) {
+            (Some(plain), _) => Some(&plain.txn),
+            (None, Some(top)) => self.streams.get(&top),
+            (None, None) => None,
+        };
+        match open {
+            Some(txn) if !txn.skipped && !txn.buffer.is_spilled() => size,
+            _ => 0,
+        }
+    }
+
+    /// The budget buffered changes hold bytes of.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// The charge of the transaction [`push`](Self::push) returned last, when it completed in
+    /// memory: the bytes its changes hold, for whoever holds them now (a queued job) to give
+    /// back when they are dropped. `None` for a spilled or skipped one, or once taken. Left
+    /// untaken, it is given back at the next completion.
+    pub fn take_charge(&mut self) -> Option<Charge> {
+        self.completed_charge.take()
     }
 
     /// The relations and types the stream has described so far.
@@ -231,6 +286,7 @@ impl TxAssembler {
         self.block = None;
         self.relations.clear();
         self.stats.buffered_bytes = 0;
+        self.completed_charge = None;
     }
 
     /// Takes the next message of the stream; returns what it completed, if anything.
@@ -380,11 +436,73 @@ impl TxAssembler {
             return Ok(());
         }
         let change = self.to_change(xid, message)?;
-        let txn = self.target(name, prefix)?;
-        let added = txn.buffer.push(xid, subxid, change)?;
-        self.stats.buffered_bytes += added.memory;
-        self.stats.spilled_bytes_total += added.spilled;
-        self.enforce_limit()
+        let size = buffer::change_size(&change);
+        let charge = if self.target(name, prefix)?.buffer.is_spilled() {
+            None
+        } else {
+            self.charge(size)?
+        };
+        let TxAssembler {
+            options,
+            plain,
+            streams,
+            block,
+            next_file,
+            stats,
+            ..
+        } = self;
+        let txn = match (plain, block) {
+            (Some(plain), _) => &mut plain.txn,
+            (None, Some(top)) => streams
+                .get_mut(top)
+                .expect("a block is open only for a transaction in `streams`"),
+            (None, None) => {
+                return Err(AssembleError::OutsideTransaction {
+                    message: name,
+                    xid: prefix,
+                })
+            }
+        };
+        if charge.is_none() && !txn.buffer.is_spilled() {
+            // Not even spilling every other open transaction made room: this one goes to disk.
+            spill(options, next_file, stats, txn)?;
+        }
+        let added = txn.buffer.push(xid, subxid, change, size, charge)?;
+        stats.buffered_bytes += added.memory;
+        stats.spilled_bytes_total += added.spilled;
+        Ok(())
+    }
+
+    /// `size` bytes of the budget for a change to buffer; while they are not free, the largest
+    /// open transaction in memory is spilled (its bytes go back). `None` when none is left.
+    fn charge(&mut self, size: usize) -> Result<Option<Charge>, AssembleError> {
+        loop {
+            if let Some(charge) = self.budget.try_charge(size) {
+                return Ok(Some(charge));
+            }
+            if !self.spill_largest()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Spills the open transaction holding the most memory, giving its bytes back to the
+    /// budget; false when no open transaction holds any.
+    pub fn spill_largest(&mut self) -> Result<bool, AssembleError> {
+        {
+            let largest = self
+                .plain
+                .iter_mut()
+                .map(|p| &mut p.txn)
+                .chain(self.streams.values_mut())
+                .filter(|t| t.buffer.bytes() > 0)
+                .max_by_key(|t| t.buffer.bytes());
+            let Some(txn) = largest else {
+                return Ok(false);
+            };
+            spill(&self.options, &mut self.next_file, &mut self.stats, txn)?;
+        }
+        Ok(true)
     }
 
     /// The [`Change`] a change message stands for, with the relations' current descriptions;
@@ -423,42 +541,6 @@ impl TxAssembler {
         };
         shape::check(xid, name, &change)?;
         Ok(change)
-    }
-
-    /// Spills the largest open transactions until the memory held is within the limit.
-    fn enforce_limit(&mut self) -> Result<(), AssembleError> {
-        while self.stats.buffered_bytes > self.options.max_memory {
-            let largest = self
-                .plain
-                .iter_mut()
-                .map(|p| &mut p.txn)
-                .chain(self.streams.values_mut())
-                .filter(|t| t.buffer.bytes() > 0)
-                .max_by_key(|t| t.buffer.bytes());
-            let Some(txn) = largest else { break };
-            let name = spill::file_name(txn.xid, self.next_file);
-            self.next_file += 1;
-            let writer =
-                spill::SpillWriter::create(&self.options.spill_dir, &name).map_err(|source| {
-                    AssembleError::Spill {
-                        xid: txn.xid,
-                        path: self.options.spill_dir.join(&name),
-                        source,
-                    }
-                })?;
-            let (freed, written) = txn.buffer.spill(txn.xid, writer)?;
-            self.stats.buffered_bytes -= freed;
-            self.stats.spilled_bytes_total += written;
-            self.stats.spilled_transactions_total += 1;
-            tracing::debug!(
-                xid = %txn.xid,
-                bytes = freed,
-                limit = self.options.max_memory,
-                file = %name,
-                "transaction spilled to disk"
-            );
-        }
-        Ok(())
     }
 
     fn stream_start(&mut self, start: StreamStartBody) -> Result<(), AssembleError> {
@@ -539,6 +621,7 @@ impl TxAssembler {
         commit_time: PgTimestamp,
     ) -> Result<Assembled, AssembleError> {
         self.stats.buffered_bytes -= txn.buffer.bytes();
+        self.completed_charge = None;
         if txn.skipped {
             self.stats.skipped_transactions_total += 1;
             return Ok(Assembled::Skipped {
@@ -551,36 +634,59 @@ impl TxAssembler {
                     .expect("a transaction is skipped only for its Origin"),
             });
         }
+        let (changes, charge) = txn.buffer.finish(txn.xid)?;
+        self.completed_charge = charge;
         Ok(Assembled::Transaction(Transaction {
             xid: txn.xid,
             commit_lsn,
             end_lsn,
             commit_time,
             origin: txn.origin,
-            changes: txn.buffer.finish(txn.xid)?,
+            changes,
         }))
     }
+}
+
+/// Moves `txn`'s changes held in memory to a new spill file; every later change goes there.
+fn spill(
+    options: &AssemblerOptions,
+    next_file: &mut u64,
+    stats: &mut AssemblerStats,
+    txn: &mut OpenTxn,
+) -> Result<(), AssembleError> {
+    let name = spill::file_name(txn.xid, *next_file);
+    *next_file += 1;
+    let writer = spill::SpillWriter::create(&options.spill_dir, &name).map_err(|source| {
+        AssembleError::Spill {
+            xid: txn.xid,
+            path: options.spill_dir.join(&name),
+            source,
+        }
+    })?;
+    let (freed, written) = txn.buffer.spill(txn.xid, writer)?;
+    stats.buffered_bytes -= freed;
+    stats.spilled_bytes_total += written;
+    stats.spilled_transactions_total += 1;
+    tracing::debug!(
+        xid = %txn.xid,
+        bytes = freed,
+        limit = options.max_memory,
+        file = %name,
+        "transaction spilled to disk"
+    );
+    Ok(())
 }
 
 fn two_phase(message: &'static str, xid: Xid, gid: String) -> AssembleError {
     AssembleError::TwoPhaseNotRequested { message, xid, gid }
 }
 
+/// The memory a spilled transaction holds while queued or applied: its reader's buffer and
+/// bookkeeping, and the change being read.
+pub const SPILLED_CHARGE: usize = 128 * 1024;
+
 /// Drains `changes` into a vector: the in-memory ones as they are, spilled ones read back.
 /// For tests and small transactions; appliers should stream spilled changes instead.
-/// What holding `tx` until it is applied costs in memory, by the same accounting as the
-/// assembler's own limit: its buffered changes, or a small constant for a spilled transaction
-/// (its changes stay on disk and are read one by one).
-pub fn memory_cost(tx: &Transaction) -> usize {
-    match tx.changes.in_memory() {
-        Some(changes) => changes.iter().map(buffer::change_size).sum(),
-        None => SPILLED_COST,
-    }
-}
-
-/// The memory a spilled transaction holds while queued: its reader's buffer and bookkeeping.
-const SPILLED_COST: usize = 128 * 1024;
-
 pub fn collect_changes(changes: Changes) -> std::io::Result<Vec<Change>> {
     match changes {
         Changes::InMemory(changes) => Ok(changes),

@@ -16,7 +16,10 @@
 //!
 //! - One reader task ([`reader`]) owns the stream, the decoder, the assembler and the scheduler.
 //! - N applier tasks ([`worker`]) share one bounded job queue: a slow green fills it and the
-//!   reader stops reading, so memory stays bounded.
+//!   reader stops reading. Memory is one budget (`--max-txn-memory`,
+//!   [`MemoryBudget`]): every in-flight transaction — being assembled, queued, being applied —
+//!   holds the real bytes of its changes of it, and when it is used up the assembler spills and
+//!   the reader waits for the appliers, so memory stays bounded by configuration.
 //! - Each applier has its own replication origin on green (`blueshift_<slot>_<n>`), set up in
 //!   every transaction it applies. On start, the maximum of their progress is the last
 //!   transaction green holds: streaming resumes there and anything at or before it is skipped.
@@ -72,7 +75,7 @@ use blueshift_decoder::Lsn;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
-use crate::assembler::{AssembleError, AssemblerOptions, TxAssembler};
+use crate::assembler::{AssembleError, AssemblerOptions, MemoryBudget, TxAssembler};
 use crate::backfill::{self, BackfillError, BackfillOptions, Progress};
 use crate::client;
 use crate::metrics::Metrics;
@@ -114,9 +117,11 @@ pub struct SyncConfig {
     pub workers: usize,
     /// Transactions queued for the appliers at most.
     pub queue_capacity: usize,
-    /// Bytes of in-progress transactions held in memory before spilling to disk; assembled
-    /// transactions waiting for the appliers get a budget of the same size, so memory stays
-    /// within about twice this, whatever the transaction or table sizes.
+    /// The one memory budget of in-flight transactions, in the real bytes their decoded
+    /// changes hold: being assembled, queued for the appliers and being applied together
+    /// ([`MemoryBudget`]). Past it the largest open transaction spills to disk as it arrives,
+    /// and reading waits for the appliers, so memory stays bounded by this whatever the
+    /// transaction or table sizes.
     pub max_txn_memory: usize,
     /// Where spill files go.
     pub spill_dir: PathBuf,
@@ -138,6 +143,9 @@ pub struct SyncConfig {
     pub bidirectional: bool,
     /// Two-way mode's conflict handling (see [`blueshift_applier::conflict`]).
     pub conflicts: ConflictSettings,
+    /// Fold catch-up groups per key and apply them as set statements (`--fold`, see
+    /// `blueshift_applier`'s `fold` module); off: row by row in blue's order.
+    pub fold: bool,
 }
 
 /// How two-way sync resolves conflicts, and since when it runs.
@@ -786,6 +794,7 @@ async fn attempt(
         // Durability is confirmed separately (sync::durability), as native apply does.
         options.synchronous_commit = SynchronousCommit::Off;
         options.mapping = Arc::clone(&config.mapping);
+        options.fold = config.fold;
         if config.bidirectional {
             options.conflicts = Some(conflict_options(config, direction));
         }
@@ -913,18 +922,21 @@ async fn attempt(
         );
         tasks.spawn(task);
     }
-    let assembler = TxAssembler::new(AssemblerOptions {
-        max_memory: config.max_txn_memory,
-        // The assembler owns its folder (and clears it at start): one per slot.
-        spill_dir: spill_folder(config),
-        skip_origin_prefix: Some(ORIGIN_PREFIX.to_owned()),
-    })
+    // One budget for every in-flight transaction: assembling, queued, being applied.
+    let budget = MemoryBudget::new(config.max_txn_memory);
+    let assembler = TxAssembler::sharing(
+        AssemblerOptions {
+            max_memory: config.max_txn_memory,
+            // The assembler owns its folder (and clears it at start): one per slot.
+            spill_dir: spill_folder(config),
+            skip_origin_prefix: Some(ORIGIN_PREFIX.to_owned()),
+        },
+        budget,
+    )
     .map_err(|source| SyncError::Assemble {
         lsn: resume_after,
         source,
     })?;
-    // Semaphore permits are counted in u32 per acquisition: keep the budget within that.
-    let queued_memory = config.max_txn_memory.clamp(1, u32::MAX as usize);
     let reader = reader::Reader {
         decoder: PgOutputDecoder::new(version),
         assembler,
@@ -943,8 +955,6 @@ async fn attempt(
         metrics: metrics.clone(),
         hold: Arc::clone(&hold),
         spilled: (0, 0),
-        queued_memory: Arc::new(tokio::sync::Semaphore::new(queued_memory)),
-        queued_memory_max: queued_memory,
         fence_marker: false,
     };
 

@@ -533,9 +533,9 @@ async fn two_way(
             &duo.publication,
             &duo.slot,
             o.workers,
-            &["--bidirectional"],
             ctx.logs,
             &format!("bidirectional-run{run}"),
+            &["--bidirectional"],
         )?;
         let mut sources = vec![(Role::Consumer, Since::Now, Source::Own(s.pid()))];
         sync = Some(s);
@@ -751,9 +751,9 @@ async fn one_way(
             &duo.publication,
             &duo.slot,
             o.workers,
-            extra,
             ctx.logs,
             &format!("bidirectional-oneway-{mode}-run{run}"),
+            extra,
         )?;
         let watch = Watch::start(
             vec![(Role::Consumer, Since::Start, Source::Own(sync.pid()))],

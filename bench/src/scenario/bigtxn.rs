@@ -58,10 +58,12 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
          {n} rows on blue, each a single transaction",
         n = o.bigtxn_rows
     );
-    r.timed = "blue's commit → green shows the transaction (its last row there, or its first \
-               row gone), then green is compared with blue; peak RSS over both; peer: native \
-               subscription with `streaming = on`"
-        .to_owned();
+    r.timed = format!(
+        "blue's commit → green shows the transaction (its last row there, or its first row \
+         gone), then green is compared with blue; peak RSS over both (blueshift sync's memory \
+         budget `--max-txn-memory` {}); peer: native subscription with `streaming = on`",
+        o.bigtxn_memory.as_deref().unwrap_or("64MiB, the default")
+    );
     r.figures = vec![
         figure("insert_s", "INSERT: commit → on green, s", Better::Lower, 2),
         figure("delete_s", "DELETE: commit → on green, s", Better::Lower, 2),
@@ -148,7 +150,11 @@ async fn turn(
     let sub = subscription();
     let mut sync: Option<Child> = None;
     let sources = if side == BLUESHIFT {
-        let s = consumer::start_sync(
+        let memory: Vec<&str> = match &o.bigtxn_memory {
+            Some(size) => vec!["--max-txn-memory", size],
+            None => Vec::new(),
+        };
+        let s = consumer::start_sync_with(
             ctx.blueshift,
             &Endpoints {
                 blue,
@@ -161,6 +167,7 @@ async fn turn(
             o.workers,
             ctx.logs,
             &format!("bigtxn-run{run}"),
+            &memory,
         )?;
         let pid = s.pid();
         sync = Some(s);

@@ -39,7 +39,8 @@ pub enum ReplicationFrame {
         wal_end: Lsn,
         /// The server's clock when it sent the frame, in µs since 2000-01-01 UTC.
         server_time: i64,
-        /// The payload, a slice of the received message.
+        /// The payload: a slice of the received message from [`parse_frame`]; its own copy
+        /// ([`detach`](super::detach)) from [`ReplicationStream::next`](super::ReplicationStream::next).
         data: Bytes,
     },
     /// The server's keepalive.

@@ -35,7 +35,7 @@ fn text(v: &str) -> ColumnValue {
     ColumnValue::Text(Bytes::copy_from_slice(v.as_bytes()))
 }
 
-fn insert(xid: Option<u32>, oid: u32, value: &str) -> PgOutputMessage {
+pub(super) fn insert(xid: Option<u32>, oid: u32, value: &str) -> PgOutputMessage {
     PgOutputMessage::Insert(InsertBody {
         xid: xid.map(Xid),
         relation: Oid(oid),
@@ -45,7 +45,7 @@ fn insert(xid: Option<u32>, oid: u32, value: &str) -> PgOutputMessage {
     })
 }
 
-fn begin(xid: u32, lsn: u64) -> PgOutputMessage {
+pub(super) fn begin(xid: u32, lsn: u64) -> PgOutputMessage {
     PgOutputMessage::Begin(BeginBody {
         final_lsn: Lsn(lsn),
         commit_time: PgTimestamp(7),
@@ -53,7 +53,7 @@ fn begin(xid: u32, lsn: u64) -> PgOutputMessage {
     })
 }
 
-fn commit(lsn: u64) -> PgOutputMessage {
+pub(super) fn commit(lsn: u64) -> PgOutputMessage {
     PgOutputMessage::Commit(CommitBody {
         flags: 0,
         commit_lsn: Lsn(lsn),
@@ -62,14 +62,14 @@ fn commit(lsn: u64) -> PgOutputMessage {
     })
 }
 
-fn start(xid: u32, first: bool) -> PgOutputMessage {
+pub(super) fn start(xid: u32, first: bool) -> PgOutputMessage {
     PgOutputMessage::StreamStart(StreamStartBody {
         xid: Xid(xid),
         first_segment: first,
     })
 }
 
-fn stream_commit(xid: u32, lsn: u64) -> PgOutputMessage {
+pub(super) fn stream_commit(xid: u32, lsn: u64) -> PgOutputMessage {
     PgOutputMessage::StreamCommit(StreamCommitBody {
         xid: Xid(xid),
         flags: 0,
@@ -79,7 +79,7 @@ fn stream_commit(xid: u32, lsn: u64) -> PgOutputMessage {
     })
 }
 
-fn abort(xid: u32, subxid: u32) -> PgOutputMessage {
+pub(super) fn abort(xid: u32, subxid: u32) -> PgOutputMessage {
     PgOutputMessage::StreamAbort(StreamAbortBody {
         xid: Xid(xid),
         subxid: Xid(subxid),
@@ -103,6 +103,18 @@ fn assembler(dir: &Path, max_memory: usize) -> TxAssembler {
     .expect("assembler")
 }
 
+pub(super) fn assembler_sharing(dir: &Path, budget: MemoryBudget) -> TxAssembler {
+    TxAssembler::sharing(
+        AssemblerOptions {
+            max_memory: 0,
+            spill_dir: dir.to_owned(),
+            skip_origin_prefix: Some("blueshift_".to_owned()),
+        },
+        budget,
+    )
+    .expect("assembler")
+}
+
 /// Pushes every message; returns the outputs.
 fn run(a: &mut TxAssembler, messages: Vec<PgOutputMessage>) -> Vec<Assembled> {
     messages
@@ -111,7 +123,7 @@ fn run(a: &mut TxAssembler, messages: Vec<PgOutputMessage>) -> Vec<Assembled> {
         .collect()
 }
 
-fn transaction(out: Assembled) -> Transaction {
+pub(super) fn transaction(out: Assembled) -> Transaction {
     match out {
         Assembled::Transaction(t) => t,
         skipped @ Assembled::Skipped { .. } => panic!("skipped: {skipped:?}"),
@@ -119,7 +131,7 @@ fn transaction(out: Assembled) -> Transaction {
 }
 
 /// The first column of each insert, as text.
-fn values(changes: Changes) -> Vec<String> {
+pub(super) fn values(changes: Changes) -> Vec<String> {
     collect_changes(changes)
         .expect("read back")
         .into_iter()
@@ -133,7 +145,7 @@ fn values(changes: Changes) -> Vec<String> {
         .collect()
 }
 
-fn files(dir: &Path) -> usize {
+pub(super) fn files(dir: &Path) -> usize {
     std::fs::read_dir(dir).expect("read dir").count()
 }
 

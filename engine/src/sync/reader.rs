@@ -30,7 +30,7 @@ use blueshift_decoder::pgoutput::{PgOutputDecoder, PgOutputMessage};
 use blueshift_decoder::relation::RelationInfo;
 use blueshift_decoder::stream::{ReplicationFrame, ReplicationStream};
 use blueshift_decoder::Lsn;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use super::acknowledge::Acks;
 use super::durability::Durability;
@@ -39,7 +39,7 @@ use super::scheduler::Scheduler;
 use super::worker::Job;
 use super::writeset::KeyCatalog;
 use super::SyncError;
-use crate::assembler::{Assembled, TxAssembler};
+use crate::assembler::{Assembled, Charge, TxAssembler, SPILLED_CHARGE};
 use crate::metrics::{Metrics, Stage};
 use crate::schema::relation;
 
@@ -82,11 +82,6 @@ pub(crate) struct Reader {
     pub(crate) hold: Arc<super::hold::Hold>,
     /// Spill totals already reported to the metrics (bytes, transactions).
     pub(crate) spilled: (u64, u64),
-    /// Bytes of assembled transactions that may wait for (or be in) the appliers at once: the
-    /// reader stops reading while they are used up, so memory stays bounded by configuration.
-    pub(crate) queued_memory: Arc<Semaphore>,
-    /// The budget's size (a transaction costing more waits for the whole budget).
-    pub(crate) queued_memory_max: usize,
     /// The transaction being read carries the cutover's fence marker
     /// ([`FENCE_PREFIX`](crate::cutover::fence::FENCE_PREFIX)): it is applied even with
     /// nothing to write, so green's origins record its commit — the position the cutover's
@@ -154,6 +149,14 @@ impl Reader {
                     if !keep {
                         continue;
                     }
+                    // The one memory budget (see `assembler::budget`): wait for the appliers to
+                    // give bytes back, unless spilling is what makes room.
+                    if !self
+                        .make_room(self.assembler.charge_needed(&message), &mut shutdown)
+                        .await
+                    {
+                        return Ok(scheduled);
+                    }
                     if let PgOutputMessage::Message(m) = &message {
                         if m.transactional
                             && m.xid.is_none()
@@ -172,6 +175,8 @@ impl Reader {
                     else {
                         continue;
                     };
+                    // The bytes its changes hold of the budget, carried by its job from here.
+                    let charge = self.assembler.take_charge();
                     if self
                         .stop_at
                         .is_some_and(|stop| assembled_commit(&assembled) >= stop)
@@ -195,7 +200,7 @@ impl Reader {
                             self.metrics.stage(Stage::Source, behind);
                         }
                     }
-                    self.dispatch(assembled, received).await?;
+                    self.dispatch(assembled, received, charge).await?;
                     scheduled += 1;
                 }
                 ReplicationFrame::Keepalive { wal_end, .. } => {
@@ -226,6 +231,61 @@ impl Reader {
                 "apply",
                 u64::try_from(self.jobs.max_capacity() - self.jobs.capacity()).unwrap_or(0),
             );
+        }
+    }
+
+    /// Before a change of `cost` bytes is pushed: while the budget lacks them and the assembler
+    /// holds less than half of it, the rest is held by queued and applying transactions, which
+    /// give it back as they commit — waiting for them frees memory sooner than a spill file
+    /// would. Otherwise (or once they are free) the assembler charges the change, spilling its
+    /// largest open transaction if it must. False when `shutdown` completed first.
+    ///
+    /// It waits only for bytes the appliers can give back: what the assembler itself holds
+    /// comes back only by spilling, so a wait that needs it would never end.
+    async fn make_room(
+        &self,
+        cost: usize,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> bool {
+        let budget = self.assembler.budget();
+        loop {
+            let assembling = self.assembler.stats().buffered_bytes;
+            if cost == 0
+                || budget.available() >= cost
+                || assembling.saturating_add(cost) > budget.limit()
+                || assembling >= budget.limit() / 2
+            {
+                return true;
+            }
+            tokio::select! {
+                () = &mut *shutdown => return false,
+                () = budget.wait_for(cost) => {}
+            }
+        }
+    }
+
+    /// The budget's bytes a spilled transaction holds while queued and applied (its reader):
+    /// taken when free; else made free by spilling what the assembler holds, when that is what
+    /// stands in the way, or waited for from the appliers.
+    async fn charge_spilled(&mut self, commit_lsn: Lsn) -> Result<Charge, SyncError> {
+        let budget = self.assembler.budget().clone();
+        let bytes = SPILLED_CHARGE.min(budget.limit());
+        loop {
+            if let Some(charge) = budget.try_charge(bytes) {
+                return Ok(charge);
+            }
+            let assembling = self.assembler.stats().buffered_bytes;
+            if assembling.saturating_add(bytes) > budget.limit() {
+                self.assembler
+                    .spill_largest()
+                    .map_err(|source| SyncError::Assemble {
+                        lsn: commit_lsn,
+                        source,
+                    })?;
+                continue;
+            }
+            // Held by queued and applying transactions, which give it back as they commit.
+            budget.wait_for(bytes).await;
         }
     }
 
@@ -300,6 +360,7 @@ impl Reader {
         &mut self,
         assembled: Assembled,
         received: std::time::Instant,
+        charge: Option<Charge>,
     ) -> Result<(), SyncError> {
         let (tx, end_lsn, commit_lsn) = match assembled {
             Assembled::Transaction(tx) => {
@@ -341,14 +402,15 @@ impl Reader {
         if let Some(at) = tx.as_ref().and_then(|tx| tx.commit_time.to_system_time()) {
             self.metrics.lag().received(slot.seq, at);
         }
-        let cost = tx
-            .as_ref()
-            .map_or(0, crate::assembler::memory_cost)
-            .clamp(1, self.queued_memory_max.max(1));
-        let permit = Arc::clone(&self.queued_memory)
-            .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
-            .await
-            .map_err(|_| SyncError::AppliersGone)?;
+        // Its changes' bytes stay charged until the job is dropped (applied and committed); a
+        // spilled one holds its reader's buffer, charged here.
+        let memory = match (charge, &tx) {
+            (Some(charge), _) => Some(charge),
+            (None, Some(tx)) if tx.changes.in_memory().is_none() => {
+                Some(self.charge_spilled(commit_lsn).await?)
+            }
+            (None, _) => None,
+        };
         self.metrics.stage(Stage::Schedule, received.elapsed());
         let job = Job {
             queued: std::time::Instant::now(),
@@ -356,7 +418,7 @@ impl Reader {
             after: slot.after,
             tx,
             end_lsn,
-            _memory: Some(permit),
+            _memory: memory,
         };
         self.jobs
             .send(job)

@@ -109,6 +109,9 @@ pub(crate) async fn run(
         let started = Instant::now();
         metrics.stage(Stage::Depends, started.duration_since(taken));
         let mut applied;
+        // Only a group of several source transactions is folded (see blueshift_applier's fold
+        // module): a single one, however large, goes row by row.
+        applier.set_group(transactions > 1);
         let commit_time = tx.as_ref().and_then(|tx| tx.commit_time.to_system_time());
         let outcome = match tx.as_mut() {
             None => {
