@@ -35,6 +35,11 @@
 //! deleted) and `delete_origin_differs` applies the delete; both sides then converge whatever
 //! order the two streams deliver in.
 //!
+//! `last-writer-wins` converges only for conflicts on one row: a collision with *another* row on
+//! a unique index (`update_exists`, `multiple_unique_conflicts`, `insert_exists` on another key)
+//! stops under it ([`Detector::refuses`]) — the winner's side would delete the loser's row while
+//! the loser's side keeps its change, and neither side has the row as it was before.
+//!
 //! Tables found by REPLICA IDENTITY FULL, or without a key, are checked for unique collisions
 //! of their INSERTs only; their UPDATEs and DELETEs keep the one-way rule (no row found: stop).
 //! Partial and expression unique indexes are not checked.
@@ -315,6 +320,38 @@ pub struct Stopped {
     pub key: String,
     /// `forward` or `reverse`.
     pub direction: &'static str,
+    /// Stopped by `last-writer-wins` on a collision with another row (see
+    /// `Detector::refuses`), not by the policy `stop`.
+    pub between_rows: bool,
+}
+
+impl Stopped {
+    /// Why sync stopped and what to do, for the error text.
+    pub fn reason(&self) -> &'static str {
+        if self.between_rows {
+            "the incoming change collides with another row (another key) on a unique index, \
+             and last-writer-wins cannot make both sides converge on that (the losing row would \
+             be deleted on one side only) — make the two rows' unique values differ by hand on \
+             both sides, or give this table another policy (skip keeps each side's rows; stop), \
+             and start sync again"
+        } else {
+            "the conflict policy is \"stop\" — decide which side wins and start sync again with \
+             --conflict-policy last-writer-wins|blue-wins|green-wins|skip (or a policy for this \
+             table under [reverse.conflict_policy_tables] in the settings file)"
+        }
+    }
+}
+
+/// What an incoming change collides with on the target's unique indexes.
+#[derive(Debug)]
+pub(crate) struct Collisions {
+    /// The local rows, each once.
+    pub(crate) locals: Vec<Local>,
+    /// How many unique indexes it collides on.
+    pub(crate) indexes: usize,
+    /// Whether one of the rows is another row than the incoming one (an UPDATE's collision is
+    /// always with another row; an INSERT's is when the row does not hold its key).
+    pub(crate) other_rows: bool,
 }
 
 /// A local row an incoming change collides with.
@@ -514,20 +551,31 @@ impl Detector {
         target: &TargetTable,
         row: &TupleData,
         except: Option<&Local>,
-    ) -> Result<(Vec<Local>, usize), ApplyError> {
+    ) -> Result<Collisions, ApplyError> {
         let uniques = self.uniques(client, target).await?;
+        let key = target_key(target);
         let mut found: Vec<Local> = Vec::new();
+        // Rows holding the incoming row's key (an INSERT's same row, not another one).
+        let mut same_key: Vec<usize> = Vec::new();
         let mut indexes = 0;
         for unique in uniques.iter() {
             let rows = self.lookup(client, target, &unique.columns, row).await?;
             let mut violated = false;
+            let is_key = except.is_none() && !key.is_empty() && same_columns(&unique.columns, &key);
             for local in rows {
                 if except.is_some_and(|e| e.same_row(&local)) {
                     continue;
                 }
                 violated = true;
-                if !found.iter().any(|f| f.same_row(&local)) {
-                    found.push(local);
+                let at = match found.iter().position(|f| f.same_row(&local)) {
+                    Some(at) => at,
+                    None => {
+                        found.push(local);
+                        found.len() - 1
+                    }
+                };
+                if is_key {
+                    same_key.push(at);
                 }
             }
             if violated {
@@ -535,7 +583,32 @@ impl Detector {
                 indexes += 1;
             }
         }
-        Ok((found, indexes))
+        let other_rows = (0..found.len()).any(|at| !same_key.contains(&at));
+        Ok(Collisions {
+            locals: found,
+            indexes,
+            other_rows,
+        })
+    }
+
+    /// Whether the table's policy, `last-writer-wins`, cannot promise that both sides converge
+    /// on this conflict: the incoming change collides with *another* row (another key) on a
+    /// unique index. The winner's side would delete the loser's row, the loser's side keep its
+    /// own change, and a row overwritten on one side cannot be put back from the other:
+    /// `update_exists`, `multiple_unique_conflicts` and `insert_exists` on another key stop.
+    pub(crate) fn refuses(&self, table: &str, collisions: &Collisions) -> bool {
+        self.options.policies.of(table) == Policy::LastWriterWins && collisions.other_rows
+    }
+
+    /// The stop of a conflict [`Detector::refuses`] to resolve.
+    pub(crate) fn refusal(&self, target: &TargetTable, kind: Kind, row: &TupleData) -> ApplyError {
+        ApplyError::Conflict(Box::new(Stopped {
+            kind,
+            table: target.display.clone(),
+            key: key_text(target, row),
+            direction: self.options.direction,
+            between_rows: true,
+        }))
     }
 
     /// Whether `local` was last written by another origin than this direction's, after two-way
@@ -619,6 +692,7 @@ impl Detector {
                 table: target.display.clone(),
                 key,
                 direction,
+                between_rows: false,
             })));
         }
         tracing::info!(direction, kind = %kind, table = %target.display, resolution = resolution.as_str(), "conflict");
@@ -720,6 +794,14 @@ fn target_key(target: &TargetTable) -> Vec<usize> {
     } else {
         target.green_key.clone()
     }
+}
+
+/// Whether two column lists name the same columns, in any order.
+fn same_columns(a: &[usize], b: &[usize]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
 }
 
 /// `(k1, k2)=(v1, v2)` of `row`'s key, or `(no key)`.
@@ -953,5 +1035,34 @@ mod tests {
                 reverse
             );
         }
+    }
+
+    #[test]
+    fn a_refused_collision_between_rows_says_why_and_what_to_do() {
+        let stopped = |between_rows| {
+            ApplyError::Conflict(Box::new(Stopped {
+                kind: Kind::UpdateExists,
+                table: "public.w".to_owned(),
+                key: "(id)=(1)".to_owned(),
+                direction: "forward",
+                between_rows,
+            }))
+            .to_string()
+        };
+        let refused = stopped(true);
+        assert!(
+            refused.starts_with(
+                "conflict update_exists on table \"public.w\", row (id)=(1) (forward direction): \
+                 the incoming change collides with another row"
+            ) && refused.contains("last-writer-wins cannot make both sides converge"),
+            "{refused}"
+        );
+        let policy = stopped(false);
+        assert!(
+            policy.contains("the conflict policy is \"stop\"")
+                && policy.contains("--conflict-policy"),
+            "{policy}"
+        );
+        assert!(same_columns(&[2, 0], &[0, 2]) && !same_columns(&[0], &[0, 2]));
     }
 }

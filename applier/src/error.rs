@@ -474,12 +474,9 @@ pub enum ApplyError {
 
     /// Two-way mode met a conflict its policy says to stop at.
     #[error(
-        "conflict {} on table \"{}\", row {} ({} direction): the conflict policy is \"stop\" — \
-         decide which side wins and start sync again with --conflict-policy \
-         last-writer-wins|blue-wins|green-wins|skip (or a policy for this table under \
-         [reverse.conflict_policy_tables] in the settings file); `blueshift conflicts` lists \
+        "conflict {} on table \"{}\", row {} ({} direction): {}; `blueshift conflicts` lists \
          the conflicts resolved so far",
-        .0.kind, .0.table, .0.key, .0.direction
+        .0.kind, .0.table, .0.key, .0.direction, .0.reason()
     )]
     Conflict(Box<crate::conflict::Stopped>),
 

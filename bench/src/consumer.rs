@@ -280,6 +280,20 @@ impl Subscription {
         copy_data: bool,
         enabled: bool,
     ) -> anyhow::Result<()> {
+        self.create_with(blue, green, publication, copy_data, enabled, "")
+            .await
+    }
+
+    /// [`Subscription::create`] with more options (`", origin = none"`: PostgreSQL 16+).
+    pub(crate) async fn create_with(
+        &self,
+        blue: &Server,
+        green: &Server,
+        publication: &str,
+        copy_data: bool,
+        enabled: bool,
+        more: &str,
+    ) -> anyhow::Result<()> {
         let conninfo = format!(
             "{} application_name={}",
             blue.conninfo_with_password(&self.blue_db),
@@ -291,7 +305,7 @@ impl Subscription {
                 &format!(
                     "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {publication} \
                      WITH (copy_data = {copy_data}, enabled = {enabled}, create_slot = true, \
-                     slot_name = {}, streaming = on)",
+                     slot_name = {}, streaming = on{more})",
                     self.name,
                     literal(&conninfo),
                     literal(&self.slot)

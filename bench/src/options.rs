@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context as _};
 
-/// One of the five scenarios of issue 6.
+/// One of the scenarios (issue 6's five, verify, cutover, bidirectional).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scenario {
     /// Catch-up of a paused consumer after a TPC-B backlog.
@@ -26,11 +26,15 @@ pub enum Scenario {
     Cutover,
     /// Catch-up after green was down during a TPC-B backlog.
     CatchupOutage,
+    /// Two-way sync: pgbench on blue and on green at once (disjoint branches), lag per
+    /// direction, against two native subscriptions with `origin = none` (PostgreSQL 16+); and
+    /// the throughput cost of `--bidirectional` against forward-only sync.
+    Bidirectional,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Catchup,
         Scenario::Live,
         Scenario::Backfill,
@@ -39,6 +43,7 @@ impl Scenario {
         Scenario::Verify,
         Scenario::Cutover,
         Scenario::CatchupOutage,
+        Scenario::Bidirectional,
     ];
 
     /// The name on the command line and in the report.
@@ -52,6 +57,7 @@ impl Scenario {
             Scenario::Verify => "verify",
             Scenario::Cutover => "cutover",
             Scenario::CatchupOutage => "catchup-outage",
+            Scenario::Bidirectional => "bidirectional",
         }
     }
 }

@@ -64,7 +64,8 @@ pub(crate) async fn run_script(
     .await
 }
 
-async fn run_with(
+/// [`run`] with more arguments (a custom script: `-f FILE -D name=value …`).
+pub(crate) async fn run_with(
     server: &Server,
     db: &str,
     clients: u32,

@@ -57,7 +57,8 @@ impl Results {
                      FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', \
                      'shared_buffers', 'max_wal_size', 'wal_level', 'io_method', \
                      'data_checksums', 'logical_decoding_work_mem', 'checkpoint_timeout', \
-                     'max_logical_replication_workers', 'max_sync_workers_per_subscription')",
+                     'max_logical_replication_workers', 'max_sync_workers_per_subscription', \
+                     'track_commit_timestamp')",
                 )
                 .await
                 .unwrap_or_default();

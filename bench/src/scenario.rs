@@ -1,4 +1,4 @@
-//! The scenarios (issue 6's five, verify, cutover), and what they share: the context, the blue database with its
+//! The scenarios (issue 6's five, verify, cutover, bidirectional), and what they share: the context, the blue database with its
 //! publication and marker table, the pair of green databases (one per consumer) and the
 //! sentinel that tells when a consumer has caught up.
 //!
@@ -7,6 +7,7 @@
 //! tears everything down (subscriptions, slots, origins, databases) whatever happened.
 
 mod backfill;
+mod bidirectional;
 mod bigtxn;
 mod catchup;
 mod cutover;
@@ -70,6 +71,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Context<'_>) -> ScenarioResult
         Scenario::Verify => verify::run(ctx).await,
         Scenario::Cutover => cutover::run(ctx).await,
         Scenario::CatchupOutage => outage::run(ctx).await,
+        Scenario::Bidirectional => bidirectional::run(ctx).await,
     }
 }
 
@@ -85,13 +87,14 @@ pub(crate) fn turns<T: Clone>(sides: &[T], run: u32) -> Vec<T> {
 
 /// The marker table: one row per marker, its blue commit time set on blue. Published with the
 /// pgbench tables; also the sentinel that tells when a consumer has caught up.
-const MARKER_TABLE: &str = "CREATE TABLE public.bench_marker (id bigserial PRIMARY KEY, \
+pub(crate) const MARKER_TABLE: &str =
+    "CREATE TABLE public.bench_marker (id bigserial PRIMARY KEY, \
                             blue_at timestamptz NOT NULL DEFAULT clock_timestamp())";
 
 /// On green only: when each marker became visible, recorded at the commit of the transaction
 /// that applied it (a deferred constraint trigger, enabled ALWAYS so it fires under
 /// `session_replication_role = replica`, for blueshift's appliers and native apply alike).
-const MARKER_SEEN: &str = "
+pub(crate) const MARKER_SEEN: &str = "
 CREATE TABLE public.bench_marker_seen (id bigint PRIMARY KEY, green_at timestamptz NOT NULL);
 CREATE FUNCTION public.bench_marker_seen() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -343,6 +346,39 @@ pub(crate) async fn marker_visible(
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// The lag of each marker in `ids` (all visible on the receiving side `client`): (seconds since
+/// the first marker's insert, ms from its insert to the commit of the transaction that applied
+/// it), from `bench_marker_seen` (see [`MARKER_SEEN`]). An error unless every marker has its
+/// time.
+pub(crate) async fn marker_lags(
+    client: &tokio_postgres::Client,
+    ids: &[i64],
+) -> anyhow::Result<Vec<(f64, f64)>> {
+    let rows = client
+        .query(
+            "SELECT m.id, extract(epoch FROM m.blue_at)::float8, \
+             (extract(epoch FROM s.green_at - m.blue_at) * 1000)::float8 \
+             FROM public.bench_marker m JOIN public.bench_marker_seen s USING (id) \
+             WHERE m.id = ANY($1) ORDER BY m.id",
+            &[&ids],
+        )
+        .await?;
+    anyhow::ensure!(
+        rows.len() == ids.len(),
+        "{} of {} markers ({}..{}) have a commit time on the receiving side; the trigger on its \
+         bench_marker did not fire for every row",
+        rows.len(),
+        ids.len(),
+        ids.first().copied().unwrap_or_default(),
+        ids.last().copied().unwrap_or_default()
+    );
+    let t0 = rows.first().map(|row| row.get::<_, f64>(1)).unwrap_or(0.0);
+    Ok(rows
+        .iter()
+        .map(|row| (row.get::<_, f64>(1) - t0, row.get::<_, f64>(2)))
+        .collect())
 }
 
 /// Green's WAL flushed past everything committed when called: waits (bounded) until

@@ -107,7 +107,10 @@ fn cluster_options(options: &Validated, bins: &PgBinaries, name: &str) -> Cluste
         .setting("max_logical_replication_workers", "8")
         .setting("max_sync_workers_per_subscription", "2")
         .setting("max_connections", "100")
-        .setting("logical_decoding_work_mem", "64MB");
+        .setting("logical_decoding_work_mem", "64MB")
+        // Two-way sync (the bidirectional scenario) tells conflicts apart by commit timestamps;
+        // on for every scenario, so every side of every scenario pays the same for it.
+        .setting("track_commit_timestamp", "on");
     if bins.major_version() >= 16 {
         o = o.setting("max_parallel_apply_workers_per_subscription", "2");
     }

@@ -15,7 +15,9 @@ use blueshift_decoder::Lsn;
 /// green), decode (a recorded backlog consumed into a discarding sink), bigtxn (one large
 /// INSERT and one large DELETE), verify (proving green equals blue), cutover (the write pause
 /// of a switch through PgBouncer under a TPC-B rate, against the same switch by hand on native
-/// replication). Each runs for blueshift and for its peer(s) in turn, --runs
+/// replication), bidirectional (two-way sync with pgbench on both sides at once, lag per
+/// direction, against two native subscriptions with origin = none: PostgreSQL 16+; and the
+/// throughput cost of --bidirectional on a one-way load). Each runs for blueshift and for its peer(s) in turn, --runs
 /// times; every run is checked (green equal to blue) before it yields a figure.
 ///
 /// Writes report.md (the Markdown tables, also printed on stdout), BENCHMARKS.md (the same,
@@ -41,7 +43,7 @@ Examples:
       --target 'host=green dbname=postgres user=bench'")]
 pub(crate) struct BenchArgs {
     /// Scenarios to run: catchup, live, backfill, decode, bigtxn, verify,
-    /// cutover [default: all].
+    /// cutover, catchup-outage, bidirectional [default: all].
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<Scenario>,
 

@@ -366,8 +366,14 @@ async fn run_with(
         summary.indexes += restore_indexes(config, options, indexes::Phase::Rest, None).await?;
     }
     progress.set_phase(Phase::Sequences);
-    let synced =
-        crate::sequence::copy(blue, &*green, &config.publication, config.mapping.renames()).await?;
+    let synced = crate::sequence::copy(
+        blue,
+        &*green,
+        &config.publication,
+        config.mapping.renames(),
+        crate::sequence::CopyMode::Exact,
+    )
+    .await?;
     summary.sequences = synced.set;
     state::finish(&*green, slot).await?;
     summary.generations = state::generations(&*green, slot).await?.len();

@@ -27,7 +27,10 @@
 //!    pooler listed or, with `--terminate-direct-sessions`, terminated, and the fence marker
 //!    written into blue's WAL: its LSN is L.
 //! 3. **Drain** ([`drain`]): wait until green's durable position (the sync's origins) is at or
-//!    past L, then copy every sequence blue → green ([`crate::sequence::copy`]).
+//!    past L, then copy every sequence blue → green ([`crate::sequence::copy`]), never moving
+//!    green's back (a two-way sequence strategy may have put it further along than blue's); a
+//!    rollback first lifts the offset strategy's bound on blue
+//!    ([`crate::sequence::two_way::lift_bounds`]).
 //! 4. **Arm the way back**: green's publication and slot for the reverse direction are created
 //!    here, where green equals blue ([`crate::sync::direction`]); the running sidecar streams
 //!    green → blue from then on, so `rollback` has every write green took.

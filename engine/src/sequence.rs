@@ -2,6 +2,14 @@
 //! state itself: at the end of a backfill (and the cutover copies them again, once blue's writes
 //! have stopped, with the same [`copy`]).
 //!
+//! **Never back, at a cutover.** A backfill sets green's exact state ([`CopyMode::Exact`]). A
+//! cutover (either way) makes the target the writer, so it must hand out only values beyond
+//! everything both sides handed out: [`CopyMode::NeverBack`] keeps the target's own state
+//! when it is already further along in the sequence's direction — a two-way sequence strategy
+//! put green's sequences far beyond blue's, or on the other parity, and green handed out values
+//! of its own — and otherwise sets the source's (then the source's next value, on the target,
+//! is beyond every value both handed out).
+//!
 //! **Which.** Every sequence of the published tables — the one a serial or identity column owns,
 //! one a column default calls (`nextval('s')`) — and every standalone sequence (owned by no
 //! column) in a schema that holds a published table. A published table's partitions and
@@ -180,6 +188,21 @@ pub struct Synced {
     pub set: usize,
     /// Blue's sequences green has no counterpart of (left alone).
     pub missing_on_green: Vec<QualifiedName>,
+    /// Green's sequences already further along than blue's, left as they are
+    /// ([`CopyMode::NeverBack`] only).
+    pub kept_ahead: Vec<QualifiedName>,
+}
+
+/// How [`copy`] sets the target's sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    /// The source's exact state (a backfill: green's sequences have handed out nothing).
+    Exact,
+    /// The source's state, unless the target's sequence is already further along in its
+    /// direction (it handed out values of its own: two-way sync, a sequence strategy); then it
+    /// is kept. Either way the target then hands out only values beyond everything both sides
+    /// handed out. What a cutover does, both ways.
+    NeverBack,
 }
 
 /// Blue's sequences of the tables and schemas `publication` publishes (see the module docs).
@@ -279,14 +302,15 @@ pub async fn counterpart(
     Ok(exists.then(|| sequence.name.clone()))
 }
 
-/// Copies the state of every sequence of `publication` (see [`list`]) from blue to green. Every
-/// sequence that cannot be read on blue or set on green is reported at the end, each with its
-/// fix; the others are set all the same.
+/// Copies the state of every sequence of `publication` (see [`list`]) from blue to green, as
+/// `how` says. Every sequence that cannot be read on blue or set on green is reported at the
+/// end, each with its fix; the others are set all the same.
 pub async fn copy(
     blue: &impl GenericClient,
     green: &impl GenericClient,
     publication: &str,
     renames: &Renames,
+    how: CopyMode,
 ) -> Result<Synced, SequenceError> {
     let sequences = list(blue, publication).await?;
     let blue_role = current_user(blue, "blue").await?;
@@ -313,6 +337,32 @@ pub async fn copy(
             synced.missing_on_green.push(sequence.name.clone());
             continue;
         };
+        if how == CopyMode::NeverBack {
+            match ahead(blue, green, &sequence.name, state, &target).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(sequence = %sequence.name, green = %target, "green's sequence is further along than blue's (it handed out values of its own); kept");
+                    synced.kept_ahead.push(target);
+                    continue;
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(SequenceError::Query {
+                        side: "green",
+                        what: format!("read sequence {target}"),
+                        source: e,
+                    })
+                }
+                Err(e) => {
+                    failures.push(unreadable_on_green(
+                        &sequence.name,
+                        &target,
+                        &green_role,
+                        &e,
+                    ));
+                    continue;
+                }
+            }
+        }
         match set(green, &target, state).await {
             Ok(()) => {
                 tracing::debug!(sequence = %sequence.name, green = %target, last_value = state.last_value, is_called = state.is_called, "sequence set");
@@ -339,6 +389,37 @@ pub async fn copy(
     } else {
         Err(SequenceError::NotSynced { failures })
     }
+}
+
+/// Whether green's `target` will next hand out a value beyond the one blue's `sequence` (in
+/// `state`) would, in the direction blue's sequence counts: green then keeps its own state.
+async fn ahead(
+    blue: &impl GenericClient,
+    green: &impl GenericClient,
+    sequence: &QualifiedName,
+    state: SequenceState,
+    target: &QualifiedName,
+) -> Result<bool, SqlError> {
+    let theirs = read(green, target).await?;
+    let blue_step = increment(blue, sequence).await?;
+    let green_step = increment(green, target).await?;
+    let next = |s: SequenceState, step: i64| {
+        i128::from(s.last_value) + if s.is_called { i128::from(step) } else { 0 }
+    };
+    let (b, g) = (next(state, blue_step), next(theirs, green_step));
+    Ok(if blue_step > 0 { g > b } else { g < b })
+}
+
+/// `sequence`'s increment.
+async fn increment(client: &impl GenericClient, sequence: &QualifiedName) -> Result<i64, SqlError> {
+    Ok(client
+        .query_one(
+            "SELECT seqincrement FROM pg_catalog.pg_sequence \
+              WHERE seqrelid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.regclass",
+            &[&sequence.to_string()],
+        )
+        .await?
+        .get(0))
 }
 
 /// Refuses, naming each with its GRANT, the sequences of `publication` the connected role may
@@ -376,6 +457,34 @@ fn unreadable(sequence: &QualifiedName, role: &str, why: &str) -> NotSynced {
         problem: format!("role {} may not read it on blue ({why})", quote_ident(role)),
         fix: format!(
             "GRANT SELECT ON SEQUENCE {sequence} TO {} on blue",
+            quote_ident(role)
+        ),
+    }
+}
+
+/// The report of green's `target` that could not be read (to tell whether it is ahead of
+/// blue's `sequence`).
+fn unreadable_on_green(
+    sequence: &QualifiedName,
+    target: &QualifiedName,
+    role: &str,
+    e: &SqlError,
+) -> NotSynced {
+    if e.sqlstate() != Some("42501") {
+        return not_synced(sequence, "green", role, e, Some(target));
+    }
+    let server = e
+        .server()
+        .map_or_else(|| e.to_string(), |s| s.message.clone());
+    NotSynced {
+        sequence: sequence.clone(),
+        problem: format!(
+            "role {} may not read green's {target} ({server}), so the cutover cannot tell \
+             whether green is further along",
+            quote_ident(role)
+        ),
+        fix: format!(
+            "GRANT SELECT, UPDATE ON SEQUENCE {target} TO {} on green",
             quote_ident(role)
         ),
     }
@@ -490,6 +599,22 @@ mod tests {
             "{text}"
         );
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn green_unreadable_at_a_cutover_names_the_grant() {
+        let s = QualifiedName::new("public", "s");
+        let n = unreadable_on_green(
+            &s,
+            &s,
+            "app",
+            &server("42501", "permission denied for sequence s"),
+        );
+        assert!(n.problem.contains("may not read green's"), "{n}");
+        assert_eq!(
+            n.fix,
+            "GRANT SELECT, UPDATE ON SEQUENCE \"public\".\"s\" TO \"app\" on green"
+        );
     }
 
     #[test]

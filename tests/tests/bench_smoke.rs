@@ -1,45 +1,138 @@
 //! `blueshift bench --smoke`, the real binary on throwaway clusters: every scenario runs end to
 //! end, and its outputs exist and parse (report.md with each scenario's rows, results.json with
 //! samples for blueshift and every peer, the SVG plots). No timing is asserted.
-//! It takes about 2 minutes on two shared cores (debug build; the cutover scenario alone runs
+//! It takes about 3 minutes on two shared cores (debug build; the cutover scenario alone runs
 //! two 15 s loads through PgBouncer).
+//!
+//! The `bidirectional` scenario's peer (native subscriptions with `origin = none`) needs
+//! PostgreSQL 16+: it runs in a second invocation on PostgreSQL 18, the others on the default
+//! binaries; on an older major it stops at once, saying so.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Instant;
 
 use blueshift_tests::{blueshift_binary, PgBinaries};
 use serde_json::Value;
 
+/// The scenarios that run on any supported major.
+const ANY_MAJOR: [&str; 8] = [
+    "catchup",
+    "live",
+    "backfill",
+    "decode",
+    "bigtxn",
+    "verify",
+    "cutover",
+    "catchup-outage",
+];
+
+fn bench(bins: &PgBinaries, scenarios: &[&str], out: &Path) -> Output {
+    let started = Instant::now();
+    let run = Command::new(blueshift_binary())
+        .args(["bench", "--smoke"])
+        .args(scenarios)
+        .arg("--pg-bin")
+        .arg(bins.dir())
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("blueshift bench runs");
+    eprintln!(
+        "blueshift bench --smoke {} took {:.1} s",
+        scenarios.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    run
+}
+
 #[test]
 fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
     let bins = PgBinaries::from_env().expect("PostgreSQL binaries");
     let out = tempfile::tempdir().expect("temp dir");
-    let started = Instant::now();
-    let run = Command::new(blueshift_binary())
-        .args(["bench", "--smoke", "--pg-bin"])
-        .arg(bins.dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("blueshift bench runs");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    eprintln!(
-        "blueshift bench --smoke took {:.1} s",
-        started.elapsed().as_secs_f64()
+    let run = bench(&bins, &ANY_MAJOR, out.path());
+    check_outputs(
+        &run,
+        out.path(),
+        &ANY_MAJOR,
+        &["catchup-throughput.svg", "live-lag.svg"],
     );
-    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
 
+    let pg18 = PgBinaries::major(18).expect("PostgreSQL 18 binaries");
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = bench(&pg18, &["bidirectional"], out.path());
+    check_outputs(
+        &run,
+        out.path(),
+        &["bidirectional"],
+        &[
+            "bidirectional-lag-forward.svg",
+            "bidirectional-lag-reverse.svg",
+        ],
+    );
     let results: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json written"),
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
     )
     .expect("results.json parses");
-    let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md written");
+    let samples = results["scenarios"][0]["samples"]
+        .as_array()
+        .expect("samples");
+    for (side, metric) in [
+        ("blueshift", "forward_lag_p99_ms"),
+        ("blueshift", "reverse_lag_p99_ms"),
+        ("blueshift", "reverse_applied_tps"),
+        ("native", "forward_lag_p99_ms"),
+        ("native", "reverse_lag_p99_ms"),
+        ("native", "reverse_applied_tps"),
+        ("blueshift", "oneway_txn_per_s"),
+        ("forward-only", "oneway_txn_per_s"),
+        ("blueshift", "consumer_cpu_s_per_mchange"),
+    ] {
+        assert!(
+            samples.iter().any(|x| x["side"] == side
+                && x["metric"] == metric
+                && x["value"]
+                    .as_f64()
+                    .is_some_and(|v| v.is_finite() && v > 0.0)),
+            "bidirectional: no {metric} for {side}"
+        );
+    }
+}
+
+/// On PostgreSQL 14 or 15 the bidirectional scenario stops before it sets anything up, naming
+/// the version and the fix.
+#[test]
+fn bench_bidirectional_refuses_postgresql_before_16() {
+    let bins = match PgBinaries::from_env().expect("PostgreSQL binaries") {
+        b if b.major_version() < 16 => b,
+        _ => PgBinaries::major(14).expect("PostgreSQL 14 binaries"),
+    };
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = bench(&bins, &["bidirectional"], out.path());
+    assert!(!run.status.success(), "a failed scenario fails the run");
+    let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    assert!(
+        report.contains("needs PostgreSQL 16 or later")
+            && report.contains(&format!("runs {}", bins.major_version()))
+            && report.contains("--pg-bin"),
+        "{report}"
+    );
+}
+
+fn check_outputs(run: &Output, out_path: &Path, expected: &[&str], plots: &[&str]) {
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_path.join("results.json")).expect("results.json written"),
+    )
+    .expect("results.json parses");
+    let report = std::fs::read_to_string(out_path.join("report.md")).expect("report.md written");
     assert_eq!(stdout.trim(), report.trim(), "stdout is the report");
     let published =
-        std::fs::read_to_string(out.path().join("BENCHMARKS.md")).expect("BENCHMARKS.md written");
+        std::fs::read_to_string(out_path.join("BENCHMARKS.md")).expect("BENCHMARKS.md written");
     assert!(
-        published.contains("](docs/bench/live-lag.svg)"),
+        published.contains(&format!("](docs/bench/{})", plots[0])),
         "BENCHMARKS.md links the plots from docs/bench/"
     );
 
@@ -48,19 +141,7 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "catchup",
-            "live",
-            "backfill",
-            "decode",
-            "bigtxn",
-            "verify",
-            "cutover",
-            "catchup-outage"
-        ]
-    );
+    assert_eq!(names, expected);
 
     let mut errors = Vec::new();
     for s in scenarios {
@@ -138,8 +219,8 @@ fn bench_smoke_runs_every_scenario_and_writes_the_reports() {
     assert!(errors.is_empty(), "errors: {errors:?}\n{context}");
     assert!(run.status.success(), "blueshift bench failed\n{context}");
 
-    for plot in ["catchup-throughput.svg", "live-lag.svg"] {
-        let svg = std::fs::read_to_string(out.path().join(plot)).expect("plot written");
+    for plot in plots {
+        let svg = std::fs::read_to_string(out_path.join(plot)).expect("plot written");
         assert!(
             svg.starts_with("<svg")
                 && svg.contains("blueshift run 1")

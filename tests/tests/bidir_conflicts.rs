@@ -369,6 +369,39 @@ fn stop_names_the_row_and_the_fix() {
     );
 }
 
+/// last-writer-wins and a collision between two different rows (each side gave another row the
+/// same unique value): the winner's side would delete the loser's row and the loser's side keep
+/// its change, so the sides would differ — sync stops instead, naming the row and the fix, and
+/// applies nothing of it.
+#[test]
+fn last_writer_wins_refuses_a_collision_between_different_rows() {
+    let pair = Pair::two_way("bidir-lww-rows");
+    let metrics = free_addr();
+    let args = args(&metrics, &["--conflict-policy", "last-writer-wins"]);
+    armed_then_stopped(&pair, &args);
+    each(&pair.blue, &["UPDATE w SET u = 99 WHERE id = 1"]);
+    each(&pair.green, &["UPDATE w SET u = 99 WHERE id = 2"]);
+    let mut sync = pair.spawn("sync", &args);
+    let code = sync.exit_code_within(Duration::from_secs(60));
+    let log = sync.log_text();
+    assert_eq!(code, 5, "{log}");
+    assert!(
+        log.contains("conflict update_exists on table \"public.w\", row (id)=(")
+            && log.contains("last-writer-wins cannot make both sides converge")
+            && log.contains("skip keeps each side's rows"),
+        "{log}"
+    );
+    let w = |c: &Cluster| {
+        c.psql(
+            "app",
+            "SELECT string_agg(id || ':' || u, ' ' ORDER BY id) FROM w",
+        )
+        .unwrap()
+    };
+    assert_eq!(w(&pair.blue), "1:99 2:20");
+    assert_eq!(w(&pair.green), "1:10 2:99");
+}
+
 /// Two-way mode without track_commit_timestamp on green: refused at start, with the fix.
 #[test]
 fn two_way_mode_needs_commit_timestamps_on_both_sides() {

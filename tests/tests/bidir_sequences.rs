@@ -1,8 +1,9 @@
 //! Sequences in two-way sync, the real binary between real clusters: preflight names the
 //! sequences both sides would hand out the same values of; `--sequence-strategy interleave`
 //! (odd/even) and `offset` (green far beyond blue) are applied once the reverse direction is
-//! armed, after which both sides insert with their serials and nothing collides; disarming (as
-//! `blueshift finalize` does) puts the increments and bounds back.
+//! armed, after which both sides insert with their serials and nothing collides; a cutover and a
+//! rollback keep each new writer's sequence beyond every value either side handed out;
+//! disarming (as `blueshift finalize` does) puts the increments and bounds back.
 
 #[path = "support/sync.rs"]
 mod support;
@@ -13,7 +14,7 @@ mod bidir;
 use std::time::Duration;
 
 use bidir::disarm;
-use blueshift_tests::{eventually, Cluster};
+use blueshift_tests::{blueshift_binary, eventually, Cluster};
 use support::{Pair, Sync};
 
 /// `increment_by max_value` of `public.s_id_seq` on `c`.
@@ -94,6 +95,7 @@ fn strategy(name: &str, check: impl Fn(&Pair)) {
             .unwrap(),
         "2"
     );
+    cutover_and_back(&pair, &mut sync);
     assert!(sync.terminate(), "clean stop:\n{}", sync.log_text());
 
     // Disarmed: the increments and bounds are back, the values handed out kept.
@@ -101,6 +103,93 @@ fn strategy(name: &str, check: impl Fn(&Pair)) {
     assert_eq!(disarmed.sequences, 1, "{disarmed:?}");
     for c in [&pair.blue, &pair.green] {
         assert_eq!(definition(c), "1 9223372036854775807");
+    }
+}
+
+/// `blueshift <command>` (cutover, rollback) of the pair's sync, switching with a no-op command
+/// (no PgBouncer: the test writes to each side directly) past the verify gate; its exit code
+/// and log.
+fn cutover_command(pair: &Pair, command: &str) {
+    let mut cmd = std::process::Command::new(blueshift_binary());
+    cmd.arg(command)
+        .args(["--source", &pair.blue.uri("app")])
+        .args(["--target", &pair.green.uri("app")])
+        .args(["--slot", "bs", "--publication", "pub"])
+        .args(["--switch-command", "true", "--max-pause", "10"])
+        .env("BLUESHIFT_SKIP_VERIFY", "1")
+        .env("RUST_LOG", "info,blueshift_engine=debug");
+    if command == "cutover" {
+        cmd.args(["--watch", "1"]);
+    }
+    let mut run = pair.spawn_command(command, cmd);
+    let code = run.exit_code_within(Duration::from_secs(120));
+    assert_eq!(code, 0, "blueshift {command}:\n{}", run.log_text());
+}
+
+/// `last_value` of `public.s_id_seq` on `c`, and the largest id of `s` there.
+fn handed_out(c: &Cluster) -> (i64, i64) {
+    let text = c
+        .psql(
+            "app",
+            "SELECT (SELECT last_value FROM s_id_seq) || ' ' || (SELECT max(id) FROM s)",
+        )
+        .expect("sequence");
+    let (a, b) = text.split_once(' ').expect("two numbers");
+    (a.parse().expect("last_value"), b.parse().expect("max"))
+}
+
+/// With the strategy in force: a cutover (green the writer) keeps green's sequence where the
+/// strategy put it — never behind a value either side handed out — and a rollback (blue the
+/// writer again) puts blue's past everything green handed out, lifting the offset strategy's
+/// bound on blue; each side's inserts then collide with nothing, both ways.
+fn cutover_and_back(pair: &Pair, sync: &mut Sync) {
+    let before = handed_out(&pair.green);
+    let blue_max = handed_out(&pair.blue).1;
+    cutover_command(pair, "cutover");
+    let (last, max) = handed_out(&pair.green);
+    assert!(
+        last >= max && last >= blue_max && last >= before.0,
+        "green's sequence at {last} after the cutover, behind a value handed out (max id {max} \
+         on green, {blue_max} on blue; {} before)",
+        before.0
+    );
+    for i in 0..3 {
+        pair.green
+            .psql(
+                "app",
+                &format!("INSERT INTO s (side) VALUES ('after-cutover{i}')"),
+            )
+            .expect("green takes writes after the cutover");
+    }
+    pair.converge(&["s"], Duration::from_secs(60));
+
+    cutover_command(pair, "rollback");
+    let (last, _) = handed_out(&pair.blue);
+    let green_max = handed_out(&pair.green).1;
+    assert!(
+        last >= green_max,
+        "blue's sequence at {last} after the rollback, behind green's {green_max}"
+    );
+    for i in 0..3 {
+        pair.blue
+            .psql(
+                "app",
+                &format!("INSERT INTO s (side) VALUES ('after-rollback{i}')"),
+            )
+            .expect("blue takes writes after the rollback");
+    }
+    pair.converge(&["s"], Duration::from_secs(60));
+    assert!(
+        sync.running(),
+        "no conflict stopped sync:\n{}",
+        sync.log_text()
+    );
+    for c in [&pair.blue, &pair.green] {
+        assert_eq!(
+            c.psql("app", "SELECT count(*) || ' ' || count(DISTINCT id) FROM s")
+                .unwrap(),
+            "33 33"
+        );
     }
 }
 

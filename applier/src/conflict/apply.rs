@@ -28,17 +28,21 @@ impl ChangeWriter<'_> {
                 check_width(&target, new)?;
                 let (detector, remote) = self.conflicts.as_mut().expect("two-way mode");
                 let remote = *remote;
-                let (locals, indexes) = detector
+                let collisions = detector
                     .unique_collisions(self.client, &target, new, None)
                     .await?;
-                if locals.is_empty() {
+                if collisions.locals.is_empty() {
                     return self.write_one(change).await;
                 }
-                let kind = if indexes > 1 {
+                let kind = if collisions.indexes > 1 {
                     Kind::MultipleUniqueConflicts
                 } else {
                     Kind::InsertExists
                 };
+                if detector.refuses(&target.display, &collisions) {
+                    return Err(detector.refusal(&target, kind, new));
+                }
+                let locals = collisions.locals;
                 let resolution = detector.resolve(kind, &target.display, remote, &locals);
                 detector
                     .record(self.client, &target, kind, resolution, remote, new, &locals)
@@ -86,16 +90,19 @@ impl ChangeWriter<'_> {
                     }
                     return Ok(());
                 };
-                let (others, indexes) = detector
+                let collisions = detector
                     .unique_collisions(self.client, &target, new, Some(&row))
                     .await?;
-                let (kind, locals) = if !others.is_empty() {
-                    let kind = if indexes > 1 {
+                let (kind, locals) = if !collisions.locals.is_empty() {
+                    let kind = if collisions.indexes > 1 {
                         Kind::MultipleUniqueConflicts
                     } else {
                         Kind::UpdateExists
                     };
-                    (kind, others)
+                    if detector.refuses(&target.display, &collisions) {
+                        return Err(detector.refusal(&target, kind, new));
+                    }
+                    (kind, collisions.locals)
                 } else if detector.origin_differs(&row) {
                     (Kind::UpdateOriginDiffers, vec![row])
                 } else {

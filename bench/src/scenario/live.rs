@@ -18,7 +18,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{marker_visible, sentinel, shared_client, turns, Context, Pair, PAIR_TABLES};
+use super::{
+    marker_lags, marker_visible, sentinel, shared_client, turns, Context, Pair, PAIR_TABLES,
+};
 use crate::check::tables_equal;
 use crate::consumer::{self, poll_until, Child};
 use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
@@ -230,9 +232,8 @@ async fn turn(
         Ok::<_, anyhow::Error>(ids)
     };
     let (pgbench_load, ids) = tokio::try_join!(pgbench_load, markers)?;
-    let (first, last) = match (ids.first(), ids.last()) {
-        (Some(f), Some(l)) => (*f, *l),
-        _ => anyhow::bail!("no marker was written"),
+    let Some(&last) = ids.last() else {
+        anyhow::bail!("no marker was written");
     };
     poll_until(
         &format!("{side} applying the last marker"),
@@ -243,27 +244,7 @@ async fn turn(
     .await?;
     let usage = watch.finish().await;
 
-    let rows = g
-        .query(
-            "SELECT m.id, extract(epoch FROM m.blue_at)::float8, \
-             (extract(epoch FROM s.green_at - m.blue_at) * 1000)::float8 \
-             FROM public.bench_marker m JOIN public.bench_marker_seen s USING (id) \
-             WHERE m.id = ANY($1) ORDER BY m.id",
-            &[&ids],
-        )
-        .await?;
-    anyhow::ensure!(
-        rows.len() == ids.len(),
-        "{} of {} markers ({first}..{last}) have a green commit time; the trigger on green's \
-         bench_marker did not fire for every row",
-        rows.len(),
-        ids.len()
-    );
-    let t0 = rows.first().map(|row| row.get::<_, f64>(1)).unwrap_or(0.0);
-    let points: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|row| (row.get::<_, f64>(1) - t0, row.get::<_, f64>(2)))
-        .collect();
+    let points = marker_lags(&g, &ids).await?;
     let lags: Vec<f64> = points.iter().map(|p| p.1).collect();
 
     // Everything applied, then green equal to blue.

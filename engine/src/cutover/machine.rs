@@ -18,6 +18,7 @@ use super::{
 use crate::client;
 use crate::failpoint;
 use crate::schema::Renames;
+use crate::sequence::CopyMode;
 use crate::sync::direction;
 
 /// Which command runs.
@@ -519,15 +520,21 @@ impl Run<'_> {
                     &self.green,
                     &self.options.publication,
                     &self.options.renames,
+                    CopyMode::NeverBack,
                 )
                 .await?
             }
             Way::Back => {
+                // A two-way offset strategy bounded blue's sequences below green's: blue is
+                // the writer again, it must be able to go past green's values.
+                crate::sequence::two_way::lift_bounds(&self.blue, &self.green, &self.options.slot)
+                    .await?;
                 crate::sequence::copy(
                     &self.green,
                     &self.blue,
                     &self.publication(),
                     &Renames::default(),
+                    CopyMode::NeverBack,
                 )
                 .await?
             }

@@ -21,6 +21,12 @@
 //! them (idempotent), offset once (`applied`). [`revert`] (at `blueshift finalize`, with the
 //! reverse direction's disarming) puts the recorded increments and bounds back on both sides
 //! and keeps the current values.
+//!
+//! **Cutover.** The cutover's sequence copy never moves the new writer's sequences back
+//! ([`super::CopyMode::NeverBack`]), so it keeps what a strategy did: green stays beyond blue
+//! (offset) or on its parity past blue's last value (interleave). A rollback makes blue the
+//! writer again: [`lift_bounds`] first puts back the `MAXVALUE` the offset strategy lowered on
+//! blue, or blue could not take green's values.
 
 use std::fmt;
 use std::str::FromStr;
@@ -402,6 +408,45 @@ pub async fn apply(
         changed.push(pair.blue);
     }
     Ok(changed)
+}
+
+/// Puts back on blue the `MAXVALUE` an offset strategy of `slot` lowered (the recorded
+/// original), keeping everything else recorded for [`revert`]; how many sequences. A rollback
+/// calls it before it copies green's sequences onto blue: blue is the writer again and must go
+/// past the values green handed out, beyond the bound.
+pub async fn lift_bounds(
+    blue: &Client,
+    green: &Client,
+    slot: &str,
+) -> Result<usize, SequenceError> {
+    let exists = crate::client::relation_exists(green, "blueshift.sequence_strategy")
+        .await
+        .map_err(|e| SequenceError::query("green", "look for blueshift.sequence_strategy", e))?;
+    if !exists {
+        return Ok(0);
+    }
+    let rows = green
+        .query(
+            "SELECT seq_schema, seq_name, max_value FROM blueshift.sequence_strategy \
+              WHERE slot = $1 AND side = 'blue' AND strategy = 'offset' AND applied \
+              ORDER BY seq_schema, seq_name",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| SequenceError::query("green", "read blueshift.sequence_strategy", e))?;
+    for row in &rows {
+        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let max: i64 = row.get(2);
+        run(
+            blue,
+            "blue",
+            format!("lift the bound of sequence {name}"),
+            &format!("ALTER SEQUENCE {name} MAXVALUE {max}"),
+        )
+        .await?;
+        tracing::info!(sequence = %name, max_value = max, "the offset strategy's bound on blue lifted");
+    }
+    Ok(rows.len())
 }
 
 /// Puts back the increments and bounds recorded for `slot` on both sides (keeping the values
