@@ -128,6 +128,45 @@ async fn current_database(client: &Client, side: &'static str) -> Result<String,
         .get(0))
 }
 
+/// How often, and how long apart, the sessions that seem to bypass PgBouncer are looked at
+/// again before they are reported: see [`bypassing_sessions`].
+const RECHECKS: u32 = 3;
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The sessions on this database that bypass PgBouncer: [`direct_sessions`] outside PgBouncer's
+/// server connections (`SHOW SERVERS` of `admin`, when there is one).
+///
+/// `PAUSE` makes PgBouncer close its server connections, and a backend whose client went away
+/// stays in `pg_stat_activity` until it has exited; PgBouncer may also open a connection
+/// between its `SHOW SERVERS` and our look at `pg_stat_activity`. Either would be reported as
+/// a session bypassing it. So a session is reported only if it is still there, and still not
+/// one of PgBouncer's, when looked at again: up to [`RECHECKS`] more times, [`RECHECK_EVERY`]
+/// apart, while any is left. A real direct session stays, and is reported; one that ended
+/// meanwhile can no longer write.
+pub(crate) async fn bypassing_sessions(
+    client: &Client,
+    side: &'static str,
+    admin: Option<&super::bouncer::Admin>,
+) -> Result<Vec<DirectSession>, CutoverError> {
+    let mut pooled = match admin {
+        Some(admin) => admin.server_pids().await?,
+        None => Vec::new(),
+    };
+    let mut sessions = direct_sessions(client, side, &pooled).await?;
+    for _ in 0..RECHECKS {
+        if sessions.is_empty() {
+            break;
+        }
+        tokio::time::sleep(RECHECK_EVERY).await;
+        if let Some(admin) = admin {
+            pooled.extend(admin.server_pids().await?);
+        }
+        let again = direct_sessions(client, side, &pooled).await?;
+        sessions.retain(|s| again.iter().any(|a| a.pid == s.pid));
+    }
+    Ok(sessions)
+}
+
 /// Client sessions on this database other than this one, blueshift's own and PgBouncer's
 /// server connections (`pooled`).
 pub(crate) async fn direct_sessions(

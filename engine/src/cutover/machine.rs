@@ -451,12 +451,8 @@ impl Run<'_> {
         let way = self.way();
         let (source, side) = self.source();
         fence::make_read_only(source, side).await?;
-        let pooled = match &self.admin {
-            Some(admin) => admin.server_pids().await?,
-            None => Vec::new(),
-        };
         let (source, side) = self.source();
-        let sessions = fence::direct_sessions(source, side, &pooled).await?;
+        let sessions = fence::bypassing_sessions(source, side, self.admin.as_ref()).await?;
         if !sessions.is_empty() {
             let names: Vec<String> = sessions.iter().map(ToString::to_string).collect();
             if self.options.terminate_direct_sessions {
