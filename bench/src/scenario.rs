@@ -24,6 +24,7 @@ use anyhow::Context as _;
 
 use crate::consumer::{self, poll_until, Endpoints, Subscription};
 use crate::options::{Scenario, Validated};
+use crate::process::{Role, Since, Source};
 use crate::results::ScenarioResult;
 use crate::server::{query_value, Server, Servers};
 use crate::workload::Workload;
@@ -153,6 +154,69 @@ impl Pair {
         self
     }
 
+    /// The sessions the /proc sampler looks things up with, for `side` (open them before a
+    /// timed section).
+    pub(crate) async fn watchers(&self, ctx: &Context<'_>, side: &str) -> anyhow::Result<Watchers> {
+        Ok(Watchers {
+            blue: shared_client(ctx.blue(), &self.blue_db).await?,
+            green: shared_client(ctx.green(), self.green_db(side)).await?,
+        })
+    }
+
+    /// What to watch in /proc while `side` applies: blueshift's process `pid` (counted from
+    /// `consumer`), its sessions on green and its walsender, or the native subscription's
+    /// workers and walsender (all but blueshift's process counted from `others`).
+    pub(crate) fn watch_sources(
+        &self,
+        watchers: Watchers,
+        side: &str,
+        pid: Option<u32>,
+        consumer: Since,
+        others: Since,
+    ) -> Vec<(Role, Since, Source)> {
+        let Watchers { blue, green } = watchers;
+        match pid {
+            Some(pid) => vec![
+                (Role::Consumer, consumer, Source::Own(pid)),
+                (
+                    Role::GreenBackends,
+                    others,
+                    Source::Backends {
+                        client: green,
+                        database: self.green_db(side).to_owned(),
+                        prefix: "blueshift".to_owned(),
+                    },
+                ),
+                (
+                    Role::Walsender,
+                    others,
+                    Source::Slot {
+                        client: blue,
+                        slot: self.bs_slot.clone(),
+                    },
+                ),
+            ],
+            None => vec![
+                (
+                    Role::Consumer,
+                    others,
+                    Source::Subscription {
+                        client: green,
+                        name: self.native.name.clone(),
+                    },
+                ),
+                (
+                    Role::Walsender,
+                    others,
+                    Source::Slot {
+                        client: blue,
+                        slot: self.native.slot.clone(),
+                    },
+                ),
+            ],
+        }
+    }
+
     /// Every published table: pgbench's, the marker, the workloads'.
     pub(crate) fn tables(&self) -> Vec<&'static str> {
         let mut tables = PAIR_TABLES.to_vec();
@@ -235,6 +299,12 @@ impl Pair {
         }
         let _ = blue.drop_database(&self.blue_db).await;
     }
+}
+
+/// A pair's sessions on blue and green that the /proc sampler resolves pids through.
+pub(crate) struct Watchers {
+    blue: Arc<tokio_postgres::Client>,
+    green: Arc<tokio_postgres::Client>,
 }
 
 /// Creates blueshift's slot the way a user does: `blueshift sync` creates it on its first

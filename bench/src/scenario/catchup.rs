@@ -30,7 +30,7 @@ use super::{green_flushed, marker_visible, sentinel, shared_client, turns, Conte
 use crate::check::tables_equal;
 use crate::consumer::{self, poll_until};
 use crate::pgbench;
-use crate::process::{Role, Since, Source, Watch};
+use crate::process::{Since, Watch};
 use crate::results::{Better, Figure, ScenarioResult, BLUESHIFT, PROCESS_FIGURES, WORKLOAD};
 use crate::say;
 use crate::server::{literal, query_value};
@@ -281,8 +281,7 @@ async fn catch_up(
     let (blue, green) = (ctx.blue(), ctx.green());
     let green_db = pair.green_db(side);
     let g = green.connect(green_db).await?;
-    let blue_watch = shared_client(blue, &pair.blue_db).await?;
-    let green_watch = shared_client(green, green_db).await?;
+    let watchers = pair.watchers(ctx, side).await?;
     let (stop_series, series) = throughput_series(green.connect(green_db).await?);
 
     let started = Instant::now();
@@ -296,47 +295,12 @@ async fn catch_up(
             ctx.logs,
             &format!("catchup-run{run}"),
         )?;
-        let sources = vec![
-            (Role::Consumer, Since::Start, Source::Own(sync.pid())),
-            (
-                Role::GreenBackends,
-                Since::Start,
-                Source::Backends {
-                    client: green_watch.clone(),
-                    database: green_db.to_owned(),
-                    prefix: "blueshift".to_owned(),
-                },
-            ),
-            (
-                Role::Walsender,
-                Since::Start,
-                Source::Slot {
-                    client: blue_watch,
-                    slot: pair.bs_slot.clone(),
-                },
-            ),
-        ];
+        let sources =
+            pair.watch_sources(watchers, side, Some(sync.pid()), Since::Start, Since::Start);
         (Some(sync), sources)
     } else {
         pair.native.enable(green).await?;
-        let sources = vec![
-            (
-                Role::Consumer,
-                Since::Start,
-                Source::Subscription {
-                    client: green_watch,
-                    name: pair.native.name.clone(),
-                },
-            ),
-            (
-                Role::Walsender,
-                Since::Start,
-                Source::Slot {
-                    client: blue_watch,
-                    slot: pair.native.slot.clone(),
-                },
-            ),
-        ];
+        let sources = pair.watch_sources(watchers, side, None, Since::Start, Since::Start);
         (None, sources)
     };
     let watch = Watch::start(sources, ctx.local());

@@ -18,13 +18,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::{
-    marker_lags, marker_visible, sentinel, shared_client, turns, Context, Pair, PAIR_TABLES,
-};
+use super::{marker_lags, marker_visible, sentinel, turns, Context, Pair, PAIR_TABLES};
 use crate::check::tables_equal;
 use crate::consumer::{self, poll_until, Child};
 use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
-use crate::process::{Role, Since, Source, Watch};
+use crate::process::{Since, Watch};
 use crate::results::{
     quantile, Better, Figure, ScenarioResult, Series, BLUESHIFT, PROCESS_FIGURES, WORKLOAD,
 };
@@ -148,8 +146,8 @@ async fn turn(
 
     // Start and catch up with what happened since this side last ran (untimed).
     let mut sync: Option<Child> = None;
-    let sources = if side == BLUESHIFT {
-        let s = consumer::start_sync(
+    if side == BLUESHIFT {
+        sync = Some(consumer::start_sync(
             ctx.blueshift,
             &pair.ends(ctx),
             &pair.publication,
@@ -157,50 +155,17 @@ async fn turn(
             o.workers,
             ctx.logs,
             &format!("live-run{run}"),
-        )?;
-        let pid = s.pid();
-        sync = Some(s);
-        vec![
-            (Role::Consumer, Since::Now, Source::Own(pid)),
-            (
-                Role::GreenBackends,
-                Since::Now,
-                Source::Backends {
-                    client: shared_client(green, green_db).await?,
-                    database: green_db.to_owned(),
-                    prefix: "blueshift".to_owned(),
-                },
-            ),
-            (
-                Role::Walsender,
-                Since::Now,
-                Source::Slot {
-                    client: shared_client(blue, &pair.blue_db).await?,
-                    slot: pair.bs_slot.clone(),
-                },
-            ),
-        ]
+        )?);
     } else {
         pair.native.enable(green).await?;
-        vec![
-            (
-                Role::Consumer,
-                Since::Now,
-                Source::Subscription {
-                    client: shared_client(green, green_db).await?,
-                    name: pair.native.name.clone(),
-                },
-            ),
-            (
-                Role::Walsender,
-                Since::Now,
-                Source::Slot {
-                    client: shared_client(blue, &pair.blue_db).await?,
-                    slot: pair.native.slot.clone(),
-                },
-            ),
-        ]
-    };
+    }
+    let sources = pair.watch_sources(
+        pair.watchers(ctx, side).await?,
+        side,
+        sync.as_ref().map(Child::pid),
+        Since::Now,
+        Since::Now,
+    );
     let mut alive = || match sync.as_mut() {
         Some(s) => s.check_running(),
         None => Ok(()),

@@ -20,11 +20,11 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use super::{green_flushed, marker_visible, sentinel, shared_client, turns, Context, Pair};
+use super::{green_flushed, marker_visible, sentinel, turns, Context, Pair};
 use crate::check::tables_equal;
 use crate::consumer::{self, poll_until, Child};
 use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
-use crate::process::{Role, Since, Source, Watch};
+use crate::process::{Since, Watch};
 use crate::results::{figure, Better, ScenarioResult, BLUESHIFT, PROCESS_FIGURES, WORKLOAD};
 use crate::say;
 
@@ -160,48 +160,13 @@ async fn turn(
         load.transactions
     ));
 
-    let blue_watch = shared_client(blue, &pair.blue_db).await?;
-    let green_watch = shared_client(green, green_db).await?;
-    let sources = match pid {
-        Some(pid) => vec![
-            (Role::Consumer, Since::Now, Source::Own(pid)),
-            (
-                Role::GreenBackends,
-                Since::Start,
-                Source::Backends {
-                    client: green_watch.clone(),
-                    database: green_db.to_owned(),
-                    prefix: "blueshift".to_owned(),
-                },
-            ),
-            (
-                Role::Walsender,
-                Since::Start,
-                Source::Slot {
-                    client: blue_watch,
-                    slot: pair.bs_slot.clone(),
-                },
-            ),
-        ],
-        None => vec![
-            (
-                Role::Consumer,
-                Since::Start,
-                Source::Subscription {
-                    client: green_watch.clone(),
-                    name: pair.native.name.clone(),
-                },
-            ),
-            (
-                Role::Walsender,
-                Since::Start,
-                Source::Slot {
-                    client: blue_watch,
-                    slot: pair.native.slot.clone(),
-                },
-            ),
-        ],
-    };
+    let sources = pair.watch_sources(
+        pair.watchers(ctx, side).await?,
+        side,
+        pid,
+        Since::Now,
+        Since::Start,
+    );
     let watch = Watch::start(sources, ctx.local());
     let g = green.connect(green_db).await?;
     let caught_up = async {
