@@ -154,6 +154,30 @@ impl Pair {
         self
     }
 
+    /// Starts `side`'s consumer: `blueshift sync` (its log `<log>.log`, returned) or the native
+    /// subscription, enabled (`None`).
+    pub(crate) async fn start_consumer(
+        &self,
+        ctx: &Context<'_>,
+        side: &str,
+        log: &str,
+    ) -> anyhow::Result<Option<consumer::Child>> {
+        if side == crate::results::BLUESHIFT {
+            Ok(Some(consumer::start_sync(
+                ctx.blueshift,
+                &self.ends(ctx),
+                &self.publication,
+                &self.bs_slot,
+                ctx.options.workers,
+                ctx.logs,
+                log,
+            )?))
+        } else {
+            self.native.enable(ctx.green()).await?;
+            Ok(None)
+        }
+    }
+
     /// The sessions the /proc sampler looks things up with, for `side` (open them before a
     /// timed section).
     pub(crate) async fn watchers(&self, ctx: &Context<'_>, side: &str) -> anyhow::Result<Watchers> {

@@ -285,24 +285,11 @@ async fn catch_up(
     let (stop_series, series) = throughput_series(green.connect(green_db).await?);
 
     let started = Instant::now();
-    let (mut sync, sources) = if side == BLUESHIFT {
-        let sync = consumer::start_sync(
-            ctx.blueshift,
-            &pair.ends(ctx),
-            &pair.publication,
-            &pair.bs_slot,
-            ctx.options.workers,
-            ctx.logs,
-            &format!("catchup-run{run}"),
-        )?;
-        let sources =
-            pair.watch_sources(watchers, side, Some(sync.pid()), Since::Start, Since::Start);
-        (Some(sync), sources)
-    } else {
-        pair.native.enable(green).await?;
-        let sources = pair.watch_sources(watchers, side, None, Since::Start, Since::Start);
-        (None, sources)
-    };
+    let mut sync = pair
+        .start_consumer(ctx, side, &format!("catchup-run{run}"))
+        .await?;
+    let pid = sync.as_ref().map(consumer::Child::pid);
+    let sources = pair.watch_sources(watchers, side, pid, Since::Start, Since::Start);
     let watch = Watch::start(sources, ctx.local());
     let result = async {
         poll_until(

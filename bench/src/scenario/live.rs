@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::{marker_lags, marker_visible, sentinel, turns, Context, Pair, PAIR_TABLES};
 use crate::check::tables_equal;
-use crate::consumer::{self, poll_until, Child};
+use crate::consumer::{poll_until, Child};
 use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
 use crate::process::{Since, Watch};
 use crate::results::{
@@ -145,20 +145,9 @@ async fn turn(
     let g = green.connect(green_db).await?;
 
     // Start and catch up with what happened since this side last ran (untimed).
-    let mut sync: Option<Child> = None;
-    if side == BLUESHIFT {
-        sync = Some(consumer::start_sync(
-            ctx.blueshift,
-            &pair.ends(ctx),
-            &pair.publication,
-            &pair.bs_slot,
-            o.workers,
-            ctx.logs,
-            &format!("live-run{run}"),
-        )?);
-    } else {
-        pair.native.enable(green).await?;
-    }
+    let mut sync = pair
+        .start_consumer(ctx, side, &format!("live-run{run}"))
+        .await?;
     let sources = pair.watch_sources(
         pair.watchers(ctx, side).await?,
         side,

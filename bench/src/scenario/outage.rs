@@ -22,7 +22,7 @@ use anyhow::Context as _;
 
 use super::{green_flushed, marker_visible, sentinel, turns, Context, Pair};
 use crate::check::tables_equal;
-use crate::consumer::{self, poll_until, Child};
+use crate::consumer::{poll_until, Child};
 use crate::pgbench::{self, CHANGES_PER_TRANSACTION};
 use crate::process::{Since, Watch};
 use crate::results::{figure, Better, ScenarioResult, BLUESHIFT, PROCESS_FIGURES, WORKLOAD};
@@ -105,20 +105,9 @@ async fn turn(
     let b = blue.connect(&pair.blue_db).await?;
 
     // Running and caught up (untimed).
-    let mut sync: Option<Child> = None;
-    if side == BLUESHIFT {
-        sync = Some(consumer::start_sync(
-            ctx.blueshift,
-            &pair.ends(ctx),
-            &pair.publication,
-            &pair.bs_slot,
-            o.workers,
-            ctx.logs,
-            &format!("outage-run{run}"),
-        )?);
-    } else {
-        pair.native.enable(green).await?;
-    }
+    let mut sync = pair
+        .start_consumer(ctx, side, &format!("outage-run{run}"))
+        .await?;
     let pid = sync.as_ref().map(Child::pid);
     let mut alive = || match sync.as_mut() {
         Some(s) => s.check_running(),

@@ -363,17 +363,7 @@ mod tests {
 
     #[test]
     fn states_round_trip() {
-        for s in [
-            State::Replicating,
-            State::Ready,
-            State::Fenced,
-            State::Drained,
-            State::Switched,
-            State::Watching,
-            State::CutOver,
-            State::RolledBack,
-            State::Finalized,
-        ] {
+        for s in State::ALL {
             assert_eq!(s.as_str().parse::<State>().unwrap(), s);
         }
         assert!("cutover".parse::<State>().is_err());
