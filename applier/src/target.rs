@@ -217,8 +217,8 @@ pub(crate) struct TargetTable {
     /// its modifier, which text array elements are cast to; or why not.
     pub(crate) foldable: Result<Vec<String>, &'static str>,
     /// Whether a group's changes to this table, when they are all inserts, may go as one set
-    /// INSERT even though the table is not foldable (no key, REPLICA IDENTITY FULL, partitioned,
-    /// a unique index beyond the key: inserts need no key, and inserting a set of rows leaves
+    /// INSERT even though the table is not foldable (no key, REPLICA IDENTITY FULL, a unique
+    /// index beyond the key: inserts need no key, and inserting a set of rows leaves
     /// what inserting them one by one does, and fails where that fails): the same types as
     /// [`foldable`](Self::foldable), or why not (a trigger that fires during apply would see
     /// the rows in another order).
@@ -448,8 +448,11 @@ impl TargetTable {
                 })
                 .collect()
         };
+        // A partitioned table's triggers are on its partitions, which the catalog query does
+        // not look at: its inserts go in blue's order.
         let insertable = match blockers.trigger {
             Some(reason) => Err(reason),
+            None if partitioned => Err("partitioned on green"),
             None => set_columns.clone(),
         };
         let foldable = if full {
