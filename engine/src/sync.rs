@@ -55,6 +55,7 @@ pub(crate) mod preflight;
 mod reader;
 mod scheduler;
 mod slot;
+mod streamed;
 mod verified;
 mod worker;
 mod writeset;
@@ -146,7 +147,17 @@ pub struct SyncConfig {
     /// Fold catch-up groups per key and apply them as set statements (`--fold`, see
     /// `blueshift_applier`'s `fold` module); off: row by row in blue's order.
     pub fold: bool,
+    /// Apply a transaction blue streams while it is in progress as its blocks arrive, on a
+    /// connection of its own, committed at its turn (`--stream-apply`, see [`streamed`]); off:
+    /// applied from its spill after its commit.
+    pub stream_apply: bool,
+    /// At most this many streamed transactions applied at once (`--stream-apply-max`), each on
+    /// an applier of its own; the others go the spill path.
+    pub stream_apply_max: usize,
 }
+
+/// The default of [`SyncConfig::stream_apply_max`].
+pub const DEFAULT_STREAM_APPLY_MAX: usize = streamed::DEFAULT_MAX;
 
 /// How two-way sync resolves conflicts, and since when it runs.
 #[derive(Debug, Clone, Default)]
@@ -815,6 +826,23 @@ async fn attempt(
             what: format!("could not connect to green ({})", config.target),
             source,
         })?;
+    // Every origin of the slot counts, not only those of this run's appliers: streamed appliers
+    // (and pool appliers of a run with more workers) committed under theirs.
+    if *direction == direction::Direction::Forward {
+        let origins = crate::status::origin::read(&green, &config.slot)
+            .await
+            .map_err(|source| SyncError::ApplierSetup {
+                origin: format!("{ORIGIN_PREFIX}{}_<n>", config.slot),
+                source: ApplyError::Origin {
+                    action: "read the progress of",
+                    name: format!("{ORIGIN_PREFIX}{}_<n>", config.slot),
+                    source,
+                },
+            })?;
+        if let Some(durable) = crate::status::durable_position(&origins) {
+            resume_after = resume_after.max(durable);
+        }
+    }
     // Two-way conflicts compare row versions with the moment the reverse direction was armed:
     // known before the first change is applied (the sidecar sets it too when it arms).
     if config.bidirectional && *direction == direction::Direction::Forward {
@@ -847,6 +875,31 @@ async fn attempt(
         .expect("start_replication negotiates a protocol version from 1 to 4");
     let feedback = stream.feedback();
     let acks = acknowledge::Acks::new(feedback.clone());
+    // Streamed apply (see `streamed`): protocol 2 or later, one-way, no backfill fence.
+    let stream_appliers = if config.stream_apply
+        && version >= ProtocolVersion::V2
+        && fences.is_empty()
+        && !config.bidirectional
+        && *direction == direction::Direction::Forward
+    {
+        config.stream_apply_max
+    } else {
+        0
+    };
+    let mut streamed_appliers = Vec::with_capacity(stream_appliers);
+    for n in 0..stream_appliers {
+        let mut options =
+            ApplierOptions::new(direction.origin_name(&config.slot, config.workers + n));
+        options.synchronous_commit = SynchronousCommit::Off;
+        options.mapping = Arc::clone(&config.mapping);
+        options.fold = false;
+        options.application_name = format!("blueshift streamed apply {}", config.slot);
+        let origin = options.origin_name.clone();
+        let applier = Applier::connect(&config.target, options)
+            .await
+            .map_err(|source| SyncError::ApplierSetup { origin, source })?;
+        streamed_appliers.push(applier);
+    }
     let (stop_acks, acks_stopped) = tokio::sync::oneshot::channel();
     let mut acknowledger = tokio::spawn(
         acknowledge::Acknowledger {
@@ -922,6 +975,16 @@ async fn attempt(
         );
         tasks.spawn(task);
     }
+    let streams = if streamed_appliers.is_empty() {
+        streamed::StreamApply::off()
+    } else {
+        let context = streamed::Context {
+            order: order.clone(),
+            hold: Arc::clone(&hold),
+            turn_timeout: config.turn_timeout,
+        };
+        streamed::StreamApply::start(streamed_appliers, &context, &mut tasks)
+    };
     // One budget for every in-flight transaction: assembling, queued, being applied.
     let budget = MemoryBudget::new(config.max_txn_memory);
     let assembler = TxAssembler::sharing(
@@ -956,6 +1019,7 @@ async fn attempt(
         hold: Arc::clone(&hold),
         spilled: (0, 0),
         fence_marker: false,
+        streams,
     };
 
     // Read until shutdown or error; an applier failing ends reading too.
