@@ -611,6 +611,21 @@ impl Applier {
         }
     }
 
+    /// Whether another session on green waits for a lock this session holds
+    /// (`pg_blocking_pids`): the engine's check, before it lets a streamed transaction go,
+    /// that it stands in the way of an earlier one.
+    pub async fn blocks_others(&mut self) -> Result<bool, ApplyError> {
+        const SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a \
+             WHERE pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) \
+               ANY (pg_catalog.pg_blocking_pids(a.pid)))";
+        let row = self
+            .client
+            .query_one(SQL, &[])
+            .await
+            .map_err(|e| transaction_error("pg_blocking_pids", Lsn::INVALID, e))?;
+        Ok(row.get(0))
+    }
+
     /// Whether a transaction is open on green (staged, or streamed and not yet ended).
     pub fn in_transaction(&self) -> bool {
         self.open.is_some()

@@ -875,10 +875,15 @@ async fn attempt(
         .expect("start_replication negotiates a protocol version from 1 to 4");
     let feedback = stream.feedback();
     let acks = acknowledge::Acks::new(feedback.clone());
-    // Streamed apply (see `streamed`): protocol 2 or later, one-way, no backfill fence.
+    // Streamed apply (see `streamed`): protocol 2 or later, one-way; a transaction a backfill
+    // fence covers is never applied streamed (`StreamApply::first_block`).
+    let fenced_until = fences
+        .values()
+        .map(|f| f.reconcile_before.max(f.skip_before))
+        .max()
+        .unwrap_or(Lsn::INVALID);
     let stream_appliers = if config.stream_apply
         && version >= ProtocolVersion::V2
-        && fences.is_empty()
         && !config.bidirectional
         && *direction == direction::Direction::Forward
     {
@@ -983,7 +988,12 @@ async fn attempt(
             hold: Arc::clone(&hold),
             turn_timeout: config.turn_timeout,
         };
-        streamed::StreamApply::start(streamed_appliers, &context, &mut tasks)
+        streamed::StreamApply::start(
+            streamed_appliers,
+            &context,
+            (resume_after, fenced_until),
+            &mut tasks,
+        )
     };
     // One budget for every in-flight transaction: assembling, queued, being applied.
     let budget = MemoryBudget::new(config.max_txn_memory);

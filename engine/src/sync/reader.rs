@@ -487,7 +487,7 @@ impl Reader {
                 .scheduler
                 .schedule(&super::writeset::Writeset::default(), committed),
         };
-        self.streams.scheduled(slot.seq);
+        self.streams.scheduled(slot.seq, commit_lsn);
         // Applied as blue sent it: its streamed applier commits it at its turn.
         let streamed = match &tx {
             Some(tx) if self.streams.is_applying(xid) => {

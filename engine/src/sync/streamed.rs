@@ -46,10 +46,13 @@
 //!   transactions are still being applied by the pool, and one of them may need a row it
 //!   locked — a wait PostgreSQL cannot see as a deadlock, since its other edge is our commit
 //!   order. So while it holds a transaction open, a streamed applier watches the commit order:
-//!   when a transaction scheduled before it is waiting to commit and no commit happened for
-//!   `turn_timeout` (the pool's deadlock breaker's timeout), it rolls back and gives up. Its
+//!   when a transaction scheduled before it is waiting to commit, no commit happened for
+//!   `turn_timeout` (the pool's deadlock breaker's timeout) **and** a session on green waits
+//!   for a lock the streamed one holds (`pg_blocking_pids`), it rolls back and gives up; a
+//!   stall nobody waits on it for (a big transaction ahead still applying) is waited out. Its
 //!   own statements run with `lock_timeout = turn_timeout`, so it never waits on a lock
-//!   unboundedly either. The same rule holds while it waits for its commit turn.
+//!   unboundedly either (a pool transaction waiting for its turn may hold what it needs). The
+//!   same rule holds while it waits for its commit turn.
 //! - blueshift restarts: green rolls the open transaction back with the connection; blue sends
 //!   the transaction again from the slot's position.
 //!
@@ -179,6 +182,11 @@ pub(crate) struct StreamApply {
     scheduled: Arc<AtomicU64>,
     /// Reused buffer of tapped events.
     taps: Vec<Tapped>,
+    /// The commit position of the last transaction scheduled (or the resume position): a
+    /// transaction streamed now commits after it.
+    last_commit: Lsn,
+    /// Transactions committing before this are covered by a backfill fence.
+    fenced_until: Lsn,
 }
 
 /// What a streamed applier shares with the rest of the attempt.
@@ -199,9 +207,14 @@ impl StreamApply {
     pub(crate) fn start(
         appliers: Vec<Applier>,
         context: &Context,
+        (resume_after, fenced_until): (Lsn, Lsn),
         tasks: &mut tokio::task::JoinSet<Result<(), SyncError>>,
     ) -> StreamApply {
-        let mut stream = StreamApply::default();
+        let mut stream = StreamApply {
+            last_commit: resume_after,
+            fenced_until,
+            ..StreamApply::default()
+        };
         for (n, applier) in appliers.into_iter().enumerate() {
             let (events, queue) = mpsc::channel(QUEUE_EVENTS);
             let bytes = Arc::new(Semaphore::new(QUEUE_BYTES));
@@ -230,9 +243,10 @@ impl StreamApply {
         self.active.contains_key(&xid)
     }
 
-    /// The scheduler gave out number `seq`.
-    pub(crate) fn scheduled(&self, seq: u64) {
+    /// The scheduler gave out number `seq` to the transaction committed at `commit_lsn`.
+    pub(crate) fn scheduled(&mut self, seq: u64, commit_lsn: Lsn) {
         self.scheduled.fetch_max(seq, Ordering::Release);
+        self.last_commit = self.last_commit.max(commit_lsn);
     }
 
     /// Stream Start of `xid`'s first block: hands it to a free streamed applier, if any, and
@@ -242,6 +256,16 @@ impl StreamApply {
         xid: Xid,
         assembler: &mut TxAssembler,
     ) -> Result<(), SyncError> {
+        if self.handles.is_empty() {
+            return Ok(());
+        }
+        // Blue sends commits in commit order: this one commits after the last one scheduled.
+        // Fences compare a change's commit position, unknown until the commit: a transaction
+        // that could still be under one goes the spill path.
+        if self.last_commit < self.fenced_until {
+            tracing::debug!(xid = %xid, "a backfill fence may cover the transaction: it goes the spill path");
+            return Ok(());
+        }
         let Some(n) = self.handles.iter().position(|h| h.xid.is_none()) else {
             tracing::debug!(xid = %xid, "no free streamed applier: the transaction goes the spill path");
             return Ok(());
@@ -432,7 +456,7 @@ async fn run(
                     },
                     () = tokio::time::sleep(check), if open => {
                         let cancel = cancelled.load(Ordering::Acquire) == generation;
-                        if cancel || stall.stalled(&context, &scheduled) {
+                        if cancel || stall.blocking(&mut applier, &context, &scheduled).await {
                             tracing::info!(applier = index, xid = %xid, cancelled = cancel, "streamed apply gives up (an earlier transaction may wait for its locks); the transaction is applied from its spill at its turn");
                             give_up(&mut applier, &mut state, &cancelled, generation).await;
                         }
@@ -616,7 +640,11 @@ async fn commit(
     let check =
         (context.turn_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     while !context.order.wait_for(seq - 1, Some(check)).await {
-        if stall.stalled(context, scheduled) {
+        if stall.blocking(applier, context, scheduled).await {
+            tracing::info!(
+                seq,
+                "streamed transaction holds a lock an earlier one waits for: rolling back"
+            );
             if let Err(e) = applier.rollback().await {
                 tracing::debug!(error = %e, "rollback of a streamed transaction failed");
             }
@@ -626,6 +654,7 @@ async fn commit(
     }
     // Verify's hold: the first commit past its position waits for the release.
     context.hold.at_turn(end_lsn, end_lsn).await;
+    tracing::debug!(seq, commit_lsn = %commit_lsn, "committing a streamed transaction at its turn");
     match applier.commit_streamed(commit_lsn, commit_time).await {
         Ok(outcome) => {
             blueshift_applier::failpoint::hit("after-green-commit");
@@ -661,5 +690,30 @@ impl Stall {
             return false;
         }
         self.since.elapsed() >= context.turn_timeout
+    }
+
+    /// True once [`stalled`](Self::stalled) and a session on green waits for a lock the
+    /// streamed applier's holds (an error asking counts as yes: giving up is always safe).
+    /// A stall nobody waits on it for starts the clock again.
+    async fn blocking(
+        &mut self,
+        applier: &mut Applier,
+        context: &Context,
+        scheduled: &AtomicU64,
+    ) -> bool {
+        if !self.stalled(context, scheduled) {
+            return false;
+        }
+        match applier.blocks_others().await {
+            Ok(true) => true,
+            Ok(false) => {
+                self.since = Instant::now();
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not ask green who waits for the streamed transaction");
+                true
+            }
+        }
     }
 }
