@@ -826,22 +826,9 @@ async fn attempt(
             what: format!("could not connect to green ({})", config.target),
             source,
         })?;
-    // Every origin of the slot counts, not only those of this run's appliers: streamed appliers
-    // (and pool appliers of a run with more workers) committed under theirs.
+    // Every origin of the slot counts: streamed appliers committed under theirs.
     if *direction == direction::Direction::Forward {
-        let origins = crate::status::origin::read(&green, &config.slot)
-            .await
-            .map_err(|source| SyncError::ApplierSetup {
-                origin: format!("{ORIGIN_PREFIX}{}_<n>", config.slot),
-                source: ApplyError::Origin {
-                    action: "read the progress of",
-                    name: format!("{ORIGIN_PREFIX}{}_<n>", config.slot),
-                    source,
-                },
-            })?;
-        if let Some(durable) = crate::status::durable_position(&origins) {
-            resume_after = resume_after.max(durable);
-        }
+        resume_after = resume_after.max(streamed::durable(&green, &config.slot).await?);
     }
     // Two-way conflicts compare row versions with the moment the reverse direction was armed:
     // known before the first change is applied (the sidecar sets it too when it arms).
@@ -875,36 +862,8 @@ async fn attempt(
         .expect("start_replication negotiates a protocol version from 1 to 4");
     let feedback = stream.feedback();
     let acks = acknowledge::Acks::new(feedback.clone());
-    // Streamed apply (see `streamed`): protocol 2 or later, one-way; a transaction a backfill
-    // fence covers is never applied streamed (`StreamApply::first_block`).
-    let fenced_until = fences
-        .values()
-        .map(|f| f.reconcile_before.max(f.skip_before))
-        .max()
-        .unwrap_or(Lsn::INVALID);
-    let stream_appliers = if config.stream_apply
-        && version >= ProtocolVersion::V2
-        && !config.bidirectional
-        && *direction == direction::Direction::Forward
-    {
-        config.stream_apply_max
-    } else {
-        0
-    };
-    let mut streamed_appliers = Vec::with_capacity(stream_appliers);
-    for n in 0..stream_appliers {
-        let mut options =
-            ApplierOptions::new(direction.origin_name(&config.slot, config.workers + n));
-        options.synchronous_commit = SynchronousCommit::Off;
-        options.mapping = Arc::clone(&config.mapping);
-        options.fold = false;
-        options.application_name = format!("blueshift streamed apply {}", config.slot);
-        let origin = options.origin_name.clone();
-        let applier = Applier::connect(&config.target, options)
-            .await
-            .map_err(|source| SyncError::ApplierSetup { origin, source })?;
-        streamed_appliers.push(applier);
-    }
+    // Streamed apply (see `streamed`): its appliers, when the protocol and settings allow.
+    let streamed_appliers = streamed::connect(config, direction, version).await?;
     let (stop_acks, acks_stopped) = tokio::sync::oneshot::channel();
     let mut acknowledger = tokio::spawn(
         acknowledge::Acknowledger {
@@ -988,6 +947,11 @@ async fn attempt(
             hold: Arc::clone(&hold),
             turn_timeout: config.turn_timeout,
         };
+        let fenced_until = fences
+            .values()
+            .map(|f| f.reconcile_before.max(f.skip_before))
+            .max()
+            .unwrap_or(Lsn::INVALID);
         streamed::StreamApply::start(
             streamed_appliers,
             &context,
