@@ -92,7 +92,7 @@ mod task;
 use crate::assembler::{Tapped, TxAssembler};
 
 /// At most this many bytes of changes wait in one streamed applier's queue.
-pub(crate) const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The reader gives a streamed apply up when its queue has no room for this long.
 pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
