@@ -136,7 +136,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bidirectional: false,
         conflicts: Default::default(),
         fold: true,
-        stream_apply: true,
+        stream_apply: false,
         stream_apply_max: blueshift_engine::sync::DEFAULT_STREAM_APPLY_MAX,
     };
     let metrics = Metrics::new();

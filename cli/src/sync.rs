@@ -113,8 +113,9 @@ pub(crate) struct SyncArgs {
     /// Apply a large transaction blue streams while it is in progress (PostgreSQL 14+) as it
     /// arrives, on a connection of its own, and commit it at its turn, as native
     /// `streaming = parallel` does; it is still spilled as it arrives, and applied from the spill
-    /// whenever the streamed apply gives up. Off: applied from its spill after its commit
-    /// [default: on].
+    /// whenever the streamed apply gives up. Off: applied from its spill after its commit,
+    /// folded into set statements, which is faster for a large DELETE or UPDATE (the streamed
+    /// apply goes row by row) [default: off].
     #[arg(long, value_name = "on|off", env = "BLUESHIFT_STREAM_APPLY", value_parser = settings::boolish())]
     stream_apply: Option<bool>,
     /// At most this many streamed transactions applied at once, each on a connection of its
@@ -252,7 +253,7 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
     )?;
     stream.queue_capacity = args.queue_capacity.or(file.queue_capacity).unwrap_or(1024);
     stream.fold = args.fold.or(file.fold).unwrap_or(true);
-    stream.stream_apply = args.stream_apply.or(file.stream_apply).unwrap_or(true);
+    stream.stream_apply = args.stream_apply.or(file.stream_apply).unwrap_or(false);
     stream.stream_apply_max = settings::in_range(
         "--stream-apply-max",
         args.stream_apply_max
@@ -479,7 +480,7 @@ fn settings(
         bidirectional: false,
         conflicts: Default::default(),
         fold: true,
-        stream_apply: true,
+        stream_apply: false,
         stream_apply_max: sync::DEFAULT_STREAM_APPLY_MAX,
     };
     let ready_max_lag = common.ready_max_lag.or(file.ready_max_lag).unwrap_or(60.0);

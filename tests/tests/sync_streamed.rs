@@ -40,10 +40,12 @@ fn pair(name: &str) -> Pair {
     pair
 }
 
-/// `blueshift sync` with two pool appliers (so the first streamed origin is `blueshift_bs_2`),
+/// `blueshift sync --stream-apply on` with two pool appliers (so the first streamed origin is `blueshift_bs_2`),
 /// a 4 MiB budget (streamed transactions spill as they arrive too) and `extra`.
 fn start(pair: &Pair, spill: &tempfile::TempDir, extra: &[&str]) -> Sync {
     let mut args = vec![
+        "--stream-apply",
+        "on",
         "--workers",
         "2",
         "--max-txn-memory",
