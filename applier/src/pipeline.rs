@@ -362,7 +362,9 @@ impl<'a> Pipeline<'a> {
                 "a wire statement sent on a tokio-postgres pipeline",
             ));
         };
-        if wire.is_closed() {
+        // A window under way (part of it written out) is this one's; at a window's start the
+        // session must have been read to its end.
+        if requests.is_empty() && wire.is_closed() {
             return Err(ApplyError::Transaction {
                 step: "a statement",
                 commit_lsn: String::new(),
