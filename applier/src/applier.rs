@@ -512,11 +512,11 @@ impl Applier {
                 .rollback()
                 .await
                 .map_err(|e| transaction_error("ROLLBACK", staged.commit_lsn, e)),
-            (Some(staged), None) if !staged.skipped => self
-                .client
-                .batch_execute("ROLLBACK")
-                .await
-                .map_err(|e| transaction_error("ROLLBACK", staged.commit_lsn, SqlError::from(e))),
+            (Some(staged), None) if !staged.skipped => {
+                self.client.batch_execute("ROLLBACK").await.map_err(|e| {
+                    transaction_error("ROLLBACK", staged.commit_lsn, SqlError::from(e))
+                })
+            }
             _ => Ok(()),
         }
     }

@@ -304,7 +304,9 @@ impl<'a> Pipeline<'a> {
                 let on_parse = Arc::clone(&error);
                 requests.push_back(Request::Parse(None, Box::new(move |e| on_parse(e))));
                 requests.push_back(Request::Bind);
-                requests.push_back(Request::Execute(Execute::Plain(Box::new(move |e| error(e)))));
+                requests.push_back(Request::Execute(Execute::Plain(Box::new(move |e| {
+                    error(e)
+                }))));
                 return self.drain().await;
             }
             Backend::Tokio { client, .. } => *client,
@@ -606,9 +608,7 @@ impl<'a> Pipeline<'a> {
         if requests.is_empty() {
             return Ok(());
         }
-        let commits = requests
-            .iter()
-            .any(|r| matches!(r, Request::Commit(_)));
+        let commits = requests.iter().any(|r| matches!(r, Request::Commit(_)));
         frontend::sync(wire.session.buffer());
         requests.push_back(Request::Sync);
         wire.outstanding = true;
@@ -641,22 +641,24 @@ impl<'a> Pipeline<'a> {
                 continue;
             }
             let outcome = match request {
-                Request::Parse(statement, on_error) => match wire.session.recv().await.map_err(broken)? {
-                    Reply::ParseComplete => {
-                        if let Some(s) = statement {
-                            s.set_state(PARSED);
+                Request::Parse(statement, on_error) => {
+                    match wire.session.recv().await.map_err(broken)? {
+                        Reply::ParseComplete => {
+                            if let Some(s) = statement {
+                                s.set_state(PARSED);
+                            }
+                            Ok(None)
                         }
-                        Ok(None)
-                    }
-                    Reply::Error(e) => {
-                        if let Some(s) = statement {
-                            s.set_state(UNPARSED);
+                        Reply::Error(e) => {
+                            if let Some(s) = statement {
+                                s.set_state(UNPARSED);
+                            }
+                            skipping = true;
+                            Err(on_error(server(e)))
                         }
-                        skipping = true;
-                        Err(on_error(server(e)))
+                        other => return Err(out_of_protocol(&other)),
                     }
-                    other => return Err(out_of_protocol(&other)),
-                },
+                }
                 Request::Close => match wire.session.recv().await.map_err(broken)? {
                     Reply::CloseComplete => Ok(None),
                     Reply::Error(e) => {
@@ -675,7 +677,9 @@ impl<'a> Pipeline<'a> {
                         skipping = true;
                         // The Execute behind it explains the failure (its table and row).
                         match requests.pop_front() {
-                            Some(Request::Execute(execute)) => Err(execute_error(execute, server(e))),
+                            Some(Request::Execute(execute)) => {
+                                Err(execute_error(execute, server(e)))
+                            }
                             Some(other) => {
                                 requests.push_front(other);
                                 Err(ApplyError::Transaction {
@@ -842,7 +846,10 @@ fn bind(statement: &str, params: Params<'_>, buf: &mut BytesMut) -> Result<(), A
             statement,
             arrays.iter().map(|_| 1),
             arrays.iter(),
-            |a, out| a.to_sql(&Type::TEXT_ARRAY, out).map(|_| postgres_protocol::IsNull::No),
+            |a, out| {
+                a.to_sql(&Type::TEXT_ARRAY, out)
+                    .map(|_| postgres_protocol::IsNull::No)
+            },
             std::iter::empty(),
             buf,
         )
@@ -1007,9 +1014,9 @@ fn set_answer(
                 table: target.display.clone(),
                 operation,
             },
-            Operation::Insert | Operation::Truncate => ApplyError::Misuse(
-                "a set INSERT inserted another number of rows than it was given",
-            ),
+            Operation::Insert | Operation::Truncate => {
+                ApplyError::Misuse("a set INSERT inserted another number of rows than it was given")
+            }
         });
     }
     Ok(Answer::Rows(operation, if absent { 0 } else { rows }))

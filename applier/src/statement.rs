@@ -375,7 +375,12 @@ impl StatementCache {
 
     /// Caches a statement, evicting the least recently used one when full; returns the one
     /// evicted (to close on green).
-    pub(crate) fn insert(&mut self, table: u64, shape: Shape, statement: Statement) -> Option<Statement> {
+    pub(crate) fn insert(
+        &mut self,
+        table: u64,
+        shape: Shape,
+        statement: Statement,
+    ) -> Option<Statement> {
         let evicted = if self.len >= self.capacity {
             self.evict_oldest()
         } else {

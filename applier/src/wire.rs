@@ -177,7 +177,9 @@ impl Wire {
         }
         self.outstanding = false;
         match error {
-            Some(e) => Err(SqlError::from(blueshift_decoder::ReplicationError::Server(e))),
+            Some(e) => Err(SqlError::from(blueshift_decoder::ReplicationError::Server(
+                e,
+            ))),
             None => Ok(rows),
         }
     }
@@ -207,7 +209,9 @@ pub(crate) fn closed() -> SqlError {
 }
 
 fn nul(what: &str) -> SqlError {
-    SqlError::Wire(Box::new(blueshift_decoder::ReplicationError::InvalidOption {
-        problem: format!("{what} contains a NUL byte"),
-    }))
+    SqlError::Wire(Box::new(
+        blueshift_decoder::ReplicationError::InvalidOption {
+            problem: format!("{what} contains a NUL byte"),
+        },
+    ))
 }

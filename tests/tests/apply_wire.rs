@@ -164,7 +164,10 @@ fn a_refused_transaction_leaves_exactly_the_ones_before_it() {
         .expect("count")
         .parse()
         .expect("a number");
-    assert!(held < REFUSED, "{held} rows: nothing from the refused one on");
+    assert!(
+        held < REFUSED,
+        "{held} rows: nothing from the refused one on"
+    );
     assert_eq!(
         pair.green
             .psql("app", "SELECT coalesce(max(n), 0) FROM seqd")
@@ -201,7 +204,10 @@ fn a_refused_transaction_leaves_exactly_the_ones_before_it() {
     pair.converge(&["seqd", "keyless"], WITHIN);
     assert_eq!(
         pair.green
-            .psql("app", "SELECT count(DISTINCT n) || '/' || count(*) FROM keyless")
+            .psql(
+                "app",
+                "SELECT count(DISTINCT n) || '/' || count(*) FROM keyless"
+            )
             .expect("count"),
         "100/100"
     );

@@ -22,7 +22,6 @@ use std::task::Poll;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-
 use super::auth::StartupKind;
 use super::error::{ReplicationError, ServerError};
 use super::message::BackendMessage;
@@ -128,10 +127,14 @@ impl SqlSession {
             while !write_buf.is_empty() {
                 match Pin::new(&mut *transport).poll_write(cx, write_buf) {
                     Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(ReplicationError::Closed { during: DURING_SEND }))
+                        return Poll::Ready(Err(ReplicationError::Closed {
+                            during: DURING_SEND,
+                        }))
                     }
                     Poll::Ready(Ok(n)) => write_buf.advance(n),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ReplicationError::io(DURING_SEND)(e))),
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(ReplicationError::io(DURING_SEND)(e)))
+                    }
                     Poll::Pending => {
                         // The server may be blocked writing answers: take them in.
                         if read_some(transport, read_buf, cx)? {
@@ -219,7 +222,9 @@ fn read_some(
         Poll::Ready(Ok(())) => {
             let filled = read.filled();
             if filled.is_empty() {
-                return Err(ReplicationError::Closed { during: DURING_SEND });
+                return Err(ReplicationError::Closed {
+                    during: DURING_SEND,
+                });
             }
             buf.extend_from_slice(filled);
             Ok(true)
