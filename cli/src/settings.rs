@@ -51,6 +51,8 @@ pub(crate) struct FileSettings {
     pub(crate) queue_capacity: Option<usize>,
     /// `false`: as `blueshift sync --fold off`.
     pub(crate) fold: Option<bool>,
+    /// `false`: as `blueshift sync --pipelined-apply off`.
+    pub(crate) pipelined_apply: Option<bool>,
     pub(crate) status_interval: Option<u64>,
     /// `true`: as --backfill; `false`: as --no-backfill.
     pub(crate) backfill: Option<bool>,

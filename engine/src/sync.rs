@@ -146,6 +146,10 @@ pub struct SyncConfig {
     /// Fold catch-up groups per key and apply them as set statements (`--fold`, see
     /// `blueshift_applier`'s `fold` module); off: row by row in blue's order.
     pub fold: bool,
+    /// Apply over the applier's own protocol session, one Sync per window
+    /// (`--pipelined-apply`, see `blueshift_applier`'s `wire` module); off: over
+    /// tokio-postgres, one Sync per statement.
+    pub pipelined_apply: bool,
 }
 
 /// How two-way sync resolves conflicts, and since when it runs.
@@ -795,6 +799,7 @@ async fn attempt(
         options.synchronous_commit = SynchronousCommit::Off;
         options.mapping = Arc::clone(&config.mapping);
         options.fold = config.fold;
+        options.wire = config.pipelined_apply;
         if config.bidirectional {
             options.conflicts = Some(conflict_options(config, direction));
         }
