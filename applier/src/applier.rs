@@ -48,6 +48,7 @@ use crate::session::{self, ApplierOptions};
 use crate::statement::StatementCache;
 use crate::target::TargetCache;
 use crate::transaction::{Change, Transaction};
+use crate::wire::Wire;
 
 /// Prepared once at connect, to check early that the role may tag transactions (the tag itself
 /// goes with each `COMMIT`, see [`commit_sql`]).
@@ -61,8 +62,13 @@ pub(crate) const COMMIT: &str =
 /// One connection to green, applying transactions under its own replication origin.
 #[derive(Debug)]
 pub struct Applier {
+    /// Catalog reads; the applied transactions too when `wire` is `None`.
     client: Client,
     connection: JoinHandle<()>,
+    /// The session the transactions are applied on, one `Sync` per window (see
+    /// [`wire`](crate::wire)): bound to the origin. `None` for a two-way applier or with
+    /// [`ApplierOptions::wire`] off.
+    wire: Option<Wire>,
     options: ApplierOptions,
     /// The commit LSN of the last transaction green holds under this origin: read at connect,
     /// then advanced by every commit of this session.
@@ -91,7 +97,25 @@ impl Applier {
             .await
             .map_err(ApplyError::Connect)?;
         session::pin(&client, &options).await?;
-        origin::set_up(&client, &options.origin_name).await?;
+        let mut wire = None;
+        if options.wire && options.conflicts.is_none() {
+            let mut session = Wire::connect(green, &options).await?;
+            origin::create(&client, &options.origin_name).await?;
+            session
+                .query(
+                    "SELECT pg_catalog.pg_replication_origin_session_setup($1::pg_catalog.text)",
+                    &[&options.origin_name],
+                )
+                .await
+                .map_err(|source| ApplyError::Origin {
+                    action: "set up",
+                    name: options.origin_name.clone(),
+                    source,
+                })?;
+            wire = Some(session);
+        } else {
+            origin::set_up(&client, &options.origin_name).await?;
+        }
         let progress = origin::progress(&client, &options.origin_name).await?;
         // Checks early that the role may tag transactions (the tag itself is sent with each
         // COMMIT, see `commit_sql`).
@@ -113,12 +137,14 @@ impl Applier {
         info!(
             origin = %options.origin_name,
             progress = %progress,
+            pipelined = wire.is_some(),
             synchronous_commit = options.synchronous_commit.as_str(),
             "applier connected"
         );
         Ok(Applier {
             client,
             connection,
+            wire,
             statements: StatementCache::new(options.statement_cache_capacity),
             targets: TargetCache::new(Arc::clone(&options.mapping)),
             options,
@@ -170,7 +196,7 @@ impl Applier {
 
     /// True when the connection to green is gone; the applier must then be replaced.
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.wire.as_ref().is_some_and(Wire::is_closed)
     }
 
     /// The origin's durable progress on green (`pg_replication_origin_progress(name, true)`):
@@ -351,7 +377,10 @@ impl Applier {
     ) -> Result<(RowCounts, Option<Lsn>), ApplyError> {
         let commit_lsn = tx.commit_lsn;
         let lsn = commit_lsn.to_string();
-        let mut pipeline = Pipeline::new(&self.client, self.options.pipeline_depth);
+        let mut pipeline = match &mut self.wire {
+            Some(wire) => Pipeline::on_wire(wire, self.options.pipeline_depth),
+            None => Pipeline::new(&self.client, self.options.pipeline_depth),
+        };
         if begin {
             pipeline
                 .begin(move |e| transaction_error("BEGIN", commit_lsn, e))
@@ -412,6 +441,22 @@ impl Applier {
         // The origin tag and the COMMIT go out in one message: nothing can roll the transaction
         // back between them but a failing COMMIT. Both values are integers formatted here.
         let sql = commit_sql(staged.commit_lsn, self.commit_time);
+        if let Some(wire) = &mut self.wire {
+            let commit_lsn = staged.commit_lsn;
+            let mut pipeline = Pipeline::on_wire(wire, 1);
+            pipeline
+                .commit(sql, move |e| transaction_error("COMMIT", commit_lsn, e))
+                .await?;
+            // Sends the window and reads its answer (test builds may die in between, at
+            // `commit-in-flight`).
+            pipeline.drain().await?;
+            let green_lsn = pipeline.committed.ok_or(ApplyError::Misuse(
+                "the pipelined COMMIT reported no position",
+            ))?;
+            drop(pipeline);
+            self.progress = self.progress.max(staged.commit_lsn);
+            return Ok(self.committed(staged, green_lsn));
+        }
         let mut answer = std::pin::pin!(self.client.simple_query(&sql));
         // The first poll sends the message; test builds may die here, with the COMMIT on its way
         // and its answer unread (as in the pipelined path).
@@ -422,7 +467,7 @@ impl Applier {
             std::task::Poll::Ready(answered) => answered,
             std::task::Poll::Pending => answer.await,
         }
-        .map_err(|e| transaction_error("COMMIT", staged.commit_lsn, e))?;
+        .map_err(|e| transaction_error("COMMIT", staged.commit_lsn, SqlError::from(e)))?;
         self.progress = self.progress.max(staged.commit_lsn);
         if let Some(detector) = &mut self.conflicts {
             detector.committed();
@@ -467,12 +512,16 @@ impl Applier {
         if let Some(detector) = &mut self.conflicts {
             detector.begin();
         }
-        match self.open.take() {
-            Some(staged) if !staged.skipped => self
-                .client
-                .batch_execute("ROLLBACK")
+        match (self.open.take(), &mut self.wire) {
+            (Some(staged), Some(wire)) if !staged.skipped => wire
+                .rollback()
                 .await
                 .map_err(|e| transaction_error("ROLLBACK", staged.commit_lsn, e)),
+            (Some(staged), None) if !staged.skipped => {
+                self.client.batch_execute("ROLLBACK").await.map_err(|e| {
+                    transaction_error("ROLLBACK", staged.commit_lsn, SqlError::from(e))
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -501,8 +550,7 @@ impl Applier {
         let millis = lock_timeout.as_millis().clamp(1, i32::MAX as u128);
         // An integer formatted here: nothing from outside reaches the text.
         let sql = format!("BEGIN; SET LOCAL lock_timeout = {millis}");
-        self.client
-            .batch_execute(&sql)
+        self.batch(&sql)
             .await
             .map_err(|e| transaction_error("BEGIN", Lsn::INVALID, e))?;
         self.open = Some(Staged {
@@ -570,10 +618,18 @@ impl Applier {
                 "a savepoint without a transaction opened by begin_streamed",
             ));
         }
-        self.client
-            .batch_execute(&sql)
+        self.batch(&sql)
             .await
             .map_err(|e| transaction_error(step, Lsn::INVALID, e))
+    }
+
+    /// Runs `sql` (blueshift's own statements, no value from outside) on the session the
+    /// transactions are applied on: the wire session when there is one, else the client.
+    async fn batch(&mut self, sql: &str) -> Result<(), SqlError> {
+        match &mut self.wire {
+            Some(wire) => wire.batch(sql).await,
+            None => self.client.batch_execute(sql).await.map_err(SqlError::from),
+        }
     }
 
     /// Commits the streamed transaction opened by [`begin_streamed`](Self::begin_streamed) as
@@ -618,12 +674,22 @@ impl Applier {
         const SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a \
              WHERE pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) \
                ANY (pg_catalog.pg_blocking_pids(a.pid)))";
-        let row = self
-            .client
-            .query_one(SQL, &[])
-            .await
-            .map_err(|e| transaction_error("pg_blocking_pids", Lsn::INVALID, e))?;
-        Ok(row.get(0))
+        // On the session that holds the locks: `pg_backend_pid()` is its own.
+        match &mut self.wire {
+            Some(wire) => {
+                let rows = wire
+                    .query(SQL, &[])
+                    .await
+                    .map_err(|e| transaction_error("pg_blocking_pids", Lsn::INVALID, e))?;
+                Ok(rows.first().and_then(Option::as_deref) == Some("t"))
+            }
+            None => {
+                let row = self.client.query_one(SQL, &[]).await.map_err(|e| {
+                    transaction_error("pg_blocking_pids", Lsn::INVALID, SqlError::from(e))
+                })?;
+                Ok(row.get(0))
+            }
+        }
     }
 
     /// Whether a transaction is open on green (staged, or streamed and not yet ended).
@@ -642,8 +708,14 @@ impl Applier {
     /// Closes the connection and waits for its task to end.
     pub async fn close(self) {
         let Applier {
-            client, connection, ..
+            client,
+            connection,
+            wire,
+            ..
         } = self;
+        if let Some(wire) = wire {
+            wire.close().await;
+        }
         drop(client);
         if let Err(e) = connection.await {
             warn!(error = %e, "applier connection task failed");
@@ -695,11 +767,11 @@ fn savepoint_name(subxid: u32) -> String {
     format!("\"blueshift_sub_{subxid}\"")
 }
 
-fn transaction_error(step: &'static str, commit_lsn: Lsn, e: tokio_postgres::Error) -> ApplyError {
+fn transaction_error(step: &'static str, commit_lsn: Lsn, source: SqlError) -> ApplyError {
     ApplyError::Transaction {
         step,
         commit_lsn: commit_lsn.to_string(),
-        source: SqlError::from(e),
+        source,
     }
 }
 

@@ -82,6 +82,37 @@ pub enum SqlError {
     /// TLS could not be set up before connecting (a certificate file is missing or unusable).
     #[error(transparent)]
     Tls(Box<TlsError>),
+    /// Our own protocol client (the applier's pipelined session, see
+    /// [`wire`](crate::wire)) or its connection failed: I/O, a closed connection, TLS,
+    /// authentication, a protocol error. A server's error report is [`SqlError::Server`].
+    #[error(transparent)]
+    Wire(Box<blueshift_decoder::ReplicationError>),
+}
+
+impl From<blueshift_decoder::ReplicationError> for SqlError {
+    fn from(e: blueshift_decoder::ReplicationError) -> Self {
+        match e {
+            blueshift_decoder::ReplicationError::Server(server) => {
+                SqlError::Server(Box::new(ServerError::from(*server)))
+            }
+            other => SqlError::Wire(Box::new(other)),
+        }
+    }
+}
+
+impl From<blueshift_decoder::ServerError> for ServerError {
+    fn from(e: blueshift_decoder::ServerError) -> Self {
+        ServerError {
+            severity: e.severity,
+            sqlstate: e.code,
+            message: e.message,
+            detail: e.detail,
+            hint: e.hint,
+            position: e.position,
+            context: e.where_,
+            column: e.column,
+        }
+    }
 }
 
 impl ClientError {
@@ -115,6 +146,7 @@ impl SqlError {
             SqlError::Server(e) => Some(&e.sqlstate),
             SqlError::Client(_)
             | SqlError::Tls(_)
+            | SqlError::Wire(_)
             | SqlError::Timeout { .. }
             | SqlError::NoSuitableHost { .. } => None,
         }
@@ -126,6 +158,7 @@ impl SqlError {
             SqlError::Server(e) => Some(e),
             SqlError::Client(_)
             | SqlError::Tls(_)
+            | SqlError::Wire(_)
             | SqlError::Timeout { .. }
             | SqlError::NoSuitableHost { .. } => None,
         }

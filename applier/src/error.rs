@@ -114,6 +114,7 @@ pub fn class_of_sql_error(error: &SqlError) -> ErrorClass {
         (Some(sqlstate), _) => class_of_sqlstate(sqlstate),
         (None, SqlError::Tls(e)) if !e.is_transient() => ErrorClass::Definite,
         (None, SqlError::Client(e)) if definite_tls_failure(e) => ErrorClass::Definite,
+        (None, SqlError::Wire(e)) if !e.is_io() => ErrorClass::Definite,
         (None, _) => ErrorClass::Transient,
     }
 }

@@ -22,6 +22,7 @@
 //! |---|---|
 //! | `between-statements` | an applier, before each statement of the green transaction it is building (a group commit included) |
 //! | `set-statement` | an applier applying a folded group, once a set statement went down the pipeline, before its answer is read |
+//! | `mid-window` | an applier on its pipelined session, once part of a window (its requests past 256 KiB) or a whole window went out, before green's answers to it are read (the `Sync` unanswered) |
 //! | `commit-in-flight` | an applier whose transaction's turn has come, once its `COMMIT` went down the pipeline behind its changes, before its answer is read |
 //! | `after-green-commit` | a sync applier, after green's `COMMIT` returned, before the commit is queued for the durability tracker and the commit order moves |
 //! | `after-durable` | the durability tracker, once green's WAL flush covers a commit, before the acknowledger hears of it |
@@ -37,6 +38,7 @@
 pub const NAMES: &[&str] = &[
     "between-statements",
     "set-statement",
+    "mid-window",
     "commit-in-flight",
     "after-green-commit",
     "after-durable",

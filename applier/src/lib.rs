@@ -32,6 +32,7 @@ mod statement;
 mod target;
 pub mod transaction;
 mod value;
+mod wire;
 
 pub use applier::Applier;
 pub use diagnose::Culprit;

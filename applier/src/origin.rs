@@ -48,6 +48,19 @@ fn origin_error(action: &'static str, name: &str, e: tokio_postgres::Error) -> A
 
 /// Creates the origin when it does not exist yet and binds it to the session.
 pub(crate) async fn set_up(client: &Client, name: &str) -> Result<(), ApplyError> {
+    create(client, name).await?;
+    client
+        .execute(
+            "SELECT pg_catalog.pg_replication_origin_session_setup($1::pg_catalog.text)",
+            &[&name],
+        )
+        .await
+        .map_err(|e| origin_error("set up", name, e))?;
+    Ok(())
+}
+
+/// Creates the origin when missing (without binding it to this session).
+pub(crate) async fn create(client: &Client, name: &str) -> Result<(), ApplyError> {
     client
         .execute(
             "SELECT pg_catalog.pg_replication_origin_create($1::pg_catalog.text) \
@@ -56,13 +69,6 @@ pub(crate) async fn set_up(client: &Client, name: &str) -> Result<(), ApplyError
         )
         .await
         .map_err(|e| origin_error("create", name, e))?;
-    client
-        .execute(
-            "SELECT pg_catalog.pg_replication_origin_session_setup($1::pg_catalog.text)",
-            &[&name],
-        )
-        .await
-        .map_err(|e| origin_error("set up", name, e))?;
     Ok(())
 }
 

@@ -61,7 +61,13 @@ pub struct ApplierOptions {
     /// Most rows in one multi-row INSERT (also bounded by 65535 parameters per statement).
     pub insert_batch_rows: usize,
     /// Most statements sent ahead of their answers within a transaction; 1 is the serial path.
+    /// On the wire session (see [`wire`](Self::wire)) it bounds a window: a `Sync` goes after
+    /// this many statements, and their answers are read before more are sent.
     pub pipeline_depth: usize,
+    /// Apply over the applier's own pipelined session (see the crate's `wire` module: one
+    /// `Sync` per window); off: over tokio-postgres, one `Sync` per statement. Two-way
+    /// (conflict-detecting) appliers always use tokio-postgres.
+    pub wire: bool,
     /// The declared column mapping: renames, exclusions, accepted lossy casts (see
     /// [`mapping`](crate::mapping)).
     pub mapping: Arc<Mapping>,
@@ -85,7 +91,8 @@ impl ApplierOptions {
             synchronous_commit: SynchronousCommit::default(),
             statement_cache_capacity: 512,
             insert_batch_rows: 256,
-            pipeline_depth: 64,
+            pipeline_depth: 1024,
+            wire: true,
             mapping: Arc::default(),
             fences: Arc::default(),
             conflicts: None,
@@ -94,9 +101,9 @@ impl ApplierOptions {
     }
 }
 
-/// Pins the session settings.
-pub(crate) async fn pin(client: &Client, options: &ApplierOptions) -> Result<(), ApplyError> {
-    let settings: [(&'static str, &str); 10] = [
+/// The settings pinned on an applier's session (see the module docs), in the order they are set.
+pub(crate) fn settings(options: &ApplierOptions) -> [(&'static str, &str); 10] {
+    [
         ("session_replication_role", "replica"),
         ("default_transaction_read_only", "off"),
         ("row_security", "off"),
@@ -107,8 +114,12 @@ pub(crate) async fn pin(client: &Client, options: &ApplierOptions) -> Result<(),
         ("bytea_output", "hex"),
         ("client_encoding", "UTF8"),
         ("synchronous_commit", options.synchronous_commit.as_str()),
-    ];
-    for (setting, value) in settings {
+    ]
+}
+
+/// Pins the session settings.
+pub(crate) async fn pin(client: &Client, options: &ApplierOptions) -> Result<(), ApplyError> {
+    for (setting, value) in settings(options) {
         client
             .execute(
                 "SELECT pg_catalog.set_config($1, $2, false)",

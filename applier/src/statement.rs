@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use tokio_postgres::Statement;
+use crate::pipeline::Prepared as Statement;
 
 use crate::error::Operation;
 use crate::target::TargetTable;
@@ -373,11 +373,19 @@ impl StatementCache {
         Some(entry.0.clone())
     }
 
-    /// Caches a statement, evicting the least recently used one when full.
-    pub(crate) fn insert(&mut self, table: u64, shape: Shape, statement: Statement) {
-        if self.len >= self.capacity {
-            self.evict_oldest();
-        }
+    /// Caches a statement, evicting the least recently used one when full; returns the one
+    /// evicted (to close on green).
+    pub(crate) fn insert(
+        &mut self,
+        table: u64,
+        shape: Shape,
+        statement: Statement,
+    ) -> Option<Statement> {
+        let evicted = if self.len >= self.capacity {
+            self.evict_oldest()
+        } else {
+            None
+        };
         self.clock += 1;
         if self
             .by_table
@@ -388,9 +396,10 @@ impl StatementCache {
         {
             self.len += 1;
         }
+        evicted
     }
 
-    fn evict_oldest(&mut self) {
+    fn evict_oldest(&mut self) -> Option<Statement> {
         let oldest = self
             .by_table
             .iter()
@@ -401,16 +410,16 @@ impl StatementCache {
             })
             .min_by_key(|(used, _, _)| *used)
             .map(|(_, table, shape)| (table, shape.clone()));
-        if let Some((table, shape)) = oldest {
-            if let Some(shapes) = self.by_table.get_mut(&table) {
-                if shapes.remove(&shape).is_some() {
-                    self.len -= 1;
-                }
-                if shapes.is_empty() {
-                    self.by_table.remove(&table);
-                }
-            }
+        let (table, shape) = oldest?;
+        let shapes = self.by_table.get_mut(&table)?;
+        let removed = shapes.remove(&shape).map(|(statement, _)| statement);
+        if removed.is_some() {
+            self.len -= 1;
         }
+        if shapes.is_empty() {
+            self.by_table.remove(&table);
+        }
+        removed
     }
 
     /// Number of statements cached.

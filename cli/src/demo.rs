@@ -138,6 +138,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         fold: true,
         stream_apply: false,
         stream_apply_max: blueshift_engine::sync::DEFAULT_STREAM_APPLY_MAX,
+        pipelined_apply: true,
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -305,6 +305,7 @@ fn verdict(e: &(dyn StdError + 'static)) -> Verdict {
             }
             // A certificate or key file that cannot be used: the settings must change.
             SqlError::Tls(_) => Settled(Class::Refused),
+            SqlError::Wire(e) => replication(e),
         };
     }
     if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {

@@ -54,6 +54,8 @@ pub(crate) struct FileSettings {
     /// `false`: as `blueshift sync --stream-apply off`.
     pub(crate) stream_apply: Option<bool>,
     pub(crate) stream_apply_max: Option<usize>,
+    /// `false`: as `blueshift sync --pipelined-apply off`.
+    pub(crate) pipelined_apply: Option<bool>,
     pub(crate) status_interval: Option<u64>,
     /// `true`: as --backfill; `false`: as --no-backfill.
     pub(crate) backfill: Option<bool>,

@@ -123,6 +123,12 @@ pub(crate) struct SyncArgs {
     /// spill [default: 2].
     #[arg(long, value_name = "N", env = "BLUESHIFT_STREAM_APPLY_MAX")]
     stream_apply_max: Option<usize>,
+    /// Apply over blueshift's own protocol session, one Sync per window of requests (a
+    /// transaction, or a group of them while catching up); off: over tokio-postgres, one Sync
+    /// per statement (the earlier path, kept for comparison). Two-way sync always uses the
+    /// latter [default: on].
+    #[arg(long, value_name = "on|off", env = "BLUESHIFT_PIPELINED_APPLY", value_parser = settings::boolish())]
+    pipelined_apply: Option<bool>,
     /// Copy blue's existing rows into green before streaming, even though the slot exists
     /// (green's tables must be empty; a backfill of this slot that finished already is not
     /// repeated: `blueshift cleanup` forgets it). Without it or --no-backfill, sync copies when
@@ -261,6 +267,10 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
             .unwrap_or(sync::DEFAULT_STREAM_APPLY_MAX),
         1..=16,
     )?;
+    stream.pipelined_apply = args
+        .pipelined_apply
+        .or(file.pipelined_apply)
+        .unwrap_or(true);
     if let Some(text) = args.max_txn_memory.or(file.max_txn_memory.clone()) {
         stream.max_txn_memory = settings::parse_with("--max-txn-memory", &text, parse_size)?;
     }
@@ -482,6 +492,7 @@ fn settings(
         fold: true,
         stream_apply: false,
         stream_apply_max: sync::DEFAULT_STREAM_APPLY_MAX,
+        pipelined_apply: true,
     };
     let ready_max_lag = common.ready_max_lag.or(file.ready_max_lag).unwrap_or(60.0);
     if !(ready_max_lag.is_finite() && ready_max_lag >= 0.0) {

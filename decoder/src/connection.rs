@@ -21,6 +21,7 @@ mod auth;
 mod error;
 pub(crate) mod message;
 mod query;
+pub mod session;
 mod slot;
 mod transport;
 
@@ -42,6 +43,7 @@ pub use slot::{
 pub use transport::{Socket, Transport};
 
 use crate::config::{ConnectConfig, ServerState, SslMode};
+pub(crate) use auth::StartupKind;
 use transport::Negotiate;
 
 /// The oldest server with logical replication (and so `pgoutput`).
@@ -176,13 +178,21 @@ impl ReplicationConnection {
     pub async fn connect(
         config: &ConnectConfig,
     ) -> Result<ReplicationConnection, ReplicationError> {
+        Self::connect_as(config, StartupKind::Replication).await
+    }
+
+    /// [`connect`](Self::connect) as a replication or a plain session.
+    pub(crate) async fn connect_as(
+        config: &ConnectConfig,
+        kind: StartupKind,
+    ) -> Result<ReplicationConnection, ReplicationError> {
         let attrs = config.target_session_attrs();
         let candidates = config.candidates();
         let mut last_error = None;
         let mut unsuitable = Vec::new();
         for &pass in attrs.passes() {
             for candidate in &candidates {
-                let mut conn = match Self::connect_one(candidate).await {
+                let mut conn = match Self::connect_one(candidate, kind).await {
                     Ok(conn) => conn,
                     Err(e) => {
                         if candidates.len() > 1 {
@@ -228,10 +238,11 @@ impl ReplicationConnection {
     /// Connects to the one host of `config`, within its connect timeout.
     async fn connect_one(
         config: &ConnectConfig,
+        kind: StartupKind,
     ) -> Result<ReplicationConnection, ReplicationError> {
         let connect = async {
             let transport = Transport::connect(config).await?;
-            let first = Self::connect_over(config, transport).await;
+            let first = Self::start(config, transport, kind).await;
             match first {
                 Err(ReplicationError::Server(refused))
                     if config.sslmode() == SslMode::Allow && config.socket_path().is_none() =>
@@ -239,7 +250,7 @@ impl ReplicationConnection {
                     tracing::debug!(server = %config, code = %refused.code, "plaintext connection refused; retrying with tls");
                     let transport =
                         Transport::connect_negotiating(config, Negotiate::RequireTls).await?;
-                    Self::connect_over(config, transport).await
+                    Self::start(config, transport, kind).await
                 }
                 other => other,
             }
@@ -259,16 +270,25 @@ impl ReplicationConnection {
     /// without a timeout.
     pub async fn connect_over(
         config: &ConnectConfig,
+        transport: Transport,
+    ) -> Result<ReplicationConnection, ReplicationError> {
+        Self::start(config, transport, StartupKind::Replication).await
+    }
+
+    async fn start(
+        config: &ConnectConfig,
         mut transport: Transport,
+        kind: StartupKind,
     ) -> Result<ReplicationConnection, ReplicationError> {
         let mut read_buf = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
-        let session = auth::startup(&mut transport, &mut read_buf, config).await?;
+        let session = auth::startup(&mut transport, &mut read_buf, config, kind).await?;
         tracing::info!(
+            kind = ?kind,
             server = %config,
             tls = transport.is_tls(),
             server_version = session.parameters.get("server_version").map(String::as_str).unwrap_or_default(),
             backend_pid = session.backend_key.as_ref().map(BackendKey::process_id),
-            "replication connection established"
+            "connection established"
         );
         Ok(ReplicationConnection {
             transport,
@@ -362,6 +382,11 @@ impl ReplicationConnection {
 
     pub(crate) fn write_buf(&mut self) -> &mut BytesMut {
         &mut self.write_buf
+    }
+
+    /// The transport with the read and write buffers, to write and read at once.
+    pub(crate) fn buffers(&mut self) -> (&mut Transport, &mut BytesMut, &mut BytesMut) {
+        (&mut self.transport, &mut self.read_buf, &mut self.write_buf)
     }
 
     /// Takes the connection apart for streaming.

@@ -154,6 +154,10 @@ pub struct SyncConfig {
     /// At most this many streamed transactions applied at once (`--stream-apply-max`), each on
     /// an applier of its own; the others go the spill path.
     pub stream_apply_max: usize,
+    /// Apply over the applier's own protocol session, one Sync per window
+    /// (`--pipelined-apply`, see `blueshift_applier`'s `wire` module); off: over
+    /// tokio-postgres, one Sync per statement.
+    pub pipelined_apply: bool,
 }
 
 /// The default of [`SyncConfig::stream_apply_max`].
@@ -806,6 +810,7 @@ async fn attempt(
         options.synchronous_commit = SynchronousCommit::Off;
         options.mapping = Arc::clone(&config.mapping);
         options.fold = config.fold;
+        options.wire = config.pipelined_apply;
         if config.bidirectional {
             options.conflicts = Some(conflict_options(config, direction));
         }

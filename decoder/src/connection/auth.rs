@@ -37,16 +37,30 @@ pub const PINNED_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 const DURING_AUTH: &str = "authenticating";
 const DURING_STARTUP: &str = "waiting for the server to accept the connection";
 
+/// What a connection starts up as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartupKind {
+    /// `replication=database`: replication commands and plain SQL (the reader).
+    Replication,
+    /// A plain SQL session (an applier's, see [`super::session`]): no `replication` parameter,
+    /// and `default_transaction_read_only=off`, so that it keeps writing on a database the
+    /// cutover fenced read-only, as blueshift's tokio-postgres sessions do.
+    Plain,
+}
+
 /// Sends the startup message, authenticates, and collects the session parameters.
 pub(super) async fn startup(
     transport: &mut Transport,
     read_buf: &mut BytesMut,
     config: &ConnectConfig,
+    kind: StartupKind,
 ) -> Result<Session, ReplicationError> {
-    let mut params = vec![
-        ("user", config.user()),
-        ("database", config.dbname()),
-        ("replication", "database"),
+    let mut params = vec![("user", config.user()), ("database", config.dbname())];
+    match kind {
+        StartupKind::Replication => params.push(("replication", "database")),
+        StartupKind::Plain => params.push(("default_transaction_read_only", "off")),
+    }
+    params.extend([
         ("client_encoding", "UTF8"),
         // pgoutput sends values in the walsender session's output formats: pin them to what
         // any server parses back exactly, whatever blue's configuration says (as native
@@ -57,7 +71,7 @@ pub(super) async fn startup(
         // After `options`: a client startup parameter overrides `-c` switches and the role's
         // and database's settings, so nothing shadows what blueshift's SQL calls.
         ("search_path", PINNED_SEARCH_PATH),
-    ];
+    ]);
     if let Some(name) = config.application_name() {
         params.push(("application_name", name));
     }
