@@ -47,6 +47,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::mem::size_of;
 use std::sync::Arc;
 
 use blueshift_decoder::pgoutput::{ColumnValue, OldTuple, TupleData};
@@ -65,9 +66,14 @@ use crate::transaction::Change;
 pub(crate) const MAX_SET_ROWS: usize = 8192;
 
 /// The fewest changes a group must hold for the applier to fold it: below, the row path's
-/// statements cost green less than the set statements' array handling. (A single source
-/// transaction is never folded, however large: see `Applier::set_group`.)
+/// statements cost green less than the set statements' array handling.
 pub(crate) const FOLD_MIN_CHANGES: usize = 16;
+
+/// The fewest changes a single source transaction held in memory must hold for the applier to
+/// fold it (a spilled one always is): below, a live transaction keeps the row path's single
+/// round trip (`Applier::apply`), which a folded one, whose row counts are read before its
+/// `COMMIT` is sent, cannot have.
+pub(crate) const FOLD_MIN_SINGLE: usize = 1024;
 
 /// A `text[]` parameter: every element's bytes as blue printed them (`None`: NULL), sent in the
 /// binary array format, which needs no quoting.
@@ -426,6 +432,14 @@ impl ChangeWriter<'_> {
         expected: u64,
     ) -> Result<(), ApplyError> {
         let statement = self.statement(target, &shape).await?;
+        self.hold(
+            arrays
+                .iter()
+                .flat_map(|a| &a.0)
+                .map(|v| size_of::<Option<Bytes>>() + v.as_ref().map_or(0, Bytes::len))
+                .sum(),
+        )
+        .await?;
         self.pipeline
             .send_set(Arc::clone(target), shape, statement, arrays, expected)
             .await?;
