@@ -206,9 +206,7 @@ impl ChangeWriter<'_> {
             let same = batch_target
                 .as_ref()
                 .is_some_and(|t| Arc::ptr_eq(t, &target));
-            if !same
-                || batch.len() >= self.max_rows(&target)
-                || batch_bytes >= STATEMENT_MAX_BYTES
+            if !same || batch.len() >= self.max_rows(&target) || batch_bytes >= STATEMENT_MAX_BYTES
             {
                 if let Some(previous) = batch_target.take() {
                     self.insert(&previous, &batch).await?;

@@ -114,6 +114,10 @@ impl ChangeWriter<'_> {
                 Ok(())
             }
             Changes::Spilled(spilled) => {
+                tracing::debug!(
+                    changes = spilled.len(),
+                    "spilled transaction folded chunk by chunk"
+                );
                 let mut read = 0u64;
                 let mut chunk: Vec<Change> = Vec::new();
                 loop {
