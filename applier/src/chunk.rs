@@ -7,9 +7,9 @@
 //! order, all inside the one green transaction (its `COMMIT` and origin tag are unchanged):
 //!
 //! ```text
-//!  spill file / memory ──read──► chunk k+1 (≤ 8192 changes, ≤ 4 MiB) ──fold──► set statements
+//!  spill file / memory ──read──► chunk k+1 (≤ 8192 changes, ≤ 2 MiB) ──fold──► set statements
 //!                                                                                  │ send: waits
-//!  green ◄──── chunk k's set statements in flight (≤ 4 MiB of parameters) ◄────────┘ for room
+//!  green ◄──── chunk k's set statements in flight (≤ 2 MiB of parameters) ◄────────┘ for room
 //! ```
 //!
 //! Each chunk is folded on its own ([`crate::fold`]) and its net effect sent as set statements
@@ -47,11 +47,11 @@ use crate::transaction::{Change, Changes};
 pub(crate) const CHUNK_MAX_CHANGES: usize = crate::set::MAX_SET_ROWS;
 
 /// The most bytes of changes ([`change_bytes`]) folded together.
-pub(crate) const CHUNK_MAX_BYTES: usize = 4 << 20;
+pub(crate) const CHUNK_MAX_BYTES: usize = 2 << 20;
 
 /// The most bytes of parameter values an applier keeps in statements sent and not yet answered
 /// (one statement may pass it: it is sent once the others are answered).
-pub(crate) const IN_FLIGHT_MAX_BYTES: usize = 4 << 20;
+pub(crate) const IN_FLIGHT_MAX_BYTES: usize = 2 << 20;
 
 /// A multi-row INSERT is sent once its rows hold this many bytes, whatever its row count.
 pub(crate) const STATEMENT_MAX_BYTES: usize = 1 << 20;
@@ -214,9 +214,9 @@ mod tests {
         assert_eq!(chunk_len(&small[CHUNK_MAX_CHANGES * 2..]), 5);
         assert_eq!(chunk_len(&[]), 0);
 
-        // 1 MiB rows: four fill a chunk; a row larger than a chunk goes alone.
+        // 1 MiB rows: two fill a chunk; a row larger than a chunk goes alone.
         let big: Vec<Change> = (0..10).map(|_| insert(&r, 1 << 20)).collect();
-        assert_eq!(chunk_len(&big), 4);
+        assert_eq!(chunk_len(&big), 2);
         let huge = vec![insert(&r, CHUNK_MAX_BYTES * 2), insert(&r, 1)];
         assert_eq!(chunk_len(&huge), 1);
     }
