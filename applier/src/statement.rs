@@ -77,8 +77,6 @@ pub(crate) enum Shape {
         /// expected, and as for [`Shape::Update`] otherwise.
         checked: bool,
     },
-    /// A folded group's INSERT of many rows, from one `text[]` per column (see [`crate::set`]).
-    SetInsert,
     /// A folded group's UPDATE of many rows by key, setting the columns at these indexes.
     SetUpdate {
         /// Columns set, in order (no key column).
@@ -95,9 +93,7 @@ impl Shape {
     /// The row operation the statement carries out.
     pub(crate) fn operation(&self) -> Operation {
         match self {
-            Shape::Insert { .. } | Shape::Upsert { .. } | Shape::SetInsert | Shape::SetAbsent => {
-                Operation::Insert
-            }
+            Shape::Insert { .. } | Shape::Upsert { .. } | Shape::SetAbsent => Operation::Insert,
             Shape::Update { .. } | Shape::SetUpdate { .. } => Operation::Update,
             Shape::Delete { .. } | Shape::SetDelete => Operation::Delete,
         }
@@ -154,7 +150,7 @@ pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
 
 fn unchecked_sql(table: &TargetTable, shape: &Shape) -> String {
     match shape {
-        Shape::SetInsert | Shape::SetUpdate { .. } | Shape::SetDelete | Shape::SetAbsent => {
+        Shape::SetUpdate { .. } | Shape::SetDelete | Shape::SetAbsent => {
             // A set shape is only made for a foldable table.
             crate::set::sql(table, shape).unwrap_or_default()
         }
