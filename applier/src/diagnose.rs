@@ -174,12 +174,14 @@ impl Layout {
             }
             // Arrays, one per column: no row to point at (a folded group that fails is applied
             // again in blue's order, which names it).
-            Shape::SetUpdate { .. } | Shape::SetDelete | Shape::SetAbsent => Layout {
-                columns: Vec::new(),
-                width: 0,
-                rows: 0,
-                key: None,
-            },
+            Shape::SetInsert | Shape::SetUpdate { .. } | Shape::SetDelete | Shape::SetAbsent => {
+                Layout {
+                    columns: Vec::new(),
+                    width: 0,
+                    rows: 0,
+                    key: None,
+                }
+            }
             Shape::Delete { locate, .. } => Layout {
                 columns: locate.columns().to_vec(),
                 width: params,

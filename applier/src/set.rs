@@ -173,6 +173,22 @@ pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> Option<String> {
             key_names(),
             key_match()
         ),
+        Shape::SetInsert => {
+            let columns: Vec<&str> = table.columns.iter().map(|c| c.quoted.as_str()).collect();
+            let values: Vec<String> = (0..table.columns.len())
+                .map(|c| format!("u.c{c}::{}", types[c]))
+                .collect();
+            let names: Vec<String> = (0..table.columns.len()).map(|c| format!("c{c}")).collect();
+            // Blue's value wins over green's identity column, as in native apply.
+            format!(
+                "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM ROWS FROM ({}) AS u({})",
+                table.quoted,
+                columns.join(", "),
+                values.join(", "),
+                unnest(table.columns.len()),
+                names.join(", ")
+            )
+        }
         Shape::SetUpdate { set } => {
             let mut sql = format!("UPDATE ONLY {} AS t SET ", table.quoted);
             if set.is_empty() {

@@ -77,6 +77,8 @@ pub(crate) enum Shape {
         /// expected, and as for [`Shape::Update`] otherwise.
         checked: bool,
     },
+    /// A folded group's INSERT of many rows, from one `text[]` per column (see [`crate::set`]).
+    SetInsert,
     /// A folded group's UPDATE of many rows by key, setting the columns at these indexes.
     SetUpdate {
         /// Columns set, in order (no key column).
@@ -93,7 +95,9 @@ impl Shape {
     /// The row operation the statement carries out.
     pub(crate) fn operation(&self) -> Operation {
         match self {
-            Shape::Insert { .. } | Shape::Upsert { .. } | Shape::SetAbsent => Operation::Insert,
+            Shape::Insert { .. } | Shape::Upsert { .. } | Shape::SetInsert | Shape::SetAbsent => {
+                Operation::Insert
+            }
             Shape::Update { .. } | Shape::SetUpdate { .. } => Operation::Update,
             Shape::Delete { .. } | Shape::SetDelete => Operation::Delete,
         }
@@ -150,7 +154,7 @@ pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> String {
 
 fn unchecked_sql(table: &TargetTable, shape: &Shape) -> String {
     match shape {
-        Shape::SetUpdate { .. } | Shape::SetDelete | Shape::SetAbsent => {
+        Shape::SetInsert | Shape::SetUpdate { .. } | Shape::SetDelete | Shape::SetAbsent => {
             // A set shape is only made for a foldable table.
             crate::set::sql(table, shape).unwrap_or_default()
         }
