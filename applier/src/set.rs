@@ -9,9 +9,9 @@
 //! DELETE FROM ONLY t AS t WHERE t.id OPERATOR(pg_catalog.=) ANY ($1::text[]::integer[])
 //! DELETE FROM ONLY t2 AS t USING ROWS FROM (unnest($1::text[]), unnest($2::text[])) AS u(k0, k1)
 //!  WHERE t.a OPERATOR(pg_catalog.=) u.k0::integer AND t.b OPERATOR(pg_catalog.=) u.k1::text
-//! -- inserted rows: the row path's multi-row INSERTs (cheaper on green than INSERT … SELECT
-//! -- from unnest with a cast per value, measured)
-//! INSERT INTO t (id, v) OVERRIDING SYSTEM VALUE VALUES ($1, $2), ($3, $4), …
+//! -- inserted rows
+//! INSERT INTO t (id, v) OVERRIDING SYSTEM VALUE
+//!   SELECT u.c0::integer, u.c1::text FROM ROWS FROM (unnest($1::text[]), unnest($2::text[])) AS u(c0, c1)
 //! -- updated rows, one statement per set of columns sent (a `u` value is left out), by key
 //! UPDATE ONLY t AS t SET v = u.s0::text FROM ROWS FROM (unnest($1::text[]), unnest($2::text[])) AS u(k0, s0)
 //!  WHERE t.id OPERATOR(pg_catalog.=) u.k0::integer
@@ -56,7 +56,6 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use crate::change::{check_width, ChangeWriter};
-use crate::chunk::{row_bytes, STATEMENT_MAX_BYTES};
 use crate::error::ApplyError;
 use crate::fence::Action;
 use crate::fold::{key_of, Folded, Folder, Key, Op, Unfoldable};
@@ -422,23 +421,26 @@ impl ChangeWriter<'_> {
             )
             .await?;
         }
-        // Inserts as the row path's multi-row INSERTs of typed parameters: measured cheaper on
-        // green than `INSERT … SELECT` from `unnest` with a cast per value (`bigtxn`, BENCHMARKS.md
-        // "Issue 15, one large transaction set-based"). A row green has fails it, as it would
-        // fail the row path.
-        let mut batch: Vec<Cow<'_, TupleData>> = Vec::new();
-        let mut bytes = 0;
-        for row in inserts {
-            bytes += row_bytes(&row);
-            batch.push(Cow::Owned(row));
-            if bytes >= STATEMENT_MAX_BYTES {
-                self.insert(target, &batch).await?;
-                batch.clear();
-                bytes = 0;
+        for chunk in inserts.chunks(MAX_SET_ROWS) {
+            let mut arrays = vec![TextArray(Vec::with_capacity(chunk.len())); target.columns.len()];
+            for row in chunk {
+                for (array, column) in arrays.iter_mut().zip(&target.columns) {
+                    array.0.push(match &row.columns[column.blue] {
+                        ColumnValue::Text(b) => Some(b.clone()),
+                        ColumnValue::Null => None,
+                        // Folding leaves neither in an insert.
+                        ColumnValue::UnchangedToast | ColumnValue::Binary(_) => {
+                            return Err(ApplyError::ToastInInsert {
+                                table: target.display.clone(),
+                                column: column.name.clone(),
+                            })
+                        }
+                    });
+                }
             }
-        }
-        if !batch.is_empty() {
-            self.insert(target, &batch).await?;
+            let expected = chunk.len() as u64;
+            self.send_set(target, Shape::SetInsert, arrays, expected)
+                .await?;
         }
         // Updates grouped by the columns they set (a `u` is left out), in order of first use.
         let mut shapes: Vec<(Box<[usize]>, Vec<TupleData>)> = Vec::new();
