@@ -47,7 +47,7 @@ use crate::pipeline::Pipeline;
 use crate::session::{self, ApplierOptions};
 use crate::statement::StatementCache;
 use crate::target::TargetCache;
-use crate::transaction::{Change, Transaction};
+use crate::transaction::{Change, Changes, Transaction};
 use crate::wire::Wire;
 
 /// Prepared once at connect, to check early that the role may tag transactions (the tag itself
@@ -157,8 +157,10 @@ impl Applier {
     }
 
     /// Says whether the transactions applied next are groups of several source transactions
-    /// (the engine's group commit): only a group is folded and applied as set statements (see
-    /// the `fold` module); a single source transaction, however large, goes row by row.
+    /// (the engine's group commit): a group is folded and applied as set statements from
+    /// [`FOLD_MIN_CHANGES`](crate::set::FOLD_MIN_CHANGES) changes, a single source transaction
+    /// from [`FOLD_MIN_SINGLE`](crate::set::FOLD_MIN_SINGLE) or when spilled (see the `fold`
+    /// and `chunk` modules).
     pub fn set_group(&mut self, group: bool) {
         self.group = group;
     }
@@ -235,7 +237,7 @@ impl Applier {
                 green_lsn: None,
             });
         }
-        if !one_trip(tx) {
+        if !one_trip(tx) || self.folds(tx) {
             self.begin_and_apply(tx).await?;
             return match self.commit().await {
                 Ok(outcome) => Ok(outcome),
@@ -311,12 +313,14 @@ impl Applier {
         });
         let mut written = self.write(tx, true, false, fold).await;
         if let (true, Err(e)) = (fold, &written) {
-            if !e.is_transient() {
+            // A spill file that cannot be read fails the row path alike (and a spill read
+            // before, by an earlier attempt, must not be applied again: see `Cursor`).
+            if !e.is_transient() && !matches!(e, ApplyError::Spill { .. }) {
                 // Whatever failed in the folded group (a row missing on green, a value or a
                 // constraint green refuses), the same changes in blue's order fail the way the
                 // row path does, naming the row — or succeed where folding alone was wrong.
                 debug!(commit_lsn = %commit_lsn, error = %e, "folded group failed; applying it again in blue's order");
-                match self.rollback().await {
+                match self.rollback().await.and_then(|()| rewind(tx)) {
                     Ok(()) => {
                         self.open = Some(Staged {
                             commit_lsn,
@@ -350,18 +354,22 @@ impl Applier {
         }
     }
 
-    /// Whether `tx` is folded and applied as set statements: folding on, one-way, a group
-    /// ([`set_group`](Self::set_group)) held in memory, and at least
-    /// [`FOLD_MIN_CHANGES`](crate::set::FOLD_MIN_CHANGES) changes (a small group goes row by
-    /// row).
+    /// Whether `tx` is folded and applied as set statements, chunk by chunk (see the `chunk`
+    /// module): folding on, one-way, and either a group ([`set_group`](Self::set_group)) of at
+    /// least [`FOLD_MIN_CHANGES`](crate::set::FOLD_MIN_CHANGES) changes, or a single source
+    /// transaction of at least [`FOLD_MIN_SINGLE`](crate::set::FOLD_MIN_SINGLE) changes or
+    /// spilled (a small one goes row by row).
     fn folds(&self, tx: &Transaction) -> bool {
-        self.options.fold
-            && self.group
-            && self.conflicts.is_none()
-            && tx
-                .changes
-                .in_memory()
-                .is_some_and(|c| c.len() >= crate::set::FOLD_MIN_CHANGES)
+        if !self.options.fold || self.conflicts.is_some() {
+            return false;
+        }
+        match &tx.changes {
+            Changes::InMemory(changes) if self.group => {
+                changes.len() >= crate::set::FOLD_MIN_CHANGES
+            }
+            Changes::InMemory(changes) => changes.len() >= crate::set::FOLD_MIN_SINGLE,
+            Changes::Spilled(_) => true,
+        }
     }
 
     /// Sends (with `begin`) `BEGIN`, every change of `tx` and, with `commit`, the origin tag and
@@ -410,6 +418,7 @@ impl Applier {
             pipeline,
             fold,
             conflicts,
+            in_flight_bytes: 0,
         };
         writer
             .write_all(
@@ -740,6 +749,18 @@ fn one_trip(tx: &Transaction) -> bool {
             .count()
             <= ONE_TRIP_MAX_LOCATING
     })
+}
+
+/// Makes a spilled `tx` readable again from its first change, for a second attempt inside
+/// the same call (a folded attempt that failed, applied again in blue's order).
+fn rewind(tx: &mut Transaction) -> Result<(), ApplyError> {
+    match &mut tx.changes {
+        Changes::InMemory(_) => Ok(()),
+        Changes::Spilled(spilled) => spilled.rewind().map_err(|source| ApplyError::Spill {
+            commit_lsn: tx.commit_lsn.to_string(),
+            source,
+        }),
+    }
 }
 
 /// Tags the open transaction with its source commit LSN and time, commits, and reads where

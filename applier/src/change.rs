@@ -26,6 +26,7 @@ use blueshift_decoder::pgoutput::{ColumnValue, OldTuple, ReplicaIdentity, TupleD
 use blueshift_decoder::relation::RelationInfo;
 use tokio_postgres::Client;
 
+use crate::chunk::{row_bytes, value_bytes, STATEMENT_MAX_BYTES};
 use crate::client::SqlError;
 use crate::conflict::{Detector, Remote};
 use crate::diagnose;
@@ -106,6 +107,8 @@ pub(crate) struct ChangeWriter<'a> {
     pub(crate) fold: bool,
     /// Two-way mode: each change is checked for conflicts first (see [`crate::conflict`]).
     pub(crate) conflicts: Option<(&'a mut Detector, Remote<'a>)>,
+    /// Bytes of parameters sent since the pipeline was last drained (see [`crate::chunk`]).
+    pub(crate) in_flight_bytes: usize,
 }
 
 impl ChangeWriter<'_> {
@@ -152,9 +155,7 @@ impl ChangeWriter<'_> {
         on_spill_error: impl Fn(io::Error) -> ApplyError,
     ) -> Result<(), ApplyError> {
         if self.fold && self.conflicts.is_none() {
-            if let Changes::InMemory(changes) = &*changes {
-                return self.write_folded(changes).await;
-            }
+            return self.write_chunked(changes, on_spill_error).await;
         }
         let mut cursor = Cursor::new(changes);
         if self.conflicts.is_some() {
@@ -178,6 +179,7 @@ impl ChangeWriter<'_> {
         mut next: impl FnMut() -> Result<Option<Cow<'c, Change>>, ApplyError>,
     ) -> Result<(), ApplyError> {
         let mut batch: Vec<Cow<'_, TupleData>> = Vec::new();
+        let mut batch_bytes = 0;
         let mut batch_target: Option<Arc<TargetTable>> = None;
         loop {
             let change = match next()? {
@@ -207,13 +209,16 @@ impl ChangeWriter<'_> {
             let same = batch_target
                 .as_ref()
                 .is_some_and(|t| Arc::ptr_eq(t, &target));
-            if !same || batch.len() >= self.max_rows(&target) {
+            if !same || batch.len() >= self.max_rows(&target) || batch_bytes >= STATEMENT_MAX_BYTES
+            {
                 if let Some(previous) = batch_target.take() {
                     self.insert(&previous, &batch).await?;
                     batch.clear();
                 }
+                batch_bytes = 0;
             }
             batch_target = Some(target);
+            batch_bytes += row_bytes(&row);
             batch.push(row);
         }
         if let Some(target) = batch_target {
@@ -291,6 +296,7 @@ impl ChangeWriter<'_> {
                 Shape::Insert { rows: n }
             };
             let statement = self.statement(target, &shape).await?;
+            self.hold(params.iter().map(value_bytes).sum()).await?;
             self.pipeline
                 .send(Arc::clone(target), shape, statement, params)
                 .await?;
@@ -344,6 +350,7 @@ impl ChangeWriter<'_> {
                     checked: self.commit_in_flight,
                 };
                 let statement = self.statement(&target, &shape).await?;
+                self.hold(params.iter().map(value_bytes).sum()).await?;
                 self.pipeline.send(target, shape, statement, params).await
             }
             Change::Delete { relation, old } => {
@@ -426,6 +433,7 @@ impl ChangeWriter<'_> {
             checked: must_touch && self.commit_in_flight,
         };
         let statement = self.statement(target, &shape).await?;
+        self.hold(params.iter().map(value_bytes).sum()).await?;
         self.pipeline
             .send_checked(Arc::clone(target), shape, statement, params, must_touch)
             .await
@@ -807,6 +815,10 @@ mod tests {
 
         fn len(&self) -> u64 {
             self.1
+        }
+
+        fn rewind(&mut self) -> io::Result<()> {
+            Err(io::Error::other("not rewound in this test"))
         }
 
         fn relations(&self) -> Vec<Arc<RelationInfo>> {

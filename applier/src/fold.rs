@@ -3,7 +3,9 @@
 //! A catch-up group (see the engine's `sync::worker`) is hundreds of source transactions applied
 //! as one green transaction. Green sees only the group's end state, so the changes to one row
 //! inside it can be replaced by their net effect, and the net effects of a table applied as a
-//! few set statements ([`crate::set`]) instead of one statement per change:
+//! few set statements ([`crate::set`]) instead of one statement per change. One large source
+//! transaction is folded the same way, chunk by chunk in blue's order ([`crate::chunk`]: each
+//! chunk's net effect applied after the previous chunk's, which is exact):
 //!
 //! | before (green) | changes in the group | net effect |
 //! |---|---|---|
@@ -411,6 +413,42 @@ mod tests {
                 if rows.is_ok() {
                     prop_assert_eq!(by_set, by_rows);
                 }
+            }
+        }
+
+        /// One large transaction folded in chunks (`crate::chunk`): cut anywhere, each chunk
+        /// folded on its own (or, where it cannot be, applied row by row) and the chunks applied
+        /// in order leave green as the row path does, and fail where it fails, on a green equal
+        /// to blue or diverged from it.
+        #[test]
+        fn chunks_folded_in_order_equal_row_by_row(
+            blue_keys in proptest::collection::vec(any::<u8>(), 0..6),
+            green_keys in proptest::collection::vec(any::<u8>(), 0..6),
+            diverged in any::<bool>(),
+            picks in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<[u8; 2]>()), 0..60),
+            cuts in proptest::collection::vec(1usize..12, 0..12),
+        ) {
+            let start = start_table(blue_keys);
+            let changes = valid_sequence(start.clone(), picks);
+            let green = if diverged { start_table(green_keys) } else { start };
+            let mut by_rows = green.clone();
+            let rows = apply_rows(&mut by_rows, &changes);
+            let mut by_chunks = green;
+            let mut chunked = Ok(());
+            let mut rest = &changes[..];
+            let mut cuts = cuts.into_iter();
+            while !rest.is_empty() && chunked.is_ok() {
+                let n = cuts.next().unwrap_or(rest.len()).min(rest.len());
+                let (chunk, after) = rest.split_at(n);
+                rest = after;
+                chunked = match fold(chunk) {
+                    Ok(folded) => apply_folded(&mut by_chunks, &folded),
+                    Err(Unfoldable) => apply_rows(&mut by_chunks, chunk),
+                };
+            }
+            prop_assert_eq!(chunked.is_ok(), rows.is_ok());
+            if rows.is_ok() {
+                prop_assert_eq!(by_chunks, by_rows);
             }
         }
 

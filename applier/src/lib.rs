@@ -14,6 +14,7 @@
 
 pub mod applier;
 mod change;
+mod chunk;
 pub mod client;
 pub mod conflict;
 mod diagnose;

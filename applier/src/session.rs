@@ -76,9 +76,9 @@ pub struct ApplierOptions {
     /// Two-way mode: detect, resolve and record conflicts (see [`crate::conflict`]); `None`
     /// (one-way sync) checks nothing.
     pub conflicts: Option<crate::conflict::ConflictOptions>,
-    /// Fold a large in-memory transaction (a catch-up group) per key and apply it as set
-    /// statements (see the crate's `fold` and `set` modules); off: every change in blue's
-    /// order, row by row. Never in two-way mode.
+    /// Fold a catch-up group, or one large source transaction (in memory or spilled, chunk by
+    /// chunk), per key and apply it as set statements (see the crate's `fold`, `set` and
+    /// `chunk` modules); off: every change in blue's order, row by row. Never in two-way mode.
     pub fold: bool,
 }
 

@@ -140,6 +140,11 @@ pub trait SpilledChanges: Send + Sync + fmt::Debug {
     /// How many changes there are in all.
     fn len(&self) -> u64;
 
+    /// Goes back to the first change: the next [`next_change`](Self::next_change) returns it
+    /// again. The applier does this only within one attempt to apply the transaction (a folded
+    /// attempt that failed and was rolled back is applied again in blue's order).
+    fn rewind(&mut self) -> io::Result<()>;
+
     /// The relation descriptions the changes refer to, each once (read without reading the
     /// changes: the engine checks them against green before the transaction is applied). It may
     /// also hold descriptions only changes of aborted subtransactions referred to.

@@ -13,7 +13,7 @@ use blueshift_decoder::Lsn;
 /// Scenarios (all by default): catchup (a paused consumer catching up a TPC-B backlog), live
 /// (lag per marker row under a fixed TPC-B rate), backfill (pgbench -i copied into an empty
 /// green), decode (a recorded backlog consumed into a discarding sink), bigtxn (one large
-/// INSERT and one large DELETE), verify (proving green equals blue), cutover (the write pause
+/// INSERT, UPDATE and DELETE), verify (proving green equals blue), cutover (the write pause
 /// of a switch through PgBouncer under a TPC-B rate, against the same switch by hand on native
 /// replication), bidirectional (two-way sync with pgbench on both sides at once, lag per
 /// direction, against two native subscriptions with origin = none: PostgreSQL 16+; and the

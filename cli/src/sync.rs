@@ -103,9 +103,9 @@ pub(crate) struct SyncArgs {
     /// Transactions queued for the appliers at most [default: 1024].
     #[arg(long, value_name = "N", env = "BLUESHIFT_QUEUE_CAPACITY")]
     queue_capacity: Option<usize>,
-    /// Fold a catch-up group (many source transactions applied as one green transaction) per
-    /// row to its net effect and apply each table's as a few set statements; off applies every
-    /// change row by row in blue's order. Tables with a unique index beyond the key, triggers
+    /// Fold a catch-up group (many source transactions applied as one green transaction), or
+    /// one large transaction in chunks, per row to its net effect and apply each table's as a
+    /// few set statements; off applies every change row by row in blue's order. Tables with a unique index beyond the key, triggers
     /// that fire during apply, no key or REPLICA IDENTITY FULL always go row by row
     /// [default: on].
     #[arg(long, value_name = "on|off", env = "BLUESHIFT_FOLD", value_parser = settings::boolish())]

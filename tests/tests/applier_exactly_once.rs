@@ -205,6 +205,7 @@ async fn exactly_once_and_failed_transactions() {
 /// A spill file stand-in: changes read back one by one, once, optionally failing at the end.
 #[derive(Debug)]
 struct Spill {
+    all: Vec<Change>,
     changes: std::vec::IntoIter<Change>,
     len: u64,
     fail_at_end: bool,
@@ -214,6 +215,7 @@ impl Spill {
     fn boxed(changes: Vec<Change>, fail_at_end: bool) -> Changes {
         Changes::Spilled(Box::new(Spill {
             len: changes.len() as u64,
+            all: changes.clone(),
             changes: changes.into_iter(),
             fail_at_end,
         }))
@@ -230,6 +232,11 @@ impl blueshift_applier::SpilledChanges for Spill {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn rewind(&mut self) -> std::io::Result<()> {
+        self.changes = self.all.clone().into_iter();
+        Ok(())
     }
 
     fn relations(&self) -> Vec<std::sync::Arc<blueshift_decoder::relation::RelationInfo>> {

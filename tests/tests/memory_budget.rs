@@ -12,9 +12,12 @@
 //! run, 22 MiB of it the binary's mapped pages (`RssFile`) and the rest start-up (the runtime,
 //! one connection to blue and several to green, TLS roots, the catalogs).
 //!
-//! Rows are 256 bytes of values: an applier keeps up to 64 multi-row statements of 256 rows in
-//! flight with their parameters (`applier::pipeline`), memory outside the budget that grows with
-//! the row width (some 40 MiB with 1 KiB rows).
+//! Rows are 256 bytes of values. The spilled transaction is folded and applied chunk by chunk
+//! (`applier::chunk`): an applier holds at most 2 MiB of parameters in statements not yet
+//! answered, whatever the row width, plus the chunk of at most 2 MiB being folded and the copies
+//! folding makes. Measured (debug build): the peak grew 38–40 MiB over rest with the 4 MiB
+//! budget (33 / 29 MiB when the transaction went row by row, 42 MiB with 4 MiB chunks), so the
+//! margin stays 48 MiB: not yet the issue's budget + 32 MiB in this build.
 
 #[path = "support/sync.rs"]
 mod support;
@@ -29,7 +32,7 @@ const SCHEMA: &str = "CREATE TABLE wide (id int PRIMARY KEY, a text NOT NULL, b 
 /// The budget under test.
 const BUDGET_MIB: u64 = 4;
 
-/// What applying may add besides the budget (see the module docs). Measured: some 30 MiB.
+/// What applying may add besides the budget (see the module docs). Measured: 38–40 MiB.
 const MARGIN_MIB: u64 = 48;
 
 /// Rows of the big transaction, each 256 bytes of values: 50 MiB of values, over 130 MiB as

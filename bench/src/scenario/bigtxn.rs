@@ -1,11 +1,12 @@
-//! `bigtxn`: one INSERT of N rows and one DELETE of the same N rows on blue, each a single
-//! transaction; timed from blue's commit until green shows it; peak memory of the consumer.
+//! `bigtxn`: one INSERT of N rows, one UPDATE and one DELETE of the same N rows on blue, each a
+//! single transaction; timed from blue's commit until green shows it; peak memory of the consumer.
 //!
 //! ```text
 //!  setup: per side its own blue database and green database (table big, the marker table),
 //!         a publication; native: a subscription with streaming = on, disabled
 //!  per run, each side in turn: start, catch up → INSERT N rows (commit) → row N visible on
-//!         green (timed) → green equal → DELETE N rows (commit) → row 1 gone on green (timed)
+//!         green (timed) → green equal → UPDATE N rows (commit) → row N updated on green
+//!         (timed) → green equal → DELETE N rows (commit) → row 1 gone on green (timed)
 //!         → green equal → stop
 //! ```
 //!
@@ -54,8 +55,8 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     let o = ctx.options;
     let mut r = ScenarioResult::new("bigtxn", vec![NATIVE]);
     r.workload = format!(
-        "one `INSERT` of {n} rows (bigint key, int, 32-byte text) and one `DELETE` of the same \
-         {n} rows on blue, each a single transaction",
+        "one `INSERT` of {n} rows (bigint key, int, 32-byte text), one `UPDATE` (of `k`) and \
+         one `DELETE` of the same {n} rows on blue, each a single transaction",
         n = o.bigtxn_rows
     );
     r.timed = format!(
@@ -66,6 +67,7 @@ pub(super) async fn run(ctx: &Context<'_>) -> ScenarioResult {
     );
     r.figures = vec![
         figure("insert_s", "INSERT: commit → on green, s", Better::Lower, 2),
+        figure("update_s", "UPDATE: commit → on green, s", Better::Lower, 2),
         figure("delete_s", "DELETE: commit → on green, s", Better::Lower, 2),
     ];
     r.figures.extend(PROCESS_FIGURES);
@@ -240,7 +242,23 @@ async fn turn(
     tables_equal(blue, &db, green, &db, &TABLES).await?;
 
     say(format!(
-        "{side}: INSERT on green after {insert:.2} s; DELETE of {n} rows"
+        "{side}: INSERT on green after {insert:.2} s; UPDATE of {n} rows"
+    ));
+    b.batch_execute("UPDATE public.big SET k = -1 - k").await?;
+    let committed = Instant::now();
+    let updated = "SELECT k < 0 FROM public.big WHERE id = $1";
+    poll_until(
+        &format!("{side} applying the UPDATE"),
+        ctx.timeout(),
+        &mut alive,
+        || async { Ok(g.query_one(updated, &[&n]).await?.get::<_, bool>(0)) },
+    )
+    .await?;
+    let update = committed.elapsed().as_secs_f64();
+    tables_equal(blue, &db, green, &db, &TABLES).await?;
+
+    say(format!(
+        "{side}: UPDATE on green after {update:.2} s; DELETE of {n} rows"
     ));
     b.batch_execute("DELETE FROM public.big").await?;
     let committed = Instant::now();
@@ -262,7 +280,8 @@ async fn turn(
         "{side}: DELETE on green after {delete:.2} s; green equals blue"
     ));
     r.sample(run, side, "insert_s", insert);
+    r.sample(run, side, "update_s", update);
     r.sample(run, side, "delete_s", delete);
-    r.usage(run, side, &usage, 2.0 * n as f64);
+    r.usage(run, side, &usage, 3.0 * n as f64);
     Ok(())
 }

@@ -505,6 +505,14 @@ impl SpilledChanges for SpillReader {
         self.len
     }
 
+    fn rewind(&mut self) -> io::Result<()> {
+        self.input.seek(SeekFrom::Start(0))?;
+        self.relations.clear();
+        self.records = 0;
+        self.returned = 0;
+        Ok(())
+    }
+
     fn relations(&self) -> Vec<Arc<RelationInfo>> {
         self.described.clone()
     }

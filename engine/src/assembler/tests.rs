@@ -552,6 +552,50 @@ fn spilled_subtransaction_abort_skips_only_its_earlier_records() {
 }
 
 #[test]
+fn a_rewound_spill_reads_the_same_changes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = assembler(dir.path(), 0);
+    let out = run(
+        &mut a,
+        vec![
+            start(10, true),
+            relation(1, 1, Some(10)),
+            insert(Some(10), 1, "top1"),
+            insert(Some(11), 1, "sub11"),
+            relation(2, 1, Some(10)),
+            insert(Some(10), 2, "top2"),
+            PgOutputMessage::StreamStop,
+            abort(10, 11),
+            stream_commit(10, 400),
+        ],
+    );
+    let mut t = transaction(out.into_iter().next().unwrap());
+    let Changes::Spilled(reader) = &mut t.changes else {
+        panic!("not spilled")
+    };
+    // Half read, then rewound: the same changes, aborted ones still skipped, each with the
+    // relation description it was written with.
+    let first = reader.next_change().unwrap().unwrap();
+    reader.rewind().unwrap();
+    let mut again = Vec::new();
+    while let Some(change) = reader.next_change().unwrap() {
+        again.push(change);
+    }
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0], first);
+    let tables: Vec<String> = again
+        .iter()
+        .map(|c| match c {
+            Change::Insert { relation, .. } => relation.name().to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(tables, ["public.t1", "public.t2"]);
+    reader.rewind().unwrap();
+    assert_eq!(values(t.changes), ["top1", "top2"]);
+}
+
+#[test]
 fn relation_changes_mid_transaction_survive_the_spill() {
     for limit in [usize::MAX, 0] {
         let dir = tempfile::tempdir().unwrap();
