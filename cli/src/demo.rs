@@ -136,6 +136,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bidirectional: false,
         conflicts: Default::default(),
         fold: true,
+        spool_limit: blueshift_engine::sync::spool::DEFAULT_LIMIT,
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
