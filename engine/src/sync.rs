@@ -508,25 +508,60 @@ async fn run_stages(
         during: "sync",
         state: "it had not started streaming, and nothing was changed",
     };
-    // A signal during the preflight's connects and queries stops at once.
-    tokio::select! {
-        biased;
-        () = shutdown.clone().wait() => return Err(before_streaming),
-        checked = preflight::check(&config) => checked?,
+    let claim = || {
+        let mut lock = spill_folder(&config).into_os_string();
+        lock.push(".lock");
+        let lock = PathBuf::from(lock);
+        crate::assembler::spill::claim(&lock)
+            .map_err(|source| SyncError::SpillLock {
+                lock: lock.clone(),
+                source,
+            })?
+            .ok_or_else(|| SyncError::SpillInUse {
+                slot: config.slot.clone(),
+                lock,
+            })
+    };
+    loop {
+        // A signal during the preflight's connects and queries stops at once.
+        let checked = tokio::select! {
+            biased;
+            () = shutdown.clone().wait() => return Err(before_streaming),
+            checked = preflight::check(&config) => checked,
+        };
+        let Err(refused) = checked else { break };
+        // Started (again, after a crash) while green is down: blue is read into the spool
+        // until green answers, then preflight runs again.
+        let green_down = matches!(&refused, PreflightError::Connect { side: "green", .. });
+        if !(green_down && config.spool_limit > 0 && !spool::green_answers(&config).await) {
+            return Err(refused.into());
+        }
+        tracing::warn!(error = %error_chain(&refused), "green does not answer at start");
+        let spooled = {
+            let _spill = claim()?;
+            spool::spool_while_green_down(&config, &metrics, &shutdown).await?
+        };
+        if shutdown.fired() {
+            return Err(before_streaming);
+        }
+        if !spooled {
+            let mut wait = config.backoff.1;
+            if !back_off(
+                &refused,
+                "waiting for green",
+                &mut wait,
+                &config,
+                &metrics,
+                &shutdown,
+            )
+            .await
+            {
+                return Err(before_streaming);
+            }
+        }
     }
     // Held until sync ends: one sync per spill folder on this host.
-    let mut lock = spill_folder(&config).into_os_string();
-    lock.push(".lock");
-    let lock = PathBuf::from(lock);
-    let _spill = crate::assembler::spill::claim(&lock)
-        .map_err(|source| SyncError::SpillLock {
-            lock: lock.clone(),
-            source,
-        })?
-        .ok_or_else(|| SyncError::SpillInUse {
-            slot: config.slot.clone(),
-            lock,
-        })?;
+    let _spill = claim()?;
     let mut summary = SyncSummary::default();
     backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await?;
     if shutdown.fired() {
@@ -875,8 +910,8 @@ async fn attempt(
     // What blue sent while green was down (see `spool`): replayed first when it continues
     // green's position, and the live stream starts at its end.
     let replay = if *direction == direction::Direction::Forward && stop_at.is_none() {
-        let folder = spool::folder(&spill_folder(config));
         if config.spool_limit > 0 {
+            let folder = spool::folder(&spill_folder(config));
             let recorded = crate::slot_guard::read(&guard_green, &config.slot)
                 .await
                 .map_err(|source| SyncError::Green {
@@ -892,7 +927,7 @@ async fn attempt(
                 recorded.as_ref().map(|r| r.system_identifier.as_str()),
             )?
         } else {
-            spool::discard(&folder, "--spool-limit is 0");
+            // Left as it is: a later run with a spool replays or discards it by the same rules.
             None
         }
     } else {

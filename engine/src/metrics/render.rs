@@ -105,7 +105,11 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
         "gauge",
         "1 while the spool is at --spool-limit and reading blue waits for green.",
     );
-    out.sample("blueshift_spool_full", &[], Value::Int(u64::from(s.spool_full)));
+    out.sample(
+        "blueshift_spool_full",
+        &[],
+        Value::Int(u64::from(s.spool_full)),
+    );
 
     out.header(
         "blueshift_slot_retained_wal_bytes",

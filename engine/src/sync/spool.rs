@@ -171,7 +171,11 @@ fn checksum(kind: u8, lsn: Lsn, payload: &[u8]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&[kind]);
     h.update(&lsn.0.to_be_bytes());
-    h.update(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes());
+    h.update(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     h.update(payload);
     h.digest()
 }
@@ -229,7 +233,9 @@ fn read_header(r: &mut impl Read, path: &Path) -> Result<Option<(Header, u64)>, 
     }
     let id_len = be_u32(&fixed[20..24]);
     if id_len > 1024 {
-        return Err(corrupt("its header names an impossible system identifier length"));
+        return Err(corrupt(
+            "its header names an impossible system identifier length",
+        ));
     }
     let mut rest = vec![0u8; id_len as usize + 8];
     if !read_full(r, &mut rest).map_err(io("read", path))? {

@@ -144,6 +144,7 @@ pub(in crate::sync) async fn spool_while_green_down(
                 full = at_limit;
                 metrics.set_spool_full(full);
                 if full {
+                    writer.sync().map_err(SyncError::Spool)?;
                     tracing::warn!(
                         bytes = writer.len(),
                         limit = config.spool_limit,

@@ -102,7 +102,11 @@ fn a_commit_inside_an_open_streamed_transaction_is_no_place_to_restart() {
     // Another transaction commits while 77 is still open.
     write_transactions(&mut w, &[(110, 120)]);
     w.sync().unwrap();
-    assert_eq!(scan(dir.path()).unwrap().unwrap().end, Lsn(100), "no mark yet");
+    assert_eq!(
+        scan(dir.path()).unwrap().unwrap().end,
+        Lsn(100),
+        "no mark yet"
+    );
     w.frame(Lsn(130), &stream_commit(77, 130, 135)).unwrap();
     w.sync().unwrap();
     let contents = scan(dir.path()).unwrap().unwrap();
