@@ -98,7 +98,7 @@ fn a_commit_inside_an_open_streamed_transaction_is_no_place_to_restart() {
     let mut w = Writer::create(dir.path(), &header()).unwrap();
     w.frame(Lsn(101), &stream_start(77)).unwrap();
     w.frame(Lsn(102), &insert(1)).unwrap();
-    w.frame(Lsn(103), &[b'E']).unwrap();
+    w.frame(Lsn(103), b"E").unwrap();
     // Another transaction commits while 77 is still open.
     write_transactions(&mut w, &[(110, 120)]);
     w.sync().unwrap();
