@@ -4,7 +4,7 @@
 //! | code | class | examples |
 //! |---|---|---|
 //! | 0 | done | the command finished; `sync` stopped by a signal after draining |
-//! | 1 | differences | `verify` found rows that differ, `plan` found a blocked table |
+//! | 1 | differences | `verify` found rows that differ, `plan` found a blocked table, `status` lists a problem |
 //! | 2 | usage | an unknown option, a missing argument (clap's own exit) |
 //! | 3 | configuration or preflight refused | a bad settings file, `wal_level`, a missing publication, a slot in use, a green table not empty |
 //! | 4 | connection or authentication | a server that cannot be reached, a wrong password, a connect timeout |
@@ -81,7 +81,8 @@ impl Class {
 pub(crate) const HELP: &str = "\
 Exit codes:
   0  done (sync: stopped by SIGINT/SIGTERM after draining what was in flight)
-  1  differences found (verify; plan: a table replication cannot carry; migrate validate)
+  1  differences found (verify; plan: a table replication cannot carry; migrate validate;
+     status: the report lists a problem)
   2  usage: an unknown option or a missing argument
   3  configuration or preflight refused (settings, wal_level, publication, slot in use, …)
   4  connection or authentication failed (unreachable, timed out, wrong password)

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use blueshift_engine::status::{self, StatusOptions};
 
+use crate::exit::Differences;
 use crate::settings;
 
 /// Show where a sync stands: the slot on blue, green's durable position, the lag, the WAL kept.
@@ -15,6 +16,9 @@ use crate::settings;
 /// metrics: in bytes, blue's current position minus what green holds (or the slot's confirmed
 /// position when further); in seconds, the age of the oldest commit green does not hold, from
 /// the heartbeat the sync records on green — it keeps growing while the sync is stopped.
+///
+/// Exits 1 when the report lists a problem (a lost or unreserved slot, a slot that is not the
+/// one blueshift left…), after printing it.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -72,7 +76,16 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
         text
     };
-    print(&text)
+    print(&text)?;
+    // A script must not read "all is well" from a report that lists problems.
+    if !status.problems.is_empty() {
+        return Err(anyhow::Error::new(Differences(format!(
+            "status lists {} problem(s) (the PROBLEM lines above): {}",
+            status.problems.len(),
+            status.problems.join("; ")
+        ))));
+    }
+    Ok(())
 }
 
 /// Writes `text` to stdout; a closed stdout (`| head`) is not an error.

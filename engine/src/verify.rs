@@ -74,6 +74,7 @@ mod plan;
 mod point;
 mod record;
 mod sample;
+mod workers;
 
 use std::fmt;
 use std::sync::Arc;
@@ -694,7 +695,7 @@ async fn run_recorded(
     // keys, constraints, indexes) and sequences, in the same snapshots.
     let compared = async {
         record::set_lsn(records, run_id, point.lsn).await?;
-        let outcome = compare::run(
+        let outcome = workers::run(
             config, &plans, chunks, &point, records, run_id, invocation, progress,
         )
         .await?;

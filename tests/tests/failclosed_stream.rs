@@ -67,7 +67,11 @@ fn status(pair: &Pair) -> String {
         &pair.green.uri("app"),
         &["--slot", "bs"],
     );
-    cli::succeeded("status", &out)
+    // A report that lists a problem exits 1 (the problems class), after printing it.
+    let stderr = cli::failed("status", &out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("status lists 1 problem(s)"), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Streams rows 1..=100, then stops sync cleanly.

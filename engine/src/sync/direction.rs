@@ -34,19 +34,25 @@
 //!   sidecar stops the reverse direction within a second), then drops the slot and the
 //!   publication on green and the guard record and origins on blue.
 
+mod disarm;
+mod error;
 pub(crate) mod preflight;
 pub(crate) mod sidecar;
 mod status;
 
+pub(crate) use disarm::disarm_with;
+pub use disarm::{disarm_reverse, Disarmed};
+use disarm::{drop_origins, drop_publication, drop_slot, slot_on};
+pub use error::DirectionError;
 pub use status::{reverse_status, ReverseStatus};
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use blueshift_applier::client::{ClientError, SqlError};
+use blueshift_applier::client::SqlError;
 use blueshift_decoder::config::ConnectConfig;
 use blueshift_decoder::connection::{
-    validate_slot_name, CreateSlotOptions, ReplicationConnection, ReplicationError, SnapshotAction,
+    validate_slot_name, CreateSlotOptions, ReplicationConnection, SnapshotAction,
 };
 use blueshift_decoder::ident::quote_ident;
 use blueshift_decoder::Lsn;
@@ -55,7 +61,7 @@ use tokio_postgres::Client;
 use super::{ORIGIN_PREFIX, PUBLICATION_COMMENT};
 use crate::client;
 use crate::schema::QualifiedName;
-use crate::slot_guard::{self, BlueIdentity, SlotError};
+use crate::slot_guard::{self, BlueIdentity};
 
 /// The table on green that arms the reverse direction (one row per forward slot), created when
 /// missing under the advisory lock blueshift's other state tables use.
@@ -72,13 +78,13 @@ CREATE TABLE IF NOT EXISTS blueshift.reverse (
 )";
 
 /// PostgreSQL's longest identifier (`NAMEDATALEN - 1`).
-const MAX_NAME_LEN: usize = 63;
+pub(super) const MAX_NAME_LEN: usize = 63;
 
 /// SQLSTATE `object_in_use`: a slot or origin some process is using.
-const OBJECT_IN_USE: &str = "55006";
+pub(super) const OBJECT_IN_USE: &str = "55006";
 
 /// How long disarming waits for a running sidecar to let go of the reverse slot and origins.
-const RELEASE_WAIT: Duration = Duration::from_secs(30);
+pub(super) const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
 /// Which way a pipeline runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,163 +159,6 @@ pub struct Reverse {
     pub armed_lsn: Lsn,
     /// When it was armed.
     pub armed_at: SystemTime,
-}
-
-/// Why the reverse direction could not be armed or disarmed.
-#[derive(Debug, thiserror::Error)]
-pub enum DirectionError {
-    /// Two-way mode's sequence strategy could not be applied or reverted.
-    #[error("the two-way sequence strategy could not be applied or reverted")]
-    Sequences(#[source] crate::sequence::SequenceError),
-    /// A SQL connection failed.
-    #[error("could not connect to {side}")]
-    Connect {
-        /// `blue` or `green`.
-        side: &'static str,
-        /// Why.
-        #[source]
-        source: ClientError,
-    },
-    /// A statement failed.
-    #[error("could not {what} on {side}")]
-    Sql {
-        /// `blue` or `green`.
-        side: &'static str,
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: SqlError,
-    },
-    /// The replication connection to green failed.
-    #[error("could not {what} on green")]
-    Replication {
-        /// What was being done.
-        what: &'static str,
-        /// Why.
-        #[source]
-        source: ReplicationError,
-    },
-    /// The slot guard on blue refused.
-    #[error(transparent)]
-    Slot(#[from] SlotError),
-    /// A derived name does not fit PostgreSQL's identifiers.
-    #[error(
-        "the reverse {what} name {} is longer than {MAX_NAME_LEN} bytes — use a shorter --slot or \
-         --publication",
-        quote_ident(name)
-    )]
-    NameTooLong {
-        /// `slot` or `publication`.
-        what: &'static str,
-        /// The name.
-        name: String,
-    },
-    /// The forward publication is missing on blue or publishes nothing.
-    #[error(
-        "publication {} on blue publishes no table: the reverse direction replicates the tables \
-         the forward publication holds — create it (or add tables to it) before arming",
-        quote_ident(publication)
-    )]
-    NoTables {
-        /// The forward publication.
-        publication: String,
-    },
-    /// A published table is missing on green.
-    #[error(
-        "table {table} is published on blue but missing on green: the reverse direction needs \
-         every published table on both sides under the same name — create it on green (blueshift \
-         migrate) or remove it from the publication"
-    )]
-    MissingOnGreen {
-        /// The table.
-        table: QualifiedName,
-    },
-    /// A publication of the reverse name exists on green and is not blueshift's.
-    #[error(
-        "publication {} exists on green and was not created by blueshift: drop or rename it, or \
-         use another --publication",
-        quote_ident(publication)
-    )]
-    ForeignPublication {
-        /// The publication.
-        publication: String,
-    },
-    /// The row is there, the reverse slot is not.
-    #[error(
-        "the reverse direction of slot {} is armed (blueshift.reverse on green, since {armed_lsn}) \
-         but its replication slot {} is gone from green: what green committed since may be missing \
-         on blue. Disarm it (`blueshift finalize`, or disarm_reverse), make blue equal green again \
-         (compare with `blueshift verify`), then arm it again",
-        quote_ident(slot),
-        quote_ident(reverse_slot)
-    )]
-    SlotLost {
-        /// The forward slot.
-        slot: String,
-        /// The reverse slot.
-        reverse_slot: String,
-        /// Where it was armed.
-        armed_lsn: Lsn,
-    },
-    /// A table blue publishes is not in the reverse publication.
-    #[error(
-        "table {table} is in publication {} on blue but not in the reverse publication {} on \
-         green: green's writes to it would not reach blue — once green's {table} equals blue's, \
-         ALTER PUBLICATION {} ADD TABLE {table} on green (or remove the table from {} on blue), \
-         then start sync again",
-        quote_ident(publication),
-        quote_ident(reverse_publication),
-        quote_ident(reverse_publication),
-        quote_ident(publication)
-    )]
-    NotReversed {
-        /// The table.
-        table: QualifiedName,
-        /// The forward publication.
-        publication: String,
-        /// The reverse publication.
-        reverse_publication: String,
-    },
-    /// A process holds the reverse slot or a reverse origin.
-    #[error(
-        "{what} is in use by process {pid:?} on {side}: is a `blueshift sync` still running the \
-         reverse direction? Stop it (or wait for it to notice the disarm), then run this again"
-    )]
-    InUse {
-        /// The object, quoted.
-        what: String,
-        /// `blue` or `green`.
-        side: &'static str,
-        /// The process, when known.
-        pid: Option<i32>,
-    },
-}
-
-impl DirectionError {
-    /// Whether retrying may help (a lost connection, a server restarting).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DirectionError::Connect { source, .. } => source.is_transient(),
-            DirectionError::Sql { source, .. } => source.is_transient(),
-            DirectionError::Sequences(e) => e.is_transient(),
-            DirectionError::Replication { source, .. } => super::replication_is_transient(source),
-            DirectionError::Slot(e) => e.is_transient(),
-            _ => false,
-        }
-    }
-
-    fn sql(
-        side: &'static str,
-        what: impl Into<String>,
-    ) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        let what = what.into();
-        move |e| DirectionError::Sql {
-            side,
-            what,
-            source: SqlError::from(e),
-        }
-    }
 }
 
 /// The tables the reverse direction holds (those of its publication on green, blueshift's own
@@ -418,7 +267,7 @@ fn check_names(reverse_slot: &str, reverse_publication: &str) -> Result<(), Dire
     })
 }
 
-async fn connect(
+pub(super) async fn connect(
     config: &ConnectConfig,
     side: &'static str,
 ) -> Result<(Client, tokio::task::JoinHandle<()>), DirectionError> {
@@ -613,237 +462,6 @@ async fn check_on_green(
         }
     }
     Ok(())
-}
-
-/// The reverse slot on green: `Some(active_pid)` when it exists.
-async fn slot_on(green: &Client, slot: &str) -> Result<Option<Option<i32>>, DirectionError> {
-    let row = green
-        .query_opt(
-            "SELECT active_pid FROM pg_catalog.pg_replication_slots \
-              WHERE slot_name OPERATOR(pg_catalog.=) $1",
-            &[&slot],
-        )
-        .await
-        .map_err(DirectionError::sql("green", "read pg_replication_slots"))?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-/// Drops the slot on green when it exists, once no process holds it (waiting up to
-/// [`RELEASE_WAIT`] for a sidecar to let go).
-async fn drop_slot(green: &Client, slot: &str) -> Result<bool, DirectionError> {
-    let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
-    loop {
-        match slot_on(green, slot).await? {
-            None => return Ok(false),
-            Some(Some(pid)) if tokio::time::Instant::now() >= deadline => {
-                return Err(DirectionError::InUse {
-                    what: format!("replication slot {}", quote_ident(slot)),
-                    side: "green",
-                    pid: Some(pid),
-                })
-            }
-            Some(Some(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Some(None) => {
-                let dropped = green
-                    .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[&slot])
-                    .await;
-                match dropped {
-                    Ok(_) => {
-                        tracing::info!(slot, "reverse replication slot dropped on green");
-                        return Ok(true);
-                    }
-                    // Taken between the two statements: wait again.
-                    Err(e) if e.code().is_some_and(|c| c.code() == OBJECT_IN_USE) => {}
-                    Err(e) => return Err(DirectionError::sql("green", "drop the reverse slot")(e)),
-                }
-            }
-        }
-    }
-}
-
-/// Drops the publication on green when it exists and is blueshift's.
-async fn drop_publication(green: &Client, publication: &str) -> Result<bool, DirectionError> {
-    let comment: Option<Option<String>> = green
-        .query_opt(
-            "SELECT pg_catalog.obj_description(oid, 'pg_publication') FROM pg_catalog.pg_publication \
-              WHERE pubname OPERATOR(pg_catalog.=) $1",
-            &[&publication],
-        )
-        .await
-        .map_err(DirectionError::sql("green", "read pg_publication"))?
-        .map(|r| r.get(0));
-    match comment {
-        None => Ok(false),
-        Some(Some(c)) if c == PUBLICATION_COMMENT => {
-            green
-                .batch_execute(&format!("DROP PUBLICATION {}", quote_ident(publication)))
-                .await
-                .map_err(DirectionError::sql("green", "DROP PUBLICATION"))?;
-            tracing::info!(publication, "reverse publication dropped on green");
-            Ok(true)
-        }
-        Some(_) => Err(DirectionError::ForeignPublication {
-            publication: publication.to_owned(),
-        }),
-    }
-}
-
-/// Drops the reverse origins of forward slot `slot` on blue, once no applier holds them.
-async fn drop_origins(blue: &Client, slot: &str) -> Result<usize, DirectionError> {
-    let prefix = format!("{ORIGIN_PREFIX}{slot}_r");
-    let rows = blue
-        .query(
-            "SELECT roname::pg_catalog.text FROM pg_catalog.pg_replication_origin \
-              WHERE pg_catalog.starts_with(roname, $1)",
-            &[&prefix],
-        )
-        .await
-        .map_err(DirectionError::sql("blue", "read the replication origins"))?;
-    let mut dropped = 0;
-    for row in rows {
-        let name: String = row.get(0);
-        if reverse_origin_worker(slot, &name).is_none() {
-            continue;
-        }
-        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
-        loop {
-            match blue
-                .execute("SELECT pg_catalog.pg_replication_origin_drop($1)", &[&name])
-                .await
-            {
-                Ok(_) => break,
-                Err(e) if e.code().is_some_and(|c| c.code() == OBJECT_IN_USE) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(DirectionError::InUse {
-                            what: format!("replication origin {}", quote_ident(&name)),
-                            side: "blue",
-                            pid: None,
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    return Err(DirectionError::sql(
-                        "blue",
-                        "drop a reverse replication origin",
-                    )(e))
-                }
-            }
-        }
-        tracing::info!(origin = %name, "reverse replication origin dropped on blue");
-        dropped += 1;
-    }
-    Ok(dropped)
-}
-
-/// What [`disarm_reverse`] removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Disarmed {
-    /// The `blueshift.reverse` row was there.
-    pub row: bool,
-    /// The reverse slot was dropped on green.
-    pub slot: bool,
-    /// The reverse publication was dropped on green.
-    pub publication: bool,
-    /// Reverse origins dropped on blue.
-    pub origins: usize,
-    /// Sequences whose two-way strategy was reverted (`--sequence-strategy`).
-    pub sequences: usize,
-}
-
-/// Disarms the reverse direction of forward slot `slot` (see the module docs): the row first,
-/// then the slot and publication on green, the guard record and origins on blue. Idempotent;
-/// `publication` (the forward one) names the reverse publication when the row is gone already.
-pub async fn disarm_reverse(
-    blue: &ConnectConfig,
-    green: &ConnectConfig,
-    slot: &str,
-    publication: &str,
-) -> Result<Disarmed, DirectionError> {
-    let (green_sql, green_conn) = connect(green, "green").await?;
-    let (blue_sql, blue_conn) = match connect(blue, "blue").await {
-        Ok(c) => c,
-        Err(e) => {
-            client::close(green_sql, green_conn).await;
-            return Err(e);
-        }
-    };
-    let done = disarm(&blue_sql, &green_sql, slot, publication).await;
-    client::close(green_sql, green_conn).await;
-    client::close(blue_sql, blue_conn).await;
-    done
-}
-
-/// [`disarm_reverse`] over open connections (`blueshift cleanup`).
-pub(crate) async fn disarm_with(
-    blue: &Client,
-    green: &Client,
-    slot: &str,
-    publication: &str,
-) -> Result<Disarmed, DirectionError> {
-    disarm(blue, green, slot, publication).await
-}
-
-async fn disarm(
-    blue: &Client,
-    green: &Client,
-    slot: &str,
-    publication: &str,
-) -> Result<Disarmed, DirectionError> {
-    let row = read_reverse(green, slot)
-        .await
-        .map_err(|source| DirectionError::Sql {
-            side: "green",
-            what: "read blueshift.reverse".to_owned(),
-            source,
-        })?;
-    let (reverse_slot, reverse_publication) = match &row {
-        Some(r) => (r.reverse_slot.clone(), r.reverse_publication.clone()),
-        None => (
-            reverse_slot_name(slot),
-            reverse_publication_name(publication),
-        ),
-    };
-    let mut disarmed = Disarmed::default();
-    if row.is_some() {
-        green
-            .execute("DELETE FROM blueshift.reverse WHERE slot = $1", &[&slot])
-            .await
-            .map_err(DirectionError::sql(
-                "green",
-                "delete the blueshift.reverse row",
-            ))?;
-        disarmed.row = true;
-    }
-    disarmed.slot = drop_slot(green, &reverse_slot).await?;
-    disarmed.publication = drop_publication(green, &reverse_publication).await?;
-    slot_guard::forget(blue, &reverse_slot)
-        .await
-        .map_err(DirectionError::sql(
-            "blue",
-            "forget the reverse slot guard record",
-        ))?;
-    let lag_table = crate::client::relation_exists(blue, "blueshift.sync_lag")
-        .await
-        .map_err(DirectionError::sql("blue", "look up blueshift.sync_lag"))?;
-    if lag_table {
-        blue.execute(
-            "DELETE FROM blueshift.sync_lag WHERE slot = $1",
-            &[&reverse_slot],
-        )
-        .await
-        .map_err(DirectionError::sql(
-            "blue",
-            "forget the reverse lag heartbeat",
-        ))?;
-    }
-    disarmed.origins = drop_origins(blue, slot).await?;
-    // Two-way mode's sequence strategy goes with it.
-    disarmed.sequences = crate::sequence::two_way::revert(blue, green, slot)
-        .await
-        .map_err(DirectionError::Sequences)?;
-    tracing::info!(slot, ?disarmed, "the reverse direction is disarmed");
-    Ok(disarmed)
 }
 
 #[cfg(test)]

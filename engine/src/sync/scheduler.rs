@@ -11,6 +11,7 @@
 //! number of transactions in flight.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::writeset::Writeset;
 
@@ -26,13 +27,38 @@ pub(crate) struct Slot {
     pub(crate) after: u64,
 }
 
+/// The writesets' hashes are xxh3 digests already: a map keyed by them uses them as they are
+/// instead of hashing them again (the scheduler looks up every hash of every transaction).
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; fold anything else in rather than panic.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Hash → the number of the last transaction in flight that holds it.
+type HashIndex = HashMap<u64, u64, BuildHasherDefault<Prehashed>>;
+
 /// Tracks the writesets of transactions in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Scheduler {
     next_seq: u64,
-    keys: HashMap<u64, u64>,
-    touched: HashMap<u64, u64>,
-    locked: HashMap<u64, u64>,
+    keys: HashIndex,
+    touched: HashIndex,
+    locked: HashIndex,
     /// The last barrier's number: everything after it waits for it.
     last_barrier: u64,
 }
@@ -69,7 +95,7 @@ impl Scheduler {
             };
         }
         let mut after = self.last_barrier;
-        let mut wait_for = |map: &HashMap<u64, u64>, hashes: &[u64]| {
+        let mut wait_for = |map: &HashIndex, hashes: &[u64]| {
             for h in hashes {
                 if let Some(&s) = map.get(h) {
                     if s > committed {

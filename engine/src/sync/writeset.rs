@@ -1,5 +1,6 @@
-//! Writesets: which rows a transaction touches, as xxh3 hashes of (table, unique key, key
-//! values), so the scheduler can run transactions that share none of them at the same time.
+//! Writesets: which rows a transaction touches, as xxh3 hashes (seeded with a secret of the
+//! process) of (table, unique key, key values), so the scheduler can run transactions that
+//! share none of them at the same time.
 //!
 //! A transaction's writeset holds, for every change and for both its old and its new row image,
 //! one hash per unique key of the table: blue's replica identity and **every unique index on
@@ -23,8 +24,10 @@
 //! table ([`KeyCatalog::forget`]): when blue's definition of it changes, and so when the
 //! operator changed green's table for a change sync waited on.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use blueshift_applier::{Change, Mapping, Transaction};
 use blueshift_decoder::pgoutput::{ColumnValue, TupleData};
@@ -88,8 +91,11 @@ struct TableKeys {
 /// For one relation description: which columns of its tuples form each key.
 #[derive(Debug)]
 struct ResolvedKeys {
-    /// Column positions in the tuple, per key (each with its id).
-    keys: Vec<(u32, Vec<usize>)>,
+    /// The table's hash ([`table_hash`]), computed once.
+    table: u64,
+    /// Per key, the hash of (schema, table, key id) that seeds each value's hash, and the
+    /// column positions in the tuple.
+    keys: Vec<(u64, Vec<usize>)>,
     /// No key covers every change: lock the whole table.
     table_lock: bool,
 }
@@ -159,6 +165,11 @@ impl KeyCatalog {
         };
         for change in changes {
             for relation in relations_of(change) {
+                // The common case, a description already resolved: no lookup by name (and no
+                // allocation) per change.
+                if self.is_resolved(relation) {
+                    continue;
+                }
                 let name = relation.name();
                 let key = (name.schema().to_owned(), name.name.clone());
                 if self.tables.contains_key(&key) {
@@ -223,18 +234,18 @@ impl KeyCatalog {
                 Change::Truncate { .. } => return Writeset::barrier(),
                 Change::Insert { relation, new } => {
                     let keys = self.resolve(relation);
-                    hash_image(relation, &keys, new, &mut ws);
+                    hash_image(&keys, new, &mut ws);
                 }
                 Change::Update { relation, old, new } => {
                     let keys = self.resolve(relation);
                     if let Some(old) = old {
-                        hash_image(relation, &keys, old.tuple(), &mut ws);
+                        hash_image(&keys, old.tuple(), &mut ws);
                     }
-                    hash_image(relation, &keys, new, &mut ws);
+                    hash_image(&keys, new, &mut ws);
                 }
                 Change::Delete { relation, old } => {
                     let keys = self.resolve(relation);
-                    hash_image(relation, &keys, old.tuple(), &mut ws);
+                    hash_image(&keys, old.tuple(), &mut ws);
                 }
             }
         }
@@ -243,6 +254,14 @@ impl KeyCatalog {
             v.dedup();
         }
         ws
+    }
+
+    /// Whether this very description (not only its table) was resolved already, and so its
+    /// table's keys loaded.
+    fn is_resolved(&self, relation: &Arc<RelationInfo>) -> bool {
+        self.resolved
+            .get(&(Arc::as_ptr(relation) as usize))
+            .is_some_and(|(held, _)| Arc::ptr_eq(held, relation))
     }
 
     fn resolve(&mut self, relation: &Arc<RelationInfo>) -> Arc<ResolvedKeys> {
@@ -283,38 +302,40 @@ impl KeyCatalog {
             }
         }
         let table_lock = keys.is_empty() || table.has_expression_key;
-        let resolved = Arc::new(ResolvedKeys { keys, table_lock });
+        let keys = keys
+            .into_iter()
+            .map(|(id, positions)| (key_seed(name.schema(), &name.name, id), positions))
+            .collect();
+        let resolved = Arc::new(ResolvedKeys {
+            table: table_hash(name.schema(), &name.name),
+            keys,
+            table_lock,
+        });
         self.resolved
             .insert(ptr, (Arc::clone(relation), Arc::clone(&resolved)));
         resolved
     }
 }
 
-fn relations_of(change: &Change) -> Vec<&Arc<RelationInfo>> {
+fn relations_of(change: &Change) -> &[Arc<RelationInfo>] {
     match change {
         Change::Insert { relation, .. }
         | Change::Update { relation, .. }
-        | Change::Delete { relation, .. } => vec![relation],
-        Change::Truncate { relations, .. } => relations.iter().collect(),
+        | Change::Delete { relation, .. } => std::slice::from_ref(relation),
+        Change::Truncate { relations, .. } => relations,
     }
 }
 
 /// Adds the hashes of one row image.
-fn hash_image(relation: &RelationInfo, keys: &ResolvedKeys, tuple: &TupleData, ws: &mut Writeset) {
-    let name = relation.name();
-    let table = table_hash(name.schema(), &name.name);
+fn hash_image(keys: &ResolvedKeys, tuple: &TupleData, ws: &mut Writeset) {
+    let table = keys.table;
     ws.touched.push(table);
     if keys.table_lock {
         ws.locked.push(table);
         return;
     }
-    for (id, positions) in &keys.keys {
-        let mut h = Xxh3::new();
-        h.update(name.schema().as_bytes());
-        h.update(&[0]);
-        h.update(name.name.as_bytes());
-        h.update(&[0]);
-        h.update(&id.to_le_bytes());
+    for (seed, positions) in &keys.keys {
+        let mut h = Xxh3::with_seed(*seed);
         let mut usable = true;
         for &p in positions {
             match tuple.columns.get(p) {
@@ -341,8 +362,26 @@ fn hash_image(relation: &RelationInfo, keys: &ResolvedKeys, tuple: &TupleData, w
     }
 }
 
+/// A secret of this process that every hash here starts from, so that rows written on blue
+/// cannot be chosen to collide in the scheduler's maps (which use these hashes as they are).
+fn secret() -> u64 {
+    static SECRET: OnceLock<u64> = OnceLock::new();
+    *SECRET.get_or_init(|| RandomState::new().build_hasher().finish())
+}
+
+/// What one key's value hashes start from: the table and which of its keys.
+fn key_seed(schema: &str, table: &str, id: u32) -> u64 {
+    let mut h = Xxh3::with_seed(secret());
+    h.update(schema.as_bytes());
+    h.update(&[0]);
+    h.update(table.as_bytes());
+    h.update(&[0]);
+    h.update(&id.to_le_bytes());
+    h.digest()
+}
+
 fn table_hash(schema: &str, table: &str) -> u64 {
-    let mut h = Xxh3::new();
+    let mut h = Xxh3::with_seed(secret());
     h.update(b"table\0");
     h.update(schema.as_bytes());
     h.update(&[0]);

@@ -3,8 +3,9 @@
 
 use std::sync::Mutex;
 
-use super::compare::{params, Key, Pair, Shared};
+use super::compare::{params, Key, Pair};
 use super::plan::{Side, TablePlan};
+use super::workers::Shared;
 use super::{Difference, DifferenceKind, VerifyError, MAX_REPORTED};
 use crate::backfill::Progress;
 
