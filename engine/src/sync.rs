@@ -530,8 +530,8 @@ async fn run_stages(
             checked = preflight::check(&config) => checked,
         };
         let Err(refused) = checked else { break };
-        // Started (again, after a crash) while green is down: blue is read into the spool
-        // until green answers, then preflight runs again.
+        // Started (again, after a crash) while green is down and the slot exists: blue is read
+        // into the spool until green answers, then preflight runs again.
         let green_down = matches!(&refused, PreflightError::Connect { side: "green", .. });
         if !(green_down && config.spool_limit > 0 && !spool::green_answers(&config).await) {
             return Err(refused.into());
@@ -545,19 +545,8 @@ async fn run_stages(
             return Err(before_streaming);
         }
         if !spooled {
-            let mut wait = config.backoff.1;
-            if !back_off(
-                &refused,
-                "waiting for green",
-                &mut wait,
-                &config,
-                &metrics,
-                &shutdown,
-            )
-            .await
-            {
-                return Err(before_streaming);
-            }
+            // Nothing to spool from (no slot yet): as without a spool, green must be up.
+            return Err(refused.into());
         }
     }
     // Held until sync ends: one sync per spill folder on this host.

@@ -32,6 +32,9 @@
 //! record starts before the start position). Frames after the last mark (a transaction cut by
 //! the end of the outage or a crash) are cut off when the spool is opened again.
 //!
+//! **Green's return** is seen within a quarter of a second: the outage tries to connect to
+//! green every 250 ms (a refused connection costs nothing), not with the attempts' backoff.
+//!
 //! **Durability.** The writer fsyncs after a mark at most every [`SYNC_EVERY`], and always
 //! before the outage ends; a replay uses only what was fsync'd (the file is reopened and
 //! scanned). A record cut short by a crash (a torn tail) is dropped with the frames after the
@@ -453,6 +456,11 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Whether the last fsync is older than `age`.
+    pub(crate) fn synced_before(&self, age: Duration) -> bool {
+        self.last_sync.elapsed() >= age
     }
 
     /// Writes out and fsyncs what was appended.

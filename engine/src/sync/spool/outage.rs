@@ -12,8 +12,12 @@ use crate::metrics::Metrics;
 use crate::slot_guard;
 use crate::sync::{slot, Shutdown, SyncConfig, SyncError};
 
-/// How often green is tried while spooling.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often green is tried while spooling: a refused connection costs next to nothing, and
+/// the sooner green is seen back, the sooner the spool is applied.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// How often the loop wakes up besides frames: to fsync and to try green.
+const TICK: Duration = Duration::from_millis(50);
 
 /// How long one try of green may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -135,7 +139,7 @@ pub(in crate::sync) async fn spool_while_green_down(
             "green is unreachable: spooling blue's stream until it is back (the slot is not \
              acknowledged meanwhile)"
         );
-        let mut tick = tokio::time::interval(super::SYNC_EVERY);
+        let mut tick = tokio::time::interval(TICK);
         let mut last_probe = std::time::Instant::now();
         let mut full = false;
         let outcome = loop {
@@ -157,7 +161,9 @@ pub(in crate::sync) async fn spool_while_green_down(
                 biased;
                 () = shutdown.clone().wait() => break Ok(true),
                 _ = tick.tick() => {
-                    writer.sync().map_err(SyncError::Spool)?;
+                    if writer.synced_before(super::SYNC_EVERY) {
+                        writer.sync().map_err(SyncError::Spool)?;
+                    }
                     if last_probe.elapsed() >= PROBE_EVERY {
                         last_probe = std::time::Instant::now();
                         if green_answers(config).await {
