@@ -610,6 +610,8 @@ async fn run_stages(
                     metrics.error(ErrorClass::Transient);
                     tracing::warn!(error = %error_chain(&e), "sync interrupted: green does not answer");
                     match spool::spool_while_green_down(&config, &metrics, &shutdown).await {
+                        // A signal while spooling: nothing is in flight on green.
+                        Ok(true) if shutdown.fired() => return Ok(summary),
                         Ok(true) => {
                             summary.reconnects += 1;
                             wait = config.backoff.0;
