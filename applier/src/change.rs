@@ -653,6 +653,7 @@ mod tests {
             key: relation.key_columns().to_vec(),
             green_key: relation.key_columns().to_vec(),
             foldable: Err("test"),
+            insertable: Err("test"),
             full_indexes: Vec::new(),
             identity_full: relation.replica_identity() == ReplicaIdentity::Full,
             schema: "public".into(),

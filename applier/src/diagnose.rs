@@ -438,6 +438,7 @@ mod tests {
             key: vec![0],
             green_key: vec![0],
             foldable: Err("test"),
+            insertable: Err("test"),
             full_indexes: Vec::new(),
             identity_full: false,
         }

@@ -107,9 +107,13 @@ impl ToSql for TextArray {
 }
 
 /// The SQL text of a set `shape` on `table` (parameters: one `text[]` per column, key columns
-/// first for UPDATE), or `None` for a row shape or a table that is not foldable.
+/// first for UPDATE), or `None` for a row shape or a table that is not foldable (for a set
+/// INSERT: not insertable, see [`TargetTable::insertable`]).
 pub(crate) fn sql(table: &TargetTable, shape: &Shape) -> Option<String> {
-    let types = table.foldable.as_ref().ok()?;
+    let types = match shape {
+        Shape::SetInsert => table.insertable.as_ref().ok()?,
+        _ => table.foldable.as_ref().ok()?,
+    };
     let unnest = |n: usize| -> String {
         (1..=n)
             .map(|p| format!("pg_catalog.unnest(${p}::pg_catalog.text[])"))
@@ -208,6 +212,25 @@ struct TableChanges<'c> {
     changes: Vec<&'c Change>,
     /// Its net effect so far; `None` once it is applied in order instead.
     folder: Option<Folder>,
+    /// Every change so far is an insert of a whole row in text (one relation description):
+    /// a table that cannot be folded still takes them as one set INSERT when it is
+    /// [insertable](TargetTable::insertable) (a keyless history table, for one).
+    inserts_only: bool,
+}
+
+/// Whether `change` is an insert a set INSERT can carry: every value text or NULL (no
+/// unchanged TOAST, no binary value), as many as the description has columns.
+fn set_insertable(target: &TargetTable, change: &Change) -> bool {
+    match change {
+        Change::Insert { new, .. } => {
+            check_width(target, new).is_ok()
+                && new
+                    .columns
+                    .iter()
+                    .all(|c| matches!(c, ColumnValue::Text(_) | ColumnValue::Null))
+        }
+        _ => false,
+    }
 }
 
 /// Folds `change` (to `target`'s table) into `folder`.
@@ -274,6 +297,7 @@ impl ChangeWriter<'_> {
                         .map(|_| Folder::default()),
                     target: target.clone(),
                     changes: Vec::new(),
+                    inserts_only: target.as_ref().is_some_and(|t| t.insertable.is_ok()),
                 });
                 tables.len() - 1
             });
@@ -287,6 +311,10 @@ impl ChangeWriter<'_> {
                 // Two descriptions of the table (its columns changed inside the group), or a
                 // fence: in order.
                 table.folder = None;
+                table.inserts_only = false;
+            }
+            if table.inserts_only {
+                table.inserts_only = target.as_ref().is_some_and(|t| set_insertable(t, change));
             }
             if let (Some(folder), Some(target)) = (&mut table.folder, &target) {
                 if fold_change(folder, target, change).is_err() {
@@ -308,6 +336,30 @@ impl ChangeWriter<'_> {
                         "changes folded into set statements"
                     );
                     self.write_set(&target, folded).await?;
+                }
+                (None, Some(target)) if table.inserts_only => {
+                    tracing::debug!(
+                        table = %target.display,
+                        inserts = table.changes.len(),
+                        reason = target.foldable.as_ref().err().copied().unwrap_or("a change that cannot be folded"),
+                        "not foldable, but only inserts: one set INSERT"
+                    );
+                    let inserts = table
+                        .changes
+                        .iter()
+                        .filter_map(|c| match c {
+                            Change::Insert { new, .. } => Some(new.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    self.write_set(
+                        &target,
+                        Folded {
+                            inserts,
+                            ..Folded::default()
+                        },
+                    )
+                    .await?;
                 }
                 (_, target) => {
                     if let Some(target) = target {
@@ -477,6 +529,11 @@ mod tests {
                 "public.citext".into(),
                 "character varying".into(),
             ]),
+            insertable: Ok(vec![
+                "integer".into(),
+                "public.citext".into(),
+                "character varying".into(),
+            ]),
         }
     }
 
@@ -526,6 +583,10 @@ mod tests {
         let mut not = table();
         not.foldable = Err("test");
         assert_eq!(sql(&not, &Shape::SetDelete), None);
+        // Not foldable (no key, say) but insertable: the set INSERT only.
+        assert_eq!(sql(&not, &Shape::SetInsert), sql(&t, &Shape::SetInsert));
+        not.insertable = Err("test");
+        assert_eq!(sql(&not, &Shape::SetInsert), None);
     }
 
     #[test]

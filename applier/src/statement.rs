@@ -447,6 +447,7 @@ mod tests {
             key: vec![0],
             green_key: vec![0],
             foldable: Err("test"),
+            insertable: Err("test"),
             full_indexes: vec![crate::target::FullIndex {
                 columns: vec![(1, "public.=".to_owned()), (0, "pg_catalog.=".to_owned())],
             }],

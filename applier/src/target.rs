@@ -216,6 +216,13 @@ pub(crate) struct TargetTable {
     /// (see [`crate::fold`]): per column of [`columns`](Self::columns), green's type without
     /// its modifier, which text array elements are cast to; or why not.
     pub(crate) foldable: Result<Vec<String>, &'static str>,
+    /// Whether a group's changes to this table, when they are all inserts, may go as one set
+    /// INSERT even though the table is not foldable (no key, REPLICA IDENTITY FULL, a unique
+    /// index beyond the key: inserts need no key, and inserting a set of rows leaves
+    /// what inserting them one by one does, and fails where that fails): the same types as
+    /// [`foldable`](Self::foldable), or why not (a trigger that fires during apply would see
+    /// the rows in another order).
+    pub(crate) insertable: Result<Vec<String>, &'static str>,
 }
 
 /// Green's indexes of `schema.name` usable under REPLICA IDENTITY FULL (see
@@ -259,16 +266,25 @@ async fn full_indexes(
         .collect())
 }
 
-/// Why green's `schema.name` must take a group's changes in blue's order, if it must: a trigger
-/// that fires during apply, or a unique index or exclusion constraint that is not implied by
-/// the key (named by `key`), which a folded group could violate where blue's order does not.
+/// Why green's `schema.name` must take a group's changes in blue's order, if it must.
+#[derive(Debug, Default, Clone, Copy)]
+struct FoldBlockers {
+    /// A trigger fires during apply: it would see the rows in another order (this blocks set
+    /// INSERTs too).
+    trigger: Option<&'static str>,
+    /// A unique index or exclusion constraint that is not implied by the key, which a folded
+    /// group could violate where blue's order does not.
+    unique: Option<&'static str>,
+}
+
+/// Reads [`FoldBlockers`] of `schema.name` from green's catalog; `key` names the key columns.
 async fn fold_blockers(
     client: &Client,
     display: &str,
     schema: &str,
     name: &str,
     key: &[&str],
-) -> Result<Option<&'static str>, ApplyError> {
+) -> Result<FoldBlockers, ApplyError> {
     let rows = client
         .query(FOLD_QUERY, &[&schema, &name])
         .await
@@ -276,11 +292,11 @@ async fn fold_blockers(
             table: display.to_owned(),
             source: SqlError::from(e),
         })?;
+    let mut blockers = FoldBlockers::default();
     for row in &rows {
         if row.get::<_, bool>(0) {
-            return Ok(Some(
-                "a trigger fires during apply (ENABLE ALWAYS or ENABLE REPLICA)",
-            ));
+            blockers.trigger =
+                Some("a trigger fires during apply (ENABLE ALWAYS or ENABLE REPLICA)");
         }
         if !row.get::<_, bool>(1) {
             continue;
@@ -288,12 +304,10 @@ async fn fold_blockers(
         let plain: bool = row.get(2);
         let columns: Vec<String> = row.get(3);
         if !plain || !key.iter().all(|k| columns.iter().any(|c| c == k)) {
-            return Ok(Some(
-                "a unique index or exclusion constraint beyond the key",
-            ));
+            blockers.unique = Some("a unique index or exclusion constraint beyond the key");
         }
     }
-    Ok(None)
+    Ok(blockers)
 }
 
 impl TargetTable {
@@ -417,6 +431,30 @@ impl TargetTable {
             Vec::new()
         };
         let green_key = green_key.unwrap_or_default();
+        let key_names: Vec<&str> = key.iter().map(|&k| columns[k].name.as_str()).collect();
+        let blockers =
+            fold_blockers(client, &display, name.schema(), &name.name, &key_names).await?;
+        // Per carried column, the type its text array elements are cast to.
+        let set_columns: Result<Vec<String>, &'static str> = if columns.is_empty() {
+            Err("no column carried")
+        } else {
+            columns
+                .iter()
+                .map(|c| match set_types.get(&c.name) {
+                    Some((base, false)) => Ok(base.clone()),
+                    _ => Err(
+                        "a column's type is cast from text by a function, not its input function",
+                    ),
+                })
+                .collect()
+        };
+        // A partitioned table's triggers are on its partitions, which the catalog query does
+        // not look at: its inserts go in blue's order.
+        let insertable = match blockers.trigger {
+            Some(reason) => Err(reason),
+            None if partitioned => Err("partitioned on green"),
+            None => set_columns.clone(),
+        };
         let foldable = if full {
             Err("REPLICA IDENTITY FULL")
         } else if key.is_empty() {
@@ -433,22 +471,16 @@ impl TargetTable {
             if sorted_key != sorted_green {
                 Err("green's primary key is not blue's replica identity key")
             } else {
-                let key_names: Vec<&str> = key.iter().map(|&k| columns[k].name.as_str()).collect();
-                match fold_blockers(client, &display, name.schema(), &name.name, &key_names).await? {
+                match blockers.trigger.or(blockers.unique) {
                     Some(reason) => Err(reason),
-                    None => columns
-                        .iter()
-                        .map(|c| match set_types.get(&c.name) {
-                            Some((base, false)) => Ok(base.clone()),
-                            _ => Err("a column's type is cast from text by a function, not its input function"),
-                        })
-                        .collect(),
+                    None => set_columns,
                 }
             }
         };
         Ok(TargetTable {
             id,
             foldable,
+            insertable,
             full_indexes,
             green_key,
             identity_full: full,

@@ -137,6 +137,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         conflicts: Default::default(),
         fold: true,
         spool_limit: blueshift_engine::sync::spool::DEFAULT_LIMIT,
+        stream_apply: true,
+        stream_apply_max: blueshift_engine::sync::DEFAULT_STREAM_APPLY_MAX,
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -53,6 +53,9 @@ pub(crate) struct FileSettings {
     pub(crate) queue_capacity: Option<usize>,
     /// `false`: as `blueshift sync --fold off`.
     pub(crate) fold: Option<bool>,
+    /// `false`: as `blueshift sync --stream-apply off`.
+    pub(crate) stream_apply: Option<bool>,
+    pub(crate) stream_apply_max: Option<usize>,
     pub(crate) status_interval: Option<u64>,
     /// `true`: as --backfill; `false`: as --no-backfill.
     pub(crate) backfill: Option<bool>,

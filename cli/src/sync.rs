@@ -116,6 +116,18 @@ pub(crate) struct SyncArgs {
     /// [default: on].
     #[arg(long, value_name = "on|off", env = "BLUESHIFT_FOLD", value_parser = settings::boolish())]
     fold: Option<bool>,
+    /// Apply a large transaction blue streams while it is in progress (PostgreSQL 14+) as it
+    /// arrives, on a connection of its own, and commit it at its turn, as native
+    /// `streaming = parallel` does; it is still spilled as it arrives, and applied from the spill
+    /// whenever the streamed apply gives up. Off: applied from its spill after its commit
+    /// [default: on].
+    #[arg(long, value_name = "on|off", env = "BLUESHIFT_STREAM_APPLY", value_parser = settings::boolish())]
+    stream_apply: Option<bool>,
+    /// At most this many streamed transactions applied at once, each on a connection of its
+    /// own (replication origin `blueshift_<slot>_<workers + n>`); others are applied from their
+    /// spill [default: 2].
+    #[arg(long, value_name = "N", env = "BLUESHIFT_STREAM_APPLY_MAX")]
+    stream_apply_max: Option<usize>,
     /// Copy blue's existing rows into green before streaming, even though the slot exists
     /// (green's tables must be empty; a backfill of this slot that finished already is not
     /// repeated: `blueshift cleanup` forgets it). Without it or --no-backfill, sync copies when
@@ -246,6 +258,14 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
     )?;
     stream.queue_capacity = args.queue_capacity.or(file.queue_capacity).unwrap_or(1024);
     stream.fold = args.fold.or(file.fold).unwrap_or(true);
+    stream.stream_apply = args.stream_apply.or(file.stream_apply).unwrap_or(true);
+    stream.stream_apply_max = settings::in_range(
+        "--stream-apply-max",
+        args.stream_apply_max
+            .or(file.stream_apply_max)
+            .unwrap_or(sync::DEFAULT_STREAM_APPLY_MAX),
+        1..=16,
+    )?;
     if let Some(text) = args.max_txn_memory.or(file.max_txn_memory.clone()) {
         stream.max_txn_memory = settings::parse_with("--max-txn-memory", &text, parse_size)?;
     }
@@ -469,6 +489,8 @@ fn settings(
         conflicts: Default::default(),
         fold: true,
         spool_limit: sync::spool::DEFAULT_LIMIT,
+        stream_apply: true,
+        stream_apply_max: sync::DEFAULT_STREAM_APPLY_MAX,
     };
     let ready_max_lag = common.ready_max_lag.or(file.ready_max_lag).unwrap_or(60.0);
     if !(ready_max_lag.is_finite() && ready_max_lag >= 0.0) {

@@ -32,6 +32,12 @@
 //! ([`shape`]); a change that does not fit is refused with an [`AssembleError`] before it is
 //! buffered, so nothing downstream ever indexes a row by a column it does not have.
 //!
+//! **Taps** (for `sync::streamed`, which applies a streamed transaction while blue sends it):
+//! a streamed transaction [`tap`](TxAssembler::tap)ped from its first block on also hands out,
+//! as they arrive, a copy of each change it keeps and each Stream Abort
+//! ([`Tapped`], [`drain_tapped`](TxAssembler::drain_tapped)); it is still buffered or spilled
+//! exactly as any other, so nothing depends on the tap.
+//!
 //! Two-phase messages are refused (blueshift never requests them), and so is any sequence that
 //! is not a well-formed stream, with an [`AssembleError`] naming the xid or LSN.
 
@@ -48,7 +54,7 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use blueshift_applier::{Change, Changes, Origin, Transaction};
@@ -98,6 +104,30 @@ pub enum Assembled {
         commit_time: PgTimestamp,
         /// The origin that caused the drop.
         origin: Origin,
+    },
+}
+
+/// What a [tapped](TxAssembler::tap) streamed transaction did, in the order blue sent it.
+#[derive(Debug)]
+pub enum Tapped {
+    /// A change it keeps (of subtransaction `subxid`, which is `xid` for the top level).
+    Change {
+        /// The streamed transaction.
+        xid: Xid,
+        /// The (sub)transaction that made the change.
+        subxid: Xid,
+        /// A copy of the change (its values share the buffered change's bytes).
+        change: Change,
+        /// The bytes the change holds in memory (as the budget counts them).
+        size: usize,
+    },
+    /// Stream Abort: subtransaction `subxid` aborted, or the whole transaction when
+    /// `subxid == xid` (it is no longer tapped then).
+    Abort {
+        /// The streamed transaction.
+        xid: Xid,
+        /// The subtransaction aborted, or `xid`.
+        subxid: Xid,
     },
 }
 
@@ -160,6 +190,10 @@ pub struct TxAssembler {
     budget: MemoryBudget,
     /// The charge of the transaction completed last in memory, until taken.
     completed_charge: Option<Charge>,
+    /// Streamed transactions whose changes are also handed out as they arrive.
+    tapped: HashSet<Xid>,
+    /// What the tapped transactions did since the last [`TxAssembler::drain_tapped`].
+    taps: Vec<Tapped>,
 }
 
 impl Drop for TxAssembler {
@@ -215,6 +249,8 @@ impl TxAssembler {
             stats: AssemblerStats::default(),
             budget,
             completed_charge: None,
+            tapped: HashSet::new(),
+            taps: Vec::new(),
         })
     }
 
@@ -287,6 +323,24 @@ impl TxAssembler {
         self.relations.clear();
         self.stats.buffered_bytes = 0;
         self.completed_charge = None;
+        self.tapped.clear();
+        self.taps.clear();
+    }
+
+    /// From now on, hands out what streamed transaction `xid` does as it arrives (see
+    /// [`Tapped`]); until its Stream Commit or Stream Abort, or [`untap`](Self::untap).
+    pub fn tap(&mut self, xid: Xid) {
+        self.tapped.insert(xid);
+    }
+
+    /// Stops handing out what `xid` does.
+    pub fn untap(&mut self, xid: Xid) {
+        self.tapped.remove(&xid);
+    }
+
+    /// What the tapped transactions did since the last call, in the order it arrived.
+    pub fn drain_tapped(&mut self) -> std::vec::Drain<'_, Tapped> {
+        self.taps.drain(..)
     }
 
     /// Takes the next message of the stream; returns what it completed, if anything.
@@ -437,6 +491,14 @@ impl TxAssembler {
         }
         let change = self.to_change(xid, message)?;
         let size = buffer::change_size(&change);
+        if in_block && self.tapped.contains(&xid) {
+            self.taps.push(Tapped::Change {
+                xid,
+                subxid,
+                change: change.clone(),
+                size,
+            });
+        }
         let charge = if self.target(name, prefix)?.buffer.is_spilled() {
             None
         } else {
@@ -581,12 +643,19 @@ impl TxAssembler {
 
     fn stream_commit(&mut self, commit: StreamCommitBody) -> Result<Assembled, AssembleError> {
         let txn = self.take_stream("Stream Commit", commit.xid)?;
+        self.tapped.remove(&commit.xid);
         self.complete(txn, commit.commit_lsn, commit.end_lsn, commit.commit_time)
     }
 
     fn stream_abort(&mut self, abort: StreamAbortBody) -> Result<(), AssembleError> {
         if abort.subxid == abort.xid {
             let txn = self.take_stream("Stream Abort", abort.xid)?;
+            if self.tapped.remove(&abort.xid) {
+                self.taps.push(Tapped::Abort {
+                    xid: abort.xid,
+                    subxid: abort.xid,
+                });
+            }
             self.stats.buffered_bytes -= txn.buffer.bytes();
             tracing::debug!(xid = %abort.xid, spilled = txn.buffer.is_spilled(), "streamed transaction aborted");
             // Dropping the buffer deletes its spill file.
@@ -607,6 +676,12 @@ impl TxAssembler {
                     xid: abort.xid,
                 })?;
         let freed = txn.buffer.abort_subxact(abort.subxid);
+        if self.tapped.contains(&abort.xid) {
+            self.taps.push(Tapped::Abort {
+                xid: abort.xid,
+                subxid: abort.subxid,
+            });
+        }
         self.stats.buffered_bytes -= freed;
         tracing::debug!(xid = %abort.xid, subxid = %abort.subxid, "subtransaction aborted");
         Ok(())

@@ -56,6 +56,7 @@ mod reader;
 mod scheduler;
 mod slot;
 pub mod spool;
+mod streamed;
 mod verified;
 mod worker;
 mod writeset;
@@ -152,7 +153,17 @@ pub struct SyncConfig {
     /// 0: no spool (a green outage ends the attempt, and blue is read again from green's
     /// position once it is back).
     pub spool_limit: u64,
+    /// Apply a transaction blue streams while it is in progress as its blocks arrive, on a
+    /// connection of its own, committed at its turn (`--stream-apply`, see [`streamed`]); off:
+    /// applied from its spill after its commit.
+    pub stream_apply: bool,
+    /// At most this many streamed transactions applied at once (`--stream-apply-max`), each on
+    /// an applier of its own; the others go the spill path.
+    pub stream_apply_max: usize,
 }
+
+/// The default of [`SyncConfig::stream_apply_max`].
+pub const DEFAULT_STREAM_APPLY_MAX: usize = streamed::DEFAULT_MAX;
 
 /// How two-way sync resolves conflicts, and since when it runs.
 #[derive(Debug, Clone, Default)]
@@ -878,6 +889,10 @@ async fn attempt(
             what: format!("could not connect to green ({})", config.target),
             source,
         })?;
+    // Every origin of the slot counts: streamed appliers committed under theirs.
+    if *direction == direction::Direction::Forward {
+        resume_after = resume_after.max(streamed::durable(&green, &config.slot).await?);
+    }
     // Two-way conflicts compare row versions with the moment the reverse direction was armed:
     // known before the first change is applied (the sidecar sets it too when it arms).
     if config.bidirectional && *direction == direction::Direction::Forward {
@@ -952,6 +967,8 @@ async fn attempt(
         .expect("start_replication negotiates a protocol version from 1 to 4");
     let feedback = stream.feedback();
     let acks = acknowledge::Acks::new(feedback.clone());
+    // Streamed apply (see `streamed`): its appliers, when the protocol and settings allow.
+    let streamed_appliers = streamed::connect(config, direction, version).await?;
     let (stop_acks, acks_stopped) = tokio::sync::oneshot::channel();
     let mut acknowledger = tokio::spawn(
         acknowledge::Acknowledger {
@@ -1027,6 +1044,26 @@ async fn attempt(
         );
         tasks.spawn(task);
     }
+    let streams = if streamed_appliers.is_empty() {
+        streamed::StreamApply::off()
+    } else {
+        let context = streamed::Context {
+            order: order.clone(),
+            hold: Arc::clone(&hold),
+            turn_timeout: config.turn_timeout,
+        };
+        let fenced_until = fences
+            .values()
+            .map(|f| f.reconcile_before.max(f.skip_before))
+            .max()
+            .unwrap_or(Lsn::INVALID);
+        streamed::StreamApply::start(
+            streamed_appliers,
+            &context,
+            (resume_after, fenced_until),
+            &mut tasks,
+        )
+    };
     // One budget for every in-flight transaction: assembling, queued, being applied.
     let budget = MemoryBudget::new(config.max_txn_memory);
     let assembler = TxAssembler::sharing(
@@ -1066,6 +1103,7 @@ async fn attempt(
             replay: Some(r),
             folder: spool::folder(&spill_folder(config)),
         }),
+        streams,
     };
 
     // Read until shutdown or error; an applier failing ends reading too.

@@ -5,7 +5,9 @@
 //! delete chains, deletes and reinserts of a key, unchanged TOAST values carried, a swap of
 //! values of a secondary unique index (falls back to blue's order, no failure), key-changing
 //! updates, a keyless table and a REPLICA IDENTITY FULL one with duplicate rows, a table with an
-//! `ENABLE ALWAYS` trigger on green (every change must reach it), TRUNCATE inside a group.
+//! `ENABLE ALWAYS` trigger on green (every change must reach it), TRUNCATE inside a group,
+//! and tables that cannot be folded but take only inserts (keyless, REPLICA IDENTITY FULL: one
+//! set INSERT; with an `ENABLE ALWAYS` trigger: in blue's order).
 //! Then: a row missing on green fails the group, naming the table, with nothing of it
 //! committed; a sync killed with a set statement in flight loses and doubles nothing; and a
 //! randomized workload converges.
@@ -27,7 +29,10 @@ CREATE TABLE keychange (id int PRIMARY KEY, v text);
 CREATE TABLE full_t (a int, b text);
 ALTER TABLE full_t REPLICA IDENTITY FULL;
 CREATE TABLE nokey (a int, b text);
+CREATE TABLE full_ins (a int, b text);
+ALTER TABLE full_ins REPLICA IDENTITY FULL;
 CREATE TABLE trig (id int PRIMARY KEY, v int NOT NULL);
+CREATE TABLE trig_ins (id int, v int);
 CREATE TABLE trunc (id int PRIMARY KEY, v text);
 CREATE TABLE "Odd ""name""" ("K ey" text PRIMARY KEY, "va l" numeric(10,2), d date, arr int[], j jsonb);
 "#;
@@ -39,7 +44,9 @@ const TABLES: &[&str] = &[
     "keychange",
     "full_t",
     "nokey",
+    "full_ins",
     "trig",
+    "trig_ins",
     "trunc",
     r#""Odd ""name""""#,
 ];
@@ -54,6 +61,8 @@ BEGIN
 END $$;
 CREATE TRIGGER trig_log AFTER INSERT OR UPDATE OR DELETE ON trig FOR EACH ROW EXECUTE FUNCTION trig_log();
 ALTER TABLE trig ENABLE ALWAYS TRIGGER trig_log;
+CREATE TRIGGER trig_ins_log AFTER INSERT ON trig_ins FOR EACH ROW EXECUTE FUNCTION trig_log();
+ALTER TABLE trig_ins ENABLE ALWAYS TRIGGER trig_ins_log;
 "#;
 
 /// Rows present before the backlog (copied by the backfill).
@@ -110,6 +119,8 @@ fn backlog(round: u32) -> String {
     INSERT INTO full_t VALUES (i, 'dup'), (i, 'dup');
     UPDATE full_t SET b = 'one' WHERE ctid = (SELECT ctid FROM full_t WHERE a = i AND b = 'dup' LIMIT 1);
     INSERT INTO nokey VALUES (i, 'dup'), (i, 'dup');
+    INSERT INTO full_ins VALUES (i, NULL), (i, NULL);
+    INSERT INTO trig_ins VALUES (i, r);
     COMMIT;
     DELETE FROM full_t WHERE ctid = (SELECT ctid FROM full_t WHERE a = 1 AND b = 'dup' LIMIT 1);
     -- a table whose green trigger must see every change
@@ -136,8 +147,9 @@ END $$"#
     )
 }
 
-/// Changes made to `trig` by [`backlog`]: 60 updates, 60 inserts and 60 deletes a round.
-const TRIG_CHANGES_PER_ROUND: u32 = 180;
+/// Changes the green trigger sees by [`backlog`], a round: 60 updates, 60 inserts and 60
+/// deletes on `trig`, 60 inserts on `trig_ins`.
+const TRIG_CHANGES_PER_ROUND: u32 = 240;
 
 fn log_env() -> [(&'static str, &'static str); 1] {
     [(
@@ -203,7 +215,8 @@ fn every_fold_path_matches_blue_and_the_row_path() {
         ),
         ("public.trig", "a trigger fires during apply"),
         ("public.full_t", "REPLICA IDENTITY FULL"),
-        ("public.nokey", "no replica identity key"),
+        // Keyless and only inserts, but its trigger must see them in blue's order.
+        ("public.trig_ins", "no replica identity key"),
         ("public.keychange", "a change that cannot be folded"),
     ] {
         assert!(
@@ -212,6 +225,26 @@ fn every_fold_path_matches_blue_and_the_row_path() {
                     && l.contains(&format!("table={table} "))
                     && l.contains(reason)),
             "{table} was not applied in order ({reason}):\n{log}"
+        );
+    }
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("one set INSERT") && l.contains("table=public.trig_ins ")),
+        "public.trig_ins has a trigger that fires during apply:\n{log}"
+    );
+    // Tables that cannot be folded but took only inserts in a group: one set INSERT.
+    for (table, reason) in [
+        ("public.nokey", "no replica identity key"),
+        ("public.full_ins", "REPLICA IDENTITY FULL"),
+    ] {
+        assert!(
+            log.lines().any(
+                |l| l.contains("not foldable, but only inserts: one set INSERT")
+                    && l.contains(&format!("table={table} "))
+                    && l.contains(reason)
+            ),
+            "{table} did not take its inserts as a set ({reason}):
+{log}"
         );
     }
     for table in ["public.plain", "public.toasted", "public.trunc"] {

@@ -746,3 +746,80 @@ fn one_process_at_a_time_claims_a_spill_folder() {
     assert!(spill::claim(&lock).is_err());
     assert!(!parent.path().join("elsewhere").exists());
 }
+
+/// A tapped streamed transaction hands out each change it keeps and each Stream Abort as they
+/// arrive, in order — spilled or not — and nothing of untapped or plain transactions.
+#[test]
+fn a_tapped_stream_hands_out_its_changes_and_aborts_as_they_arrive() {
+    for max_memory in [usize::MAX, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = assembler(dir.path(), max_memory);
+        a.tap(Xid(10));
+        let out = run(
+            &mut a,
+            vec![
+                start(10, true),
+                relation(1, 1, Some(10)),
+                insert(Some(10), 1, "10a"),
+                insert(Some(11), 1, "11a"),
+                PgOutputMessage::StreamStop,
+                start(20, true),
+                relation(1, 1, Some(20)),
+                insert(Some(20), 1, "20a"),
+                PgOutputMessage::StreamStop,
+                begin(30, 250),
+                insert(None, 1, "30a"),
+                commit(250),
+                abort(10, 11),
+                start(10, false),
+                insert(Some(10), 1, "10b"),
+                PgOutputMessage::StreamStop,
+            ],
+        );
+        assert_eq!(out.len(), 1, "the plain transaction");
+        let taps: Vec<String> = a
+            .drain_tapped()
+            .map(|t| match t {
+                Tapped::Change {
+                    xid,
+                    subxid,
+                    change: Change::Insert { new, .. },
+                    size,
+                } => {
+                    assert!(size > 0);
+                    let ColumnValue::Text(v) = &new.columns[0] else {
+                        panic!("{new:?}")
+                    };
+                    format!("{}/{}:{}", xid.0, subxid.0, String::from_utf8_lossy(v))
+                }
+                Tapped::Abort { xid, subxid } => format!("abort {}/{}", xid.0, subxid.0),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            taps,
+            ["10/10:10a", "10/11:11a", "abort 10/11", "10/10:10b"],
+            "max_memory {max_memory}"
+        );
+        // Untapped from here: its commit still comes out whole, with its aborted part gone.
+        a.untap(Xid(10));
+        let committed = run(&mut a, vec![stream_commit(10, 400)]);
+        assert_eq!(a.drain_tapped().count(), 0);
+        let tx = transaction(committed.into_iter().next().unwrap());
+        assert_eq!(values(tx.changes), ["10a", "10b"]);
+        // A top-level abort of a tapped transaction is handed out too, once.
+        a.tap(Xid(20));
+        run(&mut a, vec![abort(20, 20)]);
+        let taps: Vec<_> = a.drain_tapped().collect();
+        assert!(
+            matches!(
+                taps.as_slice(),
+                [Tapped::Abort {
+                    xid: Xid(20),
+                    subxid: Xid(20)
+                }]
+            ),
+            "{taps:?}"
+        );
+    }
+}

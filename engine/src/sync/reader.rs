@@ -19,6 +19,11 @@
 //! table ([`KeyCatalog::forget`]; the appliers map each new description afresh from green's
 //! catalog) and goes on: the same process, nothing lost, nothing reordered. A shutdown while it
 //! waits stops cleanly; the held transaction is sent again after a restart.
+//!
+//! **Streamed transactions** may be applied while blue sends them ([`streamed`](super::streamed)):
+//! at a transaction's first streamed block the reader hands it to a free streamed applier and
+//! forwards each change the assembler taps (its relation checked against green at once), and
+//! at its commit attaches the streamed apply's ticket to its job.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,7 +44,7 @@ use super::scheduler::Scheduler;
 use super::worker::Job;
 use super::writeset::KeyCatalog;
 use super::SyncError;
-use crate::assembler::{Assembled, Charge, TxAssembler, SPILLED_CHARGE};
+use crate::assembler::{Assembled, Charge, Tapped, TxAssembler, SPILLED_CHARGE};
 use crate::metrics::{Metrics, Stage};
 use crate::schema::relation;
 
@@ -89,6 +94,8 @@ pub(crate) struct Reader {
     pub(crate) fence_marker: bool,
     /// The spool read before the live stream, which starts at its end ([`super::spool`]).
     pub(crate) replay: Option<Replaying>,
+    /// Streamed transactions applied as they arrive (see [`streamed`](super::streamed)).
+    pub(crate) streams: super::streamed::StreamApply,
 }
 
 /// A spool being replayed, then kept until green's durable position passes its end.
@@ -182,14 +189,22 @@ impl Reader {
                             self.fence_marker = true;
                         }
                     }
-                    let Some(assembled) =
+                    if let PgOutputMessage::StreamStart(start) = &message {
+                        if start.first_segment {
+                            self.streams
+                                .first_block(start.xid, &mut self.assembler)
+                                .await?;
+                        }
+                    }
+                    let pushed =
                         self.assembler
                             .push(message)
                             .map_err(|source| SyncError::Assemble {
                                 lsn: wal_start,
                                 source,
-                            })?
-                    else {
+                            })?;
+                    self.forward_taps().await?;
+                    let Some(assembled) = pushed else {
                         continue;
                     };
                     // The bytes its changes hold of the budget, carried by its job from here.
@@ -397,6 +412,76 @@ impl Reader {
         Ok(true)
     }
 
+    /// Hands what the streamed transactions did to their streamed appliers (see
+    /// [`streamed`](super::streamed)).
+    async fn forward_taps(&mut self) -> Result<(), SyncError> {
+        if !self.streams.is_active() {
+            return Ok(());
+        }
+        let mut taps = self.streams.take_taps(&mut self.assembler);
+        let mut result = Ok(());
+        for tap in taps.drain(..) {
+            if result.is_err() {
+                continue;
+            }
+            let admitted = match &tap {
+                Tapped::Change { change, .. } => self.admit_now(change).await,
+                Tapped::Abort { .. } => Ok(true),
+            };
+            result = match admitted {
+                Ok(admitted) => {
+                    self.streams
+                        .forward(tap, admitted, &mut self.assembler)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+        }
+        self.streams.put_taps(taps);
+        result
+    }
+
+    /// Whether green takes every relation description `change` uses, checked once without
+    /// waiting (a streamed apply gives up otherwise, and [`admit`](Self::admit) waits at the
+    /// commit as for any transaction).
+    async fn admit_now(&mut self, change: &blueshift_applier::Change) -> Result<bool, SyncError> {
+        use blueshift_applier::Change as C;
+        let relations = match change {
+            C::Insert { relation, .. }
+            | C::Update { relation, .. }
+            | C::Delete { relation, .. } => std::slice::from_ref(relation),
+            C::Truncate { relations, .. } => relations.as_slice(),
+        };
+        for relation in relations {
+            if self.is_checked(relation) {
+                continue;
+            }
+            let type_names = self.assembler.relations();
+            let blocked = relation::check(
+                &self.green,
+                relation,
+                |oid| type_names.type_name(oid),
+                &self.mapping,
+            )
+            .await
+            .map_err(|source| SyncError::RelationCheck {
+                table: relation.name().to_string(),
+                source,
+            })?;
+            if blocked.is_some() {
+                return Ok(false);
+            }
+            let name = relation.name();
+            self.keys.forget(name.schema(), &name.name);
+            let versions = self.checked.entry(relation.oid().0).or_default();
+            if versions.len() >= CHECKED_PER_RELATION {
+                versions.remove(0);
+            }
+            versions.push(Arc::clone(relation));
+        }
+        Ok(true)
+    }
+
     /// Whether `relation` (the same `Arc`, or an equal description) was checked.
     fn is_checked(&self, relation: &Arc<RelationInfo>) -> bool {
         self.checked.get(&relation.oid().0).is_some_and(|versions| {
@@ -412,6 +497,10 @@ impl Reader {
         received: std::time::Instant,
         charge: Option<Charge>,
     ) -> Result<(), SyncError> {
+        let xid = match &assembled {
+            Assembled::Transaction(tx) => tx.xid,
+            Assembled::Skipped { xid, .. } => *xid,
+        };
         let (tx, end_lsn, commit_lsn) = match assembled {
             Assembled::Transaction(tx) => {
                 let (end, commit) = (tx.end_lsn, tx.commit_lsn);
@@ -432,7 +521,7 @@ impl Reader {
         if commit_lsn <= self.resume_after {
             // Applied before a restart: green's origin progress already covers it.
             tracing::debug!(commit_lsn = %commit_lsn, "already on green; skipped");
-            return Ok(());
+            return self.streams.abort(xid).await;
         }
         let committed = self.order.committed();
         let slot = match &tx {
@@ -447,6 +536,19 @@ impl Reader {
             None => self
                 .scheduler
                 .schedule(&super::writeset::Writeset::default(), committed),
+        };
+        self.streams.scheduled(slot.seq, commit_lsn);
+        // Applied as blue sent it: its streamed applier commits it at its turn.
+        let streamed = match &tx {
+            Some(tx) if self.streams.is_applying(xid) => {
+                self.streams
+                    .commit(xid, slot.seq, tx.commit_lsn, end_lsn, tx.commit_time)
+                    .await?
+            }
+            _ => {
+                self.streams.abort(xid).await?;
+                None
+            }
         };
         // From here until it commits on green, its commit time is what the lag grows from.
         if let Some(at) = tx.as_ref().and_then(|tx| tx.commit_time.to_system_time()) {
@@ -469,6 +571,7 @@ impl Reader {
             tx,
             end_lsn,
             _memory: memory,
+            streamed,
         };
         self.jobs
             .send(job)

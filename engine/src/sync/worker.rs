@@ -7,6 +7,10 @@
 //! PostgreSQL cannot see, since one edge of it is our commit order. It then rolls back, waits
 //! for its turn without holding anything, and runs again. A transaction read back from a spill
 //! file is scheduled as a barrier, so its turn has come before it runs and it never re-runs.
+//!
+//! A transaction applied while blue streamed it ([`streamed`](super::streamed)) comes with a
+//! ticket: its streamed applier commits it at its turn, and the applier that took the job only
+//! records the commit — or, when the streamed apply gave up, applies it as any other.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +41,9 @@ pub(crate) struct Job {
     pub(crate) end_lsn: Lsn,
     /// Its share of the memory budget of queued transactions, returned once it committed.
     pub(crate) _memory: Option<OwnedSemaphorePermit>,
+    /// Applied while blue streamed it: the streamed apply's outcome (see
+    /// [`streamed`](super::streamed)). Such a job is never grouped.
+    pub(crate) streamed: Option<super::streamed::Ticket>,
 }
 
 /// The queue every applier takes its next job from (the first free one takes it).
@@ -102,26 +109,37 @@ pub(crate) async fn run(
             mut tx,
             _memory,
             queued,
+            streamed,
         } = group;
         let taken = Instant::now();
         metrics.stage(Stage::Queue, taken.duration_since(queued));
         order.wait_for(after, None).await;
         let started = Instant::now();
         metrics.stage(Stage::Depends, started.duration_since(taken));
+        // Committed by its streamed applier at its turn, or `None`: applied here as any other.
+        let streamed = match streamed {
+            Some(ticket) => ticket.wait(last).await?,
+            None => None,
+        };
         let mut applied;
         // Only a group of several source transactions is folded (see blueshift_applier's fold
         // module): a single one, however large, goes row by row.
         applier.set_group(transactions > 1);
         let commit_time = tx.as_ref().and_then(|tx| tx.commit_time.to_system_time());
-        let outcome = match tx.as_mut() {
-            None => {
+        let outcome = match (streamed, tx.as_mut()) {
+            (Some(outcome), _) => {
+                applied = Instant::now();
+                metrics.stage(Stage::Apply, applied.duration_since(started));
+                Some(outcome)
+            }
+            (None, None) => {
                 order.wait_for(first - 1, None).await;
                 hold.at_turn(first_end, end_lsn).await;
                 None
             }
             // Its turn has come already (the usual case when caught up): BEGIN, the changes
             // and the COMMIT go down the connection together, one round trip.
-            Some(tx) if order.committed() + 1 >= first => {
+            (None, Some(tx)) if order.committed() + 1 >= first => {
                 // Verify's hold, as below: the COMMIT leaves with the changes here.
                 hold.at_turn(first_end, end_lsn).await;
                 let outcome = applier
@@ -135,7 +153,7 @@ pub(crate) async fn run(
                 metrics.stage(Stage::Commit, Duration::ZERO);
                 Some(outcome)
             }
-            Some(tx) => {
+            (None, Some(tx)) => {
                 let mut attempts = 0u32;
                 loop {
                     attempts += 1;
@@ -238,6 +256,8 @@ struct Group {
     _memory: Vec<OwnedSemaphorePermit>,
     /// When its first job was queued.
     queued: Instant,
+    /// The streamed apply's ticket of a job applied alone.
+    streamed: Option<super::streamed::Ticket>,
 }
 
 /// Takes the next job and, while more are queued, the contiguous mergeable run after it. A job
@@ -249,9 +269,11 @@ async fn take_group(
     hold: &Hold,
 ) -> Option<Group> {
     let alone = |job: &Job| {
-        job.tx
-            .as_ref()
-            .is_some_and(|tx| tx.changes.in_memory().is_none() || tx.commit_lsn < fenced_until)
+        job.streamed.is_some()
+            || job
+                .tx
+                .as_ref()
+                .is_some_and(|tx| tx.changes.in_memory().is_none() || tx.commit_lsn < fenced_until)
     };
     // A carried job goes alone: the jobs after it in the queue may be taken by another applier
     // already, so a group started from it would not be contiguous. It is taken without the
@@ -276,6 +298,7 @@ async fn take_group(
         transactions: 1,
         tx: None,
         _memory: first._memory.into_iter().collect(),
+        streamed: first.streamed,
     };
     let mut changes = match first.tx {
         Some(tx) if first_alone => {
@@ -456,6 +479,7 @@ mod tests {
                 tx: Some(tx(2, vec![update(&relation, "2", "20")])),
                 end_lsn: Lsn(0x210),
                 _memory: None,
+                streamed: None,
             })
             .await
             .unwrap();
@@ -484,6 +508,7 @@ mod tests {
                 )),
                 end_lsn: Lsn(0x110),
                 _memory: None,
+                streamed: None,
             })
             .await
             .unwrap();
