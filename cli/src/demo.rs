@@ -136,6 +136,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bidirectional: false,
         conflicts: Default::default(),
         fold: true,
+        spool_limit: blueshift_engine::sync::spool::DEFAULT_LIMIT,
         stream_apply: false,
         stream_apply_max: blueshift_engine::sync::DEFAULT_STREAM_APPLY_MAX,
         pipelined_apply: true,

@@ -48,6 +48,8 @@ pub(crate) struct FileSettings {
     pub(crate) verify_metrics_addr: Option<SocketAddr>,
     pub(crate) max_txn_memory: Option<String>,
     pub(crate) spill_dir: Option<PathBuf>,
+    /// As `--spool-limit`.
+    pub(crate) spool_limit: Option<String>,
     pub(crate) queue_capacity: Option<usize>,
     /// `false`: as `blueshift sync --fold off`.
     pub(crate) fold: Option<bool>,

@@ -100,6 +100,12 @@ pub(crate) struct SyncArgs {
     /// folder].
     #[arg(long, value_name = "DIR", env = "BLUESHIFT_SPILL_DIR")]
     spill_dir: Option<PathBuf>,
+    /// While green is down, keep reading blue into a local spool beside the spill folder, at
+    /// most this many bytes, and apply it once green is back (the slot is still acknowledged
+    /// only up to green's durable position); when full, reading blue waits. 0: no spool
+    /// [default: 1GiB].
+    #[arg(long, value_name = "SIZE", env = "BLUESHIFT_SPOOL_LIMIT")]
+    spool_limit: Option<String>,
     /// Transactions queued for the appliers at most [default: 1024].
     #[arg(long, value_name = "N", env = "BLUESHIFT_QUEUE_CAPACITY")]
     queue_capacity: Option<usize>,
@@ -276,6 +282,9 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
     }
     if let Some(dir) = args.spill_dir.or(file.spill_dir.clone()) {
         stream.spill_dir = dir;
+    }
+    if let Some(text) = args.spool_limit.or(file.spool_limit.clone()) {
+        stream.spool_limit = settings::parse_with("--spool-limit", &text, parse_size)? as u64;
     }
     stream.backfill.mode = if args.backfill {
         BackfillMode::Always
@@ -490,6 +499,7 @@ fn settings(
         bidirectional: false,
         conflicts: Default::default(),
         fold: true,
+        spool_limit: sync::spool::DEFAULT_LIMIT,
         stream_apply: false,
         stream_apply_max: sync::DEFAULT_STREAM_APPLY_MAX,
         pipelined_apply: true,

@@ -28,6 +28,8 @@
 //! | `blueshift_backfill_rows_total` | counter | |
 //! | `blueshift_backfill_chunks_total` | counter | |
 //! | `blueshift_blocked` | gauge | 1 while sync waits for green to be fixed (a change green cannot take as it is), else 0 |
+//! | `blueshift_spool_bytes` | gauge | bytes in the spool (`sync::spool`: blue's stream read while green is down) |
+//! | `blueshift_spool_full` | gauge | 1 while the spool is at `--spool-limit` and reading blue waits, else 0 |
 //! | `blueshift_cutover_state` | gauge | `state`: 1 for the cutover's current state on green ([`cutover`](self::cutover)) |
 //! | `blueshift_cutover_pause_seconds` | gauge | the last cutover's or rollback's write pause |
 //! | `blueshift_source_lsn` | gauge | blue's current WAL position (bytes), read with the lag |
@@ -187,6 +189,10 @@ struct Registry {
     backfill_chunks: AtomicU64,
     /// 1 while sync waits for green to be fixed.
     blocked: AtomicU64,
+    /// Bytes in the spool.
+    spool_bytes: AtomicU64,
+    /// 1 while the spool is full.
+    spool_full: AtomicU64,
     /// Per [`Stage`], in [`Stage::ALL`] order.
     stages: [Latency; 7],
     /// The reverse direction's registry (green → blue), once it was asked for.
@@ -222,6 +228,8 @@ impl Default for Registry {
             backfill_rows: AtomicU64::new(0),
             backfill_chunks: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
+            spool_bytes: AtomicU64::new(0),
+            spool_full: AtomicU64::new(0),
             conflicts: Default::default(),
             stages: Default::default(),
             reverse: OnceLock::new(),
@@ -410,6 +418,18 @@ impl Metrics {
             .store(u64::from(blocked), Ordering::Relaxed);
     }
 
+    /// `blueshift_spool_bytes`: bytes in the spool (0 once it is discarded or trimmed).
+    pub fn set_spool_bytes(&self, bytes: u64) {
+        self.inner.spool_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// `blueshift_spool_full`: the spool is at its limit and reading blue waits.
+    pub fn set_spool_full(&self, full: bool) {
+        self.inner
+            .spool_full
+            .store(u64::from(full), Ordering::Relaxed);
+    }
+
     /// A consistent-enough copy of every value, for rendering and for tests.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let r = &self.inner;
@@ -454,6 +474,8 @@ impl Metrics {
             backfill_rows: load(&r.backfill_rows),
             backfill_chunks: load(&r.backfill_chunks),
             blocked: load(&r.blocked) != 0,
+            spool_bytes: load(&r.spool_bytes),
+            spool_full: load(&r.spool_full) != 0,
             source_lsn: load(&r.source_lsn),
         }
     }
@@ -602,6 +624,10 @@ pub struct MetricsSnapshot {
     pub backfill_chunks: u64,
     /// `blueshift_blocked`.
     pub blocked: bool,
+    /// `blueshift_spool_bytes`.
+    pub spool_bytes: u64,
+    /// `blueshift_spool_full`.
+    pub spool_full: bool,
     /// `blueshift_source_lsn`.
     pub source_lsn: u64,
 }

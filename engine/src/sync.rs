@@ -55,6 +55,7 @@ pub(crate) mod preflight;
 mod reader;
 mod scheduler;
 mod slot;
+pub mod spool;
 mod streamed;
 mod verified;
 mod worker;
@@ -147,6 +148,11 @@ pub struct SyncConfig {
     /// Fold catch-up groups per key and apply them as set statements (`--fold`, see
     /// `blueshift_applier`'s `fold` module); off: row by row in blue's order.
     pub fold: bool,
+    /// The spool's limit in bytes (`--spool-limit`, see [`spool`]): while green is down, blue's
+    /// stream is read into a local file of at most this size and applied once green is back.
+    /// 0: no spool (a green outage ends the attempt, and blue is read again from green's
+    /// position once it is back).
+    pub spool_limit: u64,
     /// Apply a transaction blue streams while it is in progress as its blocks arrive, on a
     /// connection of its own, committed at its turn (`--stream-apply`, see [`streamed`]); off:
     /// applied from its spill after its commit.
@@ -362,6 +368,16 @@ pub enum SyncError {
     /// Arming or disarming the reverse direction failed.
     #[error(transparent)]
     Direction(#[from] direction::DirectionError),
+    /// The spool could not be written or read (see [`spool`]).
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
+    /// The spool to replay turned out not to fit the stream just opened: it was removed, and
+    /// the next attempt streams from green's position.
+    #[error("the spool did not fit blue's stream ({why}); it was discarded")]
+    SpoolMismatch {
+        /// Why.
+        why: String,
+    },
 }
 
 impl SyncError {
@@ -386,6 +402,7 @@ impl SyncError {
             SyncError::Identity { source, .. } => source.as_db_error().is_none(),
             SyncError::Reverse(e) => e.is_transient(),
             SyncError::Direction(e) => e.is_transient(),
+            SyncError::SpoolMismatch { .. } => true,
             SyncError::RelationCheck {
                 source: crate::schema::SchemaError::Query { source, .. },
                 ..
@@ -506,25 +523,49 @@ async fn run_stages(
         during: "sync",
         state: "it had not started streaming, and nothing was changed",
     };
-    // A signal during the preflight's connects and queries stops at once.
-    tokio::select! {
-        biased;
-        () = shutdown.clone().wait() => return Err(before_streaming),
-        checked = preflight::check(&config) => checked?,
+    let claim = || {
+        let mut lock = spill_folder(&config).into_os_string();
+        lock.push(".lock");
+        let lock = PathBuf::from(lock);
+        crate::assembler::spill::claim(&lock)
+            .map_err(|source| SyncError::SpillLock {
+                lock: lock.clone(),
+                source,
+            })?
+            .ok_or_else(|| SyncError::SpillInUse {
+                slot: config.slot.clone(),
+                lock,
+            })
+    };
+    loop {
+        // A signal during the preflight's connects and queries stops at once.
+        let checked = tokio::select! {
+            biased;
+            () = shutdown.clone().wait() => return Err(before_streaming),
+            checked = preflight::check(&config) => checked,
+        };
+        let Err(refused) = checked else { break };
+        // Started (again, after a crash) while green is down and the slot exists: blue is read
+        // into the spool until green answers, then preflight runs again.
+        let green_down = matches!(&refused, PreflightError::Connect { side: "green", .. });
+        if !(green_down && config.spool_limit > 0 && !spool::green_answers(&config).await) {
+            return Err(refused.into());
+        }
+        tracing::warn!(error = %error_chain(&refused), "green does not answer at start");
+        let spooled = {
+            let _spill = claim()?;
+            spool::spool_while_green_down(&config, &metrics, &shutdown).await?
+        };
+        if shutdown.fired() {
+            return Err(before_streaming);
+        }
+        if !spooled {
+            // Nothing to spool from (no slot yet): as without a spool, green must be up.
+            return Err(refused.into());
+        }
     }
     // Held until sync ends: one sync per spill folder on this host.
-    let mut lock = spill_folder(&config).into_os_string();
-    lock.push(".lock");
-    let lock = PathBuf::from(lock);
-    let _spill = crate::assembler::spill::claim(&lock)
-        .map_err(|source| SyncError::SpillLock {
-            lock: lock.clone(),
-            source,
-        })?
-        .ok_or_else(|| SyncError::SpillInUse {
-            slot: config.slot.clone(),
-            lock,
-        })?;
+    let _spill = claim()?;
     let mut summary = SyncSummary::default();
     backfill_until_done(&config, &metrics, progress, &shutdown, &mut summary).await?;
     if shutdown.fired() {
@@ -579,6 +620,28 @@ async fn run_stages(
             }
             Err(SyncError::TableAdded { .. }) => return Ok(summary),
             Err(e) if e.is_transient() && !shutdown.fired() => {
+                // Green down: blue's stream goes on into the spool until it is back.
+                if config.spool_limit > 0 && !spool::green_answers(&config).await {
+                    metrics.error(ErrorClass::Transient);
+                    tracing::warn!(error = %error_chain(&e), "sync interrupted: green does not answer");
+                    match spool::spool_while_green_down(&config, &metrics, &shutdown).await {
+                        // A signal while spooling: nothing is in flight on green.
+                        Ok(true) if shutdown.fired() => return Ok(summary),
+                        Ok(true) => {
+                            summary.reconnects += 1;
+                            wait = config.backoff.0;
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(error = %error_chain(&e), "spooling blue's stream stopped");
+                        }
+                        Err(e) => {
+                            metrics.error(ErrorClass::Definite);
+                            return Err(e);
+                        }
+                    }
+                }
                 let what = "sync interrupted; reconnecting";
                 if !back_off(&e, what, &mut wait, &config, &metrics, &shutdown).await {
                     return Ok(summary);
@@ -855,13 +918,55 @@ async fn attempt(
     let in_use = resume_after != Lsn::INVALID
         || !fences.is_empty()
         || *direction != direction::Direction::Forward;
+    // What blue sent while green was down (see `spool`): replayed first when it continues
+    // green's position, and the live stream starts at its end.
+    let replay = if *direction == direction::Direction::Forward && stop_at.is_none() {
+        if config.spool_limit > 0 {
+            let folder = spool::folder(&spill_folder(config));
+            let recorded = crate::slot_guard::read(&guard_green, &config.slot)
+                .await
+                .map_err(|source| SyncError::Green {
+                    what: "could not read the slot guard's record on green",
+                    source,
+                })?;
+            let green_holds = recorded
+                .as_ref()
+                .map_or(resume_after, |r| r.acknowledged.max(resume_after));
+            spool::prepare(
+                &folder,
+                green_holds,
+                recorded.as_ref().map(|r| r.system_identifier.as_str()),
+            )?
+        } else {
+            // Left as it is: a later run with a spool replays or discards it by the same rules.
+            None
+        }
+    } else {
+        None
+    };
+    let start_at = replay.as_ref().map_or(resume_after, |r| r.end);
     let slot::Opened {
         mut stream,
         record,
         blue_sql,
         blue_sql_conn,
         status_interval,
-    } = slot::open(config, &mut guard_green, resume_after, in_use).await?;
+    } = slot::open(config, &mut guard_green, start_at, in_use).await?;
+    if let Some(replay) = &replay {
+        if replay.proto_version != stream.proto_version() {
+            spool::discard(
+                &spool::folder(&spill_folder(config)),
+                "blue streams another protocol version now",
+            );
+            return Err(SyncError::SpoolMismatch {
+                why: format!(
+                    "its frames are in pgoutput version {}, blue streams version {}",
+                    replay.proto_version,
+                    stream.proto_version()
+                ),
+            });
+        }
+    }
     tracing::info!(slot = %config.slot, resume_after = %resume_after, workers = config.workers, "sync started");
     let version = ProtocolVersion::try_from(stream.proto_version())
         .expect("start_replication negotiates a protocol version from 1 to 4");
@@ -998,6 +1103,11 @@ async fn attempt(
         hold: Arc::clone(&hold),
         spilled: (0, 0),
         fence_marker: false,
+        replay: replay.map(|r| reader::Replaying {
+            end: r.end,
+            replay: Some(r),
+            folder: spool::folder(&spill_folder(config)),
+        }),
         streams,
     };
 

@@ -79,7 +79,8 @@ fn sigint_during_a_back_off_exits_at_once_with_0() {
     pair.blue
         .psql("app", "CREATE PUBLICATION pub FOR ALL TABLES")
         .unwrap();
-    let mut sync = pair.sync(&[]);
+    // Without a spool: green gone means backing off (with one, blue is read meanwhile: below).
+    let mut sync = pair.sync(&["--spool-limit", "0"]);
     pair.green.stop().expect("green stops");
     pair.blue.psql("app", "INSERT INTO t VALUES (1)").unwrap();
     // Green is gone: sync backs off (and retries); a signal in that wait ends it at once.
@@ -87,6 +88,30 @@ fn sigint_during_a_back_off_exits_at_once_with_0() {
         anyhow::ensure!(
             sync.log_text().contains("reconnecting"),
             "not backing off yet"
+        );
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", sync.log_text()));
+    sync.signal("INT");
+    let code = sync.exit_code_within(AT_ONCE);
+    assert_eq!(code, 0, "{}", sync.log_text());
+}
+
+#[test]
+fn sigint_while_spooling_exits_at_once_with_0() {
+    let mut pair = Pair::new("sigspool");
+    pair.schema("CREATE TABLE t (id int PRIMARY KEY)");
+    pair.blue
+        .psql("app", "CREATE PUBLICATION pub FOR ALL TABLES")
+        .unwrap();
+    let mut sync = pair.sync(&[]);
+    pair.green.stop().expect("green stops");
+    pair.blue.psql("app", "INSERT INTO t VALUES (1)").unwrap();
+    // Green is gone: blue's stream goes into the spool; a signal then ends sync at once.
+    eventually(Duration::from_secs(60), || {
+        anyhow::ensure!(
+            sync.log_text().contains("spooling blue's stream"),
+            "not spooling yet"
         );
         Ok(())
     })

@@ -95,6 +95,23 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
     out.sample("blueshift_blocked", &[], Value::Int(u64::from(s.blocked)));
 
     out.header(
+        "blueshift_spool_bytes",
+        "gauge",
+        "Bytes in the spool: blue's stream read while green is down, applied once it is back.",
+    );
+    out.sample("blueshift_spool_bytes", &[], Value::Int(s.spool_bytes));
+    out.header(
+        "blueshift_spool_full",
+        "gauge",
+        "1 while the spool is at --spool-limit and reading blue waits for green.",
+    );
+    out.sample(
+        "blueshift_spool_full",
+        &[],
+        Value::Int(u64::from(s.spool_full)),
+    );
+
+    out.header(
         "blueshift_slot_retained_wal_bytes",
         "gauge",
         "WAL bytes blue retains for the replication slot (current position minus restart_lsn).",
@@ -338,9 +355,9 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        // 17 of sync, blue's position, the latest verify run's 4 gauges, two-way conflicts, the
-        // cutover's 2.
-        assert_eq!(types.len(), 25);
+        // 19 of sync (the spool's 2 included), blue's position, the latest verify run's 4
+        // gauges, two-way conflicts, the cutover's 2.
+        assert_eq!(types.len(), 27);
         assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_verified_lsn"], "gauge");
         assert!(

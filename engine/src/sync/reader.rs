@@ -92,8 +92,18 @@ pub(crate) struct Reader {
     /// nothing to write, so green's origins record its commit — the position the cutover's
     /// drain waits for.
     pub(crate) fence_marker: bool,
+    /// The spool read before the live stream, which starts at its end ([`super::spool`]).
+    pub(crate) replay: Option<Replaying>,
     /// Streamed transactions applied as they arrive (see [`streamed`](super::streamed)).
     pub(crate) streams: super::streamed::StreamApply,
+}
+
+/// A spool being replayed, then kept until green's durable position passes its end.
+pub(crate) struct Replaying {
+    /// `None` once every frame was read.
+    pub(crate) replay: Option<super::spool::Replay>,
+    pub(crate) folder: std::path::PathBuf,
+    pub(crate) end: Lsn,
 }
 
 /// The commit position of an assembled transaction.
@@ -115,10 +125,17 @@ impl Reader {
         tokio::pin!(shutdown);
         let mut scheduled = 0u64;
         loop {
-            let frame = tokio::select! {
-                biased;
-                () = &mut shutdown => return Ok(scheduled),
-                frame = stream.next() => frame.map_err(SyncError::Source)?,
+            let frame = match self.replayed()? {
+                Some(frame) => tokio::select! {
+                    biased;
+                    () = &mut shutdown => return Ok(scheduled),
+                    () = std::future::ready(()) => Some(frame),
+                },
+                None => tokio::select! {
+                    biased;
+                    () = &mut shutdown => return Ok(scheduled),
+                    frame = stream.next() => frame.map_err(SyncError::Source)?,
+                },
             };
             let Some(frame) = frame else {
                 return Err(SyncError::SourceEnded);
@@ -217,6 +234,7 @@ impl Reader {
                     }
                     self.dispatch(assembled, received, charge).await?;
                     scheduled += 1;
+                    self.trim_spool();
                 }
                 ReplicationFrame::Keepalive { wal_end, .. } => {
                     let idle = self.order.committed() + 1 == self.scheduler.next_seq()
@@ -231,6 +249,7 @@ impl Reader {
                         self.metrics.lag().caught_up();
                         self.hold.idle_at(wal_end);
                     }
+                    self.trim_spool();
                 }
             }
             let stats = self.assembler.stats();
@@ -246,6 +265,37 @@ impl Reader {
                 "apply",
                 u64::try_from(self.jobs.max_capacity() - self.jobs.capacity()).unwrap_or(0),
             );
+        }
+    }
+
+    /// The spool's next frame while one is replayed.
+    fn replayed(&mut self) -> Result<Option<ReplicationFrame>, SyncError> {
+        let Some(replay) = self.replay.as_mut().and_then(|r| r.replay.as_mut()) else {
+            return Ok(None);
+        };
+        if let Some((wal_start, data)) = replay.next_frame()? {
+            return Ok(Some(ReplicationFrame::XLogData {
+                wal_start,
+                wal_end: wal_start,
+                server_time: 0,
+                data,
+            }));
+        }
+        tracing::info!(file = ?replay.path(), end = %replay.end, "spool replayed: reading blue's stream from its end");
+        if let Some(r) = self.replay.as_mut() {
+            r.replay = None;
+        }
+        Ok(None)
+    }
+
+    /// Removes the replayed spool once green's durable position passed its end.
+    fn trim_spool(&mut self) {
+        if let Some(r) = &self.replay {
+            if r.replay.is_none() && self.acks.wanted() >= r.end {
+                super::spool::discard(&r.folder, "green's durable position passed its end");
+                self.metrics.set_spool_bytes(0);
+                self.replay = None;
+            }
         }
     }
 

@@ -43,7 +43,8 @@ pub(crate) struct Opened {
 }
 
 /// Connects to blue, runs the slot guard's checks (creating and recording the slot when it is
-/// absent and nothing depends on it), starts streaming after `resume_after` and checks again.
+/// absent and nothing depends on it), starts streaming at `resume_after` (the spool's end when
+/// one is replayed first) and checks again.
 /// `green` is the slot guard's connection; `in_use`: green holds changes streamed through the
 /// slot.
 pub(crate) async fn open(
@@ -95,19 +96,7 @@ pub(crate) async fn open(
             "standby status goes out within a third of blue's wal_sender_timeout"
         );
     }
-    let major = blue.server_major();
-    let start = StartOptions {
-        publication_names: vec![config.publication.clone()],
-        proto_version: None,
-        binary: config.binary,
-        // Transactional logical messages come through as transactions of their own: the
-        // cutover's fence marker (`pg_logical_emit_message(true, 'blueshift.fence', …)`) then
-        // moves green's origins past it once everything committed before it is on green.
-        messages: true,
-        streaming: Streaming::On,
-        origin: (major >= 16).then_some(OriginFilter::None),
-        two_phase: false,
-    };
+    let start = start_options(config, blue.server_major());
     let stream = match blue
         .start_replication(slot, resume_after, start, status)
         .await
@@ -125,6 +114,22 @@ pub(crate) async fn open(
         blue_sql_conn,
         status_interval: status.interval,
     })
+}
+
+/// What sync asks blue to stream (the spool's outage asks the same, so its frames read alike).
+pub(crate) fn start_options(config: &SyncConfig, major: u32) -> StartOptions {
+    StartOptions {
+        publication_names: vec![config.publication.clone()],
+        proto_version: None,
+        binary: config.binary,
+        // Transactional logical messages come through as transactions of their own: the
+        // cutover's fence marker (`pg_logical_emit_message(true, 'blueshift.fence', …)`) then
+        // moves green's origins past it once everything committed before it is on green.
+        messages: true,
+        streaming: Streaming::On,
+        origin: (major >= 16).then_some(OriginFilter::None),
+        two_phase: false,
+    }
 }
 
 /// A refused `START_REPLICATION`: an invalidated slot gets the guard's message (which setting,
