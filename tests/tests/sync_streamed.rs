@@ -287,6 +287,8 @@ async fn kill_9_in_the_middle_of_a_streamed_apply_and_with_its_commit_in_flight_
     // Blue sends the open transaction again from its start; this time blueshift dies with the
     // streamed transaction's COMMIT on its way (the only commit this run makes).
     let args = [
+        "--stream-apply",
+        "on",
         "--workers",
         "2",
         "--max-txn-memory",
