@@ -164,7 +164,7 @@ pub struct Status {
     pub reverse: Option<crate::sync::direction::ReverseStatus>,
 }
 
-/// Reads the slot on blue and its origins on green (both servers at once).
+/// Reads the slot on blue, then its origins and guard on green.
 pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
     let slot_name = options.slot.as_str();
     if blueshift_decoder::connection::validate_slot_name(slot_name).is_err() {
@@ -172,10 +172,11 @@ pub async fn status(options: &StatusOptions) -> Result<Status, StatusError> {
             slot: slot_name.to_owned(),
         });
     }
-    let (blue, green) = tokio::join!(
-        read_blue(&options.source, slot_name),
-        read_green(&options.target, slot_name)
-    );
+    // Blue first, then green: sync records a position in green's slot guard before it tells
+    // the slot, so a guard read after the slot is never behind it. Read at once, a sync
+    // acknowledging in between would show as a slot "past what blueshift acknowledged".
+    let blue = read_blue(&options.source, slot_name).await;
+    let green = read_green(&options.target, slot_name).await;
     let (slot, blue_current_lsn, blue_major) = blue?;
     let (origins, guard, heartbeat) = green?;
     let green_lsn = durable_position(&origins);
