@@ -50,7 +50,7 @@ fn killed_with_a_window_sent_and_unanswered() {
     pair.blue
         .psql("app", "CREATE PUBLICATION pub FOR TABLE seqd, keyless")
         .expect("publication");
-    let mut sync = pair.sync(&[]);
+    let mut sync = pair.sync(&["--pipelined-apply", "on"]);
     assert!(sync.terminate());
     for i in 0..ITERATIONS {
         // A backlog (catch-up groups), sometimes a big transaction in it.
@@ -63,7 +63,7 @@ fn killed_with_a_window_sent_and_unanswered() {
         let spec = format!("mid-window=kill@{}", 1 + i % 3);
         let mut sync = pair.spawn_env(
             "sync",
-            &["--workers", "2"],
+            &["--pipelined-apply", "on", "--workers", "2"],
             &[("BLUESHIFT_FAILPOINTS", spec.as_str())],
         );
         // Live transactions while it runs, so the N-th window always comes.
@@ -91,7 +91,7 @@ fn killed_with_a_window_sent_and_unanswered() {
             "iteration {i}: a row applied twice"
         );
     }
-    let mut sync = pair.sync(&[]);
+    let mut sync = pair.sync(&["--pipelined-apply", "on"]);
     pair.blue.psql("app", &workload(5)).expect("last writes");
     pair.converge(&["seqd", "keyless"], WITHIN);
     // Equal fingerprints above: the same rows, none missing, none twice (blue's big
@@ -133,10 +133,10 @@ fn a_refused_transaction_leaves_exactly_the_ones_before_it() {
             &format!("ALTER TABLE seqd ADD CONSTRAINT not_forty CHECK (n <> {REFUSED})"),
         )
         .expect("constraint");
-    let mut sync = pair.sync(&["--workers", "2"]);
+    let mut sync = pair.sync(&["--pipelined-apply", "on", "--workers", "2"]);
     assert!(sync.terminate());
     pair.blue.psql("app", &workload(100)).expect("backlog");
-    let mut sync = pair.sync(&["--workers", "2"]);
+    let mut sync = pair.sync(&["--pipelined-apply", "on", "--workers", "2"]);
     // Blocked on the refused row: the error names the table and the constraint's column.
     let mut line = String::new();
     eventually(WITHIN, || {
