@@ -55,6 +55,16 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
         Value::Int(s.applied_transactions),
     );
     out.header(
+        "blueshift_applied_groups_total",
+        "counter",
+        "Green transactions the applied source transactions went in: a group commit is one, so this equals blueshift_applied_transactions_total while each is applied alone (a caught-up sync) and grows slower during bursts.",
+    );
+    out.sample(
+        "blueshift_applied_groups_total",
+        &[],
+        Value::Int(s.applied_groups),
+    );
+    out.header(
         "blueshift_applied_rows_total",
         "counter",
         "Rows applied on green, by operation (truncate counts tables).",
@@ -457,6 +467,7 @@ mod tests {
         let text = m.render();
         let (_, s) = parse(&text);
         assert_eq!(s["blueshift_applied_transactions_total"], 1.0);
+        assert_eq!(s["blueshift_applied_groups_total"], 1.0);
         assert_eq!(s["blueshift_applied_rows_total{op=\"insert\"}"], 5.0);
         assert_eq!(s["blueshift_applied_rows_total{op=\"truncate\"}"], 1.0);
         assert_eq!(s["blueshift_applied_rows_total{op=\"update\"}"], 0.0);

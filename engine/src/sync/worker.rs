@@ -91,7 +91,7 @@ pub(crate) async fn run(
             .unwrap_or(Lsn::INVALID)
     };
     loop {
-        let group = match take_group(&jobs, &mut carried, fenced_until, &hold).await {
+        let group = match take_group(&jobs, &mut carried, fenced_until, &hold, &order).await {
             Some(group) => group,
             None => {
                 tracing::debug!(applier = index, "no more transactions");
@@ -267,6 +267,7 @@ async fn take_group(
     carried: &mut Option<Job>,
     fenced_until: Lsn,
     hold: &Hold,
+    order: &CommitOrder,
 ) -> Option<Group> {
     let alone = |job: &Job| {
         job.streamed.is_some()
@@ -317,29 +318,41 @@ async fn take_group(
         .as_ref()
         .and_then(|tx| tx.changes.in_memory().map(<[_]>::len))
         .unwrap_or(0);
-    while group.transactions < GROUP_MAX_TRANSACTIONS as u64 && count < GROUP_MAX_CHANGES {
-        let Ok(next) = queue.try_recv() else {
+    loop {
+        let mut drained = false;
+        while group.transactions < GROUP_MAX_TRANSACTIONS as u64 && count < GROUP_MAX_CHANGES {
+            let Ok(next) = queue.try_recv() else {
+                drained = true;
+                break;
+            };
+            if alone(&next) || hold.splits(group.end_lsn, next.end_lsn) {
+                *carried = Some(next);
+                break;
+            }
+            group.last = next.seq;
+            group.end_lsn = next.end_lsn;
+            group.transactions += 1;
+            // Waits on members inside the group are satisfied by the group itself.
+            if next.after < group.first {
+                group.after = group.after.max(next.after);
+            }
+            group._memory.extend(next._memory);
+            if let Some(tx) = next.tx {
+                count += tx.changes.in_memory().map_or(0, <[_]>::len);
+                changes = Some(match changes {
+                    None => tx,
+                    Some(merged) => merge(merged, tx),
+                });
+            }
+        }
+        // Adaptive batching (see `run`): a group that took everything queued and must wait for
+        // a transaction still in flight waits with the queue in hand, then takes what arrived
+        // meanwhile. Nothing it waits for needs the queue: every earlier transaction was taken
+        // already, and its applier finishes it without taking another.
+        if !drained || order.committed() >= group.after {
             break;
-        };
-        if alone(&next) || hold.splits(group.end_lsn, next.end_lsn) {
-            *carried = Some(next);
-            break;
         }
-        group.last = next.seq;
-        group.end_lsn = next.end_lsn;
-        group.transactions += 1;
-        // Waits on members inside the group are satisfied by the group itself.
-        if next.after < group.first {
-            group.after = group.after.max(next.after);
-        }
-        group._memory.extend(next._memory);
-        if let Some(tx) = next.tx {
-            count += tx.changes.in_memory().map_or(0, <[_]>::len);
-            changes = Some(match changes {
-                None => tx,
-                Some(merged) => merge(merged, tx),
-            });
-        }
+        order.wait_for(group.after, None).await;
     }
     group.tx = changes;
     Some(group)
