@@ -144,7 +144,9 @@ fn one_at_a_time_when_caught_up_one_group_for_a_burst_behind_a_stalled_commit() 
     assert!(holder.wait().unwrap().success(), "the lock holder commits");
     pair.converge(&["t"], Duration::from_secs(60));
     assert_eq!(
-        pair.green.psql("app", "SELECT v FROM t WHERE id = 0").unwrap(),
+        pair.green
+            .psql("app", "SELECT v FROM t WHERE id = 0")
+            .unwrap(),
         (100 + BURST - 1).to_string(),
         "green holds the burst's last value"
     );
