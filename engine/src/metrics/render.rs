@@ -365,9 +365,10 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        // 19 of sync (the spool's 2 included), blue's position, the latest verify run's 4
-        // gauges, two-way conflicts, the cutover's 2.
-        assert_eq!(types.len(), 27);
+        // 20 of sync (the spool's 2 and the green transactions included), blue's position, the
+        // latest verify run's 4 gauges, two-way conflicts, the cutover's 2.
+        assert_eq!(types.len(), 28);
+        assert_eq!(types["blueshift_applied_groups_total"], "counter");
         assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_verified_lsn"], "gauge");
         assert!(
