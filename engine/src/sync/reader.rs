@@ -568,6 +568,7 @@ impl Reader {
             queued: std::time::Instant::now(),
             seq: slot.seq,
             after: slot.after,
+            deps: slot.deps,
             tx,
             end_lsn,
             _memory: memory,

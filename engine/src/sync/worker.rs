@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 use super::durability::Durability;
 use super::hold::Hold;
 use super::order::CommitOrder;
+use super::scheduler::Slot;
 use super::SyncError;
 use crate::metrics::{Metrics, Stage};
 
@@ -34,6 +35,9 @@ pub(crate) struct Job {
     pub(crate) seq: u64,
     /// Wait for this number to commit before running (0: none).
     pub(crate) after: u64,
+    /// Every transaction in flight it conflicts with, ascending (`after` is the last): a group
+    /// waits for those before its first member (see [`Slot`](super::scheduler::Slot)).
+    pub(crate) deps: Vec<u64>,
     /// The transaction; `None` for one that is only passed through to keep the order (dropped
     /// by loop prevention): nothing to apply, but the slot may move past it.
     pub(crate) tx: Option<Transaction>,
@@ -328,10 +332,12 @@ async fn take_group(
         group.last = next.seq;
         group.end_lsn = next.end_lsn;
         group.transactions += 1;
-        // Waits on members inside the group are satisfied by the group itself.
-        if next.after < group.first {
-            group.after = group.after.max(next.after);
-        }
+        // Waits on members inside the group are satisfied by the group itself; a member's
+        // latest dependency may be inside while an earlier one is not, which the group must
+        // wait for all the same.
+        group.after = group
+            .after
+            .max(Slot::after_outside(&next.deps, group.first));
         group._memory.extend(next._memory);
         if let Some(tx) = next.tx {
             count += tx.changes.in_memory().map_or(0, <[_]>::len);
@@ -380,7 +386,7 @@ mod tests {
     use bytes::Bytes;
     use tokio::sync::{mpsc, Mutex};
 
-    use super::{run, Job};
+    use super::{run, take_group, Job, JobQueue};
     use crate::metrics::Metrics;
     use crate::sync::acknowledge::Acks;
     use crate::sync::durability::{self, Durability};
@@ -476,6 +482,7 @@ mod tests {
                 queued: std::time::Instant::now(),
                 seq: 2,
                 after: 0,
+                deps: Vec::new(),
                 tx: Some(tx(2, vec![update(&relation, "2", "20")])),
                 end_lsn: Lsn(0x210),
                 _memory: None,
@@ -502,6 +509,7 @@ mod tests {
                 queued: std::time::Instant::now(),
                 seq: 1,
                 after: 0,
+                deps: Vec::new(),
                 tx: Some(tx(
                     1,
                     vec![update(&relation, "1", "10"), update(&relation, "2", "10")],
@@ -541,5 +549,32 @@ mod tests {
             Lsn::INVALID,
             "not before it is recorded"
         );
+    }
+
+    /// A group waits for every dependency of its members that lies before it: here 6's latest
+    /// one (5) is in the group, its earlier one (3) is not, and 3 must commit first.
+    #[tokio::test]
+    async fn a_group_waits_for_what_any_member_needs_before_it() {
+        let (send, recv) = mpsc::channel(8);
+        let queue: JobQueue = Arc::new(Mutex::new(recv));
+        let job = |seq: u64, deps: Vec<u64>| Job {
+            queued: std::time::Instant::now(),
+            seq,
+            after: deps.last().copied().unwrap_or(0),
+            deps,
+            tx: None,
+            end_lsn: Lsn(seq * 0x100),
+            _memory: None,
+            streamed: None,
+        };
+        send.send(job(5, vec![])).await.unwrap();
+        send.send(job(6, vec![3, 5])).await.unwrap();
+        send.send(job(7, vec![6])).await.unwrap();
+        let mut carried = None;
+        let hold = crate::sync::hold::Hold::default();
+        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold)
+            .await
+            .expect("a group");
+        assert_eq!((group.first, group.last, group.after), (5, 7, 3));
     }
 }

@@ -183,7 +183,26 @@ impl Pair {
             }
             Ok(())
         })
-        .unwrap_or_else(|e| panic!("green did not converge: {e:#}"));
+        .unwrap_or_else(|e| panic!("green did not converge: {e:#}\n{}", self.every_log()));
+    }
+
+    /// Every log this pair's commands wrote, oldest first (what a failed convergence shows: the
+    /// runs before the last one explain how green got where it is).
+    pub(crate) fn every_log(&self) -> String {
+        let mut logs: Vec<_> = std::fs::read_dir(self.logs.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        logs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        logs.iter()
+            .map(|p| {
+                format!(
+                    "===== {} =====\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Runs `sql` on blue's `app` in a `psql` of its own, in the background (a concurrent
