@@ -11,11 +11,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 use signals::Signals;
 
-/// mimalloc rather than the system allocator: large transactions are assembled on one runtime
-/// thread and freed on another, and glibc's per-thread arenas keep such memory resident.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+mod allocator;
 mod bench;
 mod cleanup;
 mod conflicts;
@@ -118,6 +114,7 @@ impl Command {
 const TERMINATE_GRACE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Demo(_) | Command::Bench(_) | Command::BenchDecodeSink(_) => "warn",
