@@ -17,6 +17,7 @@
 //! | `blueshift_lag_bytes` | gauge | |
 //! | `blueshift_lag_seconds` | gauge | the age of the oldest commit green does not hold ([`lag`]) |
 //! | `blueshift_applied_transactions_total` | counter | |
+//! | `blueshift_applied_groups_total` | counter | green transactions they were applied in (a group commit is one; equal to the source transactions when each was applied alone) |
 //! | `blueshift_applied_rows_total` | counter | `op`: insert, update, delete, truncate |
 //! | `blueshift_apply_latency_seconds` | histogram | |
 //! | `blueshift_queue_depth_transactions` | gauge | `queue` (names fixed in the code) |
@@ -177,6 +178,8 @@ struct Registry {
     lag_bytes: AtomicU64,
     lag: LagClock,
     applied_transactions: AtomicU64,
+    /// Green transactions the applied source transactions went in.
+    applied_groups: AtomicU64,
     applied_rows: [AtomicU64; 4],
     latency: Latency,
     /// Queue name → depth, in the order the queues were first named.
@@ -218,6 +221,7 @@ impl Default for Registry {
             lag_bytes: AtomicU64::new(0),
             lag: LagClock::new(SystemTime::now()),
             applied_transactions: AtomicU64::new(0),
+            applied_groups: AtomicU64::new(0),
             applied_rows: Default::default(),
             latency: Latency::default(),
             queues: RwLock::new(Vec::new()),
@@ -300,6 +304,7 @@ impl Metrics {
         let r = &self.inner;
         r.applied_transactions
             .fetch_add(transactions, Ordering::Relaxed);
+        r.applied_groups.fetch_add(1, Ordering::Relaxed);
         // Something committed: whatever held the line has been fixed.
         r.blocked.store(0, Ordering::Relaxed);
         for ((_, count), total) in ROW_OPS.iter().zip(&r.applied_rows) {
@@ -452,6 +457,7 @@ impl Metrics {
             lag_bytes: load(&r.lag_bytes),
             lag_seconds: self.lag_seconds(),
             applied_transactions: load(&r.applied_transactions),
+            applied_groups: load(&r.applied_groups),
             applied_rows: RowCounts {
                 inserted: load(&r.applied_rows[0]),
                 updated: load(&r.applied_rows[1]),
@@ -598,6 +604,8 @@ pub struct MetricsSnapshot {
     pub lag_seconds: f64,
     /// `blueshift_applied_transactions_total`.
     pub applied_transactions: u64,
+    /// `blueshift_applied_groups_total`.
+    pub applied_groups: u64,
     /// `blueshift_applied_rows_total` by `op`.
     pub applied_rows: RowCounts,
     /// (quantile, seconds) of the apply latency, zero when nothing was applied.

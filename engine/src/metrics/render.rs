@@ -55,6 +55,16 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
         Value::Int(s.applied_transactions),
     );
     out.header(
+        "blueshift_applied_groups_total",
+        "counter",
+        "Green transactions the applied source transactions went in: a group commit is one, so this equals blueshift_applied_transactions_total while each is applied alone (a caught-up sync) and grows slower during bursts.",
+    );
+    out.sample(
+        "blueshift_applied_groups_total",
+        &[],
+        Value::Int(s.applied_groups),
+    );
+    out.header(
         "blueshift_applied_rows_total",
         "counter",
         "Rows applied on green, by operation (truncate counts tables).",
@@ -355,9 +365,10 @@ mod tests {
         let m = Metrics::new();
         m.lag().caught_up();
         let (types, samples) = parse(&m.render());
-        // 19 of sync (the spool's 2 included), blue's position, the latest verify run's 4
-        // gauges, two-way conflicts, the cutover's 2.
-        assert_eq!(types.len(), 27);
+        // 20 of sync (the spool's 2 and the green transactions included), blue's position, the
+        // latest verify run's 4 gauges, two-way conflicts, the cutover's 2.
+        assert_eq!(types.len(), 28);
+        assert_eq!(types["blueshift_applied_groups_total"], "counter");
         assert_eq!(types["blueshift_blocked"], "gauge");
         assert_eq!(types["blueshift_verified_lsn"], "gauge");
         assert!(
@@ -457,6 +468,7 @@ mod tests {
         let text = m.render();
         let (_, s) = parse(&text);
         assert_eq!(s["blueshift_applied_transactions_total"], 1.0);
+        assert_eq!(s["blueshift_applied_groups_total"], 1.0);
         assert_eq!(s["blueshift_applied_rows_total{op=\"insert\"}"], 5.0);
         assert_eq!(s["blueshift_applied_rows_total{op=\"truncate\"}"], 1.0);
         assert_eq!(s["blueshift_applied_rows_total{op=\"update\"}"], 0.0);

@@ -411,9 +411,12 @@ pub(super) async fn attempt(
     client::close_shared(green_flush, flush_conn).await;
     let scheduled = outcome?;
     drained?;
+    let applied = metrics.snapshot();
     tracing::info!(
         flushed = %feedback.flushed(),
         transactions = scheduled,
+        applied_transactions = applied.applied_transactions,
+        green_transactions = applied.applied_groups,
         stages_p50_p99_ms = %metrics.stage_summary(),
         "sync stopped"
     );

@@ -68,6 +68,17 @@ const GROUP_MAX_CHANGES: usize = 8192;
 /// rolls the whole group back (and it is sent again), and a caught-up pipeline, whose queue is
 /// empty, applies each transaction on its own for the lowest latency. Transactions read back
 /// from a spill file are never merged.
+///
+/// **Adaptive batching**: when the group so formed took everything queued and depends on a
+/// transaction still in flight, its applier waits for that transaction *with the queue in
+/// hand* and then takes what arrived meanwhile. Without that, the other appliers would take the
+/// arrivals one each, and each would wait for the one before it: under a steady stream of
+/// dependent transactions (TPC-B: every one touches `pgbench_history`, keyless, and a hot branch
+/// row) that is one green transaction, one round trip and a dozen context switches per source
+/// transaction, serialised. With it, what arrives while a green transaction is in flight goes
+/// in the next one: one at a time while the stream is slow, larger groups as it speeds up. A
+/// full group never waits with the queue, so catch-up (full groups) is unchanged, and so are
+/// independent transactions (nothing to wait for).
 #[allow(clippy::too_many_arguments)] // the applier's shared handles, one each
 pub(crate) async fn run(
     index: usize,
@@ -95,7 +106,7 @@ pub(crate) async fn run(
             .unwrap_or(Lsn::INVALID)
     };
     loop {
-        let group = match take_group(&jobs, &mut carried, fenced_until, &hold).await {
+        let group = match take_group(&jobs, &mut carried, fenced_until, &hold, &order).await {
             Some(group) => group,
             None => {
                 tracing::debug!(applier = index, "no more transactions");
@@ -271,6 +282,7 @@ async fn take_group(
     carried: &mut Option<Job>,
     fenced_until: Lsn,
     hold: &Hold,
+    order: &CommitOrder,
 ) -> Option<Group> {
     let alone = |job: &Job| {
         job.streamed.is_some()
@@ -321,31 +333,43 @@ async fn take_group(
         .as_ref()
         .and_then(|tx| tx.changes.in_memory().map(<[_]>::len))
         .unwrap_or(0);
-    while group.transactions < GROUP_MAX_TRANSACTIONS as u64 && count < GROUP_MAX_CHANGES {
-        let Ok(next) = queue.try_recv() else {
-            break;
-        };
-        if alone(&next) || hold.splits(group.end_lsn, next.end_lsn) {
-            *carried = Some(next);
+    loop {
+        let mut drained = false;
+        while group.transactions < GROUP_MAX_TRANSACTIONS as u64 && count < GROUP_MAX_CHANGES {
+            let Ok(next) = queue.try_recv() else {
+                drained = true;
+                break;
+            };
+            if alone(&next) || hold.splits(group.end_lsn, next.end_lsn) {
+                *carried = Some(next);
+                break;
+            }
+            group.last = next.seq;
+            group.end_lsn = next.end_lsn;
+            group.transactions += 1;
+            // Waits on members inside the group are satisfied by the group itself; a member's
+            // latest dependency may be inside while an earlier one is not, which the group must
+            // wait for all the same.
+            group.after = group
+                .after
+                .max(Slot::after_outside(&next.deps, group.first));
+            group._memory.extend(next._memory);
+            if let Some(tx) = next.tx {
+                count += tx.changes.in_memory().map_or(0, <[_]>::len);
+                changes = Some(match changes {
+                    None => tx,
+                    Some(merged) => merge(merged, tx),
+                });
+            }
+        }
+        // Adaptive batching (see `run`): a group that took everything queued and must wait for
+        // a transaction still in flight waits with the queue in hand, then takes what arrived
+        // meanwhile. Nothing it waits for needs the queue: every earlier transaction was taken
+        // already, and its applier finishes it without taking another.
+        if !drained || order.committed() >= group.after {
             break;
         }
-        group.last = next.seq;
-        group.end_lsn = next.end_lsn;
-        group.transactions += 1;
-        // Waits on members inside the group are satisfied by the group itself; a member's
-        // latest dependency may be inside while an earlier one is not, which the group must
-        // wait for all the same.
-        group.after = group
-            .after
-            .max(Slot::after_outside(&next.deps, group.first));
-        group._memory.extend(next._memory);
-        if let Some(tx) = next.tx {
-            count += tx.changes.in_memory().map_or(0, <[_]>::len);
-            changes = Some(match changes {
-                None => tx,
-                Some(merged) => merge(merged, tx),
-            });
-        }
+        order.wait_for(group.after, None).await;
     }
     group.tx = changes;
     Some(group)
@@ -572,9 +596,57 @@ mod tests {
         send.send(job(7, vec![6])).await.unwrap();
         let mut carried = None;
         let hold = crate::sync::hold::Hold::default();
-        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold)
+        // 3 committed already: the group is formed without waiting (adaptive batching waits,
+        // with the queue, for a dependency still in flight).
+        let order = CommitOrder::new(3);
+        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order)
             .await
             .expect("a group");
         assert_eq!((group.first, group.last, group.after), (5, 7, 3));
+    }
+
+    /// Adaptive batching: a group that took everything queued and depends on a transaction
+    /// still in flight waits for it with the queue in hand, then takes what arrived meanwhile
+    /// (here 6 and 7, queued while 4 was in flight) instead of leaving them to other appliers
+    /// one by one; with nothing to wait for it goes at once, alone.
+    #[tokio::test]
+    async fn a_group_waiting_for_a_commit_takes_what_arrives_meanwhile() {
+        let (send, recv) = mpsc::channel(8);
+        let queue: JobQueue = Arc::new(Mutex::new(recv));
+        let job = |seq: u64, deps: Vec<u64>| Job {
+            queued: std::time::Instant::now(),
+            seq,
+            after: deps.last().copied().unwrap_or(0),
+            deps,
+            tx: None,
+            end_lsn: Lsn(seq * 0x100),
+            _memory: None,
+            streamed: None,
+        };
+        let hold = Arc::new(crate::sync::hold::Hold::default());
+        let order = CommitOrder::new(3);
+        // Nothing in flight to wait for: taken alone at once.
+        send.send(job(4, vec![3])).await.unwrap();
+        let mut carried = None;
+        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order)
+            .await
+            .expect("a group");
+        assert_eq!((group.first, group.last), (4, 4));
+        // 5 depends on 4, still in flight.
+        send.send(job(5, vec![4])).await.unwrap();
+        let taking = {
+            let (queue, hold, order) = (Arc::clone(&queue), Arc::clone(&hold), order.clone());
+            tokio::spawn(async move {
+                let mut carried = None;
+                take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order).await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!taking.is_finished(), "it waits for 4");
+        send.send(job(6, vec![5])).await.unwrap();
+        send.send(job(7, vec![])).await.unwrap();
+        order.mark_committed(4);
+        let group = taking.await.unwrap().expect("a group");
+        assert_eq!((group.first, group.last, group.after), (5, 7, 4));
     }
 }
