@@ -247,5 +247,15 @@ pub(crate) fn two_way_under_load(pair: &Pair, bidirectional: bool) -> (Sync, Str
             );
         }
     }
+    // The writers may have been applied before the kill: one write on each side now (disjoint
+    // seed rows), so that each direction of this process has applied something its counters
+    // show.
+    pair.blue
+        .psql("app", "UPDATE t SET v = v || ' after restart' WHERE id = 1")
+        .expect("blue");
+    pair.green
+        .psql("app", "UPDATE t SET v = v || ' after restart' WHERE id = 2")
+        .expect("green");
+    pair.converge(&["t", "keyless"], Duration::from_secs(60));
     (sync, metrics)
 }
