@@ -575,13 +575,9 @@ mod tests {
         );
     }
 
-    /// A group waits for every dependency of its members that lies before it: here 6's latest
-    /// one (5) is in the group, its earlier one (3) is not, and 3 must commit first.
-    #[tokio::test]
-    async fn a_group_waits_for_what_any_member_needs_before_it() {
-        let (send, recv) = mpsc::channel(8);
-        let queue: JobQueue = Arc::new(Mutex::new(recv));
-        let job = |seq: u64, deps: Vec<u64>| Job {
+    /// A job with nothing to apply (only its place in the order matters to `take_group`).
+    fn job(seq: u64, deps: Vec<u64>) -> Job {
+        Job {
             queued: std::time::Instant::now(),
             seq,
             after: deps.last().copied().unwrap_or(0),
@@ -590,7 +586,15 @@ mod tests {
             end_lsn: Lsn(seq * 0x100),
             _memory: None,
             streamed: None,
-        };
+        }
+    }
+
+    /// A group waits for every dependency of its members that lies before it: here 6's latest
+    /// one (5) is in the group, its earlier one (3) is not, and 3 must commit first.
+    #[tokio::test]
+    async fn a_group_waits_for_what_any_member_needs_before_it() {
+        let (send, recv) = mpsc::channel(8);
+        let queue: JobQueue = Arc::new(Mutex::new(recv));
         send.send(job(5, vec![])).await.unwrap();
         send.send(job(6, vec![3, 5])).await.unwrap();
         send.send(job(7, vec![6])).await.unwrap();
@@ -613,16 +617,6 @@ mod tests {
     async fn a_group_waiting_for_a_commit_takes_what_arrives_meanwhile() {
         let (send, recv) = mpsc::channel(8);
         let queue: JobQueue = Arc::new(Mutex::new(recv));
-        let job = |seq: u64, deps: Vec<u64>| Job {
-            queued: std::time::Instant::now(),
-            seq,
-            after: deps.last().copied().unwrap_or(0),
-            deps,
-            tx: None,
-            end_lsn: Lsn(seq * 0x100),
-            _memory: None,
-            streamed: None,
-        };
         let hold = Arc::new(crate::sync::hold::Hold::default());
         let order = CommitOrder::new(3);
         // Nothing in flight to wait for: taken alone at once.
