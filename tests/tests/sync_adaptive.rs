@@ -12,25 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use blueshift_tests::eventually;
-use support::Pair;
-
-/// A plain HTTP/1.1 GET; the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
+use support::{http_get, Pair};
 
 /// The value of the unlabelled (or exactly labelled) series `name` on the metrics page.
 fn metric(addr: &str, name: &str) -> f64 {

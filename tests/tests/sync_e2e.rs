@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use blueshift_tests::{eventually, PgBinaries};
-use support::{fingerprint, Pair};
+use support::{fingerprint, http_get, Pair};
 
 const SCHEMA: &str = r#"
 CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance bigint NOT NULL, doc text);
@@ -121,24 +121,6 @@ fn every_dml_kind_toast_identities_truncate_and_hostile_names() {
     let log = sync.log_text();
     assert!(log.contains("nokey"), "{log}");
     assert!(sync.terminate(), "SIGTERM exits 0");
-}
-
-/// A plain HTTP/1.1 GET; the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }
 
 #[test]
