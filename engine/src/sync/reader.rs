@@ -569,6 +569,7 @@ impl Reader {
             seq: slot.seq,
             after: slot.after,
             deps: slot.deps,
+            barrier: slot.barrier,
             tx,
             end_lsn,
             _memory: memory,

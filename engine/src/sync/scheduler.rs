@@ -34,6 +34,9 @@ pub(crate) struct Slot {
     pub(crate) after: u64,
     /// The numbers of the transactions in flight it conflicts with, ascending.
     pub(crate) deps: Vec<u64>,
+    /// A barrier (TRUNCATE) waits for *every* earlier transaction, which `deps` cannot list: a
+    /// group holding one waits for everything before the group's first member.
+    pub(crate) barrier: bool,
 }
 
 impl Slot {
@@ -122,6 +125,7 @@ impl Scheduler {
                 seq,
                 after: seq - 1,
                 deps,
+                barrier: true,
             };
         }
         let mut deps = Vec::new();
@@ -164,6 +168,7 @@ impl Scheduler {
             seq,
             after: deps.last().copied().unwrap_or(0),
             deps,
+            barrier: false,
         }
     }
 }

@@ -38,6 +38,9 @@ pub(crate) struct Job {
     /// Every transaction in flight it conflicts with, ascending (`after` is the last): a group
     /// waits for those before its first member (see [`Slot`](super::scheduler::Slot)).
     pub(crate) deps: Vec<u64>,
+    /// A barrier (TRUNCATE): it waits for every earlier transaction, so a group holding it
+    /// waits for everything before the group.
+    pub(crate) barrier: bool,
     /// The transaction; `None` for one that is only passed through to keep the order (dropped
     /// by loop prevention): nothing to apply, but the slot may move past it.
     pub(crate) tx: Option<Transaction>,
@@ -353,6 +356,11 @@ async fn take_group(
             group.after = group
                 .after
                 .max(Slot::after_outside(&next.deps, group.first));
+            // A barrier's dependency on everything before it is not in `deps` (its only entry,
+            // the one just before it, is a member here): the group waits for all before it.
+            if next.barrier {
+                group.after = group.after.max(group.first - 1);
+            }
             group._memory.extend(next._memory);
             if let Some(tx) = next.tx {
                 count += tx.changes.in_memory().map_or(0, <[_]>::len);
@@ -507,6 +515,7 @@ mod tests {
                 seq: 2,
                 after: 0,
                 deps: Vec::new(),
+                barrier: false,
                 tx: Some(tx(2, vec![update(&relation, "2", "20")])),
                 end_lsn: Lsn(0x210),
                 _memory: None,
@@ -534,6 +543,7 @@ mod tests {
                 seq: 1,
                 after: 0,
                 deps: Vec::new(),
+                barrier: false,
                 tx: Some(tx(
                     1,
                     vec![update(&relation, "1", "10"), update(&relation, "2", "10")],
@@ -582,6 +592,7 @@ mod tests {
             seq,
             after: deps.last().copied().unwrap_or(0),
             deps,
+            barrier: false,
             tx: None,
             end_lsn: Lsn(seq * 0x100),
             _memory: None,
@@ -607,6 +618,30 @@ mod tests {
             .await
             .expect("a group");
         assert_eq!((group.first, group.last, group.after), (5, 7, 3));
+    }
+
+    /// A barrier (TRUNCATE) inside a group makes the group wait for everything before it: its
+    /// one dependency (the transaction just before it) is a member, but 4, before the group,
+    /// must have committed too, though no member names it.
+    #[tokio::test]
+    async fn a_group_holding_a_barrier_waits_for_everything_before_it() {
+        let (send, recv) = mpsc::channel(8);
+        let queue: JobQueue = Arc::new(Mutex::new(recv));
+        send.send(job(5, vec![])).await.unwrap();
+        send.send(Job {
+            barrier: true,
+            ..job(6, vec![5])
+        })
+        .await
+        .unwrap();
+        send.send(job(7, vec![6])).await.unwrap();
+        let mut carried = None;
+        let hold = crate::sync::hold::Hold::default();
+        let order = CommitOrder::new(4);
+        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order)
+            .await
+            .expect("a group");
+        assert_eq!((group.first, group.last, group.after), (5, 7, 4));
     }
 
     /// Adaptive batching: a group that took everything queued and depends on a transaction
