@@ -68,7 +68,8 @@ pub(crate) enum Source {
         name: String,
     },
     /// Client backends of database `database` whose `application_name` starts with `prefix`
-    /// (`pg_stat_activity` on the server `client` is connected to).
+    /// (`pg_stat_activity` on the server `client` is connected to), the bench's own sessions
+    /// ([`BENCH_APPLICATION_NAME`](crate::server::BENCH_APPLICATION_NAME)) left out.
     Backends {
         client: Arc<tokio_postgres::Client>,
         database: String,
@@ -223,9 +224,11 @@ async fn resolve(state: &Arc<Mutex<State>>, sources: &[(Role, Since, Source)], f
                 let sql = format!(
                     "SELECT string_agg(pid::text, ',') FROM pg_catalog.pg_stat_activity \
                      WHERE datname = {} AND backend_type = 'client backend' \
-                     AND pg_catalog.starts_with(application_name, {})",
+                     AND pg_catalog.starts_with(application_name, {}) \
+                     AND application_name OPERATOR(pg_catalog.<>) {}",
                     crate::server::literal(database),
-                    crate::server::literal(prefix)
+                    crate::server::literal(prefix),
+                    crate::server::literal(crate::server::BENCH_APPLICATION_NAME)
                 );
                 let pids = query_value(client, &sql).await.unwrap_or_default();
                 (

@@ -14,6 +14,10 @@ use blueshift_tests::{quote_ident, Cluster, ClusterOptions, PgBinaries};
 use crate::options::Validated;
 use crate::say;
 
+/// The `application_name` of the bench's own sessions (setup, markers, checks, watchers): never
+/// counted as a consumer's sessions, though it starts with `blueshift`.
+pub(crate) const BENCH_APPLICATION_NAME: &str = "blueshift-bench";
+
 /// Both servers of a bench run.
 #[derive(Debug)]
 pub(crate) struct Servers {
@@ -232,7 +236,7 @@ impl Server {
             .port(self.port)
             .user(&self.user)
             .dbname(db)
-            .application_name("blueshift-bench")
+            .application_name(BENCH_APPLICATION_NAME)
             .connect_timeout(Duration::from_secs(30));
         if let Some(p) = &self.password {
             config.password(p.expose());

@@ -131,9 +131,9 @@ pub(crate) struct SyncArgs {
     stream_apply_max: Option<usize>,
     /// Apply over blueshift's own protocol session, one Sync per window of requests (a
     /// transaction, or a group of them while catching up); off: over tokio-postgres, one Sync
-    /// per statement. Two-way sync always uses the latter. Off by default while it is new: one
-    /// test run under heavy load ended with green diverged with it on, not yet explained
-    /// [default: off].
+    /// per statement. Two-way sync always uses the latter. Off by default until the figures
+    /// show it pays (BENCHMARKS.md: on a quiet machine, live lag and CPU within a run's noise of
+    /// off) [default: off].
     #[arg(long, value_name = "on|off", env = "BLUESHIFT_PIPELINED_APPLY", value_parser = settings::boolish())]
     pipelined_apply: Option<bool>,
     /// Copy blue's existing rows into green before streaming, even though the slot exists

@@ -286,7 +286,12 @@ async fn catch_up(
 
     let started = Instant::now();
     let mut sync = pair
-        .start_consumer(ctx, side, &format!("catchup-run{run}"))
+        // One log per workload and run (the workloads of a run would overwrite each other's).
+        .start_consumer(
+            ctx,
+            side,
+            &format!("catchup-{}-run{run}", backlog.workload.name()),
+        )
         .await?;
     let pid = sync.as_ref().map(consumer::Child::pid);
     let sources = pair.watch_sources(watchers, side, pid, Since::Start, Since::Start);
