@@ -14,7 +14,8 @@
 //!
 //! The origin is tagged **only at the commit**: `pg_replication_origin_xact_setup` goes in the
 //! same simple-query message as the `COMMIT` (one round trip; the server reads the whole message
-//! or nothing of it), never when the changes are applied. From PostgreSQL 16 a transaction that *aborts* after the tag moves the origin's
+//! or nothing of it), never when the changes are applied, and after the transaction's deferred
+//! checks have run (`SET CONSTRAINTS ALL IMMEDIATE`, see [`commit_sql`]). From PostgreSQL 16 a transaction that *aborts* after the tag moves the origin's
 //! progress too (as it must for streamed transactions aborted on the publisher), so a
 //! transaction rolled back after it — the engine's deadlock breaker, a re-run at the head of the
 //! line, a client killed while it waits for its turn — would make a restart skip a transaction
@@ -604,11 +605,18 @@ fn rewind(tx: &mut Transaction) -> Result<(), ApplyError> {
 /// fence skipped its changes) then still writes a commit record, which is what moves the
 /// origin's progress. The LSN is `'0/0' + n`, the time 2000-01-01 plus whole
 /// seconds and microseconds: integers only, exact.
+///
+/// `SET CONSTRAINTS ALL IMMEDIATE` comes first: a deferred check (a deferred constraint trigger
+/// green enabled for replicated changes, `ENABLE ALWAYS` or `REPLICA`) then fails *before* the
+/// tag. At the `COMMIT` it would fail after it, and from PostgreSQL 16 the abort record
+/// of a tagged transaction moves the origin's progress: a restart would skip a transaction green
+/// never committed.
 fn commit_sql(commit_lsn: Lsn, commit_time: PgTimestamp) -> String {
     let secs = commit_time.0.div_euclid(1_000_000);
     let micros = commit_time.0.rem_euclid(1_000_000);
     format!(
-        "SELECT pg_catalog.pg_replication_origin_xact_setup(\
+        "SET CONSTRAINTS ALL IMMEDIATE; \
+         SELECT pg_catalog.pg_replication_origin_xact_setup(\
            '0/0'::pg_catalog.pg_lsn OPERATOR(pg_catalog.+) {}::pg_catalog.numeric, \
            TIMESTAMPTZ '2000-01-01 00:00:00+00' OPERATOR(pg_catalog.+) \
              INTERVAL '{secs} seconds {micros} microseconds'), \
@@ -641,6 +649,10 @@ mod tests {
             "{sql}"
         );
         assert!(sql.ends_with(COMMIT), "{sql}");
+        assert!(
+            sql.starts_with("SET CONSTRAINTS ALL IMMEDIATE; SELECT"),
+            "deferred checks run before the tag: {sql}"
+        );
         let sql = commit_sql(Lsn(0), PgTimestamp(820_000_000_123_456));
         assert!(
             sql.contains("INTERVAL '820000000 seconds 123456 microseconds'"),
