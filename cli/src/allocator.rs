@@ -19,8 +19,7 @@
 //! off for the process (`prctl(PR_SET_THP_DISABLE)`, checked by the kernel at every fault) and
 //! for mimalloc's later mappings (`allow_thp`), unless `MIMALLOC_ALLOW_THP` says otherwise.
 //! The flag is inherited by child processes: the servers `demo` and `bench` start run without
-//! THP too, as PostgreSQL's own documentation advises for its servers anyway (in `madvise` mode
-//! PostgreSQL never asks for them).
+//! THP too (in `madvise` mode PostgreSQL never asks for them, so nothing changes for them there).
 //!
 //! `--features system-allocator` builds with glibc's allocator instead, for heap profilers that
 //! see only `malloc` (`heaptrack`); never for a release.
