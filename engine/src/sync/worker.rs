@@ -359,7 +359,7 @@ async fn take_group(
             // A barrier's dependency on everything before it is not in `deps` (its only entry,
             // the one just before it, is a member here): the group waits for all before it.
             if next.barrier {
-                group.after = group.after.max(group.first - 1);
+                group.after = group.after.max(group.first.saturating_sub(1));
             }
             group._memory.extend(next._memory);
             if let Some(tx) = next.tx {
@@ -602,21 +602,28 @@ mod tests {
 
     /// A group waits for every dependency of its members that lies before it: here 6's latest
     /// one (5) is in the group, its earlier one (3) is not, and 3 must commit first.
-    #[tokio::test]
-    async fn a_group_waits_for_what_any_member_needs_before_it() {
-        let (send, recv) = mpsc::channel(8);
+    /// The group `take_group` forms from `jobs`, queued in this order, while everything up to
+    /// `committed` has committed.
+    async fn group_of(jobs: Vec<Job>, committed: u64) -> super::Group {
+        let (send, recv) = mpsc::channel(jobs.len().max(1));
         let queue: JobQueue = Arc::new(Mutex::new(recv));
-        send.send(job(5, vec![])).await.unwrap();
-        send.send(job(6, vec![3, 5])).await.unwrap();
-        send.send(job(7, vec![6])).await.unwrap();
+        for job in jobs {
+            send.send(job).await.unwrap();
+        }
         let mut carried = None;
         let hold = crate::sync::hold::Hold::default();
+        let order = CommitOrder::new(committed);
+        take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order)
+            .await
+            .expect("a group")
+    }
+
+    #[tokio::test]
+    async fn a_group_waits_for_what_any_member_needs_before_it() {
         // 3 committed already: the group is formed without waiting (adaptive batching waits,
         // with the queue, for a dependency still in flight).
-        let order = CommitOrder::new(3);
-        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order)
-            .await
-            .expect("a group");
+        let jobs = vec![job(5, vec![]), job(6, vec![3, 5]), job(7, vec![6])];
+        let group = group_of(jobs, 3).await;
         assert_eq!((group.first, group.last, group.after), (5, 7, 3));
     }
 
@@ -625,22 +632,11 @@ mod tests {
     /// must have committed too, though no member names it.
     #[tokio::test]
     async fn a_group_holding_a_barrier_waits_for_everything_before_it() {
-        let (send, recv) = mpsc::channel(8);
-        let queue: JobQueue = Arc::new(Mutex::new(recv));
-        send.send(job(5, vec![])).await.unwrap();
-        send.send(Job {
+        let barrier = Job {
             barrier: true,
             ..job(6, vec![5])
-        })
-        .await
-        .unwrap();
-        send.send(job(7, vec![6])).await.unwrap();
-        let mut carried = None;
-        let hold = crate::sync::hold::Hold::default();
-        let order = CommitOrder::new(4);
-        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order)
-            .await
-            .expect("a group");
+        };
+        let group = group_of(vec![job(5, vec![]), barrier, job(7, vec![6])], 4).await;
         assert_eq!((group.first, group.last, group.after), (5, 7, 4));
     }
 
