@@ -659,8 +659,9 @@ fn write_hba(data_dir: &Path, test_lines: &[String], only_given: bool) -> anyhow
     fs::write(data_dir.join("pg_hba.conf"), hba).context("could not write pg_hba.conf")
 }
 
-/// A loopback port nobody listens on right now (bound, read, closed).
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+/// A loopback port nobody listens on right now (bound, read, closed): for a cluster, a
+/// PgBouncer, or a metrics endpoint a test starts.
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((HOST, 0)).context("could not bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

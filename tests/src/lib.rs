@@ -37,7 +37,7 @@ mod tools;
 
 pub use binaries::{cache_dir, fetch_script, install_command, PgBinaries, DEFAULT_CACHE_DIR};
 pub use certs::{CertFiles, TestPki};
-pub use cluster::{quote_ident, Cluster, ClusterOptions};
+pub use cluster::{free_port, quote_ident, Cluster, ClusterOptions};
 pub use eventually::{eventually, eventually_async};
 pub use pgbouncer::{
     pgbouncer_binary, DatabaseEntry, PgBouncer, PgBouncerOptions, PGBOUNCER_INSTALL_COMMAND,

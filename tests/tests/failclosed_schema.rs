@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use blueshift_tests::{blueshift_binary, eventually};
-use support::{fingerprint, Pair, Sync};
+use support::{fingerprint, http_get, Pair, Sync};
 
 const WITHIN: Duration = Duration::from_secs(90);
 
@@ -67,11 +67,7 @@ fn a_column_added_on_blue_holds_sync_until_green_has_it() {
          CREATE TABLE later (id int PRIMARY KEY);
          CREATE PUBLICATION pub FOR ALL TABLES;",
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = blueshift_tests::free_port().expect("a free port");
     let metrics = format!("127.0.0.1:{port}");
     let mut sync = pair.sync(&["--workers", "2", "--metrics-addr", &metrics]);
     let pid = sync.pid();
@@ -103,7 +99,7 @@ fn a_column_added_on_blue_holds_sync_until_green_has_it() {
         assert!(line.contains(part), "{part:?} in: {line}");
     }
     assert!(
-        scrape(&metrics).contains("\nblueshift_blocked 1"),
+        http_get(&metrics, "/metrics").contains("\nblueshift_blocked 1"),
         "the gauge says sync waits"
     );
     // Held at that transaction: neither it nor anything after it reached green.
@@ -120,7 +116,7 @@ fn a_column_added_on_blue_holds_sync_until_green_has_it() {
         "1|one|1.500\n2|two|\n3|three|3.125"
     );
     log_line(&mut sync, &["green takes blue's change to this table now"]);
-    assert!(scrape(&metrics).contains("\nblueshift_blocked 0"));
+    assert!(http_get(&metrics, "/metrics").contains("\nblueshift_blocked 0"));
 
     // Later changes of the column keep flowing.
     pair.blue
@@ -499,20 +495,6 @@ fn a_plain_truncate_of_published_tables_truncates_exactly_them() {
         "RESTART IDENTITY as blue ran it"
     );
     assert!(sync.terminate(), "{}", sync.log_text());
-}
-
-/// `GET /metrics` of a running sync.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 #[test]

@@ -40,11 +40,7 @@ fn one_at_a_time_when_caught_up_one_group_for_a_burst_behind_a_stalled_commit() 
     pair.blue
         .psql("app", "CREATE PUBLICATION pub FOR ALL TABLES")
         .expect("publication");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = blueshift_tests::free_port().expect("a free port");
     let addr = format!("127.0.0.1:{port}");
     let mut sync = pair.sync(&["--workers", "4", "--metrics-addr", &addr]);
     pair.blue

@@ -48,11 +48,7 @@ fn every_dml_kind_toast_identities_truncate_and_hostile_names() {
     let pair = Pair::new("dml");
     pair.schema(SCHEMA);
     publish(&pair);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = blueshift_tests::free_port().expect("a free port");
     let metrics_addr = format!("127.0.0.1:{port}");
     let mut sync = pair.sync(&["--workers", "2", "--metrics-addr", &metrics_addr]);
     let big = "0123456789abcdef".repeat(400);
