@@ -108,6 +108,23 @@ impl Command {
             Command::Sync(_) | Command::Backfill(_) | Command::Tail(_)
         )
     }
+
+    /// Whether the command runs on a single-threaded runtime rather than a thread per core.
+    ///
+    /// `sync`: its pipeline is a chain of small hand-offs — a replication message to the
+    /// reader, a transaction to an applier, a statement to its connection task, an answer
+    /// back, a commit to the durability tracker — each a wake-up of another task. On the
+    /// multi-threaded runtime most of them cross threads (a futex wake and a context switch
+    /// each), and a caught-up pipeline does little else. On one thread they are function
+    /// calls between two `epoll_wait`s. Measured with TPC-B at 1 000 transactions/s against
+    /// PostgreSQL 15 on a 2-core VM: 8–9 context switches per source transaction down to 3, the
+    /// process's CPU per transaction down by 30 % (245 to 172 µs); catch-up time unchanged (the
+    /// reader and the appliers need a fraction of one core while green does the work). What is
+    /// CPU-heavy runs elsewhere already: a backfill copies on threads of its own, and decoding
+    /// on blue.
+    fn single_threaded(&self) -> bool {
+        matches!(self, Command::Sync(_))
+    }
 }
 
 /// After a forced stop, how long the dropped connections get to say goodbye.
@@ -126,11 +143,12 @@ fn main() -> ExitCode {
     if let Err(e) = blueshift_engine::failpoint::configure_from_env() {
         return report(&anyhow::Error::new(exit::Refused(e.to_string())), format);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("blueshift")
-        .build()
-    {
+    let mut builder = if cli.command.single_threaded() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().thread_name("blueshift").build() {
         Ok(rt) => rt,
         Err(e) => {
             return report(
