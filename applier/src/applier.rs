@@ -660,7 +660,8 @@ mod tests {
         );
     }
 
-    /// The engine runs appliers on tokio's multi-threaded runtime: their futures must be `Send`.
+    /// Every command but `sync` (single-threaded) runs on tokio's multi-threaded runtime, and
+    /// tasks are spawned: the appliers' futures must be `Send`.
     #[allow(dead_code)]
     async fn futures_are_send(applier: &mut Applier, tx: &mut Transaction) {
         let apply = applier.apply(tx);
