@@ -139,7 +139,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         spool_limit: blueshift_engine::sync::spool::DEFAULT_LIMIT,
         stream_apply: false,
         stream_apply_max: blueshift_engine::sync::DEFAULT_STREAM_APPLY_MAX,
-        pipelined_apply: false,
+        pipelined_apply: true,
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -131,9 +131,8 @@ pub(crate) struct SyncArgs {
     stream_apply_max: Option<usize>,
     /// Apply over blueshift's own protocol session, one Sync per window of requests (a
     /// transaction, or a group of them while catching up); off: over tokio-postgres, one Sync
-    /// per statement. Two-way sync always uses the latter. Off by default until the figures
-    /// show it pays (BENCHMARKS.md: on a quiet machine, live lag and CPU within a run's noise of
-    /// off) [default: off].
+    /// per statement. Two-way sync always uses the latter. On by default: green answers and
+    /// flushes once per transaction, which cut live lag and CPU (BENCHMARKS.md) [default: on].
     #[arg(long, value_name = "on|off", env = "BLUESHIFT_PIPELINED_APPLY", value_parser = settings::boolish())]
     pipelined_apply: Option<bool>,
     /// Copy blue's existing rows into green before streaming, even though the slot exists
@@ -277,7 +276,7 @@ pub(crate) async fn run(args: SyncArgs, signals: &Signals) -> anyhow::Result<()>
     stream.pipelined_apply = args
         .pipelined_apply
         .or(file.pipelined_apply)
-        .unwrap_or(false);
+        .unwrap_or(true);
     if let Some(text) = args.max_txn_memory.or(file.max_txn_memory.clone()) {
         stream.max_txn_memory = settings::parse_with("--max-txn-memory", &text, parse_size)?;
     }
@@ -503,7 +502,7 @@ fn settings(
         spool_limit: sync::spool::DEFAULT_LIMIT,
         stream_apply: false,
         stream_apply_max: sync::DEFAULT_STREAM_APPLY_MAX,
-        pipelined_apply: false,
+        pipelined_apply: true,
     };
     let ready_max_lag = common.ready_max_lag.or(file.ready_max_lag).unwrap_or(60.0);
     if !(ready_max_lag.is_finite() && ready_max_lag >= 0.0) {
