@@ -600,8 +600,6 @@ mod tests {
         }
     }
 
-    /// A group waits for every dependency of its members that lies before it: here 6's latest
-    /// one (5) is in the group, its earlier one (3) is not, and 3 must commit first.
     /// The group `take_group` forms from `jobs`, queued in this order, while everything up to
     /// `committed` has committed.
     async fn group_of(jobs: Vec<Job>, committed: u64) -> super::Group {
@@ -618,6 +616,8 @@ mod tests {
             .expect("a group")
     }
 
+    /// A group waits for every dependency of its members that lies before it: here 6's latest
+    /// one (5) is in the group, its earlier one (3) is not, and 3 must commit first.
     #[tokio::test]
     async fn a_group_waits_for_what_any_member_needs_before_it() {
         // 3 committed already: the group is formed without waiting (adaptive batching waits,
