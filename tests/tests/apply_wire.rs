@@ -6,7 +6,9 @@
 //!   for row: nothing lost, nothing applied twice;
 //! - a transaction green refuses in the middle of the stream: the transactions before it are
 //!   on green and the origin's progress says exactly that, nothing of it or after it is; the
-//!   error names the table and the column; once green is fixed, sync carries on exactly once.
+//!   error names the table and the column; once green is fixed, sync carries on exactly once;
+//! - the path without it (`--pipelined-apply off`, no longer the default), killed after green
+//!   commits, again and again: green equals blue, every row once.
 
 #[path = "support/sync.rs"]
 mod support;
@@ -96,6 +98,55 @@ fn killed_with_a_window_sent_and_unanswered() {
     pair.converge(&["seqd", "keyless"], WITHIN);
     // Equal fingerprints above: the same rows, none missing, none twice (blue's big
     // transactions repeat their numbers, so count them as blue does).
+    let counts = "SELECT count(DISTINCT n) || '/' || count(*) FROM keyless";
+    assert_eq!(
+        pair.green.psql("app", counts).expect("count"),
+        pair.blue.psql("app", counts).expect("count"),
+        "every row once"
+    );
+    assert!(sync.terminate(), "{}", sync.log_text());
+}
+
+/// `--pipelined-apply off` (every statement its own `Sync`, over tokio-postgres) is no longer the
+/// default but stays an option: killed right after a green commit, while blue keeps writing,
+/// again and again, it still leaves green equal to blue, every row once.
+#[test]
+fn the_path_without_the_wire_session_is_killed_after_a_commit_and_loses_nothing() {
+    let pair = Pair::new("wire-off");
+    pair.schema(SCHEMA);
+    pair.blue
+        .psql("app", "CREATE PUBLICATION pub FOR TABLE seqd, keyless")
+        .expect("publication");
+    let mut sync = pair.sync(&["--pipelined-apply", "off"]);
+    assert!(sync.terminate());
+    for i in 0..3u32 {
+        pair.blue.psql("app", &workload(20)).expect("backlog");
+        let spec = format!("after-green-commit=kill@{}", 2 + i);
+        let mut sync = pair.spawn_env(
+            "sync",
+            &["--pipelined-apply", "off", "--workers", "2"],
+            &[("BLUESHIFT_FAILPOINTS", spec.as_str())],
+        );
+        let mut writer = pair.background_on_blue(
+            &workload(200).replace("COMMIT;", "COMMIT; PERFORM pg_sleep(0.01);"),
+        );
+        let status = sync.exited(Duration::from_secs(60));
+        let _ = writer.kill();
+        let _ = writer.wait();
+        let log = sync.log_text();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "iteration {i}: sync was to kill itself at {spec}, it exited with {status}:\n{log}"
+        );
+        assert!(
+            log.contains("pipelined=false"),
+            "iteration {i}: the appliers ran without the wire session:\n{log}"
+        );
+    }
+    let mut sync = pair.sync(&["--pipelined-apply", "off"]);
+    pair.blue.psql("app", &workload(5)).expect("last writes");
+    pair.converge(&["seqd", "keyless"], WITHIN);
     let counts = "SELECT count(DISTINCT n) || '/' || count(*) FROM keyless";
     assert_eq!(
         pair.green.psql("app", counts).expect("count"),
