@@ -54,6 +54,7 @@ mod loaded;
 mod monitor;
 mod order;
 pub(crate) mod preflight;
+mod queue;
 mod reader;
 mod scheduler;
 mod slot;

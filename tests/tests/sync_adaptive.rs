@@ -3,6 +3,8 @@
 //! up behind a transaction still in flight is taken as one group as soon as that transaction
 //! commits — not one at a time by appliers that each took a single job and wait for the one
 //! before it (`blueshift_applied_groups_total` against `blueshift_applied_transactions_total`).
+//! Caught up, one applier of four does all the work (one green session, whose origin alone
+//! moves); the others join once a burst queues up.
 
 #[path = "support/sync.rs"]
 mod support;
@@ -75,6 +77,12 @@ fn one_at_a_time_when_caught_up_one_group_for_a_burst_behind_a_stalled_commit() 
         after.0 - before.0,
         "a caught-up sync applies each transaction alone ({before:?} → {after:?})"
     );
+    // ... and all of them on one applier: the others stay parked while the queue is shallow.
+    assert_eq!(
+        appliers_used(&pair),
+        ["blueshift_bs_0"],
+        "a caught-up sync keeps to its first applier"
+    );
 
     // A burst behind a stalled commit: green's row is locked, so the first transaction of the
     // burst cannot commit; the ones after it depend on it (same row) and arrive one by one.
@@ -104,15 +112,15 @@ fn one_at_a_time_when_caught_up_one_group_for_a_burst_behind_a_stalled_commit() 
             .psql("app", &format!("UPDATE t SET v = {} WHERE id = 0", 100 + i))
             .unwrap();
     }
-    // Every transaction of the burst but the stalled one and the one waiting for it is queued:
-    // the applier that took the second holds the queue while it waits, instead of the other
-    // appliers taking one each.
+    // Every transaction of the burst but the stalled one and those the helper that joined took
+    // (the first four queued behind it) is queued: the helper holds the queue while it waits,
+    // instead of the other appliers taking one each.
+    let left = BURST - 1 - HELPERS_JOIN_AT;
     eventually(Duration::from_secs(60), || {
         let queued = metric(&addr, "blueshift_queue_depth_transactions{queue=\"apply\"}");
         anyhow::ensure!(
-            queued >= (BURST - 3) as f64,
-            "{queued} transactions queued, not yet {}",
-            BURST - 3
+            queued >= left as f64,
+            "{queued} transactions queued, not yet {left}"
         );
         Ok(())
     })
@@ -143,6 +151,26 @@ fn one_at_a_time_when_caught_up_one_group_for_a_burst_behind_a_stalled_commit() 
         "the burst went in at most two green transactions (the stalled one, then everything \
          queued behind it): {before:?} → {after:?}"
     );
+    // A helper took the burst behind the stalled transaction, on its own green session.
+    assert_eq!(appliers_used(&pair).len(), 2, "a helper joined the burst");
     assert!(sync.running());
     assert!(sync.terminate(), "SIGTERM exits 0");
+}
+
+/// How deep the queue gets before appliers beyond the first take from it (the engine's
+/// `HELPERS_JOIN_AT`).
+const HELPERS_JOIN_AT: usize = 4;
+
+/// The appliers whose origin on green has recorded a commit, by name.
+fn appliers_used(pair: &Pair) -> Vec<String> {
+    pair.green
+        .psql(
+            "app",
+            "SELECT external_id FROM pg_catalog.pg_replication_origin_status \
+             WHERE external_id LIKE 'blueshift\\_bs\\_%' AND remote_lsn <> '0/0' ORDER BY 1",
+        )
+        .expect("origins")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }

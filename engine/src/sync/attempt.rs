@@ -7,7 +7,6 @@ use std::time::Duration;
 use blueshift_applier::{Applier, ApplierOptions, SynchronousCommit};
 use blueshift_decoder::pgoutput::{PgOutputDecoder, ProtocolVersion};
 use blueshift_decoder::Lsn;
-use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
 use super::background::Background;
@@ -231,8 +230,7 @@ pub(super) async fn attempt(
         );
         Background::spawn(move |stop| hold::serve(hold, target, slot, stop))
     };
-    let (job_tx, job_rx) = mpsc::channel(config.queue_capacity.max(1));
-    let jobs = Arc::new(Mutex::new(job_rx));
+    let (job_tx, jobs) = super::queue::channel(config.queue_capacity);
     let mut tasks = JoinSet::new();
     let mut identity_watch = tokio::spawn(identity::watch(config.clone(), identities));
     let monitor = {

@@ -35,11 +35,11 @@ use blueshift_decoder::pgoutput::{PgOutputDecoder, PgOutputMessage};
 use blueshift_decoder::relation::RelationInfo;
 use blueshift_decoder::stream::{ReplicationFrame, ReplicationStream};
 use blueshift_decoder::Lsn;
-use tokio::sync::mpsc;
 
 use super::acknowledge::Acks;
 use super::durability::Durability;
 use super::order::CommitOrder;
+use super::queue::JobSender;
 use super::scheduler::Scheduler;
 use super::worker::Job;
 use super::writeset::KeyCatalog;
@@ -79,7 +79,7 @@ pub(crate) struct Reader {
     pub(crate) order: CommitOrder,
     /// Commits not yet confirmed durable on green.
     pub(crate) durability: Arc<Durability>,
-    pub(crate) jobs: mpsc::Sender<Job>,
+    pub(crate) jobs: JobSender,
     /// Where idle keepalive positions go to be recorded and acknowledged.
     pub(crate) acks: Arc<Acks>,
     pub(crate) metrics: Metrics,
@@ -261,10 +261,8 @@ impl Reader {
                 }
                 self.spilled = (stats.spilled_bytes_total, stats.spilled_transactions_total);
             }
-            self.metrics.set_queue_depth(
-                "apply",
-                u64::try_from(self.jobs.max_capacity() - self.jobs.capacity()).unwrap_or(0),
-            );
+            self.metrics
+                .set_queue_depth("apply", u64::try_from(self.jobs.depth()).unwrap_or(0));
         }
     }
 

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use blueshift_applier::{failpoint, Applier, Changes, Transaction};
 use blueshift_decoder::Lsn;
-use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::durability::Durability;
 use super::hold::Hold;
 use super::order::CommitOrder;
+use super::queue::JobQueue;
 use super::scheduler::Slot;
 use super::SyncError;
 use crate::metrics::{Metrics, Stage};
@@ -53,9 +54,6 @@ pub(crate) struct Job {
     pub(crate) streamed: Option<super::streamed::Ticket>,
 }
 
-/// The queue every applier takes its next job from (the first free one takes it).
-pub(crate) type JobQueue = Arc<Mutex<mpsc::Receiver<Job>>>;
-
 /// At most this many source transactions are applied as one green transaction.
 const GROUP_MAX_TRANSACTIONS: usize = 512;
 
@@ -82,11 +80,14 @@ const GROUP_MAX_CHANGES: usize = 8192;
 /// in the next one: one at a time while the stream is slow, larger groups as it speeds up. A
 /// full group never waits with the queue, so catch-up (full groups) is unchanged, and so are
 /// independent transactions (nothing to wait for).
+///
+/// Applier `index` 0 takes from the queue whenever it is free; the others only while the queue
+/// is deep (see [`queue`](super::queue)): live traffic stays on one green session.
 #[allow(clippy::too_many_arguments)] // the applier's shared handles, one each
 pub(crate) async fn run(
     index: usize,
     mut applier: Applier,
-    jobs: JobQueue,
+    jobs: Arc<JobQueue>,
     order: CommitOrder,
     durability: Arc<Durability>,
     metrics: Metrics,
@@ -109,7 +110,9 @@ pub(crate) async fn run(
             .unwrap_or(Lsn::INVALID)
     };
     loop {
-        let group = match take_group(&jobs, &mut carried, fenced_until, &hold, &order).await {
+        let helper = index > 0;
+        let group = match take_group(&jobs, &mut carried, fenced_until, &hold, &order, helper).await
+        {
             Some(group) => group,
             None => {
                 tracing::debug!(applier = index, "no more transactions");
@@ -286,6 +289,7 @@ async fn take_group(
     fenced_until: Lsn,
     hold: &Hold,
     order: &CommitOrder,
+    helper: bool,
 ) -> Option<Group> {
     let alone = |job: &Job| {
         job.streamed.is_some()
@@ -301,7 +305,7 @@ async fn take_group(
     let (first, from_carried, queue) = match carried.take() {
         Some(job) => (job, true, None),
         None => {
-            let mut queue = jobs.lock().await;
+            let mut queue = jobs.take(helper).await;
             let job = queue.recv().await?;
             (job, false, Some(queue))
         }
@@ -406,6 +410,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use super::{run, take_group, Job};
+    use crate::metrics::Metrics;
+    use crate::sync::acknowledge::Acks;
+    use crate::sync::durability::{self, Durability};
+    use crate::sync::order::CommitOrder;
+    use crate::sync::queue;
     use blueshift_applier::{Applier, ApplierOptions, Change, Changes, Transaction};
     use blueshift_decoder::config::ConnectConfig;
     use blueshift_decoder::pgoutput::{
@@ -416,13 +426,6 @@ mod tests {
     use blueshift_decoder::{Lsn, Oid, Xid};
     use blueshift_tests::{eventually_async, Cluster, ClusterOptions, PgBinaries};
     use bytes::Bytes;
-    use tokio::sync::{mpsc, Mutex};
-
-    use super::{run, take_group, Job, JobQueue};
-    use crate::metrics::Metrics;
-    use crate::sync::acknowledge::Acks;
-    use crate::sync::durability::{self, Durability};
-    use crate::sync::order::CommitOrder;
 
     fn update(relation: &Arc<RelationInfo>, id: &str, v: &str) -> Change {
         Change::Update {
@@ -492,12 +495,13 @@ mod tests {
                 Applier::connect(&config, ApplierOptions::new(format!("blueshift_t_{n}")))
                     .await
                     .unwrap();
-            let (send, recv) = mpsc::channel(4);
+            let (send, queue) = queue::channel(4);
             queues.push(send);
+            // Each has a queue of its own, and is its first applier (0: never parked).
             workers.push(tokio::spawn(run(
-                n,
+                0,
                 applier,
-                Arc::new(Mutex::new(recv)),
+                queue,
                 order.clone(),
                 Arc::clone(&durability),
                 Metrics::new(),
@@ -603,15 +607,14 @@ mod tests {
     /// The group `take_group` forms from `jobs`, queued in this order, while everything up to
     /// `committed` has committed.
     async fn group_of(jobs: Vec<Job>, committed: u64) -> super::Group {
-        let (send, recv) = mpsc::channel(jobs.len().max(1));
-        let queue: JobQueue = Arc::new(Mutex::new(recv));
+        let (send, queue) = queue::channel(jobs.len());
         for job in jobs {
             send.send(job).await.unwrap();
         }
         let mut carried = None;
         let hold = crate::sync::hold::Hold::default();
         let order = CommitOrder::new(committed);
-        take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order)
+        take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order, false)
             .await
             .expect("a group")
     }
@@ -646,14 +649,13 @@ mod tests {
     /// one by one; with nothing to wait for it goes at once, alone.
     #[tokio::test]
     async fn a_group_waiting_for_a_commit_takes_what_arrives_meanwhile() {
-        let (send, recv) = mpsc::channel(8);
-        let queue: JobQueue = Arc::new(Mutex::new(recv));
+        let (send, queue) = queue::channel(8);
         let hold = Arc::new(crate::sync::hold::Hold::default());
         let order = CommitOrder::new(3);
         // Nothing in flight to wait for: taken alone at once.
         send.send(job(4, vec![3])).await.unwrap();
         let mut carried = None;
-        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order)
+        let group = take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order, false)
             .await
             .expect("a group");
         assert_eq!((group.first, group.last), (4, 4));
@@ -663,7 +665,7 @@ mod tests {
             let (queue, hold, order) = (Arc::clone(&queue), Arc::clone(&hold), order.clone());
             tokio::spawn(async move {
                 let mut carried = None;
-                take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order).await
+                take_group(&queue, &mut carried, Lsn::INVALID, &hold, &order, false).await
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
