@@ -13,7 +13,8 @@
 //!
 //! Dropping the slot throws away blue's stream position and the WAL kept for it, so:
 //! - without `execute` the plan is only reported (a dry run);
-//! - an active slot is refused, naming the process that streams from it, and so is a slot that
+//! - an active slot is refused (after [`SLOT_RELEASE_WAIT`] for a consumer that just stopped),
+//!   naming the process that streams from it, and so is a slot that
 //!   is not a logical `pgoutput` slot (blueshift did not create it);
 //! - a publication is dropped only when its comment is exactly [`PUBLICATION_COMMENT`], the
 //!   mark `blueshift sync` leaves on the publications it creates; any other one is left, and
@@ -38,6 +39,10 @@ pub use crate::sync::PUBLICATION_COMMENT;
 
 /// SQLSTATE `undefined_object`: what a drop of something already gone reports.
 const UNDEFINED_OBJECT: &str = "42704";
+
+/// How long cleanup waits for an active slot to be released before it calls it in use: a
+/// walsender whose client was just killed holds the slot until it notices.
+const SLOT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// SQLSTATE `object_in_use`: a slot or origin some process is using.
 const OBJECT_IN_USE: &str = "55006";
 
@@ -263,9 +268,18 @@ async fn plan_and_execute(
             armed_lsn: reverse.armed_lsn,
         });
     }
-    let slot = slot::read(&blue.client, slot_name)
+    let mut slot = slot::read(&blue.client, slot_name)
         .await
         .map_err(|e| blue.error("read pg_replication_slots", e))?;
+    // A consumer that just stopped (a sync killed a moment ago) leaves the slot active until
+    // blue's walsender notices: give it a moment before calling the slot in use.
+    let released_by = std::time::Instant::now() + SLOT_RELEASE_WAIT;
+    while slot.as_ref().is_some_and(|s| s.active) && std::time::Instant::now() < released_by {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        slot = slot::read(&blue.client, slot_name)
+            .await
+            .map_err(|e| blue.error("read pg_replication_slots", e))?;
+    }
     if let Some(slot) = slot {
         if slot.slot_type != "logical" || slot.plugin.as_deref() != Some(OUTPUT_PLUGIN) {
             let kind = match &slot.plugin {
