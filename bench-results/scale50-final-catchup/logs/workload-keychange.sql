@@ -1,0 +1,2 @@
+\set s random(1, :rows)
+UPDATE public.bench_keychange SET id = nextval('public.bench_keychange_id') WHERE slot = :s;
