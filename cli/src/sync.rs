@@ -86,7 +86,8 @@ pub(crate) struct SyncArgs {
     /// same built-in type on green.
     #[arg(long, env = "BLUESHIFT_BINARY", value_parser = settings::boolish())]
     binary: bool,
-    /// Appliers, each one connection to green [default: 4].
+    /// Appliers, each one connection to green; all but the first wait while fewer than four
+    /// transactions are queued [default: 4].
     #[arg(long, value_name = "N", env = "BLUESHIFT_WORKERS")]
     workers: Option<usize>,
     /// The one memory budget of in-flight transactions (being assembled, queued, being

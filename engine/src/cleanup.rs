@@ -43,6 +43,7 @@ const UNDEFINED_OBJECT: &str = "42704";
 /// How long cleanup waits for an active slot to be released before it calls it in use: a
 /// walsender whose client was just killed holds the slot until it notices.
 const SLOT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// SQLSTATE `object_in_use`: a slot or origin some process is using.
 const OBJECT_IN_USE: &str = "55006";
 

@@ -410,12 +410,6 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{run, take_group, Job};
-    use crate::metrics::Metrics;
-    use crate::sync::acknowledge::Acks;
-    use crate::sync::durability::{self, Durability};
-    use crate::sync::order::CommitOrder;
-    use crate::sync::queue;
     use blueshift_applier::{Applier, ApplierOptions, Change, Changes, Transaction};
     use blueshift_decoder::config::ConnectConfig;
     use blueshift_decoder::pgoutput::{
@@ -426,6 +420,13 @@ mod tests {
     use blueshift_decoder::{Lsn, Oid, Xid};
     use blueshift_tests::{eventually_async, Cluster, ClusterOptions, PgBinaries};
     use bytes::Bytes;
+
+    use super::{run, take_group, Job};
+    use crate::metrics::Metrics;
+    use crate::sync::acknowledge::Acks;
+    use crate::sync::durability::{self, Durability};
+    use crate::sync::order::CommitOrder;
+    use crate::sync::queue;
 
     fn update(relation: &Arc<RelationInfo>, id: &str, v: &str) -> Change {
         Change::Update {
