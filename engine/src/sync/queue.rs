@@ -5,10 +5,11 @@
 //! reader finds it that deep. Live traffic then goes to one applier, one green session:
 //! transactions that arrive one or two at a time would gain nothing from more, since the next
 //! one usually depends on the one before (TPC-B's keyless history table and hot branch rows chain
-//! every transaction), and spreading them over four sessions cost green 15–20 % more CPU per
-//! change, measured side by side (`blueshift bench live`, `--workers 4` against `--workers 1`):
-//! each session's backend comes to the work with cold caches, on two cores. A backlog (catch-up,
-//! a burst) is as deep as it gets at once, and every applier takes from it as before.
+//! every transaction), and spreading them over four sessions cost green 13–19 % more CPU per
+//! change (`blueshift bench live` at 80 %: four appliers in turn against `--workers 1` and
+//! against this rule; BENCHMARKS.md): each session's backend comes to the work with cold
+//! caches, on two cores. A backlog (catch-up, a burst) fills the queue at once, and every
+//! applier takes from it as before.
 //!
 //! Parking is a heuristic of speed only: a parked helper holds no job, and every job an applier
 //! holds depends only on jobs taken before it, so the first applier alone always progresses. A
