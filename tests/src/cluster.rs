@@ -315,6 +315,24 @@ impl Cluster {
         Ok(text)
     }
 
+    /// Waits up to `within` for replication slot `slot` to have no consumer. A consumer killed a
+    /// moment ago holds its slot until the walsender notices it is gone.
+    pub fn wait_slot_inactive(&self, db: &str, slot: &str, within: Duration) -> anyhow::Result<()> {
+        let sql = format!(
+            "SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}'",
+            slot.replace('\'', "''")
+        );
+        eventually(within, || {
+            let active = self.psql(db, &sql)?;
+            anyhow::ensure!(
+                active == "f",
+                "slot {slot} still active (active = {active:?})"
+            );
+            Ok(())
+        })
+        .with_context(|| format!("slot {slot} on cluster {} not released", self.opts.name))
+    }
+
     /// `CREATE DATABASE "name"` (the name quoted as an identifier).
     pub fn create_database(&self, name: &str) -> anyhow::Result<()> {
         self.psql(

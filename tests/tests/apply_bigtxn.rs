@@ -14,7 +14,6 @@
 #[path = "support/sync.rs"]
 mod support;
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
 use support::Pair;
@@ -256,10 +255,7 @@ fn killed_with_a_set_statement_of_a_large_transaction_in_flight() {
             &args,
             &[("BLUESHIFT_FAILPOINTS", spec.as_str()), log_env()[0]],
         );
-        let status = sync.exited(Duration::from_secs(300));
-        let log = sync.log_text();
-        assert_eq!(status.signal(), Some(9), "killed at {spec}:\n{log}");
-        assert!(log.contains("failpoint set-statement reached"), "{log}");
+        let log = sync.killed_at(&spec, Duration::from_secs(300));
         // Nothing of the large transaction is on green.
         assert_eq!(
             pair.green

@@ -15,7 +15,6 @@
 #[path = "support/sync.rs"]
 mod support;
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
 use support::Pair;
@@ -337,10 +336,7 @@ fn killed_with_a_set_statement_in_flight() {
             &["--workers", "2"],
             &[("BLUESHIFT_FAILPOINTS", spec.as_str()), log_env()[0]],
         );
-        let status = sync.exited(Duration::from_secs(120));
-        let log = sync.log_text();
-        assert_eq!(status.signal(), Some(9), "killed at {spec}:\n{log}");
-        assert!(log.contains("failpoint set-statement reached"), "{log}");
+        sync.killed_at(&spec, Duration::from_secs(120));
     }
     let mut sync = pair.sync(&["--workers", "2"]);
     pair.converge(TABLES, Duration::from_secs(180));

@@ -249,15 +249,8 @@ fn an_active_slot_is_refused_with_its_pid_and_nothing_is_dropped() {
     // Once the consumer is gone, the same command goes through.
     consumer.kill().expect("stop pg_recvlogical");
     consumer.wait().expect("reap pg_recvlogical");
-    eventually(Duration::from_secs(30), || {
-        let active = blue.psql(
-            "app",
-            "SELECT active FROM pg_replication_slots WHERE slot_name = 's'",
-        )?;
-        anyhow::ensure!(active == "f", "slot still active");
-        Ok(())
-    })
-    .expect("the walsender ends");
+    blue.wait_slot_inactive("app", "s", Duration::from_secs(30))
+        .expect("the walsender ends");
     succeeded(&cleanup(
         &b,
         &g,

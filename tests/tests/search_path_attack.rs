@@ -223,15 +223,8 @@ fn shadowing_objects_in_public_are_never_called() {
     sync.wait().unwrap();
     // The slot stays active until blue's walsender notices its client is gone (cleanup refuses
     // a slot in use, and says so: `cleanup_cli`).
-    eventually(Duration::from_secs(60), || {
-        let active = blue.psql(
-            "app",
-            "SELECT active FROM pg_replication_slots WHERE slot_name = 'trap'",
-        )?;
-        anyhow::ensure!(active == "f", "slot still active");
-        Ok(())
-    })
-    .expect("blue's walsender ends");
+    blue.wait_slot_inactive("app", "trap", Duration::from_secs(60))
+        .expect("blue's walsender ends");
 
     // cleanup of the publication blueshift did not create leaves it (a shadowed obj_description
     // would call it blueshift's), and really drops the slot.

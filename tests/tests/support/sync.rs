@@ -355,6 +355,25 @@ impl Sync {
         }
     }
 
+    /// Waits up to `within` for a sync started with `BLUESHIFT_FAILPOINTS=spec` (`name=kill@N`)
+    /// to kill itself there: asserts it died of SIGKILL at that failpoint; its log.
+    pub(crate) fn killed_at(&mut self, spec: &str, within: Duration) -> String {
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = self.exited(within);
+        let log = self.log_text();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "sync was to kill itself at {spec}, it exited with {status}:\n{log}"
+        );
+        let name = spec.split_once('=').map_or(spec, |(name, _)| name);
+        assert!(
+            log.contains(&format!("failpoint {name} reached")),
+            "sync died of SIGKILL, but not at failpoint {name}:\n{log}"
+        );
+        log
+    }
+
     /// Whether it is still running.
     pub(crate) fn running(&mut self) -> bool {
         self.child
