@@ -269,18 +269,16 @@ async fn plan_and_execute(
             armed_lsn: reverse.armed_lsn,
         });
     }
-    let mut slot = slot::read(&blue.client, slot_name)
-        .await
-        .map_err(|e| blue.error("read pg_replication_slots", e))?;
-    // A consumer that just stopped (a sync killed a moment ago) leaves the slot active until
-    // blue's walsender notices: give it a moment before calling the slot in use.
-    let released_by = std::time::Instant::now() + SLOT_RELEASE_WAIT;
-    while slot.as_ref().is_some_and(|s| s.active) && std::time::Instant::now() < released_by {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        slot = slot::read(&blue.client, slot_name)
-            .await
-            .map_err(|e| blue.error("read pg_replication_slots", e))?;
-    }
+    let slot = slot::after_release_grace(
+        SLOT_RELEASE_WAIT,
+        || async {
+            slot::read(&blue.client, slot_name)
+                .await
+                .map_err(|e| blue.error("read pg_replication_slots", e))
+        },
+        |slot| slot.as_ref().is_some_and(|s| s.active),
+    )
+    .await?;
     if let Some(slot) = slot {
         if slot.slot_type != "logical" || slot.plugin.as_deref() != Some(OUTPUT_PLUGIN) {
             let kind = match &slot.plugin {

@@ -73,6 +73,29 @@ pub(crate) async fn read(client: &Client, slot: &str) -> Result<Option<SlotInfo>
     }))
 }
 
+/// Reads a slot with `read` until `held` says no consumer holds it, or `grace` has passed; the
+/// last read. A consumer that just went away (a sync killed a moment ago) leaves its slot
+/// active until blue's walsender notices, so a caller that refuses a slot in use gives it this
+/// moment first.
+pub(crate) async fn after_release_grace<T, E, F, Fut>(
+    grace: std::time::Duration,
+    mut read: F,
+    held: impl Fn(&T) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let value = read().await?;
+        if !held(&value) || tokio::time::Instant::now() >= deadline {
+            return Ok(value);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// `pg_current_wal_lsn()`.
 pub(crate) async fn current_wal_lsn(client: &Client) -> Result<Lsn, SqlError> {
     let text: String = client

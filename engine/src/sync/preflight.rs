@@ -357,32 +357,31 @@ async fn slot_free(blue: &Client, slot: &str) -> Result<(), PreflightError> {
                          FROM pg_catalog.pg_replication_slots s
                          LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = s.active_pid
                         WHERE s.slot_name = $1 AND s.active";
-    let deadline = tokio::time::Instant::now() + SLOT_RELEASE_GRACE;
-    loop {
-        let row = one(blue, "blue", "replication slots", SQL, &[&slot]).await?;
-        let Some(row) = row else { return Ok(()) };
-        if tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        }
-        let pid: Option<i32> = row.get(0);
-        let application: Option<String> = row.get(1);
-        let addr: Option<String> = row.get(2);
-        let hostname: Option<String> = row.get(3);
-        let mut parts = Vec::new();
-        if let Some(app) = application.filter(|a| !a.is_empty()) {
-            parts.push(format!("to {app:?}"));
-        }
-        match (hostname, addr) {
-            (Some(host), Some(addr)) => parts.push(format!("from host {host} ({addr})")),
-            (None, Some(addr)) => parts.push(format!("from host {addr}")),
-            (Some(host), None) => parts.push(format!("from host {host}")),
-            (None, None) => parts.push("over a local socket".to_owned()),
-        }
-        return Err(PreflightError::SlotInUse {
-            slot: slot.to_owned(),
-            pid: pid.unwrap_or(0),
-            holder: format!(" ({})", parts.join(", ")),
-        });
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&slot];
+    let row = crate::status::slot::after_release_grace(
+        SLOT_RELEASE_GRACE,
+        || one(blue, "blue", "replication slots", SQL, &params),
+        Option::is_some,
+    )
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    let pid: Option<i32> = row.get(0);
+    let application: Option<String> = row.get(1);
+    let addr: Option<String> = row.get(2);
+    let hostname: Option<String> = row.get(3);
+    let mut parts = Vec::new();
+    if let Some(app) = application.filter(|a| !a.is_empty()) {
+        parts.push(format!("to {app:?}"));
     }
+    match (hostname, addr) {
+        (Some(host), Some(addr)) => parts.push(format!("from host {host} ({addr})")),
+        (None, Some(addr)) => parts.push(format!("from host {addr}")),
+        (Some(host), None) => parts.push(format!("from host {host}")),
+        (None, None) => parts.push("over a local socket".to_owned()),
+    }
+    Err(PreflightError::SlotInUse {
+        slot: slot.to_owned(),
+        pid: pid.unwrap_or(0),
+        holder: format!(" ({})", parts.join(", ")),
+    })
 }
